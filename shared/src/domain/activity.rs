@@ -1,0 +1,205 @@
+//! Activity entries: one for each lifecycle change, naming who acted.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::Timestamp;
+use super::grace::GracePeriod;
+use super::names::{ActivityId, EnvName, KeyId, KeyName, Kind, Scopes};
+
+/// Who made a change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActorType {
+    /// A caller of the HTTP API, named by its key id.
+    ApiKey,
+    /// A person at the command line, or an IAM principal.
+    Operator,
+    /// A schedule rule, named by its ARN.
+    Schedule,
+}
+
+/// Who made a change, as recorded in its activity entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    /// What kind of actor.
+    #[serde(rename = "type")]
+    pub kind: ActorType,
+    /// The actor's id: a key id, an operator's name, or a rule's ARN.
+    pub id: String,
+}
+
+impl Actor {
+    /// A caller authenticated by one of keyward's own keys.
+    pub fn api_key(id: &KeyId) -> Self {
+        Self {
+            kind: ActorType::ApiKey,
+            id: id.to_string(),
+        }
+    }
+
+    /// An operator at the command line.
+    pub fn operator(name: impl Into<String>) -> Self {
+        Self {
+            kind: ActorType::Operator,
+            id: name.into(),
+        }
+    }
+}
+
+/// What happened, with the facts each kind of change records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action")]
+pub enum Event {
+    /// A key was made.
+    #[serde(rename = "key.created")]
+    Created {
+        /// Its name.
+        name: KeyName,
+        /// Its kind.
+        kind: Kind,
+        /// Its scopes.
+        scopes: Scopes,
+        /// Its expiry, if it has one.
+        expires_at: Option<Timestamp>,
+    },
+    /// A key was replaced by a new one, and keeps working for its grace.
+    #[serde(rename = "key.rotated")]
+    Rotated {
+        /// The replacement.
+        new_key_id: KeyId,
+        /// The grace that was asked for.
+        grace_period: GracePeriod,
+        /// The old key's expiry before the rotation.
+        previous_expires_at: Option<Timestamp>,
+        /// The old key's expiry after the rotation.
+        expires_at: Timestamp,
+    },
+    /// The grace of a rotated key was changed.
+    #[serde(rename = "key.grace_period_changed")]
+    GracePeriodChanged {
+        /// The grace that was asked for, counted from the change.
+        grace_period: GracePeriod,
+        /// The expiry before the change.
+        previous_expires_at: Option<Timestamp>,
+        /// The expiry after the change.
+        expires_at: Timestamp,
+    },
+    /// A key was revoked.
+    #[serde(rename = "key.revoked")]
+    Revoked {
+        /// When.
+        revoked_at: Timestamp,
+    },
+}
+
+impl Event {
+    /// The action this event records.
+    pub fn action(&self) -> Action {
+        match self {
+            Event::Created { .. } => Action::Created,
+            Event::Rotated { .. } => Action::Rotated,
+            Event::GracePeriodChanged { .. } => Action::GracePeriodChanged,
+            Event::Revoked { .. } => Action::Revoked,
+        }
+    }
+}
+
+/// The activity actions, for filters and for events' detail types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// `key.created`
+    Created,
+    /// `key.rotated`
+    Rotated,
+    /// `key.grace_period_changed`
+    GracePeriodChanged,
+    /// `key.revoked`
+    Revoked,
+    /// `key.expired`
+    Expired,
+    /// `key.expiring`
+    Expiring,
+}
+
+impl Action {
+    const ALL: [Action; 6] = [
+        Action::Created,
+        Action::Rotated,
+        Action::GracePeriodChanged,
+        Action::Revoked,
+        Action::Expired,
+        Action::Expiring,
+    ];
+
+    /// The action's name, such as `key.rotated`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Created => "key.created",
+            Action::Rotated => "key.rotated",
+            Action::GracePeriodChanged => "key.grace_period_changed",
+            Action::Revoked => "key.revoked",
+            Action::Expired => "key.expired",
+            Action::Expiring => "key.expiring",
+        }
+    }
+
+    /// The action with this name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One line of the activity log. It is written in the same atomic write as its change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActivityEntry {
+    /// Its id, which sorts by time; consumers deduplicate events on it.
+    pub id: ActivityId,
+    /// When the change happened.
+    pub at: Timestamp,
+    /// The environment of the key.
+    pub environment: EnvName,
+    /// The key that changed (for a rotation, the old key).
+    pub key_id: KeyId,
+    /// Who made the change.
+    pub actor: Actor,
+    /// What happened.
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+impl ActivityEntry {
+    /// A new entry for `event` on `key_id`, at `now`.
+    pub fn new(
+        environment: &EnvName,
+        key_id: &KeyId,
+        actor: Actor,
+        event: Event,
+        now: Timestamp,
+    ) -> Self {
+        Self {
+            id: ActivityId::generate(now),
+            at: now,
+            environment: environment.clone(),
+            key_id: key_id.clone(),
+            actor,
+            event,
+        }
+    }
+
+    /// The other key this entry is about, so that it also shows in that key's activity:
+    /// a rotation belongs to the new key's history as well as the old one's.
+    pub fn related_key_id(&self) -> Option<&KeyId> {
+        match &self.event {
+            Event::Rotated { new_key_id, .. } => Some(new_key_id),
+            _ => None,
+        }
+    }
+}

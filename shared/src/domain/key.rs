@@ -1,0 +1,127 @@
+//! The stored key record, its derived status, and the environment record.
+
+use serde::{Deserialize, Serialize};
+
+use super::Timestamp;
+use super::grace::{GracePeriod, RotationInterval};
+use super::names::{EnvName, InputError, KeyId, KeyName, Kind, Scopes};
+use super::token::KeyHash;
+
+/// Where a key is in its life. It is derived from the record and the time, never stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Not rotated, not revoked, and not past any expiry.
+    Active,
+    /// Rotated, and still valid until its `expires_at`.
+    InGrace,
+    /// Past its `expires_at`.
+    Expired,
+    /// Revoked explicitly.
+    Revoked,
+}
+
+impl Status {
+    /// The status as the API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Active => "active",
+            Status::InGrace => "in_grace",
+            Status::Expired => "expired",
+            Status::Revoked => "revoked",
+        }
+    }
+}
+
+/// How a key rotates itself: how often, with what grace, and where its new secret goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotationPolicy {
+    /// How often the key rotates.
+    pub every: RotationInterval,
+    /// The grace the old key gets at each rotation.
+    pub grace_period: GracePeriod,
+    /// The Secrets Manager secret (name or ARN) that receives each new secret.
+    pub secret_id: String,
+}
+
+impl RotationPolicy {
+    /// Checks the secret id: Secrets Manager names and ARNs use `A-Za-z0-9/_+=.@-` and `:`.
+    pub fn validate(self) -> Result<Self, InputError> {
+        let ok = (1..=2048).contains(&self.secret_id.len())
+            && self
+                .secret_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/_+=.@-:".contains(&b));
+        if ok {
+            Ok(self)
+        } else {
+            Err(InputError::InvalidRotationPolicy(
+                "rotation_policy.secret_id is a Secrets Manager secret name or ARN".to_owned(),
+            ))
+        }
+    }
+}
+
+/// A key as stored: everything but its secret, which exists only as `hash`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Key {
+    /// The public id.
+    pub id: KeyId,
+    /// The only environment where the key is accepted.
+    pub environment: EnvName,
+    /// A human name.
+    pub name: KeyName,
+    /// Secret or publishable.
+    pub kind: Kind,
+    /// What the key may do.
+    pub scopes: Scopes,
+    /// Whether this is its environment's default key, which must be rotated before revocation.
+    pub default: bool,
+    /// SHA-256 of the secret.
+    pub hash: KeyHash,
+    /// Prefix and last four characters of the secret.
+    pub hint: String,
+    /// When the key was made.
+    pub created_at: Timestamp,
+    /// When the key stops working, if it does.
+    pub expires_at: Option<Timestamp>,
+    /// When the key was revoked, if it was.
+    pub revoked_at: Option<Timestamp>,
+    /// The key this one replaced.
+    pub rotated_from: Option<KeyId>,
+    /// The key that replaced this one.
+    pub rotated_to: Option<KeyId>,
+    /// The expiry the key had before it was rotated: no grace may run past it.
+    pub expiry_limit: Option<Timestamp>,
+    /// How the key rotates itself, if it does.
+    pub rotation_policy: Option<RotationPolicy>,
+    /// Bumped by every change; a write applies only if the stored version is the one read.
+    pub version: u64,
+}
+
+impl Key {
+    /// The key's status at `now`.
+    pub fn status(&self, now: Timestamp) -> Status {
+        if self.revoked_at.is_some() {
+            Status::Revoked
+        } else if self.expires_at.is_some_and(|at| at <= now) {
+            Status::Expired
+        } else if self.rotated_to.is_some() {
+            Status::InGrace
+        } else {
+            Status::Active
+        }
+    }
+}
+
+/// An environment: a name, and which key is its default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Environment {
+    /// The environment's name.
+    pub name: EnvName,
+    /// Its default key, which always exists and is active or about to be replaced.
+    pub default_key_id: KeyId,
+    /// When it was made.
+    pub created_at: Timestamp,
+}

@@ -1,0 +1,795 @@
+//! The lifecycle rules. Each operation decides the new records and the activity entry, and
+//! returns them as a [`Change`] with its preconditions; a store applies the change atomically.
+
+use super::Timestamp;
+use super::activity::{ActivityEntry, Actor, Event};
+use super::grace::GracePeriod;
+use super::key::{Environment, Key, RotationPolicy, Status};
+use super::names::{EnvName, InputError, KeyId, KeyName, Kind, Scopes};
+use super::token::Secret;
+
+/// A key write, with the precondition the store must check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyWrite {
+    /// A new key; no key with its id or hash may exist.
+    Insert(Key),
+    /// A changed key; the stored one must still be at `expected_version`.
+    Update {
+        /// The key as it is to be stored, at `expected_version + 1`.
+        key: Key,
+        /// The version that was read when the change was decided.
+        expected_version: u64,
+    },
+}
+
+/// An environment write, with the precondition the store must check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvironmentWrite {
+    /// A new environment; none of that name may exist.
+    Create(Environment),
+    /// The default moves to the rotated key's successor; the default must still be `from`.
+    MoveDefault {
+        /// The environment.
+        name: EnvName,
+        /// The default key that was rotated.
+        from: KeyId,
+        /// Its successor.
+        to: KeyId,
+    },
+}
+
+/// Everything one lifecycle operation writes: applied all together, or not at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The key records to write.
+    pub keys: Vec<KeyWrite>,
+    /// The environment record to write, if any.
+    pub environment: Option<EnvironmentWrite>,
+    /// The entry that records the change.
+    pub activity: ActivityEntry,
+}
+
+/// Why a lifecycle operation cannot be done on a key in its current state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LifecycleError {
+    /// Only an active key can be rotated.
+    #[error("only an active key can be rotated; this key is {}", .0.as_str())]
+    NotActive(Status),
+    /// Only a key in its grace period can have its grace changed.
+    #[error("only a key in its grace period can have its grace period changed; this key is {}", .0.as_str())]
+    NotInGrace(Status),
+    /// The default key must be rotated before it can be revoked, so the environment keeps a key.
+    #[error("the environment's default key must be rotated before it can be revoked")]
+    DefaultKeyMustBeRotated,
+    /// The request itself breaks a rule.
+    #[error(transparent)]
+    Input(#[from] InputError),
+}
+
+/// What a caller asks for when creating a key, already parsed.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    /// Its name.
+    pub name: KeyName,
+    /// Its kind.
+    pub kind: Kind,
+    /// Its scopes.
+    pub scopes: Scopes,
+    /// When it stops working, if ever.
+    pub expires_at: Option<Timestamp>,
+    /// How it rotates itself, if it does.
+    pub rotation_policy: Option<RotationPolicy>,
+}
+
+/// A newly made key: the record, its secret to show once, and the change that stores it.
+#[derive(Debug)]
+pub struct Issued {
+    /// The new key.
+    pub key: Key,
+    /// Its secret.
+    pub secret: Secret,
+    /// What to apply.
+    pub change: Change,
+}
+
+/// The outcome of a rotation.
+#[derive(Debug)]
+pub struct Rotated {
+    /// The successor, active at once.
+    pub key: Key,
+    /// The successor's secret.
+    pub secret: Secret,
+    /// The old key, now in grace (or expired, with a grace of `now`).
+    pub previous: Key,
+    /// What to apply.
+    pub change: Change,
+}
+
+/// The outcome of a grace change.
+#[derive(Debug)]
+pub struct GraceChanged {
+    /// The key with its new expiry.
+    pub key: Key,
+    /// What to apply.
+    pub change: Change,
+}
+
+/// The outcome of a revocation.
+#[derive(Debug)]
+pub enum Revocation {
+    /// The key is now revoked.
+    Revoked {
+        /// The revoked key.
+        key: Key,
+        /// What to apply.
+        change: Change,
+    },
+    /// The key was already revoked or expired: nothing changes and nothing is recorded.
+    Unchanged(Key),
+}
+
+struct Draft<'a> {
+    environment: &'a EnvName,
+    name: KeyName,
+    kind: Kind,
+    scopes: Scopes,
+    default: bool,
+    expires_at: Option<Timestamp>,
+    rotation_policy: Option<RotationPolicy>,
+    rotated_from: Option<KeyId>,
+}
+
+impl Draft<'_> {
+    fn issue(self, now: Timestamp) -> (Key, Secret) {
+        let secret = Secret::generate(self.kind, self.environment);
+        let key = Key {
+            id: KeyId::generate(now),
+            environment: self.environment.clone(),
+            name: self.name,
+            kind: self.kind,
+            scopes: self.scopes,
+            default: self.default,
+            hash: secret.hash(),
+            hint: secret.hint(),
+            created_at: now,
+            expires_at: self.expires_at,
+            revoked_at: None,
+            rotated_from: self.rotated_from,
+            rotated_to: None,
+            expiry_limit: None,
+            rotation_policy: self.rotation_policy,
+            version: 1,
+        };
+        (key, secret)
+    }
+}
+
+fn created(key: &Key, actor: Actor, now: Timestamp) -> ActivityEntry {
+    let event = Event::Created {
+        name: key.name.clone(),
+        kind: key.kind,
+        scopes: key.scopes.clone(),
+        expires_at: key.expires_at,
+    };
+    ActivityEntry::new(&key.environment, &key.id, actor, event, now)
+}
+
+/// The next version of `key`, and the write that stores it if nobody changed it meanwhile.
+fn update(key: Key) -> (Key, KeyWrite) {
+    let expected_version = key.version;
+    let key = Key {
+        version: expected_version + 1,
+        ..key
+    };
+    (
+        key.clone(),
+        KeyWrite::Update {
+            key,
+            expected_version,
+        },
+    )
+}
+
+/// The expiry a grace gives at `now`, never past `limit`.
+fn grace_expiry(grace: GracePeriod, limit: Option<Timestamp>, now: Timestamp) -> Timestamp {
+    let wanted = now + grace.duration();
+    limit.map_or(wanted, |limit| wanted.min(limit))
+}
+
+/// Makes a new active key in `environment`.
+pub fn create_key(
+    environment: &EnvName,
+    input: NewKey,
+    actor: Actor,
+    now: Timestamp,
+) -> Result<Issued, LifecycleError> {
+    if input.kind == Kind::Publishable
+        && let Some(scope) = input.scopes.first_management()
+    {
+        return Err(InputError::ScopeNotAllowed(scope.as_str().to_owned()).into());
+    }
+    if input.expires_at.is_some_and(|at| at <= now) {
+        return Err(InputError::ExpiresAtNotInFuture.into());
+    }
+    let (key, secret) = Draft {
+        environment,
+        name: input.name,
+        kind: input.kind,
+        scopes: input.scopes,
+        default: false,
+        expires_at: input.expires_at,
+        rotation_policy: input.rotation_policy,
+        rotated_from: None,
+    }
+    .issue(now);
+    let change = Change {
+        keys: vec![KeyWrite::Insert(key.clone())],
+        environment: None,
+        activity: created(&key, actor, now),
+    };
+    Ok(Issued {
+        key,
+        secret,
+        change,
+    })
+}
+
+/// Makes an environment with its default key: a secret key with full access.
+pub fn create_environment(name: &EnvName, actor: Actor, now: Timestamp) -> Issued {
+    let (key, secret) = Draft {
+        environment: name,
+        name: KeyName::parse("default").expect("a valid literal name"),
+        kind: Kind::Secret,
+        scopes: Scopes::all(),
+        default: true,
+        expires_at: None,
+        rotation_policy: None,
+        rotated_from: None,
+    }
+    .issue(now);
+    let environment = Environment {
+        name: name.clone(),
+        default_key_id: key.id.clone(),
+        created_at: now,
+    };
+    let change = Change {
+        keys: vec![KeyWrite::Insert(key.clone())],
+        environment: Some(EnvironmentWrite::Create(environment)),
+        activity: created(&key, actor, now),
+    };
+    Issued {
+        key,
+        secret,
+        change,
+    }
+}
+
+/// Replaces an active key with a new one; the old key stays valid for `grace`, but never
+/// past an expiry it already had. The default flag moves to the successor.
+pub fn rotate(
+    old: &Key,
+    grace: GracePeriod,
+    actor: Actor,
+    now: Timestamp,
+) -> Result<Rotated, LifecycleError> {
+    let status = old.status(now);
+    if status != Status::Active {
+        return Err(LifecycleError::NotActive(status));
+    }
+    let (key, secret) = Draft {
+        environment: &old.environment,
+        name: old.name.clone(),
+        kind: old.kind,
+        scopes: old.scopes.clone(),
+        default: old.default,
+        expires_at: None,
+        rotation_policy: old.rotation_policy.clone(),
+        rotated_from: Some(old.id.clone()),
+    }
+    .issue(now);
+    let expires_at = grace_expiry(grace, old.expires_at, now);
+    let (previous, write) = update(Key {
+        rotated_to: Some(key.id.clone()),
+        expires_at: Some(expires_at),
+        expiry_limit: old.expires_at,
+        default: false,
+        ..old.clone()
+    });
+    let event = Event::Rotated {
+        new_key_id: key.id.clone(),
+        grace_period: grace,
+        previous_expires_at: old.expires_at,
+        expires_at,
+    };
+    let change = Change {
+        keys: vec![KeyWrite::Insert(key.clone()), write],
+        environment: old.default.then(|| EnvironmentWrite::MoveDefault {
+            name: old.environment.clone(),
+            from: old.id.clone(),
+            to: key.id.clone(),
+        }),
+        activity: ActivityEntry::new(&old.environment, &old.id, actor, event, now),
+    };
+    Ok(Rotated {
+        key,
+        secret,
+        previous,
+        change,
+    })
+}
+
+/// Sets a rotated key's expiry to `now + grace`, shorter or longer than before, but never
+/// past the expiry the key had before it was rotated.
+pub fn change_grace_period(
+    key: &Key,
+    grace: GracePeriod,
+    actor: Actor,
+    now: Timestamp,
+) -> Result<GraceChanged, LifecycleError> {
+    let status = key.status(now);
+    if status != Status::InGrace {
+        return Err(LifecycleError::NotInGrace(status));
+    }
+    let expires_at = grace_expiry(grace, key.expiry_limit, now);
+    let event = Event::GracePeriodChanged {
+        grace_period: grace,
+        previous_expires_at: key.expires_at,
+        expires_at,
+    };
+    let (changed, write) = update(Key {
+        expires_at: Some(expires_at),
+        ..key.clone()
+    });
+    let change = Change {
+        keys: vec![write],
+        environment: None,
+        activity: ActivityEntry::new(&key.environment, &key.id, actor, event, now),
+    };
+    Ok(GraceChanged {
+        key: changed,
+        change,
+    })
+}
+
+/// Revokes a key at once. A key that is already revoked or expired is left as it is.
+pub fn revoke(key: &Key, actor: Actor, now: Timestamp) -> Result<Revocation, LifecycleError> {
+    match key.status(now) {
+        Status::Revoked | Status::Expired => return Ok(Revocation::Unchanged(key.clone())),
+        Status::Active | Status::InGrace => {}
+    }
+    if key.default {
+        return Err(LifecycleError::DefaultKeyMustBeRotated);
+    }
+    let (revoked, write) = update(Key {
+        revoked_at: Some(now),
+        expires_at: Some(now),
+        ..key.clone()
+    });
+    let change = Change {
+        keys: vec![write],
+        environment: None,
+        activity: ActivityEntry::new(
+            &key.environment,
+            &key.id,
+            actor,
+            Event::Revoked { revoked_at: now },
+            now,
+        ),
+    };
+    Ok(Revocation::Revoked {
+        key: revoked,
+        change,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeDelta, TimeZone, Utc};
+
+    use super::*;
+    use crate::domain::{Action, PresentedKey, Scope, Verdict, check};
+
+    fn t0() -> Timestamp {
+        Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).unwrap()
+    }
+
+    fn env() -> EnvName {
+        EnvName::parse("production").unwrap()
+    }
+
+    fn operator() -> Actor {
+        Actor::operator("alice")
+    }
+
+    fn new_key(kind: Kind, scopes: &[&str], expires_at: Option<Timestamp>) -> NewKey {
+        NewKey {
+            name: KeyName::parse("billing").unwrap(),
+            kind,
+            scopes: Scopes::parse(scopes).unwrap(),
+            expires_at,
+            rotation_policy: None,
+        }
+    }
+
+    fn active_key() -> Key {
+        create_key(
+            &env(),
+            new_key(Kind::Secret, &["orders:read"], None),
+            operator(),
+            t0(),
+        )
+        .unwrap()
+        .key
+    }
+
+    fn grace(s: &str) -> GracePeriod {
+        GracePeriod::parse(s).unwrap()
+    }
+
+    #[test]
+    fn create_makes_an_active_key_whose_secret_matches_its_hash() {
+        let issued = create_key(
+            &env(),
+            new_key(Kind::Secret, &["orders:read"], None),
+            operator(),
+            t0(),
+        )
+        .unwrap();
+        assert_eq!(issued.key.status(t0()), Status::Active);
+        assert_eq!(
+            PresentedKey::parse(issued.secret.expose()).unwrap().hash,
+            issued.key.hash
+        );
+        assert!(!issued.key.default);
+        assert_eq!(
+            issued.change.keys,
+            vec![KeyWrite::Insert(issued.key.clone())]
+        );
+        assert_eq!(issued.change.activity.event.action(), Action::Created);
+        assert_eq!(issued.change.activity.actor, operator());
+    }
+
+    #[test]
+    fn publishable_keys_carry_only_custom_scopes() {
+        for scope in ["*", "keys:read", "keys:write", "activity:read"] {
+            let err = create_key(
+                &env(),
+                new_key(Kind::Publishable, &["orders:read", scope], None),
+                operator(),
+                t0(),
+            )
+            .unwrap_err();
+            assert_eq!(
+                err,
+                LifecycleError::Input(InputError::ScopeNotAllowed(scope.to_owned()))
+            );
+        }
+        assert!(
+            create_key(
+                &env(),
+                new_key(Kind::Publishable, &["orders:read"], None),
+                operator(),
+                t0()
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn create_refuses_an_expiry_that_is_not_in_the_future() {
+        for at in [t0(), t0() - TimeDelta::seconds(1)] {
+            let err = create_key(
+                &env(),
+                new_key(Kind::Secret, &[], Some(at)),
+                operator(),
+                t0(),
+            )
+            .unwrap_err();
+            assert_eq!(err, LifecycleError::Input(InputError::ExpiresAtNotInFuture));
+        }
+    }
+
+    #[test]
+    fn status_is_derived_from_the_record_and_the_time() {
+        let key = active_key();
+        assert_eq!(key.status(t0()), Status::Active);
+        let expiring = Key {
+            expires_at: Some(t0() + TimeDelta::hours(1)),
+            ..key.clone()
+        };
+        assert_eq!(expiring.status(t0()), Status::Active);
+        assert_eq!(expiring.status(t0() + TimeDelta::hours(1)), Status::Expired);
+        let rotated = rotate(&key, grace("1h"), operator(), t0())
+            .unwrap()
+            .previous;
+        assert_eq!(rotated.status(t0()), Status::InGrace);
+        assert_eq!(
+            rotated.status(t0() + TimeDelta::minutes(59)),
+            Status::InGrace
+        );
+        assert_eq!(rotated.status(t0() + TimeDelta::hours(1)), Status::Expired);
+        let revoked = Key {
+            revoked_at: Some(t0()),
+            expires_at: Some(t0()),
+            ..key
+        };
+        assert_eq!(revoked.status(t0() - TimeDelta::hours(1)), Status::Revoked);
+    }
+
+    #[test]
+    fn rotation_copies_the_key_and_gives_the_old_one_its_grace() {
+        let old = Key {
+            rotation_policy: Some(RotationPolicy {
+                every: crate::domain::RotationInterval::parse("P90D").unwrap(),
+                grace_period: grace("24h"),
+                secret_id: "keyward/billing".into(),
+            }),
+            ..active_key()
+        };
+        for (preset, secs) in [
+            ("now", 0),
+            ("1h", 3600),
+            ("24h", 86_400),
+            ("3d", 259_200),
+            ("7d", 604_800),
+        ] {
+            let r = rotate(&old, grace(preset), operator(), t0()).unwrap();
+            assert_eq!(r.key.name, old.name);
+            assert_eq!(r.key.kind, old.kind);
+            assert_eq!(r.key.scopes, old.scopes);
+            assert_eq!(r.key.environment, old.environment);
+            assert_eq!(r.key.rotation_policy, old.rotation_policy);
+            assert_eq!(r.key.rotated_from.as_ref(), Some(&old.id));
+            assert_eq!(r.key.status(t0()), Status::Active);
+            assert_ne!(r.key.hash, old.hash);
+            assert_eq!(r.previous.rotated_to.as_ref(), Some(&r.key.id));
+            assert_eq!(r.previous.expires_at, Some(t0() + TimeDelta::seconds(secs)));
+            let expected_status = if secs == 0 {
+                Status::Expired
+            } else {
+                Status::InGrace
+            };
+            assert_eq!(r.previous.status(t0()), expected_status, "{preset}");
+            assert_eq!(
+                r.change.keys,
+                vec![
+                    KeyWrite::Insert(r.key.clone()),
+                    KeyWrite::Update {
+                        key: r.previous.clone(),
+                        expected_version: old.version
+                    }
+                ]
+            );
+            assert_eq!(r.previous.version, old.version + 1);
+            let Event::Rotated {
+                new_key_id,
+                expires_at,
+                previous_expires_at,
+                grace_period,
+            } = &r.change.activity.event
+            else {
+                panic!("not a rotation entry: {:?}", r.change.activity)
+            };
+            assert_eq!(
+                (new_key_id, *expires_at, *previous_expires_at, *grace_period),
+                (
+                    &r.key.id,
+                    t0() + TimeDelta::seconds(secs),
+                    None,
+                    grace(preset)
+                )
+            );
+            assert_eq!(r.change.activity.key_id, old.id);
+            assert_eq!(r.change.activity.related_key_id(), Some(&r.key.id));
+        }
+    }
+
+    #[test]
+    fn grace_never_runs_past_an_expiry_the_key_already_had() {
+        let limit = t0() + TimeDelta::hours(2);
+        let old = Key {
+            expires_at: Some(limit),
+            ..active_key()
+        };
+        let r = rotate(&old, grace("24h"), operator(), t0()).unwrap();
+        assert_eq!(r.previous.expires_at, Some(limit));
+        assert_eq!(
+            rotate(&old, grace("1h"), operator(), t0())
+                .unwrap()
+                .previous
+                .expires_at,
+            Some(t0() + TimeDelta::hours(1))
+        );
+        let extended = change_grace_period(
+            &r.previous,
+            grace("7d"),
+            operator(),
+            t0() + TimeDelta::minutes(1),
+        )
+        .unwrap();
+        assert_eq!(extended.key.expires_at, Some(limit));
+    }
+
+    #[test]
+    fn only_active_keys_rotate() {
+        let r = rotate(&active_key(), grace("1h"), operator(), t0()).unwrap();
+        assert_eq!(
+            rotate(&r.previous, grace("1h"), operator(), t0()).unwrap_err(),
+            LifecycleError::NotActive(Status::InGrace)
+        );
+        let later = t0() + TimeDelta::hours(2);
+        assert_eq!(
+            rotate(&r.previous, grace("1h"), operator(), later).unwrap_err(),
+            LifecycleError::NotActive(Status::Expired)
+        );
+        let Revocation::Revoked { key: revoked, .. } = revoke(&r.key, operator(), t0()).unwrap()
+        else {
+            panic!("not revoked")
+        };
+        assert_eq!(
+            rotate(&revoked, grace("1h"), operator(), t0()).unwrap_err(),
+            LifecycleError::NotActive(Status::Revoked)
+        );
+    }
+
+    #[test]
+    fn rotating_the_default_key_moves_the_default_to_the_successor() {
+        let issued = create_environment(&env(), operator(), t0());
+        assert!(issued.key.default);
+        assert_eq!(issued.key.scopes, Scopes::all());
+        assert!(
+            matches!(issued.change.environment, Some(EnvironmentWrite::Create(ref e)) if e.default_key_id == issued.key.id)
+        );
+        let r = rotate(&issued.key, grace("24h"), operator(), t0()).unwrap();
+        assert!(r.key.default);
+        assert!(!r.previous.default);
+        assert_eq!(
+            r.change.environment,
+            Some(EnvironmentWrite::MoveDefault {
+                name: env(),
+                from: issued.key.id.clone(),
+                to: r.key.id.clone()
+            })
+        );
+        assert!(
+            rotate(&active_key(), grace("1h"), operator(), t0())
+                .unwrap()
+                .change
+                .environment
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn the_default_key_must_be_rotated_before_it_is_revoked() {
+        let issued = create_environment(&env(), operator(), t0());
+        assert_eq!(
+            revoke(&issued.key, operator(), t0()).unwrap_err(),
+            LifecycleError::DefaultKeyMustBeRotated
+        );
+        let r = rotate(&issued.key, grace("24h"), operator(), t0()).unwrap();
+        assert!(matches!(
+            revoke(&r.previous, operator(), t0()).unwrap(),
+            Revocation::Revoked { .. }
+        ));
+        assert_eq!(
+            revoke(&r.key, operator(), t0()).unwrap_err(),
+            LifecycleError::DefaultKeyMustBeRotated
+        );
+    }
+
+    #[test]
+    fn grace_can_be_extended_or_cut_but_only_while_in_grace() {
+        let r = rotate(&active_key(), grace("1h"), operator(), t0()).unwrap();
+        let at = t0() + TimeDelta::minutes(30);
+        let longer = change_grace_period(&r.previous, grace("7d"), operator(), at).unwrap();
+        assert_eq!(longer.key.expires_at, Some(at + TimeDelta::days(7)));
+        let Event::GracePeriodChanged {
+            previous_expires_at,
+            expires_at,
+            ..
+        } = longer.change.activity.event
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (previous_expires_at, expires_at),
+            (Some(t0() + TimeDelta::hours(1)), at + TimeDelta::days(7))
+        );
+        let cut = change_grace_period(&longer.key, GracePeriod::NOW, operator(), at).unwrap();
+        assert_eq!(cut.key.status(at), Status::Expired);
+        assert_eq!(
+            change_grace_period(&cut.key, grace("1h"), operator(), at).unwrap_err(),
+            LifecycleError::NotInGrace(Status::Expired)
+        );
+        assert_eq!(
+            change_grace_period(&r.key, grace("1h"), operator(), at).unwrap_err(),
+            LifecycleError::NotInGrace(Status::Active)
+        );
+        let Revocation::Revoked { key: revoked, .. } = revoke(&longer.key, operator(), at).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            change_grace_period(&revoked, grace("1h"), operator(), at).unwrap_err(),
+            LifecycleError::NotInGrace(Status::Revoked)
+        );
+    }
+
+    #[test]
+    fn revocation_is_immediate_and_idempotent() {
+        let key = active_key();
+        let Revocation::Revoked {
+            key: revoked,
+            change,
+        } = revoke(&key, operator(), t0()).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (revoked.revoked_at, revoked.expires_at),
+            (Some(t0()), Some(t0()))
+        );
+        assert_eq!(revoked.status(t0()), Status::Revoked);
+        assert_eq!(change.activity.event, Event::Revoked { revoked_at: t0() });
+        assert!(
+            matches!(revoke(&revoked, operator(), t0()).unwrap(), Revocation::Unchanged(k) if k == revoked)
+        );
+        let expired = Key {
+            expires_at: Some(t0()),
+            ..key.clone()
+        };
+        assert!(matches!(
+            revoke(&expired, operator(), t0()).unwrap(),
+            Revocation::Unchanged(_)
+        ));
+        let in_grace = rotate(&key, grace("1h"), operator(), t0())
+            .unwrap()
+            .previous;
+        assert!(matches!(
+            revoke(&in_grace, operator(), t0()).unwrap(),
+            Revocation::Revoked { .. }
+        ));
+    }
+
+    #[test]
+    fn verification_checks_status_then_environment_then_scopes() {
+        let key = active_key();
+        let none: [&str; 0] = [];
+        assert_eq!(check(&key, None, &none, t0()), Verdict::Valid);
+        assert_eq!(
+            check(&key, Some(&env()), &["orders:read"], t0()),
+            Verdict::Valid
+        );
+        assert_eq!(
+            check(&key, Some(&EnvName::parse("staging").unwrap()), &none, t0()),
+            Verdict::WrongEnvironment
+        );
+        assert_eq!(
+            check(&key, None, &["orders:read", "orders:write"], t0()),
+            Verdict::InsufficientScope
+        );
+        let in_grace = rotate(&key, grace("1h"), operator(), t0())
+            .unwrap()
+            .previous;
+        assert_eq!(check(&in_grace, None, &none, t0()), Verdict::Valid);
+        assert_eq!(
+            check(&in_grace, None, &none, t0() + TimeDelta::hours(1)),
+            Verdict::Expired
+        );
+        let revoked = Key {
+            revoked_at: Some(t0()),
+            expires_at: Some(t0()),
+            ..key
+        };
+        assert_eq!(
+            check(
+                &revoked,
+                Some(&EnvName::parse("staging").unwrap()),
+                &[Scope::ALL],
+                t0()
+            ),
+            Verdict::Revoked
+        );
+    }
+}

@@ -1,0 +1,470 @@
+//! Validated names: every value here was parsed once and is known good afterwards.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::Timestamp;
+use super::token::{BASE62, random_base62};
+
+/// Why a piece of input was refused; each variant is one error code in the HTTP API.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    /// An environment name outside `a-z`, `0-9` and `-`, or of the wrong length.
+    #[error("an environment name is 1 to 32 characters of a-z, 0-9 and -")]
+    InvalidEnvironment,
+    /// A key id that is not of the form `key_` followed by 22 letters and digits.
+    #[error("a key id is key_ followed by 22 letters and digits")]
+    InvalidKeyId,
+    /// A key name that is empty, too long or holds control characters.
+    #[error("a key name is 1 to 128 characters with no control characters")]
+    InvalidName,
+    /// A scope that is not lowercase words joined by `:`, or `*`.
+    #[error(
+        "scope {index} is malformed: a scope is `*` or lowercase words of a-z, 0-9, _ and - joined by :"
+    )]
+    InvalidScope {
+        /// The position of the scope in the list, from 0.
+        index: usize,
+    },
+    /// More scopes than a key may carry.
+    #[error("a key carries at most {max} scopes", max = Scopes::MAX)]
+    TooManyScopes,
+    /// A publishable key asked for a management scope or `*`.
+    #[error("a publishable key may carry only custom scopes, not `{0}`")]
+    ScopeNotAllowed(String),
+    /// A grace period that is neither a preset, an ISO-8601 duration nor a number of seconds in range.
+    #[error("{0}")]
+    InvalidGracePeriod(String),
+    /// A rotation policy whose interval or secret id is out of range.
+    #[error("{0}")]
+    InvalidRotationPolicy(String),
+    /// An expiry that is not in the future.
+    #[error("expires_at must be in the future")]
+    ExpiresAtNotInFuture,
+}
+
+/// An environment's name: 1 to 32 characters of `a-z`, `0-9` and `-`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct EnvName(String);
+
+impl EnvName {
+    /// The longest name an environment may have.
+    pub const MAX_LEN: usize = 32;
+
+    /// Checks a candidate name.
+    pub fn parse(s: &str) -> Result<Self, InputError> {
+        let ok = (1..=Self::MAX_LEN).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(InputError::InvalidEnvironment)
+        }
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for EnvName {
+    type Error = InputError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s)
+    }
+}
+
+impl From<EnvName> for String {
+    fn from(n: EnvName) -> Self {
+        n.0
+    }
+}
+
+impl fmt::Display for EnvName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Length of the part of an id after its prefix: 10 characters of time, 12 of randomness.
+const ID_BODY_LEN: usize = 22;
+const ID_TIME_LEN: usize = 10;
+
+/// Makes `<prefix><time><random>`: ids sort by the time they were made, so "newest first"
+/// is a plain descending order on the id, in SQLite and in a DynamoDB sort key alike.
+fn new_id(prefix: &str, at: Timestamp) -> String {
+    let mut micros = u64::try_from(at.timestamp_micros()).unwrap_or(0);
+    let mut time = [b'0'; ID_TIME_LEN];
+    for slot in time.iter_mut().rev() {
+        *slot = BASE62[(micros % 62) as usize];
+        micros /= 62;
+    }
+    let mut id = String::with_capacity(prefix.len() + ID_BODY_LEN);
+    id.push_str(prefix);
+    id.extend(time.iter().map(|&b| char::from(b)));
+    id.push_str(&random_base62(ID_BODY_LEN - ID_TIME_LEN));
+    id
+}
+
+fn is_id(s: &str, prefix: &str) -> bool {
+    s.strip_prefix(prefix).is_some_and(|body| {
+        body.len() == ID_BODY_LEN && body.bytes().all(|b| b.is_ascii_alphanumeric())
+    })
+}
+
+/// A key's public id, `key_` and 22 letters and digits; it names the key everywhere a secret must not.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct KeyId(String);
+
+impl KeyId {
+    const PREFIX: &'static str = "key_";
+
+    /// A fresh id that sorts after every id made earlier.
+    pub fn generate(now: Timestamp) -> Self {
+        Self(new_id(Self::PREFIX, now))
+    }
+
+    /// Checks a candidate id.
+    pub fn parse(s: &str) -> Result<Self, InputError> {
+        if is_id(s, Self::PREFIX) {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(InputError::InvalidKeyId)
+        }
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for KeyId {
+    type Error = InputError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s)
+    }
+}
+
+impl From<KeyId> for String {
+    fn from(id: KeyId) -> Self {
+        id.0
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An activity entry's id, `act_` and 22 letters and digits, in time order.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ActivityId(String);
+
+impl ActivityId {
+    const PREFIX: &'static str = "act_";
+
+    /// A fresh id that sorts after every id made earlier.
+    pub fn generate(now: Timestamp) -> Self {
+        Self(new_id(Self::PREFIX, now))
+    }
+
+    /// Checks a candidate id.
+    pub fn parse(s: &str) -> Option<Self> {
+        is_id(s, Self::PREFIX).then(|| Self(s.to_owned()))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for ActivityId {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s)
+            .ok_or_else(|| "an activity id is act_ followed by 22 letters and digits".to_owned())
+    }
+}
+
+impl From<ActivityId> for String {
+    fn from(id: ActivityId) -> Self {
+        id.0
+    }
+}
+
+/// A key's human name, such as `billing worker`: 1 to 128 characters, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct KeyName(String);
+
+impl KeyName {
+    /// Checks a candidate name; surrounding white space is trimmed first.
+    pub fn parse(s: &str) -> Result<Self, InputError> {
+        let s = s.trim();
+        let ok = (1..=128).contains(&s.chars().count()) && !s.chars().any(char::is_control);
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(InputError::InvalidName)
+        }
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for KeyName {
+    type Error = InputError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s)
+    }
+}
+
+impl From<KeyName> for String {
+    fn from(n: KeyName) -> Self {
+        n.0
+    }
+}
+
+/// Where a key may be used: on a server, or embedded in a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A server-side key; it may carry any scope.
+    Secret,
+    /// A client-side key, safe to embed; it carries only custom scopes.
+    Publishable,
+}
+
+impl Kind {
+    /// The two letters that name the kind inside a key's prefix.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Kind::Secret => "sk",
+            Kind::Publishable => "pk",
+        }
+    }
+
+    /// The kind a prefix tag names.
+    pub fn from_tag(tag: &str) -> Option<Self> {
+        match tag {
+            "sk" => Some(Kind::Secret),
+            "pk" => Some(Kind::Publishable),
+            _ => None,
+        }
+    }
+}
+
+/// One permission: `*`, or lowercase words of `a-z`, `0-9`, `_` and `-` joined by `:`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Scope(String);
+
+impl Scope {
+    /// Full access.
+    pub const ALL: &'static str = "*";
+    /// Read keys.
+    pub const KEYS_READ: &'static str = "keys:read";
+    /// Create, rotate, change and revoke keys.
+    pub const KEYS_WRITE: &'static str = "keys:write";
+    /// Read the activity log.
+    pub const ACTIVITY_READ: &'static str = "activity:read";
+    const MAX_LEN: usize = 100;
+
+    /// Checks a candidate scope; `index` is its position, for the error message.
+    pub fn parse(s: &str, index: usize) -> Result<Self, InputError> {
+        let word_ok = |w: &str| {
+            !w.is_empty()
+                && w.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        };
+        if s == Self::ALL || (s.len() <= Self::MAX_LEN && s.split(':').all(word_ok)) {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(InputError::InvalidScope { index })
+        }
+    }
+
+    /// Whether this is `*` or one of keyward's own management scopes.
+    pub fn is_management(&self) -> bool {
+        matches!(
+            self.0.as_str(),
+            Self::ALL | Self::KEYS_READ | Self::KEYS_WRITE | Self::ACTIVITY_READ
+        )
+    }
+
+    /// The scope as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Scope {
+    type Error = InputError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s, 0)
+    }
+}
+
+impl From<Scope> for String {
+    fn from(s: Scope) -> Self {
+        s.0
+    }
+}
+
+/// The scopes a key carries, without duplicates, in the order given.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Scopes(Vec<Scope>);
+
+impl Scopes {
+    /// The most scopes one key may carry.
+    pub const MAX: usize = 50;
+
+    /// Checks a list of candidate scopes; duplicates are dropped.
+    pub fn parse<S: AsRef<str>>(items: &[S]) -> Result<Self, InputError> {
+        if items.len() > Self::MAX {
+            return Err(InputError::TooManyScopes);
+        }
+        let mut scopes: Vec<Scope> = Vec::with_capacity(items.len());
+        for (index, item) in items.iter().enumerate() {
+            let scope = Scope::parse(item.as_ref(), index)?;
+            if !scopes.contains(&scope) {
+                scopes.push(scope);
+            }
+        }
+        Ok(Self(scopes))
+    }
+
+    /// Full access: the scopes of an environment's default key.
+    pub fn all() -> Self {
+        Self(vec![Scope(Scope::ALL.to_owned())])
+    }
+
+    /// Whether these scopes grant `required`: it is among them, or `*` is.
+    pub fn grants(&self, required: &str) -> bool {
+        self.0
+            .iter()
+            .any(|s| s.as_str() == required || s.as_str() == Scope::ALL)
+    }
+
+    /// The first management scope in the list, which a publishable key may not carry.
+    pub fn first_management(&self) -> Option<&Scope> {
+        self.0.iter().find(|s| s.is_management())
+    }
+
+    /// The scopes, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &Scope> {
+        self.0.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn environment_names_follow_the_contract() {
+        for good in ["production", "a", "eu-west-1", &"x".repeat(32)] {
+            assert!(EnvName::parse(good).is_ok(), "{good}");
+        }
+        for bad in ["", "Prod", "eu_west", "a b", "é", &"x".repeat(33)] {
+            assert_eq!(
+                EnvName::parse(bad),
+                Err(InputError::InvalidEnvironment),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn scopes_follow_the_contract() {
+        for good in ["*", "orders:read", "keys:write", "a", "a-b_c:d0:e"] {
+            assert!(Scope::parse(good, 0).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "Orders:read",
+            "orders::read",
+            ":read",
+            "orders:",
+            "a b",
+            "**",
+            "orders:*",
+            "ä",
+        ] {
+            assert_eq!(
+                Scope::parse(bad, 3),
+                Err(InputError::InvalidScope { index: 3 }),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn scopes_drop_duplicates_and_cap_their_number() {
+        let scopes = Scopes::parse(&["a:b", "c", "a:b"]).unwrap();
+        assert_eq!(
+            scopes.iter().map(Scope::as_str).collect::<Vec<_>>(),
+            ["a:b", "c"]
+        );
+        let many: Vec<String> = (0..=Scopes::MAX).map(|i| format!("s{i}")).collect();
+        assert_eq!(Scopes::parse(&many), Err(InputError::TooManyScopes));
+    }
+
+    #[test]
+    fn wildcard_grants_everything_and_others_grant_only_themselves() {
+        assert!(Scopes::all().grants("keys:write"));
+        let scopes = Scopes::parse(&["keys:read"]).unwrap();
+        assert!(scopes.grants("keys:read"));
+        assert!(!scopes.grants("keys:write"));
+        assert_eq!(
+            scopes.first_management().map(Scope::as_str),
+            Some("keys:read")
+        );
+        assert_eq!(
+            Scopes::parse(&["orders:read"]).unwrap().first_management(),
+            None
+        );
+    }
+
+    #[test]
+    fn ids_sort_by_time_and_round_trip() {
+        let t0 = chrono::Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let earlier = KeyId::generate(t0);
+        let later = KeyId::generate(t0 + chrono::TimeDelta::milliseconds(1));
+        assert!(earlier < later);
+        assert_eq!(KeyId::parse(later.as_str()), Ok(later.clone()));
+        assert_eq!(later.as_str().len(), 4 + ID_BODY_LEN);
+        assert_eq!(KeyId::parse("key_short"), Err(InputError::InvalidKeyId));
+        assert_eq!(
+            KeyId::parse(&later.as_str().replace("key_", "act_")),
+            Err(InputError::InvalidKeyId)
+        );
+        assert!(ActivityId::parse(ActivityId::generate(t0).as_str()).is_some());
+    }
+
+    #[test]
+    fn key_names_are_trimmed_and_bounded() {
+        assert_eq!(KeyName::parse("  billing  ").unwrap().as_str(), "billing");
+        assert_eq!(KeyName::parse("   "), Err(InputError::InvalidName));
+        assert_eq!(KeyName::parse("a\nb"), Err(InputError::InvalidName));
+        assert!(KeyName::parse(&"é".repeat(128)).is_ok());
+        assert_eq!(
+            KeyName::parse(&"é".repeat(129)),
+            Err(InputError::InvalidName)
+        );
+    }
+}

@@ -1,0 +1,318 @@
+//! The key format: `kw_<kind>_<environment>_<32 random><6 checksum>`.
+//!
+//! The environment's `-` becomes `_`, which environment names never contain, so a key stays
+//! within `[A-Za-z0-9_]` and one double-click selects it. The random part has 32 base62
+//! characters from the OS CSPRNG (190 bits). The checksum is the CRC32 of everything before
+//! it in 6 base62 characters, so a typo or a forged string is refused without a store read,
+//! and secret scanners can match `kw_(sk|pk)_[a-z0-9_]+_[A-Za-z0-9]{38}` with few false hits.
+
+use std::fmt;
+
+use rand::Rng;
+use rand::rand_core::UnwrapErr;
+use rand::rngs::SysRng;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::names::{EnvName, Kind};
+
+/// The base62 alphabet in ASCII order, so fixed-width base62 strings sort like their numbers.
+pub(crate) const BASE62: &[u8; 62] =
+    b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+const PREFIX: &str = "kw_";
+const RANDOM_LEN: usize = 32;
+const CHECKSUM_LEN: usize = 6;
+const TAIL_LEN: usize = RANDOM_LEN + CHECKSUM_LEN;
+/// The longest well-formed key: `kw_`, a kind tag, `_`, the longest environment, `_`, the tail.
+const MAX_LEN: usize = PREFIX.len() + 2 + 1 + EnvName::MAX_LEN + 1 + TAIL_LEN;
+
+/// `len` base62 characters drawn uniformly from the OS CSPRNG with one system call.
+pub(crate) fn random_base62(len: usize) -> String {
+    // Bytes at or above 248 (= 4 * 62) are skipped, so `b % 62` is uniform.
+    let mut out = String::with_capacity(len);
+    let mut rng = UnwrapErr(SysRng);
+    let mut buf = [0u8; 64];
+    while out.len() < len {
+        rng.fill_bytes(&mut buf);
+        out.extend(
+            buf.iter()
+                .filter(|&&b| b < 248)
+                .take(len - out.len())
+                .map(|&b| char::from(BASE62[usize::from(b % 62)])),
+        );
+    }
+    out
+}
+
+fn checksum(body: &str) -> [u8; CHECKSUM_LEN] {
+    let mut n = crc32fast::hash(body.as_bytes());
+    let mut out = [b'0'; CHECKSUM_LEN];
+    for slot in out.iter_mut().rev() {
+        *slot = BASE62[(n % 62) as usize];
+        n /= 62;
+    }
+    out
+}
+
+/// A key's secret text. It is shown once, in a create or rotate response, and otherwise only
+/// its hash is kept; `Debug` never prints it and it has no `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Makes a new key of `kind` for `environment`.
+    pub fn generate(kind: Kind, environment: &EnvName) -> Self {
+        let mut s = String::with_capacity(MAX_LEN);
+        s.push_str(PREFIX);
+        s.push_str(kind.tag());
+        s.push('_');
+        s.extend(
+            environment
+                .as_str()
+                .chars()
+                .map(|c| if c == '-' { '_' } else { c }),
+        );
+        s.push('_');
+        s.push_str(&random_base62(RANDOM_LEN));
+        let sum = checksum(&s);
+        s.extend(sum.iter().map(|&b| char::from(b)));
+        Self(s)
+    }
+
+    /// The secret text, for the one response that shows it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The SHA-256 of the secret, which is what the store keeps.
+    pub fn hash(&self) -> KeyHash {
+        KeyHash::of(&self.0)
+    }
+
+    /// The key's prefix and its last four characters, enough for a person to recognise it.
+    pub fn hint(&self) -> String {
+        let prefix_end = self.0.len() - TAIL_LEN;
+        format!(
+            "{}...{}",
+            &self.0[..prefix_end],
+            &self.0[self.0.len() - 4..]
+        )
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Why a presented string is not a keyward key at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum MalformedKey {
+    /// Wrong length, characters, prefix, kind or environment.
+    #[error("the key is not in keyward's format")]
+    Format,
+    /// Well formed, but the checksum does not match: a typo or a forged key.
+    #[error("the key's checksum does not match")]
+    Checksum,
+}
+
+/// A presented key that passed the format and checksum check: what it claims, and its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresentedKey {
+    /// The kind its prefix names.
+    pub kind: Kind,
+    /// The environment its prefix names.
+    pub environment: EnvName,
+    /// Its SHA-256, to look it up by.
+    pub hash: KeyHash,
+}
+
+impl PresentedKey {
+    /// Checks format and checksum without touching any store.
+    pub fn parse(s: &str) -> Result<Self, MalformedKey> {
+        if s.len() > MAX_LEN || s.len() <= PREFIX.len() + TAIL_LEN || !s.is_ascii() {
+            return Err(MalformedKey::Format);
+        }
+        let (body, sum) = s.split_at(s.len() - CHECKSUM_LEN);
+        let rest = body.strip_prefix(PREFIX).ok_or(MalformedKey::Format)?;
+        let (tag, rest) = rest.split_once('_').ok_or(MalformedKey::Format)?;
+        let kind = Kind::from_tag(tag).ok_or(MalformedKey::Format)?;
+        let (env, random) = rest
+            .len()
+            .checked_sub(RANDOM_LEN)
+            .map(|at| rest.split_at(at))
+            .ok_or(MalformedKey::Format)?;
+        let env = env.strip_suffix('_').ok_or(MalformedKey::Format)?;
+        if env.contains('-') || !random.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(MalformedKey::Format);
+        }
+        let environment =
+            EnvName::parse(&env.replace('_', "-")).map_err(|_| MalformedKey::Format)?;
+        if !sum.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(MalformedKey::Format);
+        }
+        if checksum(body).as_slice() != sum.as_bytes() {
+            return Err(MalformedKey::Checksum);
+        }
+        Ok(Self {
+            kind,
+            environment,
+            hash: KeyHash::of(s),
+        })
+    }
+}
+
+/// The SHA-256 of a key, in lowercase hex: the only form in which a key is stored.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct KeyHash([u8; 32]);
+
+impl KeyHash {
+    fn of(secret: &str) -> Self {
+        Self(Sha256::digest(secret.as_bytes()).into())
+    }
+
+    /// The hash in lowercase hex, as stored.
+    pub fn to_hex(&self) -> String {
+        use fmt::Write;
+        self.0.iter().fold(String::with_capacity(64), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+    }
+}
+
+impl TryFrom<String> for KeyHash {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        let bad = || "a key hash is 64 lowercase hex digits".to_owned();
+        if s.len() != 64 {
+            return Err(bad());
+        }
+        let mut out = [0u8; 32];
+        for (i, slot) in out.iter_mut().enumerate() {
+            *slot = u8::from_str_radix(s.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16)
+                .map_err(|_| bad())?;
+        }
+        Ok(Self(out))
+    }
+}
+
+impl From<KeyHash> for String {
+    fn from(h: KeyHash) -> Self {
+        h.to_hex()
+    }
+}
+
+impl fmt::Debug for KeyHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyHash({})", &self.to_hex()[..12])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(s: &str) -> EnvName {
+        EnvName::parse(s).unwrap()
+    }
+
+    #[test]
+    fn a_generated_key_parses_back_to_its_kind_environment_and_hash() {
+        for (kind, name) in [
+            (Kind::Secret, "production"),
+            (Kind::Publishable, "eu-west-1"),
+            (Kind::Secret, &"a".repeat(32)),
+        ] {
+            let secret = Secret::generate(kind, &env(name));
+            let parsed = PresentedKey::parse(secret.expose()).unwrap();
+            assert_eq!(parsed.kind, kind);
+            assert_eq!(parsed.environment, env(name));
+            assert_eq!(parsed.hash, secret.hash());
+            assert!(
+                secret
+                    .expose()
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            );
+        }
+    }
+
+    #[test]
+    fn the_prefix_shows_kind_and_environment() {
+        let secret = Secret::generate(Kind::Publishable, &env("eu-west"));
+        assert!(
+            secret.expose().starts_with("kw_pk_eu_west_"),
+            "{}",
+            secret.expose().len()
+        );
+        assert_eq!(secret.expose().len(), "kw_pk_eu_west_".len() + 38);
+        let hint = secret.hint();
+        assert!(hint.starts_with("kw_pk_eu_west_..."));
+        assert!(hint.ends_with(&secret.expose()[secret.expose().len() - 4..]));
+    }
+
+    #[test]
+    fn keys_are_distinct_and_their_characters_are_spread_uniformly() {
+        let keys: Vec<Secret> = (0..2000)
+            .map(|_| Secret::generate(Kind::Secret, &env("p")))
+            .collect();
+        let distinct: std::collections::HashSet<&str> = keys.iter().map(Secret::expose).collect();
+        assert_eq!(distinct.len(), keys.len());
+        let mut counts = [0usize; 62];
+        for k in &keys {
+            let start = k.expose().len() - TAIL_LEN;
+            let random = &k.expose()[start..start + RANDOM_LEN];
+            for b in random.bytes() {
+                counts[BASE62.iter().position(|&c| c == b).unwrap()] += 1;
+            }
+        }
+        // 64,000 draws: about 1,032 for each character; a biased sampler drifts far outside.
+        let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+        assert!(*min > 850 && *max < 1250, "min {min} max {max}");
+    }
+
+    #[test]
+    fn any_single_character_change_is_caught_by_format_or_checksum() {
+        let secret = Secret::generate(Kind::Secret, &env("production"));
+        let s = secret.expose();
+        for i in 0..s.len() {
+            let mut bytes = s.as_bytes().to_vec();
+            bytes[i] = if bytes[i] == b'a' { b'b' } else { b'a' };
+            let typo = String::from_utf8(bytes).unwrap();
+            assert!(PresentedKey::parse(&typo).is_err(), "position {i}");
+        }
+        let mut forged = s[..s.len() - 6].to_owned();
+        forged.push_str("000000");
+        assert_eq!(PresentedKey::parse(&forged), Err(MalformedKey::Checksum));
+    }
+
+    #[test]
+    fn garbage_is_refused_as_format() {
+        let long = "kw_sk_".to_owned() + &"a".repeat(200);
+        for bad in [
+            "",
+            "kw_",
+            "Bearer x",
+            "kw_xx_prod_0123456789012345678901234567890123456789",
+            "kw_sk__0123456789012345678901234567890123456789",
+            "kw_sk_prod-x_0123456789012345678901234567890123456789",
+            "kw_sk_prod_01234567890123456789012345678901234567é",
+            &long,
+        ] {
+            assert_eq!(PresentedKey::parse(bad), Err(MalformedKey::Format), "{bad}");
+        }
+    }
+
+    #[test]
+    fn secrets_and_hashes_do_not_print_the_secret() {
+        let secret = Secret::generate(Kind::Secret, &env("p"));
+        assert!(!format!("{secret:?}").contains(secret.expose()));
+        assert!(!format!("{:?}", secret.hash()).contains(&secret.hash().to_hex()));
+        let hex = secret.hash().to_hex();
+        assert_eq!(KeyHash::try_from(hex.clone()).unwrap().to_hex(), hex);
+        assert!(KeyHash::try_from("zz".repeat(32)).is_err());
+    }
+}

@@ -1,0 +1,62 @@
+//! The one check behind `/v1/verify`, the API's own authentication and the authorizer.
+
+use super::Timestamp;
+use super::key::{Key, Status};
+use super::names::EnvName;
+
+/// The outcome of checking a presented key; `code()` is what `/v1/verify` answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The key may be used.
+    Valid,
+    /// The key passed the format check but no key has its hash.
+    NotFound,
+    /// The key failed the format or checksum check.
+    Malformed,
+    /// The key is past its expiry.
+    Expired,
+    /// The key was revoked.
+    Revoked,
+    /// The key belongs to another environment.
+    WrongEnvironment,
+    /// The key lacks a scope that was asked for.
+    InsufficientScope,
+}
+
+impl Verdict {
+    /// The verdict as `/v1/verify` spells it.
+    pub fn code(self) -> &'static str {
+        match self {
+            Verdict::Valid => "valid",
+            Verdict::NotFound => "not_found",
+            Verdict::Malformed => "malformed",
+            Verdict::Expired => "expired",
+            Verdict::Revoked => "revoked",
+            Verdict::WrongEnvironment => "wrong_environment",
+            Verdict::InsufficientScope => "insufficient_scope",
+        }
+    }
+}
+
+/// Checks a stored key against where and how it is being used: revoked and expired keys fail
+/// whatever else holds; then the environment, if one is named; then every required scope.
+pub fn check<S: AsRef<str>>(
+    key: &Key,
+    environment: Option<&EnvName>,
+    required: &[S],
+    now: Timestamp,
+) -> Verdict {
+    match key.status(now) {
+        Status::Revoked => Verdict::Revoked,
+        Status::Expired => Verdict::Expired,
+        Status::Active | Status::InGrace => {
+            if environment.is_some_and(|env| *env != key.environment) {
+                Verdict::WrongEnvironment
+            } else if !required.iter().all(|s| key.scopes.grants(s.as_ref())) {
+                Verdict::InsufficientScope
+            } else {
+                Verdict::Valid
+            }
+        }
+    }
+}
