@@ -6,11 +6,17 @@
 pub mod domain;
 pub mod http;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 /// The current time at the millisecond precision that every stored and shown time uses.
 pub fn now() -> chrono::DateTime<chrono::Utc> {
+    truncate_to_millis(chrono::Utc::now())
+}
+
+/// A time cut to whole milliseconds, so that what is stored, compared and shown agree.
+pub fn truncate_to_millis(t: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
     use chrono::DurationRound;
-    let now = chrono::Utc::now();
-    now.duration_trunc(chrono::TimeDelta::milliseconds(1))
-        .unwrap_or(now)
+    t.duration_trunc(chrono::TimeDelta::milliseconds(1))
+        .unwrap_or(t)
 }

@@ -46,20 +46,52 @@ pub struct RotationPolicy {
 }
 
 impl RotationPolicy {
-    /// Checks the secret id: Secrets Manager names and ARNs use `A-Za-z0-9/_+=.@-` and `:`.
-    pub fn validate(self) -> Result<Self, InputError> {
-        let ok = (1..=2048).contains(&self.secret_id.len())
-            && self
-                .secret_id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"/_+=.@-:".contains(&b));
-        if ok {
-            Ok(self)
-        } else {
-            Err(InputError::InvalidRotationPolicy(
-                "rotation_policy.secret_id is a Secrets Manager secret name or ARN".to_owned(),
-            ))
+    /// Reads a policy from the API's JSON object `{"every", "grace_period", "secret_id"}`.
+    pub fn from_json(value: &serde_json::Value) -> Result<Self, InputError> {
+        let bad = |what: &str| InputError::InvalidRotationPolicy(format!("rotation_policy.{what}"));
+        let object = value.as_object().ok_or_else(|| {
+            InputError::InvalidRotationPolicy(
+                r#"rotation_policy is {"every", "grace_period", "secret_id"}"#.to_owned(),
+            )
+        })?;
+        if let Some(unknown) = object
+            .keys()
+            .find(|k| !["every", "grace_period", "secret_id"].contains(&k.as_str()))
+        {
+            let name = if unknown.len() <= 40
+                && unknown.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+            {
+                unknown.as_str()
+            } else {
+                "?"
+            };
+            return Err(bad(&format!("{name} is not a field of a rotation policy")));
         }
+        let every = object
+            .get("every")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| bad("every is required: an ISO-8601 duration from P1D to P365D"))
+            .and_then(RotationInterval::parse)?;
+        let grace_period = GracePeriod::from_json(
+            object
+                .get("grace_period")
+                .ok_or_else(|| bad("grace_period is required"))?,
+        )?;
+        let secret_id = object
+            .get("secret_id")
+            .and_then(|v| v.as_str())
+            .filter(|id| {
+                (1..=2048).contains(&id.len())
+                    && id
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"/_+=.@-:".contains(&b))
+            })
+            .ok_or_else(|| bad("secret_id is required: a Secrets Manager secret name or ARN"))?;
+        Ok(Self {
+            every,
+            grace_period,
+            secret_id: secret_id.to_owned(),
+        })
     }
 }
 
@@ -124,4 +156,59 @@ pub struct Environment {
     pub default_key_id: KeyId,
     /// When it was made.
     pub created_at: Timestamp,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn rotation_policies_are_read_from_json_with_precise_errors() {
+        let policy = RotationPolicy::from_json(
+            &json!({"every": "P90D", "grace_period": "24h", "secret_id": "keyward/billing"}),
+        )
+        .unwrap();
+        assert_eq!(policy.grace_period, GracePeriod::parse("24h").unwrap());
+        assert_eq!(String::from(policy.every), "P90D");
+        let arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:keyward/billing-AbCdEf";
+        assert!(
+            RotationPolicy::from_json(
+                &json!({"every": "P1D", "grace_period": 0, "secret_id": arn})
+            )
+            .is_ok()
+        );
+        for (bad, needle) in [
+            (json!("P90D"), "rotation_policy is"),
+            (json!({"every": "P90D", "grace_period": "24h"}), "secret_id"),
+            (
+                json!({"every": "PT1H", "grace_period": "24h", "secret_id": "s"}),
+                "P1D to P365D",
+            ),
+            (
+                json!({"grace_period": "24h", "secret_id": "s"}),
+                "every is required",
+            ),
+            (
+                json!({"every": "P90D", "secret_id": "s"}),
+                "grace_period is required",
+            ),
+            (
+                json!({"every": "P90D", "grace_period": "2h", "secret_id": "s"}),
+                "grace_period is one of",
+            ),
+            (
+                json!({"every": "P90D", "grace_period": "1h", "secret_id": "has space"}),
+                "secret_id",
+            ),
+            (
+                json!({"every": "P90D", "grace_period": "1h", "secret_id": "s", "extra": 1}),
+                "extra is not a field",
+            ),
+        ] {
+            let err = RotationPolicy::from_json(&bad).unwrap_err().to_string();
+            assert!(err.contains(needle), "{bad}: {err}");
+        }
+    }
 }

@@ -1,1 +1,147 @@
-//! x
+//! The store port: what the functions need from storage, and its adapters.
+//!
+//! The domain decides a [`Change`]; a store applies it all at once with its preconditions, or
+//! reports [`StoreError::Conflict`] and applies nothing.
+
+mod sqlite;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub use sqlite::SqliteStore;
+
+use crate::domain::{Action, ActivityEntry, Change, EnvName, Environment, Key, KeyHash, KeyId};
+
+/// Why a store call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A precondition of the change no longer holds: somebody else changed the records first.
+    #[error("a precondition of the change no longer holds")]
+    Conflict,
+    /// The store itself failed; the cause is for the log, never for the client.
+    #[error("the store failed")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Which page of a list to read: at most `limit` items after the `after` cursor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRequest {
+    /// How many items at most.
+    pub limit: usize,
+    /// The id of the last item of the previous page; items come after it, newest first.
+    pub after: Option<String>,
+}
+
+/// One page of a list, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// The cursor for the next page, if there may be one.
+    pub next_cursor: Option<String>,
+}
+
+/// Which entries of an environment's activity to read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ActivityFilter {
+    /// Only entries of this action.
+    pub action: Option<Action>,
+    /// Only entries about this key, as the subject or as a rotation's new key.
+    pub key_id: Option<KeyId>,
+}
+
+/// The one read behind every key check: a key by the hash of its secret, strongly consistent.
+/// The authorizer needs nothing else, so it asks for only this.
+#[async_trait]
+pub trait KeyLookup: Send + Sync {
+    /// The key whose secret hashes to `hash`.
+    async fn key_by_hash(&self, hash: &KeyHash) -> Result<Option<Key>, StoreError>;
+}
+
+/// Everything the management API reads and writes.
+#[async_trait]
+pub trait KeyStore: KeyLookup {
+    /// A key by its id.
+    async fn key(&self, id: &KeyId) -> Result<Option<Key>, StoreError>;
+    /// An environment by its name.
+    async fn environment(&self, name: &EnvName) -> Result<Option<Environment>, StoreError>;
+    /// Whether no environment exists yet, so `keyward serve` knows to make the first.
+    async fn is_empty(&self) -> Result<bool, StoreError>;
+    /// An environment's keys, newest first.
+    async fn keys(
+        &self,
+        environment: &EnvName,
+        page: &PageRequest,
+    ) -> Result<Page<Key>, StoreError>;
+    /// A key's activity, newest first, including rotations that made it.
+    async fn key_activity(
+        &self,
+        id: &KeyId,
+        page: &PageRequest,
+    ) -> Result<Page<ActivityEntry>, StoreError>;
+    /// An environment's activity, newest first, filtered.
+    async fn environment_activity(
+        &self,
+        environment: &EnvName,
+        filter: &ActivityFilter,
+        page: &PageRequest,
+    ) -> Result<Page<ActivityEntry>, StoreError>;
+    /// Applies a change with its activity entry atomically, or fails with `Conflict`.
+    async fn apply(&self, change: &Change) -> Result<(), StoreError>;
+}
+
+/// Where the keys live, as `KEYWARD_STORE` and `--store` name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// An embedded SQLite file.
+    Sqlite(PathBuf),
+}
+
+impl StoreConfig {
+    /// The environment variable that names the store.
+    pub const VAR: &'static str = "KEYWARD_STORE";
+
+    /// Parses `sqlite:<path>`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s.split_once(':') {
+            Some(("sqlite", path)) if !path.is_empty() => Ok(Self::Sqlite(PathBuf::from(path))),
+            _ => Err(format!("{s:?} is not a store: expected sqlite:<path>")),
+        }
+    }
+
+    /// Reads the store from `KEYWARD_STORE`.
+    pub fn from_env() -> Result<Self, String> {
+        let value = std::env::var(Self::VAR)
+            .map_err(|_| format!("{} is not set: expected sqlite:<path>", Self::VAR))?;
+        Self::parse(&value).map_err(|e| format!("{}: {e}", Self::VAR))
+    }
+
+    /// Opens the store, creating its schema if needed.
+    pub async fn open(&self) -> Result<Arc<dyn KeyStore>, StoreError> {
+        match self {
+            Self::Sqlite(path) => Ok(Arc::new(SqliteStore::open(path)?)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_config_parses_sqlite_paths_and_refuses_others() {
+        assert_eq!(
+            StoreConfig::parse("sqlite:keyward.db"),
+            Ok(StoreConfig::Sqlite("keyward.db".into()))
+        );
+        assert_eq!(
+            StoreConfig::parse("sqlite:/tmp/a:b.db"),
+            Ok(StoreConfig::Sqlite("/tmp/a:b.db".into()))
+        );
+        for bad in ["", "sqlite:", "keyward.db", "postgres:x"] {
+            assert!(StoreConfig::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

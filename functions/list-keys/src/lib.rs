@@ -1,0 +1,25 @@
+//! `GET /v1/environments/{env}/keys`: an environment's keys, newest first, a page at a time
+//! (scope `keys:read`).
+
+use keyward::domain::{KeyId, Scope, Timestamp};
+use keyward::http::{
+    ApiError, HandlerFuture, KeyView, authorize_environment, page_request, respond,
+};
+use keyward::store::KeyStore;
+use lambda_http::Request;
+use lambda_http::http::StatusCode;
+use serde_json::{Value, json};
+
+/// The Lambda handler.
+pub fn handler(store: &dyn KeyStore, req: Request, now: Timestamp) -> HandlerFuture<'_> {
+    Box::pin(async move { respond(StatusCode::OK, list(store, &req, now).await) })
+}
+
+#[tracing::instrument(name = "list_keys", skip_all, fields(caller))]
+async fn list(store: &dyn KeyStore, req: &Request, now: Timestamp) -> Result<Value, ApiError> {
+    let (_, environment) = authorize_environment(store, req, now, Scope::KEYS_READ).await?;
+    let page = page_request(req, |c| KeyId::parse(c).is_ok())?;
+    let keys = store.keys(&environment, &page).await?;
+    let views: Vec<KeyView<'_>> = keys.items.iter().map(|k| KeyView::new(k, now)).collect();
+    Ok(json!({"keys": views, "next_cursor": keys.next_cursor}))
+}

@@ -1,0 +1,117 @@
+//! `POST /v1/keys/{key_id}/revoke`: stops a key at once (scope `keys:write`). Revoking a key
+//! that is already revoked or expired answers `200` with the key unchanged and records nothing.
+
+use keyward::domain::{Revocation, Scope, Timestamp, revoke};
+use keyward::http::{ApiError, HandlerFuture, KeyView, authorize_key, respond};
+use keyward::store::KeyStore;
+use lambda_http::Request;
+use lambda_http::http::StatusCode;
+use serde_json::{Value, json};
+
+/// The Lambda handler.
+pub fn handler(store: &dyn KeyStore, req: Request, now: Timestamp) -> HandlerFuture<'_> {
+    Box::pin(async move { respond(StatusCode::OK, revoke_key(store, &req, now).await) })
+}
+
+#[tracing::instrument(skip_all, fields(caller, key_id))]
+async fn revoke_key(
+    store: &dyn KeyStore,
+    req: &Request,
+    now: Timestamp,
+) -> Result<Value, ApiError> {
+    let (caller, key) = authorize_key(store, req, now, Scope::KEYS_WRITE).await?;
+    let key = match revoke(&key, caller.actor(), now)? {
+        Revocation::Revoked { key, change } => {
+            store.apply(&change).await?;
+            tracing::info!("key revoked");
+            key
+        }
+        Revocation::Unchanged(key) => key,
+    };
+    Ok(json!({"key": KeyView::new(&key, now)}))
+}
+
+#[cfg(test)]
+mod tests {
+    use keyward::domain::{Actor, GracePeriod, KeyName, Kind, NewKey, Scopes, create_key};
+    use keyward::store::{KeyStore, PageRequest};
+    use keyward::testing::{body_json, event, seeded};
+
+    use super::*;
+
+    const REST: &str = include_str!("../fixtures/rest.json");
+    const HTTP: &str = include_str!("../fixtures/http.json");
+
+    #[tokio::test]
+    async fn revocation_through_either_api_shape_is_immediate_and_idempotent() {
+        for fixture in [REST, HTTP] {
+            let now = keyward::now();
+            let s = seeded("production", now).await;
+            let input = NewKey {
+                name: KeyName::parse("worker").unwrap(),
+                kind: Kind::Secret,
+                scopes: Scopes::parse(&["orders:read"]).unwrap(),
+                expires_at: None,
+                rotation_policy: None,
+            };
+            let issued = create_key(&s.environment, input, Actor::operator("t"), now).unwrap();
+            s.store.apply(&issued.change).await.unwrap();
+            let vars = [
+                ("KEY_ID", issued.key.id.as_str()),
+                ("KEY", s.secret.expose()),
+            ];
+            let response = handler(&s.store, event(fixture, &vars), now).await;
+            assert_eq!(response.status(), 200);
+            let body = body_json(&response);
+            assert_eq!(body["key"]["status"], "revoked");
+            assert_eq!(body["key"]["revoked_at"], json!(now));
+            let again = handler(&s.store, event(fixture, &vars), now).await;
+            assert_eq!(again.status(), 200);
+            assert_eq!(body_json(&again), body);
+            let page = PageRequest {
+                limit: 10,
+                after: None,
+            };
+            let entries = s
+                .store
+                .key_activity(&issued.key.id, &page)
+                .await
+                .unwrap()
+                .items;
+            let actions: Vec<&str> = entries.iter().map(|e| e.event.action().as_str()).collect();
+            assert_eq!(
+                actions,
+                ["key.revoked", "key.created"],
+                "a second revoke records nothing"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_default_key_must_be_rotated_first() {
+        let now = keyward::now();
+        let s = seeded("production", now).await;
+        let vars = [("KEY_ID", s.key.id.as_str()), ("KEY", s.secret.expose())];
+        let response = handler(&s.store, event(REST, &vars), now).await;
+        assert_eq!(response.status(), 409);
+        assert_eq!(
+            body_json(&response)["error"]["code"],
+            "default_key_must_be_rotated"
+        );
+        let rotated = keyward::domain::rotate(
+            &s.key,
+            GracePeriod::parse("1h").unwrap(),
+            Actor::operator("t"),
+            now,
+        )
+        .unwrap();
+        s.store.apply(&rotated.change).await.unwrap();
+        let response = handler(&s.store, event(HTTP, &vars), now).await;
+        assert_eq!(
+            response.status(),
+            200,
+            "the old default is no longer the default"
+        );
+        assert_eq!(body_json(&response)["key"]["status"], "revoked");
+    }
+}

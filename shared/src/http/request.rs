@@ -1,0 +1,253 @@
+//! Reading requests: the caller's key, path and query parameters, and JSON bodies.
+
+use lambda_http::{Request, RequestExt};
+use serde::de::DeserializeOwned;
+
+use super::{ApiError, MAX_BODY_BYTES};
+use crate::domain::{
+    Actor, EnvName, Environment, Key, KeyId, PresentedKey, Timestamp, Verdict, check,
+};
+use crate::store::{KeyLookup, KeyStore, PageRequest};
+
+/// The key a request presents: `Authorization: Bearer <key>`, or else `x-api-key`.
+pub fn presented_key(req: &Request) -> Option<&str> {
+    let header = |name| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    let bearer = header("authorization").and_then(|v| {
+        let (scheme, token) = v.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    });
+    bearer
+        .or_else(|| header("x-api-key"))
+        .filter(|k| !k.is_empty())
+}
+
+/// A caller whose key is valid now.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    key: Key,
+}
+
+impl Caller {
+    /// The caller as the actor of the changes it makes.
+    pub fn actor(&self) -> Actor {
+        Actor::api_key(&self.key.id)
+    }
+
+    /// `403 insufficient_scope` unless the caller's key grants `scope`.
+    pub fn require_scope(&self, scope: &str) -> Result<(), ApiError> {
+        if self.key.scopes.grants(scope) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(
+                "insufficient_scope",
+                format!("this key lacks the scope {scope}"),
+            ))
+        }
+    }
+
+    /// `403 wrong_environment` unless the caller's key belongs to `environment`.
+    pub fn require_environment(&self, environment: &EnvName) -> Result<(), ApiError> {
+        if self.key.environment == *environment {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(
+                "wrong_environment",
+                "this key belongs to another environment",
+            ))
+        }
+    }
+}
+
+/// Checks the caller's key with at most one store read; every failure is a `401`.
+pub async fn authenticate(
+    store: &dyn KeyLookup,
+    req: &Request,
+    now: Timestamp,
+) -> Result<Caller, ApiError> {
+    let presented = presented_key(req).ok_or_else(|| {
+        ApiError::unauthorized(
+            "missing_api_key",
+            "send a key in Authorization: Bearer <key> or in x-api-key",
+        )
+    })?;
+    let invalid = || ApiError::unauthorized("invalid_api_key", "the key is not valid");
+    let presented = PresentedKey::parse(presented).map_err(|_| invalid())?;
+    let key = store
+        .key_by_hash(&presented.hash)
+        .await?
+        .ok_or_else(invalid)?;
+    let none: [&str; 0] = [];
+    match check(&key, None, &none, now) {
+        Verdict::Valid => {
+            tracing::Span::current().record("caller", key.id.as_str());
+            Ok(Caller { key })
+        }
+        Verdict::Revoked => Err(ApiError::unauthorized(
+            "revoked_api_key",
+            "the key was revoked",
+        )),
+        Verdict::Expired => Err(ApiError::unauthorized(
+            "expired_api_key",
+            "the key has expired",
+        )),
+        Verdict::NotFound
+        | Verdict::Malformed
+        | Verdict::WrongEnvironment
+        | Verdict::InsufficientScope => Err(invalid()),
+    }
+}
+
+fn path_param(req: &Request, name: &str) -> Option<String> {
+    req.path_parameters_ref()
+        .and_then(|p| p.first(name))
+        .map(str::to_owned)
+}
+
+/// The `{key_id}` path parameter.
+fn key_id_param(req: &Request) -> Result<KeyId, ApiError> {
+    let raw = path_param(req, "key_id").unwrap_or_default();
+    Ok(KeyId::parse(&raw)?)
+}
+
+/// The `{env}` path parameter.
+fn environment_param(req: &Request) -> Result<EnvName, ApiError> {
+    let raw = path_param(req, "env").unwrap_or_default();
+    Ok(EnvName::parse(&raw)?)
+}
+
+/// A query string parameter.
+pub fn query_param<'r>(req: &'r Request, name: &str) -> Option<&'r str> {
+    req.query_string_parameters_ref()
+        .and_then(|q| q.first(name))
+}
+
+/// `?limit=` (1 to 100, default 20) and `?cursor=`; `valid_cursor` says whether a cursor
+/// could have come from this list.
+pub fn page_request(
+    req: &Request,
+    valid_cursor: impl Fn(&str) -> bool,
+) -> Result<PageRequest, ApiError> {
+    let limit = match query_param(req, "limit") {
+        None => 20,
+        Some(s) => s
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=100).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request("invalid_limit", "limit is a whole number from 1 to 100")
+            })?,
+    };
+    let after = match query_param(req, "cursor") {
+        None => None,
+        Some(c) if valid_cursor(c) => Some(c.to_owned()),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_cursor",
+                "cursor is the next_cursor of a previous page of this list",
+            ));
+        }
+    };
+    Ok(PageRequest { limit, after })
+}
+
+/// Parses a JSON object body into `T`, whose fields should be plain strings, lists and JSON
+/// values so that the domain can say precisely what is wrong. `shape` describes the body.
+pub fn json_body<T: DeserializeOwned>(req: &Request, shape: &str) -> Result<T, ApiError> {
+    let bytes = req.body().as_ref();
+    if bytes.len() > MAX_BODY_BYTES {
+        return Err(ApiError::payload_too_large());
+    }
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|_| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!("the body is not valid JSON; expected {shape}"),
+        )
+    })?;
+    if !value.is_object() {
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            format!("the body is not a JSON object; expected {shape}"),
+        ));
+    }
+    serde_json::from_value(value).map_err(|e| {
+        let message = e.to_string();
+        let field = message
+            .split('`')
+            .nth(1)
+            .filter(|f| f.len() <= 40 && f.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+        if message.starts_with("missing field") {
+            ApiError::bad_request(
+                "missing_field",
+                format!(
+                    "the field {} is required; expected {shape}",
+                    field.unwrap_or("?")
+                ),
+            )
+        } else if message.starts_with("unknown field") {
+            let name = field.map_or_else(|| "a field".to_owned(), |f| format!("the field {f}"));
+            ApiError::bad_request(
+                "unknown_field",
+                format!("{name} is not part of this request; expected {shape}"),
+            )
+        } else {
+            ApiError::bad_request(
+                "invalid_field",
+                format!("a field has the wrong type; expected {shape}"),
+            )
+        }
+    })
+}
+
+/// The key with this id, or `404 key_not_found`.
+async fn load_key(store: &dyn KeyStore, id: &KeyId) -> Result<Key, ApiError> {
+    store
+        .key(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("key_not_found", "no key has this id"))
+}
+
+/// The environment with this name, or `404 environment_not_found`.
+async fn load_environment(store: &dyn KeyStore, name: &EnvName) -> Result<Environment, ApiError> {
+    store
+        .environment(name)
+        .await?
+        .ok_or_else(|| ApiError::not_found("environment_not_found", "no environment has this name"))
+}
+
+/// The checks of every `/v1/keys/{key_id}` route, in order: the caller's key (`401`), the
+/// id (`400`), the scope (`403`), the key (`404`), and its environment (`403`).
+pub async fn authorize_key(
+    store: &dyn KeyStore,
+    req: &Request,
+    now: Timestamp,
+    scope: &str,
+) -> Result<(Caller, Key), ApiError> {
+    let caller = authenticate(store, req, now).await?;
+    let id = key_id_param(req)?;
+    tracing::Span::current().record("key_id", id.as_str());
+    caller.require_scope(scope)?;
+    let key = load_key(store, &id).await?;
+    caller.require_environment(&key.environment)?;
+    Ok((caller, key))
+}
+
+/// The checks of every `/v1/environments/{env}` route, in order: the caller's key (`401`),
+/// the name (`400`), the scope (`403`), the environment (`404`), and the caller's own (`403`).
+pub async fn authorize_environment(
+    store: &dyn KeyStore,
+    req: &Request,
+    now: Timestamp,
+    scope: &str,
+) -> Result<(Caller, EnvName), ApiError> {
+    let caller = authenticate(store, req, now).await?;
+    let environment = environment_param(req)?;
+    caller.require_scope(scope)?;
+    load_environment(store, &environment).await?;
+    caller.require_environment(&environment)?;
+    Ok((caller, environment))
+}

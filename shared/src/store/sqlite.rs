@@ -1,0 +1,351 @@
+//! The embedded SQLite adapter: the default store, for `keyward serve` and for tests.
+//!
+//! One connection behind a mutex, used from Tokio's blocking pool. SQLite has one writer at a
+//! time anyway, and each query here takes microseconds. Records are kept as JSON beside the
+//! columns that queries filter and order on.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{
+    Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior, params,
+};
+
+use super::{ActivityFilter, KeyLookup, KeyStore, Page, PageRequest, StoreError};
+use crate::domain::{
+    ActivityEntry, Change, EnvName, Environment, EnvironmentWrite, Key, KeyHash, KeyId, KeyWrite,
+};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS environments (
+    name TEXT PRIMARY KEY,
+    default_key_id TEXT NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS keys (
+    id TEXT PRIMARY KEY,
+    environment TEXT NOT NULL,
+    hash TEXT NOT NULL UNIQUE,
+    version INTEGER NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS keys_by_environment ON keys (environment, id);
+CREATE TABLE IF NOT EXISTS activity (
+    id TEXT PRIMARY KEY,
+    environment TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    related_key_id TEXT,
+    action TEXT NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS activity_by_environment ON activity (environment, id);
+CREATE INDEX IF NOT EXISTS activity_by_key ON activity (key_id, id);
+CREATE INDEX IF NOT EXISTS activity_by_related_key ON activity (related_key_id, id) WHERE related_key_id IS NOT NULL;
+";
+
+/// The SQLite store.
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Backend(Box::new(e))
+}
+
+/// A failed uniqueness or other constraint is a conflict with an existing record.
+fn write_error(e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::ConstraintViolation) => StoreError::Conflict,
+        _ => backend(e),
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, StoreError> {
+    serde_json::from_str(json).map_err(backend)
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(backend)
+}
+
+/// Reads up to `limit + 1` records to learn whether another page follows.
+fn page<T: serde::de::DeserializeOwned>(
+    stmt: &mut rusqlite::Statement<'_>,
+    params: &[&dyn rusqlite::ToSql],
+    limit: usize,
+    id_of: impl Fn(&T) -> String,
+) -> Result<Page<T>, StoreError> {
+    let rows = stmt
+        .query_map(params, |row| row.get::<_, String>(0))
+        .map_err(backend)?;
+    let mut items = Vec::with_capacity(limit + 1);
+    for row in rows {
+        items.push(decode::<T>(&row.map_err(backend)?)?);
+    }
+    let next_cursor = if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(&id_of)
+    } else {
+        None
+    };
+    Ok(Page { items, next_cursor })
+}
+
+fn apply_key(tx: &Transaction<'_>, write: &KeyWrite) -> Result<(), StoreError> {
+    match write {
+        KeyWrite::Insert(key) => {
+            tx.execute(
+                "INSERT INTO keys (id, environment, hash, version, record) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![key.id.as_str(), key.environment.as_str(), key.hash.to_hex(), key.version, encode(key)?],
+            )
+            .map_err(write_error)?;
+        }
+        KeyWrite::Update {
+            key,
+            expected_version,
+        } => {
+            let changed = tx
+                .execute(
+                    "UPDATE keys SET version = ?1, record = ?2 WHERE id = ?3 AND version = ?4",
+                    params![key.version, encode(key)?, key.id.as_str(), expected_version],
+                )
+                .map_err(write_error)?;
+            if changed == 0 {
+                return Err(StoreError::Conflict);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn apply_environment(tx: &Transaction<'_>, write: &EnvironmentWrite) -> Result<(), StoreError> {
+    match write {
+        EnvironmentWrite::Create(env) => {
+            tx.execute(
+                "INSERT INTO environments (name, default_key_id, record) VALUES (?1, ?2, ?3)",
+                params![env.name.as_str(), env.default_key_id.as_str(), encode(env)?],
+            )
+            .map_err(write_error)?;
+        }
+        EnvironmentWrite::MoveDefault { name, from, to } => {
+            let record: Option<String> = tx
+                .query_row(
+                    "SELECT record FROM environments WHERE name = ?1 AND default_key_id = ?2",
+                    params![name.as_str(), from.as_str()],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(backend)?;
+            let env: Environment = decode(&record.ok_or(StoreError::Conflict)?)?;
+            let moved = Environment {
+                default_key_id: to.clone(),
+                ..env
+            };
+            tx.execute(
+                "UPDATE environments SET default_key_id = ?1, record = ?2 WHERE name = ?3",
+                params![to.as_str(), encode(&moved)?, name.as_str()],
+            )
+            .map_err(write_error)?;
+        }
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the database file at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::init(Connection::open(path).map_err(backend)?)
+    }
+
+    /// A private in-memory database, for tests.
+    pub fn in_memory() -> Result<Self, StoreError> {
+        Self::init(Connection::open_in_memory().map_err(backend)?)
+    }
+
+    fn init(conn: Connection) -> Result<Self, StoreError> {
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;",
+        )
+        .map_err(backend)?;
+        conn.execute_batch(SCHEMA).map_err(backend)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            f(&mut conn)
+        })
+        .await
+        .map_err(backend)?
+    }
+
+    async fn one<T>(&self, sql: &'static str, param: String) -> Result<Option<T>, StoreError>
+    where
+        T: serde::de::DeserializeOwned + Send + 'static,
+    {
+        self.with(move |conn| {
+            let json: Option<String> = conn
+                .query_row(sql, [param], |row| row.get(0))
+                .optional()
+                .map_err(backend)?;
+            json.map(|j| decode(&j)).transpose()
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl KeyLookup for SqliteStore {
+    async fn key_by_hash(&self, hash: &KeyHash) -> Result<Option<Key>, StoreError> {
+        self.one("SELECT record FROM keys WHERE hash = ?1", hash.to_hex())
+            .await
+    }
+}
+
+#[async_trait]
+impl KeyStore for SqliteStore {
+    async fn key(&self, id: &KeyId) -> Result<Option<Key>, StoreError> {
+        self.one("SELECT record FROM keys WHERE id = ?1", id.to_string())
+            .await
+    }
+
+    async fn environment(&self, name: &EnvName) -> Result<Option<Environment>, StoreError> {
+        self.one(
+            "SELECT record FROM environments WHERE name = ?1",
+            name.to_string(),
+        )
+        .await
+    }
+
+    async fn is_empty(&self) -> Result<bool, StoreError> {
+        self.with(|conn| {
+            conn.query_row(
+                "SELECT NOT EXISTS (SELECT 1 FROM environments)",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn keys(
+        &self,
+        environment: &EnvName,
+        request: &PageRequest,
+    ) -> Result<Page<Key>, StoreError> {
+        let (env, after, limit) = (
+            environment.to_string(),
+            request.after.clone(),
+            request.limit,
+        );
+        self.with(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT record FROM keys WHERE environment = ?1 AND (?2 IS NULL OR id < ?2)
+                     ORDER BY id DESC LIMIT ?3",
+                )
+                .map_err(backend)?;
+            page(
+                &mut stmt,
+                &[&env, &after, &(limit as i64 + 1)],
+                limit,
+                |k: &Key| k.id.to_string(),
+            )
+        })
+        .await
+    }
+
+    async fn key_activity(
+        &self,
+        id: &KeyId,
+        request: &PageRequest,
+    ) -> Result<Page<ActivityEntry>, StoreError> {
+        let (id, after, limit) = (id.to_string(), request.after.clone(), request.limit);
+        self.with(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT record FROM activity WHERE (key_id = ?1 OR related_key_id = ?1)
+                     AND (?2 IS NULL OR id < ?2) ORDER BY id DESC LIMIT ?3",
+                )
+                .map_err(backend)?;
+            page(
+                &mut stmt,
+                &[&id, &after, &(limit as i64 + 1)],
+                limit,
+                |e: &ActivityEntry| e.id.as_str().to_owned(),
+            )
+        })
+        .await
+    }
+
+    async fn environment_activity(
+        &self,
+        environment: &EnvName,
+        filter: &ActivityFilter,
+        request: &PageRequest,
+    ) -> Result<Page<ActivityEntry>, StoreError> {
+        let env = environment.to_string();
+        let action = filter.action.map(|a| a.as_str());
+        let key_id = filter.key_id.as_ref().map(KeyId::to_string);
+        let (after, limit) = (request.after.clone(), request.limit);
+        self.with(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT record FROM activity WHERE environment = ?1
+                     AND (?2 IS NULL OR action = ?2)
+                     AND (?3 IS NULL OR key_id = ?3 OR related_key_id = ?3)
+                     AND (?4 IS NULL OR id < ?4) ORDER BY id DESC LIMIT ?5",
+                )
+                .map_err(backend)?;
+            page(
+                &mut stmt,
+                &[&env, &action, &key_id, &after, &(limit as i64 + 1)],
+                limit,
+                |e: &ActivityEntry| e.id.as_str().to_owned(),
+            )
+        })
+        .await
+    }
+
+    async fn apply(&self, change: &Change) -> Result<(), StoreError> {
+        let change = change.clone();
+        self.with(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            for write in &change.keys {
+                apply_key(&tx, write)?;
+            }
+            if let Some(write) = &change.environment {
+                apply_environment(&tx, write)?;
+            }
+            let entry = &change.activity;
+            tx.execute(
+                "INSERT INTO activity (id, environment, key_id, related_key_id, action, record)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    entry.id.as_str(),
+                    entry.environment.as_str(),
+                    entry.key_id.as_str(),
+                    entry.related_key_id().map(KeyId::as_str),
+                    entry.event.action().as_str(),
+                    encode(entry)?
+                ],
+            )
+            .map_err(write_error)?;
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+}
