@@ -1,1 +1,141 @@
-fn main() {}
+//! `keyward`: runs the whole HTTP API locally on one port, and manages environments.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use keyward::domain::EnvName;
+use keyward::store::StoreConfig;
+use keyward_cli::{CreateEnvironmentError, create_environment_in, operator, serve};
+
+const USAGE: &str = "usage:
+  keyward serve [--listen ADDR] [--store STORE | --db PATH]
+  keyward env create NAME [--json] [--store STORE | --db PATH]
+
+STORE is sqlite:PATH (default sqlite:keyward.db); --db PATH is short for --store sqlite:PATH.
+serve listens on 127.0.0.1:8080 unless --listen says otherwise.";
+
+/// The environment `serve` makes on an empty store.
+const FIRST_ENVIRONMENT: &str = "development";
+
+enum Command {
+    Serve { listen: String },
+    CreateEnvironment { name: EnvName, json: bool },
+}
+
+struct Args {
+    command: Command,
+    store: StoreConfig,
+}
+
+fn parse(args: &[String]) -> Result<Args, String> {
+    let mut store = StoreConfig::Sqlite("keyward.db".into());
+    let mut listen = "127.0.0.1:8080".to_owned();
+    let mut json = false;
+    let mut words = Vec::new();
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        let mut value = |flag: &str| {
+            iter.next()
+                .cloned()
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
+        match arg.as_str() {
+            "--store" => store = StoreConfig::parse(&value("--store")?)?,
+            "--db" => store = StoreConfig::Sqlite(value("--db")?.into()),
+            "--listen" => listen = value("--listen")?,
+            "--json" => json = true,
+            "-h" | "--help" => return Err(String::new()),
+            flag if flag.starts_with("--") => return Err(format!("unknown option {flag}")),
+            word => words.push(word),
+        }
+    }
+    let command = match words.as_slice() {
+        ["serve"] => Command::Serve { listen },
+        ["env", "create", name] => Command::CreateEnvironment {
+            name: EnvName::parse(name).map_err(|e| e.to_string())?,
+            json,
+        },
+        _ => return Err("unknown command".to_owned()),
+    };
+    Ok(Args { command, store })
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let store = args
+        .store
+        .open()
+        .await
+        .map_err(|e| format!("cannot open the store: {e}"))?;
+    match args.command {
+        Command::CreateEnvironment { name, json } => {
+            let issued = create_environment_in(&*store, &name, operator())
+                .await
+                .map_err(|e| e.to_string())?;
+            if json {
+                let out = serde_json::json!({"environment": name, "key_id": issued.key.id, "secret": issued.secret.expose()});
+                println!("{out}");
+            } else {
+                println!(
+                    "Created the environment {name}. Its default key {} has full access and is shown only this once:",
+                    issued.key.id
+                );
+                println!("{}", issued.secret.expose());
+            }
+            Ok(())
+        }
+        Command::Serve { listen } => {
+            lambda_http::tracing::init_default_subscriber_with_writer(std::io::stderr);
+            if store
+                .is_empty()
+                .await
+                .map_err(|e| format!("cannot read the store: {e}"))?
+            {
+                let name = EnvName::parse(FIRST_ENVIRONMENT).expect("a valid literal name");
+                match create_environment_in(&*store, &name, operator()).await {
+                    Ok(issued) => {
+                        println!(
+                            "Created the environment {name}. Its default key {} has full access and is shown only this once:",
+                            issued.key.id
+                        );
+                        println!("{}", issued.secret.expose());
+                    }
+                    Err(CreateEnvironmentError::Exists(_)) => {}
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+            let listener = tokio::net::TcpListener::bind(&listen)
+                .await
+                .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+            let addr = listener.local_addr().map_err(|e| e.to_string())?;
+            println!("keyward is listening on http://{addr}");
+            std::io::stdout().flush().map_err(|e| e.to_string())?;
+            tokio::select! {
+                served = serve(listener, store) => served.map_err(|e| e.to_string()),
+                _ = tokio::signal::ctrl_c() => Ok(()),
+            }
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args = match parse(&args) {
+        Ok(args) => args,
+        Err(message) if message.is_empty() => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => {
+            eprintln!("keyward: {message}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("keyward: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

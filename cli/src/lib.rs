@@ -1,0 +1,267 @@
+//! The `keyward` command's library: one local HTTP server that mounts every function's
+//! handler, and the operator commands.
+//!
+//! `serve` turns each hyper request into the same `lambda_http::Request` that API Gateway's
+//! event becomes on Lambda (path parameters and query map included), so that local and
+//! Lambda behaviour cannot drift.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use keyward::domain::{Actor, EnvName, Issued, create_environment};
+use keyward::http::{ApiError, Handler, MAX_BODY_BYTES};
+use keyward::store::{KeyStore, StoreError};
+use lambda_http::aws_lambda_events::query_map::QueryMap;
+use lambda_http::http::{Method, StatusCode, header};
+use lambda_http::{Body, RequestExt};
+use tokio::net::TcpListener;
+
+/// The HTTP API's routes: method, path pattern with `{param}` segments, and handler.
+pub const ROUTES: &[(Method, &str, Handler)] = &[
+    (
+        Method::POST,
+        "/v1/environments/{env}/keys",
+        create_key::handler,
+    ),
+    (
+        Method::GET,
+        "/v1/environments/{env}/keys",
+        list_keys::handler,
+    ),
+    (
+        Method::GET,
+        "/v1/environments/{env}/activity",
+        environment_activity::handler,
+    ),
+    (Method::GET, "/v1/keys/{key_id}", get_key::handler),
+    (
+        Method::POST,
+        "/v1/keys/{key_id}/rotate",
+        rotate_key::handler,
+    ),
+    (
+        Method::PUT,
+        "/v1/keys/{key_id}/grace-period",
+        change_grace_period::handler,
+    ),
+    (
+        Method::POST,
+        "/v1/keys/{key_id}/revoke",
+        revoke_key::handler,
+    ),
+    (
+        Method::GET,
+        "/v1/keys/{key_id}/activity",
+        key_activity::handler,
+    ),
+    (Method::POST, "/v1/verify", verify_key::handler),
+];
+
+/// The path parameters of `path` if it fits `pattern`.
+fn matches(pattern: &str, path: &str) -> Option<HashMap<String, String>> {
+    let (mut want, mut got) = (pattern.split('/'), path.split('/'));
+    let mut params = HashMap::new();
+    loop {
+        match (want.next(), got.next()) {
+            (None, None) => return Some(params),
+            (Some(w), Some(g)) if w.starts_with('{') && w.ends_with('}') && !g.is_empty() => {
+                params.insert(w[1..w.len() - 1].to_owned(), g.to_owned());
+            }
+            (Some(w), Some(g)) if w == g => {}
+            _ => return None,
+        }
+    }
+}
+
+/// The handler for a request and its path parameters; `404` for an unknown path, and `405`
+/// (with the allowed methods) for a known path with another method.
+pub fn route(
+    method: &Method,
+    path: &str,
+) -> Result<(Handler, HashMap<String, String>), (ApiError, Vec<Method>)> {
+    let mut allowed = Vec::new();
+    for (m, pattern, handler) in ROUTES {
+        if let Some(params) = matches(pattern, path) {
+            if m == method {
+                return Ok((*handler, params));
+            }
+            allowed.push(m.clone());
+        }
+    }
+    if allowed.is_empty() {
+        Err((
+            ApiError::not_found("route_not_found", "no route has this path"),
+            allowed,
+        ))
+    } else {
+        let error = ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this route does not take this method",
+        );
+        Err((error, allowed))
+    }
+}
+
+fn to_hyper(response: lambda_http::Response<Body>) -> hyper::Response<Full<Bytes>> {
+    let (parts, body) = response.into_parts();
+    let bytes = match body {
+        Body::Empty => Bytes::new(),
+        Body::Text(text) => Bytes::from(text),
+        Body::Binary(bytes) => Bytes::from(bytes),
+        _ => Bytes::new(),
+    };
+    hyper::Response::from_parts(parts, Full::new(bytes))
+}
+
+/// Answers one request with the handler its route names.
+async fn handle(
+    store: &dyn KeyStore,
+    req: hyper::Request<Incoming>,
+) -> hyper::Response<Full<Bytes>> {
+    let started = Instant::now();
+    let (parts, body) = req.into_parts();
+    let (method, path) = (parts.method.clone(), parts.uri.path().to_owned());
+    let response = match route(&parts.method, &path) {
+        Err((error, allowed)) => {
+            let mut response = error.into_response();
+            if !allowed.is_empty() {
+                let allow = allowed
+                    .iter()
+                    .map(Method::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                if let Ok(value) = header::HeaderValue::from_str(&allow) {
+                    response.headers_mut().insert(header::ALLOW, value);
+                }
+            }
+            response
+        }
+        Ok((handler, params)) => match Limited::new(body, MAX_BODY_BYTES).collect().await {
+            Err(_) => ApiError::payload_too_large().into_response(),
+            Ok(collected) => {
+                let bytes = collected.to_bytes();
+                let body = if bytes.is_empty() {
+                    Body::Empty
+                } else {
+                    Body::Binary(bytes.to_vec())
+                };
+                let query: QueryMap = parts.uri.query().unwrap_or("").parse().unwrap_or_default();
+                let request = lambda_http::Request::from_parts(parts, body)
+                    .with_path_parameters(params)
+                    .with_query_string_parameters(query);
+                handler(store, request, keyward::now()).await
+            }
+        },
+    };
+    tracing::info!(%method, %path, status = response.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request");
+    to_hyper(response)
+}
+
+/// Serves the HTTP API on `listener` until the process ends.
+pub async fn serve(listener: TcpListener, store: Arc<dyn KeyStore>) -> std::io::Result<()> {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                continue;
+            }
+        };
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let store = Arc::clone(&store);
+                async move { Ok::<_, Infallible>(handle(&*store, req).await) }
+            });
+            if let Err(e) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(error = %e, "connection closed with an error");
+            }
+        });
+    }
+}
+
+/// The operator running the command, as recorded in activity entries.
+pub fn operator() -> Actor {
+    let name = std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "local".to_owned());
+    Actor::operator(name)
+}
+
+/// Why an environment could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateEnvironmentError {
+    /// An environment of that name exists already.
+    #[error("the environment {0} exists already")]
+    Exists(EnvName),
+    /// The store failed.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+/// Makes an environment with its default key, whose secret the caller shows once.
+pub async fn create_environment_in(
+    store: &dyn KeyStore,
+    name: &EnvName,
+    actor: Actor,
+) -> Result<Issued, CreateEnvironmentError> {
+    let issued = create_environment(name, actor, keyward::now());
+    match store.apply(&issued.change).await {
+        Ok(()) => Ok(issued),
+        Err(StoreError::Conflict) => Err(CreateEnvironmentError::Exists(name.clone())),
+        Err(e) => Err(CreateEnvironmentError::Store(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_match_their_patterns_only() {
+        let (_, params) = route(&Method::POST, "/v1/keys/key_abc/rotate").unwrap();
+        assert_eq!(params.get("key_id").map(String::as_str), Some("key_abc"));
+        let (_, params) = route(&Method::GET, "/v1/environments/prod/activity").unwrap();
+        assert_eq!(params.get("env").map(String::as_str), Some("prod"));
+        for path in [
+            "/",
+            "/v1",
+            "/v1/keys",
+            "/v1/keys//rotate",
+            "/v1/keys/a/rotate/x",
+            "/v1/verify/",
+            "/v2/verify",
+        ] {
+            let (error, allowed) = route(&Method::POST, path).err().unwrap();
+            assert_eq!(
+                (error.status(), error.code()),
+                (StatusCode::NOT_FOUND, "route_not_found"),
+                "{path}"
+            );
+            assert!(allowed.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_known_path_with_another_method_is_405_with_the_allowed_methods() {
+        let (error, allowed) = route(&Method::DELETE, "/v1/environments/prod/keys")
+            .err()
+            .unwrap();
+        assert_eq!(
+            (error.status(), error.code()),
+            (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+        );
+        assert_eq!(allowed, [Method::POST, Method::GET]);
+    }
+}
