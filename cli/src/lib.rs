@@ -79,33 +79,32 @@ fn matches(pattern: &str, path: &str) -> Option<HashMap<String, String>> {
     }
 }
 
-/// The handler for a request and its path parameters; `404` for an unknown path, and `405`
-/// (with the allowed methods) for a known path with another method.
-pub fn route(
-    method: &Method,
-    path: &str,
-) -> Result<(Handler, HashMap<String, String>), (ApiError, Vec<Method>)> {
+/// Where a request goes.
+#[derive(Debug)]
+pub enum Routed {
+    /// To this handler, with these path parameters.
+    Found(Handler, HashMap<String, String>),
+    /// Nowhere: no route has this path (`404`).
+    NotFound,
+    /// Nowhere: the path is known, but only with these methods (`405`).
+    WrongMethod(Vec<Method>),
+}
+
+/// Finds the handler for a request.
+pub fn route(method: &Method, path: &str) -> Routed {
     let mut allowed = Vec::new();
     for (m, pattern, handler) in ROUTES {
         if let Some(params) = matches(pattern, path) {
             if m == method {
-                return Ok((*handler, params));
+                return Routed::Found(*handler, params);
             }
             allowed.push(m.clone());
         }
     }
     if allowed.is_empty() {
-        Err((
-            ApiError::not_found("route_not_found", "no route has this path"),
-            allowed,
-        ))
+        Routed::NotFound
     } else {
-        let error = ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "this route does not take this method",
-        );
-        Err((error, allowed))
+        Routed::WrongMethod(allowed)
     }
 }
 
@@ -129,36 +128,45 @@ async fn handle(
     let (parts, body) = req.into_parts();
     let (method, path) = (parts.method.clone(), parts.uri.path().to_owned());
     let response = match route(&parts.method, &path) {
-        Err((error, allowed)) => {
+        Routed::NotFound => {
+            ApiError::not_found("route_not_found", "no route has this path").into_response()
+        }
+        Routed::WrongMethod(allowed) => {
+            let error = ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take this method",
+            );
             let mut response = error.into_response();
-            if !allowed.is_empty() {
-                let allow = allowed
-                    .iter()
-                    .map(Method::as_str)
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                if let Ok(value) = header::HeaderValue::from_str(&allow) {
-                    response.headers_mut().insert(header::ALLOW, value);
-                }
+            let allow = allowed
+                .iter()
+                .map(Method::as_str)
+                .collect::<Vec<_>>()
+                .join(", ");
+            if let Ok(value) = header::HeaderValue::from_str(&allow) {
+                response.headers_mut().insert(header::ALLOW, value);
             }
             response
         }
-        Ok((handler, params)) => match Limited::new(body, MAX_BODY_BYTES).collect().await {
-            Err(_) => ApiError::payload_too_large().into_response(),
-            Ok(collected) => {
-                let bytes = collected.to_bytes();
-                let body = if bytes.is_empty() {
-                    Body::Empty
-                } else {
-                    Body::Binary(bytes.to_vec())
-                };
-                let query: QueryMap = parts.uri.query().unwrap_or("").parse().unwrap_or_default();
-                let request = lambda_http::Request::from_parts(parts, body)
-                    .with_path_parameters(params)
-                    .with_query_string_parameters(query);
-                handler(store, request, keyward::now()).await
+        Routed::Found(handler, params) => {
+            match Limited::new(body, MAX_BODY_BYTES).collect().await {
+                Err(_) => ApiError::payload_too_large().into_response(),
+                Ok(collected) => {
+                    let bytes = collected.to_bytes();
+                    let body = if bytes.is_empty() {
+                        Body::Empty
+                    } else {
+                        Body::Binary(bytes.to_vec())
+                    };
+                    let query: QueryMap =
+                        parts.uri.query().unwrap_or("").parse().unwrap_or_default();
+                    let request = lambda_http::Request::from_parts(parts, body)
+                        .with_path_parameters(params)
+                        .with_query_string_parameters(query);
+                    handler(store, request, keyward::now()).await
+                }
             }
-        },
+        }
     };
     tracing::info!(%method, %path, status = response.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request");
     to_hyper(response)
@@ -230,9 +238,13 @@ mod tests {
 
     #[test]
     fn routes_match_their_patterns_only() {
-        let (_, params) = route(&Method::POST, "/v1/keys/key_abc/rotate").unwrap();
+        let Routed::Found(_, params) = route(&Method::POST, "/v1/keys/key_abc/rotate") else {
+            panic!("no route")
+        };
         assert_eq!(params.get("key_id").map(String::as_str), Some("key_abc"));
-        let (_, params) = route(&Method::GET, "/v1/environments/prod/activity").unwrap();
+        let Routed::Found(_, params) = route(&Method::GET, "/v1/environments/prod/activity") else {
+            panic!("no route")
+        };
         assert_eq!(params.get("env").map(String::as_str), Some("prod"));
         for path in [
             "/",
@@ -243,25 +255,19 @@ mod tests {
             "/v1/verify/",
             "/v2/verify",
         ] {
-            let (error, allowed) = route(&Method::POST, path).err().unwrap();
-            assert_eq!(
-                (error.status(), error.code()),
-                (StatusCode::NOT_FOUND, "route_not_found"),
+            assert!(
+                matches!(route(&Method::POST, path), Routed::NotFound),
                 "{path}"
             );
-            assert!(allowed.is_empty());
         }
     }
 
     #[test]
-    fn a_known_path_with_another_method_is_405_with_the_allowed_methods() {
-        let (error, allowed) = route(&Method::DELETE, "/v1/environments/prod/keys")
-            .err()
-            .unwrap();
-        assert_eq!(
-            (error.status(), error.code()),
-            (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
-        );
+    fn a_known_path_with_another_method_names_the_allowed_methods() {
+        let Routed::WrongMethod(allowed) = route(&Method::DELETE, "/v1/environments/prod/keys")
+        else {
+            panic!("not a 405")
+        };
         assert_eq!(allowed, [Method::POST, Method::GET]);
     }
 }

@@ -122,7 +122,7 @@ pub enum Revocation {
         /// The revoked key.
         key: Key,
         /// What to apply.
-        change: Change,
+        change: Box<Change>,
     },
     /// The key was already revoked or expired: nothing changes and nothing is recorded.
     Unchanged(Key),
@@ -378,7 +378,7 @@ pub fn revoke(key: &Key, actor: Actor, now: Timestamp) -> Result<Revocation, Lif
     };
     Ok(Revocation::Revoked {
         key: revoked,
-        change,
+        change: Box::new(change),
     })
 }
 

@@ -1,0 +1,6 @@
+//! The HTTP API end to end, over real HTTP, against the `keyward serve` binary.
+
+mod bad_input;
+mod lifecycle;
+mod race;
+mod support;

@@ -1,0 +1,200 @@
+//! The harness: `keyward serve` as a child process on a free port with a fresh database, and a
+//! small blocking HTTP/1.1 client that records every exchange so tests can scan them.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde_json::Value;
+
+/// One request and its answer, as sent and received.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    pub body: String,
+}
+
+/// An answer, with its body parsed as JSON (`Null` when it is not JSON).
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: String,
+    pub json: Value,
+}
+
+impl Reply {
+    /// The error code of an error answer.
+    pub fn code(&self) -> &str {
+        self.json["error"]["code"]
+            .as_str()
+            .unwrap_or("<no error code>")
+    }
+}
+
+/// A running `keyward serve` with its own database in its own folder.
+pub struct Server {
+    child: Child,
+    addr: SocketAddr,
+    dir: PathBuf,
+    /// The default key of `development`, printed once at start.
+    pub default_key: String,
+    /// Its id.
+    pub default_key_id: String,
+    exchanges: Mutex<Vec<Exchange>>,
+}
+
+fn fresh_dir() -> PathBuf {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("keyward-test-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a temporary folder");
+    dir
+}
+
+impl Server {
+    /// Starts `keyward serve --listen 127.0.0.1:0` on a fresh database, logging at debug level.
+    pub fn start() -> Self {
+        let dir = fresh_dir();
+        let log = std::fs::File::create(dir.join("serve.log")).expect("a log file");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+            .arg(dir.join("keyward.db"))
+            .env("RUST_LOG", "debug")
+            .env("USER", "test-operator")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("keyward serve starts");
+        let stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
+        let (mut default_key, mut default_key_id, mut addr) = (None, None, None);
+        for line in stdout.lines() {
+            let line = line.expect("serve prints lines");
+            if line.starts_with("kw_sk_development_") {
+                default_key = Some(line);
+            } else if let Some(rest) = line.split("default key ").nth(1) {
+                default_key_id = rest.split_whitespace().next().map(str::to_owned);
+            } else if let Some(a) = line.strip_prefix("keyward is listening on http://") {
+                addr = Some(a.parse().expect("a socket address"));
+                break;
+            }
+        }
+        Self {
+            child,
+            addr: addr.expect("serve says where it listens"),
+            dir,
+            default_key: default_key.expect("serve prints the first default key"),
+            default_key_id: default_key_id.expect("serve names the first default key"),
+            exchanges: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Sends a request with the given headers and raw body.
+    pub fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+        let mut stream = TcpStream::connect(self.addr).expect("the server accepts");
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        stream
+            .write_all(head.as_bytes())
+            .expect("the request is sent");
+        // A server may refuse an oversized body before reading it all; that is not an error here.
+        let _ = stream.write_all(body);
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).expect("the answer is read");
+        let raw = String::from_utf8(raw).expect("the answer is UTF-8");
+        let (headers, body) = raw.split_once("\r\n\r\n").expect("an HTTP answer");
+        let status = headers
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("a status line");
+        self.exchanges.lock().unwrap().push(Exchange {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            status,
+            body: body.to_owned(),
+        });
+        Reply {
+            status,
+            headers: headers.to_owned(),
+            json: serde_json::from_str(body).unwrap_or(Value::Null),
+        }
+    }
+
+    /// Sends a request with `Authorization: Bearer <key>` and a JSON body.
+    pub fn call(&self, method: &str, path: &str, key: &str, body: Option<Value>) -> Reply {
+        let bearer = format!("Bearer {key}");
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        self.send(
+            method,
+            path,
+            &[
+                ("Authorization", &bearer),
+                ("Content-Type", "application/json"),
+            ],
+            body.as_bytes(),
+        )
+    }
+
+    /// Every exchange so far.
+    pub fn exchanges(&self) -> Vec<Exchange> {
+        self.exchanges.lock().unwrap().clone()
+    }
+
+    /// Everything the server has logged.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(self.dir.join("serve.log")).expect("the log is readable")
+    }
+
+    /// The database's bytes, with its write-ahead log, as they are on disk now.
+    pub fn database_bytes(&self) -> Vec<u8> {
+        ["keyward.db", "keyward.db-wal"]
+            .iter()
+            .filter_map(|f| std::fs::read(self.dir.join(f)).ok())
+            .flatten()
+            .collect()
+    }
+
+    /// Runs another `keyward` command on the same database.
+    pub fn keyward(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_keyward"))
+            .args(args)
+            .arg("--db")
+            .arg(self.dir.join("keyward.db"))
+            .output()
+            .expect("keyward runs")
+    }
+
+    /// Makes an environment with the CLI and returns its default key.
+    pub fn create_environment(&self, name: &str) -> String {
+        let out = self.keyward(&["env", "create", name, "--json"]);
+        assert!(
+            out.status.success(),
+            "env create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: Value =
+            serde_json::from_slice(&out.stdout).expect("env create --json prints JSON");
+        assert_eq!(json["environment"], name);
+        json["secret"].as_str().expect("a secret").to_owned()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
