@@ -1,0 +1,425 @@
+//! The store contract: every adapter of `KeyStore` must pass these, so that the domain can
+//! rely on the same atomicity, preconditions, ordering and pagination everywhere.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use keyward::domain::{
+    Action, Actor, Change, EnvName, GracePeriod, Issued, Key, KeyName, Kind, NewKey, Revocation,
+    Scopes, change_grace_period, create_environment, create_key, revoke, rotate,
+};
+use keyward::store::{ActivityFilter, KeyStore, PageRequest, SqliteStore, StoreError};
+
+/// A clock for one test: each call is one millisecond after the last, so ids sort in the
+/// order things happened.
+struct Clock(std::sync::atomic::AtomicI64);
+
+impl Clock {
+    fn new() -> Self {
+        Self(std::sync::atomic::AtomicI64::new(0))
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).unwrap() + TimeDelta::milliseconds(n)
+    }
+}
+
+fn env(name: &str) -> EnvName {
+    EnvName::parse(name).unwrap()
+}
+
+fn actor() -> Actor {
+    Actor::operator("contract")
+}
+
+fn grace(s: &str) -> GracePeriod {
+    GracePeriod::parse(s).unwrap()
+}
+
+async fn environment(store: &dyn KeyStore, name: &str, clock: &Clock) -> Issued {
+    let issued = create_environment(&env(name), actor(), clock.now());
+    store.apply(&issued.change).await.unwrap();
+    issued
+}
+
+async fn key(store: &dyn KeyStore, environment: &str, name: &str, clock: &Clock) -> Key {
+    let input = NewKey {
+        name: KeyName::parse(name).unwrap(),
+        kind: Kind::Secret,
+        scopes: Scopes::parse(&["orders:read"]).unwrap(),
+        expires_at: None,
+        rotation_policy: None,
+    };
+    let issued = create_key(&env(environment), input, actor(), clock.now()).unwrap();
+    store.apply(&issued.change).await.unwrap();
+    issued.key
+}
+
+fn page(limit: usize, after: Option<String>) -> PageRequest {
+    PageRequest { limit, after }
+}
+
+fn assert_conflict(result: Result<(), StoreError>) {
+    assert!(
+        matches!(result, Err(StoreError::Conflict)),
+        "expected a conflict, got {result:?}"
+    );
+}
+
+async fn an_environment_is_made_once(store: Arc<dyn KeyStore>) {
+    let clock = Clock::new();
+    assert!(store.is_empty().await.unwrap());
+    let issued = environment(&*store, "production", &clock).await;
+    assert!(!store.is_empty().await.unwrap());
+    let stored = store
+        .environment(&env("production"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.default_key_id, issued.key.id);
+    assert_eq!(
+        store.key(&issued.key.id).await.unwrap(),
+        Some(issued.key.clone())
+    );
+    assert_eq!(
+        store.key_by_hash(&issued.secret.hash()).await.unwrap(),
+        Some(issued.key)
+    );
+    let again = create_environment(&env("production"), actor(), clock.now());
+    assert_conflict(store.apply(&again.change).await);
+    assert_eq!(
+        store.key(&again.key.id).await.unwrap(),
+        None,
+        "a refused change writes no key"
+    );
+    assert_eq!(store.environment(&env("nowhere")).await.unwrap(), None);
+}
+
+async fn a_stale_change_conflicts_and_writes_nothing(store: Arc<dyn KeyStore>) {
+    let clock = Clock::new();
+    environment(&*store, "production", &clock).await;
+    let old = key(&*store, "production", "worker", &clock).await;
+    let first = rotate(&old, grace("1h"), actor(), clock.now()).unwrap();
+    let second = rotate(&old, grace("24h"), actor(), clock.now()).unwrap();
+    store.apply(&first.change).await.unwrap();
+    assert_conflict(store.apply(&second.change).await);
+    assert_eq!(
+        store.key(&second.key.id).await.unwrap(),
+        None,
+        "the loser's new key is not stored"
+    );
+    assert_eq!(
+        store.key_by_hash(&second.secret.hash()).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.key(&old.id).await.unwrap(),
+        Some(first.previous.clone())
+    );
+    let entries = store
+        .key_activity(&old.id, &page(10, None))
+        .await
+        .unwrap()
+        .items;
+    let actions: Vec<Action> = entries.iter().map(|e| e.event.action()).collect();
+    assert_eq!(
+        actions,
+        [Action::Rotated, Action::Created],
+        "the loser's entry is not stored"
+    );
+    let changed = change_grace_period(&first.previous, grace("7d"), actor(), clock.now()).unwrap();
+    store.apply(&changed.change).await.unwrap();
+    assert_conflict(store.apply(&changed.change).await);
+}
+
+async fn a_key_id_or_hash_is_never_stored_twice(store: Arc<dyn KeyStore>) {
+    let clock = Clock::new();
+    let issued = environment(&*store, "production", &clock).await;
+    let mut twin = create_environment(&env("staging"), actor(), clock.now());
+    twin.change.keys = vec![keyward::domain::KeyWrite::Insert(issued.key.clone())];
+    assert_conflict(store.apply(&twin.change).await);
+    assert_eq!(
+        store.environment(&env("staging")).await.unwrap(),
+        None,
+        "nothing of the change is applied"
+    );
+}
+
+async fn the_default_moves_only_from_the_current_default(store: Arc<dyn KeyStore>) {
+    let clock = Clock::new();
+    let issued = environment(&*store, "production", &clock).await;
+    let rotated = rotate(&issued.key, grace("24h"), actor(), clock.now()).unwrap();
+    store.apply(&rotated.change).await.unwrap();
+    let stored = store
+        .environment(&env("production"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.default_key_id, rotated.key.id);
+    let Revocation::Revoked { change, .. } =
+        revoke(&rotated.previous, actor(), clock.now()).unwrap()
+    else {
+        panic!("the old default can be revoked")
+    };
+    store.apply(&change).await.unwrap();
+    let mut stale = rotate(&issued.key, grace("1h"), actor(), clock.now())
+        .unwrap()
+        .change;
+    stale.keys.clear();
+    assert_conflict(store.apply(&stale).await);
+    assert_eq!(
+        store
+            .environment(&env("production"))
+            .await
+            .unwrap()
+            .unwrap()
+            .default_key_id,
+        rotated.key.id
+    );
+}
+
+async fn keys_are_listed_newest_first_a_page_at_a_time(store: Arc<dyn KeyStore>) {
+    let clock = Clock::new();
+    let production = environment(&*store, "production", &clock).await;
+    environment(&*store, "staging", &clock).await;
+    let mut made = vec![production.key.id.clone()];
+    for i in 0..7 {
+        made.push(
+            key(&*store, "production", &format!("k{i}"), &clock)
+                .await
+                .id,
+        );
+        key(&*store, "staging", &format!("s{i}"), &clock).await;
+    }
+    made.reverse();
+    let mut seen = Vec::new();
+    let mut after = None;
+    let mut pages = 0;
+    loop {
+        let p = store
+            .keys(&env("production"), &page(3, after))
+            .await
+            .unwrap();
+        assert!(p.items.len() <= 3);
+        assert!(p.items.iter().all(|k| k.environment == env("production")));
+        seen.extend(p.items.iter().map(|k| k.id.clone()));
+        pages += 1;
+        match p.next_cursor {
+            Some(c) => after = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen, made, "every key once, newest first");
+    assert_eq!(pages, 3);
+    let exact = store
+        .keys(&env("production"), &page(8, None))
+        .await
+        .unwrap();
+    assert_eq!(exact.items.len(), 8);
+    assert_eq!(
+        exact.next_cursor, None,
+        "a page that reaches the end says so"
+    );
+    let oldest = exact.items.last().map(|k| k.id.to_string());
+    let beyond = store
+        .keys(&env("production"), &page(8, oldest))
+        .await
+        .unwrap();
+    assert!(
+        beyond.items.is_empty() && beyond.next_cursor.is_none(),
+        "a cursor at the very end gives an empty last page"
+    );
+    assert!(
+        store
+            .keys(&env("nowhere"), &page(5, None))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+}
+
+async fn activity_is_newest_first_and_filtered(store: Arc<dyn KeyStore>) {
+    let clock = Clock::new();
+    environment(&*store, "production", &clock).await;
+    environment(&*store, "staging", &clock).await;
+    let a = key(&*store, "production", "a", &clock).await;
+    let b = key(&*store, "production", "b", &clock).await;
+    key(&*store, "staging", "elsewhere", &clock).await;
+    let rotated = rotate(&a, grace("1h"), actor(), clock.now()).unwrap();
+    store.apply(&rotated.change).await.unwrap();
+    let changed =
+        change_grace_period(&rotated.previous, grace("3d"), actor(), clock.now()).unwrap();
+    store.apply(&changed.change).await.unwrap();
+    let Revocation::Revoked { change, .. } = revoke(&b, actor(), clock.now()).unwrap() else {
+        panic!()
+    };
+    store.apply(&change).await.unwrap();
+
+    let of_a = store
+        .key_activity(&a.id, &page(10, None))
+        .await
+        .unwrap()
+        .items;
+    let actions: Vec<Action> = of_a.iter().map(|e| e.event.action()).collect();
+    assert_eq!(
+        actions,
+        [Action::GracePeriodChanged, Action::Rotated, Action::Created]
+    );
+    let of_new = store
+        .key_activity(&rotated.key.id, &page(10, None))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(of_new.len(), 1, "the rotation also belongs to the new key");
+    assert_eq!(of_new[0].event.action(), Action::Rotated);
+
+    let all = store
+        .environment_activity(
+            &env("production"),
+            &ActivityFilter::default(),
+            &page(100, None),
+        )
+        .await
+        .unwrap();
+    let actions: Vec<Action> = all.items.iter().map(|e| e.event.action()).collect();
+    assert_eq!(
+        actions,
+        [
+            Action::Revoked,
+            Action::GracePeriodChanged,
+            Action::Rotated,
+            Action::Created,
+            Action::Created,
+            Action::Created
+        ]
+    );
+    assert!(all.items.iter().all(|e| e.environment == env("production")));
+    assert!(
+        all.items
+            .windows(2)
+            .all(|w| w[0].id > w[1].id && w[0].at >= w[1].at)
+    );
+
+    let filter = ActivityFilter {
+        action: Some(Action::Created),
+        key_id: None,
+    };
+    let created = store
+        .environment_activity(&env("production"), &filter, &page(100, None))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(created.len(), 3);
+    let filter = ActivityFilter {
+        action: None,
+        key_id: Some(rotated.key.id.clone()),
+    };
+    let about_new = store
+        .environment_activity(&env("production"), &filter, &page(100, None))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(about_new.len(), 1);
+    let filter = ActivityFilter {
+        action: Some(Action::Revoked),
+        key_id: Some(a.id.clone()),
+    };
+    assert!(
+        store
+            .environment_activity(&env("production"), &filter, &page(100, None))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+
+    let mut paged = Vec::new();
+    let mut after = None;
+    loop {
+        let p = store
+            .environment_activity(
+                &env("production"),
+                &ActivityFilter::default(),
+                &page(4, after),
+            )
+            .await
+            .unwrap();
+        paged.extend(p.items);
+        match p.next_cursor {
+            Some(c) => after = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(paged, all.items);
+}
+
+async fn of_sixteen_racing_rotations_exactly_one_is_applied(store: Arc<dyn KeyStore>) {
+    let clock = Clock::new();
+    environment(&*store, "production", &clock).await;
+    let old = key(&*store, "production", "contested", &clock).await;
+    let changes: Vec<Change> = (0..16)
+        .map(|_| {
+            rotate(&old, grace("1h"), actor(), clock.now())
+                .unwrap()
+                .change
+        })
+        .collect();
+    let tasks: Vec<_> = changes
+        .into_iter()
+        .map(|change| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.apply(&change).await })
+        })
+        .collect();
+    let mut wins = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(()) => wins += 1,
+            Err(StoreError::Conflict) => {}
+            Err(e) => panic!("not a conflict: {e:?}"),
+        }
+    }
+    assert_eq!(wins, 1);
+    let keys = store
+        .keys(&env("production"), &page(100, None))
+        .await
+        .unwrap()
+        .items;
+    let successors: Vec<&Key> = keys
+        .iter()
+        .filter(|k| k.rotated_from.as_ref() == Some(&old.id))
+        .collect();
+    assert_eq!(successors.len(), 1);
+    let stored = store.key(&old.id).await.unwrap().unwrap();
+    assert_eq!(stored.rotated_to.as_ref(), Some(&successors[0].id));
+}
+
+/// Runs every contract case against one adapter; `$store` makes a fresh, empty store.
+macro_rules! contract {
+    ($adapter:ident, $store:expr) => {
+        mod $adapter {
+            use super::*;
+            contract!(@cases $store;
+                an_environment_is_made_once,
+                a_stale_change_conflicts_and_writes_nothing,
+                a_key_id_or_hash_is_never_stored_twice,
+                the_default_moves_only_from_the_current_default,
+                keys_are_listed_newest_first_a_page_at_a_time,
+                activity_is_newest_first_and_filtered,
+                of_sixteen_racing_rotations_exactly_one_is_applied
+            );
+        }
+    };
+    (@cases $store:expr; $($case:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                super::$case($store).await
+            }
+        )*
+    };
+}
+
+contract!(sqlite, Arc::new(SqliteStore::in_memory().unwrap()));
