@@ -1,6 +1,7 @@
 //! Validated names: every value here was parsed once and is known good afterwards.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -94,10 +95,22 @@ impl fmt::Display for EnvName {
 const ID_BODY_LEN: usize = 22;
 const ID_TIME_LEN: usize = 10;
 
+/// The time part of the last id made by this process, in microseconds.
+static LAST_ID_MICROS: AtomicU64 = AtomicU64::new(0);
+
 /// Makes `<prefix><time><random>`: ids sort by the time they were made, so "newest first"
 /// is a plain descending order on the id, in SQLite and in a DynamoDB sort key alike.
+/// Times are whole milliseconds, so two changes in one millisecond would tie and fall to the
+/// random part; instead, ids made by one process are strictly increasing, using the
+/// microseconds as a sequence within the millisecond, as monotonic ULIDs do.
 fn new_id(prefix: &str, at: Timestamp) -> String {
-    let mut micros = u64::try_from(at.timestamp_micros()).unwrap_or(0);
+    let wanted = u64::try_from(at.timestamp_micros()).unwrap_or(0);
+    let previous = LAST_ID_MICROS
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
+            Some(wanted.max(last + 1))
+        })
+        .unwrap_or_else(|last| last);
+    let mut micros = wanted.max(previous + 1);
     let mut time = [b'0'; ID_TIME_LEN];
     for slot in time.iter_mut().rev() {
         *slot = BASE62[(micros % 62) as usize];
@@ -454,6 +467,13 @@ mod tests {
             Err(InputError::InvalidKeyId)
         );
         assert!(ActivityId::parse(ActivityId::generate(t0).as_str()).is_some());
+    }
+
+    #[test]
+    fn ids_made_at_one_instant_still_sort_in_the_order_they_were_made() {
+        let t0 = chrono::Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let ids: Vec<ActivityId> = (0..1000).map(|_| ActivityId::generate(t0)).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[test]
