@@ -8,7 +8,7 @@ use keyward::domain::{
     Action, Actor, Change, EnvName, GracePeriod, Issued, Key, KeyName, Kind, NewKey, Revocation,
     Scopes, change_grace_period, create_environment, create_key, revoke, rotate,
 };
-use keyward::store::{ActivityFilter, KeyStore, PageRequest, SqliteStore, StoreError};
+use keyward::store::{ActivityFilter, DynamoStore, KeyStore, PageRequest, SqliteStore, StoreError};
 
 /// A clock for one test: each call is one millisecond after the last, so ids sort in the
 /// order things happened.
@@ -422,4 +422,18 @@ macro_rules! contract {
     };
 }
 
+/// A fresh table on the DynamoDB endpoint that `./scripts/test` starts (moto's server).
+async fn dynamodb() -> Arc<dyn KeyStore> {
+    static TABLES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    assert!(
+        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
+        "AWS_ENDPOINT_URL is not set: run ./scripts/test, which starts moto's server for these tests"
+    );
+    let n = TABLES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let store = DynamoStore::from_env(&format!("contract-{}-{n}", std::process::id())).await;
+    store.create_table().await.expect("the table is created");
+    Arc::new(store)
+}
+
 contract!(sqlite, Arc::new(SqliteStore::in_memory().unwrap()));
+contract!(dynamodb, dynamodb().await);

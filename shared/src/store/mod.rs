@@ -3,6 +3,7 @@
 //! The domain decides a [`Change`]; a store applies it all at once with its preconditions, or
 //! reports [`StoreError::Conflict`] and applies nothing.
 
+pub mod dynamodb;
 mod sqlite;
 
 use std::path::PathBuf;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub use dynamodb::DynamoStore;
 pub use sqlite::SqliteStore;
 
 use crate::domain::{Action, ActivityEntry, Change, EnvName, Environment, Key, KeyHash, KeyId};
@@ -97,24 +99,41 @@ pub trait KeyStore: KeyLookup {
 pub enum StoreConfig {
     /// An embedded SQLite file.
     Sqlite(PathBuf),
+    /// A DynamoDB table, reached through the standard AWS configuration (`AWS_ENDPOINT_URL`, ...).
+    DynamoDb(String),
 }
 
 impl StoreConfig {
     /// The environment variable that names the store.
     pub const VAR: &'static str = "KEYWARD_STORE";
 
-    /// Parses `sqlite:<path>`.
+    /// Parses `sqlite:<path>` or `dynamodb:<table>`.
     pub fn parse(s: &str) -> Result<Self, String> {
+        let table_ok = |t: &str| {
+            (3..=255).contains(&t.len())
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+        };
         match s.split_once(':') {
             Some(("sqlite", path)) if !path.is_empty() => Ok(Self::Sqlite(PathBuf::from(path))),
-            _ => Err(format!("{s:?} is not a store: expected sqlite:<path>")),
+            Some(("dynamodb", table)) if table_ok(table) => Ok(Self::DynamoDb(table.to_owned())),
+            Some(("dynamodb", _)) => Err(format!(
+                "{s:?}: a DynamoDB table name is 3 to 255 characters of a-z, A-Z, 0-9, _, . and -"
+            )),
+            _ => Err(format!(
+                "{s:?} is not a store: expected sqlite:<path> or dynamodb:<table>"
+            )),
         }
     }
 
     /// Reads the store from `KEYWARD_STORE`.
     pub fn from_env() -> Result<Self, String> {
-        let value = std::env::var(Self::VAR)
-            .map_err(|_| format!("{} is not set: expected sqlite:<path>", Self::VAR))?;
+        let value = std::env::var(Self::VAR).map_err(|_| {
+            format!(
+                "{} is not set: expected sqlite:<path> or dynamodb:<table>",
+                Self::VAR
+            )
+        })?;
         Self::parse(&value).map_err(|e| format!("{}: {e}", Self::VAR))
     }
 
@@ -122,6 +141,7 @@ impl StoreConfig {
     pub async fn open(&self) -> Result<Arc<dyn KeyStore>, StoreError> {
         match self {
             Self::Sqlite(path) => Ok(Arc::new(SqliteStore::open(path)?)),
+            Self::DynamoDb(table) => Ok(Arc::new(DynamoStore::from_env(table).await)),
         }
     }
 }
@@ -140,7 +160,19 @@ mod tests {
             StoreConfig::parse("sqlite:/tmp/a:b.db"),
             Ok(StoreConfig::Sqlite("/tmp/a:b.db".into()))
         );
-        for bad in ["", "sqlite:", "keyward.db", "postgres:x"] {
+        assert_eq!(
+            StoreConfig::parse("dynamodb:keyward-prod"),
+            Ok(StoreConfig::DynamoDb("keyward-prod".into()))
+        );
+        for bad in [
+            "",
+            "sqlite:",
+            "keyward.db",
+            "postgres:x",
+            "dynamodb:",
+            "dynamodb:a",
+            "dynamodb:has space",
+        ] {
             assert!(StoreConfig::parse(bad).is_err(), "{bad}");
         }
     }

@@ -1,0 +1,549 @@
+//! The DynamoDB adapter: the production store, one table.
+//!
+//! | item | `pk` | `sk` | `gsi1pk` / `gsi1sk` | what else |
+//! |---|---|---|---|---|
+//! | key | `KEY#<key id>` | `KEY` | `ENV#<env>` / `<key id>` | the key record, `version` |
+//! | hash | `HASH#<sha256>` | `HASH` | | a copy of the key record, and `ttl` (epoch seconds of `expires_at`) |
+//! | environment | `ENV#<env>` | `ENV` | `ENVIRONMENTS` / `<env>` | `default_key_id`, `created_at` |
+//! | activity (outbox) | `ENVACT#<env>` | `<activity id>` | | the entry; the stream publishes these |
+//! | activity per key | `KEYACT#<key id>` | `<activity id>` | | a copy of the entry, for the key and for a rotation's new key |
+//!
+//! Access patterns and their cost (see BENCHMARKS.md for the counts):
+//! - check a key: one strongly consistent `GetItem` on its hash item;
+//! - read a key: one `GetItem`; list an environment's keys: one `Query` on `gsi1`, newest first;
+//! - activity per environment or per key: one `Query` on the base table, newest first,
+//!   strongly consistent, with a filter for `?action=`;
+//! - every lifecycle change: one `TransactWriteItems` with the key's version as condition.
+//!
+//! DynamoDB's TTL removes hash items after their `expires_at`; expiry itself is always decided
+//! by `expires_at`, and the stream's `REMOVE` record of such an item becomes `key.expired`.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
+    KeyType, Projection, ProjectionType, Put, ScalarAttributeType, StreamSpecification,
+    StreamViewType, TimeToLiveSpecification, TransactWriteItem, Update,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{ActivityFilter, KeyLookup, KeyStore, Page, PageRequest, StoreError};
+use crate::domain::{
+    ActivityEntry, Change, EnvName, Environment, EnvironmentWrite, Key, KeyHash, KeyId, KeyWrite,
+};
+
+/// The table's names, shared with `keyward table create` and checked against the SAM template.
+pub mod table {
+    /// Partition key of the table.
+    pub const PK: &str = "pk";
+    /// Sort key of the table.
+    pub const SK: &str = "sk";
+    /// The one global secondary index: keys by environment, and the list of environments.
+    pub const GSI1: &str = "gsi1";
+    /// Partition key of `gsi1`.
+    pub const GSI1_PK: &str = "gsi1pk";
+    /// Sort key of `gsi1`.
+    pub const GSI1_SK: &str = "gsi1sk";
+    /// The attribute DynamoDB's TTL reads on hash items, in epoch seconds.
+    pub const TTL: &str = "ttl";
+    /// Prefix of hash items' partition keys; the stream publisher watches their removal.
+    pub const HASH_PREFIX: &str = "HASH#";
+    /// Prefix of the activity items that the stream publisher turns into events.
+    pub const OUTBOX_PREFIX: &str = "ENVACT#";
+}
+
+/// The DynamoDB store.
+#[derive(Clone, Debug)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+}
+
+fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Backend(Box::new(e))
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+type Item = HashMap<String, AttributeValue>;
+
+fn to_item<T: Serialize>(value: &T, keys: [(&str, String); 2]) -> Result<Item, StoreError> {
+    let mut item: Item = serde_dynamo::to_item(value).map_err(backend)?;
+    for (name, value) in keys {
+        item.insert(name.to_owned(), s(value));
+    }
+    Ok(item)
+}
+
+fn from_item<T: DeserializeOwned>(item: Item) -> Result<T, StoreError> {
+    serde_dynamo::from_item(item).map_err(backend)
+}
+
+fn key_pk(id: &KeyId) -> String {
+    format!("KEY#{id}")
+}
+
+fn hash_pk(hash: &KeyHash) -> String {
+    format!("{}{}", table::HASH_PREFIX, hash.to_hex())
+}
+
+fn env_pk(name: &EnvName) -> String {
+    format!("ENV#{name}")
+}
+
+fn env_activity_pk(name: &EnvName) -> String {
+    format!("{}{name}", table::OUTBOX_PREFIX)
+}
+
+fn key_activity_pk(id: &KeyId) -> String {
+    format!("KEYACT#{id}")
+}
+
+/// The key item, listed in its environment on `gsi1`.
+fn key_item(key: &Key) -> Result<Item, StoreError> {
+    let mut item = to_item(
+        key,
+        [(table::PK, key_pk(&key.id)), (table::SK, "KEY".to_owned())],
+    )?;
+    item.insert(table::GSI1_PK.to_owned(), s(env_pk(&key.environment)));
+    item.insert(table::GSI1_SK.to_owned(), s(key.id.as_str()));
+    Ok(item)
+}
+
+/// The hash item: a copy of the key for the one-read check, with `ttl` set from `expires_at`.
+fn hash_item(key: &Key) -> Result<Item, StoreError> {
+    let mut item = to_item(
+        key,
+        [
+            (table::PK, hash_pk(&key.hash)),
+            (table::SK, "HASH".to_owned()),
+        ],
+    )?;
+    if let Some(at) = key.expires_at {
+        item.insert(
+            table::TTL.to_owned(),
+            AttributeValue::N(at.timestamp().to_string()),
+        );
+    }
+    Ok(item)
+}
+
+impl DynamoStore {
+    /// A store on `table`, with a client built from the standard AWS configuration.
+    pub async fn from_env(table: &str) -> Self {
+        let config = aws_config::load_from_env().await;
+        Self::new(Client::new(&config), table)
+    }
+
+    /// A store on `table` with this client.
+    pub fn new(client: Client, table: &str) -> Self {
+        Self {
+            client,
+            table: table.to_owned(),
+        }
+    }
+
+    fn put(&self, item: Item, condition: Option<&str>) -> Result<TransactWriteItem, StoreError> {
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .set_condition_expression(condition.map(str::to_owned))
+            .build()
+            .map_err(backend)?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    fn writes(&self, change: &Change) -> Result<Vec<TransactWriteItem>, StoreError> {
+        let mut items = Vec::with_capacity(8);
+        for write in &change.keys {
+            match write {
+                KeyWrite::Insert(key) => {
+                    items.push(self.put(key_item(key)?, Some("attribute_not_exists(pk)"))?);
+                    items.push(self.put(hash_item(key)?, Some("attribute_not_exists(pk)"))?);
+                }
+                KeyWrite::Update {
+                    key,
+                    expected_version,
+                } => {
+                    let put = Put::builder()
+                        .table_name(&self.table)
+                        .set_item(Some(key_item(key)?))
+                        .condition_expression("#version = :expected")
+                        .expression_attribute_names("#version", "version")
+                        .expression_attribute_values(
+                            ":expected",
+                            AttributeValue::N(expected_version.to_string()),
+                        )
+                        .build()
+                        .map_err(backend)?;
+                    items.push(TransactWriteItem::builder().put(put).build());
+                    items.push(self.put(hash_item(key)?, None)?);
+                }
+            }
+        }
+        match &change.environment {
+            Some(EnvironmentWrite::Create(env)) => {
+                let mut item = to_item(
+                    env,
+                    [
+                        (table::PK, env_pk(&env.name)),
+                        (table::SK, "ENV".to_owned()),
+                    ],
+                )?;
+                item.insert(table::GSI1_PK.to_owned(), s("ENVIRONMENTS"));
+                item.insert(table::GSI1_SK.to_owned(), s(env.name.as_str()));
+                items.push(self.put(item, Some("attribute_not_exists(pk)"))?);
+            }
+            Some(EnvironmentWrite::MoveDefault { name, from, to }) => {
+                let update = Update::builder()
+                    .table_name(&self.table)
+                    .key(table::PK, s(env_pk(name)))
+                    .key(table::SK, s("ENV"))
+                    .update_expression("SET default_key_id = :to")
+                    .condition_expression("default_key_id = :from")
+                    .expression_attribute_values(":to", s(to.as_str()))
+                    .expression_attribute_values(":from", s(from.as_str()))
+                    .build()
+                    .map_err(backend)?;
+                items.push(TransactWriteItem::builder().update(update).build());
+            }
+            None => {}
+        }
+        let entry = &change.activity;
+        let sk = entry.id.as_str().to_owned();
+        let outbox = to_item(
+            entry,
+            [
+                (table::PK, env_activity_pk(&entry.environment)),
+                (table::SK, sk.clone()),
+            ],
+        )?;
+        items.push(self.put(outbox, Some("attribute_not_exists(pk)"))?);
+        for key_id in std::iter::once(&entry.key_id).chain(entry.related_key_id()) {
+            let copy = to_item(
+                entry,
+                [
+                    (table::PK, key_activity_pk(key_id)),
+                    (table::SK, sk.clone()),
+                ],
+            )?;
+            items.push(self.put(copy, None)?);
+        }
+        Ok(items)
+    }
+
+    async fn get<T: DeserializeOwned>(
+        &self,
+        pk: String,
+        sk: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(table::PK, s(pk))
+            .key(table::SK, s(sk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(backend)?;
+        out.item.map(from_item).transpose()
+    }
+
+    /// Reads up to `limit + 1` matching items, newest first, following DynamoDB's own pages
+    /// (a filter may leave a page short or empty); whether a `LastEvaluatedKey` comes with the
+    /// last page does not matter, because the extra item alone says whether more follow.
+    async fn page<T: DeserializeOwned>(
+        &self,
+        query: Query<'_>,
+        request: &PageRequest,
+        id_of: impl Fn(&T) -> String,
+    ) -> Result<Page<T>, StoreError> {
+        let want = request.limit + 1;
+        let mut items: Vec<T> = Vec::with_capacity(want);
+        let mut start = request.after.as_ref().map(|after| (query.start)(after));
+        loop {
+            let mut q = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression(format!("{} = :pk", query.pk_name))
+                .expression_attribute_values(":pk", s(query.pk.clone()))
+                .scan_index_forward(false)
+                .limit(i32::try_from(want - items.len()).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start.take());
+            if let Some(index) = query.index {
+                q = q.index_name(index);
+            } else {
+                q = q.consistent_read(true);
+            }
+            for (name, value) in &query.filter {
+                q = q.expression_attribute_values(*name, value.clone());
+            }
+            for (placeholder, name) in &query.names {
+                q = q.expression_attribute_names(*placeholder, *name);
+            }
+            if let Some(expression) = &query.filter_expression {
+                q = q.filter_expression(expression);
+            }
+            let out = q.send().await.map_err(backend)?;
+            for item in out.items.unwrap_or_default() {
+                items.push(from_item(item)?);
+            }
+            match out.last_evaluated_key {
+                Some(last) if items.len() < want => start = Some(last),
+                _ => break,
+            }
+        }
+        let next_cursor = if items.len() > request.limit {
+            items.truncate(request.limit);
+            items.last().map(&id_of)
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    /// Creates the table with its index, stream and TTL, as `keyward table create` does.
+    pub async fn create_table(&self) -> Result<(), StoreError> {
+        let attribute = |name: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+        };
+        let key = |name: &str, kind: KeyType| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(kind)
+                .build()
+        };
+        let gsi = GlobalSecondaryIndex::builder()
+            .index_name(table::GSI1)
+            .key_schema(key(table::GSI1_PK, KeyType::Hash).map_err(backend)?)
+            .key_schema(key(table::GSI1_SK, KeyType::Range).map_err(backend)?)
+            .projection(
+                Projection::builder()
+                    .projection_type(ProjectionType::All)
+                    .build(),
+            )
+            .build()
+            .map_err(backend)?;
+        self.client
+            .create_table()
+            .table_name(&self.table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(attribute(table::PK).map_err(backend)?)
+            .attribute_definitions(attribute(table::SK).map_err(backend)?)
+            .attribute_definitions(attribute(table::GSI1_PK).map_err(backend)?)
+            .attribute_definitions(attribute(table::GSI1_SK).map_err(backend)?)
+            .key_schema(key(table::PK, KeyType::Hash).map_err(backend)?)
+            .key_schema(key(table::SK, KeyType::Range).map_err(backend)?)
+            .global_secondary_indexes(gsi)
+            .stream_specification(
+                StreamSpecification::builder()
+                    .stream_enabled(true)
+                    .stream_view_type(StreamViewType::NewAndOldImages)
+                    .build()
+                    .map_err(backend)?,
+            )
+            .send()
+            .await
+            .map_err(backend)?;
+        self.client
+            .update_time_to_live()
+            .table_name(&self.table)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .enabled(true)
+                    .attribute_name(table::TTL)
+                    .build()
+                    .map_err(backend)?,
+            )
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    /// The table's stream ARN, for the local stream poller.
+    pub async fn stream_arn(&self) -> Result<Option<String>, StoreError> {
+        let out = self
+            .client
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(out.table.and_then(|t| t.latest_stream_arn))
+    }
+}
+
+/// One paginated query: which partition, how to resume after a cursor, and what to filter.
+struct Query<'a> {
+    index: Option<&'static str>,
+    pk_name: &'static str,
+    pk: String,
+    start: Box<dyn Fn(&str) -> Item + Send + Sync + 'a>,
+    filter_expression: Option<String>,
+    filter: Vec<(&'static str, AttributeValue)>,
+    names: Vec<(&'static str, &'static str)>,
+}
+
+/// Resumes an activity query after the entry `after` in partition `pk`.
+fn after_activity(pk: String) -> Box<dyn Fn(&str) -> Item + Send + Sync> {
+    Box::new(move |after| {
+        HashMap::from([
+            (table::PK.to_owned(), s(pk.clone())),
+            (table::SK.to_owned(), s(after)),
+        ])
+    })
+}
+
+/// Whether a failed transaction lost to a competing writer, and so is a domain conflict.
+fn is_conflict(e: &SdkError<TransactWriteItemsError>) -> bool {
+    match e.as_service_error() {
+        Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => {
+            cancelled.cancellation_reasons().iter().any(|r| {
+                matches!(
+                    r.code(),
+                    Some("ConditionalCheckFailed" | "TransactionConflict")
+                )
+            })
+        }
+        _ => false,
+    }
+}
+
+#[async_trait]
+impl KeyLookup for DynamoStore {
+    async fn key_by_hash(&self, hash: &KeyHash) -> Result<Option<Key>, StoreError> {
+        self.get(hash_pk(hash), "HASH").await
+    }
+}
+
+#[async_trait]
+impl KeyStore for DynamoStore {
+    async fn key(&self, id: &KeyId) -> Result<Option<Key>, StoreError> {
+        self.get(key_pk(id), "KEY").await
+    }
+
+    async fn environment(&self, name: &EnvName) -> Result<Option<Environment>, StoreError> {
+        self.get(env_pk(name), "ENV").await
+    }
+
+    async fn is_empty(&self) -> Result<bool, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(table::GSI1)
+            .key_condition_expression("gsi1pk = :pk")
+            .expression_attribute_values(":pk", s("ENVIRONMENTS"))
+            .limit(1)
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(out.items.unwrap_or_default().is_empty())
+    }
+
+    async fn keys(
+        &self,
+        environment: &EnvName,
+        request: &PageRequest,
+    ) -> Result<Page<Key>, StoreError> {
+        let env = env_pk(environment);
+        let query = Query {
+            index: Some(table::GSI1),
+            pk_name: table::GSI1_PK,
+            pk: env.clone(),
+            start: Box::new(move |after| {
+                HashMap::from([
+                    (table::PK.to_owned(), s(format!("KEY#{after}"))),
+                    (table::SK.to_owned(), s("KEY")),
+                    (table::GSI1_PK.to_owned(), s(env.clone())),
+                    (table::GSI1_SK.to_owned(), s(after)),
+                ])
+            }),
+            filter_expression: None,
+            filter: Vec::new(),
+            names: Vec::new(),
+        };
+        self.page(query, request, |k: &Key| k.id.to_string()).await
+    }
+
+    async fn key_activity(
+        &self,
+        id: &KeyId,
+        request: &PageRequest,
+    ) -> Result<Page<ActivityEntry>, StoreError> {
+        let pk = key_activity_pk(id);
+        let query = Query {
+            index: None,
+            pk_name: table::PK,
+            pk: pk.clone(),
+            start: after_activity(pk),
+            filter_expression: None,
+            filter: Vec::new(),
+            names: Vec::new(),
+        };
+        self.page(query, request, |e: &ActivityEntry| e.id.as_str().to_owned())
+            .await
+    }
+
+    async fn environment_activity(
+        &self,
+        environment: &EnvName,
+        filter: &ActivityFilter,
+        request: &PageRequest,
+    ) -> Result<Page<ActivityEntry>, StoreError> {
+        let (mut conditions, mut values, mut names) = (Vec::new(), Vec::new(), Vec::new());
+        let pk = match &filter.key_id {
+            Some(key_id) => {
+                conditions.push("#environment = :environment");
+                values.push((":environment", s(environment.as_str())));
+                names.push(("#environment", "environment"));
+                key_activity_pk(key_id)
+            }
+            None => env_activity_pk(environment),
+        };
+        if let Some(action) = filter.action {
+            conditions.push("#action = :action");
+            values.push((":action", s(action.as_str())));
+            names.push(("#action", "action"));
+        }
+        let query = Query {
+            index: None,
+            pk_name: table::PK,
+            pk: pk.clone(),
+            start: after_activity(pk),
+            filter_expression: (!conditions.is_empty()).then(|| conditions.join(" AND ")),
+            filter: values,
+            names,
+        };
+        self.page(query, request, |e: &ActivityEntry| e.id.as_str().to_owned())
+            .await
+    }
+
+    async fn apply(&self, change: &Change) -> Result<(), StoreError> {
+        let items = self.writes(change)?;
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_conflict(&e) => Err(StoreError::Conflict),
+            Err(e) => Err(backend(e)),
+        }
+    }
+}
