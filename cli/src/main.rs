@@ -3,16 +3,20 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use keyward::domain::EnvName;
-use keyward::store::StoreConfig;
+use std::sync::Arc;
+
+use keyward::domain::{EnvName, Issued};
+use keyward::store::{DynamoStore, KeyStore, StoreConfig};
 use keyward_cli::{CreateEnvironmentError, create_environment_in, operator, serve};
 
 const USAGE: &str = "usage:
   keyward serve [--listen ADDR] [--store STORE | --db PATH]
   keyward env create NAME [--json] [--store STORE | --db PATH]
+  keyward table create TABLE
 
-STORE is sqlite:PATH (default sqlite:keyward.db); --db PATH is short for --store sqlite:PATH.
-serve listens on 127.0.0.1:8080 unless --listen says otherwise.";
+STORE is sqlite:PATH (default sqlite:keyward.db) or dynamodb:TABLE; --db PATH is short for
+--store sqlite:PATH. DynamoDB is reached through the standard AWS variables (AWS_ENDPOINT_URL,
+AWS_REGION, credentials). serve listens on 127.0.0.1:8080 unless --listen says otherwise.";
 
 /// The environment `serve` makes on an empty store.
 const FIRST_ENVIRONMENT: &str = "development";
@@ -20,6 +24,7 @@ const FIRST_ENVIRONMENT: &str = "development";
 enum Command {
     Serve { listen: String },
     CreateEnvironment { name: EnvName, json: bool },
+    CreateTable { table: String },
 }
 
 struct Args {
@@ -55,52 +60,67 @@ fn parse(args: &[String]) -> Result<Args, String> {
             name: EnvName::parse(name).map_err(|e| e.to_string())?,
             json,
         },
+        ["table", "create", table] => match StoreConfig::parse(&format!("dynamodb:{table}"))? {
+            StoreConfig::DynamoDb(table) => Command::CreateTable { table },
+            StoreConfig::Sqlite(_) => unreachable!("a dynamodb: store parses as DynamoDB"),
+        },
         _ => return Err("unknown command".to_owned()),
     };
     Ok(Args { command, store })
 }
 
-async fn run(args: Args) -> Result<(), String> {
-    let store = args
-        .store
+async fn open(store: &StoreConfig) -> Result<Arc<dyn KeyStore>, String> {
+    store
         .open()
         .await
-        .map_err(|e| format!("cannot open the store: {e}"))?;
+        .map_err(|e| format!("cannot open the store: {}", error_chain(&e)))
+}
+
+fn print_default_key(name: &EnvName, issued: &Issued) {
+    println!(
+        "Created the environment {name}. Its default key {} has full access and is shown only this once:",
+        issued.key.id
+    );
+    println!("{}", issued.secret.expose());
+}
+
+async fn run(args: Args) -> Result<(), String> {
     match args.command {
+        Command::CreateTable { table } => {
+            let store = DynamoStore::from_env(&table).await;
+            store
+                .create_table()
+                .await
+                .map_err(|e| format!("cannot create the table {table}: {}", error_chain(&e)))?;
+            println!("Created the DynamoDB table {table}, with its index, stream and TTL.");
+            Ok(())
+        }
         Command::CreateEnvironment { name, json } => {
+            let store = open(&args.store).await?;
             let issued = create_environment_in(&*store, &name, operator())
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| error_chain(&e))?;
             if json {
                 let out = serde_json::json!({"environment": name, "key_id": issued.key.id, "secret": issued.secret.expose()});
                 println!("{out}");
             } else {
-                println!(
-                    "Created the environment {name}. Its default key {} has full access and is shown only this once:",
-                    issued.key.id
-                );
-                println!("{}", issued.secret.expose());
+                print_default_key(&name, &issued);
             }
             Ok(())
         }
         Command::Serve { listen } => {
             lambda_http::tracing::init_default_subscriber_with_writer(std::io::stderr);
+            let store = open(&args.store).await?;
             if store
                 .is_empty()
                 .await
-                .map_err(|e| format!("cannot read the store: {e}"))?
+                .map_err(|e| format!("cannot read the store: {}", error_chain(&e)))?
             {
                 let name = EnvName::parse(FIRST_ENVIRONMENT).expect("a valid literal name");
                 match create_environment_in(&*store, &name, operator()).await {
-                    Ok(issued) => {
-                        println!(
-                            "Created the environment {name}. Its default key {} has full access and is shown only this once:",
-                            issued.key.id
-                        );
-                        println!("{}", issued.secret.expose());
-                    }
+                    Ok(issued) => print_default_key(&name, &issued),
                     Err(CreateEnvironmentError::Exists(_)) => {}
-                    Err(e) => return Err(e.to_string()),
+                    Err(e) => return Err(error_chain(&e)),
                 }
             }
             let listener = tokio::net::TcpListener::bind(&listen)
@@ -115,6 +135,18 @@ async fn run(args: Args) -> Result<(), String> {
             }
         }
     }
+}
+
+/// An error and its causes, for an operator's terminal.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
 }
 
 #[tokio::main]

@@ -4,7 +4,7 @@
 use keyward::domain::{EnvName, Kind, Secret};
 use serde_json::json;
 
-use crate::support::Server;
+use crate::support::{Backend, Server};
 
 struct Case {
     what: &'static str,
@@ -37,8 +37,17 @@ fn case(
 }
 
 #[test]
-fn every_bad_request_gets_its_status_and_code_and_none_gets_a_500() {
-    let server = Server::start();
+fn every_bad_request_on_sqlite_gets_its_status_and_code() {
+    every_bad_request_gets_its_status_and_code_and_none_gets_a_500(Backend::Sqlite);
+}
+
+#[test]
+fn every_bad_request_on_dynamodb_gets_its_status_and_code() {
+    every_bad_request_gets_its_status_and_code_and_none_gets_a_500(Backend::DynamoDb);
+}
+
+fn every_bad_request_gets_its_status_and_code_and_none_gets_a_500(backend: Backend) {
+    let server = Server::start(backend);
     let admin = server.default_key.as_str();
     let create = |body: serde_json::Value| {
         let reply = server.call(

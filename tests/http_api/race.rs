@@ -4,12 +4,21 @@ use std::sync::Barrier;
 
 use serde_json::json;
 
-use crate::support::Server;
+use crate::support::{Backend, Server};
 
 #[test]
-fn of_sixteen_concurrent_rotations_of_one_key_exactly_one_succeeds() {
+fn of_sixteen_concurrent_rotations_on_sqlite_exactly_one_succeeds() {
+    of_sixteen_concurrent_rotations_exactly_one_succeeds(Backend::Sqlite);
+}
+
+#[test]
+fn of_sixteen_concurrent_rotations_on_dynamodb_exactly_one_succeeds() {
+    of_sixteen_concurrent_rotations_exactly_one_succeeds(Backend::DynamoDb);
+}
+
+fn of_sixteen_concurrent_rotations_exactly_one_succeeds(backend: Backend) {
     const RACERS: usize = 16;
-    let server = Server::start();
+    let server = Server::start(backend);
     let admin = server.default_key.as_str();
     let created = server.call(
         "POST",

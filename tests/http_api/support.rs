@@ -36,11 +36,21 @@ impl Reply {
     }
 }
 
-/// A running `keyward serve` with its own database in its own folder.
+/// Which store `keyward serve` runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A fresh SQLite file.
+    Sqlite,
+    /// A fresh DynamoDB table on the endpoint that `./scripts/test` starts (moto's server).
+    DynamoDb,
+}
+
+/// A running `keyward serve` with its own store, and its own folder for logs.
 pub struct Server {
     child: Child,
     addr: SocketAddr,
     dir: PathBuf,
+    store: String,
     /// The default key of `development`, printed once at start.
     pub default_key: String,
     /// Its id.
@@ -57,14 +67,41 @@ fn fresh_dir() -> PathBuf {
     dir
 }
 
+fn table_name(dir: &std::path::Path) -> String {
+    let name = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("a folder name");
+    name.replace("keyward-test", "e2e")
+}
+
 impl Server {
-    /// Starts `keyward serve --listen 127.0.0.1:0` on a fresh database, logging at debug level.
-    pub fn start() -> Self {
+    /// Starts `keyward serve --listen 127.0.0.1:0` on a fresh store, logging at debug level.
+    pub fn start(backend: Backend) -> Self {
         let dir = fresh_dir();
+        let store = match backend {
+            Backend::Sqlite => format!("sqlite:{}", dir.join("keyward.db").display()),
+            Backend::DynamoDb => {
+                assert!(
+                    std::env::var_os("AWS_ENDPOINT_URL").is_some(),
+                    "AWS_ENDPOINT_URL is not set: run ./scripts/test, which starts moto's server for these tests"
+                );
+                let table = table_name(&dir);
+                let out = Command::new(env!("CARGO_BIN_EXE_keyward"))
+                    .args(["table", "create", &table])
+                    .output()
+                    .expect("keyward runs");
+                assert!(
+                    out.status.success(),
+                    "table create: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                format!("dynamodb:{table}")
+            }
+        };
         let log = std::fs::File::create(dir.join("serve.log")).expect("a log file");
         let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--db"])
-            .arg(dir.join("keyward.db"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--store", &store])
             .env("RUST_LOG", "debug")
             .env("USER", "test-operator")
             .stdout(Stdio::piped())
@@ -88,6 +125,7 @@ impl Server {
             child,
             addr: addr.expect("serve says where it listens"),
             dir,
+            store,
             default_key: default_key.expect("serve prints the first default key"),
             default_key_id: default_key_id.expect("serve names the first default key"),
             exchanges: Mutex::new(Vec::new()),
@@ -157,21 +195,48 @@ impl Server {
         std::fs::read_to_string(self.dir.join("serve.log")).expect("the log is readable")
     }
 
-    /// The database's bytes, with its write-ahead log, as they are on disk now.
-    pub fn database_bytes(&self) -> Vec<u8> {
-        ["keyward.db", "keyward.db-wal"]
-            .iter()
-            .filter_map(|f| std::fs::read(self.dir.join(f)).ok())
-            .flatten()
-            .collect()
+    /// Everything the store holds, as text: the SQLite file with its write-ahead log, or
+    /// every item of the DynamoDB table, read with a full scan.
+    pub fn stored_text(&self) -> String {
+        match self.store.split_once(':') {
+            Some(("dynamodb", table)) => {
+                let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+                runtime.block_on(async {
+                    let config = aws_config::load_from_env().await;
+                    let client = aws_sdk_dynamodb::Client::new(&config);
+                    let mut text = String::new();
+                    let mut start = None;
+                    loop {
+                        let out = client
+                            .scan()
+                            .table_name(table)
+                            .set_exclusive_start_key(start)
+                            .send()
+                            .await
+                            .expect("a scan");
+                        for item in out.items() {
+                            text.push_str(&format!("{item:?}\n"));
+                        }
+                        match out.last_evaluated_key {
+                            Some(last) => start = Some(last),
+                            None => return text,
+                        }
+                    }
+                })
+            }
+            _ => ["keyward.db", "keyward.db-wal"]
+                .iter()
+                .filter_map(|f| std::fs::read(self.dir.join(f)).ok())
+                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+                .collect(),
+        }
     }
 
-    /// Runs another `keyward` command on the same database.
+    /// Runs another `keyward` command on the same store.
     pub fn keyward(&self, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_keyward"))
             .args(args)
-            .arg("--db")
-            .arg(self.dir.join("keyward.db"))
+            .args(["--store", &self.store])
             .output()
             .expect("keyward runs")
     }
