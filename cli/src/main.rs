@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use keyward::domain::{EnvName, Issued};
+use keyward::error_chain;
 use keyward::store::{DynamoStore, KeyStore, StoreConfig};
 use keyward_cli::{CreateEnvironmentError, create_environment_in, operator, serve};
 
@@ -135,18 +136,6 @@ async fn run(args: Args) -> Result<(), String> {
             }
         }
     }
-}
-
-/// An error and its causes, for an operator's terminal.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
 }
 
 #[tokio::main]

@@ -4,6 +4,7 @@
 //! and `http` maps requests and domain outcomes to API Gateway responses.
 
 pub mod domain;
+pub mod events;
 pub mod http;
 pub mod store;
 #[cfg(feature = "testing")]
@@ -19,4 +20,16 @@ pub fn truncate_to_millis(t: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<
     use chrono::DurationRound;
     t.duration_trunc(chrono::TimeDelta::milliseconds(1))
         .unwrap_or(t)
+}
+
+/// An error and its causes, joined for a log line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
 }

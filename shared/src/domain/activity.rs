@@ -18,6 +18,8 @@ pub enum ActorType {
     Operator,
     /// A schedule rule, named by its ARN.
     Schedule,
+    /// keyward itself, for what happens by time alone: an expiry seen in DynamoDB's TTL removal.
+    System,
 }
 
 /// Who made a change, as recorded in its activity entry.
@@ -44,6 +46,14 @@ impl Actor {
         Self {
             kind: ActorType::Operator,
             id: name.into(),
+        }
+    }
+
+    /// keyward itself, for changes that nobody made: `id` names the mechanism.
+    pub fn system(id: impl Into<String>) -> Self {
+        Self {
+            kind: ActorType::System,
+            id: id.into(),
         }
     }
 }
@@ -92,6 +102,12 @@ pub enum Event {
         /// When.
         revoked_at: Timestamp,
     },
+    /// A key reached its expiry.
+    #[serde(rename = "key.expired")]
+    Expired {
+        /// When it expired.
+        expires_at: Timestamp,
+    },
 }
 
 impl Event {
@@ -102,6 +118,7 @@ impl Event {
             Event::Rotated { .. } => Action::Rotated,
             Event::GracePeriodChanged { .. } => Action::GracePeriodChanged,
             Event::Revoked { .. } => Action::Revoked,
+            Event::Expired { .. } => Action::Expired,
         }
     }
 }

@@ -5,7 +5,7 @@ use super::Timestamp;
 use super::activity::{ActivityEntry, Actor, Event};
 use super::grace::GracePeriod;
 use super::key::{Environment, Key, RotationPolicy, Status};
-use super::names::{EnvName, InputError, KeyId, KeyName, Kind, Scopes};
+use super::names::{ActivityId, EnvName, InputError, KeyId, KeyName, Kind, Scopes};
 use super::token::Secret;
 
 /// A key write, with the precondition the store must check.
@@ -382,6 +382,28 @@ pub fn revoke(key: &Key, actor: Actor, now: Timestamp) -> Result<Revocation, Lif
     })
 }
 
+/// The change that records a key's expiry once it has passed, or nothing for a key that is
+/// not expired (a revoked key was recorded as revoked). Its entry's id depends only on the key
+/// and its expiry, so recording it again is a conflict that changes nothing.
+pub fn record_expiry(key: &Key, actor: Actor, now: Timestamp) -> Option<Change> {
+    let expires_at = key
+        .expires_at
+        .filter(|_| key.status(now) == Status::Expired)?;
+    let activity = ActivityEntry {
+        id: ActivityId::for_expiry(&key.id, expires_at),
+        at: expires_at,
+        environment: key.environment.clone(),
+        key_id: key.id.clone(),
+        actor,
+        event: Event::Expired { expires_at },
+    };
+    Some(Change {
+        keys: Vec::new(),
+        environment: None,
+        activity,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::{TimeDelta, TimeZone, Utc};
@@ -750,6 +772,37 @@ mod tests {
             revoke(&in_grace, operator(), t0()).unwrap(),
             Revocation::Revoked { .. }
         ));
+    }
+
+    #[test]
+    fn an_expiry_is_recorded_only_once_it_has_passed_and_never_for_a_revoked_key() {
+        let in_grace = rotate(&active_key(), grace("1h"), operator(), t0())
+            .unwrap()
+            .previous;
+        let system = Actor::system("dynamodb-ttl");
+        assert_eq!(record_expiry(&in_grace, system.clone(), t0()), None);
+        let later = t0() + TimeDelta::hours(2);
+        let first = record_expiry(&in_grace, system.clone(), later).unwrap();
+        assert!(first.keys.is_empty() && first.environment.is_none());
+        assert_eq!(
+            first.activity.event,
+            Event::Expired {
+                expires_at: t0() + TimeDelta::hours(1)
+            }
+        );
+        assert_eq!(first.activity.at, t0() + TimeDelta::hours(1));
+        assert_eq!(
+            record_expiry(&in_grace, system.clone(), later + TimeDelta::days(1))
+                .unwrap()
+                .activity
+                .id,
+            first.activity.id
+        );
+        let Revocation::Revoked { key: revoked, .. } = revoke(&in_grace, operator(), t0()).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(record_expiry(&revoked, system, later), None);
     }
 
     #[test]

@@ -14,7 +14,7 @@ pub use grace::{GracePeriod, RotationInterval, parse_iso8601_seconds};
 pub use key::{Environment, Key, RotationPolicy, Status};
 pub use lifecycle::{
     Change, EnvironmentWrite, GraceChanged, Issued, KeyWrite, LifecycleError, NewKey, Revocation,
-    Rotated, change_grace_period, create_environment, create_key, revoke, rotate,
+    Rotated, change_grace_period, create_environment, create_key, record_expiry, revoke, rotate,
 };
 pub use names::{ActivityId, EnvName, InputError, KeyId, KeyName, Kind, Scope, Scopes};
 pub use token::{KeyHash, MalformedKey, PresentedKey, Secret};

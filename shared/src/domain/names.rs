@@ -110,17 +110,27 @@ fn new_id(prefix: &str, at: Timestamp) -> String {
             Some(wanted.max(last + 1))
         })
         .unwrap_or_else(|last| last);
-    let mut micros = wanted.max(previous + 1);
+    let micros = wanted.max(previous + 1);
+    let mut id = String::with_capacity(prefix.len() + ID_BODY_LEN);
+    id.push_str(prefix);
+    id.push_str(&base62_time(micros));
+    id.push_str(&random_base62(ID_BODY_LEN - ID_TIME_LEN));
+    id
+}
+
+/// `micros` in fixed-width base62, so that the text sorts like the number.
+fn base62_time(mut micros: u64) -> String {
     let mut time = [b'0'; ID_TIME_LEN];
     for slot in time.iter_mut().rev() {
         *slot = BASE62[(micros % 62) as usize];
         micros /= 62;
     }
-    let mut id = String::with_capacity(prefix.len() + ID_BODY_LEN);
-    id.push_str(prefix);
-    id.extend(time.iter().map(|&b| char::from(b)));
-    id.push_str(&random_base62(ID_BODY_LEN - ID_TIME_LEN));
-    id
+    time.iter().map(|&b| char::from(b)).collect()
+}
+
+/// The time part of an id made at `at`, without the sequence within its millisecond.
+fn new_id_time(at: Timestamp) -> String {
+    base62_time(u64::try_from(at.timestamp_micros()).unwrap_or(0))
 }
 
 fn is_id(s: &str, prefix: &str) -> bool {
@@ -192,6 +202,14 @@ impl ActivityId {
     /// Checks a candidate id.
     pub fn parse(s: &str) -> Option<Self> {
         is_id(s, Self::PREFIX).then(|| Self(s.to_owned()))
+    }
+
+    /// The one id of a key's expiry entry: its time is the expiry, and its random part is the
+    /// key id's, so that however often the expiry is seen, it is recorded once.
+    pub fn for_expiry(key: &KeyId, expires_at: Timestamp) -> Self {
+        let time = &new_id_time(expires_at);
+        let random = &key.as_str()[KeyId::PREFIX.len() + ID_TIME_LEN..];
+        Self(format!("{}{time}{random}", Self::PREFIX))
     }
 
     /// The id as text.
@@ -474,6 +492,22 @@ mod tests {
         let t0 = chrono::Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
         let ids: Vec<ActivityId> = (0..1000).map(|_| ActivityId::generate(t0)).collect();
         assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn an_expiry_has_one_id_per_key() {
+        let t0 = chrono::Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let (a, b) = (KeyId::generate(t0), KeyId::generate(t0));
+        let at = t0 + chrono::TimeDelta::hours(1);
+        assert_eq!(
+            ActivityId::for_expiry(&a, at),
+            ActivityId::for_expiry(&a, at)
+        );
+        assert_ne!(
+            ActivityId::for_expiry(&a, at),
+            ActivityId::for_expiry(&b, at)
+        );
+        assert!(ActivityId::parse(ActivityId::for_expiry(&a, at).as_str()).is_some());
     }
 
     #[test]

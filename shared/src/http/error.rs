@@ -121,13 +121,7 @@ impl From<StoreError> for ApiError {
                 "the key changed while this request was applied; read it again and retry",
             ),
             StoreError::Backend(_) => {
-                let mut chain = vec![e.to_string()];
-                let mut source = std::error::Error::source(&e);
-                while let Some(cause) = source {
-                    chain.push(cause.to_string());
-                    source = cause.source();
-                }
-                tracing::error!(error = %chain.join(": "), "store failure");
+                tracing::error!(error = %crate::error_chain(&e), "store failure");
                 Self::internal()
             }
         }

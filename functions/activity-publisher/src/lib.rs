@@ -1,0 +1,186 @@
+//! Publishes the table's stream: each new outbox item becomes one EventBridge event, and each
+//! TTL removal of an expired key becomes a `key.expired` entry (and so, one batch later, an
+//! event). The answer names exactly the records that did not get out, so Lambda retries only
+//! those (`ReportBatchItemFailures`).
+
+use std::convert::Infallible;
+
+use aws_lambda_events::dynamodb::Event;
+use aws_lambda_events::streams::DynamoDbEventResponse;
+use keyward::events::{EventBus, publish_stream};
+use keyward::store::KeyStore;
+use lambda_http::lambda_runtime::LambdaEvent;
+
+/// The Lambda handler.
+pub async fn handler(
+    bus: &dyn EventBus,
+    store: &dyn KeyStore,
+    event: LambdaEvent<Event>,
+) -> Result<DynamoDbEventResponse, Infallible> {
+    Ok(publish_stream(&event.payload, bus, store, keyward::now()).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use keyward::domain::{Action, KeyId};
+    use keyward::events::{OutgoingEvent, PublishError};
+    use keyward::store::{ActivityFilter, PageRequest};
+    use keyward::testing::seeded;
+    use lambda_http::lambda_runtime::Context;
+    use serde_json::Value;
+
+    use super::*;
+
+    const BATCH: &str = include_str!("../fixtures/stream-batch.json");
+
+    /// A bus that records what it is sent, and fails the events whose detail type it is told to.
+    #[derive(Default)]
+    struct RecordingBus {
+        sent: Mutex<Vec<OutgoingEvent>>,
+        failing: Vec<&'static str>,
+    }
+
+    #[async_trait]
+    impl EventBus for RecordingBus {
+        async fn publish(&self, events: &[OutgoingEvent]) -> Vec<Result<(), PublishError>> {
+            assert!(events.len() <= keyward::events::MAX_ENTRIES_PER_CALL);
+            events
+                .iter()
+                .map(|e| {
+                    if self.failing.contains(&e.detail_type) {
+                        Err(PublishError {
+                            code: "ThrottlingException".into(),
+                            message: "slow down".into(),
+                        })
+                    } else {
+                        self.sent.lock().unwrap().push(e.clone());
+                        Ok(())
+                    }
+                })
+                .collect()
+        }
+    }
+
+    fn lambda_event(json: &str) -> LambdaEvent<Event> {
+        LambdaEvent::new(
+            serde_json::from_str(json).expect("a DynamoDB stream event"),
+            Context::default(),
+        )
+    }
+
+    fn failures(response: &DynamoDbEventResponse) -> Vec<&str> {
+        response
+            .batch_item_failures
+            .iter()
+            .filter_map(|f| f.item_identifier.as_deref())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn an_outbox_insert_is_published_and_a_ttl_removal_is_recorded_as_an_expiry() {
+        let s = seeded("production", keyward::now()).await;
+        let bus = RecordingBus::default();
+        let response = handler(&bus, &s.store, lambda_event(BATCH)).await.unwrap();
+        assert!(failures(&response).is_empty());
+        let sent = bus.sent.lock().unwrap().clone();
+        assert_eq!(
+            sent.len(),
+            1,
+            "only the outbox insert is published; the modify and the user's delete are not"
+        );
+        assert_eq!(sent[0].detail_type, "key.created");
+        let detail: Value = serde_json::from_str(&sent[0].detail).unwrap();
+        assert_eq!(detail["id"], "act_08DvEW0000000000000001");
+        assert_eq!(detail["actor"]["type"], "api_key");
+        assert!(
+            detail.get("pk").is_none(),
+            "the detail is the entry, not the table item"
+        );
+
+        let filter = ActivityFilter {
+            action: Some(Action::Expired),
+            key_id: None,
+        };
+        let page = PageRequest {
+            limit: 10,
+            after: None,
+        };
+        let expired = s
+            .store
+            .environment_activity(&s.environment, &filter, &page)
+            .await
+            .unwrap()
+            .items;
+        assert_eq!(expired.len(), 1);
+        assert_eq!(
+            expired[0].key_id,
+            KeyId::parse("key_08DvEV00000000000000BB").unwrap()
+        );
+        assert_eq!(expired[0].actor.id, keyward::events::TTL_ACTOR);
+
+        handler(&bus, &s.store, lambda_event(BATCH)).await.unwrap();
+        let again = s
+            .store
+            .environment_activity(&s.environment, &filter, &page)
+            .await
+            .unwrap()
+            .items;
+        assert_eq!(again, expired, "a retried batch records the expiry once");
+    }
+
+    #[tokio::test]
+    async fn only_the_records_whose_events_failed_are_named() {
+        let s = seeded("production", keyward::now()).await;
+        let mut batch: Value = serde_json::from_str(BATCH).unwrap();
+        let records = batch["Records"].as_array_mut().unwrap();
+        let insert = records[0].clone();
+        for (i, action) in ["key.rotated", "key.revoked", "key.rotated"]
+            .into_iter()
+            .enumerate()
+        {
+            let mut copy = insert.clone();
+            copy["dynamodb"]["SequenceNumber"] = Value::from(format!("50{i}"));
+            copy["dynamodb"]["NewImage"]["action"]["S"] = Value::from(action);
+            copy["dynamodb"]["NewImage"]["new_key_id"] =
+                serde_json::json!({"S": "key_08DvEV00000000000000CC"});
+            copy["dynamodb"]["NewImage"]["grace_period"] = serde_json::json!({"S": "24h"});
+            copy["dynamodb"]["NewImage"]["previous_expires_at"] = serde_json::json!({"NULL": true});
+            copy["dynamodb"]["NewImage"]["expires_at"] =
+                serde_json::json!({"S": "2026-11-28T04:00:00.000Z"});
+            copy["dynamodb"]["NewImage"]["revoked_at"] =
+                serde_json::json!({"S": "2026-11-27T04:00:00.000Z"});
+            records.push(copy);
+        }
+        let bus = RecordingBus {
+            failing: vec!["key.rotated"],
+            ..RecordingBus::default()
+        };
+        let response = handler(&bus, &s.store, lambda_event(&batch.to_string()))
+            .await
+            .unwrap();
+        assert_eq!(failures(&response), ["500", "502"]);
+        let sent: Vec<&str> = bus
+            .sent
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| e.detail_type)
+            .collect();
+        assert_eq!(sent, ["key.created", "key.revoked"]);
+    }
+
+    #[tokio::test]
+    async fn a_record_that_cannot_be_read_is_reported_not_dropped() {
+        let s = seeded("production", keyward::now()).await;
+        let mut batch: Value = serde_json::from_str(BATCH).unwrap();
+        batch["Records"][0]["dynamodb"]["NewImage"]["action"]["S"] = Value::from("key.exploded");
+        let bus = RecordingBus::default();
+        let response = handler(&bus, &s.store, lambda_event(&batch.to_string()))
+            .await
+            .unwrap();
+        assert_eq!(failures(&response), ["100"]);
+    }
+}

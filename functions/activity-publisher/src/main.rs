@@ -1,0 +1,17 @@
+//! The `activity-publisher` Lambda: the table's stream in, EventBridge out.
+
+use keyward::events::{EventBridgeBus, EventsConfig};
+use keyward::store::StoreConfig;
+use lambda_http::lambda_runtime::{self, Error, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let store = StoreConfig::from_env()?.open().await?;
+    let bus = EventBridgeBus::from_env(EventsConfig::from_env()?).await;
+    let (store, bus) = (&*store, &bus);
+    lambda_runtime::run(service_fn(move |event| {
+        activity_publisher::handler(bus, store, event)
+    }))
+    .await
+}

@@ -1,0 +1,200 @@
+//! Events: every activity entry goes out on an event bus, through an outbox.
+//!
+//! A change writes its entry to the table in the same transaction as the change. The table's
+//! stream carries the new outbox item to [`publish_stream`], which sends it to the bus and
+//! reports the stream records that did not get out, so that only those are retried. Delivery
+//! is at least once: a record can be sent again after a partial failure, and consumers
+//! deduplicate on the entry's `id`, which is also the detail's `id`.
+
+mod eventbridge;
+mod stream;
+
+use async_trait::async_trait;
+use aws_lambda_events::dynamodb::{Event as StreamEvent, EventRecord};
+use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
+
+pub use eventbridge::EventBridgeBus;
+pub use stream::lambda_event;
+
+use crate::domain::{ActivityEntry, Actor, Key, Timestamp, record_expiry};
+use crate::store::dynamodb::table;
+use crate::store::{KeyStore, StoreError};
+
+/// The most entries one `PutEvents` call takes.
+pub const MAX_ENTRIES_PER_CALL: usize = 10;
+
+/// One event for the bus: an activity entry as JSON, under its action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingEvent {
+    /// The action, such as `key.rotated`: EventBridge's `DetailType`.
+    pub detail_type: &'static str,
+    /// The entry as JSON: EventBridge's `Detail`.
+    pub detail: String,
+    /// When the change happened.
+    pub time: Timestamp,
+}
+
+impl OutgoingEvent {
+    /// The event that carries `entry`.
+    pub fn of(entry: &ActivityEntry) -> Result<Self, serde_json::Error> {
+        Ok(Self {
+            detail_type: entry.event.action().as_str(),
+            detail: serde_json::to_string(entry)?,
+            time: entry.at,
+        })
+    }
+}
+
+/// Why one event did not get onto the bus.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct PublishError {
+    /// The bus's error code, such as `ThrottlingException`, or the call's failure.
+    pub code: String,
+    /// What the bus said.
+    pub message: String,
+}
+
+/// Somewhere events go.
+#[async_trait]
+pub trait EventBus: Send + Sync {
+    /// Publishes at most [`MAX_ENTRIES_PER_CALL`] events in one call, and says for each, in
+    /// order, whether it got onto the bus. A failed call fails every event in it.
+    async fn publish(&self, events: &[OutgoingEvent]) -> Vec<Result<(), PublishError>>;
+}
+
+/// Where events go, as `KEYWARD_EVENT_BUS` and `KEYWARD_EVENT_SOURCE` say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventsConfig {
+    /// The bus's name or ARN.
+    pub bus: String,
+    /// The events' `Source`.
+    pub source: String,
+}
+
+impl EventsConfig {
+    /// Reads the bus and the source, with their defaults `default` and `keyward`.
+    pub fn from_env() -> Result<Self, String> {
+        let read = |name: &str, default: &str| match std::env::var(name) {
+            Ok(v) if v.is_empty() || v.len() > 1600 => {
+                Err(format!("{name} must be 1 to 1600 characters"))
+            }
+            Ok(v) => Ok(v),
+            Err(_) => Ok(default.to_owned()),
+        };
+        Ok(Self {
+            bus: read("KEYWARD_EVENT_BUS", "default")?,
+            source: read("KEYWARD_EVENT_SOURCE", "keyward")?,
+        })
+    }
+}
+
+/// The mechanism named as the actor of expiries seen in TTL removals.
+pub const TTL_ACTOR: &str = "dynamodb-ttl";
+
+/// What one stream record asks for.
+enum Work {
+    /// Nothing: not an outbox insert, nor a TTL removal of a key that expired.
+    Nothing,
+    /// Send this event.
+    Publish(OutgoingEvent),
+    /// DynamoDB's TTL removed this expired key's hash item: record `key.expired` in the table,
+    /// whose outbox insert then comes down the stream and is published like any entry.
+    RecordExpiry(Box<Key>),
+}
+
+fn pk_of(record: &EventRecord) -> Option<String> {
+    let keys: std::collections::HashMap<String, serde_dynamo::AttributeValue> =
+        record.change.keys.clone().into();
+    match keys.get(table::PK) {
+        Some(serde_dynamo::AttributeValue::S(pk)) => Some(pk.clone()),
+        _ => None,
+    }
+}
+
+fn work(record: &EventRecord) -> Result<Work, Box<dyn std::error::Error + Send + Sync>> {
+    let pk = pk_of(record).unwrap_or_default();
+    match record.event_name.as_str() {
+        "INSERT" if pk.starts_with(table::OUTBOX_PREFIX) => {
+            let entry: ActivityEntry = serde_dynamo::from_item(record.change.new_image.clone())?;
+            Ok(Work::Publish(OutgoingEvent::of(&entry)?))
+        }
+        "REMOVE" if pk.starts_with(table::HASH_PREFIX) => {
+            let by_ttl = record.user_identity.as_ref().is_some_and(|u| {
+                u.type_ == "Service" && u.principal_id == "dynamodb.amazonaws.com"
+            });
+            if !by_ttl {
+                return Ok(Work::Nothing);
+            }
+            let key: Key = serde_dynamo::from_item(record.change.old_image.clone())?;
+            Ok(Work::RecordExpiry(Box::new(key)))
+        }
+        _ => Ok(Work::Nothing),
+    }
+}
+
+/// Publishes what a batch of DynamoDB stream records asks for, and names in
+/// `batchItemFailures` exactly the records (by sequence number) that did not get out.
+pub async fn publish_stream(
+    event: &StreamEvent,
+    bus: &dyn EventBus,
+    store: &dyn KeyStore,
+    now: Timestamp,
+) -> DynamoDbEventResponse {
+    let mut failed: Vec<String> = Vec::new();
+    let mut outgoing: Vec<(String, OutgoingEvent)> = Vec::new();
+    for record in &event.records {
+        let id = record
+            .change
+            .sequence_number
+            .clone()
+            .unwrap_or_else(|| record.event_id.clone());
+        match work(record) {
+            Ok(Work::Nothing) => {}
+            Ok(Work::Publish(event)) => outgoing.push((id, event)),
+            Ok(Work::RecordExpiry(key)) => {
+                let Some(change) = record_expiry(&key, Actor::system(TTL_ACTOR), now) else {
+                    continue;
+                };
+                match store.apply(&change).await {
+                    Ok(()) | Err(StoreError::Conflict) => {
+                        tracing::info!(key_id = %key.id, "expiry recorded")
+                    }
+                    Err(e) => {
+                        tracing::error!(key_id = %key.id, error = %crate::error_chain(&e), "cannot record an expiry");
+                        failed.push(id);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(record = %id, error = %e, "a stream record cannot be read");
+                failed.push(id);
+            }
+        }
+    }
+    for chunk in outgoing.chunks(MAX_ENTRIES_PER_CALL) {
+        let events: Vec<OutgoingEvent> = chunk.iter().map(|(_, e)| e.clone()).collect();
+        for ((id, event), result) in chunk.iter().zip(bus.publish(&events).await) {
+            if let Err(e) = result {
+                tracing::warn!(record = %id, detail_type = event.detail_type, error = %e, "an event did not get out");
+                failed.push(id.clone());
+            }
+        }
+    }
+    tracing::info!(
+        records = event.records.len(),
+        published = outgoing.len(),
+        failed = failed.len(),
+        "stream batch"
+    );
+    let mut response = DynamoDbEventResponse::default();
+    response.batch_item_failures = failed
+        .into_iter()
+        .map(|id| {
+            let mut failure = DynamoDbBatchItemFailure::default();
+            failure.item_identifier = Some(id);
+            failure
+        })
+        .collect();
+    response
+}
