@@ -1,0 +1,379 @@
+//! Events end to end on moto: lifecycle changes through the functions, the table's stream read
+//! with the SDK and fed to the publisher, an EventBridge rule that routes to an SQS queue, and
+//! the events read back. Then faults: nothing is lost when EventBridge fails.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use aws_sdk_dynamodbstreams::types::{Record, ShardIteratorType};
+use keyward::domain::{Actor, Secret, create_environment};
+use keyward::events::{EventBridgeBus, EventsConfig, lambda_event};
+use keyward::store::{DynamoStore, KeyStore};
+use lambda_http::lambda_runtime::{Context, LambdaEvent};
+use lambda_http::{Body, Request, RequestExt};
+use serde_json::{Value, json};
+
+fn unique(prefix: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+async fn aws() -> aws_config::SdkConfig {
+    assert!(
+        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
+        "AWS_ENDPOINT_URL is not set: run ./scripts/test, which starts moto's server for these tests"
+    );
+    aws_config::load_from_env().await
+}
+
+fn request(method: &str, params: &[(&str, &str)], key: &Secret, body: Value) -> Request {
+    let params: HashMap<String, String> = params
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    lambda_http::http::Request::builder()
+        .method(method)
+        .uri("/")
+        .header("authorization", format!("Bearer {}", key.expose()))
+        .body(Body::from(body.to_string()))
+        .expect("a request")
+        .with_path_parameters(params)
+}
+
+/// A table with an environment, and one key taken through create, rotate, grace change and
+/// revoke by the functions' handlers. Returns the store, the secrets issued and the actions.
+async fn table_with_a_lifecycle() -> (DynamoStore, Vec<String>) {
+    let store = DynamoStore::from_env(&unique("events")).await;
+    store.create_table().await.expect("a table");
+    let now = keyward::now();
+    let env = create_environment(
+        &keyward::domain::EnvName::parse("production").unwrap(),
+        Actor::operator("ops"),
+        now,
+    );
+    store.apply(&env.change).await.expect("an environment");
+    let admin = &env.secret;
+    let created = create_key::handler(
+        &store,
+        request(
+            "POST",
+            &[("env", "production")],
+            admin,
+            json!({"name": "worker", "scopes": ["orders:read"]}),
+        ),
+        keyward::now(),
+    )
+    .await;
+    assert_eq!(created.status(), 201);
+    let created: Value = serde_json::from_slice(created.body().as_ref()).unwrap();
+    let id = created["key"]["id"].as_str().unwrap().to_owned();
+    let path = [("key_id", id.as_str())];
+    let rotated = rotate_key::handler(
+        &store,
+        request("POST", &path, admin, json!({"grace_period": "24h"})),
+        keyward::now(),
+    )
+    .await;
+    assert_eq!(rotated.status(), 201);
+    let rotated: Value = serde_json::from_slice(rotated.body().as_ref()).unwrap();
+    let changed = change_grace_period::handler(
+        &store,
+        request("PUT", &path, admin, json!({"grace_period": "1h"})),
+        keyward::now(),
+    )
+    .await;
+    assert_eq!(changed.status(), 200);
+    let revoked = revoke_key::handler(
+        &store,
+        request("POST", &path, admin, json!({})),
+        keyward::now(),
+    )
+    .await;
+    assert_eq!(revoked.status(), 200);
+    let secrets = vec![
+        admin.expose().to_owned(),
+        created["secret"].as_str().unwrap().to_owned(),
+        rotated["secret"].as_str().unwrap().to_owned(),
+    ];
+    (store, secrets)
+}
+
+/// Every record on the table's stream, oldest first.
+async fn stream_records(store: &DynamoStore, aws: &aws_config::SdkConfig) -> Vec<Record> {
+    let streams = aws_sdk_dynamodbstreams::Client::new(aws);
+    let arn = store
+        .stream_arn()
+        .await
+        .unwrap()
+        .expect("the table has a stream");
+    let description = streams
+        .describe_stream()
+        .stream_arn(&arn)
+        .send()
+        .await
+        .unwrap();
+    let mut records = Vec::new();
+    for shard in description.stream_description.unwrap().shards() {
+        let mut iterator = streams
+            .get_shard_iterator()
+            .stream_arn(&arn)
+            .shard_id(shard.shard_id().unwrap())
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .unwrap()
+            .shard_iterator;
+        while let Some(it) = iterator {
+            let out = streams
+                .get_records()
+                .shard_iterator(it)
+                .send()
+                .await
+                .unwrap();
+            if out.records().is_empty() {
+                break;
+            }
+            records.extend(out.records().iter().cloned());
+            iterator = out.next_shard_iterator;
+        }
+    }
+    records
+}
+
+/// A bus whose rule sends every keyward event to a fresh SQS queue; returns the bus's name
+/// and the queue's URL.
+async fn bus_to_queue(aws: &aws_config::SdkConfig) -> (String, String) {
+    let (events, sqs) = (
+        aws_sdk_eventbridge::Client::new(aws),
+        aws_sdk_sqs::Client::new(aws),
+    );
+    let bus = unique("keyward-bus");
+    events.create_event_bus().name(&bus).send().await.unwrap();
+    let queue = sqs
+        .create_queue()
+        .queue_name(unique("keyward-events"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(&queue)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap();
+    let arn =
+        attributes.attributes().unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn].clone();
+    events
+        .put_rule()
+        .name("all-keyward-events")
+        .event_bus_name(&bus)
+        .event_pattern(json!({"source": ["keyward"]}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let target = aws_sdk_eventbridge::types::Target::builder()
+        .id("queue")
+        .arn(arn)
+        .build()
+        .unwrap();
+    events
+        .put_targets()
+        .rule("all-keyward-events")
+        .event_bus_name(&bus)
+        .targets(target)
+        .send()
+        .await
+        .unwrap();
+    (bus, queue)
+}
+
+/// Reads the queue until it has been empty for a moment.
+async fn drain(aws: &aws_config::SdkConfig, queue: &str) -> Vec<Value> {
+    let sqs = aws_sdk_sqs::Client::new(aws);
+    let mut messages = Vec::new();
+    let mut empty_reads = 0;
+    while empty_reads < 3 {
+        let out = sqs
+            .receive_message()
+            .queue_url(queue)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        if out.messages().is_empty() {
+            empty_reads += 1;
+        }
+        for message in out.messages() {
+            messages.push(serde_json::from_str(message.body().unwrap()).unwrap());
+            sqs.delete_message()
+                .queue_url(queue)
+                .receipt_handle(message.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    messages
+}
+
+fn publisher_event(records: &[Record]) -> LambdaEvent<aws_lambda_events::dynamodb::Event> {
+    LambdaEvent::new(
+        lambda_event(records).expect("records convert to a Lambda event"),
+        Context::default(),
+    )
+}
+
+fn failed(response: &aws_lambda_events::streams::DynamoDbEventResponse) -> Vec<String> {
+    response
+        .batch_item_failures
+        .iter()
+        .filter_map(|f| f.item_identifier.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_activity_entry_reaches_an_sqs_queue_through_eventbridge_in_order() {
+    let aws = aws().await;
+    let (store, secrets) = table_with_a_lifecycle().await;
+    let records = stream_records(&store, &aws).await;
+    let (bus, queue) = bus_to_queue(&aws).await;
+    let publisher = EventBridgeBus::new(
+        aws_sdk_eventbridge::Client::new(&aws),
+        EventsConfig {
+            bus: bus.clone(),
+            source: "keyward".into(),
+        },
+    );
+    let response = activity_publisher::handler(&publisher, &store, publisher_event(&records))
+        .await
+        .unwrap();
+    assert!(failed(&response).is_empty(), "{:?}", failed(&response));
+
+    let events = drain(&aws, &queue).await;
+    let types: Vec<&str> = events
+        .iter()
+        .map(|e| e["detail-type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "key.created",
+            "key.created",
+            "key.rotated",
+            "key.grace_period_changed",
+            "key.revoked"
+        ]
+    );
+    let outbox = keyward::store::dynamodb::table::OUTBOX_PREFIX;
+    let stored: Vec<Value> = records
+        .iter()
+        .filter(|r| r.event_name.as_ref().map(|n| n.as_str()) == Some("INSERT"))
+        .filter_map(|r| r.dynamodb.as_ref()?.new_image.clone())
+        .filter(|image| matches!(image.get("pk"), Some(aws_sdk_dynamodbstreams::types::AttributeValue::S(pk)) if pk.starts_with(outbox)))
+        .map(|image| serde_dynamo::from_item(image).unwrap())
+        .collect::<Vec<keyward::domain::ActivityEntry>>()
+        .iter()
+        .map(|entry| serde_json::to_value(entry).unwrap())
+        .collect();
+    assert_eq!(stored.len(), 5);
+    for (event, entry) in events.iter().zip(&stored) {
+        assert_eq!(event["source"], "keyward");
+        assert_eq!(event["detail-type"], entry["action"]);
+        assert_eq!(event["detail"], *entry, "the detail is the activity entry");
+    }
+    assert_eq!(
+        events[0]["detail"]["actor"],
+        json!({"type": "operator", "id": "ops"})
+    );
+    assert_eq!(events[2]["detail"]["grace_period"], "24h");
+    assert!(events[3]["detail"]["previous_expires_at"].is_string());
+    let text = serde_json::to_string(&events).unwrap();
+    for secret in &secrets {
+        assert!(!text.contains(secret.as_str()), "a secret is in an event");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_eventbridge_fails_every_record_is_reported_and_a_rerun_loses_nothing() {
+    let aws = aws().await;
+    let (store, _) = table_with_a_lifecycle().await;
+    let records = stream_records(&store, &aws).await;
+    let outbox_records: Vec<String> = records
+        .iter()
+        .filter(|r| {
+            r.dynamodb.as_ref().and_then(|d| d.keys.as_ref()).and_then(|k| k.get("pk")).is_some_and(|pk| {
+                matches!(pk, aws_sdk_dynamodbstreams::types::AttributeValue::S(pk) if pk.starts_with("ENVACT#"))
+            })
+        })
+        .filter_map(|r| r.dynamodb.as_ref()?.sequence_number.clone())
+        .collect();
+    assert_eq!(outbox_records.len(), 5);
+    let (bus, queue) = bus_to_queue(&aws).await;
+
+    let missing = EventBridgeBus::new(
+        aws_sdk_eventbridge::Client::new(&aws),
+        EventsConfig {
+            bus: unique("no-such-bus"),
+            source: "keyward".into(),
+        },
+    );
+    let response = activity_publisher::handler(&missing, &store, publisher_event(&records))
+        .await
+        .unwrap();
+    assert_eq!(
+        failed(&response),
+        outbox_records,
+        "a bus that does not exist fails exactly the outbox records"
+    );
+
+    let unreachable_config = aws_sdk_eventbridge::config::Builder::from(&aws)
+        .endpoint_url("http://127.0.0.1:9")
+        .build();
+    let unreachable = EventBridgeBus::new(
+        aws_sdk_eventbridge::Client::from_conf(unreachable_config),
+        EventsConfig {
+            bus: bus.clone(),
+            source: "keyward".into(),
+        },
+    );
+    let response = activity_publisher::handler(&unreachable, &store, publisher_event(&records))
+        .await
+        .unwrap();
+    assert_eq!(
+        failed(&response),
+        outbox_records,
+        "an unreachable endpoint fails exactly the outbox records"
+    );
+    assert!(drain(&aws, &queue).await.is_empty(), "nothing got out");
+
+    let working = EventBridgeBus::new(
+        aws_sdk_eventbridge::Client::new(&aws),
+        EventsConfig {
+            bus,
+            source: "keyward".into(),
+        },
+    );
+    let response = activity_publisher::handler(&working, &store, publisher_event(&records))
+        .await
+        .unwrap();
+    assert!(failed(&response).is_empty());
+    let events = drain(&aws, &queue).await;
+    let ids: Vec<&str> = events
+        .iter()
+        .map(|e| e["detail"]["id"].as_str().unwrap())
+        .collect();
+    let unique_ids: std::collections::HashSet<&str> = ids.iter().copied().collect();
+    assert_eq!(
+        (ids.len(), unique_ids.len()),
+        (5, 5),
+        "every event arrives once after the retry"
+    );
+}
