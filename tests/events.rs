@@ -377,3 +377,79 @@ async fn when_eventbridge_fails_every_record_is_reported_and_a_rerun_loses_nothi
         "every event arrives once after the retry"
     );
 }
+
+/// Reads the queue until `count` messages have arrived, for at most 30 seconds.
+async fn receive(aws: &aws_config::SdkConfig, queue: &str, count: usize) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut messages = Vec::new();
+    while messages.len() < count && std::time::Instant::now() < deadline {
+        messages.extend(drain(aws, queue).await);
+    }
+    messages
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_on_dynamodb_publishes_the_stream_as_the_lambda_does() {
+    use std::io::{BufRead, BufReader, Read, Write};
+
+    let aws = aws().await;
+    let table = unique("serve");
+    let created = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(["table", "create", &table])
+        .output()
+        .unwrap();
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let (bus, queue) = bus_to_queue(&aws).await;
+    let mut serve = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            &format!("dynamodb:{table}"),
+        ])
+        .env("KEYWARD_EVENT_BUS", &bus)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (mut key, mut addr) = (String::new(), String::new());
+    for line in BufReader::new(serve.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if line.starts_with("kw_") {
+            key = line;
+        } else if let Some(a) = line.strip_prefix("keyward is listening on http://") {
+            addr = a.to_owned();
+            break;
+        }
+    }
+    let body = json!({"name": "from serve"}).to_string();
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        stream,
+        "POST /v1/environments/development/keys HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {key}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+
+    let events = receive(&aws, &queue, 2).await;
+    let _ = serve.kill();
+    let _ = serve.wait();
+    let names: Vec<&str> = events
+        .iter()
+        .map(|e| e["detail"]["name"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        names,
+        ["default", "from serve"],
+        "the bootstrap key and the new key, published by serve's poller"
+    );
+    assert!(events.iter().all(|e| e["detail-type"] == "key.created"));
+}

@@ -5,6 +5,10 @@
 //! event becomes on Lambda (path parameters and query map included), so that local and
 //! Lambda behaviour cannot drift.
 
+mod stream;
+
+pub use stream::StreamPoller;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;

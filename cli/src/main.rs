@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use keyward::domain::{EnvName, Issued};
 use keyward::error_chain;
+use keyward::events::{EventBridgeBus, EventsConfig};
 use keyward::store::{DynamoStore, KeyStore, StoreConfig};
-use keyward_cli::{CreateEnvironmentError, create_environment_in, operator, serve};
+use keyward_cli::{CreateEnvironmentError, StreamPoller, create_environment_in, operator, serve};
 
 const USAGE: &str = "usage:
   keyward serve [--listen ADDR] [--store STORE | --db PATH]
@@ -85,6 +86,24 @@ fn print_default_key(name: &EnvName, issued: &Issued) {
     println!("{}", issued.secret.expose());
 }
 
+/// The poller and bus that publish a DynamoDB table's stream while `serve` runs.
+async fn stream_publisher(table: &str) -> Result<(StreamPoller, EventBridgeBus), String> {
+    let aws = aws_config::load_from_env().await;
+    let arn = DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), table)
+        .stream_arn()
+        .await
+        .map_err(|e| format!("cannot read the table {table}: {}", error_chain(&e)))?
+        .ok_or_else(|| {
+            format!("the table {table} has no stream; keyward table create makes one")
+        })?;
+    let poller = StreamPoller::open(aws_sdk_dynamodbstreams::Client::new(&aws), arn).await?;
+    let bus = EventBridgeBus::new(
+        aws_sdk_eventbridge::Client::new(&aws),
+        EventsConfig::from_env()?,
+    );
+    Ok((poller, bus))
+}
+
 async fn run(args: Args) -> Result<(), String> {
     match args.command {
         Command::CreateTable { table } => {
@@ -112,6 +131,10 @@ async fn run(args: Args) -> Result<(), String> {
         Command::Serve { listen } => {
             lambda_http::tracing::init_default_subscriber_with_writer(std::io::stderr);
             let store = open(&args.store).await?;
+            let publisher = match &args.store {
+                StoreConfig::DynamoDb(table) => Some(stream_publisher(table).await?),
+                StoreConfig::Sqlite(_) => None,
+            };
             if store
                 .is_empty()
                 .await
@@ -130,8 +153,15 @@ async fn run(args: Args) -> Result<(), String> {
             let addr = listener.local_addr().map_err(|e| e.to_string())?;
             println!("keyward is listening on http://{addr}");
             std::io::stdout().flush().map_err(|e| e.to_string())?;
+            let publishing = async {
+                match publisher {
+                    Some((poller, bus)) => poller.run(&bus, &*store).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                served = serve(listener, store) => served.map_err(|e| e.to_string()),
+                served = serve(listener, Arc::clone(&store)) => served.map_err(|e| e.to_string()),
+                () = publishing => Ok(()),
                 _ = tokio::signal::ctrl_c() => Ok(()),
             }
         }
