@@ -8,7 +8,7 @@ use keyward::domain::{
     Action, Actor, Change, EnvName, GracePeriod, Issued, Key, KeyName, Kind, NewKey, Revocation,
     Scopes, change_grace_period, create_environment, create_key, revoke, rotate,
 };
-use keyward::store::{ActivityFilter, DynamoStore, KeyStore, PageRequest, SqliteStore, StoreError};
+use keyward::store::{ActivityFilter, DynamoStore, KeyLookup, KeyStore, PageRequest, SqliteStore, StoreError};
 
 /// A clock for one test: each call is one millisecond after the last, so ids sort in the
 /// order things happened.
@@ -433,6 +433,34 @@ async fn dynamodb() -> Arc<dyn KeyStore> {
     let store = DynamoStore::from_env(&format!("contract-{}-{n}", std::process::id())).await;
     store.create_table().await.expect("the table is created");
     Arc::new(store)
+}
+
+#[tokio::test]
+async fn a_failing_dynamodb_call_is_a_backend_error_not_a_conflict() {
+    let store = dynamodb_without_table().await;
+    let clock = Clock::new();
+    let issued = create_environment(&env("production"), actor(), clock.now());
+    assert!(matches!(
+        store.apply(&issued.change).await,
+        Err(StoreError::Backend(_))
+    ));
+    assert!(matches!(
+        store.key_by_hash(&issued.secret.hash()).await,
+        Err(StoreError::Backend(_))
+    ));
+    assert!(matches!(
+        store.keys(&env("production"), &page(5, None)).await,
+        Err(StoreError::Backend(_))
+    ));
+}
+
+/// A store on a table that does not exist: every call fails.
+async fn dynamodb_without_table() -> DynamoStore {
+    assert!(
+        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
+        "AWS_ENDPOINT_URL is not set: run ./scripts/test, which starts moto's server for these tests"
+    );
+    DynamoStore::from_env(&format!("no-such-table-{}", std::process::id())).await
 }
 
 contract!(sqlite, Arc::new(SqliteStore::in_memory().unwrap()));

@@ -40,13 +40,14 @@ mod tests {
     #[derive(Default)]
     struct RecordingBus {
         sent: Mutex<Vec<OutgoingEvent>>,
+        calls: Mutex<Vec<usize>>,
         failing: Vec<&'static str>,
     }
 
     #[async_trait]
     impl EventBus for RecordingBus {
         async fn publish(&self, events: &[OutgoingEvent]) -> Vec<Result<(), PublishError>> {
-            assert!(events.len() <= keyward::events::MAX_ENTRIES_PER_CALL);
+            self.calls.lock().unwrap().push(events.len());
             events
                 .iter()
                 .map(|e| {
@@ -170,6 +171,28 @@ mod tests {
             .map(|e| e.detail_type)
             .collect();
         assert_eq!(sent, ["key.created", "key.revoked"]);
+    }
+
+    #[tokio::test]
+    async fn a_large_batch_goes_out_ten_entries_per_call() {
+        let s = seeded("production", keyward::now()).await;
+        let mut batch: Value = serde_json::from_str(BATCH).unwrap();
+        let records = batch["Records"].as_array_mut().unwrap();
+        let insert = records[0].clone();
+        for i in 0..24 {
+            let mut copy = insert.clone();
+            copy["dynamodb"]["SequenceNumber"] = Value::from(format!("{}", 1000 + i));
+            copy["dynamodb"]["NewImage"]["id"]["S"] =
+                Value::from(format!("act_08DvEW00000000000001{i:02}"));
+            records.push(copy);
+        }
+        let bus = RecordingBus::default();
+        let response = handler(&bus, &s.store, lambda_event(&batch.to_string()))
+            .await
+            .unwrap();
+        assert!(failures(&response).is_empty());
+        assert_eq!(*bus.calls.lock().unwrap(), [10, 10, 5]);
+        assert_eq!(bus.sent.lock().unwrap().len(), 25);
     }
 
     #[tokio::test]

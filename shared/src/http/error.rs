@@ -127,3 +127,28 @@ impl From<StoreError> for ApiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_failure_is_an_opaque_500_and_a_conflict_is_a_409() {
+        let cause = std::io::Error::other("connection reset by peer at 10.0.0.7");
+        let error = ApiError::from(StoreError::Backend(Box::new(cause)));
+        assert_eq!(
+            (error.status(), error.code()),
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
+        );
+        let body = String::from_utf8(error.into_response().body().to_vec()).unwrap();
+        assert!(
+            !body.contains("10.0.0.7") && !body.contains("connection"),
+            "the cause stays in the log: {body}"
+        );
+        let conflict = ApiError::from(StoreError::Conflict);
+        assert_eq!(
+            (conflict.status(), conflict.code()),
+            (StatusCode::CONFLICT, "conflict")
+        );
+    }
+}
