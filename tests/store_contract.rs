@@ -8,7 +8,9 @@ use keyward::domain::{
     Action, Actor, Change, EnvName, GracePeriod, Issued, Key, KeyName, Kind, NewKey, Revocation,
     Scopes, change_grace_period, create_environment, create_key, revoke, rotate,
 };
-use keyward::store::{ActivityFilter, DynamoStore, KeyLookup, KeyStore, PageRequest, SqliteStore, StoreError};
+use keyward::store::{
+    ActivityFilter, DynamoStore, KeyLookup, KeyStore, PageRequest, SqliteStore, StoreError,
+};
 
 /// A clock for one test: each call is one millisecond after the last, so ids sort in the
 /// order things happened.

@@ -1,0 +1,789 @@
+//! keyward's Lambda authorizer, with the same rules as `/v1/verify`.
+//!
+//! It answers the three event shapes API Gateway sends, telling them apart by their fields:
+//! REST `TOKEN` and `REQUEST` authorizers get an IAM policy, or the error `Unauthorized`
+//! (API Gateway's `401`); HTTP API payload 2.0 authorizers get a simple `isAuthorized`.
+//! A missing, malformed, unknown, expired or revoked key, or a key of another environment, is
+//! unauthorized; a valid key without the route's scope gets a Deny policy (`403`). An allow
+//! covers exactly the method that was asked for, so a cached policy opens nothing else, and
+//! passes `keyId`, `environment` and `scopes` (space-separated) to the backend.
+//!
+//! A key that fails the format or checksum check, or whose checksummed prefix names another
+//! environment, is refused without reading the store; any other check is one strongly
+//! consistent read. Nothing is cached, so a revoked key fails on the very next request.
+
+use std::collections::HashMap;
+
+use aws_lambda_events::apigw::{
+    ApiGatewayCustomAuthorizerRequest, ApiGatewayCustomAuthorizerRequestTypeRequest,
+    ApiGatewayV2CustomAuthorizerV2Request,
+};
+use keyward::domain::{EnvName, Key, PresentedKey, Scope, Timestamp, Verdict, check};
+use keyward::store::{KeyLookup, StoreError};
+use lambda_http::http::HeaderMap;
+use lambda_http::lambda_runtime::Diagnostic;
+use serde_json::{Value, json};
+
+/// Why a request is refused outright: the message API Gateway turns into `401`.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthorizerError {
+    /// The key is missing, malformed, unknown, expired, revoked, or of another environment.
+    #[error("Unauthorized")]
+    Unauthorized,
+    /// The event is none of the shapes API Gateway sends to an authorizer.
+    #[error("the event is not an API Gateway authorizer event")]
+    UnknownEvent,
+    /// The store could not be read; API Gateway answers `500`, and the client may retry.
+    #[error("the key store failed")]
+    Store(#[source] StoreError),
+}
+
+impl From<AuthorizerError> for Diagnostic {
+    /// API Gateway turns an error whose message is exactly `Unauthorized` into `401`; any other
+    /// error becomes `500`.
+    fn from(e: AuthorizerError) -> Self {
+        let error_type = match e {
+            AuthorizerError::Unauthorized => "Unauthorized",
+            AuthorizerError::UnknownEvent => "UnknownEvent",
+            AuthorizerError::Store(_) => "StoreError",
+        };
+        Diagnostic {
+            error_type: error_type.to_owned(),
+            error_message: e.to_string(),
+        }
+    }
+}
+
+/// One route pattern, such as `POST /orders/*`, and the scope it needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RouteScope {
+    method: String,
+    segments: Vec<String>,
+    scope: Scope,
+}
+
+/// Which scope each route needs, from `KEYWARD_ROUTE_SCOPES`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteScopes(Vec<RouteScope>);
+
+impl RouteScopes {
+    /// Parses `{"GET /orders": "orders:read", "POST /orders/*": "orders:write"}`: a method (or
+    /// `ANY`), a path whose `*` segments match any one segment, and a scope.
+    pub fn parse(json: &str) -> Result<Self, String> {
+        let map: HashMap<String, String> = serde_json::from_str(json)
+            .map_err(|e| format!("KEYWARD_ROUTE_SCOPES is not a JSON object of strings: {e}"))?;
+        let mut routes = Vec::with_capacity(map.len());
+        for (route, scope) in map {
+            let (method, path) = route
+                .split_once(' ')
+                .filter(|(m, p)| !m.is_empty() && p.starts_with('/'))
+                .ok_or_else(|| {
+                    format!("KEYWARD_ROUTE_SCOPES: {route:?} is not \"METHOD /path\"")
+                })?;
+            let scope = Scope::parse(&scope, 0)
+                .map_err(|e| format!("KEYWARD_ROUTE_SCOPES: {route:?}: {e}"))?;
+            routes.push(RouteScope {
+                method: method.to_ascii_uppercase(),
+                segments: segments(path),
+                scope,
+            });
+        }
+        Ok(Self(routes))
+    }
+
+    /// The scope the route needs, if it is listed; the most specific pattern wins.
+    pub fn required(&self, method: &str, path: &str) -> Option<&Scope> {
+        let path = segments(path);
+        self.0
+            .iter()
+            .filter(|r| r.method == "ANY" || r.method.eq_ignore_ascii_case(method))
+            .filter(|r| {
+                r.segments.len() == path.len()
+                    && r.segments
+                        .iter()
+                        .zip(&path)
+                        .all(|(w, g)| w == "*" || w == g)
+            })
+            .min_by_key(|r| r.segments.iter().filter(|s| *s == "*").count())
+            .map(|r| &r.scope)
+    }
+}
+
+fn segments(path: &str) -> Vec<String> {
+    path.split('/')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The authorizer's configuration, read once at cold start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The only environment whose keys it accepts.
+    pub environment: EnvName,
+    /// The scope each route needs.
+    pub routes: RouteScopes,
+}
+
+impl Config {
+    /// Reads `KEYWARD_ENVIRONMENT` and `KEYWARD_ROUTE_SCOPES`; a bad value stops the cold start.
+    pub fn from_env() -> Result<Self, String> {
+        let environment = std::env::var("KEYWARD_ENVIRONMENT")
+            .map_err(|_| "KEYWARD_ENVIRONMENT is not set".to_owned())?;
+        let environment = EnvName::parse(&environment)
+            .map_err(|e| format!("KEYWARD_ENVIRONMENT {environment:?}: {e}"))?;
+        let routes = match std::env::var("KEYWARD_ROUTE_SCOPES") {
+            Ok(json) => RouteScopes::parse(&json)?,
+            Err(_) => RouteScopes::default(),
+        };
+        Ok(Self {
+            environment,
+            routes,
+        })
+    }
+}
+
+/// Which kind of answer API Gateway expects.
+enum Shape {
+    /// A REST API authorizer: an IAM policy for `method_arn`.
+    Rest { method_arn: String },
+    /// An HTTP API authorizer with simple responses.
+    Http,
+}
+
+/// What an event asks: the presented key, the method and path, and how to answer.
+struct Ask {
+    token: Option<String>,
+    method: String,
+    path: String,
+    shape: Shape,
+}
+
+/// The method and path in a method or route ARN: `arn:...:api-id/stage/METHOD/path...`.
+fn method_and_path(arn: &str) -> (String, String) {
+    let resource = arn.splitn(6, ':').nth(5).unwrap_or_default();
+    let mut parts = resource.splitn(4, '/');
+    let (_api, _stage) = (parts.next(), parts.next());
+    let method = parts.next().unwrap_or_default().to_owned();
+    (method, format!("/{}", parts.next().unwrap_or_default()))
+}
+
+fn bearer(value: &str) -> &str {
+    match value.trim().split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+        _ => value.trim(),
+    }
+}
+
+fn token_from_headers(headers: &HeaderMap) -> Option<String> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    header("authorization")
+        .and_then(|v| {
+            v.trim()
+                .split_once(' ')
+                .filter(|(s, _)| s.eq_ignore_ascii_case("bearer"))
+                .map(|(_, t)| t.trim())
+        })
+        .or_else(|| header("x-api-key").map(str::trim))
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+}
+
+fn ask(event: Value) -> Result<Ask, AuthorizerError> {
+    let kind = event
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let version = event
+        .get("version")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let unknown = |_| AuthorizerError::UnknownEvent;
+    match (version.as_str(), kind.as_str()) {
+        ("2.0", _) => {
+            let e: ApiGatewayV2CustomAuthorizerV2Request =
+                serde_json::from_value(event).map_err(unknown)?;
+            let (method, path) = method_and_path(e.route_arn.as_deref().unwrap_or_default());
+            Ok(Ask {
+                token: token_from_headers(&e.headers),
+                method,
+                path,
+                shape: Shape::Http,
+            })
+        }
+        (_, "TOKEN") => {
+            let e: ApiGatewayCustomAuthorizerRequest =
+                serde_json::from_value(event).map_err(unknown)?;
+            let method_arn = e.method_arn.unwrap_or_default();
+            let (method, path) = method_and_path(&method_arn);
+            let token = e
+                .authorization_token
+                .as_deref()
+                .map(bearer)
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned);
+            Ok(Ask {
+                token,
+                method,
+                path,
+                shape: Shape::Rest { method_arn },
+            })
+        }
+        (_, "REQUEST") => {
+            let e: ApiGatewayCustomAuthorizerRequestTypeRequest =
+                serde_json::from_value(event).map_err(unknown)?;
+            let method_arn = e.method_arn.unwrap_or_default();
+            let (method, path) = method_and_path(&method_arn);
+            Ok(Ask {
+                token: token_from_headers(&e.headers),
+                method,
+                path,
+                shape: Shape::Rest { method_arn },
+            })
+        }
+        _ => Err(AuthorizerError::UnknownEvent),
+    }
+}
+
+/// The outcome of one check.
+enum Decision {
+    Unauthorized,
+    Deny(Key),
+    Allow(Key),
+}
+
+async fn decide(
+    config: &Config,
+    store: &dyn KeyLookup,
+    ask: &Ask,
+    now: Timestamp,
+) -> Result<Decision, AuthorizerError> {
+    let Some(token) = ask.token.as_deref() else {
+        return Ok(Decision::Unauthorized);
+    };
+    let Ok(presented) = PresentedKey::parse(token) else {
+        return Ok(Decision::Unauthorized);
+    };
+    if presented.environment != config.environment {
+        return Ok(Decision::Unauthorized);
+    }
+    let Some(key) = store
+        .key_by_hash(&presented.hash)
+        .await
+        .map_err(AuthorizerError::Store)?
+    else {
+        return Ok(Decision::Unauthorized);
+    };
+    let required: Vec<&str> = config
+        .routes
+        .required(&ask.method, &ask.path)
+        .map(Scope::as_str)
+        .into_iter()
+        .collect();
+    Ok(
+        match check(&key, Some(&config.environment), &required, now) {
+            Verdict::Valid => Decision::Allow(key),
+            Verdict::InsufficientScope => Decision::Deny(key),
+            _ => Decision::Unauthorized,
+        },
+    )
+}
+
+fn context(key: &Key) -> Value {
+    let scopes: Vec<&str> = key.scopes.iter().map(Scope::as_str).collect();
+    json!({"keyId": key.id, "environment": key.environment, "scopes": scopes.join(" ")})
+}
+
+fn policy(key: &Key, effect: &str, method_arn: &str) -> Value {
+    json!({
+        "principalId": key.id,
+        "policyDocument": {
+            "Version": "2012-10-17",
+            "Statement": [{"Action": "execute-api:Invoke", "Effect": effect, "Resource": method_arn}],
+        },
+        "context": context(key),
+    })
+}
+
+/// Answers one authorizer event.
+pub async fn handler(
+    config: &Config,
+    store: &dyn KeyLookup,
+    event: Value,
+    now: Timestamp,
+) -> Result<Value, AuthorizerError> {
+    let ask = ask(event).inspect_err(|_| tracing::warn!("not an authorizer event"))?;
+    let decision = decide(config, store, &ask, now)
+        .await
+        .inspect_err(|e| tracing::error!(error = %keyward::error_chain(e), "cannot check a key"))?;
+    let (method, path) = (ask.method.as_str(), ask.path.as_str());
+    match (&decision, &ask.shape) {
+        (Decision::Allow(key), _) => {
+            tracing::info!(key_id = %key.id, hint = %key.hint, method, path, "allowed")
+        }
+        (Decision::Deny(key), _) => {
+            tracing::info!(key_id = %key.id, hint = %key.hint, method, path, "denied: scope")
+        }
+        (Decision::Unauthorized, _) => tracing::info!(method, path, "unauthorized"),
+    }
+    match (decision, ask.shape) {
+        (Decision::Unauthorized, Shape::Rest { .. }) => Err(AuthorizerError::Unauthorized),
+        (Decision::Deny(key), Shape::Rest { method_arn }) => Ok(policy(&key, "Deny", &method_arn)),
+        (Decision::Allow(key), Shape::Rest { method_arn }) => {
+            Ok(policy(&key, "Allow", &method_arn))
+        }
+        (Decision::Unauthorized, Shape::Http) => Ok(json!({"isAuthorized": false})),
+        (Decision::Deny(key), Shape::Http) => {
+            Ok(json!({"isAuthorized": false, "context": context(&key)}))
+        }
+        (Decision::Allow(key), Shape::Http) => {
+            Ok(json!({"isAuthorized": true, "context": context(&key)}))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use async_trait::async_trait;
+    use keyward::domain::{
+        Actor, GracePeriod, KeyHash, KeyName, Kind, NewKey, Revocation, Scopes, Secret,
+        create_environment, create_key, revoke, rotate,
+    };
+    use keyward::store::{DynamoStore, KeyStore, SqliteStore};
+
+    use super::*;
+
+    const TOKEN: &str = include_str!("../fixtures/token.json");
+    const REQUEST: &str = include_str!("../fixtures/request.json");
+    const HTTP: &str = include_str!("../fixtures/http.json");
+
+    /// Counts the reads that reach the store.
+    struct Counting<'a> {
+        inner: &'a dyn KeyStore,
+        reads: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl KeyLookup for Counting<'_> {
+        async fn key_by_hash(&self, hash: &KeyHash) -> Result<Option<Key>, StoreError> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            self.inner.key_by_hash(hash).await
+        }
+    }
+
+    /// A log sink for one test thread.
+    #[derive(Clone, Default)]
+    struct Logs(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Logs {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn config() -> Config {
+        Config {
+            environment: EnvName::parse("production").unwrap(),
+            routes: RouteScopes::parse(
+                r#"{"GET /orders": "orders:read", "POST /orders/*": "orders:write"}"#,
+            )
+            .unwrap(),
+        }
+    }
+
+    /// Keys in every state the authorizer must tell apart.
+    struct Keys {
+        reader: Secret,
+        expired: Secret,
+        revoked: Secret,
+        staging: Secret,
+        reader_key: Key,
+    }
+
+    async fn keys(store: &dyn KeyStore) -> Keys {
+        let now = keyward::now();
+        let ops = || Actor::operator("test");
+        let production = create_environment(&EnvName::parse("production").unwrap(), ops(), now);
+        store.apply(&production.change).await.unwrap();
+        let staging = create_environment(&EnvName::parse("staging").unwrap(), ops(), now);
+        store.apply(&staging.change).await.unwrap();
+        let new = |name: &str| NewKey {
+            name: KeyName::parse(name).unwrap(),
+            kind: Kind::Secret,
+            scopes: Scopes::parse(&["orders:read"]).unwrap(),
+            expires_at: None,
+            rotation_policy: None,
+        };
+        let reader = create_key(&production.key.environment, new("reader"), ops(), now).unwrap();
+        store.apply(&reader.change).await.unwrap();
+        let expiring =
+            create_key(&production.key.environment, new("expiring"), ops(), now).unwrap();
+        store.apply(&expiring.change).await.unwrap();
+        let rotated = rotate(&expiring.key, GracePeriod::NOW, ops(), now).unwrap();
+        store.apply(&rotated.change).await.unwrap();
+        let doomed = create_key(&production.key.environment, new("doomed"), ops(), now).unwrap();
+        store.apply(&doomed.change).await.unwrap();
+        let Revocation::Revoked { change, .. } = revoke(&doomed.key, ops(), now).unwrap() else {
+            panic!()
+        };
+        store.apply(&change).await.unwrap();
+        Keys {
+            reader: reader.secret,
+            expired: expiring.secret,
+            revoked: doomed.secret,
+            staging: staging.secret,
+            reader_key: reader.key,
+        }
+    }
+
+    /// The event of `fixture` for `method path`, presenting `token` (or nothing).
+    fn event(fixture: &str, method: &str, path: &str, token: Option<&str>) -> Value {
+        let (header, value) = match token {
+            Some(t) if fixture == TOKEN => ("authorization", t.to_owned()),
+            Some(t) => ("authorization", format!("Bearer {t}")),
+            None => ("x-unrelated", "nothing".to_owned()),
+        };
+        let json = fixture
+            .replace("{{METHOD}}", method)
+            .replace("{{PATH}}", path)
+            .replace("{{HEADER}}", header)
+            .replace("{{VALUE}}", &value)
+            .replace("{{TOKEN}}", if token.is_some() { &value } else { "" });
+        serde_json::from_str(&json).expect("a valid fixture")
+    }
+
+    #[derive(Debug, PartialEq)]
+    enum Outcome {
+        Unauthorized,
+        Deny,
+        Allow,
+    }
+
+    fn outcome(
+        fixture: &str,
+        answer: &Result<Value, AuthorizerError>,
+        method_arn_suffix: &str,
+    ) -> Outcome {
+        match answer {
+            Err(AuthorizerError::Unauthorized) => Outcome::Unauthorized,
+            Err(e) => panic!("not an authorizer answer: {e}"),
+            Ok(v) if fixture == HTTP => match v["isAuthorized"].as_bool() {
+                Some(true) => Outcome::Allow,
+                _ if v.get("context").is_some() => Outcome::Deny,
+                _ => Outcome::Unauthorized,
+            },
+            Ok(v) => {
+                let statement = &v["policyDocument"]["Statement"][0];
+                assert!(
+                    statement["Resource"]
+                        .as_str()
+                        .unwrap()
+                        .ends_with(method_arn_suffix),
+                    "exactly the method asked for: {v}"
+                );
+                assert_eq!(statement["Action"], "execute-api:Invoke");
+                match statement["Effect"].as_str() {
+                    Some("Allow") => Outcome::Allow,
+                    Some("Deny") => Outcome::Deny,
+                    other => panic!("no effect: {other:?}"),
+                }
+            }
+        }
+    }
+
+    async fn every_outcome_on_every_shape(store: &dyn KeyStore) {
+        let k = keys(store).await;
+        let config = config();
+        let logs = Logs::default();
+        let subscriber = tracing_subscriber::fmt().with_writer({
+            let logs = logs.clone();
+            move || logs.clone()
+        });
+        let _guard = tracing::subscriber::set_default(subscriber.finish());
+        let reader = k.reader.expose();
+        let bad_checksum = format!("{}000000", &reader[..reader.len() - 6]);
+        let unknown = Secret::generate(Kind::Secret, &config.environment);
+        let cases = [
+            ("missing", None, "GET", "/orders", Outcome::Unauthorized, 0),
+            (
+                "malformed",
+                Some("hello"),
+                "GET",
+                "/orders",
+                Outcome::Unauthorized,
+                0,
+            ),
+            (
+                "bad checksum",
+                Some(&bad_checksum),
+                "GET",
+                "/orders",
+                Outcome::Unauthorized,
+                0,
+            ),
+            (
+                "another environment",
+                Some(k.staging.expose()),
+                "GET",
+                "/orders",
+                Outcome::Unauthorized,
+                0,
+            ),
+            (
+                "unknown",
+                Some(unknown.expose()),
+                "GET",
+                "/orders",
+                Outcome::Unauthorized,
+                1,
+            ),
+            (
+                "expired",
+                Some(k.expired.expose()),
+                "GET",
+                "/orders",
+                Outcome::Unauthorized,
+                1,
+            ),
+            (
+                "revoked",
+                Some(k.revoked.expose()),
+                "GET",
+                "/orders",
+                Outcome::Unauthorized,
+                1,
+            ),
+            (
+                "without the scope",
+                Some(reader),
+                "POST",
+                "/orders/42",
+                Outcome::Deny,
+                1,
+            ),
+            (
+                "with the scope",
+                Some(reader),
+                "GET",
+                "/orders",
+                Outcome::Allow,
+                1,
+            ),
+            (
+                "on an unlisted route",
+                Some(reader),
+                "GET",
+                "/health",
+                Outcome::Allow,
+                1,
+            ),
+        ];
+        for fixture in [TOKEN, REQUEST, HTTP] {
+            for (what, token, method, path, expected, reads) in &cases {
+                let counting = Counting {
+                    inner: store,
+                    reads: AtomicUsize::new(0),
+                };
+                let answer = handler(
+                    &config,
+                    &counting,
+                    event(fixture, method, path, *token),
+                    keyward::now(),
+                )
+                .await;
+                let shape = &fixture[..40];
+                assert_eq!(
+                    outcome(fixture, &answer, &format!("/{method}{path}")),
+                    *expected,
+                    "{what} on {shape}"
+                );
+                assert_eq!(
+                    counting.reads.load(Ordering::SeqCst),
+                    *reads,
+                    "store reads for {what} on {shape}"
+                );
+                if *expected == Outcome::Allow {
+                    assert_eq!(
+                        answer.as_ref().unwrap()["context"],
+                        json!({"keyId": k.reader_key.id, "environment": "production", "scopes": "orders:read"})
+                    );
+                    if fixture != HTTP {
+                        assert_eq!(
+                            answer.as_ref().unwrap()["principalId"],
+                            k.reader_key.id.as_str()
+                        );
+                    }
+                }
+            }
+        }
+        let logged = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            logged.contains("allowed") && logged.contains(k.reader_key.id.as_str()),
+            "the log was captured"
+        );
+        for secret in [
+            reader,
+            k.expired.expose(),
+            k.revoked.expose(),
+            k.staging.expose(),
+            unknown.expose(),
+            &bad_checksum,
+        ] {
+            assert!(!logged.contains(secret), "a secret is in the log");
+        }
+    }
+
+    async fn revocation_holds_on_the_next_call(store: &dyn KeyStore) {
+        keys(store).await;
+        let config = config();
+        for fixture in [TOKEN, REQUEST, HTTP] {
+            let input = NewKey {
+                name: KeyName::parse("short-lived").unwrap(),
+                kind: Kind::Secret,
+                scopes: Scopes::parse(&["orders:read"]).unwrap(),
+                expires_at: None,
+                rotation_policy: None,
+            };
+            let issued = create_key(
+                &config.environment,
+                input,
+                Actor::operator("t"),
+                keyward::now(),
+            )
+            .unwrap();
+            store.apply(&issued.change).await.unwrap();
+            let ask = || event(fixture, "GET", "/orders", Some(issued.secret.expose()));
+            let before = handler(&config, store, ask(), keyward::now()).await;
+            assert_eq!(outcome(fixture, &before, "/GET/orders"), Outcome::Allow);
+            let Revocation::Revoked { change, .. } =
+                revoke(&issued.key, Actor::operator("t"), keyward::now()).unwrap()
+            else {
+                panic!()
+            };
+            store.apply(&change).await.unwrap();
+            let after = handler(&config, store, ask(), keyward::now()).await;
+            assert_eq!(
+                outcome(fixture, &after, "/GET/orders"),
+                Outcome::Unauthorized,
+                "the very next call"
+            );
+        }
+    }
+
+    async fn dynamodb() -> DynamoStore {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        assert!(
+            std::env::var_os("AWS_ENDPOINT_URL").is_some(),
+            "AWS_ENDPOINT_URL is not set: run ./scripts/test, which starts moto's server for these tests"
+        );
+        let table = format!(
+            "authorizer-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
+        let store = DynamoStore::from_env(&table).await;
+        store.create_table().await.unwrap();
+        store
+    }
+
+    #[tokio::test]
+    async fn every_outcome_on_every_shape_on_sqlite() {
+        every_outcome_on_every_shape(&SqliteStore::in_memory().unwrap()).await;
+    }
+
+    #[tokio::test]
+    async fn every_outcome_on_every_shape_on_dynamodb() {
+        every_outcome_on_every_shape(&dynamodb().await).await;
+    }
+
+    #[tokio::test]
+    async fn revocation_holds_on_the_next_call_on_sqlite() {
+        revocation_holds_on_the_next_call(&SqliteStore::in_memory().unwrap()).await;
+    }
+
+    #[tokio::test]
+    async fn revocation_holds_on_the_next_call_on_dynamodb() {
+        revocation_holds_on_the_next_call(&dynamodb().await).await;
+    }
+
+    #[tokio::test]
+    async fn an_event_of_no_known_shape_is_an_error_not_a_panic() {
+        let store = SqliteStore::in_memory().unwrap();
+        for event in [
+            json!({}),
+            json!({"type": "TOKEN", "methodArn": 5}),
+            json!([1, 2]),
+            json!({"type": "WEBSOCKET"}),
+        ] {
+            let answer = handler(&config(), &store, event.clone(), keyward::now()).await;
+            assert!(
+                matches!(answer, Err(AuthorizerError::UnknownEvent)),
+                "{event}"
+            );
+        }
+        let unauthorized = Diagnostic::from(AuthorizerError::Unauthorized);
+        assert_eq!(
+            unauthorized.error_message, "Unauthorized",
+            "API Gateway matches this message exactly"
+        );
+    }
+
+    #[test]
+    fn route_scopes_match_methods_and_star_segments() {
+        let routes = RouteScopes::parse(r#"{"GET /orders": "orders:read", "POST /orders/*": "orders:write", "ANY /admin/*/x": "admin", "GET /orders/special": "special"}"#).unwrap();
+        assert_eq!(
+            routes.required("GET", "/orders").map(Scope::as_str),
+            Some("orders:read")
+        );
+        assert_eq!(
+            routes.required("get", "/orders/").map(Scope::as_str),
+            Some("orders:read")
+        );
+        assert_eq!(
+            routes.required("POST", "/orders/42").map(Scope::as_str),
+            Some("orders:write")
+        );
+        assert_eq!(
+            routes.required("DELETE", "/admin/7/x").map(Scope::as_str),
+            Some("admin")
+        );
+        assert_eq!(
+            routes.required("GET", "/orders/special").map(Scope::as_str),
+            Some("special")
+        );
+        assert_eq!(routes.required("POST", "/orders/42/items"), None);
+        assert_eq!(routes.required("GET", "/health"), None);
+        for bad in [
+            "[]",
+            "{\"GET\": \"a\"}",
+            "{\"GET orders\": \"a\"}",
+            "{\"GET /a\": \"Not A Scope\"}",
+            "{\"GET /a\": 5}",
+        ] {
+            assert!(RouteScopes::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn method_and_path_come_from_the_arn() {
+        assert_eq!(
+            method_and_path("arn:aws:execute-api:us-east-1:1:api/prod/GET/orders/42"),
+            ("GET".into(), "/orders/42".into())
+        );
+        assert_eq!(
+            method_and_path("arn:aws:execute-api:us-east-1:1:api/prod/POST/"),
+            ("POST".into(), "/".into())
+        );
+        assert_eq!(method_and_path("garbage"), (String::new(), "/".into()));
+    }
+}
