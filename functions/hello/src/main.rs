@@ -1,0 +1,10 @@
+//! The `hello` Lambda: an example backend behind keyward's authorizer.
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    lambda_http::tracing::init_default_subscriber();
+    lambda_http::run(lambda_http::service_fn(|req| async move {
+        Ok::<_, std::convert::Infallible>(hello::handler(&req))
+    }))
+    .await
+}
