@@ -1,0 +1,13 @@
+//! The baseline for the authorizer's cold start: the smallest `lambda_runtime` function,
+//! with the same runtime and logging set-up, and nothing else.
+
+use lambda_http::lambda_runtime::{self, Error, LambdaEvent, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    lambda_runtime::run(service_fn(
+        |event: LambdaEvent<serde_json::Value>| async move { Ok::<_, Error>(event.payload) },
+    ))
+    .await
+}

@@ -1,0 +1,103 @@
+"""Measures Lambda initialisation: from process start to the first call to the Runtime API's
+`next` endpoint, against a minimal Runtime API stand-in on 127.0.0.1.
+
+usage (through scripts/with-moto, so that the DynamoDB variant has an endpoint):
+    cargo build --release -p authorizer --bin authorizer --example hello_runtime
+    scripts/with-moto .venv/bin/python scripts/cold-start.py [RUNS]
+
+It runs each variant RUNS times (default 30), interleaved, and prints the median and the
+spread of each, their ratios to the hello world, and the binaries' sizes. Each process is
+killed as soon as it asks for its first event.
+"""
+
+import http.server
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+RELEASE = os.path.join(os.path.dirname(__file__), "..", "target", "release")
+AUTHORIZER = os.path.join(RELEASE, "authorizer")
+HELLO = os.path.join(RELEASE, "examples", "hello_runtime")
+
+
+class RuntimeApi(http.server.BaseHTTPRequestHandler):
+    first_next = None
+    seen = threading.Event()
+
+    def do_GET(self):
+        if self.path.endswith("/runtime/invocation/next"):
+            RuntimeApi.first_next = time.perf_counter()
+            RuntimeApi.seen.set()
+        self.send_response(500)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def measure(command, env):
+    RuntimeApi.seen.clear()
+    started = time.perf_counter()
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ok = RuntimeApi.seen.wait(timeout=10)
+    process.kill()
+    process.wait()
+    if not ok:
+        raise SystemExit(f"{command[0]} never asked for an event")
+    return (RuntimeApi.first_next - started) * 1000
+
+
+def main():
+    runs = int(sys.argv[1]) if len(sys.argv) > 1 else 30
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RuntimeApi)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = dict(os.environ)
+    base.update(
+        AWS_LAMBDA_RUNTIME_API=f"127.0.0.1:{server.server_address[1]}",
+        AWS_LAMBDA_FUNCTION_NAME="cold-start",
+        AWS_LAMBDA_FUNCTION_MEMORY_SIZE="128",
+        AWS_LAMBDA_FUNCTION_VERSION="1",
+        KEYWARD_ENVIRONMENT="production",
+        KEYWARD_ROUTE_SCOPES='{"GET /orders": "orders:read"}',
+        AWS_REGION=base.get("AWS_REGION", "us-east-1"),
+    )
+    folder = tempfile.mkdtemp()
+    variants = {
+        "hello world (lambda_runtime)": ([HELLO], {}),
+        "authorizer, SQLite store": ([AUTHORIZER], {"KEYWARD_STORE": f"sqlite:{folder}/cold.db"}),
+        "authorizer, DynamoDB client": ([AUTHORIZER], {"KEYWARD_STORE": "dynamodb:keyward"}),
+        # provided.al2023 keeps its roots in one bundle file; Debian adds a folder of ~150 files.
+        "authorizer, DynamoDB client, roots from one bundle file": (
+            [AUTHORIZER],
+            {
+                "KEYWARD_STORE": "dynamodb:keyward",
+                "SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt",
+                "SSL_CERT_DIR": "/nonexistent",
+            },
+        ),
+    }
+    times = {name: [] for name in variants}
+    for name, (command, extra) in variants.items():
+        measure(command, {**base, **extra})
+    for _ in range(runs):
+        for name, (command, extra) in variants.items():
+            times[name].append(measure(command, {**base, **extra}))
+    hello = statistics.median(times["hello world (lambda_runtime)"])
+    print(f"{runs} runs each, interleaved, {os.cpu_count()} cores")
+    print("| binary | median init | p10 to p90 | ratio to hello world |")
+    print("|---|---|---|---|")
+    for name, values in times.items():
+        deciles = statistics.quantiles(values, n=10)
+        median = statistics.median(values)
+        print(f"| {name} | {median:.2f} ms | {deciles[0]:.2f} to {deciles[-1]:.2f} ms | {median / hello:.2f}x |")
+    for path in (HELLO, AUTHORIZER):
+        print(f"size of {os.path.basename(path)}: {os.path.getsize(path) / 1e6:.1f} MB")
+
+
+if __name__ == "__main__":
+    main()
