@@ -2,15 +2,14 @@
 //! with the SDK and fed to the publisher, an EventBridge rule that routes to an SQS queue, and
 //! the events read back. Then faults: nothing is lost when EventBridge fails.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use aws_sdk_dynamodbstreams::types::{Record, ShardIteratorType};
-use keyward::domain::{Actor, Secret, create_environment};
+use keyward::domain::{Actor, create_environment};
 use keyward::events::{EventBridgeBus, EventsConfig, lambda_event};
 use keyward::store::{DynamoStore, KeyStore};
+use keyward::testing::api_request;
 use lambda_http::lambda_runtime::{Context, LambdaEvent};
-use lambda_http::{Body, Request, RequestExt};
 use serde_json::{Value, json};
 
 fn unique(prefix: &str) -> String {
@@ -30,20 +29,6 @@ async fn aws() -> aws_config::SdkConfig {
     aws_config::load_from_env().await
 }
 
-fn request(method: &str, params: &[(&str, &str)], key: &Secret, body: Value) -> Request {
-    let params: HashMap<String, String> = params
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    lambda_http::http::Request::builder()
-        .method(method)
-        .uri("/")
-        .header("authorization", format!("Bearer {}", key.expose()))
-        .body(Body::from(body.to_string()))
-        .expect("a request")
-        .with_path_parameters(params)
-}
-
 /// A table with an environment, and one key taken through create, rotate, grace change and
 /// revoke by the functions' handlers. Returns the store, the secrets issued and the actions.
 async fn table_with_a_lifecycle() -> (DynamoStore, Vec<String>) {
@@ -59,10 +44,11 @@ async fn table_with_a_lifecycle() -> (DynamoStore, Vec<String>) {
     let admin = &env.secret;
     let created = create_key::handler(
         &store,
-        request(
+        api_request(
             "POST",
             &[("env", "production")],
-            admin,
+            &[],
+            admin.expose(),
             json!({"name": "worker", "scopes": ["orders:read"]}),
         ),
         keyward::now(),
@@ -74,7 +60,13 @@ async fn table_with_a_lifecycle() -> (DynamoStore, Vec<String>) {
     let path = [("key_id", id.as_str())];
     let rotated = rotate_key::handler(
         &store,
-        request("POST", &path, admin, json!({"grace_period": "24h"})),
+        api_request(
+            "POST",
+            &path,
+            &[],
+            admin.expose(),
+            json!({"grace_period": "24h"}),
+        ),
         keyward::now(),
     )
     .await;
@@ -82,14 +74,20 @@ async fn table_with_a_lifecycle() -> (DynamoStore, Vec<String>) {
     let rotated: Value = serde_json::from_slice(rotated.body().as_ref()).unwrap();
     let changed = change_grace_period::handler(
         &store,
-        request("PUT", &path, admin, json!({"grace_period": "1h"})),
+        api_request(
+            "PUT",
+            &path,
+            &[],
+            admin.expose(),
+            json!({"grace_period": "1h"}),
+        ),
         keyward::now(),
     )
     .await;
     assert_eq!(changed.status(), 200);
     let revoked = revoke_key::handler(
         &store,
-        request("POST", &path, admin, json!({})),
+        api_request("POST", &path, &[], admin.expose(), json!({})),
         keyward::now(),
     )
     .await;

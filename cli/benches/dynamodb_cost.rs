@@ -23,7 +23,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use keyward::domain::{Actor, EnvName, create_environment};
 use keyward::http::Handler;
 use keyward::store::DynamoStore;
-use lambda_http::{Body, RequestExt};
+use keyward::testing::api_request as request;
 use serde_json::{Value, json};
 
 #[derive(Debug, Clone)]
@@ -162,31 +162,6 @@ fn capacity(call: &Call) -> (f64, f64) {
         }
         _ => (0.0, 0.0),
     }
-}
-
-fn request(
-    method: &str,
-    params: &[(&str, &str)],
-    query: &[(&str, &str)],
-    key: &str,
-    body: Value,
-) -> lambda_http::Request {
-    let params: HashMap<String, String> = params
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    let query: HashMap<String, String> = query
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    lambda_http::http::Request::builder()
-        .method(method)
-        .uri("/")
-        .header("authorization", format!("Bearer {key}"))
-        .body(Body::from(body.to_string()))
-        .expect("a request")
-        .with_path_parameters(params)
-        .with_query_string_parameters(query)
 }
 
 /// Runs one request through its handler and returns the answer and the calls it made.

@@ -43,6 +43,32 @@ pub fn event(fixture: &str, vars: &[(&str, &str)]) -> Request {
     lambda_http::request::from_str(&json).expect("the fixture is a valid API Gateway event")
 }
 
+/// The request that `keyward serve` (or API Gateway) would hand a handler: `method`, the
+/// path parameters, the query, `Authorization: Bearer <key>` and a JSON body.
+pub fn api_request(
+    method: &str,
+    params: &[(&str, &str)],
+    query: &[(&str, &str)],
+    key: &str,
+    body: serde_json::Value,
+) -> Request {
+    use lambda_http::RequestExt;
+    let map = |pairs: &[(&str, &str)]| -> std::collections::HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    };
+    lambda_http::http::Request::builder()
+        .method(method)
+        .uri("/")
+        .header("authorization", format!("Bearer {key}"))
+        .body(Body::from(body.to_string()))
+        .expect("a request")
+        .with_path_parameters(map(params))
+        .with_query_string_parameters(map(query))
+}
+
 /// A response body as JSON.
 pub fn body_json(response: &Response<Body>) -> serde_json::Value {
     serde_json::from_slice(response.body().as_ref()).expect("the response body is JSON")
