@@ -86,8 +86,8 @@ fn matches(pattern: &str, path: &str) -> Option<HashMap<String, String>> {
 /// Where a request goes.
 #[derive(Debug)]
 pub enum Routed {
-    /// To this handler, with these path parameters.
-    Found(Handler, HashMap<String, String>),
+    /// To this handler, with these path parameters, by this route pattern.
+    Found(Handler, HashMap<String, String>, &'static str),
     /// Nowhere: no route has this path (`404`).
     NotFound,
     /// Nowhere: the path is known, but only with these methods (`405`).
@@ -100,7 +100,7 @@ pub fn route(method: &Method, path: &str) -> Routed {
     for (m, pattern, handler) in ROUTES {
         if let Some(params) = matches(pattern, path) {
             if m == method {
-                return Routed::Found(*handler, params);
+                return Routed::Found(*handler, params, pattern);
             }
             allowed.push(m.clone());
         }
@@ -130,8 +130,10 @@ async fn handle(
 ) -> hyper::Response<Full<Bytes>> {
     let started = Instant::now();
     let (parts, body) = req.into_parts();
-    let (method, path) = (parts.method.clone(), parts.uri.path().to_owned());
-    let response = match route(&parts.method, &path) {
+    let method = parts.method.clone();
+    // The log names the route's pattern, never the path: a client may paste a key into a URL.
+    let mut route_name = "unrouted";
+    let response = match route(&parts.method, parts.uri.path()) {
         Routed::NotFound => {
             ApiError::not_found("route_not_found", "no route has this path").into_response()
         }
@@ -152,7 +154,8 @@ async fn handle(
             }
             response
         }
-        Routed::Found(handler, params) => {
+        Routed::Found(handler, params, pattern) => {
+            route_name = pattern;
             match Limited::new(body, MAX_BODY_BYTES).collect().await {
                 Err(_) => ApiError::payload_too_large().into_response(),
                 Ok(collected) => {
@@ -172,7 +175,7 @@ async fn handle(
             }
         }
     };
-    tracing::info!(%method, %path, status = response.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request");
+    tracing::info!(%method, route = route_name, status = response.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request");
     to_hyper(response)
 }
 
@@ -242,11 +245,12 @@ mod tests {
 
     #[test]
     fn routes_match_their_patterns_only() {
-        let Routed::Found(_, params) = route(&Method::POST, "/v1/keys/key_abc/rotate") else {
+        let Routed::Found(_, params, _) = route(&Method::POST, "/v1/keys/key_abc/rotate") else {
             panic!("no route")
         };
         assert_eq!(params.get("key_id").map(String::as_str), Some("key_abc"));
-        let Routed::Found(_, params) = route(&Method::GET, "/v1/environments/prod/activity") else {
+        let Routed::Found(_, params, _) = route(&Method::GET, "/v1/environments/prod/activity")
+        else {
             panic!("no route")
         };
         assert_eq!(params.get("env").map(String::as_str), Some("prod"));

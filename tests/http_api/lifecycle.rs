@@ -406,6 +406,12 @@ fn the_whole_key_lifecycle_over_http_leaks_no_secret(backend: Backend) {
     let key_ids: Vec<&str> = keys.iter().map(|k| k["id"].as_str().unwrap()).collect();
     assert!(key_ids.windows(2).all(|w| w[0] > w[1]));
 
+    // A key pasted into the path by mistake is refused, and is not logged either.
+    let pasted = server.call("GET", &format!("/v1/keys/{new_admin}"), &new_admin, None);
+    assert_eq!((pasted.status, pasted.code()), (400, "invalid_key_id"));
+    let unrouted = server.call("GET", &format!("/v2/{new_admin}"), &new_admin, None);
+    assert_eq!((unrouted.status, unrouted.code()), (404, "route_not_found"));
+
     // No secret appears anywhere but in the create and rotate answers that issued it.
     let logs = server.logs();
     assert!(logs.contains("key rotated"), "the log was captured");
