@@ -62,10 +62,12 @@ fn parse(args: &[String]) -> Result<Args, String> {
             name: EnvName::parse(name).map_err(|e| e.to_string())?,
             json,
         },
-        ["table", "create", table] => match StoreConfig::parse(&format!("dynamodb:{table}"))? {
-            StoreConfig::DynamoDb(table) => Command::CreateTable { table },
-            StoreConfig::Sqlite(_) => unreachable!("a dynamodb: store parses as DynamoDB"),
-        },
+        ["table", "create", table] => {
+            StoreConfig::parse(&format!("dynamodb:{table}"))?;
+            Command::CreateTable {
+                table: (*table).to_owned(),
+            }
+        }
         _ => return Err("unknown command".to_owned()),
     };
     Ok(Args { command, store })
