@@ -1,6 +1,7 @@
 //! The HTTP API end to end, over real HTTP, against the `keyward serve` binary.
 
 mod bad_input;
+mod cli;
 mod lifecycle;
 mod race;
 mod support;
