@@ -19,8 +19,8 @@ use aws_lambda_events::apigw::{
     ApiGatewayV2CustomAuthorizerV2Request,
 };
 use keyward::domain::{EnvName, Key, PresentedKey, Scope, Timestamp, Verdict, check};
+use keyward::http::key_from_headers;
 use keyward::store::{KeyLookup, StoreError};
-use lambda_http::http::HeaderMap;
 use lambda_http::lambda_runtime::Diagnostic;
 use serde_json::{Value, json};
 
@@ -175,20 +175,6 @@ fn bearer(value: &str) -> &str {
     }
 }
 
-fn token_from_headers(headers: &HeaderMap) -> Option<String> {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    header("authorization")
-        .and_then(|v| {
-            v.trim()
-                .split_once(' ')
-                .filter(|(s, _)| s.eq_ignore_ascii_case("bearer"))
-                .map(|(_, t)| t.trim())
-        })
-        .or_else(|| header("x-api-key").map(str::trim))
-        .filter(|t| !t.is_empty())
-        .map(str::to_owned)
-}
-
 fn ask(event: Value) -> Result<Ask, AuthorizerError> {
     let kind = event
         .get("type")
@@ -207,7 +193,7 @@ fn ask(event: Value) -> Result<Ask, AuthorizerError> {
                 serde_json::from_value(event).map_err(unknown)?;
             let (method, path) = method_and_path(e.route_arn.as_deref().unwrap_or_default());
             Ok(Ask {
-                token: token_from_headers(&e.headers),
+                token: key_from_headers(&e.headers).map(str::to_owned),
                 method,
                 path,
                 shape: Shape::Http,
@@ -237,7 +223,7 @@ fn ask(event: Value) -> Result<Ask, AuthorizerError> {
             let method_arn = e.method_arn.unwrap_or_default();
             let (method, path) = method_and_path(&method_arn);
             Ok(Ask {
-                token: token_from_headers(&e.headers),
+                token: key_from_headers(&e.headers).map(str::to_owned),
                 method,
                 path,
                 shape: Shape::Rest { method_arn },

@@ -15,8 +15,8 @@ use serde::Serialize;
 
 pub use error::ApiError;
 pub use request::{
-    Caller, authenticate, authorize_environment, authorize_key, json_body, page_request,
-    presented_key, query_param,
+    Caller, authenticate, authorize_environment, authorize_key, json_body, key_from_headers,
+    page_request, query_param,
 };
 pub use view::KeyView;
 

@@ -1,5 +1,6 @@
 //! Reading requests: the caller's key, path and query parameters, and JSON bodies.
 
+use lambda_http::http::HeaderMap;
 use lambda_http::{Request, RequestExt};
 use serde::de::DeserializeOwned;
 
@@ -9,10 +10,11 @@ use crate::domain::{
 };
 use crate::store::{KeyLookup, KeyStore, PageRequest};
 
-/// The key a request presents: `Authorization: Bearer <key>`, or else `x-api-key`.
-pub fn presented_key(req: &Request) -> Option<&str> {
+/// The key that headers present: `Authorization: Bearer <key>`, or else `x-api-key`. The
+/// API and the authorizer both read keys this way.
+pub fn key_from_headers(headers: &HeaderMap) -> Option<&str> {
     let header = |name| {
-        req.headers()
+        headers
             .get(name)
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
@@ -69,7 +71,7 @@ pub async fn authenticate(
     req: &Request,
     now: Timestamp,
 ) -> Result<Caller, ApiError> {
-    let presented = presented_key(req).ok_or_else(|| {
+    let presented = key_from_headers(req.headers()).ok_or_else(|| {
         ApiError::unauthorized(
             "missing_api_key",
             "send a key in Authorization: Bearer <key> or in x-api-key",
