@@ -302,13 +302,7 @@ impl DynamoStore {
                 _ => break,
             }
         }
-        let next_cursor = if items.len() > request.limit {
-            items.truncate(request.limit);
-            items.last().map(&id_of)
-        } else {
-            None
-        };
-        Ok(Page { items, next_cursor })
+        Ok(Page::from_overfetch(items, request.limit, id_of))
     }
 
     /// Creates the table with its index, stream and TTL, as `keyward table create` does.

@@ -45,6 +45,21 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
+impl<T> Page<T> {
+    /// The page made from up to `limit + 1` items read after the cursor: the extra item, if
+    /// there is one, says that another page follows, and the last item kept is its cursor.
+    /// Every adapter reads one item more than asked for and lets this decide.
+    pub fn from_overfetch(mut items: Vec<T>, limit: usize, id_of: impl Fn(&T) -> String) -> Self {
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(id_of)
+        } else {
+            None
+        };
+        Self { items, next_cursor }
+    }
+}
+
 /// Which entries of an environment's activity to read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ActivityFilter {

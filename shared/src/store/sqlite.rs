@@ -84,13 +84,7 @@ fn page<T: serde::de::DeserializeOwned>(
     for row in rows {
         items.push(decode::<T>(&row.map_err(backend)?)?);
     }
-    let next_cursor = if items.len() > limit {
-        items.truncate(limit);
-        items.last().map(&id_of)
-    } else {
-        None
-    };
-    Ok(Page { items, next_cursor })
+    Ok(Page::from_overfetch(items, limit, id_of))
 }
 
 fn apply_key(tx: &Transaction<'_>, write: &KeyWrite) -> Result<(), StoreError> {
