@@ -103,11 +103,9 @@ enum Work {
     RecordExpiry(Box<Key>),
 }
 
-fn pk_of(record: &EventRecord) -> Option<String> {
-    let keys: std::collections::HashMap<String, serde_dynamo::AttributeValue> =
-        record.change.keys.clone().into();
-    match keys.get(table::PK) {
-        Some(serde_dynamo::AttributeValue::S(pk)) => Some(pk.clone()),
+fn pk_of(record: &EventRecord) -> Option<&str> {
+    match record.change.keys.get(table::PK) {
+        Some(serde_dynamo::AttributeValue::S(pk)) => Some(pk),
         _ => None,
     }
 }
