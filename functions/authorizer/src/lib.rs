@@ -244,6 +244,7 @@ async fn decide(
     config: &Config,
     store: &dyn KeyLookup,
     ask: &Ask,
+    required: Option<&Scope>,
     now: Timestamp,
 ) -> Result<Decision, AuthorizerError> {
     let Some(token) = ask.token.as_deref() else {
@@ -262,12 +263,7 @@ async fn decide(
     else {
         return Ok(Decision::Unauthorized);
     };
-    let required: Vec<&str> = config
-        .routes
-        .required(&ask.method, &ask.path)
-        .map(Scope::as_str)
-        .into_iter()
-        .collect();
+    let required: Vec<&str> = required.map(Scope::as_str).into_iter().collect();
     Ok(
         match check(&key, Some(&config.environment), &required, now) {
             Verdict::Valid => Decision::Allow(key),
@@ -301,18 +297,22 @@ pub async fn handler(
     now: Timestamp,
 ) -> Result<Value, AuthorizerError> {
     let ask = ask(event).inspect_err(|_| tracing::warn!("not an authorizer event"))?;
-    let decision = decide(config, store, &ask, now)
+    let required = config.routes.required(&ask.method, &ask.path);
+    let decision = decide(config, store, &ask, required, now)
         .await
         .inspect_err(|e| tracing::error!(error = %keyward::error_chain(e), "cannot check a key"))?;
-    let (method, path) = (ask.method.as_str(), ask.path.as_str());
-    match (&decision, &ask.shape) {
-        (Decision::Allow(key), _) => {
-            tracing::info!(key_id = %key.id, hint = %key.hint, method, path, "allowed")
+    // The log names the method and the scope the route needs, never the path: a client may
+    // paste a key into a URL.
+    let method = ask.method.as_str();
+    let scope = required.map_or("none", Scope::as_str);
+    match &decision {
+        Decision::Allow(key) => {
+            tracing::info!(key_id = %key.id, hint = %key.hint, method, scope, "allowed")
         }
-        (Decision::Deny(key), _) => {
-            tracing::info!(key_id = %key.id, hint = %key.hint, method, path, "denied: scope")
+        Decision::Deny(key) => {
+            tracing::info!(key_id = %key.id, hint = %key.hint, method, scope, "denied: scope")
         }
-        (Decision::Unauthorized, _) => tracing::info!(method, path, "unauthorized"),
+        Decision::Unauthorized => tracing::info!(method, scope, "unauthorized"),
     }
     match (decision, ask.shape) {
         (Decision::Unauthorized, Shape::Rest { .. }) => Err(AuthorizerError::Unauthorized),
@@ -499,6 +499,7 @@ mod tests {
         let reader = k.reader.expose();
         let bad_checksum = format!("{}000000", &reader[..reader.len() - 6]);
         let unknown = Secret::generate(Kind::Secret, &config.environment);
+        let pasted_path = format!("/echo/{reader}");
         let cases = [
             ("missing", None, "GET", "/orders", Outcome::Unauthorized, 0),
             (
@@ -570,6 +571,14 @@ mod tests {
                 Some(reader),
                 "GET",
                 "/health",
+                Outcome::Allow,
+                1,
+            ),
+            (
+                "with a key pasted into the path",
+                Some(reader),
+                "GET",
+                pasted_path.as_str(),
                 Outcome::Allow,
                 1,
             ),
