@@ -32,7 +32,7 @@ fn answer(verdict: Verdict) -> Map<String, Value> {
     body
 }
 
-#[tracing::instrument(skip_all, fields(key_id, code))]
+#[tracing::instrument(skip_all)]
 async fn verify(store: &dyn KeyStore, req: &Request, now: Timestamp) -> Result<Value, ApiError> {
     let body: VerifyBody = json_body(req, SHAPE)?;
     let environment = body
@@ -42,25 +42,103 @@ async fn verify(store: &dyn KeyStore, req: &Request, now: Timestamp) -> Result<V
         .transpose()?;
     let scopes = Scopes::parse(&body.scopes.unwrap_or_default())?;
     let required: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
-    let Ok(presented) = PresentedKey::parse(&body.key) else {
-        tracing::Span::current().record("code", Verdict::Malformed.code());
-        return Ok(Value::Object(answer(Verdict::Malformed)));
+    let (verdict, key) = match PresentedKey::parse(&body.key) {
+        Err(_) => (Verdict::Malformed, None),
+        Ok(presented) => match store.key_by_hash(&presented.hash).await? {
+            None => (Verdict::NotFound, None),
+            Some(key) => (check(&key, environment.as_ref(), &required, now), Some(key)),
+        },
     };
-    let Some(key) = store.key_by_hash(&presented.hash).await? else {
-        tracing::Span::current().record("code", Verdict::NotFound.code());
-        return Ok(Value::Object(answer(Verdict::NotFound)));
-    };
-    let verdict = check(&key, environment.as_ref(), &required, now);
-    let span = tracing::Span::current();
-    span.record("key_id", key.id.as_str());
-    span.record("code", verdict.code());
-    tracing::info!("key verified");
+    tracing::info!(
+        key_id = key.as_ref().map(|k| k.id.as_str()),
+        code = verdict.code(),
+        "key verified"
+    );
     let mut body = answer(verdict);
-    body.insert("key_id".into(), json!(key.id));
-    if verdict == Verdict::Valid {
-        body.insert("environment".into(), json!(key.environment));
-        body.insert("scopes".into(), json!(key.scopes));
-        body.insert("expires_at".into(), json!(key.expires_at));
+    if let Some(key) = key {
+        body.insert("key_id".into(), json!(key.id));
+        if verdict == Verdict::Valid {
+            body.insert("environment".into(), json!(key.environment));
+            body.insert("scopes".into(), json!(key.scopes));
+            body.insert("expires_at".into(), json!(key.expires_at));
+        }
     }
     Ok(Value::Object(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use keyward::domain::{
+        Actor, GracePeriod, KeyName, Kind, NewKey, Revocation, Secret, create_key, revoke, rotate,
+    };
+    use keyward::testing::{api_request, body_json, seeded};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn every_verdict_has_its_code_and_only_a_valid_key_shows_its_details() {
+        let now = keyward::now();
+        let s = seeded("production", now).await;
+        let ops = || Actor::operator("t");
+        let rotated = rotate(&s.key, GracePeriod::NOW, ops(), now).unwrap();
+        s.store.apply(&rotated.change).await.unwrap();
+        let reader = |name: &str| NewKey {
+            name: KeyName::parse(name).unwrap(),
+            kind: Kind::Secret,
+            scopes: Scopes::parse(&["orders:read"]).unwrap(),
+            expires_at: None,
+            rotation_policy: None,
+        };
+        let live = create_key(&s.environment, reader("live"), ops(), now).unwrap();
+        s.store.apply(&live.change).await.unwrap();
+        let doomed = create_key(&s.environment, reader("doomed"), ops(), now).unwrap();
+        s.store.apply(&doomed.change).await.unwrap();
+        let Revocation::Revoked { change, .. } = revoke(&doomed.key, ops(), now).unwrap() else {
+            panic!("an active key is revoked")
+        };
+        s.store.apply(&change).await.unwrap();
+        let live_secret = live.secret.expose();
+        let unknown = Secret::generate(Kind::Secret, &s.environment);
+        let cases = [
+            (json!({"key": "hello"}), "malformed", false),
+            (json!({"key": unknown.expose()}), "not_found", false),
+            (json!({"key": s.secret.expose()}), "expired", true),
+            (json!({"key": doomed.secret.expose()}), "revoked", true),
+            (
+                json!({"key": live_secret, "environment": "staging"}),
+                "wrong_environment",
+                true,
+            ),
+            (
+                json!({"key": live_secret, "scopes": ["orders:write"]}),
+                "insufficient_scope",
+                true,
+            ),
+            (
+                json!({"key": live_secret, "environment": "production", "scopes": ["orders:read"]}),
+                "valid",
+                true,
+            ),
+        ];
+        for (body, code, has_key_id) in cases {
+            let response = handler(
+                &s.store,
+                api_request("POST", &[], &[], "", body.clone()),
+                now,
+            )
+            .await;
+            assert_eq!(response.status(), 200, "{body}");
+            let answer = body_json(&response);
+            assert_eq!(answer["code"], code, "{body}");
+            assert_eq!(answer["valid"], code == "valid", "{body}");
+            assert_eq!(answer.get("key_id").is_some(), has_key_id, "{body}");
+            for detail in ["environment", "scopes", "expires_at"] {
+                assert_eq!(
+                    answer.get(detail).is_some(),
+                    code == "valid",
+                    "{detail} in {body}"
+                );
+            }
+        }
+    }
 }
