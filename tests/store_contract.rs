@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use keyward::domain::{
-    Action, Actor, Change, EnvName, GracePeriod, Issued, Key, KeyName, Kind, NewKey, Revocation,
-    Scopes, change_grace_period, create_environment, create_key, revoke, rotate,
+    Action, Actor, Change, EnvName, GracePeriod, Issued, Key, KeyName, Kind, NewKey, PolicyChange,
+    Revocation, RotationPolicy, Scopes, change_grace_period, create_environment, create_key,
+    revoke, rotate, set_rotation_policy,
 };
 use keyward::store::{
     ActivityFilter, DynamoStore, KeyLookup, KeyStore, PageRequest, SqliteStore, StoreError,
@@ -398,6 +399,66 @@ async fn of_sixteen_racing_rotations_exactly_one_is_applied(store: Arc<dyn KeySt
     assert_eq!(stored.rotated_to.as_ref(), Some(&successors[0].id));
 }
 
+async fn due_keys_come_from_the_index_earliest_first(store: Arc<dyn KeyStore>) {
+    let clock = Clock::new();
+    environment(&*store, "production", &clock).await;
+    let start = clock.now();
+    let mut made = Vec::new();
+    for (name, every, expires_in) in [
+        ("daily", Some("P1D"), None),
+        ("weekly", Some("P7D"), None),
+        ("plain", None, None),
+        ("expiring", None, Some(TimeDelta::hours(30))),
+    ] {
+        let input = NewKey {
+            name: KeyName::parse(name).unwrap(),
+            kind: Kind::Secret,
+            scopes: Scopes::parse(&["orders:read"]).unwrap(),
+            expires_at: expires_in.map(|d| start + d),
+            rotation_policy: every.map(|every| {
+                RotationPolicy::from_json(&serde_json::json!({
+                    "every": every, "grace_period": "1h", "secret_id": format!("keyward/{name}")
+                }))
+                .unwrap()
+            }),
+        };
+        let issued = create_key(&env("production"), input, actor(), clock.now()).unwrap();
+        store.apply(&issued.change).await.unwrap();
+        made.push(issued.key);
+    }
+    let names = |keys: Vec<Key>| -> Vec<String> {
+        keys.iter().map(|k| k.name.as_str().to_owned()).collect()
+    };
+    let at = |days: i64| start + TimeDelta::days(days) + TimeDelta::seconds(1);
+    assert!(store.due_keys(start, 100).await.unwrap().is_empty());
+    assert_eq!(
+        names(store.due_keys(at(1), 100).await.unwrap()),
+        ["expiring", "daily"],
+        "the expiring key's 24h notice is due at 6h, the daily rotation at 24h"
+    );
+    assert_eq!(
+        names(store.due_keys(at(8), 100).await.unwrap()),
+        ["expiring", "daily", "weekly"]
+    );
+    assert_eq!(
+        names(store.due_keys(at(8), 2).await.unwrap()),
+        ["expiring", "daily"]
+    );
+    let daily = store.due_keys(at(8), 100).await.unwrap().remove(1);
+    assert_eq!(daily, made[0], "the record is read in full and current");
+    let PolicyChange::Changed { change, .. } =
+        set_rotation_policy(&daily, None, actor(), clock.now()).unwrap()
+    else {
+        panic!("the policy is cleared")
+    };
+    store.apply(&change).await.unwrap();
+    assert_eq!(
+        names(store.due_keys(at(8), 100).await.unwrap()),
+        ["expiring", "weekly"],
+        "a key leaves the index when nothing is due any more"
+    );
+}
+
 /// Runs every contract case against one adapter; `$store` makes a fresh, empty store.
 macro_rules! contract {
     ($adapter:ident, $store:expr) => {
@@ -410,7 +471,8 @@ macro_rules! contract {
                 the_default_moves_only_from_the_current_default,
                 keys_are_listed_newest_first_a_page_at_a_time,
                 activity_is_newest_first_and_filtered,
-                of_sixteen_racing_rotations_exactly_one_is_applied
+                of_sixteen_racing_rotations_exactly_one_is_applied,
+                due_keys_come_from_the_index_earliest_first
             );
         }
     };

@@ -12,7 +12,7 @@ pub use stream::StreamPoller;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
@@ -20,6 +20,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use keyward::domain::{Actor, EnvName, Issued, create_environment};
 use keyward::http::{ApiError, Handler, MAX_BODY_BYTES};
+use keyward::secrets::SecretSink;
 use keyward::store::{KeyStore, StoreError};
 use lambda_http::aws_lambda_events::query_map::QueryMap;
 use lambda_http::http::{Method, StatusCode, header};
@@ -53,6 +54,11 @@ pub const ROUTES: &[(Method, &str, Handler)] = &[
         Method::PUT,
         "/v1/keys/{key_id}/grace-period",
         change_grace_period::handler,
+    ),
+    (
+        Method::PUT,
+        "/v1/keys/{key_id}/rotation-policy",
+        set_rotation_policy::handler,
     ),
     (
         Method::POST,
@@ -177,6 +183,23 @@ async fn handle(
     };
     tracing::info!(%method, route = route_name, status = response.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request");
     to_hyper(response)
+}
+
+/// Who the local schedule's changes name as their actor.
+pub const LOCAL_SCHEDULE: &str = "keyward serve";
+
+/// Runs the scheduled rotation every `period`, the first time at once, as the schedule rule
+/// does on AWS. A run that cannot read its due keys is logged, and the next one tries again.
+pub async fn run_schedule(store: &dyn KeyStore, sink: &dyn SecretSink, period: Duration) {
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let actor = Actor::schedule(LOCAL_SCHEDULE);
+    loop {
+        ticks.tick().await;
+        if let Err(e) = scheduled_rotation::run(store, sink, &actor, keyward::now()).await {
+            tracing::error!(error = %keyward::error_chain(&e), "the scheduled run cannot read its due keys");
+        }
+    }
 }
 
 /// Serves the HTTP API on `listener` until the process ends.

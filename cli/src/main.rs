@@ -3,30 +3,51 @@
 use std::io::Write;
 use std::process::ExitCode;
 
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use keyward::domain::{EnvName, Issued};
 use keyward::error_chain;
 use keyward::events::{EventBridgeBus, EventsConfig};
+use keyward::secrets::{FileSink, SecretSink, SecretsManagerSink};
 use keyward::store::{DynamoStore, KeyStore, StoreConfig};
-use keyward_cli::{CreateEnvironmentError, StreamPoller, create_environment_in, operator, serve};
+use keyward_cli::{
+    CreateEnvironmentError, StreamPoller, create_environment_in, operator, run_schedule, serve,
+};
 
 const USAGE: &str = "usage:
-  keyward serve [--listen ADDR] [--store STORE | --db PATH]
+  keyward serve [--listen ADDR] [--store STORE | --db PATH] [--secrets-file PATH] [--schedule-every SECONDS]
   keyward env create NAME [--json] [--store STORE | --db PATH]
   keyward table create TABLE
 
 STORE is sqlite:PATH (default sqlite:keyward.db) or dynamodb:TABLE; --db PATH is short for
 --store sqlite:PATH. DynamoDB is reached through the standard AWS variables (AWS_ENDPOINT_URL,
-AWS_REGION, credentials). serve listens on 127.0.0.1:8080 unless --listen says otherwise.";
+AWS_REGION, credentials). serve listens on 127.0.0.1:8080 unless --listen says otherwise.
+
+serve also runs the scheduled rotation every 60 seconds (or --schedule-every), and delivers
+each new secret to Secrets Manager when AWS_ENDPOINT_URL is set or the store is DynamoDB, and
+otherwise to the file keyward-secrets.json (or --secrets-file), which it keeps at mode 0600.";
+
+/// The local secrets file, when secrets go to a file and no other is named.
+const SECRETS_FILE: &str = "keyward-secrets.json";
 
 /// The environment `serve` makes on an empty store.
 const FIRST_ENVIRONMENT: &str = "development";
 
 enum Command {
-    Serve { listen: String },
-    CreateEnvironment { name: EnvName, json: bool },
-    CreateTable { table: String },
+    Serve {
+        listen: String,
+        secrets_file: Option<PathBuf>,
+        schedule_every: Duration,
+    },
+    CreateEnvironment {
+        name: EnvName,
+        json: bool,
+    },
+    CreateTable {
+        table: String,
+    },
 }
 
 struct Args {
@@ -37,6 +58,8 @@ struct Args {
 fn parse(args: &[String]) -> Result<Args, String> {
     let mut store = StoreConfig::Sqlite("keyward.db".into());
     let mut listen = "127.0.0.1:8080".to_owned();
+    let mut secrets_file = None;
+    let mut schedule_every = Duration::from_secs(60);
     let mut json = false;
     let mut words = Vec::new();
     let mut iter = args.iter();
@@ -50,6 +73,15 @@ fn parse(args: &[String]) -> Result<Args, String> {
             "--store" => store = StoreConfig::parse(&value("--store")?)?,
             "--db" => store = StoreConfig::Sqlite(value("--db")?.into()),
             "--listen" => listen = value("--listen")?,
+            "--secrets-file" => secrets_file = Some(PathBuf::from(value("--secrets-file")?)),
+            "--schedule-every" => {
+                schedule_every = value("--schedule-every")?
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|&secs| (1..=86_400).contains(&secs))
+                    .map(Duration::from_secs)
+                    .ok_or("--schedule-every is a number of seconds from 1 to 86400")?;
+            }
             "--json" => json = true,
             "-h" | "--help" => return Err(String::new()),
             flag if flag.starts_with("--") => return Err(format!("unknown option {flag}")),
@@ -57,7 +89,11 @@ fn parse(args: &[String]) -> Result<Args, String> {
         }
     }
     let command = match words.as_slice() {
-        ["serve"] => Command::Serve { listen },
+        ["serve"] => Command::Serve {
+            listen,
+            secrets_file,
+            schedule_every,
+        },
         ["env", "create", name] => Command::CreateEnvironment {
             name: EnvName::parse(name).map_err(|e| e.to_string())?,
             json,
@@ -106,6 +142,27 @@ async fn stream_publisher(table: &str) -> Result<(StreamPoller, EventBridgeBus),
     Ok((poller, bus))
 }
 
+/// Where `serve`'s schedule delivers secrets: a file named on the command line, else Secrets
+/// Manager when AWS is in use, else the default file.
+async fn secret_sink(store: &StoreConfig, file: Option<PathBuf>) -> Box<dyn SecretSink> {
+    let aws =
+        std::env::var_os("AWS_ENDPOINT_URL").is_some() || matches!(store, StoreConfig::DynamoDb(_));
+    match file {
+        None if aws => {
+            println!("Scheduled rotation delivers secrets to Secrets Manager.");
+            Box::new(SecretsManagerSink::from_env().await)
+        }
+        file => {
+            let path = file.unwrap_or_else(|| PathBuf::from(SECRETS_FILE));
+            println!(
+                "Scheduled rotation delivers secrets to {} (mode 0600).",
+                path.display()
+            );
+            Box::new(FileSink::new(path))
+        }
+    }
+}
+
 async fn run(args: Args) -> Result<(), String> {
     match args.command {
         Command::CreateTable { table } => {
@@ -130,7 +187,11 @@ async fn run(args: Args) -> Result<(), String> {
             }
             Ok(())
         }
-        Command::Serve { listen } => {
+        Command::Serve {
+            listen,
+            secrets_file,
+            schedule_every,
+        } => {
             lambda_http::tracing::init_default_subscriber_with_writer(std::io::stderr);
             let store = open(&args.store).await?;
             let publisher = match &args.store {
@@ -149,12 +210,14 @@ async fn run(args: Args) -> Result<(), String> {
                     Err(e) => return Err(error_chain(&e)),
                 }
             }
+            let sink = secret_sink(&args.store, secrets_file).await;
             let listener = tokio::net::TcpListener::bind(&listen)
                 .await
                 .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
             let addr = listener.local_addr().map_err(|e| e.to_string())?;
             println!("keyward is listening on http://{addr}");
             std::io::stdout().flush().map_err(|e| e.to_string())?;
+            let scheduling = run_schedule(&*store, &*sink, schedule_every);
             let publishing = async {
                 match publisher {
                     Some((poller, bus)) => poller.run(&bus, &*store).await,
@@ -164,6 +227,7 @@ async fn run(args: Args) -> Result<(), String> {
             tokio::select! {
                 served = serve(listener, Arc::clone(&store)) => served.map_err(|e| e.to_string()),
                 () = publishing => Ok(()),
+                () = scheduling => Ok(()),
                 _ = tokio::signal::ctrl_c() => Ok(()),
             }
         }

@@ -6,6 +6,7 @@
 pub mod domain;
 pub mod events;
 pub mod http;
+pub mod secrets;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;

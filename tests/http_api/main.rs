@@ -4,4 +4,5 @@ mod bad_input;
 mod cli;
 mod lifecycle;
 mod race;
+mod schedule;
 mod support;

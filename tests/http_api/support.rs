@@ -78,6 +78,13 @@ fn table_name(dir: &std::path::Path) -> String {
 impl Server {
     /// Starts `keyward serve --listen 127.0.0.1:0` on a fresh store, logging at debug level.
     pub fn start(backend: Backend) -> Self {
+        Self::start_with(backend, &[])
+    }
+
+    /// Starts `serve` as [`Server::start`] does, with more options. On SQLite, its scheduled
+    /// rotation delivers secrets to a file in the server's folder; on DynamoDB, to Secrets
+    /// Manager on the same endpoint.
+    pub fn start_with(backend: Backend, options: &[&str]) -> Self {
         let dir = fresh_dir();
         let store = match backend {
             Backend::Sqlite => format!("sqlite:{}", dir.join("keyward.db").display()),
@@ -100,8 +107,15 @@ impl Server {
             }
         };
         let log = std::fs::File::create(dir.join("serve.log")).expect("a log file");
+        let secrets_file = dir.join("secrets.json").display().to_string();
+        let file_option = match backend {
+            Backend::Sqlite => vec!["--secrets-file", &secrets_file],
+            Backend::DynamoDb => Vec::new(),
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
             .args(["serve", "--listen", "127.0.0.1:0", "--store", &store])
+            .args(file_option)
+            .args(options)
             .env("RUST_LOG", "debug")
             .env("USER", "test-operator")
             .stdout(Stdio::piped())
@@ -230,6 +244,16 @@ impl Server {
                 .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
                 .collect(),
         }
+    }
+
+    /// The store, as `--store` names it.
+    pub fn store(&self) -> &str {
+        &self.store
+    }
+
+    /// The file that scheduled rotation delivers secrets to on SQLite.
+    pub fn secrets_file(&self) -> PathBuf {
+        self.dir.join("secrets.json")
     }
 
     /// Runs another `keyward` command on the same store.

@@ -25,7 +25,9 @@ mod tests {
     use std::sync::Mutex;
 
     use async_trait::async_trait;
-    use keyward::domain::{Action, KeyId};
+    use keyward::domain::{
+        Action, ActivityEntry, Actor, Change, Event as KeyEvent, Key, KeyId, KeyWrite,
+    };
     use keyward::events::{OutgoingEvent, PublishError};
     use keyward::store::{ActivityFilter, PageRequest};
     use keyward::testing::seeded;
@@ -80,9 +82,41 @@ mod tests {
             .collect()
     }
 
+    /// Stores the key whose hash item the batch's TTL removal names, as it was before: the
+    /// key item outlives its hash item, and the expiry is recorded on it.
+    async fn store_the_removed_key(s: &keyward::testing::Seeded) -> Key {
+        let batch: Event = serde_json::from_str(BATCH).unwrap();
+        let removal = batch
+            .records
+            .iter()
+            .find(|r| r.event_name == "REMOVE")
+            .expect("the batch has a removal");
+        let key: Key = serde_dynamo::from_item(removal.change.old_image.clone()).unwrap();
+        let created = KeyEvent::Created {
+            name: key.name.clone(),
+            kind: key.kind,
+            scopes: key.scopes.clone(),
+            expires_at: None,
+        };
+        let change = Change {
+            keys: vec![KeyWrite::Insert(key.clone())],
+            environment: None,
+            activity: ActivityEntry::new(
+                &s.environment,
+                &key.id,
+                Actor::operator("test"),
+                created,
+                key.created_at,
+            ),
+        };
+        s.store.apply(&change).await.unwrap();
+        key
+    }
+
     #[tokio::test]
     async fn an_outbox_insert_is_published_and_a_ttl_removal_is_recorded_as_an_expiry() {
         let s = seeded("production", keyward::now()).await;
+        let removed = store_the_removed_key(&s).await;
         let bus = RecordingBus::default();
         let response = handler(&bus, &s.store, lambda_event(BATCH)).await.unwrap();
         assert!(failures(&response).is_empty());
@@ -121,6 +155,12 @@ mod tests {
             KeyId::parse("key_08DvEV00000000000000BB").unwrap()
         );
         assert_eq!(expired[0].actor.id, keyward::events::TTL_ACTOR);
+        let stored = s.store.key(&removed.id).await.unwrap().unwrap();
+        assert_eq!(
+            stored.version,
+            removed.version + 1,
+            "the key records that its expiry notice is done, so the schedule does not repeat it"
+        );
 
         handler(&bus, &s.store, lambda_event(BATCH)).await.unwrap();
         let again = s

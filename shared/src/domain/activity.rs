@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use super::Timestamp;
 use super::grace::GracePeriod;
+use super::key::RotationPolicy;
 use super::names::{ActivityId, EnvName, KeyId, KeyName, Kind, Scopes};
+use super::schedule::ExpiryStage;
 
 /// Who made a change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +48,14 @@ impl Actor {
         Self {
             kind: ActorType::Operator,
             id: name.into(),
+        }
+    }
+
+    /// A schedule rule, named by its ARN (or `keyward serve` for the local schedule).
+    pub fn schedule(id: impl Into<String>) -> Self {
+        Self {
+            kind: ActorType::Schedule,
+            id: id.into(),
         }
     }
 
@@ -108,6 +118,30 @@ pub enum Event {
         /// When it expired.
         expires_at: Timestamp,
     },
+    /// A key will expire soon: within 24 hours, then again within an hour.
+    #[serde(rename = "key.expiring")]
+    Expiring {
+        /// When it expires.
+        expires_at: Timestamp,
+        /// How soon: `24h` or `1h`.
+        within: ExpiryStage,
+    },
+    /// A key's rotation policy was set, changed or cleared.
+    #[serde(rename = "key.rotation_policy_changed")]
+    RotationPolicyChanged {
+        /// The policy before.
+        previous: Option<RotationPolicy>,
+        /// The policy after; `null` when cleared.
+        rotation_policy: Option<RotationPolicy>,
+    },
+    /// A scheduled rotation's new secret became the current version of the key's secret.
+    #[serde(rename = "key.secret_delivered")]
+    SecretDelivered {
+        /// The secret (name or ARN) that now holds it.
+        secret_id: String,
+        /// The version that holds it.
+        version_id: String,
+    },
 }
 
 impl Event {
@@ -119,6 +153,9 @@ impl Event {
             Event::GracePeriodChanged { .. } => Action::GracePeriodChanged,
             Event::Revoked { .. } => Action::Revoked,
             Event::Expired { .. } => Action::Expired,
+            Event::Expiring { .. } => Action::Expiring,
+            Event::RotationPolicyChanged { .. } => Action::RotationPolicyChanged,
+            Event::SecretDelivered { .. } => Action::SecretDelivered,
         }
     }
 }
@@ -138,16 +175,22 @@ pub enum Action {
     Expired,
     /// `key.expiring`
     Expiring,
+    /// `key.rotation_policy_changed`
+    RotationPolicyChanged,
+    /// `key.secret_delivered`
+    SecretDelivered,
 }
 
 impl Action {
-    const ALL: [Action; 6] = [
+    const ALL: [Action; 8] = [
         Action::Created,
         Action::Rotated,
         Action::GracePeriodChanged,
         Action::Revoked,
         Action::Expired,
         Action::Expiring,
+        Action::RotationPolicyChanged,
+        Action::SecretDelivered,
     ];
 
     /// The action's name, such as `key.rotated`.
@@ -159,6 +202,8 @@ impl Action {
             Action::Revoked => "key.revoked",
             Action::Expired => "key.expired",
             Action::Expiring => "key.expiring",
+            Action::RotationPolicyChanged => "key.rotation_policy_changed",
+            Action::SecretDelivered => "key.secret_delivered",
         }
     }
 

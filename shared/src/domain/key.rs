@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::Timestamp;
 use super::grace::{GracePeriod, RotationInterval};
 use super::names::{EnvName, InputError, KeyId, KeyName, Kind, Scopes};
+use super::schedule::{ExpiryNotice, PendingDelivery};
 use super::token::KeyHash;
 
 /// Where a key is in its life. It is derived from the record and the time, never stored.
@@ -128,6 +129,12 @@ pub struct Key {
     pub expiry_limit: Option<Timestamp>,
     /// How the key rotates itself, if it does.
     pub rotation_policy: Option<RotationPolicy>,
+    /// The last expiry notice recorded, so that each is recorded once.
+    #[serde(default)]
+    pub expiry_notice: Option<ExpiryNotice>,
+    /// A scheduled rotation's secret that is not yet the current version of its secret.
+    #[serde(default)]
+    pub pending_delivery: Option<PendingDelivery>,
     /// Bumped by every change; a write applies only if the stored version is the one read.
     pub version: u64,
 }

@@ -5,7 +5,7 @@ use super::Timestamp;
 use super::activity::{ActivityEntry, Actor, Event};
 use super::grace::GracePeriod;
 use super::key::{Environment, Key, RotationPolicy, Status};
-use super::names::{ActivityId, EnvName, InputError, KeyId, KeyName, Kind, Scopes};
+use super::names::{EnvName, InputError, KeyId, KeyName, Kind, Scopes};
 use super::token::Secret;
 
 /// A key write, with the precondition the store must check.
@@ -61,6 +61,9 @@ pub enum LifecycleError {
     /// The default key must be rotated before it can be revoked, so the environment keeps a key.
     #[error("the environment's default key must be rotated before it can be revoked")]
     DefaultKeyMustBeRotated,
+    /// A scheduled rotation needs the key's rotation policy.
+    #[error("the key has no rotation policy")]
+    NoRotationPolicy,
     /// The request itself breaks a rule.
     #[error(transparent)]
     Input(#[from] InputError),
@@ -158,6 +161,8 @@ impl Draft<'_> {
             rotated_to: None,
             expiry_limit: None,
             rotation_policy: self.rotation_policy,
+            expiry_notice: None,
+            pending_delivery: None,
             version: 1,
         };
         (key, secret)
@@ -175,7 +180,7 @@ fn created(key: &Key, actor: Actor, now: Timestamp) -> ActivityEntry {
 }
 
 /// The next version of `key`, and the write that stores it if nobody changed it meanwhile.
-fn update(key: Key) -> (Key, KeyWrite) {
+pub(super) fn update(key: Key) -> (Key, KeyWrite) {
     let expected_version = key.version;
     let key = Key {
         version: expected_version + 1,
@@ -382,25 +387,52 @@ pub fn revoke(key: &Key, actor: Actor, now: Timestamp) -> Result<Revocation, Lif
     })
 }
 
-/// The change that records a key's expiry once it has passed, or nothing for a key that is
-/// not expired (a revoked key was recorded as revoked). Its entry's id depends only on the key
-/// and its expiry, so recording it again is a conflict that changes nothing.
-pub fn record_expiry(key: &Key, actor: Actor, now: Timestamp) -> Option<Change> {
-    let expires_at = key
-        .expires_at
-        .filter(|_| key.status(now) == Status::Expired)?;
-    let activity = ActivityEntry {
-        id: ActivityId::for_expiry(&key.id, expires_at),
-        at: expires_at,
-        environment: key.environment.clone(),
-        key_id: key.id.clone(),
-        actor,
-        event: Event::Expired { expires_at },
+/// The outcome of setting or clearing a key's rotation policy.
+#[derive(Debug)]
+pub enum PolicyChange {
+    /// The policy changed.
+    Changed {
+        /// The key with its new policy.
+        key: Key,
+        /// What to apply.
+        change: Box<Change>,
+    },
+    /// The key already had this policy: nothing changes and nothing is recorded.
+    Unchanged(Key),
+}
+
+/// Sets or clears the rotation policy of an active key. Its next scheduled rotation is the new
+/// policy's interval after the key was made, so a policy that is already overdue rotates the
+/// key at the next scheduled run.
+pub fn set_rotation_policy(
+    key: &Key,
+    policy: Option<RotationPolicy>,
+    actor: Actor,
+    now: Timestamp,
+) -> Result<PolicyChange, LifecycleError> {
+    let status = key.status(now);
+    if status != Status::Active {
+        return Err(LifecycleError::NotActive(status));
+    }
+    if key.rotation_policy == policy {
+        return Ok(PolicyChange::Unchanged(key.clone()));
+    }
+    let event = Event::RotationPolicyChanged {
+        previous: key.rotation_policy.clone(),
+        rotation_policy: policy.clone(),
     };
-    Some(Change {
-        keys: Vec::new(),
+    let (changed, write) = update(Key {
+        rotation_policy: policy,
+        ..key.clone()
+    });
+    let change = Change {
+        keys: vec![write],
         environment: None,
-        activity,
+        activity: ActivityEntry::new(&key.environment, &key.id, actor, event, now),
+    };
+    Ok(PolicyChange::Changed {
+        key: changed,
+        change: Box::new(change),
     })
 }
 
@@ -775,34 +807,46 @@ mod tests {
     }
 
     #[test]
-    fn an_expiry_is_recorded_only_once_it_has_passed_and_never_for_a_revoked_key() {
-        let in_grace = rotate(&active_key(), grace("1h"), operator(), t0())
-            .unwrap()
-            .previous;
-        let system = Actor::system("dynamodb-ttl");
-        assert_eq!(record_expiry(&in_grace, system.clone(), t0()), None);
-        let later = t0() + TimeDelta::hours(2);
-        let first = record_expiry(&in_grace, system.clone(), later).unwrap();
-        assert!(first.keys.is_empty() && first.environment.is_none());
+    fn a_rotation_policy_is_set_changed_or_cleared_on_an_active_key_only() {
+        let key = active_key();
+        let policy = RotationPolicy::from_json(
+            &serde_json::json!({"every": "P30D", "grace_period": "24h", "secret_id": "keyward/billing"}),
+        )
+        .unwrap();
+        let PolicyChange::Changed { key: set, change } =
+            set_rotation_policy(&key, Some(policy.clone()), operator(), t0()).unwrap()
+        else {
+            panic!("not changed")
+        };
+        assert_eq!(set.rotation_policy.as_ref(), Some(&policy));
+        assert_eq!(set.version, key.version + 1);
         assert_eq!(
-            first.activity.event,
-            Event::Expired {
-                expires_at: t0() + TimeDelta::hours(1)
+            change.activity.event,
+            Event::RotationPolicyChanged {
+                previous: None,
+                rotation_policy: Some(policy.clone())
             }
         );
-        assert_eq!(first.activity.at, t0() + TimeDelta::hours(1));
-        assert_eq!(
-            record_expiry(&in_grace, system.clone(), later + TimeDelta::days(1))
-                .unwrap()
-                .activity
-                .id,
-            first.activity.id
-        );
-        let Revocation::Revoked { key: revoked, .. } = revoke(&in_grace, operator(), t0()).unwrap()
+        assert!(matches!(
+            set_rotation_policy(&set, Some(policy.clone()), operator(), t0()).unwrap(),
+            PolicyChange::Unchanged(k) if k == set
+        ));
+        let PolicyChange::Changed { key: cleared, .. } =
+            set_rotation_policy(&set, None, operator(), t0()).unwrap()
         else {
-            panic!()
+            panic!("not cleared")
         };
-        assert_eq!(record_expiry(&revoked, system, later), None);
+        assert_eq!(cleared.rotation_policy, None);
+        let in_grace = rotate(&set, grace("1h"), operator(), t0()).unwrap();
+        assert_eq!(
+            in_grace.key.rotation_policy.as_ref(),
+            Some(&policy),
+            "carried over"
+        );
+        assert_eq!(
+            set_rotation_policy(&in_grace.previous, None, operator(), t0()).unwrap_err(),
+            LifecycleError::NotActive(Status::InGrace)
+        );
     }
 
     #[test]

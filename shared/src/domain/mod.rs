@@ -6,6 +6,7 @@ mod grace;
 mod key;
 mod lifecycle;
 mod names;
+mod schedule;
 mod token;
 mod verify;
 
@@ -13,10 +14,15 @@ pub use activity::{Action, ActivityEntry, Actor, ActorType, Event};
 pub use grace::{GracePeriod, RotationInterval, parse_iso8601_seconds};
 pub use key::{Environment, Key, RotationPolicy, Status};
 pub use lifecycle::{
-    Change, EnvironmentWrite, GraceChanged, Issued, KeyWrite, LifecycleError, NewKey, Revocation,
-    Rotated, change_grace_period, create_environment, create_key, record_expiry, revoke, rotate,
+    Change, EnvironmentWrite, GraceChanged, Issued, KeyWrite, LifecycleError, NewKey, PolicyChange,
+    Revocation, Rotated, change_grace_period, create_environment, create_key, revoke, rotate,
+    set_rotation_policy,
 };
 pub use names::{ActivityId, EnvName, InputError, KeyId, KeyName, Kind, Scope, Scopes};
+pub use schedule::{
+    Due, ExpiryNotice, ExpiryStage, PendingDelivery, expiry_notice, scheduled_rotation,
+    secret_delivered,
+};
 pub use token::{KeyHash, MalformedKey, PresentedKey, Secret};
 pub use verify::{Verdict, check};
 

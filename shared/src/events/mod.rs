@@ -16,7 +16,7 @@ use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse
 pub use eventbridge::EventBridgeBus;
 pub use stream::lambda_event;
 
-use crate::domain::{ActivityEntry, Actor, Key, Timestamp, record_expiry};
+use crate::domain::{ActivityEntry, Actor, Key, Timestamp, expiry_notice};
 use crate::store::dynamodb::table;
 use crate::store::{KeyStore, StoreError};
 
@@ -151,7 +151,7 @@ pub async fn publish_stream(
             Ok(Work::Nothing) => {}
             Ok(Work::Publish(event)) => outgoing.push((id, event)),
             Ok(Work::RecordExpiry(key)) => {
-                let Some(change) = record_expiry(&key, Actor::system(TTL_ACTOR), now) else {
+                let Some(change) = expiry_notice(&key, Actor::system(TTL_ACTOR), now) else {
                     continue;
                 };
                 match store.apply(&change).await {

@@ -106,6 +106,7 @@ impl From<LifecycleError> for ApiError {
             LifecycleError::NotActive(_) => "key_not_active",
             LifecycleError::NotInGrace(_) => "key_not_in_grace",
             LifecycleError::DefaultKeyMustBeRotated => "default_key_must_be_rotated",
+            LifecycleError::NoRotationPolicy => "no_rotation_policy",
             LifecycleError::Input(input) => return input.into(),
         };
         Self::new(StatusCode::CONFLICT, code, e.to_string())

@@ -2,7 +2,7 @@
 //!
 //! | item | `pk` | `sk` | `gsi1pk` / `gsi1sk` | what else |
 //! |---|---|---|---|---|
-//! | key | `KEY#<key id>` | `KEY` | `ENV#<env>` / `<key id>` | the key record, `version` |
+//! | key | `KEY#<key id>` | `KEY` | `ENV#<env>` / `<key id>` | the key record, `version`; and `gsi2pk` = `DUE` / `gsi2sk` = `<next due time>#<key id>` while the schedule has something to do with it |
 //! | hash | `HASH#<sha256>` | `HASH` | | a copy of the key record, and `ttl` (epoch seconds of `expires_at`) |
 //! | environment | `ENV#<env>` | `ENV` | `ENVIRONMENTS` / `<env>` | `default_key_id`, `created_at` |
 //! | activity (outbox) | `ENVACT#<env>` | `<activity id>` | | the entry; the stream publishes these |
@@ -13,6 +13,8 @@
 //! - read a key: one `GetItem`; list an environment's keys: one `Query` on `gsi1`, newest first;
 //! - activity per environment or per key: one `Query` on the base table, newest first,
 //!   strongly consistent, with a filter for `?action=`;
+//! - keys a scheduled run must handle: one `Query` on the sparse, keys-only `gsi2` for due
+//!   times up to now, then one consistent `BatchGetItem` per 100 keys;
 //! - every lifecycle change: one `TransactWriteItems` with the key's version as condition.
 //!
 //! DynamoDB's TTL removes hash items after their `expires_at`; expiry itself is always decided
@@ -26,15 +28,16 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
-    KeyType, Projection, ProjectionType, Put, ScalarAttributeType, StreamSpecification,
-    StreamViewType, TimeToLiveSpecification, TransactWriteItem, Update,
+    KeyType, KeysAndAttributes, Projection, ProjectionType, Put, ScalarAttributeType,
+    StreamSpecification, StreamViewType, TimeToLiveSpecification, TransactWriteItem, Update,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{ActivityFilter, KeyLookup, KeyStore, Page, PageRequest, StoreError};
+use super::{ActivityFilter, KeyLookup, KeyStore, Page, PageRequest, StoreError, due_sort_key};
 use crate::domain::{
     ActivityEntry, Change, EnvName, Environment, EnvironmentWrite, Key, KeyHash, KeyId, KeyWrite,
+    Timestamp,
 };
 
 /// The table's names, shared with `keyward table create` and checked against the SAM template.
@@ -49,6 +52,14 @@ pub mod table {
     pub const GSI1_PK: &str = "gsi1pk";
     /// Sort key of `gsi1`.
     pub const GSI1_SK: &str = "gsi1sk";
+    /// The sparse, keys-only index of keys by when the schedule next has something to do.
+    pub const GSI2: &str = "gsi2";
+    /// Partition key of `gsi2`: always [`DUE`], on the key items that are due some time.
+    pub const GSI2_PK: &str = "gsi2pk";
+    /// Sort key of `gsi2`: the due time, then the key id.
+    pub const GSI2_SK: &str = "gsi2sk";
+    /// The one partition of `gsi2`.
+    pub const DUE: &str = "DUE";
     /// The attribute DynamoDB's TTL reads on hash items, in epoch seconds.
     pub const TTL: &str = "ttl";
     /// Prefix of hash items' partition keys; the stream publisher watches their removal.
@@ -73,6 +84,12 @@ fn s(v: impl Into<String>) -> AttributeValue {
 }
 
 type Item = HashMap<String, AttributeValue>;
+
+/// The most keys one `BatchGetItem` may ask for.
+const MAX_BATCH_GET: usize = 100;
+
+/// How many `BatchGetItem` calls one batch may take before unprocessed keys are an error.
+const MAX_BATCH_ATTEMPTS: u32 = 6;
 
 fn to_item<T: Serialize>(value: &T, keys: [(&str, String); 2]) -> Result<Item, StoreError> {
     let mut item: Item = serde_dynamo::to_item(value).map_err(backend)?;
@@ -114,6 +131,13 @@ fn key_item(key: &Key) -> Result<Item, StoreError> {
     )?;
     item.insert(table::GSI1_PK.to_owned(), s(env_pk(&key.environment)));
     item.insert(table::GSI1_SK.to_owned(), s(key.id.as_str()));
+    if let Some(at) = key.next_due_at() {
+        item.insert(table::GSI2_PK.to_owned(), s(table::DUE));
+        item.insert(
+            table::GSI2_SK.to_owned(),
+            s(format!("{}#{}", due_sort_key(at), key.id)),
+        );
+    }
     Ok(item)
 }
 
@@ -330,17 +354,37 @@ impl DynamoStore {
             )
             .build()
             .map_err(backend)?;
-        self.client
+        let due = GlobalSecondaryIndex::builder()
+            .index_name(table::GSI2)
+            .key_schema(key(table::GSI2_PK, KeyType::Hash).map_err(backend)?)
+            .key_schema(key(table::GSI2_SK, KeyType::Range).map_err(backend)?)
+            .projection(
+                Projection::builder()
+                    .projection_type(ProjectionType::KeysOnly)
+                    .build(),
+            )
+            .build()
+            .map_err(backend)?;
+        let mut create = self
+            .client
             .create_table()
             .table_name(&self.table)
-            .billing_mode(BillingMode::PayPerRequest)
-            .attribute_definitions(attribute(table::PK).map_err(backend)?)
-            .attribute_definitions(attribute(table::SK).map_err(backend)?)
-            .attribute_definitions(attribute(table::GSI1_PK).map_err(backend)?)
-            .attribute_definitions(attribute(table::GSI1_SK).map_err(backend)?)
+            .billing_mode(BillingMode::PayPerRequest);
+        for name in [
+            table::PK,
+            table::SK,
+            table::GSI1_PK,
+            table::GSI1_SK,
+            table::GSI2_PK,
+            table::GSI2_SK,
+        ] {
+            create = create.attribute_definitions(attribute(name).map_err(backend)?);
+        }
+        create
             .key_schema(key(table::PK, KeyType::Hash).map_err(backend)?)
             .key_schema(key(table::SK, KeyType::Range).map_err(backend)?)
             .global_secondary_indexes(gsi)
+            .global_secondary_indexes(due)
             .stream_specification(
                 StreamSpecification::builder()
                     .stream_enabled(true)
@@ -365,6 +409,49 @@ impl DynamoStore {
             .await
             .map_err(backend)?;
         Ok(())
+    }
+
+    /// Reads up to 100 key items with one strongly consistent `BatchGetItem`, and again, after
+    /// a growing pause, for any keys DynamoDB leaves unprocessed when it throttles.
+    async fn batch_get(&self, mut ids: Vec<Item>) -> Result<Vec<Key>, StoreError> {
+        let mut keys = Vec::with_capacity(ids.len());
+        for attempt in 0u32.. {
+            if ids.is_empty() {
+                break;
+            }
+            if attempt == MAX_BATCH_ATTEMPTS {
+                return Err(backend(std::io::Error::other(format!(
+                    "{} keys were still unprocessed after {attempt} BatchGetItem calls",
+                    ids.len()
+                ))));
+            }
+            if attempt > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(25 << attempt)).await;
+            }
+            let request = KeysAndAttributes::builder()
+                .set_keys(Some(std::mem::take(&mut ids)))
+                .consistent_read(true)
+                .build()
+                .map_err(backend)?;
+            let out = self
+                .client
+                .batch_get_item()
+                .request_items(&self.table, request)
+                .send()
+                .await
+                .map_err(backend)?;
+            for item in out
+                .responses
+                .and_then(|mut r| r.remove(&self.table))
+                .unwrap_or_default()
+            {
+                keys.push(from_item(item)?);
+            }
+            if let Some(left) = out.unprocessed_keys.and_then(|mut u| u.remove(&self.table)) {
+                ids = left.keys;
+            }
+        }
+        Ok(keys)
     }
 
     /// The table's stream ARN, for the local stream poller.
@@ -524,6 +611,45 @@ impl KeyStore for DynamoStore {
         };
         self.page(query, request, |e: &ActivityEntry| e.id.as_str().to_owned())
             .await
+    }
+
+    async fn due_keys(&self, now: Timestamp, limit: usize) -> Result<Vec<Key>, StoreError> {
+        let upto = format!("{}#~", due_sort_key(now));
+        let mut ids: Vec<Item> = Vec::new();
+        let mut start = None;
+        while ids.len() < limit {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(table::GSI2)
+                .key_condition_expression("#pk = :due AND #sk <= :upto")
+                .expression_attribute_names("#pk", table::GSI2_PK)
+                .expression_attribute_names("#sk", table::GSI2_SK)
+                .expression_attribute_values(":due", s(table::DUE))
+                .expression_attribute_values(":upto", s(upto.clone()))
+                .limit(i32::try_from(limit - ids.len()).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(backend)?;
+            ids.extend(out.items.unwrap_or_default().into_iter().map(|item| {
+                [table::PK, table::SK]
+                    .into_iter()
+                    .filter_map(|name| Some((name.to_owned(), item.get(name)?.clone())))
+                    .collect::<Item>()
+            }));
+            match out.last_evaluated_key {
+                Some(last) => start = Some(last),
+                None => break,
+            }
+        }
+        let mut keys = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(MAX_BATCH_GET) {
+            keys.extend(self.batch_get(chunk.to_vec()).await?);
+        }
+        keys.sort_by(|a, b| (a.next_due_at(), &a.id).cmp(&(b.next_due_at(), &b.id)));
+        Ok(keys)
     }
 
     async fn apply(&self, change: &Change) -> Result<(), StoreError> {

@@ -14,7 +14,15 @@ use async_trait::async_trait;
 pub use dynamodb::DynamoStore;
 pub use sqlite::SqliteStore;
 
-use crate::domain::{Action, ActivityEntry, Change, EnvName, Environment, Key, KeyHash, KeyId};
+use crate::domain::{
+    Action, ActivityEntry, Change, EnvName, Environment, Key, KeyHash, KeyId, Timestamp,
+};
+
+/// A time as the due indexes sort it: fixed-width RFC 3339 in UTC with milliseconds, so that
+/// text order is time order.
+fn due_sort_key(at: Timestamp) -> String {
+    at.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
 
 /// Why a store call failed.
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +113,10 @@ pub trait KeyStore: KeyLookup {
         filter: &ActivityFilter,
         page: &PageRequest,
     ) -> Result<Page<ActivityEntry>, StoreError>;
+    /// Up to `limit` keys that a scheduled run has something to do with at `now` (their
+    /// [`Key::next_due_at`] has come), earliest first, read from an index and strongly
+    /// consistent.
+    async fn due_keys(&self, now: Timestamp, limit: usize) -> Result<Vec<Key>, StoreError>;
     /// Applies a change with its activity entry atomically, or fails with `Conflict`.
     async fn apply(&self, change: &Change) -> Result<(), StoreError>;
 }

@@ -12,9 +12,10 @@ use rusqlite::{
     Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior, params,
 };
 
-use super::{ActivityFilter, KeyLookup, KeyStore, Page, PageRequest, StoreError};
+use super::{ActivityFilter, KeyLookup, KeyStore, Page, PageRequest, StoreError, due_sort_key};
 use crate::domain::{
     ActivityEntry, Change, EnvName, Environment, EnvironmentWrite, Key, KeyHash, KeyId, KeyWrite,
+    Timestamp,
 };
 
 const SCHEMA: &str = "
@@ -28,6 +29,7 @@ CREATE TABLE IF NOT EXISTS keys (
     environment TEXT NOT NULL,
     hash TEXT NOT NULL UNIQUE,
     version INTEGER NOT NULL,
+    due_at TEXT,
     record TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS keys_by_environment ON keys (environment, id);
@@ -43,6 +45,48 @@ CREATE INDEX IF NOT EXISTS activity_by_environment ON activity (environment, id)
 CREATE INDEX IF NOT EXISTS activity_by_key ON activity (key_id, id);
 CREATE INDEX IF NOT EXISTS activity_by_related_key ON activity (related_key_id, id) WHERE related_key_id IS NOT NULL;
 ";
+
+/// The index behind scheduled runs, made after [`add_due_at`] has brought an older file's
+/// `keys` table up to date.
+const DUE_INDEX: &str =
+    "CREATE INDEX IF NOT EXISTS keys_by_due ON keys (due_at, id) WHERE due_at IS NOT NULL;";
+
+/// Adds and fills the `due_at` column in a file made before scheduled rotation existed.
+fn add_due_at(conn: &mut Connection) -> Result<(), StoreError> {
+    let present: bool = conn
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_info('keys') WHERE name = 'due_at')",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(backend)?;
+    if present {
+        return Ok(());
+    }
+    let tx = conn.transaction().map_err(backend)?;
+    tx.execute_batch("ALTER TABLE keys ADD COLUMN due_at TEXT")
+        .map_err(backend)?;
+    let keys: Vec<Key> = {
+        let mut stmt = tx.prepare("SELECT record FROM keys").map_err(backend)?;
+        let rows = stmt
+            .query_map([], |row| row.get::<_, String>(0))
+            .map_err(backend)?;
+        rows.map(|row| decode(&row.map_err(backend)?))
+            .collect::<Result<_, _>>()?
+    };
+    for key in keys {
+        tx.execute(
+            "UPDATE keys SET due_at = ?1 WHERE id = ?2",
+            params![due_at(&key), key.id.as_str()],
+        )
+        .map_err(backend)?;
+    }
+    tx.commit().map_err(backend)
+}
+
+fn due_at(key: &Key) -> Option<String> {
+    key.next_due_at().map(due_sort_key)
+}
 
 /// The SQLite store.
 #[derive(Clone)]
@@ -91,8 +135,8 @@ fn apply_key(tx: &Transaction<'_>, write: &KeyWrite) -> Result<(), StoreError> {
     match write {
         KeyWrite::Insert(key) => {
             tx.execute(
-                "INSERT INTO keys (id, environment, hash, version, record) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![key.id.as_str(), key.environment.as_str(), key.hash.to_hex(), key.version, encode(key)?],
+                "INSERT INTO keys (id, environment, hash, version, due_at, record) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![key.id.as_str(), key.environment.as_str(), key.hash.to_hex(), key.version, due_at(key), encode(key)?],
             )
             .map_err(write_error)?;
         }
@@ -102,8 +146,8 @@ fn apply_key(tx: &Transaction<'_>, write: &KeyWrite) -> Result<(), StoreError> {
         } => {
             let changed = tx
                 .execute(
-                    "UPDATE keys SET version = ?1, record = ?2 WHERE id = ?3 AND version = ?4",
-                    params![key.version, encode(key)?, key.id.as_str(), expected_version],
+                    "UPDATE keys SET version = ?1, due_at = ?2, record = ?3 WHERE id = ?4 AND version = ?5",
+                    params![key.version, due_at(key), encode(key)?, key.id.as_str(), expected_version],
                 )
                 .map_err(write_error)?;
             if changed == 0 {
@@ -158,12 +202,14 @@ impl SqliteStore {
         Self::init(Connection::open_in_memory().map_err(backend)?)
     }
 
-    fn init(conn: Connection) -> Result<Self, StoreError> {
+    fn init(mut conn: Connection) -> Result<Self, StoreError> {
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;",
         )
         .map_err(backend)?;
         conn.execute_batch(SCHEMA).map_err(backend)?;
+        add_due_at(&mut conn)?;
+        conn.execute_batch(DUE_INDEX).map_err(backend)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -308,6 +354,23 @@ impl KeyStore for SqliteStore {
                 limit,
                 |e: &ActivityEntry| e.id.as_str().to_owned(),
             )
+        })
+        .await
+    }
+
+    async fn due_keys(&self, now: Timestamp, limit: usize) -> Result<Vec<Key>, StoreError> {
+        let upto = due_sort_key(now);
+        self.with(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT record FROM keys WHERE due_at IS NOT NULL AND due_at <= ?1
+                     ORDER BY due_at, id LIMIT ?2",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(params![upto, limit as i64], |row| row.get::<_, String>(0))
+                .map_err(backend)?;
+            rows.map(|row| decode(&row.map_err(backend)?)).collect()
         })
         .await
     }

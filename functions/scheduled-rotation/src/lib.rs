@@ -1,0 +1,283 @@
+//! The `scheduled-rotation` Lambda, invoked by an EventBridge schedule rule. One run finds the
+//! keys that are due with one index query and, for each: rotates it by its policy and delivers
+//! the new secret, finishes a delivery that an earlier run did not, or records the expiry
+//! notice that is due (`key.expiring` within 24 hours and within an hour, then `key.expired`).
+//!
+//! A rotation takes four steps, each safe to repeat:
+//! 1. store the new secret as a pending version of the policy's secret;
+//! 2. commit the rotation, on the condition that the key is still at the version read (the new
+//!    key records that its delivery is pending, which keeps it due);
+//! 3. make the pending version current;
+//! 4. record the delivery (`key.secret_delivered`), which takes the key off the schedule.
+//!
+//! A crash before step 2 leaves an unused pending version and the key still due, so the next
+//! run rotates it; a crash after it leaves a key whose pending delivery the next run finishes.
+//! Overlapping runs cannot both commit step 2. One key's failure is logged and counted, and
+//! does not stop the others.
+
+use aws_lambda_events::eventbridge::EventBridgeEvent;
+use futures_util::StreamExt;
+use keyward::domain::{
+    Actor, Due, ExpiryStage, Key, Timestamp, expiry_notice, scheduled_rotation, secret_delivered,
+};
+use keyward::error_chain;
+use keyward::secrets::{SecretSink, SecretValue};
+use keyward::store::{KeyStore, StoreError};
+use lambda_http::lambda_runtime::{Error, LambdaEvent};
+use serde::Serialize;
+
+/// The most keys one run handles; any more are due still, and the next run takes them.
+pub const MAX_KEYS_PER_RUN: usize = 1000;
+
+/// How many keys one run handles at a time.
+const CONCURRENCY: usize = 8;
+
+/// What one run did, as the function answers and logs it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Report {
+    /// Keys rotated, with their new secret delivered.
+    pub rotated: usize,
+    /// Deliveries of earlier rotations finished.
+    pub delivered: usize,
+    /// `key.expiring` entries recorded.
+    pub expiring: usize,
+    /// `key.expired` entries recorded.
+    pub expired: usize,
+    /// Keys that another writer changed first, left for the next run to look at again.
+    pub skipped: usize,
+    /// Keys whose step failed; each failure is logged.
+    pub failed: usize,
+}
+
+/// What happened to one key.
+enum Outcome {
+    Rotated,
+    Delivered,
+    Noticed(ExpiryStage),
+    Skipped,
+}
+
+/// Why one key's step failed, for the log.
+#[derive(Debug, thiserror::Error)]
+enum StepError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Secret(#[from] keyward::secrets::SecretError),
+    #[error(transparent)]
+    Lifecycle(#[from] keyward::domain::LifecycleError),
+}
+
+/// The Lambda handler: the rule's ARN from the event names the actor.
+pub async fn handler(
+    store: &dyn KeyStore,
+    sink: &dyn SecretSink,
+    event: LambdaEvent<EventBridgeEvent>,
+) -> Result<Report, Error> {
+    let rule = event
+        .payload
+        .resources
+        .as_deref()
+        .and_then(<[String]>::first)
+        .ok_or("the event names no schedule rule in its resources: is it a Scheduled Event?")?;
+    Ok(run(store, sink, &Actor::schedule(rule.as_str()), keyward::now()).await?)
+}
+
+/// One scheduled run at `now`. Only the query for due keys failing fails the run.
+pub async fn run(
+    store: &dyn KeyStore,
+    sink: &dyn SecretSink,
+    actor: &Actor,
+    now: Timestamp,
+) -> Result<Report, StoreError> {
+    let keys = store.due_keys(now, MAX_KEYS_PER_RUN).await?;
+    let found = keys.len();
+    let outcomes: Vec<Result<Outcome, StepError>> = futures_util::stream::iter(keys)
+        .map(|key| async move {
+            let result = step(store, sink, actor, &key, now).await;
+            if let Err(e) = &result {
+                tracing::error!(key_id = %key.id, error = %error_chain(e), "a due key failed");
+            }
+            result
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    let mut report = Report::default();
+    for outcome in outcomes {
+        match outcome {
+            Ok(Outcome::Rotated) => report.rotated += 1,
+            Ok(Outcome::Delivered) => report.delivered += 1,
+            Ok(Outcome::Noticed(ExpiryStage::Expired)) => report.expired += 1,
+            Ok(Outcome::Noticed(_)) => report.expiring += 1,
+            Ok(Outcome::Skipped) => report.skipped += 1,
+            Err(_) => report.failed += 1,
+        }
+    }
+    tracing::info!(
+        due = found,
+        rotated = report.rotated,
+        delivered = report.delivered,
+        expiring = report.expiring,
+        expired = report.expired,
+        skipped = report.skipped,
+        failed = report.failed,
+        "scheduled run"
+    );
+    Ok(report)
+}
+
+/// Applies a change; losing to another writer is not a failure but a reason to stop here.
+async fn applied(
+    store: &dyn KeyStore,
+    change: &keyward::domain::Change,
+) -> Result<bool, StoreError> {
+    match store.apply(change).await {
+        Ok(()) => Ok(true),
+        Err(StoreError::Conflict) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+async fn step(
+    store: &dyn KeyStore,
+    sink: &dyn SecretSink,
+    actor: &Actor,
+    key: &Key,
+    now: Timestamp,
+) -> Result<Outcome, StepError> {
+    match key.due(now) {
+        None => Ok(Outcome::Skipped),
+        Some(Due::Delivery) => deliver(store, sink, actor, key, now).await,
+        Some(Due::Rotation) => {
+            let rotated = scheduled_rotation(key, actor.clone(), now)?;
+            let pending = rotated
+                .key
+                .pending_delivery
+                .as_ref()
+                .expect("a scheduled rotation leaves its delivery pending");
+            let value = SecretValue::new(&rotated.key.id, &rotated.secret, &key.environment, now);
+            sink.put_pending(&pending.secret_id, &pending.version_id, &value)
+                .await?;
+            if !applied(store, &rotated.change).await? {
+                return Ok(Outcome::Skipped);
+            }
+            tracing::info!(key_id = %key.id, new_key_id = %rotated.key.id, "key rotated on schedule");
+            deliver(store, sink, actor, &rotated.key, now).await?;
+            Ok(Outcome::Rotated)
+        }
+        Some(Due::Notice(stage)) => match expiry_notice(key, actor.clone(), now) {
+            Some(change) if applied(store, &change).await? => {
+                tracing::info!(key_id = %key.id, action = %change.activity.event.action(), "expiry notice recorded");
+                Ok(Outcome::Noticed(stage))
+            }
+            _ => Ok(Outcome::Skipped),
+        },
+    }
+}
+
+/// Makes a rotated key's pending secret current, then records that it was delivered.
+async fn deliver(
+    store: &dyn KeyStore,
+    sink: &dyn SecretSink,
+    actor: &Actor,
+    key: &Key,
+    now: Timestamp,
+) -> Result<Outcome, StepError> {
+    let Some(pending) = &key.pending_delivery else {
+        return Ok(Outcome::Skipped);
+    };
+    sink.promote(&pending.secret_id, &pending.version_id)
+        .await?;
+    let Some(change) = secret_delivered(key, actor.clone(), now) else {
+        return Ok(Outcome::Skipped);
+    };
+    if !applied(store, &change).await? {
+        return Ok(Outcome::Skipped);
+    }
+    tracing::info!(key_id = %key.id, secret_id = %pending.secret_id, "secret delivered");
+    Ok(Outcome::Delivered)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeDelta;
+    use keyward::domain::{
+        Action, ActorType, KeyName, Kind, NewKey, RotationPolicy, Scopes, create_key,
+    };
+    use keyward::secrets::FileSink;
+    use keyward::store::{ActivityFilter, PageRequest};
+    use keyward::testing::seeded;
+    use lambda_http::lambda_runtime::Context;
+
+    use super::*;
+
+    const SCHEDULED_EVENT: &str = include_str!("../fixtures/scheduled-event.json");
+
+    fn lambda_event(json: &str) -> LambdaEvent<EventBridgeEvent> {
+        LambdaEvent::new(serde_json::from_str(json).unwrap(), Context::default())
+    }
+
+    #[tokio::test]
+    async fn a_scheduled_event_names_its_rule_as_the_actor_of_each_rotation() {
+        let made = keyward::now() - TimeDelta::days(2);
+        let s = seeded("production", made).await;
+        let input = NewKey {
+            name: KeyName::parse("billing").unwrap(),
+            kind: Kind::Secret,
+            scopes: Scopes::parse(&["orders:read"]).unwrap(),
+            expires_at: None,
+            rotation_policy: Some(
+                RotationPolicy::from_json(&serde_json::json!({"every": "P1D", "grace_period": "1h", "secret_id": "billing"}))
+                    .unwrap(),
+            ),
+        };
+        let issued = create_key(&s.environment, input, Actor::operator("test"), made).unwrap();
+        s.store.apply(&issued.change).await.unwrap();
+        let dir = std::env::temp_dir().join(format!("keyward-handler-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sink = FileSink::new(dir.join("secrets.json"));
+
+        let report = handler(&s.store, &sink, lambda_event(SCHEDULED_EVENT))
+            .await
+            .unwrap();
+        assert_eq!((report.rotated, report.failed), (1, 0), "{report:?}");
+        let filter = ActivityFilter {
+            action: Some(Action::Rotated),
+            key_id: None,
+        };
+        let page = PageRequest {
+            limit: 10,
+            after: None,
+        };
+        let entries = s
+            .store
+            .environment_activity(&s.environment, &filter, &page)
+            .await
+            .unwrap()
+            .items;
+        assert_eq!(entries[0].actor.kind, ActorType::Schedule);
+        assert_eq!(
+            entries[0].actor.id,
+            "arn:aws:events:us-east-1:123456789012:rule/my-scheduled-rule"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_event_that_names_no_rule_is_an_error_not_a_panic() {
+        let s = seeded("production", keyward::now()).await;
+        let sink = FileSink::new(std::env::temp_dir().join("keyward-never-written.json"));
+        let event = SCHEDULED_EVENT.replace(
+            r#""resources": [
+        "arn:aws:events:us-east-1:123456789012:rule/my-scheduled-rule"
+    ],"#,
+            r#""resources": [],"#,
+        );
+        assert_ne!(event, SCHEDULED_EVENT);
+        let err = handler(&s.store, &sink, lambda_event(&event))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("names no schedule rule"), "{err}");
+    }
+}

@@ -1,0 +1,17 @@
+//! The `scheduled-rotation` Lambda: an EventBridge schedule in, rotations and notices out.
+
+use keyward::secrets::SecretsManagerSink;
+use keyward::store::StoreConfig;
+use lambda_http::lambda_runtime::{self, Error, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let store = StoreConfig::from_env()?.open().await?;
+    let sink = SecretsManagerSink::from_env().await;
+    let (store, sink) = (&*store, &sink);
+    lambda_runtime::run(service_fn(move |event| {
+        scheduled_rotation::handler(store, sink, event)
+    }))
+    .await
+}

@@ -1,0 +1,165 @@
+//! `PUT /v1/keys/{key_id}/rotation-policy`: sets, changes or clears (with `null`) how an active
+//! key rotates itself (scope `keys:write`). Setting the policy the key already has changes
+//! nothing and records nothing.
+
+use keyward::domain::{PolicyChange, RotationPolicy, Scope, Timestamp, set_rotation_policy};
+use keyward::http::{ApiError, HandlerFuture, KeyView, authorize_key, json_body, respond};
+use keyward::store::KeyStore;
+use lambda_http::Request;
+use lambda_http::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+const SHAPE: &str = r#"{"rotation_policy": {"every": ISO-8601 duration from P1D to P365D, "grace_period", "secret_id": Secrets Manager name or ARN} or null}"#;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyBody {
+    rotation_policy: Value,
+}
+
+/// The Lambda handler.
+pub fn handler(store: &dyn KeyStore, req: Request, now: Timestamp) -> HandlerFuture<'_> {
+    Box::pin(async move { respond(StatusCode::OK, set_policy(store, &req, now).await) })
+}
+
+#[tracing::instrument(name = "set_rotation_policy", skip_all, fields(caller, key_id))]
+async fn set_policy(
+    store: &dyn KeyStore,
+    req: &Request,
+    now: Timestamp,
+) -> Result<Value, ApiError> {
+    let (caller, key) = authorize_key(store, req, now, Scope::KEYS_WRITE).await?;
+    let body: PolicyBody = json_body(req, SHAPE)?;
+    let policy = match body.rotation_policy {
+        Value::Null => None,
+        value => Some(RotationPolicy::from_json(&value)?),
+    };
+    let key = match set_rotation_policy(&key, policy, caller.actor(), now)? {
+        PolicyChange::Changed { key, change } => {
+            store.apply(&change).await?;
+            tracing::info!(
+                set = key.rotation_policy.is_some(),
+                "rotation policy changed"
+            );
+            key
+        }
+        PolicyChange::Unchanged(key) => key,
+    };
+    Ok(json!({"key": KeyView::new(&key, now)}))
+}
+
+#[cfg(test)]
+mod tests {
+    use keyward::domain::Action;
+    use keyward::store::{ActivityFilter, PageRequest};
+    use keyward::testing::{body_json, event, seeded};
+
+    use super::*;
+
+    const REST: &str = include_str!("../fixtures/rest.json");
+    const HTTP: &str = include_str!("../fixtures/http.json");
+    const POLICY: &str = r#"{\"rotation_policy\": {\"every\": \"P90D\", \"grace_period\": \"24h\", \"secret_id\": \"keyward/billing\"}}"#;
+
+    async fn entries(s: &keyward::testing::Seeded) -> usize {
+        let filter = ActivityFilter {
+            action: Some(Action::RotationPolicyChanged),
+            key_id: Some(s.key.id.clone()),
+        };
+        let page = PageRequest {
+            limit: 10,
+            after: None,
+        };
+        s.store
+            .environment_activity(&s.environment, &filter, &page)
+            .await
+            .unwrap()
+            .items
+            .len()
+    }
+
+    #[tokio::test]
+    async fn a_policy_is_set_through_either_api_shape_then_cleared_once() {
+        for fixture in [REST, HTTP] {
+            let now = keyward::now();
+            let s = seeded("production", now).await;
+            let put = |body: &'static str| {
+                event(
+                    fixture,
+                    &[
+                        ("KEY_ID", s.key.id.as_str()),
+                        ("KEY", s.secret.expose()),
+                        ("BODY", body),
+                    ],
+                )
+            };
+            let response = handler(&s.store, put(POLICY), now).await;
+            assert_eq!(response.status(), 200);
+            let body = body_json(&response);
+            assert_eq!(
+                body["key"]["rotation_policy"],
+                json!({"every": "P90D", "grace_period": "24h", "secret_id": "keyward/billing"})
+            );
+            assert_eq!(entries(&s).await, 1);
+            assert_eq!(handler(&s.store, put(POLICY), now).await.status(), 200);
+            assert_eq!(
+                entries(&s).await,
+                1,
+                "the same policy again records nothing"
+            );
+            let cleared = handler(&s.store, put(r#"{\"rotation_policy\": null}"#), now).await;
+            assert_eq!(cleared.status(), 200);
+            assert_eq!(body_json(&cleared)["key"]["rotation_policy"], Value::Null);
+            assert_eq!(entries(&s).await, 2);
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_bodies_and_keys_that_are_not_active_get_clear_errors() {
+        let now = keyward::now();
+        let s = seeded("production", now).await;
+        for (body, status, code) in [
+            (r#"{}"#, 400, "missing_field"),
+            (
+                r#"{\"rotation_policy\": \"P90D\"}"#,
+                400,
+                "invalid_rotation_policy",
+            ),
+            (
+                r#"{\"rotation_policy\": {\"every\": \"PT1H\", \"grace_period\": \"1h\", \"secret_id\": \"s\"}}"#,
+                400,
+                "invalid_rotation_policy",
+            ),
+            (
+                r#"{\"rotation_policy\": null, \"extra\": 1}"#,
+                400,
+                "unknown_field",
+            ),
+        ] {
+            let vars = [
+                ("KEY_ID", s.key.id.as_str()),
+                ("KEY", s.secret.expose()),
+                ("BODY", body),
+            ];
+            let response = handler(&s.store, event(REST, &vars), now).await;
+            assert_eq!(response.status(), status, "{body}");
+            assert_eq!(body_json(&response)["error"]["code"], code, "{body}");
+        }
+        let rotated = keyward::domain::rotate(
+            &s.key,
+            keyward::domain::GracePeriod::parse("1h").unwrap(),
+            keyward::domain::Actor::operator("test"),
+            now,
+        )
+        .unwrap();
+        s.store.apply(&rotated.change).await.unwrap();
+        let vars = [
+            ("KEY_ID", s.key.id.as_str()),
+            ("KEY", rotated.secret.expose()),
+            ("BODY", POLICY),
+        ];
+        let response = handler(&s.store, event(REST, &vars), now).await;
+        assert_eq!(response.status(), 409);
+        assert_eq!(body_json(&response)["error"]["code"], "key_not_active");
+    }
+}

@@ -1,0 +1,414 @@
+//! What the schedule does to keys: when a key is next due, and the changes a scheduled run
+//! makes. A key is due when its rotation is due, when a scheduled rotation's secret is not yet
+//! delivered, or when an expiry notice is due. Every change bumps the key's version, so two
+//! overlapping runs can never both apply one.
+
+use chrono::TimeDelta;
+use serde::{Deserialize, Serialize};
+
+use super::Timestamp;
+use super::activity::{ActivityEntry, Actor, Event};
+use super::key::{Key, RotationPolicy, Status};
+use super::lifecycle::{Change, LifecycleError, Rotated, rotate, update};
+use super::names::{ActivityId, KeyId};
+
+/// How close a key is to its expiry, in the steps that get a notice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ExpiryStage {
+    /// It expires within 24 hours.
+    #[serde(rename = "24h")]
+    Within24h,
+    /// It expires within an hour.
+    #[serde(rename = "1h")]
+    Within1h,
+    /// It has expired.
+    #[serde(rename = "expired")]
+    Expired,
+}
+
+impl ExpiryStage {
+    /// The stage a key that expires at `expires_at` is in at `now`, if any.
+    fn at(expires_at: Timestamp, now: Timestamp) -> Option<Self> {
+        let left = expires_at - now;
+        if left <= TimeDelta::zero() {
+            Some(Self::Expired)
+        } else if left <= TimeDelta::hours(1) {
+            Some(Self::Within1h)
+        } else if left <= TimeDelta::hours(24) {
+            Some(Self::Within24h)
+        } else {
+            None
+        }
+    }
+}
+
+/// The last expiry notice recorded for a key: a notice belongs to one expiry, so a changed
+/// expiry gets its own notices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpiryNotice {
+    /// The expiry the notice was about.
+    pub expires_at: Timestamp,
+    /// The last stage recorded.
+    pub stage: ExpiryStage,
+}
+
+/// A scheduled rotation's new secret, stored as a pending version of the key's secret but not
+/// yet made current. While it is set, the key is due, so that a rerun finishes the delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingDelivery {
+    /// The secret (name or ARN) that holds the pending version.
+    pub secret_id: String,
+    /// The pending version's id, derived from the key id.
+    pub version_id: String,
+}
+
+impl PendingDelivery {
+    /// The secret version id of `key`'s secret: 34 characters, within Secrets Manager's 32 to
+    /// 64 for a `ClientRequestToken`, and the same however often it is asked for.
+    pub fn version_id_for(key: &KeyId) -> String {
+        format!("keyward-{key}")
+    }
+}
+
+/// What a scheduled run should do with a key now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Due {
+    /// Finish delivering the secret of an earlier scheduled rotation.
+    Delivery,
+    /// Rotate the key by its policy.
+    Rotation,
+    /// Record the notice of this stage.
+    Notice(ExpiryStage),
+}
+
+impl Key {
+    /// When the key's policy asks for its next rotation: its policy's interval after it was
+    /// made. A key that will expire first, or that is rotated or revoked, is never due.
+    pub fn rotation_due_at(&self) -> Option<Timestamp> {
+        let policy = self.rotation_policy.as_ref()?;
+        if self.rotated_to.is_some() || self.revoked_at.is_some() {
+            return None;
+        }
+        let due = self.created_at + policy.every.duration();
+        match self.expires_at {
+            Some(at) if at <= due => None,
+            _ => Some(due),
+        }
+    }
+
+    /// The stage whose notice was recorded for the current expiry, if any.
+    fn notified_stage(&self) -> Option<ExpiryStage> {
+        self.expiry_notice
+            .filter(|n| Some(n.expires_at) == self.expires_at)
+            .map(|n| n.stage)
+    }
+
+    /// When the next expiry notice falls due.
+    fn next_notice_at(&self) -> Option<Timestamp> {
+        if self.revoked_at.is_some() {
+            return None;
+        }
+        let at = self.expires_at?;
+        match self.notified_stage() {
+            None => Some(at - TimeDelta::hours(24)),
+            Some(ExpiryStage::Within24h) => Some(at - TimeDelta::hours(1)),
+            Some(ExpiryStage::Within1h) => Some(at),
+            Some(ExpiryStage::Expired) => None,
+        }
+    }
+
+    /// The earliest time a scheduled run has something to do with this key. Stores index keys
+    /// by it, so that a run finds its work with one query and never scans.
+    pub fn next_due_at(&self) -> Option<Timestamp> {
+        let delivery = self.pending_delivery.as_ref().map(|_| self.created_at);
+        [delivery, self.rotation_due_at(), self.next_notice_at()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// What a scheduled run should do with this key at `now`, if anything.
+    pub fn due(&self, now: Timestamp) -> Option<Due> {
+        if self.pending_delivery.is_some() {
+            return Some(Due::Delivery);
+        }
+        if self.rotation_due_at().is_some_and(|at| at <= now) && self.status(now) == Status::Active
+        {
+            return Some(Due::Rotation);
+        }
+        self.notice_due(now).map(Due::Notice)
+    }
+
+    /// The expiry notice that is due at `now` and not yet recorded.
+    fn notice_due(&self, now: Timestamp) -> Option<ExpiryStage> {
+        if self.revoked_at.is_some() {
+            return None;
+        }
+        let stage = ExpiryStage::at(self.expires_at?, now)?;
+        (self.notified_stage() < Some(stage)).then_some(stage)
+    }
+}
+
+/// Rotates a key whose policy says it is due, with the policy's grace. The new key carries a
+/// pending delivery of its secret to the policy's secret until [`secret_delivered`] clears it.
+pub fn scheduled_rotation(
+    key: &Key,
+    actor: Actor,
+    now: Timestamp,
+) -> Result<Rotated, LifecycleError> {
+    let policy: &RotationPolicy = key
+        .rotation_policy
+        .as_ref()
+        .ok_or(LifecycleError::NoRotationPolicy)?;
+    let mut rotated = rotate(key, policy.grace_period, actor, now)?;
+    rotated.key.pending_delivery = Some(PendingDelivery {
+        secret_id: policy.secret_id.clone(),
+        version_id: PendingDelivery::version_id_for(&rotated.key.id),
+    });
+    rotated.change.keys[0] = super::lifecycle::KeyWrite::Insert(rotated.key.clone());
+    Ok(rotated)
+}
+
+/// Records that a key's secret is now the current version of its secret, or nothing if no
+/// delivery was pending.
+pub fn secret_delivered(key: &Key, actor: Actor, now: Timestamp) -> Option<Change> {
+    let pending = key.pending_delivery.clone()?;
+    let (_, write) = update(Key {
+        pending_delivery: None,
+        ..key.clone()
+    });
+    let event = Event::SecretDelivered {
+        secret_id: pending.secret_id,
+        version_id: pending.version_id,
+    };
+    Some(Change {
+        keys: vec![write],
+        environment: None,
+        activity: ActivityEntry::new(&key.environment, &key.id, actor, event, now),
+    })
+}
+
+/// The change that records the expiry notice due at `now`: `key.expiring` within 24 hours and
+/// again within an hour, then `key.expired`. Nothing is due for a revoked key, or for a notice
+/// already recorded. The expiry entry's id depends only on the key and its expiry, and the
+/// change requires the key's version, so each notice is recorded once, whoever sees it first.
+pub fn expiry_notice(key: &Key, actor: Actor, now: Timestamp) -> Option<Change> {
+    let stage = key.notice_due(now)?;
+    let expires_at = key.expires_at?;
+    let activity = match stage {
+        ExpiryStage::Expired => ActivityEntry {
+            id: ActivityId::for_expiry(&key.id, expires_at),
+            at: expires_at,
+            environment: key.environment.clone(),
+            key_id: key.id.clone(),
+            actor,
+            event: Event::Expired { expires_at },
+        },
+        within => ActivityEntry::new(
+            &key.environment,
+            &key.id,
+            actor,
+            Event::Expiring { expires_at, within },
+            now,
+        ),
+    };
+    let (_, write) = update(Key {
+        expiry_notice: Some(ExpiryNotice { expires_at, stage }),
+        ..key.clone()
+    });
+    Some(Change {
+        keys: vec![write],
+        environment: None,
+        activity,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+    use serde_json::json;
+
+    use super::*;
+    use crate::domain::{
+        Action, EnvName, GracePeriod, KeyName, KeyWrite, Kind, NewKey, Scopes, change_grace_period,
+        create_key, revoke,
+    };
+
+    fn t0() -> Timestamp {
+        Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).unwrap()
+    }
+
+    fn schedule() -> Actor {
+        Actor::schedule("arn:aws:events:us-east-1:123456789012:rule/keyward-rotation")
+    }
+
+    fn policy(every: &str, grace: &str) -> RotationPolicy {
+        RotationPolicy::from_json(
+            &json!({"every": every, "grace_period": grace, "secret_id": "keyward/billing"}),
+        )
+        .unwrap()
+    }
+
+    fn key(rotation_policy: Option<RotationPolicy>, expires_at: Option<Timestamp>) -> Key {
+        let input = NewKey {
+            name: KeyName::parse("billing").unwrap(),
+            kind: Kind::Secret,
+            scopes: Scopes::parse(&["orders:read"]).unwrap(),
+            expires_at,
+            rotation_policy,
+        };
+        create_key(
+            &EnvName::parse("production").unwrap(),
+            input,
+            Actor::operator("alice"),
+            t0(),
+        )
+        .unwrap()
+        .key
+    }
+
+    /// Applies a change's update of `key` and returns the key as stored afterwards.
+    fn applied(change: &Change) -> Key {
+        match &change.keys[..] {
+            [KeyWrite::Update { key, .. }] => key.clone(),
+            other => panic!("expected one update, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_key_is_due_for_rotation_its_interval_after_it_was_made() {
+        let k = key(Some(policy("P30D", "24h")), None);
+        let due = t0() + TimeDelta::days(30);
+        assert_eq!(k.rotation_due_at(), Some(due));
+        assert_eq!(k.next_due_at(), Some(due));
+        assert_eq!(k.due(due - TimeDelta::seconds(1)), None);
+        assert_eq!(k.due(due), Some(Due::Rotation));
+        assert_eq!(key(None, None).next_due_at(), None);
+        let expires_first = key(
+            Some(policy("P30D", "24h")),
+            Some(t0() + TimeDelta::days(10)),
+        );
+        assert_eq!(expires_first.rotation_due_at(), None);
+        assert_eq!(
+            expires_first.next_due_at(),
+            Some(t0() + TimeDelta::days(10) - TimeDelta::hours(24)),
+            "its expiry notices are still due"
+        );
+    }
+
+    #[test]
+    fn a_scheduled_rotation_uses_the_policy_grace_and_leaves_the_delivery_pending() {
+        let k = key(Some(policy("P30D", "3d")), None);
+        let now = t0() + TimeDelta::days(30);
+        let r = scheduled_rotation(&k, schedule(), now).unwrap();
+        assert_eq!(r.previous.expires_at, Some(now + TimeDelta::days(3)));
+        assert_eq!(r.key.rotation_policy, k.rotation_policy);
+        assert_eq!(r.change.activity.actor, schedule());
+        let pending = r.key.pending_delivery.clone().unwrap();
+        assert_eq!(pending.secret_id, "keyward/billing");
+        assert_eq!(pending.version_id, format!("keyward-{}", r.key.id));
+        assert!((32..=64).contains(&pending.version_id.len()));
+        assert_eq!(r.change.keys[0], KeyWrite::Insert(r.key.clone()));
+        assert_eq!(r.key.due(now), Some(Due::Delivery));
+        assert_eq!(r.key.next_due_at(), Some(now));
+        assert_eq!(r.previous.due(now), None);
+
+        let delivered = secret_delivered(&r.key, schedule(), now).unwrap();
+        assert_eq!(delivered.activity.event.action(), Action::SecretDelivered);
+        let stored = applied(&delivered);
+        assert_eq!(stored.pending_delivery, None);
+        assert_eq!(stored.version, r.key.version + 1);
+        assert_eq!(stored.next_due_at(), Some(now + TimeDelta::days(30)));
+        assert!(secret_delivered(&stored, schedule(), now).is_none());
+        assert_eq!(
+            scheduled_rotation(&key(None, None), schedule(), now).unwrap_err(),
+            LifecycleError::NoRotationPolicy
+        );
+    }
+
+    #[test]
+    fn each_expiry_notice_is_due_once_in_order() {
+        let expires_at = t0() + TimeDelta::days(3);
+        let mut k = key(None, Some(expires_at));
+        let mut seen = Vec::new();
+        let mut at = t0();
+        while at <= expires_at + TimeDelta::hours(2) {
+            if k.next_due_at().is_some_and(|due| due <= at) {
+                let change = expiry_notice(&k, schedule(), at).expect("due, so a notice");
+                seen.push((change.activity.event.action(), at));
+                k = applied(&change);
+            } else {
+                assert!(expiry_notice(&k, schedule(), at).is_none(), "at {at}");
+            }
+            at += TimeDelta::minutes(10);
+        }
+        assert_eq!(
+            seen,
+            vec![
+                (Action::Expiring, expires_at - TimeDelta::hours(24)),
+                (Action::Expiring, expires_at - TimeDelta::hours(1)),
+                (Action::Expired, expires_at),
+            ]
+        );
+        assert_eq!(k.next_due_at(), None, "an expired key leaves the schedule");
+    }
+
+    #[test]
+    fn a_notice_first_seen_late_skips_the_earlier_stage_and_a_new_expiry_gets_new_notices() {
+        let r = crate::domain::rotate(
+            &key(None, None),
+            GracePeriod::parse("1h").unwrap(),
+            Actor::operator("alice"),
+            t0(),
+        )
+        .unwrap();
+        let change = expiry_notice(&r.previous, schedule(), t0()).unwrap();
+        assert_eq!(
+            change.activity.event,
+            Event::Expiring {
+                expires_at: t0() + TimeDelta::hours(1),
+                within: ExpiryStage::Within1h
+            }
+        );
+        let notified = applied(&change);
+        assert!(expiry_notice(&notified, schedule(), t0()).is_none());
+        let later = t0() + TimeDelta::minutes(30);
+        let extended = change_grace_period(
+            &notified,
+            GracePeriod::parse("7d").unwrap(),
+            Actor::operator("alice"),
+            later,
+        )
+        .unwrap()
+        .key;
+        assert_eq!(
+            extended.next_due_at(),
+            Some(later + TimeDelta::days(6)),
+            "the new expiry's 24h notice"
+        );
+        let revoked = match revoke(&extended, Actor::operator("alice"), later).unwrap() {
+            crate::domain::Revocation::Revoked { key, .. } => key,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(revoked.next_due_at(), None);
+        assert!(expiry_notice(&revoked, schedule(), later + TimeDelta::days(8)).is_none());
+    }
+
+    #[test]
+    fn an_expiry_has_one_entry_id_whoever_records_it() {
+        let expires_at = t0() + TimeDelta::hours(30);
+        let k = key(None, Some(expires_at));
+        let later = expires_at + TimeDelta::minutes(5);
+        let by_schedule = expiry_notice(&k, schedule(), later).unwrap().activity;
+        let by_ttl = expiry_notice(
+            &k,
+            Actor::system("dynamodb-ttl"),
+            later + TimeDelta::days(1),
+        )
+        .unwrap()
+        .activity;
+        assert_eq!(by_schedule.id, by_ttl.id);
+        assert_eq!(by_schedule.at, expires_at);
+        assert_eq!(by_schedule.event, Event::Expired { expires_at });
+    }
+}

@@ -1,0 +1,612 @@
+//! Scheduled rotation end to end, with the clock in the test's hands: on DynamoDB with Secrets
+//! Manager (moto's server, through the real SDK over HTTP), and on SQLite with the local
+//! secrets file. Every case runs on both.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use chrono::{TimeDelta, TimeZone, Utc};
+use keyward::domain::{
+    Action, Actor, Change, EnvName, GracePeriod, Key, KeyHash, KeyId, KeyName, Kind, NewKey,
+    PresentedKey, RotationPolicy, Scopes, Secret, Timestamp, Verdict, check, create_environment,
+    create_key, rotate,
+};
+use keyward::secrets::{FileSink, SecretError, SecretSink, SecretValue, SecretsManagerSink};
+use keyward::store::{
+    ActivityFilter, DynamoStore, KeyLookup, KeyStore, Page, PageRequest, SqliteStore, StoreError,
+};
+use scheduled_rotation::{Report, run};
+use serde_json::Value;
+
+fn t0() -> Timestamp {
+    Utc.with_ymd_and_hms(2026, 1, 5, 9, 0, 0).unwrap()
+}
+
+fn rule() -> Actor {
+    Actor::schedule("arn:aws:events:us-east-1:123456789012:rule/keyward-rotation")
+}
+
+fn env() -> EnvName {
+    EnvName::parse("production").unwrap()
+}
+
+/// Where one case's keys and secrets live, and how the test reads a delivered secret.
+struct Backend {
+    store: Arc<dyn KeyStore>,
+    sink: Arc<dyn SecretSink>,
+    reader: Reader,
+    /// Makes secret names unique across the cases that share one moto server.
+    prefix: String,
+}
+
+enum Reader {
+    SecretsManager(aws_sdk_secretsmanager::Client),
+    File(PathBuf),
+}
+
+impl Backend {
+    fn secret_id(&self, name: &str) -> String {
+        format!("{}/{name}", self.prefix)
+    }
+
+    /// The current value of a delivered secret, if the secret has one.
+    async fn current(&self, secret_id: &str) -> Option<Value> {
+        match &self.reader {
+            Reader::SecretsManager(client) => {
+                // AWSCURRENT is what GetSecretValue reads by default; it is named here because
+                // moto's default ignores a label moved by UpdateSecretVersionStage.
+                let out = client
+                    .get_secret_value()
+                    .secret_id(secret_id)
+                    .version_stage("AWSCURRENT")
+                    .send()
+                    .await;
+                out.ok()
+                    .and_then(|o| o.secret_string().map(str::to_owned))
+                    .map(|s| serde_json::from_str(&s).unwrap())
+            }
+            Reader::File(path) => {
+                let file: Value = serde_json::from_slice(&std::fs::read(path).ok()?).unwrap();
+                assert_eq!(
+                    std::fs::metadata(path).unwrap().permissions().mode() & 0o777,
+                    0o600,
+                    "the secrets file is its owner's only"
+                );
+                Some(file[secret_id]["current"]["value"].clone()).filter(|v| !v.is_null())
+            }
+        }
+    }
+
+    /// Makes a key at `at` whose policy rotates it every `every`, into the secret `name`.
+    async fn policy_key(
+        &self,
+        name: &str,
+        every: &str,
+        grace: &str,
+        at: Timestamp,
+    ) -> (Key, Secret) {
+        let policy = serde_json::json!({"every": every, "grace_period": grace, "secret_id": self.secret_id(name)});
+        self.key(
+            name,
+            Some(RotationPolicy::from_json(&policy).unwrap()),
+            None,
+            at,
+        )
+        .await
+    }
+
+    async fn key(
+        &self,
+        name: &str,
+        rotation_policy: Option<RotationPolicy>,
+        expires_at: Option<Timestamp>,
+        at: Timestamp,
+    ) -> (Key, Secret) {
+        let input = NewKey {
+            name: KeyName::parse(name).unwrap(),
+            kind: Kind::Secret,
+            scopes: Scopes::parse(&["orders:read"]).unwrap(),
+            expires_at,
+            rotation_policy,
+        };
+        let issued = create_key(&env(), input, Actor::operator("test"), at).unwrap();
+        self.store.apply(&issued.change).await.unwrap();
+        (issued.key, issued.secret)
+    }
+
+    async fn run(&self, now: Timestamp) -> Report {
+        run(&*self.store, &*self.sink, &rule(), now).await.unwrap()
+    }
+
+    async fn all_keys(&self) -> Vec<Key> {
+        let page = PageRequest {
+            limit: 1000,
+            after: None,
+        };
+        self.store.keys(&env(), &page).await.unwrap().items
+    }
+
+    async fn entries(&self, action: Action) -> Vec<keyward::domain::ActivityEntry> {
+        let filter = ActivityFilter {
+            action: Some(action),
+            key_id: None,
+        };
+        let page = PageRequest {
+            limit: 1000,
+            after: None,
+        };
+        self.store
+            .environment_activity(&env(), &filter, &page)
+            .await
+            .unwrap()
+            .items
+    }
+
+    /// The verdict on a secret at `now`, as `/v1/verify` and the authorizer give it.
+    async fn verdict(&self, secret: &str, now: Timestamp) -> Verdict {
+        let presented = PresentedKey::parse(secret).expect("a well-formed key");
+        match self.store.key_by_hash(&presented.hash).await.unwrap() {
+            Some(key) => check(&key, Some(&env()), &[] as &[&str], now),
+            None => Verdict::NotFound,
+        }
+    }
+
+    /// Checks that `old` was rotated exactly once, by the schedule, and that its secret holds
+    /// the successor's key, current and valid. Returns the successor.
+    async fn assert_rotated_once_and_delivered(
+        &self,
+        old: &Key,
+        name: &str,
+        now: Timestamp,
+    ) -> Key {
+        let successors: Vec<Key> = self
+            .all_keys()
+            .await
+            .into_iter()
+            .filter(|k| k.rotated_from.as_ref() == Some(&old.id))
+            .collect();
+        assert_eq!(successors.len(), 1, "{name}: exactly one new key");
+        let new = successors.into_iter().next().unwrap();
+        assert_eq!(
+            new.pending_delivery, None,
+            "{name}: the delivery is recorded"
+        );
+        let stored_old = self.store.key(&old.id).await.unwrap().unwrap();
+        assert_eq!(stored_old.rotated_to.as_ref(), Some(&new.id));
+        let current = self
+            .current(&self.secret_id(name))
+            .await
+            .unwrap_or_else(|| panic!("{name}: the secret has a current value"));
+        assert_eq!(current["key_id"], new.id.as_str(), "{name}");
+        assert_eq!(current["environment"], "production");
+        assert!(current["rotated_at"].is_string());
+        let secret = current["secret"].as_str().unwrap();
+        assert_eq!(PresentedKey::parse(secret).unwrap().hash, new.hash);
+        assert_eq!(self.verdict(secret, now).await, Verdict::Valid, "{name}");
+        new
+    }
+}
+
+/// An empty environment on a fresh DynamoDB table, with Secrets Manager, both on moto.
+async fn aws() -> Backend {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    assert!(
+        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
+        "AWS_ENDPOINT_URL is not set: run ./scripts/test, which starts moto's server for these tests"
+    );
+    let n = N.fetch_add(1, Ordering::SeqCst);
+    let config = aws_config::load_from_env().await;
+    let prefix = format!("schedule-{}-{n}", std::process::id());
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), &prefix);
+    store.create_table().await.unwrap();
+    let client = aws_sdk_secretsmanager::Client::new(&config);
+    with_environment(Backend {
+        store: Arc::new(store),
+        sink: Arc::new(SecretsManagerSink::new(client.clone())),
+        reader: Reader::SecretsManager(client),
+        prefix,
+    })
+    .await
+}
+
+/// An empty environment in an in-memory SQLite store, with a fresh secrets file.
+async fn local() -> Backend {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("keyward-schedule-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("secrets.json");
+    let _ = std::fs::remove_file(&path);
+    with_environment(Backend {
+        store: Arc::new(SqliteStore::in_memory().unwrap()),
+        sink: Arc::new(FileSink::new(&path)),
+        reader: Reader::File(path),
+        prefix: "local".to_owned(),
+    })
+    .await
+}
+
+async fn with_environment(backend: Backend) -> Backend {
+    let issued = create_environment(&env(), Actor::operator("test"), t0() - TimeDelta::days(400));
+    backend.store.apply(&issued.change).await.unwrap();
+    backend
+}
+
+async fn due_keys_rotate_and_their_secrets_land_where_services_read_them(on: On) {
+    let b = on.backend().await;
+    let (daily, daily_secret) = b.policy_key("daily", "P1D", "24h", t0()).await;
+    let (monthly, _) = b.policy_key("monthly", "P30D", "1h", t0()).await;
+    let (plain, _) = b.key("plain", None, None, t0()).await;
+    let now = t0() + TimeDelta::days(1) + TimeDelta::minutes(1);
+
+    let report = b.run(now).await;
+    assert_eq!((report.rotated, report.failed), (1, 0), "{report:?}");
+    let new = b
+        .assert_rotated_once_and_delivered(&daily, "daily", now)
+        .await;
+    assert_eq!(
+        new.rotation_policy, daily.rotation_policy,
+        "the policy is carried over"
+    );
+    for not_due in [&monthly, &plain] {
+        let stored = b.store.key(&not_due.id).await.unwrap().unwrap();
+        assert_eq!(
+            stored.rotated_to,
+            None,
+            "{} is not due",
+            stored.name.as_str()
+        );
+    }
+    assert_eq!(b.current(&b.secret_id("monthly")).await, None);
+
+    let rotations = b.entries(Action::Rotated).await;
+    assert_eq!(rotations.len(), 1);
+    assert_eq!(rotations[0].actor, rule(), "the rule's ARN names who acted");
+    let delivered = b.entries(Action::SecretDelivered).await;
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(delivered[0].key_id, new.id);
+
+    let grace_ends = now + TimeDelta::hours(24);
+    let old_secret = daily_secret.expose();
+    assert_eq!(
+        b.verdict(old_secret, grace_ends - TimeDelta::seconds(1))
+            .await,
+        Verdict::Valid
+    );
+    assert_eq!(b.verdict(old_secret, grace_ends).await, Verdict::Expired);
+
+    let again = b.run(now + TimeDelta::minutes(1)).await;
+    assert_eq!(
+        again,
+        Report {
+            expiring: 1,
+            ..Report::default()
+        },
+        "nothing is rotated twice; the old key, which expires within 24 hours, gets its notice"
+    );
+    let notice = &b.entries(Action::Expiring).await[0];
+    assert_eq!(notice.key_id, daily.id);
+    assert_eq!(b.run(now + TimeDelta::minutes(2)).await, Report::default());
+    let next = new.created_at + TimeDelta::days(1);
+    let report = b.run(next).await;
+    assert_eq!(
+        report.rotated, 1,
+        "the successor rotates a day later: {report:?}"
+    );
+    let newer = b
+        .assert_rotated_once_and_delivered(&new, "daily", next)
+        .await;
+    assert_ne!(newer.id, new.id);
+}
+
+/// The steps of one rotation, after each of which a crash is injected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    PutPending,
+    CommitRotation,
+    Promote,
+    RecordDelivery,
+}
+
+fn crash() -> Box<dyn std::error::Error + Send + Sync> {
+    "injected crash: the function died after this step".into()
+}
+
+/// A sink whose step completes and then "dies": the error stops the key's work at exactly
+/// the point where a crash would, with the step's effect in place.
+struct CrashingSink {
+    inner: Arc<dyn SecretSink>,
+    after: Step,
+}
+
+#[async_trait]
+impl SecretSink for CrashingSink {
+    async fn put_pending(
+        &self,
+        id: &str,
+        version: &str,
+        value: &SecretValue<'_>,
+    ) -> Result<(), SecretError> {
+        self.inner.put_pending(id, version, value).await?;
+        match self.after {
+            Step::PutPending => Err(SecretError::new("put_pending", crash())),
+            _ => Ok(()),
+        }
+    }
+
+    async fn promote(&self, id: &str, version: &str) -> Result<(), SecretError> {
+        self.inner.promote(id, version).await?;
+        match self.after {
+            Step::Promote => Err(SecretError::new("promote", crash())),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A store that dies right after it commits the change of the chosen step.
+struct CrashingStore {
+    inner: Arc<dyn KeyStore>,
+    after: Step,
+}
+
+#[async_trait]
+impl KeyLookup for CrashingStore {
+    async fn key_by_hash(&self, hash: &KeyHash) -> Result<Option<Key>, StoreError> {
+        self.inner.key_by_hash(hash).await
+    }
+}
+
+#[async_trait]
+impl KeyStore for CrashingStore {
+    async fn key(&self, id: &KeyId) -> Result<Option<Key>, StoreError> {
+        self.inner.key(id).await
+    }
+    async fn environment(
+        &self,
+        name: &EnvName,
+    ) -> Result<Option<keyward::domain::Environment>, StoreError> {
+        self.inner.environment(name).await
+    }
+    async fn is_empty(&self) -> Result<bool, StoreError> {
+        self.inner.is_empty().await
+    }
+    async fn keys(
+        &self,
+        environment: &EnvName,
+        page: &PageRequest,
+    ) -> Result<Page<Key>, StoreError> {
+        self.inner.keys(environment, page).await
+    }
+    async fn key_activity(
+        &self,
+        id: &KeyId,
+        page: &PageRequest,
+    ) -> Result<Page<keyward::domain::ActivityEntry>, StoreError> {
+        self.inner.key_activity(id, page).await
+    }
+    async fn environment_activity(
+        &self,
+        environment: &EnvName,
+        filter: &ActivityFilter,
+        page: &PageRequest,
+    ) -> Result<Page<keyward::domain::ActivityEntry>, StoreError> {
+        self.inner
+            .environment_activity(environment, filter, page)
+            .await
+    }
+    async fn due_keys(&self, now: Timestamp, limit: usize) -> Result<Vec<Key>, StoreError> {
+        self.inner.due_keys(now, limit).await
+    }
+    async fn apply(&self, change: &Change) -> Result<(), StoreError> {
+        self.inner.apply(change).await?;
+        let step = match change.activity.event.action() {
+            Action::Rotated => Step::CommitRotation,
+            Action::SecretDelivered => Step::RecordDelivery,
+            _ => return Ok(()),
+        };
+        if step == self.after {
+            return Err(StoreError::Backend(crash()));
+        }
+        Ok(())
+    }
+}
+
+async fn a_crash_after_any_step_and_a_rerun_leave_one_new_key_and_a_current_secret(on: On) {
+    for step in [
+        Step::PutPending,
+        Step::CommitRotation,
+        Step::Promote,
+        Step::RecordDelivery,
+    ] {
+        crash_after(on.backend().await, step).await;
+    }
+}
+
+/// Rotates one due key with a crash after `step`, then reruns without one.
+async fn crash_after(b: Backend, step: Step) {
+    let name = format!("crash-{step:?}").to_lowercase();
+    let (key, _) = b.policy_key(&name, "P7D", "24h", t0()).await;
+    let now = t0() + TimeDelta::days(7);
+    let store = CrashingStore {
+        inner: Arc::clone(&b.store),
+        after: step,
+    };
+    let sink = CrashingSink {
+        inner: Arc::clone(&b.sink),
+        after: step,
+    };
+    let report = run(&store, &sink, &rule(), now).await.unwrap();
+    assert_eq!(report.failed, 1, "{name}: the crash is seen: {report:?}");
+    let successors = |keys: Vec<Key>| {
+        keys.into_iter()
+            .filter(|k| k.rotated_from.as_ref() == Some(&key.id))
+            .count()
+    };
+    let committed = step != Step::PutPending;
+    assert_eq!(
+        successors(b.all_keys().await),
+        usize::from(committed),
+        "{name}: a new key exists once the rotation is committed, and not before"
+    );
+
+    let rerun = now + TimeDelta::minutes(1);
+    let report = b.run(rerun).await;
+    assert_eq!(report.failed, 0, "{name}: {report:?}");
+    b.assert_rotated_once_and_delivered(&key, &name, rerun)
+        .await;
+    assert_eq!(b.entries(Action::Rotated).await.len(), 1, "{name}");
+    assert_eq!(b.entries(Action::SecretDelivered).await.len(), 1, "{name}");
+    let last = b.run(rerun + TimeDelta::minutes(1)).await;
+    assert_eq!(
+        (last.rotated, last.delivered, last.failed),
+        (0, 0, 0),
+        "{name}: {last:?}"
+    );
+}
+
+async fn two_overlapping_runs_rotate_each_key_once(on: On) {
+    let b = on.backend().await;
+    let mut keys = Vec::new();
+    for i in 0..12 {
+        let name = format!("overlap-{i}");
+        keys.push((name.clone(), b.policy_key(&name, "P1D", "1h", t0()).await.0));
+    }
+    let now = t0() + TimeDelta::days(2);
+    let (first, second) = tokio::join!(b.run(now), b.run(now));
+    assert_eq!(first.failed + second.failed, 0, "{first:?} {second:?}");
+    assert_eq!(
+        first.rotated + second.rotated,
+        keys.len(),
+        "{first:?} {second:?}"
+    );
+    for (name, key) in &keys {
+        b.assert_rotated_once_and_delivered(key, name, now).await;
+    }
+    assert_eq!(b.all_keys().await.len(), 1 + 2 * keys.len());
+    assert_eq!(b.entries(Action::Rotated).await.len(), keys.len());
+}
+
+async fn each_expiry_warning_is_recorded_exactly_once(on: On) {
+    let b = on.backend().await;
+    let (plain, _) = b.key("rotated-by-hand", None, None, t0()).await;
+    let rotated = rotate(
+        &plain,
+        GracePeriod::parse("3d").unwrap(),
+        Actor::operator("test"),
+        t0(),
+    )
+    .unwrap();
+    b.store.apply(&rotated.change).await.unwrap();
+    let grace_ends = t0() + TimeDelta::days(3);
+    let (dated, _) = b
+        .key("dated", None, Some(grace_ends + TimeDelta::hours(5)), t0())
+        .await;
+
+    let mut totals = Report::default();
+    let mut at = t0();
+    while at <= grace_ends + TimeDelta::hours(8) {
+        let (one, two) = tokio::join!(b.run(at), b.run(at));
+        for r in [one, two] {
+            assert_eq!((r.failed, r.rotated), (0, 0), "{r:?}");
+            totals.expiring += r.expiring;
+            totals.expired += r.expired;
+        }
+        at += TimeDelta::minutes(30);
+    }
+    assert_eq!((totals.expiring, totals.expired), (4, 2), "{totals:?}");
+    let mut warnings: Vec<(KeyId, String)> = b
+        .entries(Action::Expiring)
+        .await
+        .into_iter()
+        .map(|e| match e.event {
+            keyward::domain::Event::Expiring { within, .. } => (
+                e.key_id,
+                serde_json::to_value(within)
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            ),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    warnings.sort();
+    let mut expected = vec![
+        (plain.id.clone(), "24h".to_owned()),
+        (plain.id.clone(), "1h".to_owned()),
+        (dated.id.clone(), "24h".to_owned()),
+        (dated.id.clone(), "1h".to_owned()),
+    ];
+    expected.sort();
+    assert_eq!(warnings, expected);
+    let expired: Vec<KeyId> = b
+        .entries(Action::Expired)
+        .await
+        .into_iter()
+        .map(|e| e.key_id)
+        .collect();
+    assert_eq!(expired.len(), 2);
+    assert!(expired.contains(&plain.id) && expired.contains(&dated.id));
+    assert!(
+        b.entries(Action::Expired)
+            .await
+            .iter()
+            .all(|e| e.actor == rule())
+    );
+    let before = b.all_keys().await;
+    assert_eq!(b.run(at + TimeDelta::days(30)).await, Report::default());
+    assert_eq!(
+        b.all_keys().await,
+        before,
+        "nothing changes once every notice is recorded"
+    );
+}
+
+/// Which backends a case runs on.
+#[derive(Clone, Copy)]
+enum On {
+    Aws,
+    Local,
+}
+
+impl On {
+    /// A fresh backend of this kind.
+    async fn backend(self) -> Backend {
+        match self {
+            On::Aws => aws().await,
+            On::Local => local().await,
+        }
+    }
+}
+
+/// Runs every case against both backends.
+macro_rules! cases {
+    ($($case:ident),*) => {
+        mod on_aws {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::$case(super::On::Aws).await
+                }
+            )*
+        }
+        mod on_sqlite_and_a_file {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::$case(super::On::Local).await
+                }
+            )*
+        }
+    };
+}
+
+cases!(
+    due_keys_rotate_and_their_secrets_land_where_services_read_them,
+    a_crash_after_any_step_and_a_rerun_leave_one_new_key_and_a_current_secret,
+    two_overlapping_runs_rotate_each_key_once,
+    each_expiry_warning_is_recorded_exactly_once
+);
