@@ -1,0 +1,239 @@
+//! One scheduled run over 1,000 keys of which 100 are due: how long it takes, and which
+//! DynamoDB and Secrets Manager calls it makes, counted from the requests the SDK sends.
+//!
+//! `scripts/with-moto cargo bench -p scheduled-rotation --bench scheduled_run`
+//!
+//! Against moto's single-threaded server the time is mostly moto's; the call counts are
+//! what DynamoDB and Secrets Manager would bill. The same run on SQLite with the local
+//! secrets file shows keyward's own cost.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_dynamodb::error::BoxError;
+use chrono::{TimeDelta, TimeZone, Utc};
+use keyward::domain::{
+    Actor, Change, EnvName, KeyName, Kind, NewKey, RotationPolicy, Scopes, Timestamp,
+    create_environment, create_key,
+};
+use keyward::secrets::{FileSink, SecretSink, SecretsManagerSink};
+use keyward::store::{DynamoStore, KeyStore, SqliteStore};
+use scheduled_rotation::{Report, run};
+
+const KEYS: usize = 1000;
+const DUE: usize = 100;
+
+/// Counts each request by its operation, from the `x-amz-target` header both SDKs send.
+#[derive(Debug, Default, Clone)]
+struct Counter {
+    calls: Arc<Mutex<BTreeMap<String, usize>>>,
+}
+
+impl Intercept for Counter {
+    fn name(&self) -> &'static str {
+        "call-counter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        ctx: &BeforeTransmitInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let target = ctx.request().headers().get("x-amz-target").unwrap_or("?");
+        let operation = target.rsplit('.').next().unwrap_or(target).to_owned();
+        *self.calls.lock().unwrap().entry(operation).or_default() += 1;
+        Ok(())
+    }
+}
+
+fn now() -> Timestamp {
+    Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).unwrap()
+}
+
+/// 1,000 keys with a 30-day policy, of which the first 100 were made 31 days ago. They are
+/// written 45 to a change (90 items and the change's activity entry, under DynamoDB's 100
+/// per transaction), because moto copies the whole table for every transaction and a
+/// thousand of them take minutes and gigabytes.
+async fn fill(store: &dyn KeyStore, prefix: &str) {
+    let env = EnvName::parse("production").unwrap();
+    let made = now() - TimeDelta::days(400);
+    store
+        .apply(&create_environment(&env, Actor::operator("bench"), made).change)
+        .await
+        .unwrap();
+    let mut changes: Vec<Change> = Vec::new();
+    for i in 0..KEYS {
+        let age = if i < DUE { 31 } else { 1 };
+        let policy = serde_json::json!({"every": "P30D", "grace_period": "24h", "secret_id": format!("{prefix}/key-{i}")});
+        let input = NewKey {
+            name: KeyName::parse(&format!("service-{i}")).unwrap(),
+            kind: Kind::Secret,
+            scopes: Scopes::parse(&["orders:read"]).unwrap(),
+            expires_at: None,
+            rotation_policy: Some(RotationPolicy::from_json(&policy).unwrap()),
+        };
+        let at = now() - TimeDelta::days(age) + TimeDelta::milliseconds(i as i64);
+        let issued = create_key(&env, input, Actor::operator("bench"), at).unwrap();
+        match changes.last_mut() {
+            Some(change) if change.keys.len() < 45 => change.keys.extend(issued.change.keys),
+            _ => changes.push(issued.change),
+        }
+    }
+    for change in &changes {
+        store.apply(change).await.unwrap();
+    }
+}
+
+/// The table that `DynamoStore::create_table` makes, but without its stream: moto copies a
+/// table, stream records included, for every transaction, which makes filling 1,000 keys
+/// quadratic in time and memory (gigabytes). The run reads no stream.
+async fn create_table_without_stream(client: &aws_sdk_dynamodb::Client, name: &str) {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
+        Projection, ProjectionType, ScalarAttributeType,
+    };
+    use keyward::store::dynamodb::table;
+    let key = |name: &str, kind: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .unwrap()
+    };
+    let index = |name: &str, pk: &str, sk: &str, projection: ProjectionType| {
+        GlobalSecondaryIndex::builder()
+            .index_name(name)
+            .key_schema(key(pk, KeyType::Hash))
+            .key_schema(key(sk, KeyType::Range))
+            .projection(Projection::builder().projection_type(projection).build())
+            .build()
+            .unwrap()
+    };
+    let mut create = client
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .key_schema(key(table::PK, KeyType::Hash))
+        .key_schema(key(table::SK, KeyType::Range))
+        .global_secondary_indexes(index(
+            table::GSI1,
+            table::GSI1_PK,
+            table::GSI1_SK,
+            ProjectionType::All,
+        ))
+        .global_secondary_indexes(index(
+            table::GSI2,
+            table::GSI2_PK,
+            table::GSI2_SK,
+            ProjectionType::KeysOnly,
+        ));
+    for attribute in [
+        table::PK,
+        table::SK,
+        table::GSI1_PK,
+        table::GSI1_SK,
+        table::GSI2_PK,
+        table::GSI2_SK,
+    ] {
+        create = create.attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(attribute)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        );
+    }
+    create.send().await.unwrap();
+}
+
+async fn timed(store: &dyn KeyStore, sink: &dyn SecretSink) -> (Report, Duration) {
+    let started = Instant::now();
+    let report = run(store, sink, &Actor::schedule("bench"), now())
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!((report.rotated, report.failed), (DUE, 0), "{report:?}");
+    (report, took)
+}
+
+async fn on_aws(secrets_exist: bool) {
+    let config = aws_config::load_from_env().await;
+    let (label, slug) = if secrets_exist {
+        ("the secrets exist", "existing")
+    } else {
+        ("first delivery, which creates the secrets", "new")
+    };
+    let prefix = format!("bench-{slug}-{}", std::process::id());
+    let client = aws_sdk_dynamodb::Client::new(&config);
+    create_table_without_stream(&client, &prefix).await;
+    let seeding = DynamoStore::new(client, &prefix);
+    fill(&seeding, &prefix).await;
+    let plain_secrets = aws_sdk_secretsmanager::Client::new(&config);
+    if secrets_exist {
+        for i in 0..DUE {
+            plain_secrets
+                .create_secret()
+                .name(format!("{prefix}/key-{i}"))
+                .secret_string("{}")
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    let counter = Counter::default();
+    let dynamodb = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&config)
+            .interceptor(counter.clone())
+            .build(),
+    );
+    let secrets = aws_sdk_secretsmanager::Client::from_conf(
+        aws_sdk_secretsmanager::config::Builder::from(&config)
+            .interceptor(counter.clone())
+            .build(),
+    );
+    let store = DynamoStore::new(dynamodb, &prefix);
+    let sink = SecretsManagerSink::new(secrets);
+    let (_, took) = timed(&store, &sink).await;
+    println!(
+        "DynamoDB + Secrets Manager on moto, {label}: {} ms for {KEYS} keys, {DUE} due",
+        took.as_millis()
+    );
+    for (operation, count) in counter.calls.lock().unwrap().iter() {
+        println!("  {operation:<26} {count:>5}");
+    }
+}
+
+async fn on_sqlite() {
+    let dir = std::env::temp_dir().join(format!("keyward-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut times = Vec::new();
+    for round in 0..5 {
+        let store = SqliteStore::in_memory().unwrap();
+        fill(&store, "local").await;
+        let sink = FileSink::new(dir.join(format!("secrets-{round}.json")));
+        times.push(timed(&store, &sink).await.1);
+    }
+    times.sort();
+    println!(
+        "SQLite + secrets file: median {} ms of 5 runs (min {} ms, max {} ms)",
+        times[2].as_millis(),
+        times[0].as_millis(),
+        times[4].as_millis()
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::main]
+async fn main() {
+    assert!(
+        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
+        "run it with scripts/with-moto, which starts moto's server on loopback"
+    );
+    on_sqlite().await;
+    on_aws(false).await;
+    on_aws(true).await;
+}
