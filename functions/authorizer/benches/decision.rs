@@ -36,7 +36,7 @@ fn decision(c: &mut Criterion) {
         issued.key.clone(),
     )]));
     let config = Config {
-        environment: env,
+        environment: Some(env),
         routes: RouteScopes::parse(r#"{"GET /orders": "orders:read"}"#).unwrap(),
     };
     let secret = issued.secret.expose().to_owned();

@@ -116,11 +116,16 @@ fn segments(path: &str) -> Vec<String> {
         .collect()
 }
 
+/// `KEYWARD_ENVIRONMENT`'s value for "a valid key of any environment".
+pub const ANY_ENVIRONMENT: &str = "*";
+
 /// The authorizer's configuration, read once at cold start.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The only environment whose keys it accepts.
-    pub environment: EnvName,
+    /// The only environment whose keys it accepts; `None` (`KEYWARD_ENVIRONMENT=*`) accepts
+    /// a valid key of any environment, for an API that checks the environment itself, such
+    /// as keyward's own management API.
+    pub environment: Option<EnvName>,
     /// The scope each route needs.
     pub routes: RouteScopes,
 }
@@ -130,8 +135,13 @@ impl Config {
     pub fn from_env() -> Result<Self, String> {
         let environment = std::env::var("KEYWARD_ENVIRONMENT")
             .map_err(|_| "KEYWARD_ENVIRONMENT is not set".to_owned())?;
-        let environment = EnvName::parse(&environment)
-            .map_err(|e| format!("KEYWARD_ENVIRONMENT {environment:?}: {e}"))?;
+        let environment = match environment.as_str() {
+            ANY_ENVIRONMENT => None,
+            name => Some(
+                EnvName::parse(name)
+                    .map_err(|e| format!("KEYWARD_ENVIRONMENT {name:?}: {e}, or *"))?,
+            ),
+        };
         let routes = match std::env::var("KEYWARD_ROUTE_SCOPES") {
             Ok(json) => RouteScopes::parse(&json)?,
             Err(_) => RouteScopes::default(),
@@ -253,7 +263,11 @@ async fn decide(
     let Ok(presented) = PresentedKey::parse(token) else {
         return Ok(Decision::Unauthorized);
     };
-    if presented.environment != config.environment {
+    if config
+        .environment
+        .as_ref()
+        .is_some_and(|env| presented.environment != *env)
+    {
         return Ok(Decision::Unauthorized);
     }
     let Some(key) = store
@@ -265,7 +279,7 @@ async fn decide(
     };
     let required: Vec<&str> = required.map(Scope::as_str).into_iter().collect();
     Ok(
-        match check(&key, Some(&config.environment), &required, now) {
+        match check(&key, config.environment.as_ref(), &required, now) {
             Verdict::Valid => Decision::Allow(key),
             Verdict::InsufficientScope => Decision::Deny(key),
             _ => Decision::Unauthorized,
@@ -379,7 +393,7 @@ mod tests {
 
     fn config() -> Config {
         Config {
-            environment: EnvName::parse("production").unwrap(),
+            environment: Some(EnvName::parse("production").unwrap()),
             routes: RouteScopes::parse(
                 r#"{"GET /orders": "orders:read", "POST /orders/*": "orders:write"}"#,
             )
@@ -498,7 +512,7 @@ mod tests {
         let _guard = tracing::subscriber::set_default(subscriber.finish());
         let reader = k.reader.expose();
         let bad_checksum = format!("{}000000", &reader[..reader.len() - 6]);
-        let unknown = Secret::generate(Kind::Secret, &config.environment);
+        let unknown = Secret::generate(Kind::Secret, config.environment.as_ref().unwrap());
         let pasted_path = format!("/echo/{reader}");
         let cases = [
             ("missing", None, "GET", "/orders", Outcome::Unauthorized, 0),
@@ -650,7 +664,7 @@ mod tests {
                 rotation_policy: None,
             };
             let issued = create_key(
-                &config.environment,
+                config.environment.as_ref().unwrap(),
                 input,
                 Actor::operator("t"),
                 keyward::now(),
@@ -709,6 +723,32 @@ mod tests {
     #[tokio::test]
     async fn revocation_holds_on_the_next_call_on_dynamodb() {
         revocation_holds_on_the_next_call(&dynamodb().await).await;
+    }
+
+    #[tokio::test]
+    async fn with_any_environment_a_valid_key_of_each_environment_is_allowed() {
+        let store = SqliteStore::in_memory().unwrap();
+        let k = keys(&store).await;
+        let any = Config {
+            environment: None,
+            ..config()
+        };
+        for fixture in [TOKEN, REQUEST, HTTP] {
+            let ask = |token: &str| event(fixture, "GET", "/orders", Some(token));
+            let allowed = handler(&any, &store, ask(k.staging.expose()), keyward::now()).await;
+            assert_eq!(outcome(fixture, &allowed, "/GET/orders"), Outcome::Allow);
+            assert_eq!(allowed.unwrap()["context"]["environment"], "staging");
+            let refused = handler(&config(), &store, ask(k.staging.expose()), keyward::now()).await;
+            assert_eq!(
+                outcome(fixture, &refused, "/GET/orders"),
+                Outcome::Unauthorized
+            );
+            let revoked = handler(&any, &store, ask(k.revoked.expose()), keyward::now()).await;
+            assert_eq!(
+                outcome(fixture, &revoked, "/GET/orders"),
+                Outcome::Unauthorized
+            );
+        }
     }
 
     #[tokio::test]

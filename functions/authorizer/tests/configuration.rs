@@ -25,6 +25,7 @@ fn each_bad_variable_stops_the_cold_start_and_is_named() {
     for (vars, needle) in [
         (&[][..], "KEYWARD_ENVIRONMENT is not set"),
         (&[("KEYWARD_ENVIRONMENT", "Prod!")], "KEYWARD_ENVIRONMENT"),
+        (&[("KEYWARD_ENVIRONMENT", "**")], "KEYWARD_ENVIRONMENT"),
         (
             &[
                 ("KEYWARD_ENVIRONMENT", "production"),
