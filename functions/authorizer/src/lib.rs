@@ -131,10 +131,15 @@ pub struct Config {
 }
 
 impl Config {
+    /// The variable that names the accepted environment.
+    pub const ENVIRONMENT_VAR: &'static str = "KEYWARD_ENVIRONMENT";
+    /// The variable that maps routes to scopes.
+    pub const ROUTE_SCOPES_VAR: &'static str = "KEYWARD_ROUTE_SCOPES";
+
     /// Reads `KEYWARD_ENVIRONMENT` and `KEYWARD_ROUTE_SCOPES`; a bad value stops the cold start.
     pub fn from_env() -> Result<Self, String> {
-        let environment = std::env::var("KEYWARD_ENVIRONMENT")
-            .map_err(|_| "KEYWARD_ENVIRONMENT is not set".to_owned())?;
+        let environment = std::env::var(Self::ENVIRONMENT_VAR)
+            .map_err(|_| format!("{} is not set", Self::ENVIRONMENT_VAR))?;
         let environment = match environment.as_str() {
             ANY_ENVIRONMENT => None,
             name => Some(
@@ -142,7 +147,7 @@ impl Config {
                     .map_err(|e| format!("KEYWARD_ENVIRONMENT {name:?}: {e}, or *"))?,
             ),
         };
-        let routes = match std::env::var("KEYWARD_ROUTE_SCOPES") {
+        let routes = match std::env::var(Self::ROUTE_SCOPES_VAR) {
             Ok(json) => RouteScopes::parse(&json)?,
             Err(_) => RouteScopes::default(),
         };

@@ -73,6 +73,11 @@ pub struct EventsConfig {
 }
 
 impl EventsConfig {
+    /// The variable that names the bus.
+    pub const BUS_VAR: &'static str = "KEYWARD_EVENT_BUS";
+    /// The variable that names the events' source.
+    pub const SOURCE_VAR: &'static str = "KEYWARD_EVENT_SOURCE";
+
     /// Reads the bus and the source, with their defaults `default` and `keyward`.
     pub fn from_env() -> Result<Self, String> {
         let read = |name: &str, default: &str| match std::env::var(name) {
@@ -83,8 +88,8 @@ impl EventsConfig {
             Err(_) => Ok(default.to_owned()),
         };
         Ok(Self {
-            bus: read("KEYWARD_EVENT_BUS", "default")?,
-            source: read("KEYWARD_EVENT_SOURCE", "keyward")?,
+            bus: read(Self::BUS_VAR, "default")?,
+            source: read(Self::SOURCE_VAR, "keyward")?,
         })
     }
 }

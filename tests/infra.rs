@@ -1,0 +1,369 @@
+//! The SAM template and the code agree: one function per crate, the variables each function
+//! reads are set, the table is the one the DynamoDB adapter uses, the authorizer's cache is
+//! off, the routes are `keyward serve`'s, and no policy grants every action.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use keyward::events::EventsConfig;
+use keyward::store::StoreConfig;
+use keyward::store::dynamodb::table;
+use serde_yaml::Value;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn template() -> Value {
+    let text = std::fs::read_to_string(root().join("infra/template.yaml")).unwrap();
+    serde_yaml::from_str(&text).expect("the template is YAML")
+}
+
+fn resources(template: &Value) -> &serde_yaml::Mapping {
+    template["Resources"].as_mapping().unwrap()
+}
+
+/// The template's functions, by their resource name.
+fn functions(template: &Value) -> BTreeMap<String, &Value> {
+    resources(template)
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::Serverless::Function")
+        .map(|(name, r)| (name.as_str().unwrap().to_owned(), r))
+        .collect()
+}
+
+/// The function crates: folder name, and the source of their `main.rs`.
+fn crates() -> BTreeMap<String, String> {
+    std::fs::read_dir(root().join("functions"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|dir| dir.join("Cargo.toml").exists())
+        .map(|dir| {
+            let name = dir.file_name().unwrap().to_str().unwrap().to_owned();
+            let main = std::fs::read_to_string(dir.join("src/main.rs")).unwrap();
+            (name, main)
+        })
+        .collect()
+}
+
+/// A tagged scalar such as `!Ref Table` or `!GetAtt Table.Arn`, as `(tag, text)`.
+fn tagged(value: &Value) -> Option<(String, String)> {
+    match value {
+        Value::Tagged(t) => Some((t.tag.to_string(), t.value.as_str()?.to_owned())),
+        _ => None,
+    }
+}
+
+#[test]
+fn every_function_crate_has_exactly_one_function_resource_and_every_resource_a_crate() {
+    let template = template();
+    let crates = crates();
+    let mut built: Vec<String> = Vec::new();
+    for (name, function) in functions(&template) {
+        assert_eq!(
+            function["Metadata"]["BuildMethod"], "rust-cargolambda",
+            "{name}"
+        );
+        let binary = function["Metadata"]["BuildProperties"]["Binary"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name} names no binary"));
+        assert!(
+            crates.contains_key(binary),
+            "{name} builds {binary}, which is no crate in functions/"
+        );
+        assert_eq!(function["Properties"]["CodeUri"], "..", "{name}");
+        built.push(binary.to_owned());
+    }
+    built.sort();
+    let expected: Vec<String> = crates.keys().cloned().collect();
+    assert_eq!(built, expected, "one function resource per crate, no more");
+    let globals = &template["Globals"]["Function"];
+    assert_eq!(globals["Runtime"], "provided.al2023");
+    assert_eq!(globals["Handler"], "bootstrap");
+    assert_eq!(globals["LoggingConfig"]["LogFormat"], "JSON");
+    assert_eq!(
+        tagged(&globals["Architectures"][0]),
+        Some(("!Ref".to_owned(), "Architecture".to_owned()))
+    );
+    assert_eq!(template["Parameters"]["Architecture"]["Default"], "arm64");
+}
+
+/// The variables a function's `main` makes it read, from the calls that read them.
+fn variables_read(main: &str) -> BTreeSet<&'static str> {
+    let readers: [(&str, &[&'static str]); 4] = [
+        ("keyward::http::run", &[StoreConfig::VAR]),
+        ("StoreConfig::from_env", &[StoreConfig::VAR]),
+        (
+            "EventsConfig::from_env",
+            &[EventsConfig::BUS_VAR, EventsConfig::SOURCE_VAR],
+        ),
+        (
+            "Config::from_env",
+            &[
+                authorizer::Config::ENVIRONMENT_VAR,
+                authorizer::Config::ROUTE_SCOPES_VAR,
+            ],
+        ),
+    ];
+    let calls = |call: &str| {
+        main.match_indices(call)
+            .any(|(at, _)| !main[..at].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_'))
+    };
+    readers
+        .iter()
+        .filter(|(call, _)| calls(call))
+        .flat_map(|(_, vars)| vars.iter().copied())
+        .collect()
+}
+
+/// Every `KEYWARD_*` name in the source of the crates that run on Lambda.
+fn variables_named_in_code() -> BTreeSet<String> {
+    let mut files = vec![root().join("shared/src")];
+    files.extend(
+        crates()
+            .keys()
+            .map(|c| root().join("functions").join(c).join("src")),
+    );
+    let mut names = BTreeSet::new();
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (at, _) in text.match_indices("KEYWARD_") {
+            let name: String = text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || *c == '_')
+                .collect();
+            names.insert(name);
+        }
+    }
+    names
+}
+
+#[test]
+fn every_variable_a_function_reads_is_set_for_it_and_no_other() {
+    let known: BTreeSet<&str> = [
+        StoreConfig::VAR,
+        EventsConfig::BUS_VAR,
+        EventsConfig::SOURCE_VAR,
+        authorizer::Config::ENVIRONMENT_VAR,
+        authorizer::Config::ROUTE_SCOPES_VAR,
+    ]
+    .into();
+    for name in variables_named_in_code() {
+        assert!(
+            known.contains(name.as_str()),
+            "{name} is named in the code but this test does not know who reads it"
+        );
+    }
+    let template = template();
+    let crates = crates();
+    for (resource, function) in functions(&template) {
+        let binary = function["Metadata"]["BuildProperties"]["Binary"]
+            .as_str()
+            .unwrap();
+        let needed = variables_read(&crates[binary]);
+        let set: BTreeSet<&str> = function["Properties"]["Environment"]["Variables"]
+            .as_mapping()
+            .map(|vars| vars.keys().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            set, needed,
+            "{resource}: the variables set are exactly those its code reads"
+        );
+        if needed.contains(StoreConfig::VAR) {
+            let store = &function["Properties"]["Environment"]["Variables"][StoreConfig::VAR];
+            assert_eq!(
+                tagged(store),
+                Some(("!Sub".to_owned(), "dynamodb:${Table}".to_owned())),
+                "{resource}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_table_is_the_one_the_dynamodb_adapter_uses() {
+    let template = template();
+    let t = &resources(&template)["Table"]["Properties"];
+    let key_schema = |schema: &Value| -> Vec<(String, String)> {
+        schema
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|k| {
+                (
+                    k["AttributeName"].as_str().unwrap().to_owned(),
+                    k["KeyType"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let pair = |pk: &str, sk: &str| {
+        vec![
+            (pk.to_owned(), "HASH".to_owned()),
+            (sk.to_owned(), "RANGE".to_owned()),
+        ]
+    };
+    assert_eq!(key_schema(&t["KeySchema"]), pair(table::PK, table::SK));
+    let indexes: BTreeMap<String, (Vec<(String, String)>, String)> = t["GlobalSecondaryIndexes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["IndexName"].as_str().unwrap().to_owned(),
+                (
+                    key_schema(&i["KeySchema"]),
+                    i["Projection"]["ProjectionType"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned(),
+                ),
+            )
+        })
+        .collect();
+    let expected = BTreeMap::from([
+        (
+            table::GSI1.to_owned(),
+            (pair(table::GSI1_PK, table::GSI1_SK), "ALL".to_owned()),
+        ),
+        (
+            table::GSI2.to_owned(),
+            (pair(table::GSI2_PK, table::GSI2_SK), "KEYS_ONLY".to_owned()),
+        ),
+    ]);
+    assert_eq!(indexes, expected);
+    let defined: BTreeSet<(&str, &str)> = t["AttributeDefinitions"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["AttributeName"].as_str().unwrap(),
+                a["AttributeType"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let keys = [
+        table::PK,
+        table::SK,
+        table::GSI1_PK,
+        table::GSI1_SK,
+        table::GSI2_PK,
+        table::GSI2_SK,
+    ];
+    assert_eq!(defined, keys.iter().map(|k| (*k, "S")).collect());
+    assert_eq!(t["TimeToLiveSpecification"]["AttributeName"], table::TTL);
+    assert_eq!(t["TimeToLiveSpecification"]["Enabled"], true);
+    assert_eq!(
+        t["StreamSpecification"]["StreamViewType"],
+        "NEW_AND_OLD_IMAGES"
+    );
+    assert_eq!(t["BillingMode"], "PAY_PER_REQUEST");
+    assert_eq!(
+        t["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"],
+        true
+    );
+    assert_eq!(t["SSESpecification"]["SSEEnabled"], true);
+    assert_eq!(
+        tagged(&t["DeletionProtectionEnabled"]),
+        Some(("!Ref".to_owned(), "DeletionProtection".to_owned()))
+    );
+}
+
+#[test]
+fn the_api_authorizer_caches_nothing_and_the_routes_are_serves_routes() {
+    let template = template();
+    let api = &resources(&template)["Api"]["Properties"];
+    let authorizers = api["Auth"]["Authorizers"].as_mapping().unwrap();
+    assert_eq!(authorizers.len(), 1);
+    let (name, authorizer) = authorizers.iter().next().unwrap();
+    assert_eq!(api["Auth"]["DefaultAuthorizer"], *name);
+    assert_eq!(authorizer["Identity"]["ReauthorizeEvery"], 0);
+    assert_eq!(
+        tagged(&authorizer["FunctionArn"]),
+        Some(("!GetAtt".to_owned(), "Authorizer.Arn".to_owned()))
+    );
+    for (status, code) in [("UNAUTHORIZED", 401), ("ACCESS_DENIED", 403)] {
+        let response = &api["GatewayResponses"][status];
+        assert_eq!(response["StatusCode"], code);
+        let body = response["ResponseTemplates"]["application/json"]
+            .as_str()
+            .unwrap();
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert!(json["error"]["code"].is_string() && json["error"]["message"].is_string());
+    }
+
+    let mut routes = BTreeSet::new();
+    for (resource, function) in functions(&template) {
+        let Some(events) = function["Properties"]["Events"].as_mapping() else {
+            continue;
+        };
+        for event in events.values().filter(|e| e["Type"] == "Api") {
+            let p = &event["Properties"];
+            let route = (
+                p["Method"].as_str().unwrap().to_owned(),
+                p["Path"].as_str().unwrap().to_owned(),
+            );
+            let public = p["Auth"]["Authorizer"] == "NONE";
+            routes.insert((route.0.clone(), route.1.clone()));
+            assert_eq!(
+                public,
+                route.1 == "/v1/verify",
+                "{resource}: only /v1/verify skips the authorizer"
+            );
+        }
+    }
+    let mut expected: BTreeSet<(String, String)> = keyward_cli::ROUTES
+        .iter()
+        .map(|(method, path, _)| (method.to_string(), (*path).to_owned()))
+        .collect();
+    expected.insert(("GET".to_owned(), "/hello".to_owned()));
+    assert_eq!(routes, expected);
+}
+
+/// Every `Action` in the template's policies.
+fn actions(value: &Value, found: &mut Vec<String>) {
+    match value {
+        Value::Mapping(map) => {
+            for (key, value) in map {
+                if key == "Action" {
+                    match value {
+                        Value::Sequence(list) => {
+                            found.extend(list.iter().filter_map(Value::as_str).map(str::to_owned))
+                        }
+                        other => found.push(other.as_str().unwrap_or("?").to_owned()),
+                    }
+                } else {
+                    actions(value, found);
+                }
+            }
+        }
+        Value::Sequence(list) => list.iter().for_each(|v| actions(v, found)),
+        Value::Tagged(t) => actions(&t.value, found),
+        _ => {}
+    }
+}
+
+#[test]
+fn no_policy_grants_every_action_and_the_authorizer_only_reads_one_item() {
+    let template = template();
+    let mut found = Vec::new();
+    actions(&template["Resources"], &mut found);
+    assert!(found.len() > 20, "the policies are found: {found:?}");
+    for action in &found {
+        assert!(
+            action != "*" && !action.ends_with(":*") && action.contains(':'),
+            "{action} grants too much"
+        );
+    }
+    let mut authorizer = Vec::new();
+    actions(&resources(&template)["Authorizer"], &mut authorizer);
+    assert_eq!(authorizer, ["dynamodb:GetItem"]);
+    let mut hello = Vec::new();
+    actions(&resources(&template)["Hello"], &mut hello);
+    assert!(hello.is_empty(), "the example backend needs nothing");
+}
