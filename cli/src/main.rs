@@ -126,7 +126,7 @@ fn print_default_key(name: &EnvName, issued: &Issued) {
 
 /// The poller and bus that publish a DynamoDB table's stream while `serve` runs.
 async fn stream_publisher(table: &str) -> Result<(StreamPoller, EventBridgeBus), String> {
-    let aws = aws_config::load_from_env().await;
+    let aws = keyward::aws::config().await;
     let arn = DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), table)
         .stream_arn()
         .await

@@ -3,6 +3,7 @@
 //! `domain` decides (pure, no I/O, `now` passed in), `store` applies decisions atomically,
 //! and `http` maps requests and domain outcomes to API Gateway responses.
 
+pub mod aws;
 pub mod domain;
 pub mod events;
 pub mod http;

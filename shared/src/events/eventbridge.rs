@@ -16,7 +16,7 @@ pub struct EventBridgeBus {
 impl EventBridgeBus {
     /// A bus with a client built from the standard AWS configuration.
     pub async fn from_env(config: EventsConfig) -> Self {
-        let aws = aws_config::load_from_env().await;
+        let aws = crate::aws::config().await;
         Self::new(Client::new(&aws), config)
     }
 

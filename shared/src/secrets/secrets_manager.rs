@@ -18,7 +18,7 @@ pub struct SecretsManagerSink {
 impl SecretsManagerSink {
     /// A sink with a client built from the standard AWS configuration.
     pub async fn from_env() -> Self {
-        Self::new(Client::new(&aws_config::load_from_env().await))
+        Self::new(Client::new(&crate::aws::config().await))
     }
 
     /// A sink on this client.

@@ -162,7 +162,7 @@ fn hash_item(key: &Key) -> Result<Item, StoreError> {
 impl DynamoStore {
     /// A store on `table`, with a client built from the standard AWS configuration.
     pub async fn from_env(table: &str) -> Self {
-        let config = aws_config::load_from_env().await;
+        let config = crate::aws::config().await;
         Self::new(Client::new(&config), table)
     }
 

@@ -1,0 +1,131 @@
+//! The AWS configuration behind every client keyward builds on Lambda.
+//!
+//! The SDK's default HTTPS client reads the system's root certificates at cold start, which
+//! is most of a function's start-up time (BENCHMARKS.md, "The authorizer's cold start").
+//! AWS service endpoints present certificates from Amazon Trust Services, so the client
+//! trusts just its roots (`amazon-roots.pem`: Amazon Root CA 1 to 4 and Starfield Services
+//! Root CA G2, which cross-signs them), held in the binary. Where that may not hold, it
+//! keeps the system's roots: when an `AWS_ENDPOINT_URL` variable names another endpoint, and
+//! in the China regions, whose endpoints are not under Amazon Trust Services.
+
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_smithy_http_client::proxy::ProxyConfig;
+use aws_smithy_http_client::tls::rustls_provider::CryptoMode;
+use aws_smithy_http_client::tls::{Provider, TlsContext, TrustStore};
+use aws_smithy_http_client::{Builder, ConnectorBuilder};
+
+/// Amazon Trust Services' five root certificates, in PEM.
+const AMAZON_ROOTS: &[u8] = include_bytes!("amazon-roots.pem");
+
+/// Whether Amazon's roots are all the client needs, judged from the variables that
+/// `aws_config` itself reads.
+fn amazon_roots_suffice(vars: impl Iterator<Item = (String, String)>) -> bool {
+    let mut custom_endpoint = false;
+    let mut china = false;
+    for (name, value) in vars {
+        custom_endpoint |= name.starts_with("AWS_ENDPOINT_URL");
+        china |= (name == "AWS_REGION" || name == "AWS_DEFAULT_REGION") && value.starts_with("cn-");
+    }
+    !custom_endpoint && !china
+}
+
+/// An HTTPS client like the SDK's default (rustls with aws-lc, the proxy from the
+/// environment) that trusts only Amazon Trust Services' roots.
+fn amazon_https_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    let roots = TrustStore::empty()
+        .with_native_roots(false)
+        .with_pem_certificate(AMAZON_ROOTS);
+    let context = TlsContext::builder()
+        .with_trust_store(roots)
+        .build()
+        .expect("a trust store of PEM certificates builds");
+    Builder::new().build_with_connector_fn(move |settings, components| {
+        let mut connector = ConnectorBuilder::default()
+            .tls_provider(Provider::Rustls(CryptoMode::AwsLc))
+            .tls_context(context.clone());
+        connector.set_connector_settings(settings.cloned());
+        if let Some(components) = components {
+            connector.set_sleep_impl(components.sleep_impl());
+        }
+        connector.set_proxy_config(Some(ProxyConfig::from_env()));
+        connector.build()
+    })
+}
+
+/// The configuration from the standard AWS variables, with the HTTPS client described above.
+pub async fn config() -> SdkConfig {
+    let loader = aws_config::defaults(BehaviorVersion::latest());
+    if amazon_roots_suffice(std::env::vars()) {
+        loader.http_client(amazon_https_client()).load().await
+    } else {
+        loader.load().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> impl Iterator<Item = (String, String)> {
+        pairs
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    #[test]
+    fn amazon_roots_serve_aws_endpoints_but_not_custom_ones_or_china() {
+        assert!(amazon_roots_suffice(vars(&[("AWS_REGION", "eu-west-1")])));
+        assert!(!amazon_roots_suffice(vars(&[
+            ("AWS_REGION", "eu-west-1"),
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:5000")
+        ])));
+        assert!(!amazon_roots_suffice(vars(&[(
+            "AWS_ENDPOINT_URL_DYNAMODB",
+            "https://dynamodb.internal"
+        )])));
+        assert!(!amazon_roots_suffice(vars(&[("AWS_REGION", "cn-north-1")])));
+        assert!(!amazon_roots_suffice(vars(&[(
+            "AWS_DEFAULT_REGION",
+            "cn-northwest-1"
+        )])));
+    }
+
+    #[tokio::test]
+    async fn the_client_builds_its_tls_connector_from_the_amazon_roots_and_fails_cleanly() {
+        use aws_sdk_dynamodb::config::{Credentials, Region};
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("id", "secret", None, None, "test"))
+            .endpoint_url("https://127.0.0.1:9")
+            .http_client(amazon_https_client())
+            .build();
+        let err = aws_sdk_dynamodb::Client::from_conf(config)
+            .list_tables()
+            .send()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, aws_sdk_dynamodb::error::SdkError::DispatchFailure(_)),
+            "the connector was built and the connection refused: {err:?}"
+        );
+    }
+
+    #[test]
+    fn the_five_amazon_roots_are_whole_pem_certificates() {
+        let text = std::str::from_utf8(AMAZON_ROOTS).unwrap();
+        let blocks: Vec<&str> = text
+            .split("-----BEGIN CERTIFICATE-----")
+            .skip(1)
+            .map(|b| b.split("-----END CERTIFICATE-----").next().unwrap())
+            .collect();
+        assert_eq!(blocks.len(), 5);
+        for block in blocks {
+            let base64: String = block.split_whitespace().collect();
+            assert!(base64.starts_with("MII"), "a DER certificate: {base64:.20}");
+            assert!(base64.len() > 500);
+        }
+    }
+}
