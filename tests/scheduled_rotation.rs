@@ -467,6 +467,63 @@ async fn crash_after(b: Backend, step: Step) {
     );
 }
 
+/// A sink that refuses one secret, as Secrets Manager does a secret it may not write.
+struct RefusingSink {
+    inner: Arc<dyn SecretSink>,
+    refused: String,
+}
+
+#[async_trait]
+impl SecretSink for RefusingSink {
+    async fn put_pending(
+        &self,
+        id: &str,
+        version: &str,
+        value: &SecretValue<'_>,
+    ) -> Result<(), SecretError> {
+        if id == self.refused {
+            return Err(SecretError::msg(format!("access denied to {id}")));
+        }
+        self.inner.put_pending(id, version, value).await
+    }
+
+    async fn promote(&self, id: &str, version: &str) -> Result<(), SecretError> {
+        self.inner.promote(id, version).await
+    }
+}
+
+async fn one_failing_key_does_not_stop_the_others(on: On) {
+    let b = on.backend().await;
+    let (refused, _) = b.policy_key("refused", "P1D", "1h", t0()).await;
+    let mut fine = Vec::new();
+    for i in 0..3 {
+        let name = format!("fine-{i}");
+        fine.push((name.clone(), b.policy_key(&name, "P1D", "1h", t0()).await.0));
+    }
+    let now = t0() + TimeDelta::days(1);
+    let sink = RefusingSink {
+        inner: Arc::clone(&b.sink),
+        refused: b.secret_id("refused"),
+    };
+    let report = run(&*b.store, &sink, &rule(), now).await.unwrap();
+    assert_eq!((report.rotated, report.failed), (3, 1), "{report:?}");
+    for (name, key) in &fine {
+        b.assert_rotated_once_and_delivered(key, name, now).await;
+    }
+    let stored = b.store.key(&refused.id).await.unwrap().unwrap();
+    assert_eq!(
+        stored.rotated_to, None,
+        "a key whose secret cannot be written is not rotated"
+    );
+    let retried = b.run(now + TimeDelta::minutes(1)).await;
+    assert_eq!(
+        retried.rotated, 1,
+        "and the next run rotates it: {retried:?}"
+    );
+    b.assert_rotated_once_and_delivered(&refused, "refused", now + TimeDelta::minutes(1))
+        .await;
+}
+
 async fn two_overlapping_runs_rotate_each_key_once(on: On) {
     let b = on.backend().await;
     let mut keys = Vec::new();
@@ -608,5 +665,6 @@ cases!(
     due_keys_rotate_and_their_secrets_land_where_services_read_them,
     a_crash_after_any_step_and_a_rerun_leave_one_new_key_and_a_current_secret,
     two_overlapping_runs_rotate_each_key_once,
+    one_failing_key_does_not_stop_the_others,
     each_expiry_warning_is_recorded_exactly_once
 );

@@ -25,6 +25,9 @@ fn bad_commands_and_options_exit_2_with_the_usage() {
         &["serve", "--store", "postgres:x"],
         &["serve", "--listen"],
         &["serve", "--colour"],
+        &["serve", "--schedule-every", "0"],
+        &["serve", "--schedule-every", "soon"],
+        &["serve", "--secrets-file"],
         &["table", "create", "x"],
     ] {
         let (code, _, stderr) = keyward(args);
