@@ -96,6 +96,12 @@ impl Key {
         }
     }
 
+    /// Whether a scheduled rotation's secret still has to be made current. Not for a key that
+    /// was revoked meanwhile: its secret must not become what services read.
+    fn delivery_pending(&self) -> bool {
+        self.pending_delivery.is_some() && self.revoked_at.is_none()
+    }
+
     /// The stage whose notice was recorded for the current expiry, if any.
     fn notified_stage(&self) -> Option<ExpiryStage> {
         self.expiry_notice
@@ -120,7 +126,7 @@ impl Key {
     /// The earliest time a scheduled run has something to do with this key. Stores index keys
     /// by it, so that a run finds its work with one query and never scans.
     pub fn next_due_at(&self) -> Option<Timestamp> {
-        let delivery = self.pending_delivery.as_ref().map(|_| self.created_at);
+        let delivery = self.delivery_pending().then_some(self.created_at);
         [delivery, self.rotation_due_at(), self.next_notice_at()]
             .into_iter()
             .flatten()
@@ -129,7 +135,7 @@ impl Key {
 
     /// What a scheduled run should do with this key at `now`, if anything.
     pub fn due(&self, now: Timestamp) -> Option<Due> {
-        if self.pending_delivery.is_some() {
+        if self.delivery_pending() {
             return Some(Due::Delivery);
         }
         if self.rotation_due_at().is_some_and(|at| at <= now) && self.status(now) == Status::Active
@@ -324,6 +330,20 @@ mod tests {
             scheduled_rotation(&key(None, None), schedule(), now).unwrap_err(),
             LifecycleError::NoRotationPolicy
         );
+    }
+
+    #[test]
+    fn a_new_key_revoked_before_its_delivery_is_never_delivered() {
+        let k = key(Some(policy("P30D", "3d")), None);
+        let now = t0() + TimeDelta::days(30);
+        let r = scheduled_rotation(&k, schedule(), now).unwrap();
+        let revoked = match revoke(&r.key, Actor::operator("alice"), now).unwrap() {
+            crate::domain::Revocation::Revoked { key, .. } => key,
+            other => panic!("{other:?}"),
+        };
+        assert!(revoked.pending_delivery.is_some());
+        assert_eq!(revoked.due(now), None);
+        assert_eq!(revoked.next_due_at(), None, "it leaves the schedule");
     }
 
     #[test]
