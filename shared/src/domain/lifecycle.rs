@@ -6,6 +6,7 @@ use super::activity::{ActivityEntry, Actor, Event};
 use super::grace::GracePeriod;
 use super::key::{Environment, Key, RotationPolicy, Status};
 use super::names::{EnvName, InputError, KeyId, KeyName, Kind, Scopes};
+use super::schedule::PendingDelivery;
 use super::token::Secret;
 
 /// A key write, with the precondition the store must check.
@@ -277,6 +278,18 @@ pub fn rotate(
     actor: Actor,
     now: Timestamp,
 ) -> Result<Rotated, LifecycleError> {
+    rotate_delivering(old, grace, actor, now, None)
+}
+
+/// [`rotate`], with the new key's secret to be delivered to the secret `deliver_to`, if any:
+/// the new key then carries that pending delivery.
+pub(super) fn rotate_delivering(
+    old: &Key,
+    grace: GracePeriod,
+    actor: Actor,
+    now: Timestamp,
+    deliver_to: Option<&str>,
+) -> Result<Rotated, LifecycleError> {
     let status = old.status(now);
     if status != Status::Active {
         return Err(LifecycleError::NotActive(status));
@@ -292,6 +305,13 @@ pub fn rotate(
         rotated_from: Some(old.id.clone()),
     }
     .issue(now);
+    let key = Key {
+        pending_delivery: deliver_to.map(|secret_id| PendingDelivery {
+            secret_id: secret_id.to_owned(),
+            version_id: PendingDelivery::version_id_for(&key.id),
+        }),
+        ..key
+    };
     let expires_at = grace_expiry(grace, old.expires_at, now);
     let (previous, write) = update(Key {
         rotated_to: Some(key.id.clone()),

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::Timestamp;
 use super::activity::{ActivityEntry, Actor, Event};
 use super::key::{Key, RotationPolicy, Status};
-use super::lifecycle::{Change, LifecycleError, Rotated, rotate, update};
+use super::lifecycle::{Change, LifecycleError, Rotated, rotate_delivering, update};
 use super::names::{ActivityId, KeyId};
 
 /// How close a key is to its expiry, in the steps that get a notice.
@@ -166,13 +166,13 @@ pub fn scheduled_rotation(
         .rotation_policy
         .as_ref()
         .ok_or(LifecycleError::NoRotationPolicy)?;
-    let mut rotated = rotate(key, policy.grace_period, actor, now)?;
-    rotated.key.pending_delivery = Some(PendingDelivery {
-        secret_id: policy.secret_id.clone(),
-        version_id: PendingDelivery::version_id_for(&rotated.key.id),
-    });
-    rotated.change.keys[0] = super::lifecycle::KeyWrite::Insert(rotated.key.clone());
-    Ok(rotated)
+    rotate_delivering(
+        key,
+        policy.grace_period,
+        actor,
+        now,
+        Some(&policy.secret_id),
+    )
 }
 
 /// Records that a key's secret is now the current version of its secret, or nothing if no
