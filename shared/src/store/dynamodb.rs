@@ -343,28 +343,27 @@ impl DynamoStore {
                 .key_type(kind)
                 .build()
         };
-        let gsi = GlobalSecondaryIndex::builder()
-            .index_name(table::GSI1)
-            .key_schema(key(table::GSI1_PK, KeyType::Hash).map_err(backend)?)
-            .key_schema(key(table::GSI1_SK, KeyType::Range).map_err(backend)?)
-            .projection(
-                Projection::builder()
-                    .projection_type(ProjectionType::All)
-                    .build(),
-            )
-            .build()
-            .map_err(backend)?;
-        let due = GlobalSecondaryIndex::builder()
-            .index_name(table::GSI2)
-            .key_schema(key(table::GSI2_PK, KeyType::Hash).map_err(backend)?)
-            .key_schema(key(table::GSI2_SK, KeyType::Range).map_err(backend)?)
-            .projection(
-                Projection::builder()
-                    .projection_type(ProjectionType::KeysOnly)
-                    .build(),
-            )
-            .build()
-            .map_err(backend)?;
+        let index = |name: &str, pk: &str, sk: &str, projection: ProjectionType| {
+            GlobalSecondaryIndex::builder()
+                .index_name(name)
+                .key_schema(key(pk, KeyType::Hash).map_err(backend)?)
+                .key_schema(key(sk, KeyType::Range).map_err(backend)?)
+                .projection(Projection::builder().projection_type(projection).build())
+                .build()
+                .map_err(backend)
+        };
+        let gsi = index(
+            table::GSI1,
+            table::GSI1_PK,
+            table::GSI1_SK,
+            ProjectionType::All,
+        )?;
+        let due = index(
+            table::GSI2,
+            table::GSI2_PK,
+            table::GSI2_SK,
+            ProjectionType::KeysOnly,
+        )?;
         let mut create = self
             .client
             .create_table()
