@@ -409,6 +409,7 @@ async fn serve_on_dynamodb_publishes_the_stream_as_the_lambda_does() {
             "127.0.0.1:0",
             "--store",
             &format!("dynamodb:{table}"),
+            "--no-schedule",
         ])
         .env("KEYWARD_EVENT_BUS", &bus)
         .stdout(std::process::Stdio::piped())

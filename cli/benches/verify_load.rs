@@ -67,7 +67,7 @@ async fn main() {
     let dir = std::env::temp_dir().join(format!("keyward-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a folder");
     let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+        .args(["serve", "--no-schedule", "--listen", "127.0.0.1:0", "--db"])
         .arg(dir.join("bench.db"))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())

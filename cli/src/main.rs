@@ -17,7 +17,8 @@ use keyward_cli::{
 };
 
 const USAGE: &str = "usage:
-  keyward serve [--listen ADDR] [--store STORE | --db PATH] [--secrets-file PATH] [--schedule-every SECONDS]
+  keyward serve [--listen ADDR] [--store STORE | --db PATH] [--secrets-file PATH]
+                [--schedule-every SECONDS | --no-schedule]
   keyward env create NAME [--json] [--store STORE | --db PATH]
   keyward table create TABLE
 
@@ -27,7 +28,8 @@ AWS_REGION, credentials). serve listens on 127.0.0.1:8080 unless --listen says o
 
 serve also runs the scheduled rotation every 60 seconds (or --schedule-every), and delivers
 each new secret to Secrets Manager when AWS_ENDPOINT_URL is set or the store is DynamoDB, and
-otherwise to the file keyward-secrets.json (or --secrets-file), which it keeps at mode 0600.";
+otherwise to the file keyward-secrets.json (or --secrets-file), which it keeps at mode 0600.
+--no-schedule turns it off, for a second serve on the same store or a store you only inspect.";
 
 /// The local secrets file, when secrets go to a file and no other is named.
 const SECRETS_FILE: &str = "keyward-secrets.json";
@@ -39,7 +41,8 @@ enum Command {
     Serve {
         listen: String,
         secrets_file: Option<PathBuf>,
-        schedule_every: Duration,
+        /// How often the scheduled rotation runs; `None` when it is off.
+        schedule_every: Option<Duration>,
     },
     CreateEnvironment {
         name: EnvName,
@@ -59,7 +62,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
     let mut store = StoreConfig::Sqlite("keyward.db".into());
     let mut listen = "127.0.0.1:8080".to_owned();
     let mut secrets_file = None;
-    let mut schedule_every = Duration::from_secs(60);
+    let mut schedule_every = Some(Duration::from_secs(60));
     let mut json = false;
     let mut words = Vec::new();
     let mut iter = args.iter();
@@ -80,8 +83,10 @@ fn parse(args: &[String]) -> Result<Args, String> {
                     .ok()
                     .filter(|&secs| (1..=86_400).contains(&secs))
                     .map(Duration::from_secs)
-                    .ok_or("--schedule-every is a number of seconds from 1 to 86400")?;
+                    .ok_or("--schedule-every is a number of seconds from 1 to 86400")
+                    .map(Some)?;
             }
+            "--no-schedule" => schedule_every = None,
             "--json" => json = true,
             "-h" | "--help" => return Err(String::new()),
             flag if flag.starts_with("--") => return Err(format!("unknown option {flag}")),
@@ -210,14 +215,25 @@ async fn run(args: Args) -> Result<(), String> {
                     Err(e) => return Err(error_chain(&e)),
                 }
             }
-            let sink = secret_sink(&args.store, secrets_file).await;
+            let schedule = match schedule_every {
+                Some(period) => Some((secret_sink(&args.store, secrets_file).await, period)),
+                None => {
+                    println!("Scheduled rotation is off.");
+                    None
+                }
+            };
             let listener = tokio::net::TcpListener::bind(&listen)
                 .await
                 .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
             let addr = listener.local_addr().map_err(|e| e.to_string())?;
             println!("keyward is listening on http://{addr}");
             std::io::stdout().flush().map_err(|e| e.to_string())?;
-            let scheduling = run_schedule(&*store, &*sink, schedule_every);
+            let scheduling = async {
+                match &schedule {
+                    Some((sink, period)) => run_schedule(&*store, &**sink, *period).await,
+                    None => std::future::pending().await,
+                }
+            };
             let publishing = async {
                 match publisher {
                     Some((poller, bus)) => poller.run(&bus, &*store).await,

@@ -133,3 +133,24 @@ fn serve_rotates_an_overdue_key_and_delivers_its_secret(backend: Backend) {
         "the secret is never logged"
     );
 }
+
+#[test]
+fn serve_says_where_secrets_go_or_that_its_schedule_is_off() {
+    let on = Server::start_with(Backend::Sqlite, &["--schedule-every", "60"]);
+    let delivery = format!(
+        "Scheduled rotation delivers secrets to {} (mode 0600).",
+        on.secrets_file().display()
+    );
+    assert!(on.banner.contains(&delivery), "{:?}", on.banner);
+    let off = Server::start(Backend::Sqlite);
+    assert!(
+        off.banner.iter().any(|l| l == "Scheduled rotation is off."),
+        "{:?}",
+        off.banner
+    );
+    assert!(
+        !off.banner.iter().any(|l| l.contains("delivers secrets")),
+        "{:?}",
+        off.banner
+    );
+}

@@ -55,6 +55,8 @@ pub struct Server {
     pub default_key: String,
     /// Its id.
     pub default_key_id: String,
+    /// What serve printed before it listened, secrets aside.
+    pub banner: Vec<String>,
     exchanges: Mutex<Vec<Exchange>>,
 }
 
@@ -76,9 +78,10 @@ fn table_name(dir: &std::path::Path) -> String {
 }
 
 impl Server {
-    /// Starts `keyward serve --listen 127.0.0.1:0` on a fresh store, logging at debug level.
+    /// Starts `keyward serve --listen 127.0.0.1:0` on a fresh store, logging at debug level,
+    /// with its scheduled rotation off, so that only the test changes keys.
     pub fn start(backend: Backend) -> Self {
-        Self::start_with(backend, &[])
+        Self::start_with(backend, &["--no-schedule"])
     }
 
     /// Starts `serve` as [`Server::start`] does, with more options. On SQLite, its scheduled
@@ -124,16 +127,20 @@ impl Server {
             .expect("keyward serve starts");
         let stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
         let (mut default_key, mut default_key_id, mut addr) = (None, None, None);
+        let mut banner = Vec::new();
         for line in stdout.lines() {
             let line = line.expect("serve prints lines");
             if line.starts_with("kw_sk_development_") {
                 default_key = Some(line);
-            } else if let Some(rest) = line.split("default key ").nth(1) {
+                continue;
+            }
+            if let Some(rest) = line.split("default key ").nth(1) {
                 default_key_id = rest.split_whitespace().next().map(str::to_owned);
             } else if let Some(a) = line.strip_prefix("keyward is listening on http://") {
                 addr = Some(a.parse().expect("a socket address"));
                 break;
             }
+            banner.push(line);
         }
         Self {
             child,
@@ -142,6 +149,7 @@ impl Server {
             store,
             default_key: default_key.expect("serve prints the first default key"),
             default_key_id: default_key_id.expect("serve names the first default key"),
+            banner,
             exchanges: Mutex::new(Vec::new()),
         }
     }
