@@ -25,6 +25,8 @@ AUTHORIZER = os.path.join(RELEASE, "authorizer")
 HELLO = os.path.join(RELEASE, "examples", "hello_runtime")
 # Naming an endpoint makes keyward's client keep the system's roots (shared/src/aws.rs).
 SYSTEM_ROOTS = {"AWS_ENDPOINT_URL": "https://dynamodb.us-east-1.amazonaws.com"}
+# Without these, keyward's client builds the SDK's whole default credential chain.
+NO_CREDENTIALS = {"AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None, "AWS_SESSION_TOKEN": None}
 
 
 class RuntimeApi(http.server.BaseHTTPRequestHandler):
@@ -67,6 +69,10 @@ def main():
         KEYWARD_ENVIRONMENT="production",
         KEYWARD_ROUTE_SCOPES='{"GET /orders": "orders:read"}',
         AWS_REGION=base.get("AWS_REGION", "us-east-1"),
+        # Lambda gives every function its role's credentials in these three variables.
+        AWS_ACCESS_KEY_ID="ASIAEXAMPLEEXAMPLE00",
+        AWS_SECRET_ACCESS_KEY="cold-start-example-secret",
+        AWS_SESSION_TOKEN="cold-start-example-token",
     )
     folder = tempfile.mkdtemp()
     variants = {
@@ -75,6 +81,10 @@ def main():
         "authorizer, DynamoDB client (Amazon's roots, as on Lambda)": (
             [AUTHORIZER],
             {"KEYWARD_STORE": "dynamodb:keyward"},
+        ),
+        "authorizer, DynamoDB client, no credentials in the environment (the whole default chain)": (
+            [AUTHORIZER],
+            {"KEYWARD_STORE": "dynamodb:keyward", **NO_CREDENTIALS},
         ),
         "authorizer, DynamoDB client, the system's roots": (
             [AUTHORIZER],
@@ -91,12 +101,16 @@ def main():
             },
         ),
     }
+    def environment(extra):
+        env = {**base, **extra}
+        return {k: v for k, v in env.items() if v is not None}
+
     times = {name: [] for name in variants}
     for name, (command, extra) in variants.items():
-        measure(command, {**base, **extra})
+        measure(command, environment(extra))
     for _ in range(runs):
         for name, (command, extra) in variants.items():
-            times[name].append(measure(command, {**base, **extra}))
+            times[name].append(measure(command, environment(extra)))
     hello = statistics.median(times["hello world (lambda_runtime)"])
     print(f"{runs} runs each, interleaved, {os.cpu_count()} cores")
     print("| binary | median init | p10 to p90 | ratio to hello world |")

@@ -7,7 +7,15 @@
 //! Root CA G2, which cross-signs them), held in the binary. Where that may not hold, it
 //! keeps the system's roots: when an `AWS_ENDPOINT_URL` variable names another endpoint, and
 //! in the China regions, whose endpoints are not under Amazon Trust Services.
+//!
+//! Lambda hands a function its credentials in `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`
+//! and `AWS_SESSION_TOKEN`, which the SDK's default credential chain tries first anyway. When
+//! they are set, the client reads them directly, and skips building the rest of that chain
+//! (an STS client for web identity, an IMDS client, the ECS and profile providers), about a
+//! tenth of the authorizer's cold start (BENCHMARKS.md). Without them, the whole chain is
+//! kept, so profiles and SSO still work on a laptop.
 
+use aws_config::environment::EnvironmentVariableCredentialsProvider;
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_smithy_http_client::proxy::ProxyConfig;
 use aws_smithy_http_client::tls::rustls_provider::CryptoMode;
@@ -17,16 +25,32 @@ use aws_smithy_http_client::{Builder, ConnectorBuilder};
 /// Amazon Trust Services' five root certificates, in PEM.
 const AMAZON_ROOTS: &[u8] = include_bytes!("amazon-roots.pem");
 
-/// Whether Amazon's roots are all the client needs, judged from the variables that
+/// What the environment lets the configuration skip, judged from the variables that
 /// `aws_config` itself reads.
-fn amazon_roots_suffice(vars: impl Iterator<Item = (String, String)>) -> bool {
-    let mut custom_endpoint = false;
-    let mut china = false;
-    for (name, value) in vars {
-        custom_endpoint |= name.starts_with("AWS_ENDPOINT_URL");
-        china |= (name == "AWS_REGION" || name == "AWS_DEFAULT_REGION") && value.starts_with("cn-");
+#[derive(Debug, PartialEq, Eq)]
+struct Shortcuts {
+    /// Amazon's roots are all the HTTPS client needs.
+    amazon_roots: bool,
+    /// The credentials are in the environment, where the default chain would find them first.
+    env_credentials: bool,
+}
+
+impl Shortcuts {
+    fn from_vars(vars: impl Iterator<Item = (String, String)>) -> Self {
+        let (mut custom_endpoint, mut china) = (false, false);
+        let (mut key_id, mut secret) = (false, false);
+        for (name, value) in vars {
+            custom_endpoint |= name.starts_with("AWS_ENDPOINT_URL");
+            china |=
+                (name == "AWS_REGION" || name == "AWS_DEFAULT_REGION") && value.starts_with("cn-");
+            key_id |= name == "AWS_ACCESS_KEY_ID" && !value.is_empty();
+            secret |= name == "AWS_SECRET_ACCESS_KEY" && !value.is_empty();
+        }
+        Self {
+            amazon_roots: !custom_endpoint && !china,
+            env_credentials: key_id && secret,
+        }
     }
-    !custom_endpoint && !china
 }
 
 /// An HTTPS client like the SDK's default (rustls with aws-lc, the proxy from the
@@ -52,14 +76,21 @@ fn amazon_https_client() -> aws_smithy_runtime_api::client::http::SharedHttpClie
     })
 }
 
-/// The configuration from the standard AWS variables, with the HTTPS client described above.
+/// The configuration from the standard AWS variables, with the HTTPS client and credentials
+/// described above.
 pub async fn config() -> SdkConfig {
-    let loader = aws_config::defaults(BehaviorVersion::latest());
-    if amazon_roots_suffice(std::env::vars()) {
-        loader.http_client(amazon_https_client()).load().await
-    } else {
-        loader.load().await
+    let shortcuts =
+        Shortcuts::from_vars(std::env::vars_os().filter_map(|(name, value)| {
+            Some((name.into_string().ok()?, value.into_string().ok()?))
+        }));
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if shortcuts.amazon_roots {
+        loader = loader.http_client(amazon_https_client());
     }
+    if shortcuts.env_credentials {
+        loader = loader.credentials_provider(EnvironmentVariableCredentialsProvider::new());
+    }
+    loader.load().await
 }
 
 #[cfg(test)]
@@ -76,20 +107,39 @@ mod tests {
 
     #[test]
     fn amazon_roots_serve_aws_endpoints_but_not_custom_ones_or_china() {
-        assert!(amazon_roots_suffice(vars(&[("AWS_REGION", "eu-west-1")])));
-        assert!(!amazon_roots_suffice(vars(&[
+        let roots = |pairs: &[(&str, &str)]| Shortcuts::from_vars(vars(pairs)).amazon_roots;
+        assert!(roots(&[("AWS_REGION", "eu-west-1")]));
+        assert!(!roots(&[
             ("AWS_REGION", "eu-west-1"),
             ("AWS_ENDPOINT_URL", "http://127.0.0.1:5000")
-        ])));
-        assert!(!amazon_roots_suffice(vars(&[(
+        ]));
+        assert!(!roots(&[(
             "AWS_ENDPOINT_URL_DYNAMODB",
             "https://dynamodb.internal"
-        )])));
-        assert!(!amazon_roots_suffice(vars(&[("AWS_REGION", "cn-north-1")])));
-        assert!(!amazon_roots_suffice(vars(&[(
-            "AWS_DEFAULT_REGION",
-            "cn-northwest-1"
-        )])));
+        )]));
+        assert!(!roots(&[("AWS_REGION", "cn-north-1")]));
+        assert!(!roots(&[("AWS_DEFAULT_REGION", "cn-northwest-1")]));
+    }
+
+    #[test]
+    fn credentials_come_straight_from_the_environment_only_when_both_halves_are_there() {
+        let env = |pairs: &[(&str, &str)]| Shortcuts::from_vars(vars(pairs)).env_credentials;
+        assert!(env(&[
+            ("AWS_ACCESS_KEY_ID", "ASIAEXAMPLE"),
+            ("AWS_SECRET_ACCESS_KEY", "example"),
+            ("AWS_SESSION_TOKEN", "token"),
+        ]));
+        assert!(env(&[
+            ("AWS_ACCESS_KEY_ID", "AKIA"),
+            ("AWS_SECRET_ACCESS_KEY", "s")
+        ]));
+        assert!(!env(&[("AWS_ACCESS_KEY_ID", "AKIA")]));
+        assert!(!env(&[("AWS_SECRET_ACCESS_KEY", "s")]));
+        assert!(!env(&[
+            ("AWS_ACCESS_KEY_ID", ""),
+            ("AWS_SECRET_ACCESS_KEY", "s")
+        ]));
+        assert!(!env(&[("AWS_PROFILE", "dev")]));
     }
 
     #[tokio::test]
