@@ -84,9 +84,9 @@ impl Server {
         Self::start_with(backend, &["--no-schedule"])
     }
 
-    /// Starts `serve` as [`Server::start`] does, with more options. On SQLite, its scheduled
-    /// rotation delivers secrets to a file in the server's folder; on DynamoDB, to Secrets
-    /// Manager on the same endpoint.
+    /// Starts `serve` on a fresh store with these options, its scheduled rotation on unless
+    /// they turn it off. On SQLite, the schedule delivers secrets to a file in the server's
+    /// folder; on DynamoDB, to Secrets Manager on the same endpoint.
     pub fn start_with(backend: Backend, options: &[&str]) -> Self {
         let dir = fresh_dir();
         let store = match backend {
