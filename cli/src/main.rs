@@ -155,7 +155,9 @@ async fn secret_sink(store: &StoreConfig, file: Option<PathBuf>) -> Box<dyn Secr
     match file {
         None if aws => {
             println!("Scheduled rotation delivers secrets to Secrets Manager.");
-            Box::new(SecretsManagerSink::from_env().await)
+            Box::new(SecretsManagerSink::from_config(
+                &keyward::aws::config().await,
+            ))
         }
         file => {
             let path = file.unwrap_or_else(|| PathBuf::from(SECRETS_FILE));

@@ -7,8 +7,9 @@ use lambda_http::lambda_runtime::{self, Error, service_fn};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let store = StoreConfig::from_env()?.open().await?;
-    let bus = EventBridgeBus::from_env(EventsConfig::from_env()?).await;
+    let aws = keyward::aws::config().await;
+    let store = StoreConfig::from_env()?.open_with(&aws)?;
+    let bus = EventBridgeBus::from_config(&aws, EventsConfig::from_env()?);
     let (store, bus) = (&*store, &bus);
     lambda_runtime::run(service_fn(move |event| {
         activity_publisher::handler(bus, store, event)

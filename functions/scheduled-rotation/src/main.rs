@@ -7,8 +7,9 @@ use lambda_http::lambda_runtime::{self, Error, service_fn};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let store = StoreConfig::from_env()?.open().await?;
-    let sink = SecretsManagerSink::from_env().await;
+    let aws = keyward::aws::config().await;
+    let store = StoreConfig::from_env()?.open_with(&aws)?;
+    let sink = SecretsManagerSink::from_config(&aws);
     let (store, sink) = (&*store, &sink);
     lambda_runtime::run(service_fn(move |event| {
         scheduled_rotation::handler(store, sink, event)

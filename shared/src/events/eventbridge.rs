@@ -14,10 +14,9 @@ pub struct EventBridgeBus {
 }
 
 impl EventBridgeBus {
-    /// A bus with a client built from the standard AWS configuration.
-    pub async fn from_env(config: EventsConfig) -> Self {
-        let aws = crate::aws::config().await;
-        Self::new(Client::new(&aws), config)
+    /// A bus with a client built from `aws`, the configuration the function shares.
+    pub fn from_config(aws: &aws_config::SdkConfig, config: EventsConfig) -> Self {
+        Self::new(Client::new(aws), config)
     }
 
     /// A bus with this client.

@@ -16,9 +16,9 @@ pub struct SecretsManagerSink {
 }
 
 impl SecretsManagerSink {
-    /// A sink with a client built from the standard AWS configuration.
-    pub async fn from_env() -> Self {
-        Self::new(Client::new(&crate::aws::config().await))
+    /// A sink with a client built from `aws`, the configuration the function shares.
+    pub fn from_config(aws: &aws_config::SdkConfig) -> Self {
+        Self::new(Client::new(aws))
     }
 
     /// A sink on this client.

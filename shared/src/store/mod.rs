@@ -168,7 +168,20 @@ impl StoreConfig {
     pub async fn open(&self) -> Result<Arc<dyn KeyStore>, StoreError> {
         match self {
             Self::Sqlite(path) => Ok(Arc::new(SqliteStore::open(path)?)),
-            Self::DynamoDb(table) => Ok(Arc::new(DynamoStore::from_env(table).await)),
+            Self::DynamoDb(_) => self.open_with(&crate::aws::config().await),
+        }
+    }
+
+    /// Opens the store as [`StoreConfig::open`] does, with a DynamoDB client built from
+    /// `aws`, so that a function that also calls other AWS services loads the configuration
+    /// once at cold start.
+    pub fn open_with(&self, aws: &aws_config::SdkConfig) -> Result<Arc<dyn KeyStore>, StoreError> {
+        match self {
+            Self::Sqlite(path) => Ok(Arc::new(SqliteStore::open(path)?)),
+            Self::DynamoDb(table) => Ok(Arc::new(DynamoStore::new(
+                aws_sdk_dynamodb::Client::new(aws),
+                table,
+            ))),
         }
     }
 }
