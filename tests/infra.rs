@@ -247,15 +247,10 @@ fn the_table_is_the_one_the_dynamodb_adapter_uses() {
             )
         })
         .collect();
-    let keys = [
-        table::PK,
-        table::SK,
-        table::GSI1_PK,
-        table::GSI1_SK,
-        table::GSI2_PK,
-        table::GSI2_SK,
-    ];
-    assert_eq!(defined, keys.iter().map(|k| (*k, "S")).collect());
+    assert_eq!(
+        defined,
+        table::KEY_ATTRIBUTES.iter().map(|k| (*k, "S")).collect()
+    );
     assert_eq!(t["TimeToLiveSpecification"]["AttributeName"], table::TTL);
     assert_eq!(t["TimeToLiveSpecification"]["Enabled"], true);
     assert_eq!(

@@ -25,6 +25,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::create_table::builders::CreateTableFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
@@ -46,7 +47,7 @@ pub mod table {
     pub const PK: &str = "pk";
     /// Sort key of the table.
     pub const SK: &str = "sk";
-    /// The one global secondary index: keys by environment, and the list of environments.
+    /// The global secondary index of keys by environment, and of the list of environments.
     pub const GSI1: &str = "gsi1";
     /// Partition key of `gsi1`.
     pub const GSI1_PK: &str = "gsi1pk";
@@ -60,6 +61,8 @@ pub mod table {
     pub const GSI2_SK: &str = "gsi2sk";
     /// The one partition of `gsi2`.
     pub const DUE: &str = "DUE";
+    /// Every attribute a key schema names, the table's and both indexes': all strings.
+    pub const KEY_ATTRIBUTES: [&str; 6] = [PK, SK, GSI1_PK, GSI1_SK, GSI2_PK, GSI2_SK];
     /// The attribute DynamoDB's TTL reads on hash items, in epoch seconds.
     pub const TTL: &str = "ttl";
     /// Prefix of hash items' partition keys; the stream publisher watches their removal.
@@ -329,8 +332,39 @@ impl DynamoStore {
         Ok(Page::from_overfetch(items, request.limit, id_of))
     }
 
-    /// Creates the table with its index, stream and TTL, as `keyward table create` does.
+    /// Creates the table with its indexes, stream and TTL, as `keyward table create` does.
     pub async fn create_table(&self) -> Result<(), StoreError> {
+        self.create_table_request()?
+            .stream_specification(
+                StreamSpecification::builder()
+                    .stream_enabled(true)
+                    .stream_view_type(StreamViewType::NewAndOldImages)
+                    .build()
+                    .map_err(backend)?,
+            )
+            .send()
+            .await
+            .map_err(backend)?;
+        self.client
+            .update_time_to_live()
+            .table_name(&self.table)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .enabled(true)
+                    .attribute_name(table::TTL)
+                    .build()
+                    .map_err(backend)?,
+            )
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    /// The table's `CreateTable` request with its keys, both indexes and on-demand billing,
+    /// but no stream: [`DynamoStore::create_table`] adds the stream, and a benchmark that
+    /// reads none sends it as it is (moto copies a table's stream records on every write).
+    pub fn create_table_request(&self) -> Result<CreateTableFluentBuilder, StoreError> {
         let attribute = |name: &str| {
             AttributeDefinition::builder()
                 .attribute_name(name)
@@ -369,45 +403,14 @@ impl DynamoStore {
             .create_table()
             .table_name(&self.table)
             .billing_mode(BillingMode::PayPerRequest);
-        for name in [
-            table::PK,
-            table::SK,
-            table::GSI1_PK,
-            table::GSI1_SK,
-            table::GSI2_PK,
-            table::GSI2_SK,
-        ] {
+        for name in table::KEY_ATTRIBUTES {
             create = create.attribute_definitions(attribute(name).map_err(backend)?);
         }
-        create
+        Ok(create
             .key_schema(key(table::PK, KeyType::Hash).map_err(backend)?)
             .key_schema(key(table::SK, KeyType::Range).map_err(backend)?)
             .global_secondary_indexes(gsi)
-            .global_secondary_indexes(due)
-            .stream_specification(
-                StreamSpecification::builder()
-                    .stream_enabled(true)
-                    .stream_view_type(StreamViewType::NewAndOldImages)
-                    .build()
-                    .map_err(backend)?,
-            )
-            .send()
-            .await
-            .map_err(backend)?;
-        self.client
-            .update_time_to_live()
-            .table_name(&self.table)
-            .time_to_live_specification(
-                TimeToLiveSpecification::builder()
-                    .enabled(true)
-                    .attribute_name(table::TTL)
-                    .build()
-                    .map_err(backend)?,
-            )
-            .send()
-            .await
-            .map_err(backend)?;
-        Ok(())
+            .global_secondary_indexes(due))
     }
 
     /// Reads up to 100 key items with one strongly consistent `BatchGetItem`, and again, after
