@@ -42,8 +42,13 @@ async fn table_with_a_lifecycle() -> (DynamoStore, Vec<String>) {
     );
     store.apply(&env.change).await.expect("an environment");
     let admin = &env.secret;
+    let settings = keyward::http::Settings::default();
+    let context = keyward::http::Context {
+        store: &store,
+        settings: &settings,
+    };
     let created = create_key::handler(
-        &store,
+        context,
         api_request(
             "POST",
             &[("env", "production")],
@@ -59,7 +64,7 @@ async fn table_with_a_lifecycle() -> (DynamoStore, Vec<String>) {
     let id = created["key"]["id"].as_str().unwrap().to_owned();
     let path = [("key_id", id.as_str())];
     let rotated = rotate_key::handler(
-        &store,
+        context,
         api_request(
             "POST",
             &path,
@@ -73,7 +78,7 @@ async fn table_with_a_lifecycle() -> (DynamoStore, Vec<String>) {
     assert_eq!(rotated.status(), 201);
     let rotated: Value = serde_json::from_slice(rotated.body().as_ref()).unwrap();
     let changed = change_grace_period::handler(
-        &store,
+        context,
         api_request(
             "PUT",
             &path,
@@ -86,7 +91,7 @@ async fn table_with_a_lifecycle() -> (DynamoStore, Vec<String>) {
     .await;
     assert_eq!(changed.status(), 200);
     let revoked = revoke_key::handler(
-        &store,
+        context,
         api_request("POST", &path, &[], admin.expose(), json!({})),
         keyward::now(),
     )

@@ -1,11 +1,13 @@
-//! The SAM template and the code agree: one function per crate, the variables each function
-//! reads are set, the table is the one the DynamoDB adapter uses, the authorizer's cache is
-//! off, the routes are `keyward serve`'s, and no policy grants every action.
+//! The SAM template and the code agree: one function per crate (two of the authorizer), the
+//! variables each function reads are set, the table is the one the DynamoDB adapter uses, the
+//! authorizer's cache is off, the exported authorizer fails closed, the gateway responses are
+//! JSON, the routes are `keyward serve`'s, and no policy grants every action.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use keyward::events::EventsConfig;
+use keyward::http::Settings;
 use keyward::store::StoreConfig;
 use keyward::store::dynamodb::table;
 use serde_yaml::Value;
@@ -75,8 +77,22 @@ fn every_function_crate_has_exactly_one_function_resource_and_every_resource_a_c
         built.push(binary.to_owned());
     }
     built.sort();
+    let mut twice = built.clone();
+    built.dedup();
+    for once in &built {
+        let at = twice.iter().position(|b| b == once).unwrap();
+        twice.remove(at);
+    }
+    assert_eq!(
+        twice,
+        ["authorizer"],
+        "only the authorizer runs twice: for keyward's API, and exported for other APIs"
+    );
     let expected: Vec<String> = crates.keys().cloned().collect();
-    assert_eq!(built, expected, "one function resource per crate, no more");
+    assert_eq!(
+        built, expected,
+        "a function resource for every crate, no other"
+    );
     let globals = &template["Globals"]["Function"];
     assert_eq!(globals["Runtime"], "provided.al2023");
     assert_eq!(globals["Handler"], "bootstrap");
@@ -91,7 +107,10 @@ fn every_function_crate_has_exactly_one_function_resource_and_every_resource_a_c
 /// The variables a function's `main` makes it read, from the calls that read them.
 fn variables_read(main: &str) -> BTreeSet<&'static str> {
     let readers: [(&str, &[&'static str]); 4] = [
-        ("keyward::http::run", &[StoreConfig::VAR]),
+        (
+            "keyward::http::run",
+            &[StoreConfig::VAR, Settings::SECRET_PREFIX_VAR],
+        ),
         ("StoreConfig::from_env", &[StoreConfig::VAR]),
         (
             "EventsConfig::from_env",
@@ -102,6 +121,7 @@ fn variables_read(main: &str) -> BTreeSet<&'static str> {
             &[
                 authorizer::Config::ENVIRONMENT_VAR,
                 authorizer::Config::ROUTE_SCOPES_VAR,
+                authorizer::Config::UNLISTED_ROUTES_VAR,
             ],
         ),
     ];
@@ -150,6 +170,8 @@ fn every_variable_a_function_reads_is_set_for_it_and_no_other() {
         EventsConfig::SOURCE_VAR,
         authorizer::Config::ENVIRONMENT_VAR,
         authorizer::Config::ROUTE_SCOPES_VAR,
+        authorizer::Config::UNLISTED_ROUTES_VAR,
+        Settings::SECRET_PREFIX_VAR,
     ]
     .into();
     for name in variables_named_in_code() {
@@ -173,12 +195,19 @@ fn every_variable_a_function_reads_is_set_for_it_and_no_other() {
             set, needed,
             "{resource}: the variables set are exactly those its code reads"
         );
+        let variables = &function["Properties"]["Environment"]["Variables"];
         if needed.contains(StoreConfig::VAR) {
-            let store = &function["Properties"]["Environment"]["Variables"][StoreConfig::VAR];
             assert_eq!(
-                tagged(store),
+                tagged(&variables[StoreConfig::VAR]),
                 Some(("!Sub".to_owned(), "dynamodb:${Table}".to_owned())),
                 "{resource}"
+            );
+        }
+        if needed.contains(Settings::SECRET_PREFIX_VAR) {
+            assert_eq!(
+                tagged(&variables[Settings::SECRET_PREFIX_VAR]),
+                Some(("!Ref".to_owned(), "SecretNamePrefix".to_owned())),
+                "{resource}: the prefix that policies are held to is the one IAM allows"
             );
         }
     }
@@ -280,16 +309,11 @@ fn the_api_authorizer_caches_nothing_and_the_routes_are_serves_routes() {
     assert_eq!(authorizer["Identity"]["ReauthorizeEvery"], 0);
     assert_eq!(
         tagged(&authorizer["FunctionArn"]),
-        Some(("!GetAtt".to_owned(), "Authorizer.Arn".to_owned()))
+        Some(("!GetAtt".to_owned(), "ApiAuthorizer.Arn".to_owned())),
+        "keyward's API uses its own authorizer, not the exported one"
     );
     for (status, code) in [("UNAUTHORIZED", 401), ("ACCESS_DENIED", 403)] {
-        let response = &api["GatewayResponses"][status];
-        assert_eq!(response["StatusCode"], code);
-        let body = response["ResponseTemplates"]["application/json"]
-            .as_str()
-            .unwrap();
-        let json: serde_json::Value = serde_json::from_str(body).unwrap();
-        assert!(json["error"]["code"].is_string() && json["error"]["message"].is_string());
+        assert_eq!(api["GatewayResponses"][status]["StatusCode"], code);
     }
 
     let mut routes = BTreeSet::new();
@@ -355,10 +379,128 @@ fn no_policy_grants_every_action_and_the_authorizer_only_reads_one_item() {
             "{action} grants too much"
         );
     }
-    let mut authorizer = Vec::new();
-    actions(&resources(&template)["Authorizer"], &mut authorizer);
-    assert_eq!(authorizer, ["dynamodb:GetItem"]);
+    for name in ["Authorizer", "ApiAuthorizer"] {
+        let mut authorizer = Vec::new();
+        actions(&resources(&template)[name], &mut authorizer);
+        assert_eq!(authorizer, ["dynamodb:GetItem"], "{name}");
+    }
     let mut hello = Vec::new();
     actions(&resources(&template)["Hello"], &mut hello);
     assert!(hello.is_empty(), "the example backend needs nothing");
+}
+
+/// A response template as API Gateway sends it: each `$context.x` replaced by its value.
+/// The `...String` variables come as quoted JSON strings, the others as bare text.
+fn substitute(template: &str) -> String {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(at) = rest.find("$context.") {
+        out.push_str(&rest[..at]);
+        let name: String = rest[at + 1..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '.')
+            .collect();
+        let value = if name.ends_with("String") {
+            serde_json::to_string("Missing \"Authentication\" Token").unwrap()
+        } else {
+            "Missing Authentication Token".to_owned()
+        };
+        out.push_str(&value);
+        rest = &rest[at + 1 + name.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[test]
+fn every_gateway_response_is_the_api_error_shape_after_substitution() {
+    let template = template();
+    let responses = resources(&template)["Api"]["Properties"]["GatewayResponses"]
+        .as_mapping()
+        .unwrap();
+    assert!(responses.len() >= 4, "{responses:?}");
+    for (name, response) in responses {
+        let body = response["ResponseTemplates"]["application/json"]
+            .as_str()
+            .unwrap();
+        let sent = substitute(body);
+        let json: serde_json::Value = serde_json::from_str(&sent)
+            .unwrap_or_else(|e| panic!("{name:?} is not JSON once substituted: {e}: {sent}"));
+        assert!(
+            json["error"]["code"].is_string() && json["error"]["message"].is_string(),
+            "{name:?}: {sent}"
+        );
+    }
+    assert_eq!(
+        substitute("{\"m\": $context.error.messageString, \"id\": \"$context.requestId\"}"),
+        "{\"m\": \"Missing \\\"Authentication\\\" Token\", \"id\": \"Missing Authentication Token\"}"
+    );
+}
+
+#[test]
+fn the_exported_authorizer_serves_one_named_environment_and_closes_unlisted_routes() {
+    let template = template();
+    let parameters = &template["Parameters"];
+    let environment = &parameters["AuthorizerEnvironment"];
+    assert!(
+        environment.get("Default").is_none(),
+        "a deployer must name the environment: {environment:?}"
+    );
+    assert_eq!(
+        environment["AllowedPattern"], "^[a-z0-9-]{1,32}$",
+        "an environment name, never *"
+    );
+    assert_eq!(parameters["AuthorizerUnlistedRoutes"]["Default"], "deny");
+    let exported = &resources(&template)["Authorizer"];
+    let variables = &exported["Properties"]["Environment"]["Variables"];
+    assert_eq!(
+        tagged(&variables[authorizer::Config::ENVIRONMENT_VAR]),
+        Some(("!Ref".to_owned(), "AuthorizerEnvironment".to_owned()))
+    );
+    assert_eq!(
+        tagged(&variables[authorizer::Config::UNLISTED_ROUTES_VAR]),
+        Some(("!Ref".to_owned(), "AuthorizerUnlistedRoutes".to_owned()))
+    );
+    let output = &template["Outputs"]["AuthorizerArn"]["Value"];
+    assert_eq!(
+        tagged(output),
+        Some(("!GetAtt".to_owned(), "Authorizer.Arn".to_owned())),
+        "the export is the authorizer that serves one environment"
+    );
+    let own = &resources(&template)["ApiAuthorizer"]["Properties"]["Environment"]["Variables"];
+    assert_eq!(own[authorizer::Config::ENVIRONMENT_VAR], "*");
+    assert_eq!(own[authorizer::Config::UNLISTED_ROUTES_VAR], "allow");
+    let samconfig = std::fs::read_to_string(root().join("infra/samconfig.toml")).unwrap();
+    assert!(
+        !samconfig.contains("AuthorizerEnvironment=*"),
+        "samconfig.toml must not hand * to the exported authorizer"
+    );
+}
+
+#[test]
+fn scheduled_rotation_may_write_only_secrets_under_the_prefix() {
+    let template = template();
+    let mut resources_granted = Vec::new();
+    let statements =
+        resources(&template)["ScheduledRotation"]["Properties"]["Policies"][0]["Statement"]
+            .as_sequence()
+            .unwrap();
+    for statement in statements {
+        let actions: Vec<&str> = statement["Action"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        if actions.iter().any(|a| a.starts_with("secretsmanager:")) {
+            resources_granted.push(tagged(&statement["Resource"]));
+        }
+    }
+    assert_eq!(
+        resources_granted,
+        [Some((
+            "!Sub".to_owned(),
+            "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${SecretNamePrefix}*".to_owned()
+        ))]
+    );
 }

@@ -21,7 +21,7 @@ use aws_sdk_dynamodb::operation::get_item::GetItemOutput;
 use aws_sdk_dynamodb::operation::query::QueryOutput;
 use aws_sdk_dynamodb::types::AttributeValue;
 use keyward::domain::{Actor, EnvName, create_environment};
-use keyward::http::Handler;
+use keyward::http::{Context, Handler, Settings};
 use keyward::store::DynamoStore;
 use keyward::testing::api_request as request;
 use serde_json::{Value, json};
@@ -172,7 +172,12 @@ async fn measure(
     req: lambda_http::Request,
 ) -> (Value, Vec<Call>) {
     recorder.calls.lock().unwrap().clear();
-    let response = handler(store, req, keyward::now()).await;
+    let settings = Settings::default();
+    let context = Context {
+        store,
+        settings: &settings,
+    };
+    let response = handler(context, req, keyward::now()).await;
     assert!(response.status().is_success(), "{}", response.status());
     let answer = serde_json::from_slice(response.body().as_ref()).unwrap();
     (answer, recorder.calls.lock().unwrap().clone())

@@ -19,7 +19,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use keyward::domain::{Actor, EnvName, Issued, create_environment};
-use keyward::http::{ApiError, Handler, MAX_BODY_BYTES};
+use keyward::http::{ApiError, Context, Handler, MAX_BODY_BYTES, Settings};
 use keyward::secrets::SecretSink;
 use keyward::store::{KeyStore, StoreError};
 use lambda_http::aws_lambda_events::query_map::QueryMap;
@@ -131,7 +131,7 @@ fn to_hyper(response: lambda_http::Response<Body>) -> hyper::Response<Full<Bytes
 
 /// Answers one request with the handler its route names.
 async fn handle(
-    store: &dyn KeyStore,
+    context: Context<'_>,
     req: hyper::Request<Incoming>,
 ) -> hyper::Response<Full<Bytes>> {
     let started = Instant::now();
@@ -176,7 +176,7 @@ async fn handle(
                     let request = lambda_http::Request::from_parts(parts, body)
                         .with_path_parameters(params)
                         .with_query_string_parameters(query);
-                    handler(store, request, keyward::now()).await
+                    handler(context, request, keyward::now()).await
                 }
             }
         }
@@ -203,7 +203,12 @@ pub async fn run_schedule(store: &dyn KeyStore, sink: &dyn SecretSink, period: D
 }
 
 /// Serves the HTTP API on `listener` until the process ends.
-pub async fn serve(listener: TcpListener, store: Arc<dyn KeyStore>) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    store: Arc<dyn KeyStore>,
+    settings: Settings,
+) -> std::io::Result<()> {
+    let settings = Arc::new(settings);
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -212,11 +217,17 @@ pub async fn serve(listener: TcpListener, store: Arc<dyn KeyStore>) -> std::io::
                 continue;
             }
         };
-        let store = Arc::clone(&store);
+        let (store, settings) = (Arc::clone(&store), Arc::clone(&settings));
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                let store = Arc::clone(&store);
-                async move { Ok::<_, Infallible>(handle(&*store, req).await) }
+                let (store, settings) = (Arc::clone(&store), Arc::clone(&settings));
+                async move {
+                    let context = Context {
+                        store: &*store,
+                        settings: &settings,
+                    };
+                    Ok::<_, Infallible>(handle(context, req).await)
+                }
             });
             if let Err(e) = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)

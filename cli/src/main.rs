@@ -10,6 +10,7 @@ use std::time::Duration;
 use keyward::domain::{EnvName, Issued};
 use keyward::error_chain;
 use keyward::events::{EventBridgeBus, EventsConfig};
+use keyward::http::Settings;
 use keyward::secrets::{FileSink, SecretSink, SecretsManagerSink};
 use keyward::store::{DynamoStore, KeyStore, StoreConfig};
 use keyward_cli::{
@@ -199,7 +200,8 @@ async fn run(args: Args) -> Result<(), String> {
             secrets_file,
             schedule_every,
         } => {
-            lambda_http::tracing::init_default_subscriber_with_writer(std::io::stderr);
+            keyward::logging::init_with_writer(std::io::stderr);
+            let settings = Settings::from_env()?;
             let store = open(&args.store).await?;
             let publisher = match &args.store {
                 StoreConfig::DynamoDb(table) => Some(stream_publisher(table).await?),
@@ -243,7 +245,7 @@ async fn run(args: Args) -> Result<(), String> {
                 }
             };
             tokio::select! {
-                served = serve(listener, Arc::clone(&store)) => served.map_err(|e| e.to_string()),
+                served = serve(listener, Arc::clone(&store), settings) => served.map_err(|e| e.to_string()),
                 () = publishing => Ok(()),
                 () = scheduling => Ok(()),
                 _ = tokio::signal::ctrl_c() => Ok(()),

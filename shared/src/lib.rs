@@ -7,6 +7,7 @@ pub mod aws;
 pub mod domain;
 pub mod events;
 pub mod http;
+pub mod logging;
 pub mod secrets;
 pub mod store;
 #[cfg(feature = "testing")]

@@ -4,6 +4,7 @@
 use lambda_http::{Body, Request, Response};
 
 use crate::domain::{Actor, EnvName, Key, Secret, Timestamp, create_environment};
+use crate::http::{Context, Settings};
 use crate::store::{KeyStore, SqliteStore};
 
 /// An in-memory store holding one environment and its default key.
@@ -16,6 +17,18 @@ pub struct Seeded {
     pub key: Key,
     /// The default key's secret.
     pub secret: Secret,
+    /// The default settings, as a function has them when no variable changes them.
+    pub settings: Settings,
+}
+
+impl Seeded {
+    /// What a handler is called with: this store and the default settings.
+    pub fn context(&self) -> Context<'_> {
+        Context {
+            store: &self.store,
+            settings: &self.settings,
+        }
+    }
 }
 
 /// A fresh in-memory store with the environment `name` made at `now`.
@@ -32,6 +45,7 @@ pub async fn seeded(name: &str, now: Timestamp) -> Seeded {
         environment,
         key: issued.key,
         secret: issued.secret,
+        settings: Settings::default(),
     }
 }
 
@@ -72,4 +86,135 @@ pub fn api_request(
 /// A response body as JSON.
 pub fn body_json(response: &Response<Body>) -> serde_json::Value {
     serde_json::from_slice(response.body().as_ref()).expect("the response body is JSON")
+}
+
+/// What one invocation of a Lambda binary gave: its answer, and everything it logged.
+#[derive(Debug)]
+pub struct Invocation {
+    /// The body the function posted as its response (or as its error).
+    pub answer: String,
+    /// Its standard output and standard error, where Lambda collects logs.
+    pub log: String,
+}
+
+/// Reads one HTTP/1.1 request from `reader`: its request line and its body, whether sent
+/// with a length or in chunks. `None` when the connection closes first.
+fn read_request(reader: &mut impl std::io::BufRead) -> Option<(String, Vec<u8>)> {
+    let mut line = String::new();
+    reader.read_line(&mut line).ok().filter(|n| *n > 0)?;
+    let (mut length, mut chunked) = (0usize, false);
+    loop {
+        let mut header = String::new();
+        reader.read_line(&mut header).ok()?;
+        let header = header.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        let (name, value) = header.split_once(':')?;
+        match name.trim().to_ascii_lowercase().as_str() {
+            "content-length" => length = value.trim().parse().ok()?,
+            "transfer-encoding" => chunked = value.trim().eq_ignore_ascii_case("chunked"),
+            _ => {}
+        }
+    }
+    let mut body = Vec::new();
+    if chunked {
+        loop {
+            let mut size = String::new();
+            reader.read_line(&mut size).ok()?;
+            let size = usize::from_str_radix(size.trim().split(';').next()?, 16).ok()?;
+            let mut chunk = vec![0; size + 2];
+            reader.read_exact(&mut chunk).ok()?;
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..size]);
+        }
+    } else {
+        body.resize(length, 0);
+        reader.read_exact(&mut body).ok()?;
+    }
+    Some((line.trim_end().to_owned(), body))
+}
+
+/// Runs a Lambda function's binary against a stand-in for Lambda's Runtime API on
+/// loopback, hands it `event` once, and returns its answer and its whole log. The process
+/// gets this process's environment, the variables Lambda sets, and `vars`.
+pub fn invoke_lambda(binary: &str, vars: &[(&str, &str)], event: &str) -> Invocation {
+    use std::io::{BufReader, Write};
+    use std::net::TcpListener;
+    use std::process::{Command, Stdio};
+    use std::sync::mpsc;
+
+    let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+    let address = listener.local_addr().expect("an address");
+    let logs = std::env::temp_dir().join(format!(
+        "keyward-lambda-{}-{}.log",
+        std::process::id(),
+        address.port()
+    ));
+    let log_file = std::fs::File::create(&logs).expect("a log file");
+    let mut child = Command::new(binary)
+        .env("AWS_LAMBDA_RUNTIME_API", address.to_string())
+        .env("AWS_LAMBDA_FUNCTION_NAME", "under-test")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+        .envs(vars.iter().copied())
+        .stdout(log_file.try_clone().expect("a second handle"))
+        .stderr(log_file)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("the function starts");
+    let (answers, answered) = mpsc::channel::<String>();
+    let event = event.to_owned();
+    std::thread::spawn(move || {
+        let mut handed = false;
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let (answers, event) = (answers.clone(), event.clone());
+            let first = !handed;
+            handed = true;
+            std::thread::spawn(move || {
+                let mut writer = stream.try_clone().expect("a second handle");
+                let mut reader = BufReader::new(stream);
+                let mut given = !first;
+                while let Some((line, body)) = read_request(&mut reader) {
+                    if line.contains("/invocation/next") {
+                        if given {
+                            return;
+                        }
+                        given = true;
+                        let deadline = chrono::Utc::now().timestamp_millis() + 60_000;
+                        let head = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nLambda-Runtime-Aws-Request-Id: test-request\r\nLambda-Runtime-Deadline-Ms: {deadline}\r\nLambda-Runtime-Invoked-Function-Arn: arn:aws:lambda:us-east-1:123456789012:function:under-test\r\nLambda-Runtime-Trace-Id: Root=1-00000000-000000000000000000000000\r\nContent-Length: {}\r\n\r\n",
+                            event.len()
+                        );
+                        let _ = writer.write_all(head.as_bytes());
+                        let _ = writer.write_all(event.as_bytes());
+                    } else {
+                        let _ = writer
+                            .write_all(b"HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n{}");
+                        let _ = answers.send(String::from_utf8_lossy(&body).into_owned());
+                    }
+                }
+            });
+        }
+    });
+    let answer = answered.recv_timeout(std::time::Duration::from_secs(60));
+    // Lambda freezes a function once it answers; here the process is simply ended.
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(&logs).unwrap_or_default();
+    let _ = std::fs::remove_file(&logs);
+    Invocation {
+        answer: answer.unwrap_or_else(|_| panic!("the function never answered; its log:\n{log}")),
+        log,
+    }
+}
+
+/// Whether `secret` is in `log`: as text, or as the list of byte values that the AWS SDK
+/// writes when it logs a request body (`Bytes([107, 119, ...])`).
+pub fn log_holds(log: &str, secret: &str) -> bool {
+    let bytes: Vec<String> = secret.bytes().map(|b| b.to_string()).collect();
+    log.contains(secret) || log.contains(&bytes.join(", "))
 }

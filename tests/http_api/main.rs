@@ -3,6 +3,7 @@
 mod bad_input;
 mod cli;
 mod lifecycle;
+mod permissions;
 mod race;
 mod schedule;
 mod support;

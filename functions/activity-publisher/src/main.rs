@@ -6,7 +6,7 @@ use lambda_http::lambda_runtime::{self, Error, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    lambda_runtime::tracing::init_default_subscriber();
+    keyward::logging::init();
     let aws = keyward::aws::config().await;
     let store = StoreConfig::from_env()?.open_with(&aws)?;
     let bus = EventBridgeBus::from_config(&aws, EventsConfig::from_env()?);

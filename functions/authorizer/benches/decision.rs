@@ -38,6 +38,7 @@ fn decision(c: &mut Criterion) {
     let config = Config {
         environment: Some(env),
         routes: RouteScopes::parse(r#"{"GET /orders": "orders:read"}"#).unwrap(),
+        allow_unlisted: false,
     };
     let secret = issued.secret.expose().to_owned();
     let event = |token: &str| {

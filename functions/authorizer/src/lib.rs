@@ -12,8 +12,6 @@
 //! environment, is refused without reading the store; any other check is one strongly
 //! consistent read. Nothing is cached, so a revoked key fails on the very next request.
 
-use std::collections::HashMap;
-
 use aws_lambda_events::apigw::{
     ApiGatewayCustomAuthorizerRequest, ApiGatewayCustomAuthorizerRequestTypeRequest,
     ApiGatewayV2CustomAuthorizerV2Request,
@@ -57,63 +55,147 @@ impl From<AuthorizerError> for Diagnostic {
 /// One route pattern, such as `POST /orders/*`, and the scope it needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct RouteScope {
+    /// The pattern as configured, to name it in errors.
+    pattern: String,
     method: String,
     segments: Vec<String>,
-    scope: Scope,
+    /// `None` when the route needs only a valid key (an empty scope in the configuration).
+    scope: Option<Scope>,
 }
 
-/// Which scope each route needs, from `KEYWARD_ROUTE_SCOPES`.
+impl RouteScope {
+    /// The precedence rule: compared segment by segment from the left, a literal segment
+    /// comes before `*` at the first position where two patterns differ; then a named
+    /// method comes before `ANY`. The first matching pattern in this order decides.
+    fn rank(&self) -> (Vec<bool>, bool) {
+        let wild = self.segments.iter().map(|s| s == "*").collect();
+        (wild, self.method == "ANY")
+    }
+
+    fn matches(&self, method: &str, path: &[&str]) -> bool {
+        (self.method == "ANY" || self.method.eq_ignore_ascii_case(method))
+            && self.segments.len() == path.len()
+            && self
+                .segments
+                .iter()
+                .zip(path)
+                .all(|(w, g)| w == "*" || w == g)
+    }
+
+    /// Whether some request could match both patterns.
+    fn overlaps(&self, other: &RouteScope) -> bool {
+        let methods = self.method == "ANY" || other.method == "ANY" || self.method == other.method;
+        methods
+            && self.segments.len() == other.segments.len()
+            && self
+                .segments
+                .iter()
+                .zip(&other.segments)
+                .all(|(a, b)| a == "*" || b == "*" || a == b)
+    }
+}
+
+/// The scope a request's route needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requirement<'a> {
+    /// A listed route that needs this scope.
+    Scope(&'a Scope),
+    /// A listed route that needs only a valid key.
+    AnyValidKey,
+    /// A route that no pattern lists.
+    Unlisted,
+}
+
+/// Which scope each route needs, from `KEYWARD_ROUTE_SCOPES`, in precedence order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RouteScopes(Vec<RouteScope>);
 
+/// A JSON object's members in their order, duplicates kept, so that none is silently lost.
+struct Members(Vec<(String, String)>);
+
+impl<'de> serde::Deserialize<'de> for Members {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Members;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object of strings")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Members, A::Error> {
+                let mut members = Vec::new();
+                while let Some(member) = map.next_entry::<String, String>()? {
+                    members.push(member);
+                }
+                Ok(Members(members))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
 impl RouteScopes {
-    /// Parses `{"GET /orders": "orders:read", "POST /orders/*": "orders:write"}`: a method (or
-    /// `ANY`), a path whose `*` segments match any one segment, and a scope.
+    /// Parses `{"GET /orders": "orders:read", "POST /orders/*": "orders:write", "GET /health": ""}`:
+    /// a method (or `ANY`), a path whose `*` segments match any one segment, and a scope, or
+    /// `""` for a route that needs only a valid key. Two patterns that could match the same
+    /// request with equal precedence are refused, naming both.
     pub fn parse(json: &str) -> Result<Self, String> {
-        let map: HashMap<String, String> = serde_json::from_str(json)
+        let Members(members) = serde_json::from_str(json)
             .map_err(|e| format!("KEYWARD_ROUTE_SCOPES is not a JSON object of strings: {e}"))?;
-        let mut routes = Vec::with_capacity(map.len());
-        for (route, scope) in map {
+        let mut routes: Vec<RouteScope> = Vec::with_capacity(members.len());
+        for (route, scope) in members {
             let (method, path) = route
                 .split_once(' ')
                 .filter(|(m, p)| !m.is_empty() && p.starts_with('/'))
                 .ok_or_else(|| {
                     format!("KEYWARD_ROUTE_SCOPES: {route:?} is not \"METHOD /path\"")
                 })?;
-            let scope = Scope::parse(&scope, 0)
-                .map_err(|e| format!("KEYWARD_ROUTE_SCOPES: {route:?}: {e}"))?;
-            routes.push(RouteScope {
+            let scope = match scope.as_str() {
+                "" => None,
+                scope => Some(
+                    Scope::parse(scope, 0)
+                        .map_err(|e| format!("KEYWARD_ROUTE_SCOPES: {route:?}: {e}"))?,
+                ),
+            };
+            let candidate = RouteScope {
                 method: method.to_ascii_uppercase(),
-                segments: segments(path),
+                segments: segments(path).into_iter().map(str::to_owned).collect(),
                 scope,
-            });
+                pattern: route.clone(),
+            };
+            if let Some(twin) = routes
+                .iter()
+                .find(|r| r.rank() == candidate.rank() && r.overlaps(&candidate))
+            {
+                return Err(format!(
+                    "KEYWARD_ROUTE_SCOPES: {:?} and {route:?} match the same requests with equal precedence; keep one",
+                    twin.pattern
+                ));
+            }
+            routes.push(candidate);
         }
+        routes.sort_by_key(RouteScope::rank);
         Ok(Self(routes))
     }
 
-    /// The scope the route needs, if it is listed; the most specific pattern wins.
-    pub fn required(&self, method: &str, path: &str) -> Option<&Scope> {
+    /// What the route of `method path` needs: the first listed pattern in precedence order
+    /// that matches it decides.
+    pub fn required(&self, method: &str, path: &str) -> Requirement<'_> {
         let path = segments(path);
-        self.0
-            .iter()
-            .filter(|r| r.method == "ANY" || r.method.eq_ignore_ascii_case(method))
-            .filter(|r| {
-                r.segments.len() == path.len()
-                    && r.segments
-                        .iter()
-                        .zip(&path)
-                        .all(|(w, g)| w == "*" || w == g)
-            })
-            .min_by_key(|r| r.segments.iter().filter(|s| *s == "*").count())
-            .map(|r| &r.scope)
+        match self.0.iter().find(|r| r.matches(method, &path)) {
+            Some(RouteScope {
+                scope: Some(scope), ..
+            }) => Requirement::Scope(scope),
+            Some(_) => Requirement::AnyValidKey,
+            None => Requirement::Unlisted,
+        }
     }
 }
 
-fn segments(path: &str) -> Vec<String> {
-    path.split('/')
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
+fn segments(path: &str) -> Vec<&str> {
+    path.split('/').filter(|s| !s.is_empty()).collect()
 }
 
 /// `KEYWARD_ENVIRONMENT`'s value for "a valid key of any environment".
@@ -128,6 +210,9 @@ pub struct Config {
     pub environment: Option<EnvName>,
     /// The scope each route needs.
     pub routes: RouteScopes,
+    /// Whether a route that no pattern lists is open to any valid key; by default it is
+    /// denied, so that a route added to an API without a scope is closed, not open.
+    pub allow_unlisted: bool,
 }
 
 impl Config {
@@ -135,8 +220,10 @@ impl Config {
     pub const ENVIRONMENT_VAR: &'static str = "KEYWARD_ENVIRONMENT";
     /// The variable that maps routes to scopes.
     pub const ROUTE_SCOPES_VAR: &'static str = "KEYWARD_ROUTE_SCOPES";
+    /// The variable that says what an unlisted route gets: `deny` (the default) or `allow`.
+    pub const UNLISTED_ROUTES_VAR: &'static str = "KEYWARD_UNLISTED_ROUTES";
 
-    /// Reads `KEYWARD_ENVIRONMENT` and `KEYWARD_ROUTE_SCOPES`; a bad value stops the cold start.
+    /// Reads the authorizer's variables; a bad value stops the cold start.
     pub fn from_env() -> Result<Self, String> {
         let environment = std::env::var(Self::ENVIRONMENT_VAR)
             .map_err(|_| format!("{} is not set", Self::ENVIRONMENT_VAR))?;
@@ -151,9 +238,20 @@ impl Config {
             Ok(json) => RouteScopes::parse(&json)?,
             Err(_) => RouteScopes::default(),
         };
+        let allow_unlisted = match std::env::var(Self::UNLISTED_ROUTES_VAR).as_deref() {
+            Err(_) | Ok("deny") => false,
+            Ok("allow") => true,
+            Ok(_) => {
+                return Err(format!(
+                    "{} is deny (the default) or allow",
+                    Self::UNLISTED_ROUTES_VAR
+                ));
+            }
+        };
         Ok(Self {
             environment,
             routes,
+            allow_unlisted,
         })
     }
 }
@@ -259,7 +357,7 @@ async fn decide(
     config: &Config,
     store: &dyn KeyLookup,
     ask: &Ask,
-    required: Option<&Scope>,
+    required: Requirement<'_>,
     now: Timestamp,
 ) -> Result<Decision, AuthorizerError> {
     let Some(token) = ask.token.as_deref() else {
@@ -282,9 +380,15 @@ async fn decide(
     else {
         return Ok(Decision::Unauthorized);
     };
-    let required: Vec<&str> = required.map(Scope::as_str).into_iter().collect();
+    let scopes: &[&str] = match required {
+        Requirement::Scope(scope) => &[scope.as_str()],
+        Requirement::AnyValidKey | Requirement::Unlisted => &[],
+    };
     Ok(
-        match check(&key, config.environment.as_ref(), &required, now) {
+        match check(&key, config.environment.as_ref(), scopes, now) {
+            Verdict::Valid if required == Requirement::Unlisted && !config.allow_unlisted => {
+                Decision::Deny(key)
+            }
             Verdict::Valid => Decision::Allow(key),
             Verdict::InsufficientScope => Decision::Deny(key),
             _ => Decision::Unauthorized,
@@ -294,7 +398,7 @@ async fn decide(
 
 fn context(key: &Key) -> Value {
     let scopes: Vec<&str> = key.scopes.iter().map(Scope::as_str).collect();
-    json!({"keyId": key.id, "environment": key.environment, "scopes": scopes.join(" ")})
+    json!({"keyId": key.id, "environment": key.environment, "kind": key.kind, "scopes": scopes.join(" ")})
 }
 
 fn policy(key: &Key, effect: &str, method_arn: &str) -> Value {
@@ -323,7 +427,11 @@ pub async fn handler(
     // The log names the method and the scope the route needs, never the path: a client may
     // paste a key into a URL.
     let method = ask.method.as_str();
-    let scope = required.map_or("none", Scope::as_str);
+    let scope = match required {
+        Requirement::Scope(scope) => scope.as_str(),
+        Requirement::AnyValidKey => "none",
+        Requirement::Unlisted => "unlisted",
+    };
     match &decision {
         Decision::Allow(key) => {
             tracing::info!(key_id = %key.id, hint = %key.hint, method, scope, "allowed")
@@ -400,9 +508,10 @@ mod tests {
         Config {
             environment: Some(EnvName::parse("production").unwrap()),
             routes: RouteScopes::parse(
-                r#"{"GET /orders": "orders:read", "POST /orders/*": "orders:write"}"#,
+                r#"{"GET /orders": "orders:read", "POST /orders/*": "orders:write", "GET /health": ""}"#,
             )
             .unwrap(),
+            allow_unlisted: false,
         }
     }
 
@@ -586,7 +695,7 @@ mod tests {
                 1,
             ),
             (
-                "on an unlisted route",
+                "on a route listed with no scope",
                 Some(reader),
                 "GET",
                 "/health",
@@ -594,11 +703,27 @@ mod tests {
                 1,
             ),
             (
-                "with a key pasted into the path",
+                "on an unlisted route",
+                Some(reader),
+                "DELETE",
+                "/orders",
+                Outcome::Deny,
+                1,
+            ),
+            (
+                "an unknown key on an unlisted route",
+                Some(unknown.expose()),
+                "GET",
+                "/unlisted",
+                Outcome::Unauthorized,
+                1,
+            ),
+            (
+                "with a key pasted into an unlisted path",
                 Some(reader),
                 "GET",
                 pasted_path.as_str(),
-                Outcome::Allow,
+                Outcome::Deny,
                 1,
             ),
         ];
@@ -629,7 +754,7 @@ mod tests {
                 if *expected == Outcome::Allow {
                     assert_eq!(
                         answer.as_ref().unwrap()["context"],
-                        json!({"keyId": k.reader_key.id, "environment": "production", "scopes": "orders:read"})
+                        json!({"keyId": k.reader_key.id, "environment": "production", "kind": "secret", "scopes": "orders:read"})
                     );
                     if fixture != HTTP {
                         assert_eq!(
@@ -778,31 +903,152 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn unlisted_routes_are_open_only_when_the_configuration_says_so() {
+        let store = SqliteStore::in_memory().unwrap();
+        let k = keys(&store).await;
+        let open = Config {
+            allow_unlisted: true,
+            ..config()
+        };
+        for fixture in [TOKEN, REQUEST, HTTP] {
+            let ask = |token: &str| event(fixture, "GET", "/unlisted/7", Some(token));
+            let closed = handler(&config(), &store, ask(k.reader.expose()), keyward::now()).await;
+            assert_eq!(outcome(fixture, &closed, "/GET/unlisted/7"), Outcome::Deny);
+            let allowed = handler(&open, &store, ask(k.reader.expose()), keyward::now()).await;
+            assert_eq!(
+                outcome(fixture, &allowed, "/GET/unlisted/7"),
+                Outcome::Allow
+            );
+            let revoked = handler(&open, &store, ask(k.revoked.expose()), keyward::now()).await;
+            assert_eq!(
+                outcome(fixture, &revoked, "/GET/unlisted/7"),
+                Outcome::Unauthorized,
+                "an open route still needs a valid key"
+            );
+            let scoped = event(fixture, "POST", "/orders/1", Some(k.reader.expose()));
+            let denied = handler(&open, &store, scoped, keyward::now()).await;
+            assert_eq!(
+                outcome(fixture, &denied, "/POST/orders/1"),
+                Outcome::Deny,
+                "opening unlisted routes leaves listed scopes in force"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_context_names_a_publishable_key_as_such() {
+        let store = SqliteStore::in_memory().unwrap();
+        keys(&store).await;
+        let input = NewKey {
+            name: KeyName::parse("browser").unwrap(),
+            kind: Kind::Publishable,
+            scopes: Scopes::parse(&["orders:read"]).unwrap(),
+            expires_at: None,
+            rotation_policy: None,
+        };
+        let production = EnvName::parse("production").unwrap();
+        let issued = create_key(&production, input, Actor::operator("t"), keyward::now()).unwrap();
+        store.apply(&issued.change).await.unwrap();
+        for fixture in [TOKEN, REQUEST, HTTP] {
+            let ask = event(fixture, "GET", "/orders", Some(issued.secret.expose()));
+            let answer = handler(&config(), &store, ask, keyward::now())
+                .await
+                .unwrap();
+            assert_eq!(answer["context"]["kind"], "publishable");
+        }
+    }
+
+    /// Patterns chosen so that every rule of the precedence order decides some request.
+    const PATTERNS: [(&str, &str); 9] = [
+        ("GET /orders", "orders:read"),
+        ("POST /orders/*", "orders:write"),
+        ("ANY /admin/*/x", "admin"),
+        ("GET /orders/special", "special"),
+        ("GET /a/*", "a"),
+        ("GET /*/b", "b"),
+        ("ANY /a/b", "any-a-b"),
+        ("GET /*/*", "two"),
+        ("GET /health", ""),
+    ];
+
+    fn requirement(routes: &RouteScopes, method: &str, path: &str) -> String {
+        match routes.required(method, path) {
+            Requirement::Scope(scope) => scope.as_str().to_owned(),
+            Requirement::AnyValidKey => "any valid key".to_owned(),
+            Requirement::Unlisted => "unlisted".to_owned(),
+        }
+    }
+
     #[test]
-    fn route_scopes_match_methods_and_star_segments() {
-        let routes = RouteScopes::parse(r#"{"GET /orders": "orders:read", "POST /orders/*": "orders:write", "ANY /admin/*/x": "admin", "GET /orders/special": "special"}"#).unwrap();
-        assert_eq!(
-            routes.required("GET", "/orders").map(Scope::as_str),
-            Some("orders:read")
-        );
-        assert_eq!(
-            routes.required("get", "/orders/").map(Scope::as_str),
-            Some("orders:read")
-        );
-        assert_eq!(
-            routes.required("POST", "/orders/42").map(Scope::as_str),
-            Some("orders:write")
-        );
-        assert_eq!(
-            routes.required("DELETE", "/admin/7/x").map(Scope::as_str),
-            Some("admin")
-        );
-        assert_eq!(
-            routes.required("GET", "/orders/special").map(Scope::as_str),
-            Some("special")
-        );
-        assert_eq!(routes.required("POST", "/orders/42/items"), None);
-        assert_eq!(routes.required("GET", "/health"), None);
+    fn one_precedence_rule_decides_whatever_order_the_patterns_come_in() {
+        let expected = [
+            ("GET", "/orders", "orders:read"),
+            ("get", "/orders/", "orders:read"),
+            ("POST", "/orders/42", "orders:write"),
+            ("DELETE", "/admin/7/x", "admin"),
+            ("GET", "/orders/special", "special"),
+            ("GET", "/orders/42", "two"),
+            ("GET", "/a/b", "any-a-b"),
+            ("POST", "/a/b", "any-a-b"),
+            ("GET", "/a/c", "a"),
+            ("GET", "/c/b", "b"),
+            ("GET", "/c/d", "two"),
+            ("GET", "/health", "any valid key"),
+            ("POST", "/a/c", "unlisted"),
+            ("POST", "/orders/42/items", "unlisted"),
+            ("GET", "/", "unlisted"),
+        ];
+        let mut order: Vec<usize> = (0..PATTERNS.len()).collect();
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..500 {
+            for i in (1..order.len()).rev() {
+                seed = seed
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                order.swap(i, (seed >> 33) as usize % (i + 1));
+            }
+            let members: Vec<String> = order
+                .iter()
+                .map(|&i| format!("{:?}: {:?}", PATTERNS[i].0, PATTERNS[i].1))
+                .collect();
+            let json = format!("{{{}}}", members.join(", "));
+            let routes = RouteScopes::parse(&json).unwrap();
+            for (method, path, scope) in expected {
+                assert_eq!(
+                    requirement(&routes, method, path),
+                    scope,
+                    "{method} {path} with {json}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn patterns_that_match_the_same_requests_with_equal_precedence_are_refused() {
+        for (json, first, second) in [
+            (r#"{"GET /a": "x", "get /a/": "y"}"#, "GET /a", "get /a/"),
+            (r#"{"GET /a": "x", "GET /a": "x"}"#, "GET /a", "GET /a"),
+            (
+                r#"{"ANY /a/*": "x", "ANY //a/*": "y"}"#,
+                "ANY /a/*",
+                "ANY //a/*",
+            ),
+        ] {
+            let err = RouteScopes::parse(json).unwrap_err();
+            assert!(
+                err.contains(&format!("{first:?}")) && err.contains(&format!("{second:?}")),
+                "{json}: {err}"
+            );
+        }
+        for distinct in [
+            r#"{"GET /a/*": "x", "POST /a/*": "y"}"#,
+            r#"{"GET /a/*": "x", "GET /b/*": "y"}"#,
+            r#"{"GET /a/*": "x", "ANY /a/*": "y"}"#,
+            r#"{"GET /a/*": "x", "GET /*/b": "y"}"#,
+        ] {
+            assert!(RouteScopes::parse(distinct).is_ok(), "{distinct}");
+        }
         for bad in [
             "[]",
             "{\"GET\": \"a\"}",

@@ -6,7 +6,7 @@ use lambda_http::lambda_runtime::{self, Error, LambdaEvent, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    lambda_runtime::tracing::init_default_subscriber();
+    keyward::logging::init();
     let config = Config::from_env()?;
     let store = StoreConfig::from_env()?.open().await?;
     let (config, store) = (&config, &*store);

@@ -47,9 +47,34 @@ fn each_bad_variable_stops_the_cold_start_and_is_named() {
             ],
             "KEYWARD_STORE",
         ),
+        (
+            &[
+                ("KEYWARD_ENVIRONMENT", "production"),
+                ("KEYWARD_UNLISTED_ROUTES", "open"),
+            ],
+            "KEYWARD_UNLISTED_ROUTES",
+        ),
     ] {
         let (code, stderr) = start(vars);
         assert_eq!(code, Some(1), "{vars:?}: {stderr}");
         assert!(stderr.contains(needle), "{vars:?}: {stderr}");
     }
+}
+
+#[test]
+fn patterns_of_equal_precedence_stop_the_cold_start_naming_both() {
+    let (code, stderr) = start(&[
+        ("KEYWARD_ENVIRONMENT", "production"),
+        (
+            "KEYWARD_ROUTE_SCOPES",
+            r#"{"GET /orders/*": "orders:read", "POST /x": "x", "get /orders/*/": "orders:write"}"#,
+        ),
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("GET /orders/*")
+            && stderr.contains("get /orders/*/")
+            && stderr.contains("equal precedence"),
+        "{stderr}"
+    );
 }

@@ -1,8 +1,10 @@
 //! `PUT /v1/keys/{key_id}/grace-period`: sets a rotated key's expiry to now plus a new grace,
 //! shorter or longer than before (scope `keys:write`).
 
-use keyward::domain::{GracePeriod, Scope, Timestamp, change_grace_period};
-use keyward::http::{ApiError, HandlerFuture, KeyView, authorize_key, json_body, respond};
+use keyward::domain::{GracePeriod, Timestamp, change_grace_period};
+use keyward::http::{
+    ApiError, Context, HandlerFuture, KeyView, authorize_change, json_body, respond,
+};
 use keyward::store::KeyStore;
 use lambda_http::Request;
 use lambda_http::http::StatusCode;
@@ -18,13 +20,13 @@ struct GraceBody {
 }
 
 /// The Lambda handler.
-pub fn handler(store: &dyn KeyStore, req: Request, now: Timestamp) -> HandlerFuture<'_> {
-    Box::pin(async move { respond(StatusCode::OK, change(store, &req, now).await) })
+pub fn handler(context: Context<'_>, req: Request, now: Timestamp) -> HandlerFuture<'_> {
+    Box::pin(async move { respond(StatusCode::OK, change(context.store, &req, now).await) })
 }
 
 #[tracing::instrument(name = "change_grace_period", skip_all, fields(caller, key_id))]
 async fn change(store: &dyn KeyStore, req: &Request, now: Timestamp) -> Result<Value, ApiError> {
-    let (caller, key) = authorize_key(store, req, now, Scope::KEYS_WRITE).await?;
+    let (caller, key) = authorize_change(store, req, now).await?;
     let body: GraceBody = json_body(req, SHAPE)?;
     let grace = GracePeriod::from_json(&body.grace_period)?;
     let changed = change_grace_period(&key, grace, caller.actor(), now)?;

@@ -1,11 +1,11 @@
 //! `POST /v1/environments/{env}/keys`: makes a key and shows its secret once (scope `keys:write`).
 
 use chrono::DateTime;
-use keyward::domain::{
-    KeyName, Kind, NewKey, RotationPolicy, Scope, Scopes, Timestamp, create_key,
+use keyward::domain::{EnvName, KeyName, Kind, NewKey, Scope, Scopes, Timestamp, create_key};
+use keyward::http::{
+    ApiError, Context, HandlerFuture, KeyView, Settings, authorize_environment, json_body, respond,
+    rotation_policy,
 };
-use keyward::http::{ApiError, HandlerFuture, KeyView, authorize_environment, json_body, respond};
-use keyward::store::KeyStore;
 use lambda_http::Request;
 use lambda_http::http::StatusCode;
 use serde::Deserialize;
@@ -24,7 +24,7 @@ struct CreateBody {
 }
 
 impl CreateBody {
-    fn parse(self) -> Result<NewKey, ApiError> {
+    fn parse(self, environment: &EnvName, settings: &Settings) -> Result<NewKey, ApiError> {
         let kind = match self.kind.as_deref() {
             None | Some("secret") => Kind::Secret,
             Some("publishable") => Kind::Publishable,
@@ -50,7 +50,7 @@ impl CreateBody {
             .transpose()?;
         let rotation_policy = match self.rotation_policy {
             None | Some(Value::Null) => None,
-            Some(v) => Some(RotationPolicy::from_json(&v)?),
+            Some(v) => Some(rotation_policy(&v, environment, settings)?),
         };
         Ok(NewKey {
             name: KeyName::parse(&self.name)?,
@@ -63,14 +63,16 @@ impl CreateBody {
 }
 
 /// The Lambda handler.
-pub fn handler(store: &dyn KeyStore, req: Request, now: Timestamp) -> HandlerFuture<'_> {
-    Box::pin(async move { respond(StatusCode::CREATED, create(store, &req, now).await) })
+pub fn handler(context: Context<'_>, req: Request, now: Timestamp) -> HandlerFuture<'_> {
+    Box::pin(async move { respond(StatusCode::CREATED, create(context, &req, now).await) })
 }
 
 #[tracing::instrument(name = "create_key", skip_all, fields(caller, key_id))]
-async fn create(store: &dyn KeyStore, req: &Request, now: Timestamp) -> Result<Value, ApiError> {
+async fn create(context: Context<'_>, req: &Request, now: Timestamp) -> Result<Value, ApiError> {
+    let store = context.store;
     let (caller, environment) = authorize_environment(store, req, now, Scope::KEYS_WRITE).await?;
-    let input = json_body::<CreateBody>(req, SHAPE)?.parse()?;
+    let input = json_body::<CreateBody>(req, SHAPE)?.parse(&environment, context.settings)?;
+    caller.require_grant(&input.scopes)?;
     let issued = create_key(&environment, input, caller.actor(), now)?;
     store.apply(&issued.change).await?;
     tracing::Span::current().record("key_id", issued.key.id.as_str());
@@ -81,7 +83,7 @@ async fn create(store: &dyn KeyStore, req: &Request, now: Timestamp) -> Result<V
 #[cfg(test)]
 mod tests {
     use keyward::domain::PresentedKey;
-    use keyward::store::KeyLookup;
+    use keyward::store::{KeyLookup, KeyStore};
     use keyward::testing::{body_json, event, seeded};
 
     use super::*;
@@ -94,7 +96,7 @@ mod tests {
         let now = keyward::now();
         let s = seeded("production", now).await;
         let req = event(REST, &[("ENV", "production"), ("KEY", s.secret.expose())]);
-        let response = handler(&s.store, req, now).await;
+        let response = handler(s.context(), req, now).await;
         assert_eq!(response.status(), 201);
         let body = body_json(&response);
         assert_eq!(body["key"]["kind"], "secret");
@@ -115,7 +117,7 @@ mod tests {
         let now = keyward::now();
         let s = seeded("staging", now).await;
         let req = event(HTTP, &[("ENV", "staging"), ("KEY", s.secret.expose())]);
-        let response = handler(&s.store, req, now).await;
+        let response = handler(s.context(), req, now).await;
         assert_eq!(response.status(), 201);
         let body = body_json(&response);
         assert_eq!(body["key"]["kind"], "publishable");
@@ -136,7 +138,7 @@ mod tests {
             REST,
             &[("ENV", "production"), ("KEY", other.secret.expose())],
         );
-        let response = handler(&s.store, req, now).await;
+        let response = handler(s.context(), req, now).await;
         assert_eq!(
             response.status(),
             401,
@@ -152,7 +154,7 @@ mod tests {
             REST,
             &[("ENV", "production"), ("KEY", staging.secret.expose())],
         );
-        let response = handler(&s.store, req, now).await;
+        let response = handler(s.context(), req, now).await;
         assert_eq!(response.status(), 403);
         assert_eq!(body_json(&response)["error"]["code"], "wrong_environment");
     }

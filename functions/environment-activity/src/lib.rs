@@ -3,7 +3,7 @@
 
 use keyward::domain::{Action, ActivityId, KeyId, Scope, Timestamp};
 use keyward::http::{
-    ApiError, HandlerFuture, authorize_environment, page_request, query_param, respond,
+    ApiError, Context, HandlerFuture, authorize_environment, page_request, query_param, respond,
 };
 use keyward::store::{ActivityFilter, KeyStore};
 use lambda_http::Request;
@@ -11,8 +11,8 @@ use lambda_http::http::StatusCode;
 use serde_json::{Value, json};
 
 /// The Lambda handler.
-pub fn handler(store: &dyn KeyStore, req: Request, now: Timestamp) -> HandlerFuture<'_> {
-    Box::pin(async move { respond(StatusCode::OK, activity(store, &req, now).await) })
+pub fn handler(context: Context<'_>, req: Request, now: Timestamp) -> HandlerFuture<'_> {
+    Box::pin(async move { respond(StatusCode::OK, activity(context.store, &req, now).await) })
 }
 
 fn filter(req: &Request) -> Result<ActivityFilter, ApiError> {

@@ -1,15 +1,15 @@
 //! `GET /v1/keys/{key_id}`: one key, without its secret (scope `keys:read`).
 
 use keyward::domain::{Scope, Timestamp};
-use keyward::http::{ApiError, HandlerFuture, KeyView, authorize_key, respond};
+use keyward::http::{ApiError, Context, HandlerFuture, KeyView, authorize_key, respond};
 use keyward::store::KeyStore;
 use lambda_http::Request;
 use lambda_http::http::StatusCode;
 use serde_json::{Value, json};
 
 /// The Lambda handler.
-pub fn handler(store: &dyn KeyStore, req: Request, now: Timestamp) -> HandlerFuture<'_> {
-    Box::pin(async move { respond(StatusCode::OK, get(store, &req, now).await) })
+pub fn handler(context: Context<'_>, req: Request, now: Timestamp) -> HandlerFuture<'_> {
+    Box::pin(async move { respond(StatusCode::OK, get(context.store, &req, now).await) })
 }
 
 #[tracing::instrument(name = "get_key", skip_all, fields(caller, key_id))]

@@ -27,6 +27,7 @@ pub fn handler(req: &Request) -> Response<Body> {
                 "message": "hello from behind keyward",
                 "key_id": context.get("keyId"),
                 "environment": context.get("environment"),
+                "kind": context.get("kind"),
                 "scopes": context.get("scopes"),
             }),
         ),
@@ -51,6 +52,7 @@ mod tests {
         let body = body_json(&response);
         assert_eq!(body["key_id"], "key_08DvEV00000000000000AA");
         assert_eq!(body["environment"], "production");
+        assert_eq!(body["kind"], "secret");
         assert_eq!(body["scopes"], "orders:read orders:write");
     }
 
@@ -58,7 +60,12 @@ mod tests {
     fn it_echoes_the_context_of_an_http_api_authorizer() {
         let response = handler(&event(include_str!("../fixtures/http.json"), &[]));
         assert_eq!(response.status(), 200);
-        assert_eq!(body_json(&response)["scopes"], "orders:read");
+        let body = body_json(&response);
+        assert_eq!(body["scopes"], "orders:read");
+        assert_eq!(
+            body["kind"], "publishable",
+            "a backend can refuse browser keys"
+        );
     }
 
     #[test]

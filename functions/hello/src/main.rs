@@ -2,7 +2,7 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    lambda_http::tracing::init_default_subscriber();
+    keyward::logging::init();
     lambda_http::run(lambda_http::service_fn(|req| async move {
         Ok::<_, std::convert::Infallible>(hello::handler(&req))
     }))

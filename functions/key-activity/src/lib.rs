@@ -2,15 +2,15 @@
 //! the rotation that made it (scope `activity:read`).
 
 use keyward::domain::{ActivityId, Scope, Timestamp};
-use keyward::http::{ApiError, HandlerFuture, authorize_key, page_request, respond};
+use keyward::http::{ApiError, Context, HandlerFuture, authorize_key, page_request, respond};
 use keyward::store::KeyStore;
 use lambda_http::Request;
 use lambda_http::http::StatusCode;
 use serde_json::{Value, json};
 
 /// The Lambda handler.
-pub fn handler(store: &dyn KeyStore, req: Request, now: Timestamp) -> HandlerFuture<'_> {
-    Box::pin(async move { respond(StatusCode::OK, activity(store, &req, now).await) })
+pub fn handler(context: Context<'_>, req: Request, now: Timestamp) -> HandlerFuture<'_> {
+    Box::pin(async move { respond(StatusCode::OK, activity(context.store, &req, now).await) })
 }
 
 #[tracing::instrument(name = "key_activity", skip_all, fields(caller, key_id))]

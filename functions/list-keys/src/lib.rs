@@ -3,7 +3,7 @@
 
 use keyward::domain::{KeyId, Scope, Timestamp};
 use keyward::http::{
-    ApiError, HandlerFuture, KeyView, authorize_environment, page_request, respond,
+    ApiError, Context, HandlerFuture, KeyView, authorize_environment, page_request, respond,
 };
 use keyward::store::KeyStore;
 use lambda_http::Request;
@@ -11,8 +11,8 @@ use lambda_http::http::StatusCode;
 use serde_json::{Value, json};
 
 /// The Lambda handler.
-pub fn handler(store: &dyn KeyStore, req: Request, now: Timestamp) -> HandlerFuture<'_> {
-    Box::pin(async move { respond(StatusCode::OK, list(store, &req, now).await) })
+pub fn handler(context: Context<'_>, req: Request, now: Timestamp) -> HandlerFuture<'_> {
+    Box::pin(async move { respond(StatusCode::OK, list(context.store, &req, now).await) })
 }
 
 #[tracing::instrument(name = "list_keys", skip_all, fields(caller))]

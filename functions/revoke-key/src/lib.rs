@@ -1,16 +1,16 @@
 //! `POST /v1/keys/{key_id}/revoke`: stops a key at once (scope `keys:write`). Revoking a key
 //! that is already revoked or expired answers `200` with the key unchanged and records nothing.
 
-use keyward::domain::{Revocation, Scope, Timestamp, revoke};
-use keyward::http::{ApiError, HandlerFuture, KeyView, authorize_key, respond};
+use keyward::domain::{Revocation, Timestamp, revoke};
+use keyward::http::{ApiError, Context, HandlerFuture, KeyView, authorize_change, respond};
 use keyward::store::KeyStore;
 use lambda_http::Request;
 use lambda_http::http::StatusCode;
 use serde_json::{Value, json};
 
 /// The Lambda handler.
-pub fn handler(store: &dyn KeyStore, req: Request, now: Timestamp) -> HandlerFuture<'_> {
-    Box::pin(async move { respond(StatusCode::OK, revoke_key(store, &req, now).await) })
+pub fn handler(context: Context<'_>, req: Request, now: Timestamp) -> HandlerFuture<'_> {
+    Box::pin(async move { respond(StatusCode::OK, revoke_key(context.store, &req, now).await) })
 }
 
 #[tracing::instrument(skip_all, fields(caller, key_id))]
@@ -19,7 +19,7 @@ async fn revoke_key(
     req: &Request,
     now: Timestamp,
 ) -> Result<Value, ApiError> {
-    let (caller, key) = authorize_key(store, req, now, Scope::KEYS_WRITE).await?;
+    let (caller, key) = authorize_change(store, req, now).await?;
     let key = match revoke(&key, caller.actor(), now)? {
         Revocation::Revoked { key, change } => {
             store.apply(&change).await?;
@@ -60,12 +60,12 @@ mod tests {
                 ("KEY_ID", issued.key.id.as_str()),
                 ("KEY", s.secret.expose()),
             ];
-            let response = handler(&s.store, event(fixture, &vars), now).await;
+            let response = handler(s.context(), event(fixture, &vars), now).await;
             assert_eq!(response.status(), 200);
             let body = body_json(&response);
             assert_eq!(body["key"]["status"], "revoked");
             assert_eq!(body["key"]["revoked_at"], json!(now));
-            let again = handler(&s.store, event(fixture, &vars), now).await;
+            let again = handler(s.context(), event(fixture, &vars), now).await;
             assert_eq!(again.status(), 200);
             assert_eq!(body_json(&again), body);
             let page = PageRequest {
@@ -92,7 +92,7 @@ mod tests {
         let now = keyward::now();
         let s = seeded("production", now).await;
         let vars = [("KEY_ID", s.key.id.as_str()), ("KEY", s.secret.expose())];
-        let response = handler(&s.store, event(REST, &vars), now).await;
+        let response = handler(s.context(), event(REST, &vars), now).await;
         assert_eq!(response.status(), 409);
         assert_eq!(
             body_json(&response)["error"]["code"],
@@ -106,7 +106,7 @@ mod tests {
         )
         .unwrap();
         s.store.apply(&rotated.change).await.unwrap();
-        let response = handler(&s.store, event(HTTP, &vars), now).await;
+        let response = handler(s.context(), event(HTTP, &vars), now).await;
         assert_eq!(
             response.status(),
             200,

@@ -1,8 +1,10 @@
 //! `POST /v1/keys/{key_id}/rotate`: replaces an active key with a new one, and gives the old
 //! key a grace period (scope `keys:write`).
 
-use keyward::domain::{GracePeriod, Scope, Timestamp, rotate};
-use keyward::http::{ApiError, HandlerFuture, KeyView, authorize_key, json_body, respond};
+use keyward::domain::{GracePeriod, Timestamp, rotate};
+use keyward::http::{
+    ApiError, Context, HandlerFuture, KeyView, authorize_change, json_body, respond,
+};
 use keyward::store::KeyStore;
 use lambda_http::Request;
 use lambda_http::http::StatusCode;
@@ -18,8 +20,13 @@ struct RotateBody {
 }
 
 /// The Lambda handler.
-pub fn handler(store: &dyn KeyStore, req: Request, now: Timestamp) -> HandlerFuture<'_> {
-    Box::pin(async move { respond(StatusCode::CREATED, rotate_key(store, &req, now).await) })
+pub fn handler(context: Context<'_>, req: Request, now: Timestamp) -> HandlerFuture<'_> {
+    Box::pin(async move {
+        respond(
+            StatusCode::CREATED,
+            rotate_key(context.store, &req, now).await,
+        )
+    })
 }
 
 #[tracing::instrument(skip_all, fields(caller, key_id, new_key_id))]
@@ -28,7 +35,7 @@ async fn rotate_key(
     req: &Request,
     now: Timestamp,
 ) -> Result<Value, ApiError> {
-    let (caller, key) = authorize_key(store, req, now, Scope::KEYS_WRITE).await?;
+    let (caller, key) = authorize_change(store, req, now).await?;
     let body: RotateBody = json_body(req, SHAPE)?;
     let grace = GracePeriod::from_json(&body.grace_period)?;
     let rotated = rotate(&key, grace, caller.actor(), now)?;
@@ -59,7 +66,7 @@ mod tests {
             let now = keyward::now();
             let s = seeded("production", now).await;
             let vars = [("KEY_ID", s.key.id.as_str()), ("KEY", s.secret.expose())];
-            let response = handler(&s.store, event(fixture, &vars), now).await;
+            let response = handler(s.context(), event(fixture, &vars), now).await;
             assert_eq!(response.status(), 201);
             let body = body_json(&response);
             assert_eq!(body["previous"]["id"], s.key.id.as_str());
@@ -86,10 +93,10 @@ mod tests {
         let s = seeded("production", now).await;
         let vars = [("KEY_ID", s.key.id.as_str()), ("KEY", s.secret.expose())];
         assert_eq!(
-            handler(&s.store, event(REST, &vars), now).await.status(),
+            handler(s.context(), event(REST, &vars), now).await.status(),
             201
         );
-        let again = handler(&s.store, event(REST, &vars), now).await;
+        let again = handler(s.context(), event(REST, &vars), now).await;
         assert_eq!(again.status(), 409);
         assert_eq!(body_json(&again)["error"]["code"], "key_not_active");
     }

@@ -2,9 +2,11 @@
 //! key rotates itself (scope `keys:write`). Setting the policy the key already has changes
 //! nothing and records nothing.
 
-use keyward::domain::{PolicyChange, RotationPolicy, Scope, Timestamp, set_rotation_policy};
-use keyward::http::{ApiError, HandlerFuture, KeyView, authorize_key, json_body, respond};
-use keyward::store::KeyStore;
+use keyward::domain::{PolicyChange, Timestamp, set_rotation_policy};
+use keyward::http::{
+    ApiError, Context, HandlerFuture, KeyView, authorize_change, json_body, respond,
+    rotation_policy,
+};
 use lambda_http::Request;
 use lambda_http::http::StatusCode;
 use serde::Deserialize;
@@ -19,21 +21,22 @@ struct PolicyBody {
 }
 
 /// The Lambda handler.
-pub fn handler(store: &dyn KeyStore, req: Request, now: Timestamp) -> HandlerFuture<'_> {
-    Box::pin(async move { respond(StatusCode::OK, set_policy(store, &req, now).await) })
+pub fn handler(context: Context<'_>, req: Request, now: Timestamp) -> HandlerFuture<'_> {
+    Box::pin(async move { respond(StatusCode::OK, set_policy(context, &req, now).await) })
 }
 
 #[tracing::instrument(name = "set_rotation_policy", skip_all, fields(caller, key_id))]
 async fn set_policy(
-    store: &dyn KeyStore,
+    context: Context<'_>,
     req: &Request,
     now: Timestamp,
 ) -> Result<Value, ApiError> {
-    let (caller, key) = authorize_key(store, req, now, Scope::KEYS_WRITE).await?;
+    let store = context.store;
+    let (caller, key) = authorize_change(store, req, now).await?;
     let body: PolicyBody = json_body(req, SHAPE)?;
     let policy = match body.rotation_policy {
         Value::Null => None,
-        value => Some(RotationPolicy::from_json(&value)?),
+        value => Some(rotation_policy(&value, &key.environment, context.settings)?),
     };
     let key = match set_rotation_policy(&key, policy, caller.actor(), now)? {
         PolicyChange::Changed { key, change } => {
@@ -52,14 +55,14 @@ async fn set_policy(
 #[cfg(test)]
 mod tests {
     use keyward::domain::Action;
-    use keyward::store::{ActivityFilter, PageRequest};
+    use keyward::store::{ActivityFilter, KeyStore, PageRequest};
     use keyward::testing::{body_json, event, seeded};
 
     use super::*;
 
     const REST: &str = include_str!("../fixtures/rest.json");
     const HTTP: &str = include_str!("../fixtures/http.json");
-    const POLICY: &str = r#"{\"rotation_policy\": {\"every\": \"P90D\", \"grace_period\": \"24h\", \"secret_id\": \"keyward/billing\"}}"#;
+    const POLICY: &str = r#"{\"rotation_policy\": {\"every\": \"P90D\", \"grace_period\": \"24h\", \"secret_id\": \"keyward/production/billing\"}}"#;
 
     async fn entries(s: &keyward::testing::Seeded) -> usize {
         let filter = ActivityFilter {
@@ -93,21 +96,21 @@ mod tests {
                     ],
                 )
             };
-            let response = handler(&s.store, put(POLICY), now).await;
+            let response = handler(s.context(), put(POLICY), now).await;
             assert_eq!(response.status(), 200);
             let body = body_json(&response);
             assert_eq!(
                 body["key"]["rotation_policy"],
-                json!({"every": "P90D", "grace_period": "24h", "secret_id": "keyward/billing"})
+                json!({"every": "P90D", "grace_period": "24h", "secret_id": "keyward/production/billing"})
             );
             assert_eq!(entries(&s).await, 1);
-            assert_eq!(handler(&s.store, put(POLICY), now).await.status(), 200);
+            assert_eq!(handler(s.context(), put(POLICY), now).await.status(), 200);
             assert_eq!(
                 entries(&s).await,
                 1,
                 "the same policy again records nothing"
             );
-            let cleared = handler(&s.store, put(r#"{\"rotation_policy\": null}"#), now).await;
+            let cleared = handler(s.context(), put(r#"{\"rotation_policy\": null}"#), now).await;
             assert_eq!(cleared.status(), 200);
             assert_eq!(body_json(&cleared)["key"]["rotation_policy"], Value::Null);
             assert_eq!(entries(&s).await, 2);
@@ -141,7 +144,7 @@ mod tests {
                 ("KEY", s.secret.expose()),
                 ("BODY", body),
             ];
-            let response = handler(&s.store, event(REST, &vars), now).await;
+            let response = handler(s.context(), event(REST, &vars), now).await;
             assert_eq!(response.status(), status, "{body}");
             assert_eq!(body_json(&response)["error"]["code"], code, "{body}");
         }
@@ -158,7 +161,7 @@ mod tests {
             ("KEY", rotated.secret.expose()),
             ("BODY", POLICY),
         ];
-        let response = handler(&s.store, event(REST, &vars), now).await;
+        let response = handler(s.context(), event(REST, &vars), now).await;
         assert_eq!(response.status(), 409);
         assert_eq!(body_json(&response)["error"]["code"], "key_not_active");
     }

@@ -3,7 +3,7 @@
 //! with `valid` and a `code` unless the request itself is malformed.
 
 use keyward::domain::{EnvName, PresentedKey, Scopes, Timestamp, Verdict, check};
-use keyward::http::{ApiError, HandlerFuture, json_body, respond};
+use keyward::http::{ApiError, Context, HandlerFuture, json_body, respond};
 use keyward::store::KeyStore;
 use lambda_http::Request;
 use lambda_http::http::StatusCode;
@@ -21,8 +21,8 @@ struct VerifyBody {
 }
 
 /// The Lambda handler.
-pub fn handler(store: &dyn KeyStore, req: Request, now: Timestamp) -> HandlerFuture<'_> {
-    Box::pin(async move { respond(StatusCode::OK, verify(store, &req, now).await) })
+pub fn handler(context: Context<'_>, req: Request, now: Timestamp) -> HandlerFuture<'_> {
+    Box::pin(async move { respond(StatusCode::OK, verify(context.store, &req, now).await) })
 }
 
 fn answer(verdict: Verdict) -> Map<String, Value> {
@@ -122,7 +122,7 @@ mod tests {
         ];
         for (body, code, has_key_id) in cases {
             let response = handler(
-                &s.store,
+                s.context(),
                 api_request("POST", &[], &[], "", body.clone()),
                 now,
             )

@@ -47,6 +47,10 @@ pub struct RotationPolicy {
 }
 
 impl RotationPolicy {
+    /// The shortest grace a policy may give: readers of the secret cache it, and Secrets
+    /// Manager's caching clients refresh every hour by default.
+    pub const MIN_GRACE_SECONDS: u64 = 3600;
+
     /// Reads a policy from the API's JSON object `{"every", "grace_period", "secret_id"}`.
     pub fn from_json(value: &serde_json::Value) -> Result<Self, InputError> {
         let bad = |what: &str| InputError::InvalidRotationPolicy(format!("rotation_policy.{what}"));
@@ -78,6 +82,11 @@ impl RotationPolicy {
                 .get("grace_period")
                 .ok_or_else(|| bad("grace_period is required"))?,
         )?;
+        if grace_period.seconds() < Self::MIN_GRACE_SECONDS {
+            return Err(bad(
+                "grace_period is at least 1h: services that read the secret cache it, and Secrets Manager's caching clients refresh hourly",
+            ));
+        }
         let secret_id = object
             .get("secret_id")
             .and_then(|v| v.as_str())
@@ -93,6 +102,69 @@ impl RotationPolicy {
             grace_period,
             secret_id: secret_id.to_owned(),
         })
+    }
+}
+
+/// Where rotation policies may deliver: only to secrets named `<prefix><environment>/...`,
+/// so that a key of one environment can never overwrite a secret that another one reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretPrefix(String);
+
+impl SecretPrefix {
+    /// The prefix when none is configured.
+    pub const DEFAULT: &'static str = "keyward/";
+
+    /// Checks a configured prefix: 1 to 256 characters that a Secrets Manager name may hold.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let ok = (1..=256).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/_+=.@-".contains(&b));
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err("a secret prefix is 1 to 256 characters of A-Z, a-z, 0-9 and /_+=.@-".to_owned())
+        }
+    }
+
+    /// The prefix as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Accepts `secret_id` for a key of `environment` only when it names a secret under
+    /// `<prefix><environment>/`: by name, or by the ARN of such a secret.
+    pub fn admits(&self, environment: &EnvName, secret_id: &str) -> Result<(), InputError> {
+        let name = match secret_id.strip_prefix("arn:") {
+            Some(arn) => {
+                let mut parts = arn.splitn(5, ':');
+                let service = parts.nth(1);
+                let resource = parts.nth(2);
+                match (service, resource.and_then(|r| r.strip_prefix("secret:"))) {
+                    (Some("secretsmanager"), Some(name)) => name,
+                    _ => "",
+                }
+            }
+            None => secret_id,
+        };
+        let within = name
+            .strip_prefix(self.0.as_str())
+            .and_then(|rest| rest.strip_prefix(environment.as_str()))
+            .and_then(|rest| rest.strip_prefix('/'))
+            .is_some_and(|rest| !rest.is_empty());
+        if within {
+            Ok(())
+        } else {
+            Err(InputError::InvalidRotationPolicy(format!(
+                "rotation_policy.secret_id names a secret under {}{environment}/, by name or ARN: a key delivers only to its own environment's secrets",
+                self.0
+            )))
+        }
+    }
+}
+
+impl Default for SecretPrefix {
+    fn default() -> Self {
+        Self(Self::DEFAULT.to_owned())
     }
 }
 
@@ -172,6 +244,51 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_policy_delivers_only_under_its_own_environment() {
+        let prefix = SecretPrefix::default();
+        let production = EnvName::parse("production").unwrap();
+        let arn = |name: &str| {
+            format!("arn:aws:secretsmanager:eu-west-1:123456789012:secret:{name}-AbCdEf")
+        };
+        for good in [
+            "keyward/production/billing".to_owned(),
+            "keyward/production/a/b".to_owned(),
+            arn("keyward/production/billing"),
+        ] {
+            assert_eq!(prefix.admits(&production, &good), Ok(()), "{good}");
+        }
+        for bad in [
+            "keyward/staging/billing".to_owned(),
+            "keyward/production".to_owned(),
+            "keyward/production/".to_owned(),
+            "keyward/productionx/billing".to_owned(),
+            "other/production/billing".to_owned(),
+            "production/billing".to_owned(),
+            arn("keyward/staging/billing"),
+            arn("other/production/billing"),
+            "arn:aws:ssm:eu-west-1:123456789012:parameter:keyward/production/billing".to_owned(),
+            "arn:keyward/production/billing".to_owned(),
+        ] {
+            assert!(
+                matches!(
+                    prefix.admits(&production, &bad),
+                    Err(InputError::InvalidRotationPolicy(_))
+                ),
+                "{bad}"
+            );
+        }
+        let custom = SecretPrefix::parse("teams/payments/").unwrap();
+        assert_eq!(
+            custom.admits(&production, "teams/payments/production/x"),
+            Ok(())
+        );
+        assert!(custom.admits(&production, "keyward/production/x").is_err());
+        for bad in ["", "has space", &"x".repeat(257)] {
+            assert!(SecretPrefix::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn rotation_policies_are_read_from_json_with_precise_errors() {
         let policy = RotationPolicy::from_json(
             &json!({"every": "P90D", "grace_period": "24h", "secret_id": "keyward/billing"}),
@@ -182,7 +299,7 @@ mod tests {
         let arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:keyward/billing-AbCdEf";
         assert!(
             RotationPolicy::from_json(
-                &json!({"every": "P1D", "grace_period": 0, "secret_id": arn})
+                &json!({"every": "P1D", "grace_period": 3600, "secret_id": arn})
             )
             .is_ok()
         );
@@ -212,6 +329,14 @@ mod tests {
             (
                 json!({"every": "P90D", "grace_period": "1h", "secret_id": "s", "extra": 1}),
                 "extra is not a field",
+            ),
+            (
+                json!({"every": "P90D", "grace_period": "now", "secret_id": "s"}),
+                "at least 1h",
+            ),
+            (
+                json!({"every": "P90D", "grace_period": 3599, "secret_id": "s"}),
+                "at least 1h",
             ),
         ] {
             let err = RotationPolicy::from_json(&bad).unwrap_err().to_string();

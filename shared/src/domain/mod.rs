@@ -12,7 +12,7 @@ mod verify;
 
 pub use activity::{Action, ActivityEntry, Actor, ActorType, Event};
 pub use grace::{GracePeriod, RotationInterval, parse_iso8601_seconds};
-pub use key::{Environment, Key, RotationPolicy, Status};
+pub use key::{Environment, Key, RotationPolicy, SecretPrefix, Status};
 pub use lifecycle::{
     Change, EnvironmentWrite, GraceChanged, Issued, KeyWrite, LifecycleError, NewKey, PolicyChange,
     Revocation, Rotated, change_grace_period, create_environment, create_key, revoke, rotate,

@@ -390,6 +390,17 @@ impl Scopes {
             .any(|s| s.as_str() == required || s.as_str() == Scope::ALL)
     }
 
+    /// Whether these scopes hold full access (`*`).
+    pub fn is_all(&self) -> bool {
+        self.0.iter().any(|s| s.as_str() == Scope::ALL)
+    }
+
+    /// The first of these scopes that `holder` does not grant, if any: a key may hand out,
+    /// or act on a key with, only scopes that it holds itself.
+    pub fn first_not_granted_by<'a>(&'a self, holder: &Scopes) -> Option<&'a Scope> {
+        self.0.iter().find(|s| !holder.grants(s.as_str()))
+    }
+
     /// The first management scope in the list, which a publishable key may not carry.
     pub fn first_management(&self) -> Option<&Scope> {
         self.0.iter().find(|s| s.is_management())
@@ -469,6 +480,28 @@ mod tests {
             Scopes::parse(&["orders:read"]).unwrap().first_management(),
             None
         );
+    }
+
+    #[test]
+    fn a_holder_grants_only_what_it_holds_and_star_holds_everything() {
+        let writer = Scopes::parse(&["keys:write", "orders:read"]).unwrap();
+        let wanted = Scopes::parse(&["orders:read", "orders:write"]).unwrap();
+        assert_eq!(
+            wanted.first_not_granted_by(&writer).map(Scope::as_str),
+            Some("orders:write")
+        );
+        assert_eq!(wanted.first_not_granted_by(&Scopes::all()), None);
+        assert_eq!(
+            Scopes::all()
+                .first_not_granted_by(&writer)
+                .map(Scope::as_str),
+            Some("*")
+        );
+        assert_eq!(
+            Scopes::default().first_not_granted_by(&Scopes::default()),
+            None
+        );
+        assert!(Scopes::all().is_all() && !writer.is_all());
     }
 
     #[test]

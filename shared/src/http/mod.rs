@@ -15,12 +15,12 @@ use serde::Serialize;
 
 pub use error::ApiError;
 pub use request::{
-    Caller, authenticate, authorize_environment, authorize_key, json_body, key_from_headers,
-    page_request, query_param,
+    Caller, authenticate, authorize_change, authorize_environment, authorize_key, json_body,
+    key_from_headers, page_request, query_param, rotation_policy,
 };
 pub use view::KeyView;
 
-use crate::domain::Timestamp;
+use crate::domain::{SecretPrefix, Timestamp};
 use crate::store::{KeyStore, StoreConfig};
 
 /// The largest request body accepted; anything larger gets `413`.
@@ -31,7 +31,39 @@ pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Response<Body>> + Send 
 
 /// Every function's handler has this shape, so that the Lambda runtime and `keyward serve`
 /// call exactly the same code.
-pub type Handler = for<'a> fn(&'a dyn KeyStore, Request, Timestamp) -> HandlerFuture<'a>;
+pub type Handler = for<'a> fn(Context<'a>, Request, Timestamp) -> HandlerFuture<'a>;
+
+/// What a handler works with, built once per cold start: the store and the settings.
+#[derive(Clone, Copy)]
+pub struct Context<'a> {
+    /// Where keys and activity live.
+    pub store: &'a dyn KeyStore,
+    /// The API's settings.
+    pub settings: &'a Settings,
+}
+
+/// The API's settings, read from the environment once per cold start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// The secrets that rotation policies may name: `<prefix><environment>/...`.
+    pub secret_prefix: SecretPrefix,
+}
+
+impl Settings {
+    /// The variable that sets the secret prefix (default `keyward/`).
+    pub const SECRET_PREFIX_VAR: &'static str = "KEYWARD_SECRET_PREFIX";
+
+    /// Reads `KEYWARD_SECRET_PREFIX`; a bad value stops the cold start with a message that
+    /// names the variable.
+    pub fn from_env() -> Result<Self, String> {
+        let secret_prefix = match std::env::var(Self::SECRET_PREFIX_VAR) {
+            Err(_) => SecretPrefix::default(),
+            Ok(value) => SecretPrefix::parse(&value)
+                .map_err(|e| format!("{}: {e}", Self::SECRET_PREFIX_VAR))?,
+        };
+        Ok(Self { secret_prefix })
+    }
+}
 
 /// A JSON response.
 pub fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response<Body> {
@@ -53,14 +85,19 @@ pub fn respond<T: Serialize>(status: StatusCode, result: Result<T, ApiError>) ->
     }
 }
 
-/// A function's whole `main`: logging, the store from `KEYWARD_STORE` (built once per cold
-/// start; a bad value stops the start with a clear message), then the Lambda runtime.
+/// A function's whole `main`: logging, the settings and the store from `KEYWARD_STORE`
+/// (built once per cold start; a bad value stops the start with a clear message), then the
+/// Lambda runtime.
 pub async fn run(handler: Handler) -> Result<(), lambda_http::Error> {
-    lambda_http::tracing::init_default_subscriber();
+    crate::logging::init();
+    let settings = Settings::from_env()?;
     let store = StoreConfig::from_env()?.open().await?;
-    let store = &*store;
+    let context = Context {
+        store: &*store,
+        settings: &settings,
+    };
     lambda_http::run(service_fn(move |req| async move {
-        Ok::<_, Infallible>(handler(store, req, crate::now()).await)
+        Ok::<_, Infallible>(handler(context, req, crate::now()).await)
     }))
     .await
 }

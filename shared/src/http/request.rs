@@ -4,9 +4,11 @@ use lambda_http::http::HeaderMap;
 use lambda_http::{Request, RequestExt};
 use serde::de::DeserializeOwned;
 
+use super::Settings;
 use super::{ApiError, MAX_BODY_BYTES};
 use crate::domain::{
-    Actor, EnvName, Environment, Key, KeyId, PresentedKey, Timestamp, Verdict, check,
+    Actor, EnvName, Key, KeyId, PresentedKey, RotationPolicy, Scope, Scopes, Timestamp, Verdict,
+    check,
 };
 use crate::store::{KeyLookup, KeyStore, PageRequest};
 
@@ -52,7 +54,8 @@ impl Caller {
         }
     }
 
-    /// `403 wrong_environment` unless the caller's key belongs to `environment`.
+    /// `403 wrong_environment` unless the caller's key belongs to `environment`. It reads
+    /// nothing, so the answer is the same whether that environment exists or not.
     pub fn require_environment(&self, environment: &EnvName) -> Result<(), ApiError> {
         if self.key.environment == *environment {
             Ok(())
@@ -61,6 +64,50 @@ impl Caller {
                 "wrong_environment",
                 "this key belongs to another environment",
             ))
+        }
+    }
+
+    /// `403 scope_escalation` unless the caller holds every one of `scopes`: a key hands out
+    /// only what it holds itself.
+    pub fn require_grant(&self, scopes: &Scopes) -> Result<(), ApiError> {
+        match scopes.first_not_granted_by(&self.key.scopes) {
+            None => Ok(()),
+            Some(missing) => Err(ApiError::forbidden(
+                "scope_escalation",
+                format!(
+                    "a key can grant only scopes it holds, and this key does not hold {}",
+                    missing.as_str()
+                ),
+            )),
+        }
+    }
+
+    /// `403 scope_escalation` unless the caller may change `target`: only a `*` key changes
+    /// the default key or a `*` key, and any other key changes only keys whose scopes it
+    /// holds, since a rotation hands the caller a secret with the target's scopes.
+    pub fn require_control(&self, target: &Key) -> Result<(), ApiError> {
+        if self.key.scopes.is_all() {
+            return Ok(());
+        }
+        if target.default || target.scopes.is_all() {
+            return Err(ApiError::forbidden(
+                "scope_escalation",
+                format!(
+                    "only a key with {} can change the default key or a key with {}",
+                    Scope::ALL,
+                    Scope::ALL
+                ),
+            ));
+        }
+        match target.scopes.first_not_granted_by(&self.key.scopes) {
+            None => Ok(()),
+            Some(missing) => Err(ApiError::forbidden(
+                "scope_escalation",
+                format!(
+                    "a key can change only keys whose scopes it holds, and this key does not hold {}",
+                    missing.as_str()
+                ),
+            )),
         }
     }
 }
@@ -205,24 +252,10 @@ pub fn json_body<T: DeserializeOwned>(req: &Request, shape: &str) -> Result<T, A
     })
 }
 
-/// The key with this id, or `404 key_not_found`.
-async fn load_key(store: &dyn KeyStore, id: &KeyId) -> Result<Key, ApiError> {
-    store
-        .key(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("key_not_found", "no key has this id"))
-}
-
-/// The environment with this name, or `404 environment_not_found`.
-async fn load_environment(store: &dyn KeyStore, name: &EnvName) -> Result<Environment, ApiError> {
-    store
-        .environment(name)
-        .await?
-        .ok_or_else(|| ApiError::not_found("environment_not_found", "no environment has this name"))
-}
-
 /// The checks of every `/v1/keys/{key_id}` route, in order: the caller's key (`401`), the
-/// id (`400`), the scope (`403`), the key (`404`), and its environment (`403`).
+/// id (`400`), the scope (`403`), then the key (`404`). A key of another environment answers
+/// exactly like a key that does not exist, so an id reveals nothing outside the caller's
+/// environment.
 pub async fn authorize_key(
     store: &dyn KeyStore,
     req: &Request,
@@ -233,13 +266,30 @@ pub async fn authorize_key(
     let id = key_id_param(req)?;
     tracing::Span::current().record("key_id", id.as_str());
     caller.require_scope(scope)?;
-    let key = load_key(store, &id).await?;
-    caller.require_environment(&key.environment)?;
+    store
+        .key(&id)
+        .await?
+        .filter(|key| key.environment == caller.key.environment)
+        .map(|key| (caller, key))
+        .ok_or_else(|| ApiError::not_found("key_not_found", "no key has this id"))
+}
+
+/// The checks of every route that changes a key: those of [`authorize_key`] with
+/// `keys:write`, then that the caller may change this key (`403 scope_escalation`).
+pub async fn authorize_change(
+    store: &dyn KeyStore,
+    req: &Request,
+    now: Timestamp,
+) -> Result<(Caller, Key), ApiError> {
+    let (caller, key) = authorize_key(store, req, now, Scope::KEYS_WRITE).await?;
+    caller.require_control(&key)?;
     Ok((caller, key))
 }
 
 /// The checks of every `/v1/environments/{env}` route, in order: the caller's key (`401`),
-/// the name (`400`), the scope (`403`), the environment (`404`), and the caller's own (`403`).
+/// the name (`400`), the caller's own environment (`403 wrong_environment`, before anything
+/// else is read, so it says nothing about whether another environment exists), then the
+/// scope (`403`). The caller's key lives in its environment, so that environment exists.
 pub async fn authorize_environment(
     store: &dyn KeyStore,
     req: &Request,
@@ -248,8 +298,21 @@ pub async fn authorize_environment(
 ) -> Result<(Caller, EnvName), ApiError> {
     let caller = authenticate(store, req, now).await?;
     let environment = environment_param(req)?;
-    caller.require_scope(scope)?;
-    load_environment(store, &environment).await?;
     caller.require_environment(&environment)?;
+    caller.require_scope(scope)?;
     Ok((caller, environment))
+}
+
+/// A rotation policy from the API's JSON, for a key of `environment`: well formed, with a
+/// grace of at least an hour, delivering only under `<prefix><environment>/` (`400`).
+pub fn rotation_policy(
+    value: &serde_json::Value,
+    environment: &EnvName,
+    settings: &Settings,
+) -> Result<RotationPolicy, ApiError> {
+    let policy = RotationPolicy::from_json(value)?;
+    settings
+        .secret_prefix
+        .admits(environment, &policy.secret_id)?;
+    Ok(policy)
 }

@@ -1,0 +1,89 @@
+//! At `trace`, scheduled rotation writes a new secret to Secrets Manager, and the AWS SDK,
+//! which logs whole request bodies at that level, must not put it in the log. The real
+//! binary runs against a stand-in for Lambda's Runtime API, with DynamoDB and Secrets
+//! Manager on moto's server (started by `./scripts/test`).
+
+use chrono::TimeDelta;
+use keyward::domain::{
+    Actor, EnvName, KeyName, Kind, NewKey, RotationPolicy, Scopes, create_environment, create_key,
+};
+use keyward::store::{DynamoStore, KeyStore};
+use keyward::testing::{invoke_lambda, log_holds};
+
+#[tokio::test]
+async fn a_delivery_at_trace_level_leaves_no_secret_in_the_log() {
+    assert!(
+        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
+        "AWS_ENDPOINT_URL is not set: run ./scripts/test, which starts moto's server for these tests"
+    );
+    let table = format!("trace-{}", std::process::id());
+    let store = DynamoStore::from_env(&table).await;
+    store.create_table().await.unwrap();
+    let made = keyward::now() - TimeDelta::days(2);
+    let environment = EnvName::parse("production").unwrap();
+    let admin = create_environment(&environment, Actor::operator("test"), made);
+    store.apply(&admin.change).await.unwrap();
+    let secret_id = format!("keyward/production/trace-{}", std::process::id());
+    let input = NewKey {
+        name: KeyName::parse("billing").unwrap(),
+        kind: Kind::Secret,
+        scopes: Scopes::parse(&["orders:read"]).unwrap(),
+        expires_at: None,
+        rotation_policy: Some(
+            RotationPolicy::from_json(
+                &serde_json::json!({"every": "P1D", "grace_period": "1h", "secret_id": secret_id}),
+            )
+            .unwrap(),
+        ),
+    };
+    let issued = create_key(&environment, input, Actor::operator("test"), made).unwrap();
+    store.apply(&issued.change).await.unwrap();
+
+    let store_var = format!("dynamodb:{table}");
+    let run = invoke_lambda(
+        env!("CARGO_BIN_EXE_scheduled-rotation"),
+        &[
+            ("KEYWARD_STORE", &store_var),
+            ("RUST_LOG", "trace"),
+            ("AWS_LAMBDA_LOG_LEVEL", "TRACE"),
+            // The SDK's own switches that put request and response bodies in its trace lines.
+            ("LOG_SIGNABLE_BODY", "true"),
+            ("LOG_SENSITIVE_BODIES", "true"),
+        ],
+        include_str!("../fixtures/scheduled-event.json"),
+    );
+    let report: serde_json::Value = serde_json::from_str(&run.answer).unwrap();
+    assert_eq!(
+        (report["rotated"].as_u64(), report["failed"].as_u64()),
+        (Some(1), Some(0)),
+        "{}\n{}",
+        run.answer,
+        run.log
+    );
+    let aws = aws_config::load_from_env().await;
+    let stored = aws_sdk_secretsmanager::Client::new(&aws)
+        .get_secret_value()
+        .secret_id(&secret_id)
+        .send()
+        .await
+        .unwrap();
+    let value: serde_json::Value = serde_json::from_str(stored.secret_string().unwrap()).unwrap();
+    let delivered = value["secret"].as_str().unwrap();
+    assert!(delivered.starts_with("kw_sk_production_"));
+    assert!(
+        run.log.contains("secret delivered") && run.log.contains(issued.key.id.as_str()),
+        "the log was captured: {}",
+        run.log
+    );
+    for (what, secret) in [
+        ("the delivered key", delivered),
+        ("the rotated key", issued.secret.expose()),
+        ("the default key", admin.secret.expose()),
+    ] {
+        assert!(
+            !log_holds(&run.log, secret),
+            "{what} is in the log:\n{}",
+            run.log
+        );
+    }
+}

@@ -1,0 +1,340 @@
+//! The authorization model, end to end: the README's permission table is the expectation,
+//! and every cell of it is one request to `keyward serve`, on SQLite and on DynamoDB. Then
+//! the oracle test: another environment's name or key id answers byte for byte like one
+//! that does not exist.
+
+use serde_json::{Value, json};
+
+use crate::support::{Backend, Server};
+
+const BEGIN: &str = "<!-- permission-matrix: begin -->";
+const END: &str = "<!-- permission-matrix: end -->";
+const ENV: &str = "development";
+const POLICY_SECRET: &str = "keyward/development/matrix";
+
+/// The callers, in the README table's column order.
+const CALLERS: [&str; 6] = [
+    "`*`",
+    "`keys:write`",
+    "`keys:read`",
+    "`keys:write orders:read`",
+    "publishable `orders:read`",
+    "another environment's `*`",
+];
+
+/// What a target key carries: its scopes, or the environment's default key.
+#[derive(Clone, Copy)]
+enum Target {
+    Scopes(&'static [&'static str]),
+    Default,
+    None,
+}
+
+/// The keys that an action on a key acts on, as the table names them.
+const KEY_TARGETS: [(&str, Target); 4] = [
+    ("`orders:read`", Target::Scopes(&["orders:read"])),
+    (
+        "`keys:read keys:write`",
+        Target::Scopes(&["keys:read", "keys:write"]),
+    ),
+    ("`*`", Target::Scopes(&["*"])),
+    ("the default key", Target::Default),
+];
+
+/// The rows, in the table's order: the action, the target as the table names it, the target.
+fn rows() -> Vec<(&'static str, &'static str, Target)> {
+    let mut rows = vec![("create", "no scopes", Target::Scopes(&[]))];
+    rows.extend(
+        KEY_TARGETS[..3]
+            .iter()
+            .map(|&(name, t)| ("create", name, t)),
+    );
+    for action in [
+        "rotate",
+        "change grace",
+        "revoke",
+        "set policy",
+        "get",
+        "key activity",
+    ] {
+        rows.extend(KEY_TARGETS.iter().map(|&(name, t)| (action, name, t)));
+    }
+    rows.push(("list keys", "the environment", Target::None));
+    rows.push(("environment activity", "the environment", Target::None));
+    rows
+}
+
+/// The test's own view of the server: the admin key that sets things up, and the default.
+struct World<'s> {
+    server: &'s Server,
+    admin: String,
+    default_id: String,
+}
+
+impl World<'_> {
+    fn create(&self, scopes: &[&str], kind: &str) -> (String, String) {
+        let reply = self.server.call(
+            "POST",
+            &format!("/v1/environments/{ENV}/keys"),
+            &self.admin,
+            Some(json!({"name": "matrix", "kind": kind, "scopes": scopes})),
+        );
+        assert_eq!(reply.status, 201, "setup: {:?}", reply.json);
+        (
+            reply.json["key"]["id"].as_str().unwrap().to_owned(),
+            reply.json["secret"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// A fresh key to act on: a new key with these scopes (rotated first, for a grace
+    /// change, so that it is in its grace period), or the environment's default key.
+    fn target(&self, target: Target, action: &str) -> String {
+        match target {
+            Target::Default | Target::None => self.default_id.clone(),
+            Target::Scopes(scopes) => {
+                let (id, _) = self.create(scopes, "secret");
+                if action == "change grace" {
+                    let reply = self.server.call(
+                        "POST",
+                        &format!("/v1/keys/{id}/rotate"),
+                        &self.admin,
+                        Some(json!({"grace_period": "24h"})),
+                    );
+                    assert_eq!(reply.status, 201, "setup: {:?}", reply.json);
+                }
+                id
+            }
+        }
+    }
+
+    /// One cell: what `caller` gets for `action` on `target`, as the README writes it.
+    fn cell(&mut self, caller: &str, action: &str, target: Target) -> String {
+        let keys = format!("/v1/environments/{ENV}/keys");
+        let (method, path, body) = match action {
+            "create" => {
+                let Target::Scopes(scopes) = target else {
+                    unreachable!("create names scopes")
+                };
+                (
+                    "POST",
+                    keys,
+                    Some(json!({"name": "made", "scopes": scopes})),
+                )
+            }
+            "list keys" => ("GET", keys, None),
+            "environment activity" => ("GET", format!("/v1/environments/{ENV}/activity"), None),
+            _ => {
+                let id = self.target(target, action);
+                match action {
+                    "rotate" => (
+                        "POST",
+                        format!("/v1/keys/{id}/rotate"),
+                        Some(json!({"grace_period": "24h"})),
+                    ),
+                    "change grace" => (
+                        "PUT",
+                        format!("/v1/keys/{id}/grace-period"),
+                        Some(json!({"grace_period": "1h"})),
+                    ),
+                    "revoke" => ("POST", format!("/v1/keys/{id}/revoke"), None),
+                    "set policy" => (
+                        "PUT",
+                        format!("/v1/keys/{id}/rotation-policy"),
+                        Some(
+                            json!({"rotation_policy": {"every": "P30D", "grace_period": "24h", "secret_id": POLICY_SECRET}}),
+                        ),
+                    ),
+                    "get" => ("GET", format!("/v1/keys/{id}"), None),
+                    "key activity" => ("GET", format!("/v1/keys/{id}/activity"), None),
+                    other => unreachable!("no action {other}"),
+                }
+            }
+        };
+        let reply = self.server.call(method, &path, caller, body);
+        if action == "rotate" && matches!(target, Target::Default) && reply.status == 201 {
+            self.default_id = reply.json["key"]["id"].as_str().unwrap().to_owned();
+        }
+        assert_ne!(reply.status, 500, "{method} {path}: {:?}", reply.json);
+        if reply.status < 300 {
+            reply.status.to_string()
+        } else {
+            format!("{} {}", reply.status, reply.code())
+        }
+    }
+}
+
+/// The table between the README's markers, cells trimmed, header and rule left out.
+fn readme_table() -> Vec<Vec<String>> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
+    let readme = std::fs::read_to_string(path).expect("the README");
+    let start = readme
+        .find(BEGIN)
+        .expect("the README has the permission table")
+        + BEGIN.len();
+    let end = readme.find(END).expect("the table's end marker");
+    readme[start..end]
+        .lines()
+        .filter(|l| l.starts_with('|'))
+        .map(|l| {
+            l.trim_matches('|')
+                .split('|')
+                .map(|c| c.trim().to_owned())
+                .collect()
+        })
+        .collect()
+}
+
+fn render(rows: &[Vec<String>]) -> String {
+    rows.iter()
+        .map(|r| format!("| {} |", r.join(" | ")))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn every_cell_of_the_readme_table_holds(backend: Backend) {
+    let server = Server::start(backend);
+    let staging = server.create_environment("staging");
+    let mut world = World {
+        server: &server,
+        admin: server.default_key.clone(),
+        default_id: server.default_key_id.clone(),
+    };
+    let star = world.create(&["*"], "secret").1;
+    let writer = world.create(&["keys:write"], "secret").1;
+    let reader = world.create(&["keys:read"], "secret").1;
+    let custom_writer = world.create(&["keys:write", "orders:read"], "secret").1;
+    let publishable = world.create(&["orders:read"], "publishable").1;
+    let callers = [
+        star,
+        writer,
+        reader,
+        custom_writer,
+        publishable,
+        staging.clone(),
+    ];
+
+    let expected = readme_table();
+    let mut header = vec!["action".to_owned(), "target".to_owned()];
+    header.extend(CALLERS.iter().map(|c| (*c).to_owned()));
+    let mut actual = vec![header, vec!["---".to_owned(); 2 + CALLERS.len()]];
+    for (action, target_name, target) in rows() {
+        let mut row = vec![action.to_owned(), target_name.to_owned()];
+        for caller in &callers {
+            row.push(world.cell(caller, action, target));
+        }
+        actual.push(row);
+    }
+    assert_eq!(
+        render(&expected),
+        render(&actual),
+        "the README's permission table (left) and what {backend:?} answers (right)"
+    );
+}
+
+#[test]
+fn every_cell_of_the_readme_permission_table_holds_on_sqlite() {
+    every_cell_of_the_readme_table_holds(Backend::Sqlite);
+}
+
+#[test]
+fn every_cell_of_the_readme_permission_table_holds_on_dynamodb() {
+    every_cell_of_the_readme_table_holds(Backend::DynamoDb);
+}
+
+fn another_environment_answers_like_a_missing_one(backend: Backend) {
+    let server = Server::start(backend);
+    let admin = server.default_key.as_str();
+    let staging = server.create_environment("staging");
+    let staging_key = server.call(
+        "POST",
+        "/v1/environments/staging/keys",
+        &staging,
+        Some(json!({"name": "theirs", "scopes": ["orders:read"]})),
+    );
+    assert_eq!(staging_key.status, 201);
+    let theirs = staging_key.json["key"]["id"].as_str().unwrap().to_owned();
+    let missing = format!("key_{}", "0".repeat(22));
+    let bodies: [(&str, &str, Option<Value>); 7] = [
+        ("GET", "", None),
+        ("POST", "/rotate", Some(json!({"grace_period": "1h"}))),
+        ("PUT", "/grace-period", Some(json!({"grace_period": "1h"}))),
+        (
+            "PUT",
+            "/rotation-policy",
+            Some(json!({"rotation_policy": null})),
+        ),
+        ("POST", "/revoke", None),
+        ("GET", "/activity", None),
+        ("GET", "/activity?limit=5", None),
+    ];
+    let mut compared = 0;
+    for (method, suffix, body) in &bodies {
+        let ask = |id: &str| {
+            server.call(
+                method,
+                &format!("/v1/keys/{id}{suffix}"),
+                admin,
+                body.clone(),
+            )
+        };
+        let (existing, absent) = (ask(&theirs), ask(&missing));
+        assert_eq!(existing.status, 404, "{method} {suffix}");
+        assert_eq!(
+            (existing.status, existing.json.to_string()),
+            (absent.status, absent.json.to_string()),
+            "{method} /v1/keys/{{id}}{suffix}"
+        );
+        compared += 1;
+    }
+    let environment_routes: [(&str, &str, Option<Value>); 4] = [
+        ("GET", "/keys", None),
+        ("POST", "/keys", Some(json!({"name": "x"}))),
+        ("GET", "/activity", None),
+        ("GET", "/activity?action=key.created", None),
+    ];
+    for (method, suffix, body) in &environment_routes {
+        let ask = |env: &str| {
+            server.call(
+                method,
+                &format!("/v1/environments/{env}{suffix}"),
+                admin,
+                body.clone(),
+            )
+        };
+        let (existing, absent) = (ask("staging"), ask("no-such-environment"));
+        assert_eq!(
+            (existing.status, existing.code()),
+            (403, "wrong_environment")
+        );
+        assert_eq!(
+            (existing.status, existing.json.to_string()),
+            (absent.status, absent.json.to_string()),
+            "{method} /v1/environments/{{env}}{suffix}"
+        );
+        compared += 1;
+    }
+    let raw: Vec<_> = server
+        .exchanges()
+        .into_iter()
+        .filter(|e| e.status == 404 || e.status == 403)
+        .collect();
+    for pair in raw.chunks(2) {
+        assert_eq!(pair[0].body, pair[1].body, "byte for byte: {pair:?}");
+    }
+    assert_eq!(compared, 11);
+    assert_eq!(
+        raw.len(),
+        2 * compared,
+        "every answer compared was a refusal"
+    );
+}
+
+#[test]
+fn another_environment_answers_like_a_missing_one_on_sqlite() {
+    another_environment_answers_like_a_missing_one(Backend::Sqlite);
+}
+
+#[test]
+fn another_environment_answers_like_a_missing_one_on_dynamodb() {
+    another_environment_answers_like_a_missing_one(Backend::DynamoDb);
+}
