@@ -225,8 +225,13 @@ impl Config {
 
     /// Reads the authorizer's variables; a bad value stops the cold start.
     pub fn from_env() -> Result<Self, String> {
-        let environment = std::env::var(Self::ENVIRONMENT_VAR)
-            .map_err(|_| format!("{} is not set", Self::ENVIRONMENT_VAR))?;
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration from `var`, which gives a variable's value if it is set.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let environment = var(Self::ENVIRONMENT_VAR)
+            .ok_or_else(|| format!("{} is not set", Self::ENVIRONMENT_VAR))?;
         let environment = match environment.as_str() {
             ANY_ENVIRONMENT => None,
             name => Some(
@@ -234,14 +239,14 @@ impl Config {
                     .map_err(|e| format!("KEYWARD_ENVIRONMENT {name:?}: {e}, or *"))?,
             ),
         };
-        let routes = match std::env::var(Self::ROUTE_SCOPES_VAR) {
-            Ok(json) => RouteScopes::parse(&json)?,
-            Err(_) => RouteScopes::default(),
+        let routes = match var(Self::ROUTE_SCOPES_VAR) {
+            Some(json) => RouteScopes::parse(&json)?,
+            None => RouteScopes::default(),
         };
-        let allow_unlisted = match std::env::var(Self::UNLISTED_ROUTES_VAR).as_deref() {
-            Err(_) | Ok("deny") => false,
-            Ok("allow") => true,
-            Ok(_) => {
+        let allow_unlisted = match var(Self::UNLISTED_ROUTES_VAR).as_deref() {
+            None | Some("deny") => false,
+            Some("allow") => true,
+            Some(_) => {
                 return Err(format!(
                     "{} is deny (the default) or allow",
                     Self::UNLISTED_ROUTES_VAR
@@ -1057,6 +1062,23 @@ mod tests {
             "{\"GET /a\": 5}",
         ] {
             assert!(RouteScopes::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn unlisted_routes_are_denied_unless_allow_is_said() {
+        let with = |unlisted: Option<&str>| {
+            Config::from_vars(|name| match name {
+                Config::ENVIRONMENT_VAR => Some("production".to_owned()),
+                Config::UNLISTED_ROUTES_VAR => unlisted.map(str::to_owned),
+                _ => None,
+            })
+        };
+        assert!(!with(None).unwrap().allow_unlisted, "closed when unsaid");
+        assert!(!with(Some("deny")).unwrap().allow_unlisted);
+        assert!(with(Some("allow")).unwrap().allow_unlisted);
+        for bad in ["Allow", "yes", "", "true"] {
+            assert!(with(Some(bad)).is_err(), "{bad}");
         }
     }
 
