@@ -106,12 +106,13 @@ fn every_function_crate_has_exactly_one_function_resource_and_every_resource_a_c
 
 /// The variables a function's `main` makes it read, from the calls that read them.
 fn variables_read(main: &str) -> BTreeSet<&'static str> {
-    let readers: [(&str, &[&'static str]); 4] = [
+    let readers: [(&str, &[&'static str]); 5] = [
         (
             "keyward::http::run",
             &[StoreConfig::VAR, Settings::SECRET_PREFIX_VAR],
         ),
         ("StoreConfig::from_env", &[StoreConfig::VAR]),
+        ("Settings::from_env", &[Settings::SECRET_PREFIX_VAR]),
         (
             "EventsConfig::from_env",
             &[EventsConfig::BUS_VAR, EventsConfig::SOURCE_VAR],

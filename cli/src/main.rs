@@ -11,7 +11,7 @@ use keyward::domain::{EnvName, Issued};
 use keyward::error_chain;
 use keyward::events::{EventBridgeBus, EventsConfig};
 use keyward::http::Settings;
-use keyward::secrets::{FileSink, SecretSink, SecretsManagerSink};
+use keyward::secrets::{FileSink, PrefixedSink, SecretSink, SecretsManagerSink};
 use keyward::store::{DynamoStore, KeyStore, StoreConfig};
 use keyward_cli::{
     CreateEnvironmentError, StreamPoller, create_environment_in, operator, run_schedule, serve,
@@ -220,7 +220,11 @@ async fn run(args: Args) -> Result<(), String> {
                 }
             }
             let schedule = match schedule_every {
-                Some(period) => Some((secret_sink(&args.store, secrets_file).await, period)),
+                Some(period) => {
+                    let sink = secret_sink(&args.store, secrets_file).await;
+                    let sink = PrefixedSink::new(sink, settings.secret_prefix.clone());
+                    Some((sink, period))
+                }
                 None => {
                     println!("Scheduled rotation is off.");
                     None
@@ -234,7 +238,7 @@ async fn run(args: Args) -> Result<(), String> {
             std::io::stdout().flush().map_err(|e| e.to_string())?;
             let scheduling = async {
                 match &schedule {
-                    Some((sink, period)) => run_schedule(&*store, &**sink, *period).await,
+                    Some((sink, period)) => run_schedule(&*store, sink, *period).await,
                     None => std::future::pending().await,
                 }
             };

@@ -23,7 +23,10 @@ fn serve_rotates_an_overdue_key_and_delivers_its_secret_to_secrets_manager() {
 
 fn serve_rotates_an_overdue_key_and_delivers_its_secret(backend: Backend) {
     let server = Server::start_with(backend, &["--schedule-every", "1"]);
-    let secret_id = format!("serve/{}", server.store().replace([':', '/', '.'], "-"));
+    let secret_id = format!(
+        "keyward/development/serve-{}",
+        server.store().replace([':', '/', '.'], "-")
+    );
     let runtime = tokio::runtime::Runtime::new().unwrap();
     // A key made two days ago with a daily policy, written straight into the store that serve
     // is running on: the API can only make keys now.

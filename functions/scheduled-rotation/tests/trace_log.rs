@@ -1,7 +1,9 @@
 //! At `trace`, scheduled rotation writes a new secret to Secrets Manager, and the AWS SDK,
-//! which logs whole request bodies at that level, must not put it in the log. The real
-//! binary runs against a stand-in for Lambda's Runtime API, with DynamoDB and Secrets
-//! Manager on moto's server (started by `./scripts/test`).
+//! which logs whole request bodies at that level, must not put it in the log; and a policy
+//! stored with another environment's secret (as one written before policies were held to
+//! their environment could be) is not delivered. The real binary runs against a stand-in for
+//! Lambda's Runtime API, with DynamoDB and Secrets Manager on moto's server (started by
+//! `./scripts/test`).
 
 use chrono::TimeDelta;
 use keyward::domain::{
@@ -11,7 +13,7 @@ use keyward::store::{DynamoStore, KeyStore};
 use keyward::testing::{invoke_lambda, log_holds};
 
 #[tokio::test]
-async fn a_delivery_at_trace_level_leaves_no_secret_in_the_log() {
+async fn a_run_at_trace_level_delivers_only_inside_the_environment_and_logs_no_secret() {
     assert!(
         std::env::var_os("AWS_ENDPOINT_URL").is_some(),
         "AWS_ENDPOINT_URL is not set: run ./scripts/test, which starts moto's server for these tests"
@@ -24,20 +26,26 @@ async fn a_delivery_at_trace_level_leaves_no_secret_in_the_log() {
     let admin = create_environment(&environment, Actor::operator("test"), made);
     store.apply(&admin.change).await.unwrap();
     let secret_id = format!("keyward/production/trace-{}", std::process::id());
-    let input = NewKey {
-        name: KeyName::parse("billing").unwrap(),
-        kind: Kind::Secret,
-        scopes: Scopes::parse(&["orders:read"]).unwrap(),
-        expires_at: None,
-        rotation_policy: Some(
-            RotationPolicy::from_json(
-                &serde_json::json!({"every": "P1D", "grace_period": "1h", "secret_id": secret_id}),
-            )
-            .unwrap(),
-        ),
+    let staging_secret_id = format!("keyward/staging/trace-{}", std::process::id());
+    let policy_key = |secret_id: &str| {
+        let input = NewKey {
+            name: KeyName::parse("billing").unwrap(),
+            kind: Kind::Secret,
+            scopes: Scopes::parse(&["orders:read"]).unwrap(),
+            expires_at: None,
+            rotation_policy: Some(
+                RotationPolicy::from_json(
+                    &serde_json::json!({"every": "P1D", "grace_period": "1h", "secret_id": secret_id}),
+                )
+                .unwrap(),
+            ),
+        };
+        create_key(&environment, input, Actor::operator("test"), made).unwrap()
     };
-    let issued = create_key(&environment, input, Actor::operator("test"), made).unwrap();
+    let issued = policy_key(&secret_id);
     store.apply(&issued.change).await.unwrap();
+    let stray = policy_key(&staging_secret_id);
+    store.apply(&stray.change).await.unwrap();
 
     let store_var = format!("dynamodb:{table}");
     let run = invoke_lambda(
@@ -55,13 +63,21 @@ async fn a_delivery_at_trace_level_leaves_no_secret_in_the_log() {
     let report: serde_json::Value = serde_json::from_str(&run.answer).unwrap();
     assert_eq!(
         (report["rotated"].as_u64(), report["failed"].as_u64()),
-        (Some(1), Some(0)),
+        (Some(1), Some(1)),
         "{}\n{}",
         run.answer,
         run.log
     );
     let aws = aws_config::load_from_env().await;
-    let stored = aws_sdk_secretsmanager::Client::new(&aws)
+    let secrets = aws_sdk_secretsmanager::Client::new(&aws);
+    let refused = secrets
+        .describe_secret()
+        .secret_id(&staging_secret_id)
+        .send()
+        .await;
+    assert!(refused.is_err(), "another environment's secret was created");
+    assert!(run.log.contains("outside its environment"), "{}", run.log);
+    let stored = secrets
         .get_secret_value()
         .secret_id(&secret_id)
         .send()
@@ -78,6 +94,7 @@ async fn a_delivery_at_trace_level_leaves_no_secret_in_the_log() {
     for (what, secret) in [
         ("the delivered key", delivered),
         ("the rotated key", issued.secret.expose()),
+        ("the key that was not delivered", stray.secret.expose()),
         ("the default key", admin.secret.expose()),
     ] {
         assert!(

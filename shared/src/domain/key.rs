@@ -131,10 +131,11 @@ impl SecretPrefix {
         &self.0
     }
 
-    /// Accepts `secret_id` for a key of `environment` only when it names a secret under
-    /// `<prefix><environment>/`: by name, or by the ARN of such a secret.
-    pub fn admits(&self, environment: &EnvName, secret_id: &str) -> Result<(), InputError> {
-        let name = match secret_id.strip_prefix("arn:") {
+    /// The name in `secret_id`: the id itself, or the resource of a Secrets Manager ARN.
+    /// Any other ARN names nothing.
+    fn secret_name(secret_id: &str) -> &str {
+        match secret_id.strip_prefix("arn:") {
+            None => secret_id,
             Some(arn) => {
                 let mut parts = arn.splitn(5, ':');
                 let service = parts.nth(1);
@@ -144,9 +145,18 @@ impl SecretPrefix {
                     _ => "",
                 }
             }
-            None => secret_id,
-        };
-        let within = name
+        }
+    }
+
+    /// Whether `secret_id` names a secret under the prefix, in any environment.
+    pub fn covers(&self, secret_id: &str) -> bool {
+        Self::secret_name(secret_id).starts_with(self.0.as_str())
+    }
+
+    /// Accepts `secret_id` for a key of `environment` only when it names a secret under
+    /// `<prefix><environment>/`: by name, or by the ARN of such a secret.
+    pub fn admits(&self, environment: &EnvName, secret_id: &str) -> Result<(), InputError> {
+        let within = Self::secret_name(secret_id)
             .strip_prefix(self.0.as_str())
             .and_then(|rest| rest.strip_prefix(environment.as_str()))
             .and_then(|rest| rest.strip_prefix('/'))
@@ -277,6 +287,11 @@ mod tests {
                 "{bad}"
             );
         }
+        assert!(prefix.covers("keyward/staging/x") && prefix.covers(&arn("keyward/x")));
+        assert!(
+            !prefix.covers("other/keyward/x")
+                && !prefix.covers("arn:aws:ssm:r:1:parameter:keyward/x")
+        );
         let custom = SecretPrefix::parse("teams/payments/").unwrap();
         assert_eq!(
             custom.admits(&production, "teams/payments/production/x"),

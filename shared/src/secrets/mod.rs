@@ -17,7 +17,7 @@ use serde::Serialize;
 pub use file::FileSink;
 pub use secrets_manager::SecretsManagerSink;
 
-use crate::domain::{EnvName, KeyId, Secret, Timestamp};
+use crate::domain::{EnvName, KeyId, Secret, SecretPrefix, Timestamp};
 
 /// Why a secret could not be stored or made current; the cause is for the log.
 #[derive(Debug, thiserror::Error)]
@@ -106,4 +106,88 @@ pub trait SecretSink: Send + Sync {
     /// Makes the version `version_id` of `secret_id` current: what services read from now on.
     /// Promoting the version that is already current changes nothing.
     async fn promote(&self, secret_id: &str, version_id: &str) -> Result<(), SecretError>;
+}
+
+/// A sink that delivers only under `<prefix><environment>/`, whatever a stored policy says:
+/// a policy written before that rule held, or written to the store directly, still cannot
+/// reach another environment's secret. A refused delivery fails that key's step, which the
+/// scheduled run logs and counts.
+pub struct PrefixedSink {
+    inner: Box<dyn SecretSink>,
+    prefix: SecretPrefix,
+}
+
+impl PrefixedSink {
+    /// Wraps `inner`, allowing only secrets under `prefix`.
+    pub fn new(inner: Box<dyn SecretSink>, prefix: SecretPrefix) -> Self {
+        Self { inner, prefix }
+    }
+}
+
+#[async_trait]
+impl SecretSink for PrefixedSink {
+    async fn put_pending(
+        &self,
+        secret_id: &str,
+        version_id: &str,
+        value: &SecretValue<'_>,
+    ) -> Result<(), SecretError> {
+        self.prefix
+            .admits(value.environment, secret_id)
+            .map_err(|e| SecretError::new("a policy names a secret outside its environment", e))?;
+        self.inner.put_pending(secret_id, version_id, value).await
+    }
+
+    async fn promote(&self, secret_id: &str, version_id: &str) -> Result<(), SecretError> {
+        if self.prefix.covers(secret_id) {
+            self.inner.promote(secret_id, version_id).await
+        } else {
+            Err(SecretError::msg(
+                "a policy names a secret outside the secret prefix",
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::domain::{Kind, Secret};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_prefixed_sink_delivers_only_inside_the_keys_environment() {
+        let dir = std::env::temp_dir().join(format!("keyward-prefixed-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("secrets.json");
+        let sink = PrefixedSink::new(
+            Box::new(FileSink::new(file.clone())),
+            SecretPrefix::default(),
+        );
+        let production = EnvName::parse("production").unwrap();
+        let secret = Secret::generate(Kind::Secret, &production);
+        let id = KeyId::generate(crate::now());
+        let value = SecretValue::new(&id, &secret, &production, crate::now());
+        for outside in ["keyward/staging/billing", "other/production/billing"] {
+            assert!(
+                sink.put_pending(outside, "v1", &value).await.is_err(),
+                "{outside}"
+            );
+            assert!(
+                sink.promote("other/production/billing", "v1")
+                    .await
+                    .is_err()
+            );
+        }
+        assert!(!file.exists(), "nothing was written");
+        sink.put_pending("keyward/production/billing", "v1", &value)
+            .await
+            .unwrap();
+        sink.promote("keyward/production/billing", "v1")
+            .await
+            .unwrap();
+        let written = std::fs::read_to_string(&file).unwrap();
+        assert!(written.contains("keyward/production/billing") && !written.contains("staging"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
