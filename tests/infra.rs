@@ -391,7 +391,10 @@ fn no_policy_grants_every_action_and_the_authorizer_only_reads_one_item() {
 }
 
 /// A response template as API Gateway sends it: each `$context.x` replaced by its value.
-/// The `...String` variables come as quoted JSON strings, the others as bare text.
+/// The `...String` variables come quoted (API Gateway documents them as "the quoted value");
+/// whether it also escapes a `"` inside a message is not documented, so the sample message
+/// here is escaped JSON, and the templates put no other variable inside a JSON string that
+/// could hold one.
 fn substitute(template: &str) -> String {
     let mut out = String::new();
     let mut rest = template;

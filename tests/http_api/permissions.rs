@@ -13,13 +13,14 @@ const ENV: &str = "development";
 const POLICY_SECRET: &str = "keyward/development/matrix";
 
 /// The callers, in the README table's column order.
-const CALLERS: [&str; 6] = [
+const CALLERS: [&str; 7] = [
     "`*`",
     "`keys:write`",
     "`keys:read`",
     "`keys:write orders:read`",
     "publishable `orders:read`",
     "another environment's `*`",
+    "another environment's `keys:read`",
 ];
 
 /// What a target key carries: its scopes, or the environment's default key.
@@ -204,6 +205,13 @@ fn every_cell_of_the_readme_table_holds(backend: Backend) {
     let reader = world.create(&["keys:read"], "secret").1;
     let custom_writer = world.create(&["keys:write", "orders:read"], "secret").1;
     let publishable = world.create(&["orders:read"], "publishable").1;
+    let staging_reader = server.call(
+        "POST",
+        "/v1/environments/staging/keys",
+        &staging,
+        Some(json!({"name": "staging reader", "scopes": ["keys:read"]})),
+    );
+    assert_eq!(staging_reader.status, 201);
     let callers = [
         star,
         writer,
@@ -211,6 +219,7 @@ fn every_cell_of_the_readme_table_holds(backend: Backend) {
         custom_writer,
         publishable,
         staging.clone(),
+        staging_reader.json["secret"].as_str().unwrap().to_owned(),
     ];
 
     let expected = readme_table();
@@ -286,6 +295,18 @@ fn another_environment_answers_like_a_missing_one(backend: Backend) {
         );
         compared += 1;
     }
+    let filtered = |id: &str| {
+        server.call(
+            "GET",
+            &format!("/v1/environments/{ENV}/activity?key_id={id}"),
+            admin,
+            None,
+        )
+    };
+    let (existing, absent) = (filtered(&theirs), filtered(&missing));
+    assert_eq!(existing.status, 200);
+    assert_eq!(existing.json, json!({"entries": [], "next_cursor": null}));
+    assert_eq!(existing.json.to_string(), absent.json.to_string());
     let environment_routes: [(&str, &str, Option<Value>); 4] = [
         ("GET", "/keys", None),
         ("POST", "/keys", Some(json!({"name": "x"}))),
@@ -316,7 +337,7 @@ fn another_environment_answers_like_a_missing_one(backend: Backend) {
     let raw: Vec<_> = server
         .exchanges()
         .into_iter()
-        .filter(|e| e.status == 404 || e.status == 403)
+        .filter(|e| (e.status == 404 || e.status == 403) && !e.path.contains("key_id="))
         .collect();
     for pair in raw.chunks(2) {
         assert_eq!(pair[0].body, pair[1].body, "byte for byte: {pair:?}");
@@ -337,4 +358,119 @@ fn another_environment_answers_like_a_missing_one_on_sqlite() {
 #[test]
 fn another_environment_answers_like_a_missing_one_on_dynamodb() {
     another_environment_answers_like_a_missing_one(Backend::DynamoDb);
+}
+
+/// A key that expires, as a leaked key that was rotated does during its grace, cannot make
+/// anything that outlives it; a `*` key is not limited.
+#[test]
+fn a_key_that_expires_makes_nothing_that_outlives_it() {
+    let server = Server::start(Backend::Sqlite);
+    let admin = server.default_key.as_str();
+    let keys = format!("/v1/environments/{ENV}/keys");
+    let in_days = |days: i64| (chrono::Utc::now() + chrono::TimeDelta::days(days)).to_rfc3339();
+    let create = |caller: &str, body: Value| server.call("POST", &keys, caller, Some(body));
+    let made = create(
+        admin,
+        json!({"name": "temporary", "scopes": ["keys:write", "orders:read"], "expires_at": in_days(2)}),
+    );
+    assert_eq!(made.status, 201);
+    let (temporary_id, temporary) = (
+        made.json["key"]["id"].as_str().unwrap().to_owned(),
+        made.json["secret"].as_str().unwrap().to_owned(),
+    );
+    let target = create(admin, json!({"name": "target", "scopes": ["orders:read"]}));
+    let target_id = target.json["key"]["id"].as_str().unwrap().to_owned();
+    let policy = json!({"rotation_policy": {"every": "P30D", "grace_period": "24h", "secret_id": POLICY_SECRET}});
+    let outcome = |reply: crate::support::Reply| match reply.status {
+        status @ 200..=299 => status.to_string(),
+        status => format!("{status} {}", reply.code()),
+    };
+    let path = |id: &str, action: &str| format!("/v1/keys/{id}/{action}");
+    let cases = [
+        (
+            "create with no expiry",
+            outcome(create(
+                &temporary,
+                json!({"name": "a", "scopes": ["orders:read"]}),
+            )),
+            "403 lifetime_escalation",
+        ),
+        (
+            "create expiring after it",
+            outcome(create(
+                &temporary,
+                json!({"name": "b", "expires_at": in_days(3)}),
+            )),
+            "403 lifetime_escalation",
+        ),
+        (
+            "create expiring before it",
+            outcome(create(
+                &temporary,
+                json!({"name": "c", "expires_at": in_days(1)}),
+            )),
+            "201",
+        ),
+        (
+            "rotate, which makes a key that never expires",
+            outcome(server.call(
+                "POST",
+                &path(&target_id, "rotate"),
+                &temporary,
+                Some(json!({"grace_period": "1h"})),
+            )),
+            "403 lifetime_escalation",
+        ),
+        (
+            "set a rotation policy",
+            outcome(server.call(
+                "PUT",
+                &path(&target_id, "rotation-policy"),
+                &temporary,
+                Some(policy.clone()),
+            )),
+            "403 lifetime_escalation",
+        ),
+        (
+            "clear a rotation policy",
+            outcome(server.call(
+                "PUT",
+                &path(&target_id, "rotation-policy"),
+                &temporary,
+                Some(json!({"rotation_policy": null})),
+            )),
+            "200",
+        ),
+    ];
+    for (what, got, expected) in &cases {
+        assert_eq!(got, expected, "{what}");
+    }
+    // Rotated, as a leaked key would be: in its grace it cannot stretch its own life.
+    let rotated = server.call(
+        "POST",
+        &path(&temporary_id, "rotate"),
+        admin,
+        Some(json!({"grace_period": "24h"})),
+    );
+    assert_eq!(rotated.status, 201);
+    let grace = |days: &str| {
+        outcome(server.call(
+            "PUT",
+            &path(&temporary_id, "grace-period"),
+            &temporary,
+            Some(json!({"grace_period": days})),
+        ))
+    };
+    assert_eq!(grace("P365D"), "403 lifetime_escalation");
+    assert_eq!(grace("1h"), "200", "shortening its own grace is fine");
+    let star = create(
+        admin,
+        json!({"name": "temporary root", "scopes": ["*"], "expires_at": in_days(1)}),
+    );
+    let star = star.json["secret"].as_str().unwrap().to_owned();
+    assert_eq!(
+        outcome(create(&star, json!({"name": "lasting"}))),
+        "201",
+        "a * key is full access"
+    );
 }

@@ -30,6 +30,7 @@ async fn change(store: &dyn KeyStore, req: &Request, now: Timestamp) -> Result<V
     let body: GraceBody = json_body(req, SHAPE)?;
     let grace = GracePeriod::from_json(&body.grace_period)?;
     let changed = change_grace_period(&key, grace, caller.actor(), now)?;
+    caller.require_lifetime(changed.key.expires_at)?;
     store.apply(&changed.change).await?;
     tracing::info!(grace_period = %grace, "grace period changed");
     Ok(json!({"key": KeyView::new(&changed.key, now)}))

@@ -74,6 +74,7 @@ async fn create(context: Context<'_>, req: &Request, now: Timestamp) -> Result<V
     let input = json_body::<CreateBody>(req, SHAPE)?.parse(&environment, context.settings)?;
     caller.require_grant(&input.scopes)?;
     let issued = create_key(&environment, input, caller.actor(), now)?;
+    caller.require_lifetime(issued.key.expires_at)?;
     store.apply(&issued.change).await?;
     tracing::Span::current().record("key_id", issued.key.id.as_str());
     tracing::info!("key created");

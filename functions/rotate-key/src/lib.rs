@@ -39,6 +39,7 @@ async fn rotate_key(
     let body: RotateBody = json_body(req, SHAPE)?;
     let grace = GracePeriod::from_json(&body.grace_period)?;
     let rotated = rotate(&key, grace, caller.actor(), now)?;
+    caller.require_lifetime(rotated.key.expires_at)?;
     store.apply(&rotated.change).await?;
     tracing::Span::current().record("new_key_id", rotated.key.id.as_str());
     tracing::info!(grace_period = %grace, "key rotated");

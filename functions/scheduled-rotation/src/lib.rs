@@ -146,6 +146,7 @@ async fn step(
     key: &Key,
     now: Timestamp,
 ) -> Result<Outcome, StepError> {
+    tracing::debug!(key_id = %key.id, due = ?key.due(now), "handling a due key");
     match key.due(now) {
         None => Ok(Outcome::Skipped),
         Some(Due::Delivery) => deliver(store, sink, actor, key, now).await,

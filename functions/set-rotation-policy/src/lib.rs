@@ -40,6 +40,9 @@ async fn set_policy(
     };
     let key = match set_rotation_policy(&key, policy, caller.actor(), now)? {
         PolicyChange::Changed { key, change } => {
+            if key.rotation_policy.is_some() {
+                caller.require_lifetime(None)?;
+            }
             store.apply(&change).await?;
             tracing::info!(
                 set = key.rotation_policy.is_some(),

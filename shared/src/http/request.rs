@@ -82,6 +82,25 @@ impl Caller {
         }
     }
 
+    /// `403 lifetime_escalation` unless what the caller makes stops working by the time the
+    /// caller's own key does (`until`; `None` is never). A key that expires, such as a leaked
+    /// key that was rotated and is in its grace period, cannot outlive itself through a new
+    /// key, a rotation, a longer grace or a rotation policy. A `*` key is not limited: it is
+    /// full access, and the default key must keep working through its own grace period.
+    pub fn require_lifetime(&self, until: Option<Timestamp>) -> Result<(), ApiError> {
+        let Some(own) = self.key.expires_at else {
+            return Ok(());
+        };
+        if self.key.scopes.is_all() || until.is_some_and(|t| t <= own) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(
+                "lifetime_escalation",
+                "this key expires, so it can make only credentials that stop working no later than it does",
+            ))
+        }
+    }
+
     /// `403 scope_escalation` unless the caller may change `target`: only a `*` key changes
     /// the default key or a `*` key, and any other key changes only keys whose scopes it
     /// holds, since a rotation hands the caller a secret with the target's scopes.
@@ -134,6 +153,7 @@ pub async fn authenticate(
     match check(&key, None, &none, now) {
         Verdict::Valid => {
             tracing::Span::current().record("caller", key.id.as_str());
+            tracing::debug!(hint = %key.hint, "caller authenticated");
             Ok(Caller { key })
         }
         Verdict::Revoked => Err(ApiError::unauthorized(
