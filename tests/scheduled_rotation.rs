@@ -467,6 +467,62 @@ async fn crash_after(b: Backend, step: Step) {
     );
 }
 
+/// A scheduled rotation commits and dies before it promotes; then someone rotates the new key
+/// by hand. That key is in its grace period now and must never become the secret's current
+/// value: the services that read the secret would switch to a key that is about to die.
+async fn a_key_rotated_by_hand_before_its_delivery_finished_is_never_made_current(on: On) {
+    let b = on.backend().await;
+    let (key, _) = b.policy_key("handed", "P7D", "24h", t0()).await;
+    let first = t0() + TimeDelta::days(7);
+    assert_eq!(b.run(first).await.rotated, 1);
+    let delivered = b
+        .assert_rotated_once_and_delivered(&key, "handed", first)
+        .await;
+
+    let second = delivered.created_at + TimeDelta::days(7);
+    let store = CrashingStore {
+        inner: Arc::clone(&b.store),
+        after: Step::CommitRotation,
+    };
+    let report = run(&store, &*b.sink, &rule(), second).await.unwrap();
+    assert_eq!(report.failed, 1, "{report:?}");
+    let stranded = b
+        .all_keys()
+        .await
+        .into_iter()
+        .find(|k| k.rotated_from.as_ref() == Some(&delivered.id))
+        .expect("the second rotation was committed");
+    assert!(stranded.pending_delivery.is_some());
+    let by_hand = rotate(
+        &stranded,
+        GracePeriod::parse("1h").unwrap(),
+        Actor::operator("ops"),
+        second,
+    )
+    .unwrap();
+    b.store.apply(&by_hand.change).await.unwrap();
+
+    for minutes in [1, 2] {
+        let report = b.run(second + TimeDelta::minutes(minutes)).await;
+        assert_eq!((report.delivered, report.failed), (0, 0), "{report:?}");
+    }
+    let current = b.current(&b.secret_id("handed")).await.unwrap();
+    assert_eq!(
+        current["key_id"],
+        delivered.id.as_str(),
+        "the secret still holds the last key that was delivered"
+    );
+    assert!(
+        b.store
+            .due_keys(second + TimeDelta::days(1), 100)
+            .await
+            .unwrap()
+            .iter()
+            .all(|k| k.id != stranded.id || k.due(second + TimeDelta::days(1)).is_some()),
+        "a key left in the due index has something to do"
+    );
+}
+
 /// A sink that refuses one secret, as Secrets Manager does a secret it may not write.
 struct RefusingSink {
     inner: Arc<dyn SecretSink>,
@@ -666,5 +722,6 @@ cases!(
     a_crash_after_any_step_and_a_rerun_leave_one_new_key_and_a_current_secret,
     two_overlapping_runs_rotate_each_key_once,
     one_failing_key_does_not_stop_the_others,
-    each_expiry_warning_is_recorded_exactly_once
+    each_expiry_warning_is_recorded_exactly_once,
+    a_key_rotated_by_hand_before_its_delivery_finished_is_never_made_current
 );

@@ -96,10 +96,12 @@ impl Key {
         }
     }
 
-    /// Whether a scheduled rotation's secret still has to be made current. Not for a key that
-    /// was revoked meanwhile: its secret must not become what services read.
+    /// Whether a scheduled rotation's secret still has to be made current: only while the key
+    /// is active. A key revoked or rotated meanwhile must never become what services read.
+    /// (A key with a pending delivery is a rotation's new key, which has no expiry of its own,
+    /// so revocation and rotation are all that can end it.)
     fn delivery_pending(&self) -> bool {
-        self.pending_delivery.is_some() && self.revoked_at.is_none()
+        self.pending_delivery.is_some() && self.revoked_at.is_none() && self.rotated_to.is_none()
     }
 
     /// The stage whose notice was recorded for the current expiry, if any.
