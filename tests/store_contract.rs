@@ -518,6 +518,78 @@ async fn a_failing_dynamodb_call_is_a_backend_error_not_a_conflict() {
     ));
 }
 
+/// DynamoDB's TTL removes an expired key's hash item some time after its expiry. Recording the
+/// expiry afterwards (the TTL path and the schedule both do) must not write the item back:
+/// it would only wait for TTL again, and come down the stream as a second removal.
+#[tokio::test]
+async fn recording_an_expiry_after_ttl_removed_the_hash_item_does_not_bring_it_back() {
+    assert!(
+        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
+        "AWS_ENDPOINT_URL is not set: run ./scripts/test, which starts moto's server for these tests"
+    );
+    let config = aws_config::load_from_env().await;
+    let client = aws_sdk_dynamodb::Client::new(&config);
+    let table = format!("ttl-{}", std::process::id());
+    let store = DynamoStore::new(client.clone(), &table);
+    store.create_table().await.unwrap();
+    let clock = Clock::new();
+    let made = create_environment(&env("production"), actor(), clock.now());
+    store.apply(&made.change).await.unwrap();
+    let created = clock.now();
+    let input = NewKey {
+        name: KeyName::parse("short-lived").unwrap(),
+        kind: Kind::Secret,
+        scopes: Scopes::parse(&["orders:read"]).unwrap(),
+        expires_at: Some(created + TimeDelta::hours(1)),
+        rotation_policy: None,
+    };
+    let issued = create_key(&env("production"), input, actor(), created).unwrap();
+    store.apply(&issued.change).await.unwrap();
+    let hash_item = [
+        (
+            keyward::store::dynamodb::table::PK.to_owned(),
+            aws_sdk_dynamodb::types::AttributeValue::S(format!(
+                "{}{}",
+                keyward::store::dynamodb::table::HASH_PREFIX,
+                issued.key.hash.to_hex()
+            )),
+        ),
+        (
+            keyward::store::dynamodb::table::SK.to_owned(),
+            aws_sdk_dynamodb::types::AttributeValue::S("HASH".to_owned()),
+        ),
+    ];
+    client
+        .delete_item()
+        .table_name(&table)
+        .set_key(Some(hash_item.clone().into()))
+        .send()
+        .await
+        .unwrap();
+
+    let later = created + TimeDelta::hours(3);
+    let expired = keyward::domain::expiry_notice(&issued.key, Actor::system("dynamodb-ttl"), later)
+        .expect("the expiry is due");
+    store.apply(&expired).await.unwrap();
+    let item = client
+        .get_item()
+        .table_name(&table)
+        .set_key(Some(hash_item.into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item;
+    assert_eq!(item, None, "the hash item stays gone");
+    let stored = store.key(&issued.key.id).await.unwrap().unwrap();
+    assert_eq!(
+        stored.version,
+        issued.key.version + 1,
+        "the expiry was recorded"
+    );
+    assert_eq!(store.key_by_hash(&issued.key.hash).await.unwrap(), None);
+}
+
 /// A store on a table that does not exist: every call fails.
 async fn dynamodb_without_table() -> DynamoStore {
     assert!(

@@ -187,8 +187,27 @@ impl DynamoStore {
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
-    fn writes(&self, change: &Change) -> Result<Vec<TransactWriteItem>, StoreError> {
+    async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), Transaction> {
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => Err(match cancelled(&e) {
+                Some(failed) => Transaction::Cancelled(failed),
+                None => Transaction::Failed(backend(e)),
+            }),
+        }
+    }
+
+    /// The transaction's items, and the positions of the hash items that an update rewrites
+    /// only if they still exist.
+    fn writes(&self, change: &Change) -> Result<(Vec<TransactWriteItem>, Vec<usize>), StoreError> {
         let mut items = Vec::with_capacity(8);
+        let mut hash_updates = Vec::new();
         for write in &change.keys {
             match write {
                 KeyWrite::Insert(key) => {
@@ -211,7 +230,8 @@ impl DynamoStore {
                         .build()
                         .map_err(backend)?;
                     items.push(TransactWriteItem::builder().put(put).build());
-                    items.push(self.put(hash_item(key)?, None)?);
+                    hash_updates.push(items.len());
+                    items.push(self.put(hash_item(key)?, Some("attribute_exists(pk)"))?);
                 }
             }
         }
@@ -263,7 +283,7 @@ impl DynamoStore {
             )?;
             items.push(self.put(copy, None)?);
         }
-        Ok(items)
+        Ok((items, hash_updates))
     }
 
     async fn get<T: DeserializeOwned>(
@@ -491,17 +511,37 @@ fn after_activity(pk: String) -> Box<dyn Fn(&str) -> Item + Send + Sync> {
 }
 
 /// Whether a failed transaction lost to a competing writer, and so is a domain conflict.
-fn is_conflict(e: &SdkError<TransactWriteItemsError>) -> bool {
-    match e.as_service_error() {
-        Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => {
-            cancelled.cancellation_reasons().iter().any(|r| {
-                matches!(
-                    r.code(),
-                    Some("ConditionalCheckFailed" | "TransactionConflict")
-                )
-            })
-        }
-        _ => false,
+/// Why a transaction did not apply.
+enum Transaction {
+    /// Cancelled by conditions or by a concurrent transaction: the positions of the items
+    /// whose condition failed (empty when another transaction got in the way).
+    Cancelled(Vec<usize>),
+    /// Any other failure.
+    Failed(StoreError),
+}
+
+/// The positions of the failed conditions, if the transaction was cancelled by a condition or
+/// by a conflicting transaction.
+fn cancelled(e: &SdkError<TransactWriteItemsError>) -> Option<Vec<usize>> {
+    let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
+        e.as_service_error()
+    else {
+        return None;
+    };
+    let reasons = cancelled.cancellation_reasons();
+    let conflict = reasons
+        .iter()
+        .any(|r| r.code() == Some("TransactionConflict"));
+    let failed: Vec<usize> = reasons
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.code() == Some("ConditionalCheckFailed"))
+        .map(|(i, _)| i)
+        .collect();
+    match (conflict, failed.is_empty()) {
+        (false, true) => None,
+        (true, _) => Some(Vec::new()),
+        (false, false) => Some(failed),
     }
 }
 
@@ -654,18 +694,31 @@ impl KeyStore for DynamoStore {
         Ok(keys)
     }
 
+    /// Applies a change in one transaction. A key's hash item is only ever deleted by TTL,
+    /// after the key expired; when an update finds it gone, the change is applied again
+    /// without it, so that nothing brings back what TTL removed.
     async fn apply(&self, change: &Change) -> Result<(), StoreError> {
-        let items = self.writes(change)?;
-        match self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if is_conflict(&e) => Err(StoreError::Conflict),
-            Err(e) => Err(backend(e)),
+        let (items, hash_updates) = self.writes(change)?;
+        let gone = match self.transact(items.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(Transaction::Failed(e)) => return Err(e),
+            Err(Transaction::Cancelled(failed)) => {
+                if failed.is_empty() || !failed.iter().all(|i| hash_updates.contains(i)) {
+                    return Err(StoreError::Conflict);
+                }
+                failed
+            }
+        };
+        let rest = items
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| !gone.contains(i))
+            .map(|(_, item)| item)
+            .collect();
+        match self.transact(rest).await {
+            Ok(()) => Ok(()),
+            Err(Transaction::Failed(e)) => Err(e),
+            Err(Transaction::Cancelled(_)) => Err(StoreError::Conflict),
         }
     }
 }
