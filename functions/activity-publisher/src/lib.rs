@@ -53,7 +53,7 @@ mod tests {
             events
                 .iter()
                 .map(|e| {
-                    if self.failing.contains(&e.detail_type) {
+                    if self.failing.contains(&e.detail_type.as_str()) {
                         Err(PublishError {
                             code: "ThrottlingException".into(),
                             message: "slow down".into(),
@@ -203,12 +203,12 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(failures(&response), ["500", "502"]);
-        let sent: Vec<&str> = bus
+        let sent: Vec<String> = bus
             .sent
             .lock()
             .unwrap()
             .iter()
-            .map(|e| e.detail_type)
+            .map(|e| e.detail_type.clone())
             .collect();
         assert_eq!(sent, ["key.created", "key.revoked"]);
     }
@@ -236,14 +236,66 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_record_that_cannot_be_read_is_reported_not_dropped() {
+    async fn an_action_this_publisher_does_not_know_is_delivered_unchanged() {
         let s = seeded("production", keyward::now()).await;
         let mut batch: Value = serde_json::from_str(BATCH).unwrap();
-        batch["Records"][0]["dynamodb"]["NewImage"]["action"]["S"] = Value::from("key.exploded");
+        let image = &mut batch["Records"][0]["dynamodb"]["NewImage"];
+        image["action"]["S"] = Value::from("key.renamed");
+        image["previous_name"] = serde_json::json!({"S": "billing"});
+        image["detail"] = serde_json::json!({"M": {"reason": {"S": "typo"}, "count": {"N": "2"}}});
         let bus = RecordingBus::default();
         let response = handler(&bus, &s.store, lambda_event(&batch.to_string()))
             .await
             .unwrap();
-        assert_eq!(failures(&response), ["100"]);
+        assert!(
+            failures(&response).is_empty(),
+            "a deploy in progress drops nothing"
+        );
+        let sent = bus.sent.lock().unwrap().clone();
+        assert_eq!(sent[0].detail_type, "key.renamed");
+        let detail: Value = serde_json::from_str(&sent[0].detail).unwrap();
+        assert_eq!(
+            detail,
+            serde_json::json!({
+                "id": "act_08DvEW0000000000000001",
+                "at": "2026-11-27T04:00:00.000Z",
+                "environment": "production",
+                "key_id": "key_08DvEV00000000000000AA",
+                "actor": {"type": "api_key", "id": "key_08DvEU00000000000000ZZ"},
+                "action": "key.renamed",
+                "name": "billing worker",
+                "kind": "secret",
+                "scopes": ["orders:read"],
+                "expires_at": null,
+                "previous_name": "billing",
+                "detail": {"reason": "typo", "count": 2},
+            }),
+            "the stored entry as it is, without the table's own attributes"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_record_that_cannot_be_read_is_reported_not_dropped() {
+        let s = seeded("production", keyward::now()).await;
+        let mut batch: Value = serde_json::from_str(BATCH).unwrap();
+        let records = batch["Records"].as_array_mut().unwrap();
+        let insert = records[0].clone();
+        records.clear();
+        for (sequence, field, value) in [
+            ("100", "action", serde_json::json!({"N": "7"})),
+            ("101", "at", serde_json::json!({"S": "yesterday"})),
+            ("102", "action", serde_json::json!({"S": ""})),
+        ] {
+            let mut record = insert.clone();
+            record["dynamodb"]["SequenceNumber"] = Value::from(sequence);
+            record["dynamodb"]["NewImage"][field] = value;
+            records.push(record);
+        }
+        let bus = RecordingBus::default();
+        let response = handler(&bus, &s.store, lambda_event(&batch.to_string()))
+            .await
+            .unwrap();
+        assert_eq!(failures(&response), ["100", "101", "102"]);
+        assert!(bus.sent.lock().unwrap().is_empty());
     }
 }

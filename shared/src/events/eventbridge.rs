@@ -34,7 +34,7 @@ impl EventBus for EventBridgeBus {
                 PutEventsRequestEntry::builder()
                     .event_bus_name(&self.config.bus)
                     .source(&self.config.source)
-                    .detail_type(e.detail_type)
+                    .detail_type(&e.detail_type)
                     .detail(&e.detail)
                     .time(aws_sdk_eventbridge::primitives::DateTime::from_millis(
                         e.time.timestamp_millis(),

@@ -27,7 +27,7 @@ pub const MAX_ENTRIES_PER_CALL: usize = 10;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutgoingEvent {
     /// The action, such as `key.rotated`: EventBridge's `DetailType`.
-    pub detail_type: &'static str,
+    pub detail_type: String,
     /// The entry as JSON: EventBridge's `Detail`.
     pub detail: String,
     /// When the change happened.
@@ -38,9 +38,37 @@ impl OutgoingEvent {
     /// The event that carries `entry`.
     pub fn of(entry: &ActivityEntry) -> Result<Self, serde_json::Error> {
         Ok(Self {
-            detail_type: entry.event.action().as_str(),
+            detail_type: entry.event.action().as_str().to_owned(),
             detail: serde_json::to_string(entry)?,
             time: entry.at,
+        })
+    }
+
+    /// The event that carries a stored outbox item as it is, without the table's own
+    /// attributes. It is not read into [`ActivityEntry`], so that an entry whose action a
+    /// newer writer knows and this publisher does not (during a deploy) still goes out,
+    /// unchanged. It needs only a string `action` (the `DetailType`) and an RFC 3339 `at`.
+    pub fn stored(mut item: serde_json::Map<String, serde_json::Value>) -> Result<Self, String> {
+        for attribute in [table::PK, table::SK] {
+            item.remove(attribute);
+        }
+        let detail_type = item
+            .get("action")
+            .and_then(serde_json::Value::as_str)
+            .filter(|a| (1..=128).contains(&a.len()))
+            .ok_or("the outbox item has no action")?
+            .to_owned();
+        let time = item
+            .get("at")
+            .and_then(serde_json::Value::as_str)
+            .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
+            .ok_or("the outbox item has no time")?
+            .to_utc();
+        let detail = serde_json::to_string(&item).map_err(|e| e.to_string())?;
+        Ok(Self {
+            detail_type,
+            detail,
+            time,
         })
     }
 }
@@ -119,8 +147,9 @@ fn work(record: &EventRecord) -> Result<Work, Box<dyn std::error::Error + Send +
     let pk = pk_of(record).unwrap_or_default();
     match record.event_name.as_str() {
         "INSERT" if pk.starts_with(table::OUTBOX_PREFIX) => {
-            let entry: ActivityEntry = serde_dynamo::from_item(record.change.new_image.clone())?;
-            Ok(Work::Publish(OutgoingEvent::of(&entry)?))
+            let item: serde_json::Map<String, serde_json::Value> =
+                serde_dynamo::from_item(record.change.new_image.clone())?;
+            Ok(Work::Publish(OutgoingEvent::stored(item)?))
         }
         "REMOVE" if pk.starts_with(table::HASH_PREFIX) => {
             let by_ttl = record.user_identity.as_ref().is_some_and(|u| {
@@ -179,7 +208,7 @@ pub async fn publish_stream(
         let events: Vec<OutgoingEvent> = chunk.iter().map(|(_, e)| e.clone()).collect();
         for ((id, event), result) in chunk.iter().zip(bus.publish(&events).await) {
             if let Err(e) = result {
-                tracing::warn!(record = %id, detail_type = event.detail_type, error = %e, "an event did not get out");
+                tracing::warn!(record = %id, detail_type = %event.detail_type, error = %e, "an event did not get out");
                 failed.push(id.clone());
             }
         }
