@@ -32,7 +32,9 @@ async fn a_key_created_at_trace_level_leaves_no_secret_in_the_log() {
         ],
         &event,
     );
-    let _ = std::fs::remove_file(&path);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
 
     let answer: serde_json::Value = serde_json::from_str(&run.answer).unwrap();
     assert_eq!(answer["statusCode"], 201, "{}", run.answer);
