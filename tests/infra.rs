@@ -508,3 +508,42 @@ fn scheduled_rotation_may_write_only_secrets_under_the_prefix() {
         ))]
     );
 }
+
+#[test]
+fn failures_that_lose_work_set_off_an_alarm() {
+    let template = template();
+    let resources = resources(&template);
+    let alarms: Vec<&Value> = resources
+        .values()
+        .filter(|r| r["Type"] == "AWS::CloudWatch::Alarm")
+        .map(|r| &r["Properties"])
+        .collect();
+    let scheduled = alarms
+        .iter()
+        .find(|a| a["MetricName"] == scheduled_rotation::FAILED_METRIC)
+        .expect("an alarm on the scheduled run's failures");
+    assert_eq!(
+        scheduled["Namespace"],
+        scheduled_rotation::METRICS_NAMESPACE
+    );
+    assert_eq!(
+        scheduled["Dimensions"][0]["Name"],
+        scheduled_rotation::FUNCTION_DIMENSION
+    );
+    assert_eq!(
+        tagged(&scheduled["Dimensions"][0]["Value"]),
+        Some(("!Ref".to_owned(), "ScheduledRotation".to_owned()))
+    );
+    let queue = alarms
+        .iter()
+        .find(|a| a["Namespace"] == "AWS/SQS")
+        .expect("an alarm on the stream's on-failure queue");
+    assert_eq!(
+        tagged(&queue["Dimensions"][0]["Value"]),
+        Some(("!GetAtt".to_owned(), "StreamFailures.QueueName".to_owned()))
+    );
+    for alarm in [scheduled, queue] {
+        assert_eq!(alarm["Threshold"], 0);
+        assert_eq!(alarm["ComparisonOperator"], "GreaterThanThreshold");
+    }
+}

@@ -68,6 +68,38 @@ enum StepError {
     Lifecycle(#[from] keyward::domain::LifecycleError),
 }
 
+/// The CloudWatch namespace of the run's metrics.
+pub const METRICS_NAMESPACE: &str = "keyward";
+/// The metric that counts the keys whose step failed in a run; the stack alarms on it.
+pub const FAILED_METRIC: &str = "ScheduledRotationFailed";
+/// The metric that counts the keys a run rotated.
+pub const ROTATED_METRIC: &str = "ScheduledRotationRotated";
+/// The dimension that names the function, so that two stacks' metrics stay apart.
+pub const FUNCTION_DIMENSION: &str = "FunctionName";
+
+/// The run's counts as one line in CloudWatch's Embedded Metric Format: written to standard
+/// output on Lambda, CloudWatch turns it into metrics with no API call, so a run whose
+/// `failed` is not zero sets off the stack's alarm.
+pub fn metrics_line(report: &Report, function: &str, at: Timestamp) -> String {
+    serde_json::json!({
+        "_aws": {
+            "Timestamp": at.timestamp_millis(),
+            "CloudWatchMetrics": [{
+                "Namespace": METRICS_NAMESPACE,
+                "Dimensions": [[FUNCTION_DIMENSION]],
+                "Metrics": [
+                    {"Name": FAILED_METRIC, "Unit": "Count"},
+                    {"Name": ROTATED_METRIC, "Unit": "Count"},
+                ],
+            }],
+        },
+        FUNCTION_DIMENSION: function,
+        FAILED_METRIC: report.failed,
+        ROTATED_METRIC: report.rotated,
+    })
+    .to_string()
+}
+
 /// The Lambda handler: the rule's ARN from the event names the actor.
 pub async fn handler(
     store: &dyn KeyStore,
@@ -80,7 +112,11 @@ pub async fn handler(
         .as_deref()
         .and_then(<[String]>::first)
         .ok_or("the event names no schedule rule in its resources: is it a Scheduled Event?")?;
-    Ok(run(store, sink, &Actor::schedule(rule.as_str()), keyward::now()).await?)
+    let now = keyward::now();
+    let report = run(store, sink, &Actor::schedule(rule.as_str()), now).await?;
+    let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_default();
+    println!("{}", metrics_line(&report, &function, now));
+    Ok(report)
 }
 
 /// One scheduled run at `now`. Only the query for due keys failing fails the run.
@@ -214,6 +250,35 @@ mod tests {
     use super::*;
 
     const SCHEDULED_EVENT: &str = include_str!("../fixtures/scheduled-event.json");
+
+    #[test]
+    fn the_metrics_line_is_embedded_metric_format_with_the_failures() {
+        let report = Report {
+            rotated: 3,
+            failed: 2,
+            ..Report::default()
+        };
+        let at = keyward::now();
+        let line: serde_json::Value =
+            serde_json::from_str(&metrics_line(&report, "keyward-ScheduledRotation", at)).unwrap();
+        let directive = &line["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(line["_aws"]["Timestamp"], at.timestamp_millis());
+        assert_eq!(directive["Namespace"], METRICS_NAMESPACE);
+        assert_eq!(
+            directive["Dimensions"],
+            serde_json::json!([[FUNCTION_DIMENSION]])
+        );
+        let names: Vec<&str> = directive["Metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["Name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, [FAILED_METRIC, ROTATED_METRIC]);
+        assert_eq!(line[FAILED_METRIC], 2);
+        assert_eq!(line[ROTATED_METRIC], 3);
+        assert_eq!(line[FUNCTION_DIMENSION], "keyward-ScheduledRotation");
+    }
 
     fn lambda_event(json: &str) -> LambdaEvent<EventBridgeEvent> {
         LambdaEvent::new(serde_json::from_str(json).unwrap(), Context::default())

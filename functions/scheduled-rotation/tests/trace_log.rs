@@ -68,6 +68,21 @@ async fn a_run_at_trace_level_delivers_only_inside_the_environment_and_logs_no_s
         run.answer,
         run.log
     );
+    let metrics: Vec<serde_json::Value> = run
+        .log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line.get("_aws").is_some())
+        .collect();
+    assert_eq!(metrics.len(), 1, "one metrics line per run: {}", run.log);
+    assert_eq!(
+        (
+            &metrics[0][scheduled_rotation::FAILED_METRIC],
+            &metrics[0][scheduled_rotation::FUNCTION_DIMENSION]
+        ),
+        (&serde_json::json!(1), &serde_json::json!("under-test")),
+        "the failed delivery reaches CloudWatch as a metric"
+    );
     let aws = aws_config::load_from_env().await;
     let secrets = aws_sdk_secretsmanager::Client::new(&aws);
     let refused = secrets
