@@ -218,3 +218,101 @@ pub fn log_holds(log: &str, secret: &str) -> bool {
     let bytes: Vec<String> = secret.bytes().map(|b| b.to_string()).collect();
     log.contains(secret) || log.contains(&bytes.join(", "))
 }
+
+/// A store where a background write lands first: just before the first change is applied,
+/// the expiry notice due on the key it updates is recorded, as a scheduled run would record
+/// it between the handler's read and its write.
+pub struct Interfering<'a> {
+    inner: &'a dyn KeyStore,
+    interfered: std::sync::atomic::AtomicBool,
+}
+
+impl<'a> Interfering<'a> {
+    /// Wraps `inner`.
+    pub fn new(inner: &'a dyn KeyStore) -> Self {
+        Self {
+            inner,
+            interfered: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::store::KeyLookup for Interfering<'_> {
+    async fn key_by_hash(
+        &self,
+        hash: &crate::domain::KeyHash,
+    ) -> Result<Option<Key>, crate::store::StoreError> {
+        self.inner.key_by_hash(hash).await
+    }
+}
+
+#[async_trait::async_trait]
+impl KeyStore for Interfering<'_> {
+    async fn key(
+        &self,
+        id: &crate::domain::KeyId,
+    ) -> Result<Option<Key>, crate::store::StoreError> {
+        self.inner.key(id).await
+    }
+    async fn environment(
+        &self,
+        name: &EnvName,
+    ) -> Result<Option<crate::domain::Environment>, crate::store::StoreError> {
+        self.inner.environment(name).await
+    }
+    async fn is_empty(&self) -> Result<bool, crate::store::StoreError> {
+        self.inner.is_empty().await
+    }
+    async fn keys(
+        &self,
+        environment: &EnvName,
+        page: &crate::store::PageRequest,
+    ) -> Result<crate::store::Page<Key>, crate::store::StoreError> {
+        self.inner.keys(environment, page).await
+    }
+    async fn key_activity(
+        &self,
+        id: &crate::domain::KeyId,
+        page: &crate::store::PageRequest,
+    ) -> Result<crate::store::Page<crate::domain::ActivityEntry>, crate::store::StoreError> {
+        self.inner.key_activity(id, page).await
+    }
+    async fn environment_activity(
+        &self,
+        environment: &EnvName,
+        filter: &crate::store::ActivityFilter,
+        page: &crate::store::PageRequest,
+    ) -> Result<crate::store::Page<crate::domain::ActivityEntry>, crate::store::StoreError> {
+        self.inner
+            .environment_activity(environment, filter, page)
+            .await
+    }
+    async fn due_keys(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Key>, crate::store::StoreError> {
+        self.inner.due_keys(now, limit).await
+    }
+    async fn apply(&self, change: &crate::domain::Change) -> Result<(), crate::store::StoreError> {
+        let first = !self
+            .interfered
+            .swap(true, std::sync::atomic::Ordering::SeqCst);
+        let updated = change.keys.iter().find_map(|write| match write {
+            crate::domain::KeyWrite::Update { key, .. } => Some(key.id.clone()),
+            crate::domain::KeyWrite::Insert(_) => None,
+        });
+        if let (true, Some(id)) = (first, updated) {
+            let stored = self.inner.key(&id).await?.expect("the updated key exists");
+            let notice = crate::domain::expiry_notice(
+                &stored,
+                Actor::schedule("interfering"),
+                change.activity.at,
+            )
+            .expect("the key has an expiry notice due");
+            self.inner.apply(&notice).await?;
+        }
+        self.inner.apply(change).await
+    }
+}

@@ -3,7 +3,7 @@
 
 use keyward::domain::{GracePeriod, Timestamp, change_grace_period};
 use keyward::http::{
-    ApiError, Context, HandlerFuture, KeyView, authorize_change, json_body, respond,
+    ApiError, Context, HandlerFuture, KeyView, apply_deciding, authorize_change, json_body, respond,
 };
 use keyward::store::KeyStore;
 use lambda_http::Request;
@@ -29,9 +29,81 @@ async fn change(store: &dyn KeyStore, req: &Request, now: Timestamp) -> Result<V
     let (caller, key) = authorize_change(store, req, now).await?;
     let body: GraceBody = json_body(req, SHAPE)?;
     let grace = GracePeriod::from_json(&body.grace_period)?;
-    let changed = change_grace_period(&key, grace, caller.actor(), now)?;
-    caller.require_lifetime(changed.key.expires_at)?;
-    store.apply(&changed.change).await?;
+    let changed = apply_deciding(store, key, |key| {
+        let changed = change_grace_period(key, grace, caller.actor(), now)?;
+        caller.require_lifetime(changed.key.expires_at)?;
+        Ok((changed.key, Some(changed.change)))
+    })
+    .await?;
     tracing::info!(grace_period = %grace, "grace period changed");
-    Ok(json!({"key": KeyView::new(&changed.key, now)}))
+    Ok(json!({"key": KeyView::new(&changed, now)}))
+}
+
+#[cfg(test)]
+mod tests {
+    use keyward::domain::{Actor, GracePeriod, KeyName, Kind, NewKey, Scopes, create_key, rotate};
+    use keyward::store::PageRequest;
+    use keyward::testing::{Interfering, api_request, body_json, seeded};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_grace_change_that_an_expiry_notice_gets_ahead_of_decides_again_and_succeeds() {
+        let now = keyward::now();
+        let s = seeded("production", now).await;
+        let input = NewKey {
+            name: KeyName::parse("worker").unwrap(),
+            kind: Kind::Secret,
+            scopes: Scopes::parse(&["orders:read"]).unwrap(),
+            expires_at: None,
+            rotation_policy: None,
+        };
+        let issued = create_key(&s.environment, input, Actor::operator("t"), now).unwrap();
+        s.store.apply(&issued.change).await.unwrap();
+        let twelve_hours = GracePeriod::parse("PT12H").unwrap();
+        let rotated = rotate(&issued.key, twelve_hours, Actor::operator("t"), now).unwrap();
+        s.store.apply(&rotated.change).await.unwrap();
+
+        let store = Interfering::new(&s.store);
+        let context = Context {
+            store: &store,
+            settings: &s.settings,
+        };
+        let id = issued.key.id.as_str();
+        let req = api_request(
+            "PUT",
+            &[("key_id", id)],
+            &[],
+            s.secret.expose(),
+            json!({"grace_period": "1h"}),
+        );
+        let response = handler(context, req, now).await;
+        assert_eq!(response.status(), 200, "{:?}", body_json(&response));
+        assert_eq!(
+            body_json(&response)["key"]["expires_at"],
+            json!(now + chrono::TimeDelta::hours(1))
+        );
+        let page = PageRequest {
+            limit: 10,
+            after: None,
+        };
+        let actions: Vec<&str> = s
+            .store
+            .key_activity(&issued.key.id, &page)
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|e| e.event.action().as_str())
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                "key.grace_period_changed",
+                "key.expiring",
+                "key.rotated",
+                "key.created"
+            ]
+        );
+    }
 }

@@ -2,7 +2,9 @@
 //! that is already revoked or expired answers `200` with the key unchanged and records nothing.
 
 use keyward::domain::{Revocation, Timestamp, revoke};
-use keyward::http::{ApiError, Context, HandlerFuture, KeyView, authorize_change, respond};
+use keyward::http::{
+    ApiError, Context, HandlerFuture, KeyView, apply_deciding, authorize_change, respond,
+};
 use keyward::store::KeyStore;
 use lambda_http::Request;
 use lambda_http::http::StatusCode;
@@ -20,14 +22,16 @@ async fn revoke_key(
     now: Timestamp,
 ) -> Result<Value, ApiError> {
     let (caller, key) = authorize_change(store, req, now).await?;
-    let key = match revoke(&key, caller.actor(), now)? {
-        Revocation::Revoked { key, change } => {
-            store.apply(&change).await?;
-            tracing::info!("key revoked");
-            key
-        }
-        Revocation::Unchanged(key) => key,
-    };
+    let (key, revoked) = apply_deciding(store, key, |key| {
+        Ok(match revoke(key, caller.actor(), now)? {
+            Revocation::Revoked { key, change } => ((key, true), Some(*change)),
+            Revocation::Unchanged(key) => ((key, false), None),
+        })
+    })
+    .await?;
+    if revoked {
+        tracing::info!("key revoked");
+    }
     Ok(json!({"key": KeyView::new(&key, now)}))
 }
 
@@ -113,5 +117,46 @@ mod tests {
             "the old default is no longer the default"
         );
         assert_eq!(body_json(&response)["key"]["status"], "revoked");
+    }
+
+    #[tokio::test]
+    async fn a_revoke_that_an_expiry_notice_gets_ahead_of_decides_again_and_succeeds() {
+        let now = keyward::now();
+        let s = seeded("production", now).await;
+        let input = NewKey {
+            name: KeyName::parse("expiring").unwrap(),
+            kind: Kind::Secret,
+            scopes: Scopes::parse(&["orders:read"]).unwrap(),
+            expires_at: Some(now + chrono::TimeDelta::hours(2)),
+            rotation_policy: None,
+        };
+        let issued = create_key(&s.environment, input, Actor::operator("t"), now).unwrap();
+        s.store.apply(&issued.change).await.unwrap();
+        let store = keyward::testing::Interfering::new(&s.store);
+        let context = keyward::http::Context {
+            store: &store,
+            settings: &s.settings,
+        };
+        let vars = [
+            ("KEY_ID", issued.key.id.as_str()),
+            ("KEY", s.secret.expose()),
+        ];
+        let response = handler(context, event(REST, &vars), now).await;
+        assert_eq!(response.status(), 200, "{:?}", body_json(&response));
+        assert_eq!(body_json(&response)["key"]["status"], "revoked");
+        let page = keyward::store::PageRequest {
+            limit: 10,
+            after: None,
+        };
+        let actions: Vec<String> = s
+            .store
+            .key_activity(&issued.key.id, &page)
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|e| e.event.action().as_str().to_owned())
+            .collect();
+        assert_eq!(actions, ["key.revoked", "key.expiring", "key.created"]);
     }
 }

@@ -3,7 +3,7 @@
 
 use keyward::domain::{GracePeriod, Timestamp, rotate};
 use keyward::http::{
-    ApiError, Context, HandlerFuture, KeyView, authorize_change, json_body, respond,
+    ApiError, Context, HandlerFuture, KeyView, apply_deciding, authorize_change, json_body, respond,
 };
 use keyward::store::KeyStore;
 use lambda_http::Request;
@@ -38,9 +38,13 @@ async fn rotate_key(
     let (caller, key) = authorize_change(store, req, now).await?;
     let body: RotateBody = json_body(req, SHAPE)?;
     let grace = GracePeriod::from_json(&body.grace_period)?;
-    let rotated = rotate(&key, grace, caller.actor(), now)?;
-    caller.require_lifetime(rotated.key.expires_at)?;
-    store.apply(&rotated.change).await?;
+    let rotated = apply_deciding(store, key, |key| {
+        let rotated = rotate(key, grace, caller.actor(), now)?;
+        caller.require_lifetime(rotated.key.expires_at)?;
+        let change = rotated.change.clone();
+        Ok((rotated, Some(change)))
+    })
+    .await?;
     tracing::Span::current().record("new_key_id", rotated.key.id.as_str());
     tracing::info!(grace_period = %grace, "key rotated");
     Ok(json!({
@@ -100,5 +104,48 @@ mod tests {
         let again = handler(s.context(), event(REST, &vars), now).await;
         assert_eq!(again.status(), 409);
         assert_eq!(body_json(&again)["error"]["code"], "key_not_active");
+    }
+
+    #[tokio::test]
+    async fn a_rotation_that_an_expiry_notice_gets_ahead_of_decides_again_and_succeeds() {
+        use keyward::domain::{Actor, KeyName, Kind, NewKey, Scopes, create_key};
+        use keyward::store::KeyStore;
+        let now = keyward::now();
+        let s = seeded("production", now).await;
+        let input = NewKey {
+            name: KeyName::parse("expiring").unwrap(),
+            kind: Kind::Secret,
+            scopes: Scopes::parse(&["orders:read"]).unwrap(),
+            expires_at: Some(now + chrono::TimeDelta::hours(2)),
+            rotation_policy: None,
+        };
+        let issued = create_key(&s.environment, input, Actor::operator("t"), now).unwrap();
+        s.store.apply(&issued.change).await.unwrap();
+        let store = keyward::testing::Interfering::new(&s.store);
+        let context = keyward::http::Context {
+            store: &store,
+            settings: &s.settings,
+        };
+        let vars = [
+            ("KEY_ID", issued.key.id.as_str()),
+            ("KEY", s.secret.expose()),
+        ];
+        let response = handler(context, event(REST, &vars), now).await;
+        assert_eq!(response.status(), 201, "{:?}", body_json(&response));
+        assert_eq!(body_json(&response)["previous"]["status"], "in_grace");
+        let page = keyward::store::PageRequest {
+            limit: 10,
+            after: None,
+        };
+        let actions: Vec<String> = s
+            .store
+            .key_activity(&issued.key.id, &page)
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|e| e.event.action().as_str().to_owned())
+            .collect();
+        assert_eq!(actions, ["key.rotated", "key.expiring", "key.created"]);
     }
 }

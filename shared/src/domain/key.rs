@@ -222,6 +222,19 @@ pub struct Key {
 }
 
 impl Key {
+    /// Whether `other` is this key as far as any user's change is concerned: it may differ
+    /// only by what background writes change (expiry notices, secret deliveries, and the
+    /// version they bump), so a decision made on one holds for the other.
+    pub fn decides_like(&self, other: &Key) -> bool {
+        let decided = |k: &Key| Key {
+            version: 0,
+            expiry_notice: None,
+            pending_delivery: None,
+            ..k.clone()
+        };
+        decided(self) == decided(other)
+    }
+
     /// The key's status at `now`.
     pub fn status(&self, now: Timestamp) -> Status {
         if self.revoked_at.is_some() {
@@ -252,6 +265,37 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn only_background_writes_leave_a_decision_standing() {
+        let now = chrono::Utc::now();
+        let env = EnvName::parse("production").unwrap();
+        let issued =
+            super::super::create_environment(&env, super::super::Actor::operator("t"), now);
+        let seen = issued.key;
+        let noticed = Key {
+            version: seen.version + 1,
+            expiry_notice: Some(ExpiryNotice {
+                expires_at: now,
+                stage: super::super::ExpiryStage::Within24h,
+            }),
+            ..seen.clone()
+        };
+        assert!(seen.decides_like(&noticed));
+        let rotated = Key {
+            rotated_to: Some(KeyId::generate(now)),
+            ..noticed.clone()
+        };
+        assert!(
+            !seen.decides_like(&rotated),
+            "a rotation changes what may be decided"
+        );
+        let regraced = Key {
+            expires_at: Some(now),
+            ..noticed
+        };
+        assert!(!seen.decides_like(&regraced));
+    }
 
     #[test]
     fn a_policy_delivers_only_under_its_own_environment() {

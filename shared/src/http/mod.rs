@@ -15,8 +15,8 @@ use serde::Serialize;
 
 pub use error::ApiError;
 pub use request::{
-    Caller, authenticate, authorize_change, authorize_environment, authorize_key, json_body,
-    key_from_headers, page_request, query_param, rotation_policy,
+    Caller, apply_deciding, authenticate, authorize_change, authorize_environment, authorize_key,
+    json_body, key_from_headers, page_request, query_param, rotation_policy,
 };
 pub use view::KeyView;
 

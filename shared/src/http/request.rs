@@ -10,7 +10,7 @@ use crate::domain::{
     Actor, EnvName, Key, KeyId, PresentedKey, RotationPolicy, Scope, Scopes, Timestamp, Verdict,
     check,
 };
-use crate::store::{KeyLookup, KeyStore, PageRequest};
+use crate::store::{KeyLookup, KeyStore, PageRequest, StoreError};
 
 /// The key that headers present: `Authorization: Bearer <key>`, or else `x-api-key`. The
 /// API and the authorizer both read keys this way.
@@ -321,6 +321,42 @@ pub async fn authorize_environment(
     caller.require_environment(&environment)?;
     caller.require_scope(scope)?;
     Ok((caller, environment))
+}
+
+/// How many times a change is decided and applied before a conflict is answered.
+const ATTEMPTS: usize = 3;
+
+/// Decides a change of `key` and applies it. When the store refuses it because the key
+/// changed meanwhile, and the change was a background write that does not alter the
+/// decision (an expiry notice, a secret delivery), it reads the key again, decides again and
+/// retries, at most three times in all; any other change answers `409 conflict`. `decide`
+/// gives the outcome and the change to apply, if any.
+pub async fn apply_deciding<T>(
+    store: &dyn KeyStore,
+    mut key: Key,
+    decide: impl Fn(&Key) -> Result<(T, Option<crate::domain::Change>), ApiError>,
+) -> Result<T, ApiError> {
+    for attempt in 1..=ATTEMPTS {
+        let (outcome, change) = decide(&key)?;
+        let Some(change) = change else {
+            return Ok(outcome);
+        };
+        match store.apply(&change).await {
+            Ok(()) => return Ok(outcome),
+            Err(StoreError::Conflict) if attempt < ATTEMPTS => {
+                let fresh = store.key(&key.id).await?;
+                match fresh {
+                    Some(fresh) if fresh.decides_like(&key) => {
+                        tracing::debug!(attempt, "a background write got in first; deciding again");
+                        key = fresh;
+                    }
+                    _ => return Err(StoreError::Conflict.into()),
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(StoreError::Conflict.into())
 }
 
 /// A rotation policy from the API's JSON, for a key of `environment`: well formed, with a
