@@ -523,6 +523,50 @@ async fn a_key_rotated_by_hand_before_its_delivery_finished_is_never_made_curren
     );
 }
 
+/// A consumer that reads the environment's activity and then asks only for entries after the
+/// last id it saw must still see an expiry that is recorded late (the schedule was down, or
+/// only DynamoDB's TTL noticed it, hours after the expiry).
+async fn an_expiry_recorded_late_comes_after_everything_a_consumer_has_seen(on: On) {
+    let b = on.backend().await;
+    let expires_at = t0() + TimeDelta::hours(1);
+    let (late, _) = b.key("late", None, Some(expires_at), t0()).await;
+    b.key("meanwhile", None, None, t0() + TimeDelta::hours(2))
+        .await;
+    let page = PageRequest {
+        limit: 100,
+        after: None,
+    };
+    let seen = b
+        .store
+        .environment_activity(&env(), &ActivityFilter::default(), &page)
+        .await
+        .unwrap()
+        .items;
+    let last_seen = seen.iter().map(|e| e.id.clone()).max().unwrap();
+
+    let report = b.run(t0() + TimeDelta::hours(3)).await;
+    assert_eq!(report.expired, 1, "{report:?}");
+    let after: Vec<keyward::domain::ActivityEntry> = b
+        .store
+        .environment_activity(&env(), &ActivityFilter::default(), &page)
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.id > last_seen)
+        .collect();
+    let actions: Vec<(&str, &KeyId)> = after
+        .iter()
+        .map(|e| (e.event.action().as_str(), &e.key_id))
+        .collect();
+    assert_eq!(actions, [("key.expired", &late.id)]);
+    assert_eq!(
+        b.run(t0() + TimeDelta::hours(4)).await,
+        Report::default(),
+        "recorded once"
+    );
+}
+
 /// A sink that refuses one secret, as Secrets Manager does a secret it may not write.
 struct RefusingSink {
     inner: Arc<dyn SecretSink>,
@@ -723,5 +767,6 @@ cases!(
     two_overlapping_runs_rotate_each_key_once,
     one_failing_key_does_not_stop_the_others,
     each_expiry_warning_is_recorded_exactly_once,
-    a_key_rotated_by_hand_before_its_delivery_finished_is_never_made_current
+    a_key_rotated_by_hand_before_its_delivery_finished_is_never_made_current,
+    an_expiry_recorded_late_comes_after_everything_a_consumer_has_seen
 );

@@ -128,11 +128,6 @@ fn base62_time(mut micros: u64) -> String {
     time.iter().map(|&b| char::from(b)).collect()
 }
 
-/// The time part of an id made at `at`, without the sequence within its millisecond.
-fn new_id_time(at: Timestamp) -> String {
-    base62_time(u64::try_from(at.timestamp_micros()).unwrap_or(0))
-}
-
 fn is_id(s: &str, prefix: &str) -> bool {
     s.strip_prefix(prefix).is_some_and(|body| {
         body.len() == ID_BODY_LEN && body.bytes().all(|b| b.is_ascii_alphanumeric())
@@ -202,14 +197,6 @@ impl ActivityId {
     /// Checks a candidate id.
     pub fn parse(s: &str) -> Option<Self> {
         is_id(s, Self::PREFIX).then(|| Self(s.to_owned()))
-    }
-
-    /// The one id of a key's expiry entry: its time is the expiry, and its random part is the
-    /// key id's, so that however often the expiry is seen, it is recorded once.
-    pub fn for_expiry(key: &KeyId, expires_at: Timestamp) -> Self {
-        let time = &new_id_time(expires_at);
-        let random = &key.as_str()[KeyId::PREFIX.len() + ID_TIME_LEN..];
-        Self(format!("{}{time}{random}", Self::PREFIX))
     }
 
     /// The id as text.
@@ -525,22 +512,6 @@ mod tests {
         let t0 = chrono::Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
         let ids: Vec<ActivityId> = (0..1000).map(|_| ActivityId::generate(t0)).collect();
         assert!(ids.windows(2).all(|w| w[0] < w[1]));
-    }
-
-    #[test]
-    fn an_expiry_has_one_id_per_key() {
-        let t0 = chrono::Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
-        let (a, b) = (KeyId::generate(t0), KeyId::generate(t0));
-        let at = t0 + chrono::TimeDelta::hours(1);
-        assert_eq!(
-            ActivityId::for_expiry(&a, at),
-            ActivityId::for_expiry(&a, at)
-        );
-        assert_ne!(
-            ActivityId::for_expiry(&a, at),
-            ActivityId::for_expiry(&b, at)
-        );
-        assert!(ActivityId::parse(ActivityId::for_expiry(&a, at).as_str()).is_some());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use super::Timestamp;
 use super::activity::{ActivityEntry, Actor, Event};
 use super::key::{Key, RotationPolicy, Status};
 use super::lifecycle::{Change, LifecycleError, Rotated, rotate_delivering, update};
-use super::names::{ActivityId, KeyId};
+use super::names::KeyId;
 
 /// How close a key is to its expiry, in the steps that get a notice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -198,28 +198,18 @@ pub fn secret_delivered(key: &Key, actor: Actor, now: Timestamp) -> Option<Chang
 
 /// The change that records the expiry notice due at `now`: `key.expiring` within 24 hours and
 /// again within an hour, then `key.expired`. Nothing is due for a revoked key, or for a notice
-/// already recorded. The expiry entry's id depends only on the key and its expiry, and the
-/// change requires the key's version, so each notice is recorded once, whoever sees it first.
+/// already recorded. The change requires the key's version and records the stage on the key,
+/// so each notice is recorded once, whoever sees it first. Like every entry, its id comes
+/// from the time it is written, so an expiry recorded hours late still sorts after every
+/// entry a consumer has already read.
 pub fn expiry_notice(key: &Key, actor: Actor, now: Timestamp) -> Option<Change> {
     let stage = key.notice_due(now)?;
     let expires_at = key.expires_at?;
-    let activity = match stage {
-        ExpiryStage::Expired => ActivityEntry {
-            id: ActivityId::for_expiry(&key.id, expires_at),
-            at: expires_at,
-            environment: key.environment.clone(),
-            key_id: key.id.clone(),
-            actor,
-            event: Event::Expired { expires_at },
-        },
-        within => ActivityEntry::new(
-            &key.environment,
-            &key.id,
-            actor,
-            Event::Expiring { expires_at, within },
-            now,
-        ),
+    let event = match stage {
+        ExpiryStage::Expired => Event::Expired { expires_at },
+        within => Event::Expiring { expires_at, within },
     };
+    let activity = ActivityEntry::new(&key.environment, &key.id, actor, event, now);
     let (_, write) = update(Key {
         expiry_notice: Some(ExpiryNotice { expires_at, stage }),
         ..key.clone()
@@ -417,20 +407,48 @@ mod tests {
     }
 
     #[test]
-    fn an_expiry_has_one_entry_id_whoever_records_it() {
+    fn an_expiry_is_recorded_once_whoever_sees_it_and_sorts_by_when_it_was_written() {
         let expires_at = t0() + TimeDelta::hours(30);
         let k = key(None, Some(expires_at));
         let later = expires_at + TimeDelta::minutes(5);
-        let by_schedule = expiry_notice(&k, schedule(), later).unwrap().activity;
+        let by_schedule = expiry_notice(&k, schedule(), later).unwrap();
         let by_ttl = expiry_notice(
             &k,
             Actor::system("dynamodb-ttl"),
             later + TimeDelta::days(1),
         )
-        .unwrap()
-        .activity;
-        assert_eq!(by_schedule.id, by_ttl.id);
-        assert_eq!(by_schedule.at, expires_at);
-        assert_eq!(by_schedule.event, Event::Expired { expires_at });
+        .unwrap();
+        let expected_version = |change: &Change| match change.keys.as_slice() {
+            [
+                KeyWrite::Update {
+                    expected_version, ..
+                },
+            ] => *expected_version,
+            other => panic!("one key update, not {other:?}"),
+        };
+        assert_eq!(
+            expected_version(&by_schedule),
+            expected_version(&by_ttl),
+            "both need the version they read, so the store applies only the first"
+        );
+        let (recorded, _) = update(Key {
+            expiry_notice: Some(ExpiryNotice {
+                expires_at,
+                stage: ExpiryStage::Expired,
+            }),
+            ..k.clone()
+        });
+        assert_eq!(
+            expiry_notice(&recorded, schedule(), later + TimeDelta::days(2)),
+            None,
+            "once recorded, nothing is due"
+        );
+        let entry = &by_schedule.activity;
+        assert_eq!(entry.at, later, "the entry is dated when it is written");
+        assert_eq!(entry.event, Event::Expired { expires_at });
+        assert!(
+            by_ttl.activity.id > entry.id,
+            "a later write sorts later, even of the same expiry"
+        );
     }
 }
