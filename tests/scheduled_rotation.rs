@@ -567,6 +567,57 @@ async fn an_expiry_recorded_late_comes_after_everything_a_consumer_has_seen(on: 
     );
 }
 
+/// The due index holds only keys with something to do: after every run, each key the store
+/// lists as due has work at its due time, or now if that has passed. Random keys (with and
+/// without policies and expiries) and random run times, from a fixed seed so that a failure
+/// can be replayed.
+async fn every_key_left_in_the_due_index_has_something_to_do(on: On) {
+    let b = on.backend().await;
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = |below: u64| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % below
+    };
+    for i in 0..24 {
+        let made = t0() + TimeDelta::hours(i64::try_from(next(48)).unwrap());
+        let policy = match next(3) {
+            0 => None,
+            n => {
+                let every = ["P1D", "P3D"][usize::try_from(n - 1).unwrap()];
+                let policy = serde_json::json!({"every": every, "grace_period": "1h", "secret_id": b.secret_id(&format!("p{i}"))});
+                Some(RotationPolicy::from_json(&policy).unwrap())
+            }
+        };
+        let expires_at = match next(3) {
+            0 => None,
+            _ => Some(made + TimeDelta::hours(i64::try_from(2 + next(24 * 6)).unwrap())),
+        };
+        b.key(&format!("random {i}"), policy, expires_at, made)
+            .await;
+    }
+    let mut runs: Vec<u64> = (0..8).map(|_| next(24 * 12)).collect();
+    runs.sort_unstable();
+    for hours in runs {
+        let now = t0() + TimeDelta::hours(i64::try_from(hours).unwrap());
+        let report = b.run(now).await;
+        assert_eq!(report.failed, 0, "{report:?}");
+        let far = t0() + TimeDelta::days(3650);
+        for key in b.store.due_keys(far, 10_000).await.unwrap() {
+            let due_at = key
+                .next_due_at()
+                .expect("a key in the index has a due time");
+            let at = due_at.max(now);
+            assert!(
+                key.due(at).is_some(),
+                "{} is in the due index at {due_at}, but has nothing to do at {at}: {key:?}",
+                key.name.as_str()
+            );
+        }
+    }
+}
+
 /// A sink that refuses one secret, as Secrets Manager does a secret it may not write.
 struct RefusingSink {
     inner: Arc<dyn SecretSink>,
@@ -768,5 +819,6 @@ cases!(
     one_failing_key_does_not_stop_the_others,
     each_expiry_warning_is_recorded_exactly_once,
     a_key_rotated_by_hand_before_its_delivery_finished_is_never_made_current,
-    an_expiry_recorded_late_comes_after_everything_a_consumer_has_seen
+    an_expiry_recorded_late_comes_after_everything_a_consumer_has_seen,
+    every_key_left_in_the_due_index_has_something_to_do
 );

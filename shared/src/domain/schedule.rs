@@ -83,10 +83,14 @@ pub enum Due {
 
 impl Key {
     /// When the key's policy asks for its next rotation: its policy's interval after it was
-    /// made. A key that will expire first, or that is rotated or revoked, is never due.
+    /// made. A key that will expire first, that is rotated or revoked, or whose expiry is
+    /// recorded (it expired before a run could rotate it), is never due.
     pub fn rotation_due_at(&self) -> Option<Timestamp> {
         let policy = self.rotation_policy.as_ref()?;
-        if self.rotated_to.is_some() || self.revoked_at.is_some() {
+        if self.rotated_to.is_some()
+            || self.revoked_at.is_some()
+            || self.notified_stage() == Some(ExpiryStage::Expired)
+        {
             return None;
         }
         let due = self.created_at + policy.every.duration();
