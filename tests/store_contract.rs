@@ -590,6 +590,147 @@ async fn recording_an_expiry_after_ttl_removed_the_hash_item_does_not_bring_it_b
     assert_eq!(store.key_by_hash(&issued.key.hash).await.unwrap(), None);
 }
 
+/// Counts the items DynamoDB reads for the queries a client sends (`ScannedCount`: what a
+/// query evaluates before its filter, and what it is billed for).
+#[derive(Debug, Clone, Default)]
+struct ItemsRead(Arc<std::sync::atomic::AtomicUsize>);
+
+impl aws_sdk_dynamodb::config::Intercept for ItemsRead {
+    fn name(&self) -> &'static str {
+        "items-read"
+    }
+
+    fn read_after_deserialization(
+        &self,
+        context: &aws_sdk_dynamodb::config::interceptors::AfterDeserializationInterceptorContextRef<
+            '_,
+        >,
+        _: &aws_sdk_dynamodb::config::RuntimeComponents,
+        _: &mut aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        let query = context
+            .output_or_error()
+            .ok()
+            .and_then(|o| o.downcast_ref::<aws_sdk_dynamodb::operation::query::QueryOutput>());
+        if let Some(query) = query {
+            let scanned = usize::try_from(query.scanned_count).unwrap_or(0);
+            self.0
+                .fetch_add(scanned, std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(())
+    }
+}
+
+/// A filter that matches little on a busy environment reads a bounded number of items per
+/// request, and answers with a cursor that goes on from where it stopped, even with fewer
+/// entries than asked for; following the cursors finds every match, once.
+#[tokio::test]
+async fn a_filtered_activity_page_reads_a_bounded_number_of_items() {
+    assert!(
+        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
+        "AWS_ENDPOINT_URL is not set: run ./scripts/test, which starts moto's server for these tests"
+    );
+    let read = ItemsRead::default();
+    let aws = aws_config::load_from_env().await;
+    let config = aws_sdk_dynamodb::config::Builder::from(&aws)
+        .interceptor(read.clone())
+        .build();
+    let client = aws_sdk_dynamodb::Client::from_conf(config);
+    let table = format!("busy-{}", std::process::id());
+    let store = DynamoStore::new(client.clone(), &table);
+    store.create_table().await.unwrap();
+    let clock = Clock::new();
+    let production = env("production");
+    let made = create_environment(&production, actor(), clock.now());
+    store.apply(&made.change).await.unwrap();
+    let key = &made.key;
+    // The rare entry first (the oldest), then 2,000 others, written straight as outbox items.
+    let rare = keyward::domain::ActivityEntry::new(
+        &production,
+        &key.id,
+        actor(),
+        keyward::domain::Event::Expired {
+            expires_at: clock.now(),
+        },
+        clock.now(),
+    );
+    let mut entries = vec![rare.clone()];
+    for _ in 0..2000 {
+        entries.push(keyward::domain::ActivityEntry::new(
+            &production,
+            &key.id,
+            actor(),
+            keyward::domain::Event::RotationPolicyChanged {
+                previous: None,
+                rotation_policy: None,
+            },
+            clock.now(),
+        ));
+    }
+    for chunk in entries.chunks(25) {
+        let writes = chunk
+            .iter()
+            .map(|entry| {
+                let mut item: std::collections::HashMap<
+                    String,
+                    aws_sdk_dynamodb::types::AttributeValue,
+                > = serde_dynamo::to_item(entry).unwrap();
+                item.insert(
+                    "pk".to_owned(),
+                    aws_sdk_dynamodb::types::AttributeValue::S("ENVACT#production".to_owned()),
+                );
+                item.insert(
+                    "sk".to_owned(),
+                    aws_sdk_dynamodb::types::AttributeValue::S(entry.id.as_str().to_owned()),
+                );
+                let put = aws_sdk_dynamodb::types::PutRequest::builder()
+                    .set_item(Some(item))
+                    .build()
+                    .unwrap();
+                aws_sdk_dynamodb::types::WriteRequest::builder()
+                    .put_request(put)
+                    .build()
+            })
+            .collect();
+        client
+            .batch_write_item()
+            .request_items(&table, writes)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    let filter = ActivityFilter {
+        action: Some(Action::Expired),
+        key_id: None,
+    };
+    let limit = 20;
+    let bound = 5 * (limit + 1);
+    let (mut found, mut requests, mut after, mut most) = (Vec::new(), 0, None, 0);
+    loop {
+        read.0.store(0, std::sync::atomic::Ordering::SeqCst);
+        let page = store
+            .environment_activity(&production, &filter, &page(limit, after.clone()))
+            .await
+            .unwrap();
+        let this = read.0.load(std::sync::atomic::Ordering::SeqCst);
+        most = most.max(this);
+        requests += 1;
+        found.extend(page.items.into_iter().map(|e| e.id));
+        match page.next_cursor {
+            Some(cursor) => after = Some(cursor),
+            None => break,
+        }
+        assert!(requests <= 100, "the cursors go on and end");
+    }
+    assert!(
+        most <= bound,
+        "one request read {most} items; the bound is {bound}"
+    );
+    assert_eq!(found, [rare.id], "the one match, once");
+    assert!(requests >= 2002 / bound, "{requests} requests");
+}
+
 /// A store on a table that does not exist: every call fails.
 async fn dynamodb_without_table() -> DynamoStore {
     assert!(

@@ -307,6 +307,10 @@ impl DynamoStore {
     /// Reads up to `limit + 1` matching items, newest first, following DynamoDB's own pages
     /// (a filter may leave a page short or empty); whether a `LastEvaluatedKey` comes with the
     /// last page does not matter, because the extra item alone says whether more follow.
+    ///
+    /// One request reads at most [`READ_PAGES`] times `limit + 1` items, whatever the filter
+    /// leaves of them. When it stops there, short of `limit` matches, the page holds what it
+    /// found and a cursor at the last item read, so the next request goes on from there.
     async fn page<T: DeserializeOwned>(
         &self,
         query: Query<'_>,
@@ -314,9 +318,12 @@ impl DynamoStore {
         id_of: impl Fn(&T) -> String,
     ) -> Result<Page<T>, StoreError> {
         let want = request.limit + 1;
+        let budget = READ_PAGES * want;
+        let mut read = 0;
         let mut items: Vec<T> = Vec::with_capacity(want);
         let mut start = request.after.as_ref().map(|after| (query.start)(after));
         loop {
+            let limit = (want - items.len()).min(budget - read);
             let mut q = self
                 .client
                 .query()
@@ -324,7 +331,7 @@ impl DynamoStore {
                 .key_condition_expression(format!("{} = :pk", query.pk_name))
                 .expression_attribute_values(":pk", s(query.pk.clone()))
                 .scan_index_forward(false)
-                .limit(i32::try_from(want - items.len()).unwrap_or(i32::MAX))
+                .limit(i32::try_from(limit).unwrap_or(i32::MAX))
                 .set_exclusive_start_key(start.take());
             if let Some(index) = query.index {
                 q = q.index_name(index);
@@ -341,11 +348,22 @@ impl DynamoStore {
                 q = q.filter_expression(expression);
             }
             let out = q.send().await.map_err(backend)?;
-            for item in out.items.unwrap_or_default() {
+            let returned = out.items.unwrap_or_default();
+            read += usize::try_from(out.scanned_count)
+                .unwrap_or(0)
+                .max(returned.len());
+            for item in returned {
                 items.push(from_item(item)?);
             }
             match out.last_evaluated_key {
-                Some(last) if items.len() < want => start = Some(last),
+                Some(last) if items.len() < want && read < budget => start = Some(last),
+                Some(last) if items.len() < want => {
+                    let next_cursor = match last.get(query.sk_name) {
+                        Some(AttributeValue::S(sk)) => Some(sk.clone()),
+                        _ => None,
+                    };
+                    return Ok(Page { items, next_cursor });
+                }
                 _ => break,
             }
         }
@@ -489,10 +507,16 @@ impl DynamoStore {
     }
 }
 
+/// How many pages' worth of items one list request may read: a filter that matches little
+/// on a busy environment makes a short page with a cursor, not a read of the whole partition.
+pub const READ_PAGES: usize = 5;
+
 /// One paginated query: which partition, how to resume after a cursor, and what to filter.
 struct Query<'a> {
     index: Option<&'static str>,
     pk_name: &'static str,
+    /// The sort key's name, whose value in a `LastEvaluatedKey` is the cursor to go on from.
+    sk_name: &'static str,
     pk: String,
     start: Box<dyn Fn(&str) -> Item + Send + Sync + 'a>,
     filter_expression: Option<String>,
@@ -586,6 +610,7 @@ impl KeyStore for DynamoStore {
         let query = Query {
             index: Some(table::GSI1),
             pk_name: table::GSI1_PK,
+            sk_name: table::GSI1_SK,
             pk: env.clone(),
             start: Box::new(move |after| {
                 HashMap::from([
@@ -611,6 +636,7 @@ impl KeyStore for DynamoStore {
         let query = Query {
             index: None,
             pk_name: table::PK,
+            sk_name: table::SK,
             pk: pk.clone(),
             start: after_activity(pk),
             filter_expression: None,
@@ -645,6 +671,7 @@ impl KeyStore for DynamoStore {
         let query = Query {
             index: None,
             pk_name: table::PK,
+            sk_name: table::SK,
             pk: pk.clone(),
             start: after_activity(pk),
             filter_expression: (!conditions.is_empty()).then(|| conditions.join(" AND ")),
