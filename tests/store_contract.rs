@@ -460,6 +460,47 @@ async fn due_keys_come_from_the_index_earliest_first(store: Arc<dyn KeyStore>) {
 }
 
 /// Runs every contract case against one adapter; `$store` makes a fresh, empty store.
+/// The schedule and DynamoDB's TTL path can both see one expiry; whichever applies second
+/// loses on the key's version, so `key.expired` is recorded once.
+async fn an_expiry_seen_twice_is_recorded_once(store: Arc<dyn KeyStore>) {
+    let clock = Clock::new();
+    environment(&*store, "production", &clock).await;
+    let made = clock.now();
+    let input = NewKey {
+        name: KeyName::parse("short-lived").unwrap(),
+        kind: Kind::Secret,
+        scopes: Scopes::parse(&["orders:read"]).unwrap(),
+        expires_at: Some(made + TimeDelta::hours(1)),
+        rotation_policy: None,
+    };
+    let issued = create_key(&env("production"), input, actor(), made).unwrap();
+    store.apply(&issued.change).await.unwrap();
+    let later = made + TimeDelta::hours(2);
+    let by_schedule = keyward::domain::expiry_notice(&issued.key, actor(), later).unwrap();
+    let by_ttl = keyward::domain::expiry_notice(
+        &issued.key,
+        Actor::system("dynamodb-ttl"),
+        later + TimeDelta::minutes(1),
+    )
+    .unwrap();
+    store.apply(&by_schedule).await.unwrap();
+    assert!(matches!(
+        store.apply(&by_ttl).await,
+        Err(StoreError::Conflict)
+    ));
+    let filter = ActivityFilter {
+        action: Some(Action::Expired),
+        key_id: None,
+    };
+    let expired = store
+        .environment_activity(&env("production"), &filter, &page(10, None))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(expired.len(), 1, "{expired:?}");
+    assert_eq!(expired[0].id, by_schedule.activity.id);
+}
+
 macro_rules! contract {
     ($adapter:ident, $store:expr) => {
         mod $adapter {
@@ -472,7 +513,8 @@ macro_rules! contract {
                 keys_are_listed_newest_first_a_page_at_a_time,
                 activity_is_newest_first_and_filtered,
                 of_sixteen_racing_rotations_exactly_one_is_applied,
-                due_keys_come_from_the_index_earliest_first
+                due_keys_come_from_the_index_earliest_first,
+                an_expiry_seen_twice_is_recorded_once
             );
         }
     };
@@ -581,6 +623,10 @@ async fn recording_an_expiry_after_ttl_removed_the_hash_item_does_not_bring_it_b
         .unwrap()
         .item;
     assert_eq!(item, None, "the hash item stays gone");
+    assert!(
+        matches!(store.apply(&expired).await, Err(StoreError::Conflict)),
+        "a stale change whose hash item is gone is still a conflict"
+    );
     let stored = store.key(&issued.key.id).await.unwrap().unwrap();
     assert_eq!(
         stored.version,

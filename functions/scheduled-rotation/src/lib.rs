@@ -113,8 +113,17 @@ pub async fn handler(
         .and_then(<[String]>::first)
         .ok_or("the event names no schedule rule in its resources: is it a Scheduled Event?")?;
     let now = keyward::now();
-    let report = run(store, sink, &Actor::schedule(rule.as_str()), now).await?;
     let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_default();
+    let report = run(store, sink, &Actor::schedule(rule.as_str()), now)
+        .await
+        .inspect_err(|_| {
+            // A run that cannot even read its due keys is a failure the alarm must see.
+            let failed = Report {
+                failed: 1,
+                ..Report::default()
+            };
+            println!("{}", metrics_line(&failed, &function, now));
+        })?;
     println!("{}", metrics_line(&report, &function, now));
     Ok(report)
 }
@@ -221,12 +230,18 @@ async fn deliver(
     key: &Key,
     now: Timestamp,
 ) -> Result<Outcome, StepError> {
+    // Someone may have rotated or revoked the key since this run read it: read it again, so
+    // that a key that is no longer active does not become what services read.
+    let fresh = store.key(&key.id).await?;
+    let Some(key) = fresh.filter(|k| k.due(now) == Some(Due::Delivery)) else {
+        return Ok(Outcome::Skipped);
+    };
     let Some(pending) = &key.pending_delivery else {
         return Ok(Outcome::Skipped);
     };
     sink.promote(&pending.secret_id, &pending.version_id)
         .await?;
-    let Some(change) = secret_delivered(key, actor.clone(), now) else {
+    let Some(change) = secret_delivered(&key, actor.clone(), now) else {
         return Ok(Outcome::Skipped);
     };
     if !applied(store, &change).await? {

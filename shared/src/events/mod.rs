@@ -48,6 +48,8 @@ impl OutgoingEvent {
     /// attributes. It is not read into [`ActivityEntry`], so that an entry whose action a
     /// newer writer knows and this publisher does not (during a deploy) still goes out,
     /// unchanged. It needs only a string `action` (the `DetailType`) and an RFC 3339 `at`.
+    /// An outbox item holds the entry and the table's `pk` and `sk`, and nothing else; a
+    /// table attribute added to outbox items later must be removed here too.
     pub fn stored(mut item: serde_json::Map<String, serde_json::Value>) -> Result<Self, String> {
         for attribute in [table::PK, table::SK] {
             item.remove(attribute);

@@ -327,31 +327,35 @@ pub async fn authorize_environment(
 const ATTEMPTS: usize = 3;
 
 /// Decides a change of `key` and applies it. When the store refuses it because the key
-/// changed meanwhile, and the change was a background write that does not alter the
-/// decision (an expiry notice, a secret delivery), it reads the key again, decides again and
-/// retries, at most three times in all; any other change answers `409 conflict`. `decide`
-/// gives the outcome and the change to apply, if any.
+/// changed meanwhile, it reads the key again and decides again: a decision that now needs
+/// no change (a revoke that lost to another revoke) or refuses (a rotation that lost to
+/// another, `409 key_not_active`) answers as such. If the key changed only by a background
+/// write that does not alter the decision (an expiry notice, a secret delivery), the new
+/// decision is applied, at most three attempts in all; after any other change it answers
+/// `409 conflict`. `decide` gives the outcome and the change to apply, if any.
 pub async fn apply_deciding<T>(
     store: &dyn KeyStore,
     mut key: Key,
     decide: impl Fn(&Key) -> Result<(T, Option<crate::domain::Change>), ApiError>,
 ) -> Result<T, ApiError> {
+    let mut decided = decide(&key)?;
     for attempt in 1..=ATTEMPTS {
-        let (outcome, change) = decide(&key)?;
+        let (outcome, change) = decided;
         let Some(change) = change else {
             return Ok(outcome);
         };
         match store.apply(&change).await {
             Ok(()) => return Ok(outcome),
             Err(StoreError::Conflict) if attempt < ATTEMPTS => {
-                let fresh = store.key(&key.id).await?;
-                match fresh {
-                    Some(fresh) if fresh.decides_like(&key) => {
-                        tracing::debug!(attempt, "a background write got in first; deciding again");
-                        key = fresh;
-                    }
-                    _ => return Err(StoreError::Conflict.into()),
+                let Some(fresh) = store.key(&key.id).await? else {
+                    return Err(StoreError::Conflict.into());
+                };
+                decided = decide(&fresh)?;
+                if decided.1.is_some() && !fresh.decides_like(&key) {
+                    return Err(StoreError::Conflict.into());
                 }
+                tracing::debug!(attempt, "the key changed meanwhile; decided again");
+                key = fresh;
             }
             Err(e) => return Err(e.into()),
         }

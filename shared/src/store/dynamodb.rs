@@ -358,11 +358,15 @@ impl DynamoStore {
             match out.last_evaluated_key {
                 Some(last) if items.len() < want && read < budget => start = Some(last),
                 Some(last) if items.len() < want => {
-                    let next_cursor = match last.get(query.sk_name) {
-                        Some(AttributeValue::S(sk)) => Some(sk.clone()),
-                        _ => None,
+                    let Some(AttributeValue::S(sk)) = last.get(query.sk_name) else {
+                        return Err(StoreError::Backend(
+                            "a query stopped at an item without its sort key".into(),
+                        ));
                     };
-                    return Ok(Page { items, next_cursor });
+                    return Ok(Page {
+                        items,
+                        next_cursor: Some(sk.clone()),
+                    });
                 }
                 _ => break,
             }
