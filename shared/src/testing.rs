@@ -29,6 +29,49 @@ impl Seeded {
             settings: &self.settings,
         }
     }
+
+    /// The same, on another store, such as one that wraps this one.
+    pub fn context_on<'a>(&'a self, store: &'a dyn KeyStore) -> Context<'a> {
+        Context {
+            store,
+            settings: &self.settings,
+        }
+    }
+
+    /// A stored `orders:read` key that expires two hours after `now`, so that an expiry
+    /// notice is due on it at `now`.
+    pub async fn expiring_key(&self, now: Timestamp) -> crate::domain::Issued {
+        let input = crate::domain::NewKey {
+            name: crate::domain::KeyName::parse("expiring").expect("a valid name"),
+            kind: crate::domain::Kind::Secret,
+            scopes: crate::domain::Scopes::parse(&["orders:read"]).expect("a valid scope"),
+            expires_at: Some(now + chrono::TimeDelta::hours(2)),
+            rotation_policy: None,
+        };
+        let issued = crate::domain::create_key(&self.environment, input, Actor::operator("t"), now)
+            .expect("a valid key");
+        self.store
+            .apply(&issued.change)
+            .await
+            .expect("a fresh key is stored");
+        issued
+    }
+
+    /// The actions in a key's activity, newest first.
+    pub async fn actions(&self, id: &crate::domain::KeyId) -> Vec<&'static str> {
+        let page = crate::store::PageRequest {
+            limit: 100,
+            after: None,
+        };
+        self.store
+            .key_activity(id, &page)
+            .await
+            .expect("the activity is readable")
+            .items
+            .iter()
+            .map(|e| e.event.action().as_str())
+            .collect()
+    }
 }
 
 /// A fresh in-memory store with the environment `name` made at `now`.

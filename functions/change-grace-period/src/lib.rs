@@ -42,7 +42,6 @@ async fn change(store: &dyn KeyStore, req: &Request, now: Timestamp) -> Result<V
 #[cfg(test)]
 mod tests {
     use keyward::domain::{Actor, GracePeriod, KeyName, Kind, NewKey, Scopes, create_key, rotate};
-    use keyward::store::PageRequest;
     use keyward::testing::{Interfering, api_request, body_json, seeded};
 
     use super::*;
@@ -65,10 +64,6 @@ mod tests {
         s.store.apply(&rotated.change).await.unwrap();
 
         let store = Interfering::new(&s.store);
-        let context = Context {
-            store: &store,
-            settings: &s.settings,
-        };
         let id = issued.key.id.as_str();
         let req = api_request(
             "PUT",
@@ -77,27 +72,14 @@ mod tests {
             s.secret.expose(),
             json!({"grace_period": "1h"}),
         );
-        let response = handler(context, req, now).await;
+        let response = handler(s.context_on(&store), req, now).await;
         assert_eq!(response.status(), 200, "{:?}", body_json(&response));
         assert_eq!(
             body_json(&response)["key"]["expires_at"],
             json!(now + chrono::TimeDelta::hours(1))
         );
-        let page = PageRequest {
-            limit: 10,
-            after: None,
-        };
-        let actions: Vec<&str> = s
-            .store
-            .key_activity(&issued.key.id, &page)
-            .await
-            .unwrap()
-            .items
-            .iter()
-            .map(|e| e.event.action().as_str())
-            .collect();
         assert_eq!(
-            actions,
+            s.actions(&issued.key.id).await,
             [
                 "key.grace_period_changed",
                 "key.expiring",

@@ -123,40 +123,18 @@ mod tests {
     async fn a_revoke_that_an_expiry_notice_gets_ahead_of_decides_again_and_succeeds() {
         let now = keyward::now();
         let s = seeded("production", now).await;
-        let input = NewKey {
-            name: KeyName::parse("expiring").unwrap(),
-            kind: Kind::Secret,
-            scopes: Scopes::parse(&["orders:read"]).unwrap(),
-            expires_at: Some(now + chrono::TimeDelta::hours(2)),
-            rotation_policy: None,
-        };
-        let issued = create_key(&s.environment, input, Actor::operator("t"), now).unwrap();
-        s.store.apply(&issued.change).await.unwrap();
+        let issued = s.expiring_key(now).await;
         let store = keyward::testing::Interfering::new(&s.store);
-        let context = keyward::http::Context {
-            store: &store,
-            settings: &s.settings,
-        };
         let vars = [
             ("KEY_ID", issued.key.id.as_str()),
             ("KEY", s.secret.expose()),
         ];
-        let response = handler(context, event(REST, &vars), now).await;
+        let response = handler(s.context_on(&store), event(REST, &vars), now).await;
         assert_eq!(response.status(), 200, "{:?}", body_json(&response));
         assert_eq!(body_json(&response)["key"]["status"], "revoked");
-        let page = keyward::store::PageRequest {
-            limit: 10,
-            after: None,
-        };
-        let actions: Vec<String> = s
-            .store
-            .key_activity(&issued.key.id, &page)
-            .await
-            .unwrap()
-            .items
-            .iter()
-            .map(|e| e.event.action().as_str().to_owned())
-            .collect();
-        assert_eq!(actions, ["key.revoked", "key.expiring", "key.created"]);
+        assert_eq!(
+            s.actions(&issued.key.id).await,
+            ["key.revoked", "key.expiring", "key.created"]
+        );
     }
 }
