@@ -459,13 +459,8 @@ async fn due_keys_come_from_the_index_earliest_first(store: Arc<dyn KeyStore>) {
     );
 }
 
-/// Runs every contract case against one adapter; `$store` makes a fresh, empty store.
-/// The schedule and DynamoDB's TTL path can both see one expiry; whichever applies second
-/// loses on the key's version, so `key.expired` is recorded once.
-async fn an_expiry_seen_twice_is_recorded_once(store: Arc<dyn KeyStore>) {
-    let clock = Clock::new();
-    environment(&*store, "production", &clock).await;
-    let made = clock.now();
+/// A stored `orders:read` key of `production` that expires an hour after `made`.
+async fn short_lived_key(store: &dyn KeyStore, made: DateTime<Utc>) -> Issued {
     let input = NewKey {
         name: KeyName::parse("short-lived").unwrap(),
         kind: Kind::Secret,
@@ -475,6 +470,16 @@ async fn an_expiry_seen_twice_is_recorded_once(store: Arc<dyn KeyStore>) {
     };
     let issued = create_key(&env("production"), input, actor(), made).unwrap();
     store.apply(&issued.change).await.unwrap();
+    issued
+}
+
+/// The schedule and DynamoDB's TTL path can both see one expiry; whichever applies second
+/// loses on the key's version, so `key.expired` is recorded once.
+async fn an_expiry_seen_twice_is_recorded_once(store: Arc<dyn KeyStore>) {
+    let clock = Clock::new();
+    environment(&*store, "production", &clock).await;
+    let made = clock.now();
+    let issued = short_lived_key(&*store, made).await;
     let later = made + TimeDelta::hours(2);
     let by_schedule = keyward::domain::expiry_notice(&issued.key, actor(), later).unwrap();
     let by_ttl = keyward::domain::expiry_notice(
@@ -501,6 +506,7 @@ async fn an_expiry_seen_twice_is_recorded_once(store: Arc<dyn KeyStore>) {
     assert_eq!(expired[0].id, by_schedule.activity.id);
 }
 
+/// Runs every contract case against one adapter; `$store` makes a fresh, empty store.
 macro_rules! contract {
     ($adapter:ident, $store:expr) => {
         mod $adapter {
@@ -578,15 +584,7 @@ async fn recording_an_expiry_after_ttl_removed_the_hash_item_does_not_bring_it_b
     let made = create_environment(&env("production"), actor(), clock.now());
     store.apply(&made.change).await.unwrap();
     let created = clock.now();
-    let input = NewKey {
-        name: KeyName::parse("short-lived").unwrap(),
-        kind: Kind::Secret,
-        scopes: Scopes::parse(&["orders:read"]).unwrap(),
-        expires_at: Some(created + TimeDelta::hours(1)),
-        rotation_policy: None,
-    };
-    let issued = create_key(&env("production"), input, actor(), created).unwrap();
-    store.apply(&issued.change).await.unwrap();
+    let issued = short_lived_key(&store, created).await;
     let hash_item = [
         (
             keyward::store::dynamodb::table::PK.to_owned(),

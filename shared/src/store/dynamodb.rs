@@ -730,7 +730,7 @@ impl KeyStore for DynamoStore {
     /// without it, so that nothing brings back what TTL removed.
     async fn apply(&self, change: &Change) -> Result<(), StoreError> {
         let (items, hash_updates) = self.writes(change)?;
-        let gone = match self.transact(items.clone()).await {
+        let gone = match self.transact(items).await {
             Ok(()) => return Ok(()),
             Err(Transaction::Failed(e)) => return Err(e),
             Err(Transaction::Cancelled(failed)) => {
@@ -740,6 +740,8 @@ impl KeyStore for DynamoStore {
                 failed
             }
         };
+        // Rare: build the items again rather than keep a copy of every transaction.
+        let (items, _) = self.writes(change)?;
         let rest = items
             .into_iter()
             .enumerate()
