@@ -43,9 +43,11 @@ async fn table_with_a_lifecycle() -> (DynamoStore, Vec<String>) {
     store.apply(&env.change).await.expect("an environment");
     let admin = &env.secret;
     let settings = keyward::http::Settings::default();
+    let secrets = keyward::secrets::SecretsManagerSink::from_config(&keyward::aws::config().await);
     let context = keyward::http::Context {
         store: &store,
         settings: &settings,
+        secrets: &secrets,
     };
     let created = create_key::handler(
         context,

@@ -481,32 +481,54 @@ fn the_exported_authorizer_serves_one_named_environment_and_closes_unlisted_rout
     );
 }
 
+/// The Secrets Manager actions a delivery takes (`keyward::secrets::SecretsManagerSink`).
+const DELIVERY_ACTIONS: [&str; 4] = [
+    "secretsmanager:CreateSecret",
+    "secretsmanager:DescribeSecret",
+    "secretsmanager:PutSecretValue",
+    "secretsmanager:UpdateSecretVersionStage",
+];
+
 #[test]
-fn scheduled_rotation_may_write_only_secrets_under_the_prefix() {
+fn only_the_functions_that_rotate_may_write_secrets_and_only_under_the_prefix() {
     let template = template();
-    let mut resources_granted = Vec::new();
-    let statements =
-        resources(&template)["ScheduledRotation"]["Properties"]["Policies"][0]["Statement"]
-            .as_sequence()
-            .unwrap();
-    for statement in statements {
-        let actions: Vec<&str> = statement["Action"]
-            .as_sequence()
-            .unwrap()
+    let mut writers = BTreeMap::new();
+    for (resource, function) in functions(&template) {
+        let Some(policies) = function["Properties"]["Policies"].as_sequence() else {
+            continue;
+        };
+        for statement in policies
             .iter()
-            .filter_map(Value::as_str)
-            .collect();
-        if actions.iter().any(|a| a.starts_with("secretsmanager:")) {
-            resources_granted.push(tagged(&statement["Resource"]));
+            .filter_map(|p| p["Statement"].as_sequence())
+            .flatten()
+        {
+            let actions: Vec<&str> = match &statement["Action"] {
+                Value::Sequence(list) => list.iter().filter_map(Value::as_str).collect(),
+                other => other.as_str().into_iter().collect(),
+            };
+            if actions.iter().any(|a| a.starts_with("secretsmanager:")) {
+                let granted =
+                    writers.insert(resource.clone(), (actions, tagged(&statement["Resource"])));
+                assert!(
+                    granted.is_none(),
+                    "{resource}: one statement grants secrets"
+                );
+            }
         }
     }
+    let expected_resource = Some((
+        "!Sub".to_owned(),
+        "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${SecretNamePrefix}*".to_owned(),
+    ));
     assert_eq!(
-        resources_granted,
-        [Some((
-            "!Sub".to_owned(),
-            "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${SecretNamePrefix}*".to_owned()
-        ))]
+        writers.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["RotateKey", "ScheduledRotation"],
+        "the two functions that rotate keys with a policy deliver their secrets"
     );
+    for (resource, (actions, granted_on)) in writers {
+        assert_eq!(actions, DELIVERY_ACTIONS, "{resource}");
+        assert_eq!(granted_on, expected_resource, "{resource}");
+    }
 }
 
 #[test]

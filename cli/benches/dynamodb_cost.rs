@@ -22,6 +22,7 @@ use aws_sdk_dynamodb::operation::query::QueryOutput;
 use aws_sdk_dynamodb::types::AttributeValue;
 use keyward::domain::{Actor, EnvName, create_environment};
 use keyward::http::{Context, Handler, Settings};
+use keyward::secrets::SecretsManagerSink;
 use keyward::store::DynamoStore;
 use keyward::testing::api_request as request;
 use serde_json::{Value, json};
@@ -173,9 +174,11 @@ async fn measure(
 ) -> (Value, Vec<Call>) {
     recorder.calls.lock().unwrap().clear();
     let settings = Settings::default();
+    let secrets = SecretsManagerSink::from_config(&keyward::aws::config().await);
     let context = Context {
         store,
         settings: &settings,
+        secrets: &secrets,
     };
     let response = handler(context, req, keyward::now()).await;
     assert!(response.status().is_success(), "{}", response.status());
@@ -230,6 +233,22 @@ async fn main() {
     let secret = last["secret"].as_str().unwrap().to_owned();
     let key = [("key_id", id.as_str())];
     let default_key = [("key_id", env.key.id.as_str())];
+    let policy =
+        json!({"every": "P30D", "grace_period": "24h", "secret_id": "keyward/production/cost"});
+    let (with_policy, _) = measure(
+        &store,
+        &recorder,
+        create_key::handler,
+        request(
+            "POST",
+            &[("env", "production")],
+            &[],
+            &admin,
+            json!({"name": "with a policy", "scopes": ["orders:read"], "rotation_policy": policy}),
+        ),
+    )
+    .await;
+    let policy_key = [("key_id", with_policy["key"]["id"].as_str().unwrap())];
     let steps: Vec<(&str, Handler, lambda_http::Request)> = vec![
         (
             "verify",
@@ -240,6 +259,17 @@ async fn main() {
             "rotate",
             rotate_key::handler,
             request("POST", &key, &[], &admin, json!({"grace_period": "24h"})),
+        ),
+        (
+            "rotate a key with a policy (its secret delivered)",
+            rotate_key::handler,
+            request(
+                "POST",
+                &policy_key,
+                &[],
+                &admin,
+                json!({"grace_period": "24h"}),
+            ),
         ),
         (
             "rotate the default key",

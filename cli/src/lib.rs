@@ -202,11 +202,13 @@ pub async fn run_schedule(store: &dyn KeyStore, sink: &dyn SecretSink, period: D
     }
 }
 
-/// Serves the HTTP API on `listener` until the process ends.
+/// Serves the HTTP API on `listener` until the process ends; rotations of keys with a policy
+/// deliver to `secrets`.
 pub async fn serve(
     listener: TcpListener,
     store: Arc<dyn KeyStore>,
     settings: Settings,
+    secrets: Arc<dyn SecretSink>,
 ) -> std::io::Result<()> {
     let settings = Arc::new(settings);
     loop {
@@ -217,14 +219,23 @@ pub async fn serve(
                 continue;
             }
         };
-        let (store, settings) = (Arc::clone(&store), Arc::clone(&settings));
+        let (store, settings, secrets) = (
+            Arc::clone(&store),
+            Arc::clone(&settings),
+            Arc::clone(&secrets),
+        );
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                let (store, settings) = (Arc::clone(&store), Arc::clone(&settings));
+                let (store, settings, secrets) = (
+                    Arc::clone(&store),
+                    Arc::clone(&settings),
+                    Arc::clone(&secrets),
+                );
                 async move {
                     let context = Context {
                         store: &*store,
                         settings: &settings,
+                        secrets: &*secrets,
                     };
                     Ok::<_, Infallible>(handle(context, req).await)
                 }

@@ -27,10 +27,11 @@ STORE is sqlite:PATH (default sqlite:keyward.db) or dynamodb:TABLE; --db PATH is
 --store sqlite:PATH. DynamoDB is reached through the standard AWS variables (AWS_ENDPOINT_URL,
 AWS_REGION, credentials). serve listens on 127.0.0.1:8080 unless --listen says otherwise.
 
-serve also runs the scheduled rotation every 60 seconds (or --schedule-every), and delivers
-each new secret to Secrets Manager when AWS_ENDPOINT_URL is set or the store is DynamoDB, and
-otherwise to the file keyward-secrets.json (or --secrets-file), which it keeps at mode 0600.
---no-schedule turns it off, for a second serve on the same store or a store you only inspect.";
+serve also runs the scheduled rotation every 60 seconds (or --schedule-every). Every rotation
+of a key with a rotation policy, scheduled or by hand, delivers its new secret to Secrets
+Manager when AWS_ENDPOINT_URL is set or the store is DynamoDB, and otherwise to the file
+keyward-secrets.json (or --secrets-file), which it keeps at mode 0600. --no-schedule turns
+the schedule off, for a second serve on the same store or a store you only inspect.";
 
 /// The local secrets file, when secrets go to a file and no other is named.
 const SECRETS_FILE: &str = "keyward-secrets.json";
@@ -148,14 +149,14 @@ async fn stream_publisher(table: &str) -> Result<(StreamPoller, EventBridgeBus),
     Ok((poller, bus))
 }
 
-/// Where `serve`'s schedule delivers secrets: a file named on the command line, else Secrets
+/// Where `serve`'s rotations deliver secrets: a file named on the command line, else Secrets
 /// Manager when AWS is in use, else the default file.
 async fn secret_sink(store: &StoreConfig, file: Option<PathBuf>) -> Box<dyn SecretSink> {
     let aws =
         std::env::var_os("AWS_ENDPOINT_URL").is_some() || matches!(store, StoreConfig::DynamoDb(_));
     match file {
         None if aws => {
-            println!("Scheduled rotation delivers secrets to Secrets Manager.");
+            println!("Rotations of keys with a policy deliver secrets to Secrets Manager.");
             Box::new(SecretsManagerSink::from_config(
                 &keyward::aws::config().await,
             ))
@@ -163,7 +164,7 @@ async fn secret_sink(store: &StoreConfig, file: Option<PathBuf>) -> Box<dyn Secr
         file => {
             let path = file.unwrap_or_else(|| PathBuf::from(SECRETS_FILE));
             println!(
-                "Scheduled rotation delivers secrets to {} (mode 0600).",
+                "Rotations of keys with a policy deliver secrets to {} (mode 0600).",
                 path.display()
             );
             Box::new(FileSink::new(path))
@@ -219,17 +220,13 @@ async fn run(args: Args) -> Result<(), String> {
                     Err(e) => return Err(error_chain(&e)),
                 }
             }
-            let schedule = match schedule_every {
-                Some(period) => {
-                    let sink = secret_sink(&args.store, secrets_file).await;
-                    let sink = PrefixedSink::new(sink, settings.secret_prefix.clone());
-                    Some((sink, period))
-                }
-                None => {
-                    println!("Scheduled rotation is off.");
-                    None
-                }
-            };
+            let secrets: Arc<dyn SecretSink> = Arc::new(PrefixedSink::new(
+                secret_sink(&args.store, secrets_file).await,
+                settings.secret_prefix.clone(),
+            ));
+            if schedule_every.is_none() {
+                println!("Scheduled rotation is off.");
+            }
             let listener = tokio::net::TcpListener::bind(&listen)
                 .await
                 .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
@@ -237,8 +234,8 @@ async fn run(args: Args) -> Result<(), String> {
             println!("keyward is listening on http://{addr}");
             std::io::stdout().flush().map_err(|e| e.to_string())?;
             let scheduling = async {
-                match &schedule {
-                    Some((sink, period)) => run_schedule(&*store, sink, *period).await,
+                match schedule_every {
+                    Some(period) => run_schedule(&*store, &*secrets, period).await,
                     None => std::future::pending().await,
                 }
             };
@@ -249,7 +246,7 @@ async fn run(args: Args) -> Result<(), String> {
                 }
             };
             tokio::select! {
-                served = serve(listener, Arc::clone(&store), settings) => served.map_err(|e| e.to_string()),
+                served = serve(listener, Arc::clone(&store), settings, Arc::clone(&secrets)) => served.map_err(|e| e.to_string()),
                 () = publishing => Ok(()),
                 () = scheduling => Ok(()),
                 _ = tokio::signal::ctrl_c() => Ok(()),

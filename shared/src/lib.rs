@@ -4,6 +4,7 @@
 //! and `http` maps requests and domain outcomes to API Gateway responses.
 
 pub mod aws;
+pub mod delivery;
 pub mod domain;
 pub mod events;
 pub mod http;

@@ -1,13 +1,18 @@
 //! Helpers for handler tests in the function crates (feature `testing`): a store seeded with
 //! an environment, and real API Gateway event fixtures with placeholders filled in.
 
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use lambda_http::{Body, Request, Response};
 
 use crate::domain::{Actor, EnvName, Key, Secret, Timestamp, create_environment};
 use crate::http::{Context, Settings};
+use crate::secrets::{FileSink, PrefixedSink};
 use crate::store::{KeyStore, SqliteStore};
 
-/// An in-memory store holding one environment and its default key.
+/// An in-memory store holding one environment and its default key, with a secrets file of
+/// its own.
 pub struct Seeded {
     /// The store.
     pub store: SqliteStore,
@@ -19,14 +24,25 @@ pub struct Seeded {
     pub secret: Secret,
     /// The default settings, as a function has them when no variable changes them.
     pub settings: Settings,
+    /// Where rotations deliver secrets: [`Seeded::secrets_file`], under the default prefix.
+    pub secrets: PrefixedSink,
+    /// The secrets file, removed when this is dropped.
+    pub secrets_file: PathBuf,
+}
+
+impl Drop for Seeded {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.secrets_file);
+    }
 }
 
 impl Seeded {
-    /// What a handler is called with: this store and the default settings.
+    /// What a handler is called with: this store, the default settings and the secrets file.
     pub fn context(&self) -> Context<'_> {
         Context {
             store: &self.store,
             settings: &self.settings,
+            secrets: &self.secrets,
         }
     }
 
@@ -35,18 +51,44 @@ impl Seeded {
         Context {
             store,
             settings: &self.settings,
+            secrets: &self.secrets,
         }
     }
 
     /// A stored `orders:read` key that expires two hours after `now`, so that an expiry
     /// notice is due on it at `now`.
     pub async fn expiring_key(&self, now: Timestamp) -> crate::domain::Issued {
+        self.orders_key(
+            "expiring",
+            Some(now + chrono::TimeDelta::hours(2)),
+            None,
+            now,
+        )
+        .await
+    }
+
+    /// A stored `orders:read` key whose policy rotates it every 30 days into `secret_id`,
+    /// stored as it is: the prefix rule is not applied, as for a policy written before it.
+    pub async fn policy_key(&self, secret_id: &str, now: Timestamp) -> crate::domain::Issued {
+        let policy =
+            serde_json::json!({"every": "P30D", "grace_period": "24h", "secret_id": secret_id});
+        let policy = crate::domain::RotationPolicy::from_json(&policy).expect("a valid policy");
+        self.orders_key("billing", None, Some(policy), now).await
+    }
+
+    async fn orders_key(
+        &self,
+        name: &str,
+        expires_at: Option<Timestamp>,
+        rotation_policy: Option<crate::domain::RotationPolicy>,
+        now: Timestamp,
+    ) -> crate::domain::Issued {
         let input = crate::domain::NewKey {
-            name: crate::domain::KeyName::parse("expiring").expect("a valid name"),
+            name: crate::domain::KeyName::parse(name).expect("a valid name"),
             kind: crate::domain::Kind::Secret,
             scopes: crate::domain::Scopes::parse(&["orders:read"]).expect("a valid scope"),
-            expires_at: Some(now + chrono::TimeDelta::hours(2)),
-            rotation_policy: None,
+            expires_at,
+            rotation_policy,
         };
         let issued = crate::domain::create_key(&self.environment, input, Actor::operator("t"), now)
             .expect("a valid key");
@@ -83,12 +125,25 @@ pub async fn seeded(name: &str, now: Timestamp) -> Seeded {
         .apply(&issued.change)
         .await
         .expect("a fresh store accepts the environment");
+    static SEEDED: AtomicUsize = AtomicUsize::new(0);
+    let secrets_file = std::env::temp_dir().join(format!(
+        "keyward-seeded-{}-{}.json",
+        std::process::id(),
+        SEEDED.fetch_add(1, Ordering::Relaxed)
+    ));
+    let settings = Settings::default();
+    let secrets = PrefixedSink::new(
+        Box::new(FileSink::new(secrets_file.clone())),
+        settings.secret_prefix.clone(),
+    );
     Seeded {
         store,
         environment,
         key: issued.key,
         secret: issued.secret,
-        settings: Settings::default(),
+        settings,
+        secrets,
+        secrets_file,
     }
 }
 

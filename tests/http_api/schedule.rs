@@ -138,22 +138,17 @@ fn serve_rotates_an_overdue_key_and_delivers_its_secret(backend: Backend) {
 }
 
 #[test]
-fn serve_says_where_secrets_go_or_that_its_schedule_is_off() {
+fn serve_says_where_secrets_go_and_whether_its_schedule_is_on() {
     let on = Server::start_with(Backend::Sqlite, &["--schedule-every", "60"]);
-    let delivery = format!(
-        "Scheduled rotation delivers secrets to {} (mode 0600).",
-        on.secrets_file().display()
-    );
-    assert!(on.banner.contains(&delivery), "{:?}", on.banner);
     let off = Server::start(Backend::Sqlite);
-    assert!(
-        off.banner.iter().any(|l| l == "Scheduled rotation is off."),
-        "{:?}",
-        off.banner
-    );
-    assert!(
-        !off.banner.iter().any(|l| l.contains("delivers secrets")),
-        "{:?}",
-        off.banner
-    );
+    for server in [&on, &off] {
+        let delivery = format!(
+            "Rotations of keys with a policy deliver secrets to {} (mode 0600).",
+            server.secrets_file().display()
+        );
+        assert!(server.banner.contains(&delivery), "{:?}", server.banner);
+    }
+    let says_off = |s: &Server| s.banner.iter().any(|l| l == "Scheduled rotation is off.");
+    assert!(says_off(&off), "{:?}", off.banner);
+    assert!(!says_off(&on), "{:?}", on.banner);
 }

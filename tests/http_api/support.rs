@@ -85,7 +85,7 @@ impl Server {
     }
 
     /// Starts `serve` on a fresh store with these options, its scheduled rotation on unless
-    /// they turn it off. On SQLite, the schedule delivers secrets to a file in the server's
+    /// they turn it off. On SQLite, rotations deliver secrets to a file in the server's
     /// folder; on DynamoDB, to Secrets Manager on the same endpoint.
     pub fn start_with(backend: Backend, options: &[&str]) -> Self {
         let dir = fresh_dir();

@@ -17,3 +17,49 @@ async fn get(store: &dyn KeyStore, req: &Request, now: Timestamp) -> Result<Valu
     let (_, key) = authorize_key(store, req, now, Scope::KEYS_READ).await?;
     Ok(json!({"key": KeyView::new(&key, now)}))
 }
+
+#[cfg(test)]
+mod tests {
+    use keyward::domain::{Actor, delivery_failed, rotate};
+    use keyward::testing::{api_request, body_json, seeded};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_key_shows_its_pending_delivery_and_its_failed_deliveries() {
+        let now = keyward::now();
+        let s = seeded("production", now).await;
+        let secret_id = "keyward/production/billing";
+        let issued = s.policy_key(secret_id, now).await;
+        let grace = keyward::domain::GracePeriod::parse("1h").unwrap();
+        let rotated = rotate(&issued.key, grace, Actor::operator("t"), now).unwrap();
+        s.store.apply(&rotated.change).await.unwrap();
+        let failed = delivery_failed(&rotated.key, secret_id, Actor::schedule("rule"), now);
+        s.store.apply(&failed).await.unwrap();
+
+        let get = |id: &str| {
+            api_request(
+                "GET",
+                &[("key_id", id)],
+                &[],
+                s.secret.expose(),
+                Value::Null,
+            )
+        };
+        let response = handler(s.context(), get(rotated.key.id.as_str()), now).await;
+        assert_eq!(response.status(), 200);
+        let key = &body_json(&response)["key"];
+        assert_eq!(
+            key["pending_delivery"],
+            json!({"secret_id": secret_id, "version_id": format!("keyward-{}", rotated.key.id)})
+        );
+        assert_eq!(
+            key["delivery_failures"],
+            json!({"count": 1, "last_failed_at": now, "retry_at": now + keyward::domain::FIRST_RETRY_WAIT})
+        );
+        let previous = handler(s.context(), get(issued.key.id.as_str()), now).await;
+        let previous = &body_json(&previous)["key"];
+        assert_eq!(previous["pending_delivery"], Value::Null);
+        assert_eq!(previous["delivery_failures"], Value::Null);
+    }
+}

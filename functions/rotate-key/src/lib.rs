@@ -1,11 +1,15 @@
 //! `POST /v1/keys/{key_id}/rotate`: replaces an active key with a new one, and gives the old
-//! key a grace period (scope `keys:write`).
+//! key a grace period (scope `keys:write`). The new secret of a key with a rotation policy is
+//! delivered to the policy's secret in the steps of `keyward::delivery`, before the answer.
 
-use keyward::domain::{GracePeriod, Timestamp, rotate};
+use keyward::delivery;
+use keyward::domain::{GracePeriod, Key, Rotated, Timestamp, rotate};
+use keyward::error_chain;
 use keyward::http::{
-    ApiError, Context, HandlerFuture, KeyView, apply_deciding, authorize_change, json_body, respond,
+    ApiError, Context, HandlerFuture, KeyView, Prepare, apply_prepared, authorize_change,
+    json_body, respond,
 };
-use keyward::store::KeyStore;
+use keyward::secrets::SecretSink;
 use lambda_http::Request;
 use lambda_http::http::StatusCode;
 use serde::Deserialize;
@@ -21,34 +25,70 @@ struct RotateBody {
 
 /// The Lambda handler.
 pub fn handler(context: Context<'_>, req: Request, now: Timestamp) -> HandlerFuture<'_> {
-    Box::pin(async move {
-        respond(
-            StatusCode::CREATED,
-            rotate_key(context.store, &req, now).await,
-        )
-    })
+    Box::pin(async move { respond(StatusCode::CREATED, rotate_key(context, &req, now).await) })
+}
+
+/// `502`: the new secret could not be stored in the policy's secret, so nothing was rotated.
+fn not_staged() -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        "secret_delivery_failed",
+        "the new key could not be stored in the secret its rotation policy names, so the key \
+         was not rotated; try again, or correct the policy",
+    )
+}
+
+/// Step 1 of a delivery, before each attempt to commit a rotation.
+struct Stage<'a> {
+    secrets: &'a dyn SecretSink,
+    now: Timestamp,
+}
+
+#[async_trait::async_trait]
+impl Prepare<Rotated> for Stage<'_> {
+    async fn prepare(&self, rotated: &Rotated) -> Result<(), ApiError> {
+        delivery::stage(self.secrets, rotated, self.now)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %error_chain(&e), "the new secret could not be staged");
+                not_staged()
+            })
+    }
 }
 
 #[tracing::instrument(skip_all, fields(caller, key_id, new_key_id))]
 async fn rotate_key(
-    store: &dyn KeyStore,
+    context: Context<'_>,
     req: &Request,
     now: Timestamp,
 ) -> Result<Value, ApiError> {
+    let (store, secrets) = (context.store, context.secrets);
     let (caller, key) = authorize_change(store, req, now).await?;
     let body: RotateBody = json_body(req, SHAPE)?;
     let grace = GracePeriod::from_json(&body.grace_period)?;
-    let rotated = apply_deciding(store, key, |key| {
-        let rotated = rotate(key, grace, caller.actor(), now)?;
+    let actor = caller.actor();
+    let decide = |key: &Key| {
+        let rotated = rotate(key, grace, actor.clone(), now)?;
         caller.require_lifetime(rotated.key.expires_at)?;
         let change = rotated.change.clone();
         Ok((rotated, Some(change)))
-    })
-    .await?;
+    };
+    let rotated = apply_prepared(store, key, decide, &Stage { secrets, now }).await?;
     tracing::Span::current().record("new_key_id", rotated.key.id.as_str());
     tracing::info!(grace_period = %grace, "key rotated");
+    let mut new_key = rotated.key.clone();
+    if new_key.pending_delivery.is_some() {
+        match delivery::finish(store, secrets, &new_key.id, &actor, now).await {
+            Ok(Some(delivered)) => new_key = delivered,
+            Ok(None) => {}
+            Err(e) => tracing::warn!(
+                error = %error_chain(&e),
+                "the rotation is committed; scheduled rotation finishes its delivery"
+            ),
+        }
+    }
     Ok(json!({
-        "key": KeyView::new(&rotated.key, now),
+        "key": KeyView::new(&new_key, now),
         "secret": rotated.secret.expose(),
         "previous": KeyView::new(&rotated.previous, now),
     }))
@@ -57,10 +97,49 @@ async fn rotate_key(
 #[cfg(test)]
 mod tests {
     use keyward::domain::PresentedKey;
-    use keyward::store::KeyLookup;
+    use keyward::store::{KeyLookup, KeyStore};
     use keyward::testing::{body_json, event, seeded};
 
     use super::*;
+
+    #[tokio::test]
+    async fn a_policy_keys_new_secret_is_current_in_its_secret_before_the_answer() {
+        let now = keyward::now();
+        let s = seeded("production", now).await;
+        let key = s.policy_key("keyward/production/billing", now).await.key;
+        let vars = [("KEY_ID", key.id.as_str()), ("KEY", s.secret.expose())];
+        let response = handler(s.context(), event(REST, &vars), now).await;
+        assert_eq!(response.status(), 201, "{:?}", body_json(&response));
+        let body = body_json(&response);
+        assert_eq!(body["key"]["pending_delivery"], Value::Null, "delivered");
+        let file: Value = serde_json::from_slice(&std::fs::read(&s.secrets_file).unwrap()).unwrap();
+        let current = &file["keyward/production/billing"]["current"]["value"];
+        assert_eq!(current["key_id"], body["key"]["id"]);
+        assert_eq!(current["secret"], body["secret"]);
+        let new_id = body["key"]["id"].as_str().unwrap();
+        let new_id = keyward::domain::KeyId::parse(new_id).unwrap();
+        assert_eq!(
+            s.actions(&new_id).await,
+            ["key.secret_delivered", "key.rotated"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_secret_that_cannot_be_written_rotates_nothing_and_says_so() {
+        let now = keyward::now();
+        let s = seeded("production", now).await;
+        let key = s.policy_key("keyward/staging/billing", now).await.key;
+        let vars = [("KEY_ID", key.id.as_str()), ("KEY", s.secret.expose())];
+        let response = handler(s.context(), event(REST, &vars), now).await;
+        assert_eq!(response.status(), 502);
+        let body = body_json(&response);
+        assert_eq!(body["error"]["code"], "secret_delivery_failed");
+        assert!(!body.to_string().contains("staging"), "{body}");
+        let stored = s.store.key(&key.id).await.unwrap().unwrap();
+        assert_eq!(stored, key, "nothing changed");
+        assert_eq!(s.actions(&key.id).await, ["key.created"]);
+        assert!(!s.secrets_file.exists(), "nothing was written");
+    }
 
     const REST: &str = include_str!("../fixtures/rest.json");
     const HTTP: &str = include_str!("../fixtures/http.json");

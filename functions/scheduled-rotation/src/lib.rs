@@ -3,25 +3,19 @@
 //! the new secret, finishes a delivery that an earlier run did not, or records the expiry
 //! notice that is due (`key.expiring` within 24 hours and within an hour, then `key.expired`).
 //!
-//! A rotation takes four steps, each safe to repeat:
-//! 1. store the new secret as a pending version of the policy's secret;
-//! 2. commit the rotation, on the condition that the key is still at the version read (the new
-//!    key records that its delivery is pending, which keeps it due);
-//! 3. make the pending version current;
-//! 4. record the delivery (`key.secret_delivered`), which takes the key off the schedule.
-//!
-//! A crash before step 2 leaves an unused pending version and the key still due, so the next
-//! run rotates it; a crash after it leaves a key whose pending delivery the next run finishes.
-//! Overlapping runs cannot both commit step 2. One key's failure is logged and counted, and
-//! does not stop the others.
+//! A rotation delivers its new secret in the four steps of `keyward::delivery`, each safe to
+//! repeat; a crash before the commit leaves the key due, so the next run rotates it, and a
+//! crash after it leaves a key whose pending delivery the next run finishes. Overlapping runs
+//! cannot both commit. One key's failure is logged and counted, and does not stop the others;
+//! a secret that cannot be written is recorded on its key, which then waits before the next
+//! attempt (`keyward::domain::DeliveryFailures`), so failing keys never crowd out the rest.
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use futures_util::StreamExt;
-use keyward::domain::{
-    Actor, Due, ExpiryStage, Key, Timestamp, expiry_notice, scheduled_rotation, secret_delivered,
-};
+use keyward::delivery::{self, DeliveryError};
+use keyward::domain::{Actor, Due, ExpiryStage, Key, Timestamp, expiry_notice, scheduled_rotation};
 use keyward::error_chain;
-use keyward::secrets::{SecretSink, SecretValue};
+use keyward::secrets::SecretSink;
 use keyward::store::{KeyStore, StoreError};
 use lambda_http::lambda_runtime::{Error, LambdaEvent};
 use serde::Serialize;
@@ -64,6 +58,8 @@ enum StepError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Secret(#[from] keyward::secrets::SecretError),
+    #[error(transparent)]
+    Delivery(#[from] DeliveryError),
     #[error(transparent)]
     Lifecycle(#[from] keyward::domain::LifecycleError),
 }
@@ -135,7 +131,19 @@ pub async fn run(
     actor: &Actor,
     now: Timestamp,
 ) -> Result<Report, StoreError> {
-    let keys = store.due_keys(now, MAX_KEYS_PER_RUN).await?;
+    run_at_most(store, sink, actor, now, MAX_KEYS_PER_RUN).await
+}
+
+/// [`run`], handling at most `limit` keys: a test scales a run down to what an emulator
+/// can hold.
+pub async fn run_at_most(
+    store: &dyn KeyStore,
+    sink: &dyn SecretSink,
+    actor: &Actor,
+    now: Timestamp,
+    limit: usize,
+) -> Result<Report, StoreError> {
+    let keys = store.due_keys(now, limit).await?;
     let found = keys.len();
     let outcomes: Vec<Result<Outcome, StepError>> = futures_util::stream::iter(keys)
         .map(|key| async move {
@@ -194,22 +202,23 @@ async fn step(
     tracing::debug!(key_id = %key.id, due = ?key.due(now), "handling a due key");
     match key.due(now) {
         None => Ok(Outcome::Skipped),
-        Some(Due::Delivery) => deliver(store, sink, actor, key, now).await,
+        Some(Due::Delivery) => match delivery::finish(store, sink, &key.id, actor, now).await? {
+            Some(_) => Ok(Outcome::Delivered),
+            None => Ok(Outcome::Skipped),
+        },
         Some(Due::Rotation) => {
             let rotated = scheduled_rotation(key, actor.clone(), now)?;
-            let pending = rotated
-                .key
-                .pending_delivery
-                .as_ref()
-                .expect("a scheduled rotation leaves its delivery pending");
-            let value = SecretValue::new(&rotated.key.id, &rotated.secret, &key.environment, now);
-            sink.put_pending(&pending.secret_id, &pending.version_id, &value)
-                .await?;
+            if let Err(e) = delivery::stage(sink, &rotated, now).await {
+                if let Some(policy) = &key.rotation_policy {
+                    delivery::record_failure(store, key, &policy.secret_id, actor, now).await;
+                }
+                return Err(e.into());
+            }
             if !applied(store, &rotated.change).await? {
                 return Ok(Outcome::Skipped);
             }
             tracing::info!(key_id = %key.id, new_key_id = %rotated.key.id, "key rotated on schedule");
-            deliver(store, sink, actor, &rotated.key, now).await?;
+            delivery::finish(store, sink, &rotated.key.id, actor, now).await?;
             Ok(Outcome::Rotated)
         }
         Some(Due::Notice(stage)) => match expiry_notice(key, actor.clone(), now) {
@@ -220,35 +229,6 @@ async fn step(
             _ => Ok(Outcome::Skipped),
         },
     }
-}
-
-/// Makes a rotated key's pending secret current, then records that it was delivered.
-async fn deliver(
-    store: &dyn KeyStore,
-    sink: &dyn SecretSink,
-    actor: &Actor,
-    key: &Key,
-    now: Timestamp,
-) -> Result<Outcome, StepError> {
-    // Someone may have rotated or revoked the key since this run read it: read it again, so
-    // that a key that is no longer active does not become what services read.
-    let fresh = store.key(&key.id).await?;
-    let Some(key) = fresh.filter(|k| k.due(now) == Some(Due::Delivery)) else {
-        return Ok(Outcome::Skipped);
-    };
-    let Some(pending) = &key.pending_delivery else {
-        return Ok(Outcome::Skipped);
-    };
-    sink.promote(&pending.secret_id, &pending.version_id)
-        .await?;
-    let Some(change) = secret_delivered(&key, actor.clone(), now) else {
-        return Ok(Outcome::Skipped);
-    };
-    if !applied(store, &change).await? {
-        return Ok(Outcome::Skipped);
-    }
-    tracing::info!(key_id = %key.id, secret_id = %pending.secret_id, "secret delivered");
-    Ok(Outcome::Delivered)
 }
 
 #[cfg(test)]

@@ -142,6 +142,17 @@ pub enum Event {
         /// The version that holds it.
         version_id: String,
     },
+    /// A key's new secret could not be delivered to its policy's secret; the schedule tries
+    /// again at `retry_at`.
+    #[serde(rename = "key.secret_delivery_failed")]
+    SecretDeliveryFailed {
+        /// The secret (name or ARN) that could not be written or made current.
+        secret_id: String,
+        /// How many deliveries failed in a row.
+        failures: u32,
+        /// When the schedule tries again.
+        retry_at: Timestamp,
+    },
 }
 
 impl Event {
@@ -156,6 +167,7 @@ impl Event {
             Event::Expiring { .. } => Action::Expiring,
             Event::RotationPolicyChanged { .. } => Action::RotationPolicyChanged,
             Event::SecretDelivered { .. } => Action::SecretDelivered,
+            Event::SecretDeliveryFailed { .. } => Action::SecretDeliveryFailed,
         }
     }
 }
@@ -179,10 +191,12 @@ pub enum Action {
     RotationPolicyChanged,
     /// `key.secret_delivered`
     SecretDelivered,
+    /// `key.secret_delivery_failed`
+    SecretDeliveryFailed,
 }
 
 impl Action {
-    const ALL: [Action; 8] = [
+    const ALL: [Action; 9] = [
         Action::Created,
         Action::Rotated,
         Action::GracePeriodChanged,
@@ -191,6 +205,7 @@ impl Action {
         Action::Expiring,
         Action::RotationPolicyChanged,
         Action::SecretDelivered,
+        Action::SecretDeliveryFailed,
     ];
 
     /// The action's name, such as `key.rotated`.
@@ -204,6 +219,7 @@ impl Action {
             Action::Expiring => "key.expiring",
             Action::RotationPolicyChanged => "key.rotation_policy_changed",
             Action::SecretDelivered => "key.secret_delivered",
+            Action::SecretDeliveryFailed => "key.secret_delivery_failed",
         }
     }
 

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::Timestamp;
 use super::grace::{GracePeriod, RotationInterval};
 use super::names::{EnvName, InputError, KeyId, KeyName, Kind, Scopes};
-use super::schedule::{ExpiryNotice, PendingDelivery};
+use super::schedule::{DeliveryFailures, ExpiryNotice, PendingDelivery};
 use super::token::KeyHash;
 
 /// Where a key is in its life. It is derived from the record and the time, never stored.
@@ -217,6 +217,9 @@ pub struct Key {
     /// A scheduled rotation's secret that is not yet the current version of its secret.
     #[serde(default)]
     pub pending_delivery: Option<PendingDelivery>,
+    /// The deliveries of this key's secret that failed in a row, which put off the next.
+    #[serde(default)]
+    pub delivery_failures: Option<DeliveryFailures>,
     /// Bumped by every change; a write applies only if the stored version is the one read.
     pub version: u64,
 }
@@ -230,6 +233,7 @@ impl Key {
             version: 0,
             expiry_notice: None,
             pending_delivery: None,
+            delivery_failures: None,
             ..k.clone()
         };
         decided(self) == decided(other)

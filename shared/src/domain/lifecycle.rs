@@ -164,6 +164,7 @@ impl Draft<'_> {
             rotation_policy: self.rotation_policy,
             expiry_notice: None,
             pending_delivery: None,
+            delivery_failures: None,
             version: 1,
         };
         (key, secret)
@@ -271,24 +272,15 @@ pub fn create_environment(name: &EnvName, actor: Actor, now: Timestamp) -> Issue
 }
 
 /// Replaces an active key with a new one; the old key stays valid for `grace`, but never
-/// past an expiry it already had. The default flag moves to the successor.
+/// past an expiry it already had. The default flag moves to the successor. A key with a
+/// rotation policy hands its successor a pending delivery to the policy's secret, whoever
+/// rotates it: the services that read that secret must get the new key before the old one
+/// dies, so the caller delivers it (see `secrets`) before it commits the change.
 pub fn rotate(
     old: &Key,
     grace: GracePeriod,
     actor: Actor,
     now: Timestamp,
-) -> Result<Rotated, LifecycleError> {
-    rotate_delivering(old, grace, actor, now, None)
-}
-
-/// [`rotate`], with the new key's secret to be delivered to the secret `deliver_to`, if any:
-/// the new key then carries that pending delivery.
-pub(super) fn rotate_delivering(
-    old: &Key,
-    grace: GracePeriod,
-    actor: Actor,
-    now: Timestamp,
-    deliver_to: Option<&str>,
 ) -> Result<Rotated, LifecycleError> {
     let status = old.status(now);
     if status != Status::Active {
@@ -306,8 +298,8 @@ pub(super) fn rotate_delivering(
     }
     .issue(now);
     let key = Key {
-        pending_delivery: deliver_to.map(|secret_id| PendingDelivery {
-            secret_id: secret_id.to_owned(),
+        pending_delivery: old.rotation_policy.as_ref().map(|policy| PendingDelivery {
+            secret_id: policy.secret_id.clone(),
             version_id: PendingDelivery::version_id_for(&key.id),
         }),
         ..key
@@ -318,6 +310,7 @@ pub(super) fn rotate_delivering(
         expires_at: Some(expires_at),
         expiry_limit: old.expires_at,
         default: false,
+        delivery_failures: None,
         ..old.clone()
     });
     let event = Event::Rotated {
@@ -423,7 +416,8 @@ pub enum PolicyChange {
 
 /// Sets or clears the rotation policy of an active key. Its next scheduled rotation is the new
 /// policy's interval after the key was made, so a policy that is already overdue rotates the
-/// key at the next scheduled run.
+/// key at the next scheduled run. Failed deliveries to the old policy's secret are forgotten,
+/// so that a corrected policy is tried at once.
 pub fn set_rotation_policy(
     key: &Key,
     policy: Option<RotationPolicy>,
@@ -443,6 +437,7 @@ pub fn set_rotation_policy(
     };
     let (changed, write) = update(Key {
         rotation_policy: policy,
+        delivery_failures: None,
         ..key.clone()
     });
     let change = Change {

@@ -20,8 +20,8 @@ pub use lifecycle::{
 };
 pub use names::{ActivityId, EnvName, InputError, KeyId, KeyName, Kind, Scope, Scopes};
 pub use schedule::{
-    Due, ExpiryNotice, ExpiryStage, PendingDelivery, expiry_notice, scheduled_rotation,
-    secret_delivered,
+    DeliveryFailures, Due, ExpiryNotice, ExpiryStage, FIRST_RETRY_WAIT, MAX_RETRY_WAIT,
+    PendingDelivery, delivery_failed, expiry_notice, scheduled_rotation, secret_delivered,
 };
 pub use token::{KeyHash, MalformedKey, PresentedKey, Secret};
 pub use verify::{Verdict, check};

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::Timestamp;
 use super::activity::{ActivityEntry, Actor, Event};
 use super::key::{Key, RotationPolicy, Status};
-use super::lifecycle::{Change, LifecycleError, Rotated, rotate_delivering, update};
+use super::lifecycle::{Change, LifecycleError, Rotated, rotate, update};
 use super::names::KeyId;
 
 /// How close a key is to its expiry, in the steps that get a notice.
@@ -67,6 +67,42 @@ impl PendingDelivery {
     /// 64 for a `ClientRequestToken`, and the same however often it is asked for.
     pub fn version_id_for(key: &KeyId) -> String {
         format!("keyward-{key}")
+    }
+}
+
+/// The wait after a key's first failed delivery. It doubles with each failure in a row, up to
+/// [`MAX_RETRY_WAIT`]: a minute is EventBridge's shortest schedule, so the first retry comes
+/// at the next run, whatever the schedule.
+pub const FIRST_RETRY_WAIT: TimeDelta = TimeDelta::minutes(1);
+
+/// The longest a key whose deliveries keep failing waits for its next attempt.
+pub const MAX_RETRY_WAIT: TimeDelta = TimeDelta::hours(1);
+
+/// A key's deliveries that failed in a row, and when the schedule tries again. Until then
+/// the key is not due, so keys whose secret cannot be written never crowd out the keys
+/// behind them in a run; any successful change by the schedule, a rotation, or a new
+/// policy forgets them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryFailures {
+    /// How many deliveries failed in a row.
+    pub count: u32,
+    /// When the last one failed.
+    pub last_failed_at: Timestamp,
+    /// When the schedule tries again.
+    pub retry_at: Timestamp,
+}
+
+impl DeliveryFailures {
+    /// The failures after one more at `now`: the wait doubles, up to [`MAX_RETRY_WAIT`].
+    fn after(previous: Option<Self>, now: Timestamp) -> Self {
+        let count = previous.map_or(0, |f| f.count).saturating_add(1);
+        let doublings = count.saturating_sub(1).min(16);
+        let wait = (FIRST_RETRY_WAIT * (1 << doublings)).min(MAX_RETRY_WAIT);
+        Self {
+            count,
+            last_failed_at: now,
+            retry_at: now + wait,
+        }
     }
 }
 
@@ -133,14 +169,18 @@ impl Key {
     /// by it, so that a run finds its work with one query and never scans.
     pub fn next_due_at(&self) -> Option<Timestamp> {
         let delivery = self.delivery_pending().then_some(self.created_at);
-        [delivery, self.rotation_due_at(), self.next_notice_at()]
+        let due = [delivery, self.rotation_due_at(), self.next_notice_at()]
             .into_iter()
             .flatten()
-            .min()
+            .min()?;
+        Some(self.delivery_failures.map_or(due, |f| due.max(f.retry_at)))
     }
 
     /// What a scheduled run should do with this key at `now`, if anything.
     pub fn due(&self, now: Timestamp) -> Option<Due> {
+        if self.delivery_failures.is_some_and(|f| now < f.retry_at) {
+            return None;
+        }
         if self.delivery_pending() {
             return Some(Due::Delivery);
         }
@@ -163,6 +203,7 @@ impl Key {
 
 /// Rotates a key whose policy says it is due, with the policy's grace. The new key carries a
 /// pending delivery of its secret to the policy's secret until [`secret_delivered`] clears it.
+/// A key without a policy cannot be rotated by the schedule.
 pub fn scheduled_rotation(
     key: &Key,
     actor: Actor,
@@ -172,32 +213,48 @@ pub fn scheduled_rotation(
         .rotation_policy
         .as_ref()
         .ok_or(LifecycleError::NoRotationPolicy)?;
-    rotate_delivering(
-        key,
-        policy.grace_period,
-        actor,
-        now,
-        Some(&policy.secret_id),
-    )
+    rotate(key, policy.grace_period, actor, now)
 }
 
-/// Records that a key's secret is now the current version of its secret, or nothing if no
-/// delivery was pending.
-pub fn secret_delivered(key: &Key, actor: Actor, now: Timestamp) -> Option<Change> {
+/// Records that a key's secret is now the current version of its secret: the key as it is
+/// then, and the change. Nothing, if no delivery was pending.
+pub fn secret_delivered(key: &Key, actor: Actor, now: Timestamp) -> Option<(Key, Change)> {
     let pending = key.pending_delivery.clone()?;
-    let (_, write) = update(Key {
+    let (delivered, write) = update(Key {
         pending_delivery: None,
+        delivery_failures: None,
         ..key.clone()
     });
     let event = Event::SecretDelivered {
         secret_id: pending.secret_id,
         version_id: pending.version_id,
     };
-    Some(Change {
+    let change = Change {
         keys: vec![write],
         environment: None,
         activity: ActivityEntry::new(&key.environment, &key.id, actor, event, now),
-    })
+    };
+    Some((delivered, change))
+}
+
+/// Records that delivering `key`'s secret to `secret_id` failed at `now` (the secret could
+/// not be written or made current), and puts off the key's next attempt.
+pub fn delivery_failed(key: &Key, secret_id: &str, actor: Actor, now: Timestamp) -> Change {
+    let failures = DeliveryFailures::after(key.delivery_failures, now);
+    let (_, write) = update(Key {
+        delivery_failures: Some(failures),
+        ..key.clone()
+    });
+    let event = Event::SecretDeliveryFailed {
+        secret_id: secret_id.to_owned(),
+        failures: failures.count,
+        retry_at: failures.retry_at,
+    };
+    Change {
+        keys: vec![write],
+        environment: None,
+        activity: ActivityEntry::new(&key.environment, &key.id, actor, event, now),
+    }
 }
 
 /// The change that records the expiry notice due at `now`: `key.expiring` within 24 hours and
@@ -315,9 +372,10 @@ mod tests {
         assert_eq!(r.key.next_due_at(), Some(now));
         assert_eq!(r.previous.due(now), None);
 
-        let delivered = secret_delivered(&r.key, schedule(), now).unwrap();
+        let (shown, delivered) = secret_delivered(&r.key, schedule(), now).unwrap();
         assert_eq!(delivered.activity.event.action(), Action::SecretDelivered);
         let stored = applied(&delivered);
+        assert_eq!(shown, stored);
         assert_eq!(stored.pending_delivery, None);
         assert_eq!(stored.version, r.key.version + 1);
         assert_eq!(stored.next_due_at(), Some(now + TimeDelta::days(30)));
@@ -325,6 +383,64 @@ mod tests {
         assert_eq!(
             scheduled_rotation(&key(None, None), schedule(), now).unwrap_err(),
             LifecycleError::NoRotationPolicy
+        );
+    }
+
+    #[test]
+    fn a_manual_rotation_of_a_policy_key_delivers_too_and_one_of_a_plain_key_does_not() {
+        let now = t0() + TimeDelta::days(3);
+        let grace = GracePeriod::parse("now").unwrap();
+        let by_hand = crate::domain::rotate(
+            &key(Some(policy("P30D", "3d")), None),
+            grace,
+            Actor::operator("alice"),
+            now,
+        )
+        .unwrap();
+        let pending = by_hand.key.pending_delivery.clone().unwrap();
+        assert_eq!(pending.secret_id, "keyward/billing");
+        assert_eq!(by_hand.key.due(now), Some(Due::Delivery));
+        assert_eq!(by_hand.previous.expires_at, Some(now), "the caller's grace");
+        let plain = crate::domain::rotate(&key(None, None), grace, Actor::operator("a"), now);
+        assert_eq!(plain.unwrap().key.pending_delivery, None);
+    }
+
+    #[test]
+    fn a_failing_delivery_waits_twice_as_long_each_time_up_to_an_hour() {
+        let mut k = key(Some(policy("P1D", "1h")), None);
+        let mut now = t0() + TimeDelta::days(1);
+        let mut waits = Vec::new();
+        for _ in 0..9 {
+            assert_eq!(k.due(now), Some(Due::Rotation), "due again at {now}");
+            let change = delivery_failed(&k, "keyward/billing", schedule(), now);
+            assert_eq!(change.activity.event.action(), Action::SecretDeliveryFailed);
+            k = applied(&change);
+            let failures = k.delivery_failures.unwrap();
+            assert_eq!(failures.last_failed_at, now);
+            waits.push((failures.retry_at - now).num_minutes());
+            assert_eq!(k.next_due_at(), Some(failures.retry_at));
+            assert_eq!(k.due(failures.retry_at - TimeDelta::seconds(1)), None);
+            now = failures.retry_at;
+        }
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(k.delivery_failures.unwrap().count, 9);
+
+        let rotated = scheduled_rotation(&k, schedule(), now).unwrap();
+        assert_eq!(rotated.previous.delivery_failures, None, "forgotten");
+        assert_eq!(rotated.key.delivery_failures, None);
+        let failed_delivery = applied(&delivery_failed(&rotated.key, "s", schedule(), now));
+        assert_eq!(failed_delivery.due(now), None);
+        let later = now + FIRST_RETRY_WAIT;
+        assert_eq!(failed_delivery.due(later), Some(Due::Delivery));
+        let delivered = applied(
+            &secret_delivered(&failed_delivery, schedule(), later)
+                .unwrap()
+                .1,
+        );
+        assert_eq!(delivered.delivery_failures, None);
+        assert!(
+            k.decides_like(&applied(&delivery_failed(&k, "s", schedule(), now))),
+            "a failure is a background write"
         );
     }
 

@@ -15,12 +15,14 @@ use serde::Serialize;
 
 pub use error::ApiError;
 pub use request::{
-    Caller, apply_deciding, authenticate, authorize_change, authorize_environment, authorize_key,
-    json_body, key_from_headers, page_request, query_param, rotation_policy,
+    Caller, Prepare, apply_deciding, apply_prepared, authenticate, authorize_change,
+    authorize_environment, authorize_key, json_body, key_from_headers, page_request, query_param,
+    rotation_policy,
 };
 pub use view::KeyView;
 
 use crate::domain::{SecretPrefix, Timestamp};
+use crate::secrets::{PrefixedSink, SecretSink, SecretsManagerSink};
 use crate::store::{KeyStore, StoreConfig};
 
 /// The largest request body accepted; anything larger gets `413`.
@@ -33,13 +35,16 @@ pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Response<Body>> + Send 
 /// call exactly the same code.
 pub type Handler = for<'a> fn(Context<'a>, Request, Timestamp) -> HandlerFuture<'a>;
 
-/// What a handler works with, built once per cold start: the store and the settings.
+/// What a handler works with, built once per cold start: the store, the settings, and where
+/// the new secret of a key with a rotation policy is delivered.
 #[derive(Clone, Copy)]
 pub struct Context<'a> {
     /// Where keys and activity live.
     pub store: &'a dyn KeyStore,
     /// The API's settings.
     pub settings: &'a Settings,
+    /// Where rotations deliver new secrets, held to the settings' secret prefix.
+    pub secrets: &'a dyn SecretSink,
 }
 
 /// The API's settings, read from the environment once per cold start.
@@ -85,16 +90,23 @@ pub fn respond<T: Serialize>(status: StatusCode, result: Result<T, ApiError>) ->
     }
 }
 
-/// A function's whole `main`: logging, the settings and the store from `KEYWARD_STORE`
-/// (built once per cold start; a bad value stops the start with a clear message), then the
-/// Lambda runtime.
+/// A function's whole `main`: logging, the settings, the store from `KEYWARD_STORE` and
+/// Secrets Manager under the secret prefix (built once per cold start, from one AWS
+/// configuration; a bad value stops the start with a clear message), then the Lambda runtime.
 pub async fn run(handler: Handler) -> Result<(), lambda_http::Error> {
     crate::logging::init();
     let settings = Settings::from_env()?;
-    let store = StoreConfig::from_env()?.open().await?;
+    let store_config = StoreConfig::from_env()?;
+    let aws = crate::aws::config().await;
+    let store = store_config.open_with(&aws)?;
+    let secrets = PrefixedSink::new(
+        Box::new(SecretsManagerSink::from_config(&aws)),
+        settings.secret_prefix.clone(),
+    );
     let context = Context {
         store: &*store,
         settings: &settings,
+        secrets: &secrets,
     };
     lambda_http::run(service_fn(move |req| async move {
         Ok::<_, Infallible>(handler(context, req, crate::now()).await)

@@ -333,10 +333,38 @@ const ATTEMPTS: usize = 3;
 /// write that does not alter the decision (an expiry notice, a secret delivery), the new
 /// decision is applied, at most three attempts in all; after any other change it answers
 /// `409 conflict`. `decide` gives the outcome and the change to apply, if any.
-pub async fn apply_deciding<T>(
+pub async fn apply_deciding<T: Sync>(
+    store: &dyn KeyStore,
+    key: Key,
+    decide: impl Fn(&Key) -> Result<(T, Option<crate::domain::Change>), ApiError>,
+) -> Result<T, ApiError> {
+    apply_prepared(store, key, decide, &NothingToPrepare).await
+}
+
+/// What must be done for a decision before its change is applied: a rotation stores the new
+/// secret it will deliver before it commits.
+#[async_trait::async_trait]
+pub trait Prepare<T: Sync>: Sync {
+    /// Does it; an error applies nothing and is the answer.
+    async fn prepare(&self, outcome: &T) -> Result<(), ApiError>;
+}
+
+/// For changes that need nothing done first.
+struct NothingToPrepare;
+
+#[async_trait::async_trait]
+impl<T: Sync> Prepare<T> for NothingToPrepare {
+    async fn prepare(&self, _: &T) -> Result<(), ApiError> {
+        Ok(())
+    }
+}
+
+/// [`apply_deciding`], with `prepare` done for each decision before its change is applied.
+pub async fn apply_prepared<T: Sync>(
     store: &dyn KeyStore,
     mut key: Key,
     decide: impl Fn(&Key) -> Result<(T, Option<crate::domain::Change>), ApiError>,
+    prepare: &dyn Prepare<T>,
 ) -> Result<T, ApiError> {
     let mut decided = decide(&key)?;
     for attempt in 1..=ATTEMPTS {
@@ -344,6 +372,7 @@ pub async fn apply_deciding<T>(
         let Some(change) = change else {
             return Ok(outcome);
         };
+        prepare.prepare(&outcome).await?;
         match store.apply(&change).await {
             Ok(()) => return Ok(outcome),
             Err(StoreError::Conflict) if attempt < ATTEMPTS => {

@@ -3,7 +3,8 @@
 use serde::Serialize;
 
 use crate::domain::{
-    EnvName, Key, KeyId, KeyName, Kind, RotationPolicy, Scopes, Status, Timestamp,
+    DeliveryFailures, EnvName, Key, KeyId, KeyName, Kind, PendingDelivery, RotationPolicy, Scopes,
+    Status, Timestamp,
 };
 
 /// The API's `Key` object.
@@ -23,6 +24,8 @@ pub struct KeyView<'a> {
     rotated_to: Option<&'a KeyId>,
     hint: &'a str,
     rotation_policy: Option<&'a RotationPolicy>,
+    pending_delivery: Option<&'a PendingDelivery>,
+    delivery_failures: Option<&'a DeliveryFailures>,
 }
 
 impl<'a> KeyView<'a> {
@@ -43,6 +46,8 @@ impl<'a> KeyView<'a> {
             rotated_to: key.rotated_to.as_ref(),
             hint: &key.hint,
             rotation_policy: key.rotation_policy.as_ref(),
+            pending_delivery: key.pending_delivery.as_ref(),
+            delivery_failures: key.delivery_failures.as_ref(),
         }
     }
 }

@@ -1,0 +1,104 @@
+//! Delivering a rotated key's new secret to its rotation policy's secret, in the four steps
+//! that the rotate route and scheduled rotation share, each safe to repeat:
+//!
+//! 1. [`stage`] stores the new secret as a pending version, which services do not read;
+//! 2. the caller commits the rotation, whose new key records the pending delivery (this is
+//!    what keeps the key due, so that a scheduled run finishes a delivery a crash cut short);
+//! 3. [`finish`] makes the pending version current;
+//! 4. and records the delivery, which clears it.
+//!
+//! A crash before step 2 leaves an unused pending version and nothing rotated. A crash after
+//! it leaves the delivery pending, and the next scheduled run finishes it. The secret never
+//! holds a key that is gone before its successor is there, as long as the old key's grace
+//! outlasts steps 2 and 3 (or a run, after a crash).
+
+use crate::domain::{
+    Actor, Due, Key, KeyId, Rotated, Timestamp, delivery_failed, secret_delivered,
+};
+use crate::error_chain;
+use crate::secrets::{SecretError, SecretSink, SecretValue};
+use crate::store::{KeyStore, StoreError};
+
+/// Why a delivery could not be finished; the cause is for the log.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// The store could not be read or written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The secret could not be written or made current.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+}
+
+/// Step 1: stores a rotation's new secret as the pending version of its policy's secret.
+/// A rotation of a key without a policy has nothing to deliver.
+pub async fn stage(
+    sink: &dyn SecretSink,
+    rotated: &Rotated,
+    now: Timestamp,
+) -> Result<(), SecretError> {
+    let Some(pending) = &rotated.key.pending_delivery else {
+        return Ok(());
+    };
+    let value = SecretValue::new(
+        &rotated.key.id,
+        &rotated.secret,
+        &rotated.key.environment,
+        now,
+    );
+    sink.put_pending(&pending.secret_id, &pending.version_id, &value)
+        .await
+}
+
+/// Steps 3 and 4 for the key `id`, read again first: a key that someone rotated or revoked
+/// meanwhile must never become what services read. Answers the key as delivered, or `None`
+/// when there was nothing to deliver or another writer got there first. A version that cannot
+/// be made current is recorded on the key, which puts off its next attempt.
+pub async fn finish(
+    store: &dyn KeyStore,
+    sink: &dyn SecretSink,
+    id: &KeyId,
+    actor: &Actor,
+    now: Timestamp,
+) -> Result<Option<Key>, DeliveryError> {
+    let Some(key) = store
+        .key(id)
+        .await?
+        .filter(|k| k.due(now) == Some(Due::Delivery))
+    else {
+        return Ok(None);
+    };
+    let Some(pending) = key.pending_delivery.clone() else {
+        return Ok(None);
+    };
+    if let Err(e) = sink.promote(&pending.secret_id, &pending.version_id).await {
+        record_failure(store, &key, &pending.secret_id, actor, now).await;
+        return Err(e.into());
+    }
+    let Some((delivered, change)) = secret_delivered(&key, actor.clone(), now) else {
+        return Ok(None);
+    };
+    match store.apply(&change).await {
+        Ok(()) => {}
+        Err(StoreError::Conflict) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    tracing::info!(key_id = %key.id, secret_id = %pending.secret_id, "secret delivered");
+    Ok(Some(delivered))
+}
+
+/// Records that delivering `key`'s secret to `secret_id` failed, so that the schedule waits
+/// before it tries again. Losing to another writer, or failing to write, is only logged: the
+/// step has failed already, and the next run sees the key again.
+pub async fn record_failure(
+    store: &dyn KeyStore,
+    key: &Key,
+    secret_id: &str,
+    actor: &Actor,
+    now: Timestamp,
+) {
+    let change = delivery_failed(key, secret_id, actor.clone(), now);
+    if let Err(e) = store.apply(&change).await {
+        tracing::warn!(key_id = %key.id, error = %error_chain(&e), "the failed delivery was not recorded");
+    }
+}
