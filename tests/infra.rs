@@ -497,6 +497,13 @@ fn only_the_functions_that_rotate_may_write_secrets_and_only_under_the_prefix() 
         let Some(policies) = function["Properties"]["Policies"].as_sequence() else {
             continue;
         };
+        for policy in policies.iter().filter(|p| p["Statement"].is_null()) {
+            let text = serde_yaml::to_string(policy).unwrap().to_lowercase();
+            assert!(
+                !text.contains("secret"),
+                "{resource}: secrets are granted only in a statement this test reads: {text}"
+            );
+        }
         for statement in policies
             .iter()
             .filter_map(|p| p["Statement"].as_sequence())

@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 use chrono::{TimeDelta, TimeZone, Utc};
 use keyward::domain::{
-    Action, Actor, Change, EnvName, GracePeriod, Key, KeyHash, KeyId, KeyName, Kind, NewKey,
-    PresentedKey, RotationPolicy, Scopes, Secret, Timestamp, Verdict, check, create_environment,
-    create_key, rotate,
+    Action, Actor, Change, EnvName, FIRST_RETRY_WAIT, GracePeriod, Key, KeyHash, KeyId, KeyName,
+    Kind, NewKey, PresentedKey, RETRY_SLACK, RotationPolicy, Scopes, Secret, SecretPrefix,
+    Timestamp, Verdict, check, create_environment, create_key, rotate,
 };
 use keyward::http::{Context, Settings};
 use keyward::secrets::{FileSink, SecretError, SecretSink, SecretValue, SecretsManagerSink};
@@ -55,8 +55,9 @@ enum Reader {
 }
 
 impl Backend {
+    /// The secret `name` of the environment, under this backend's secret prefix.
     fn secret_id(&self, name: &str) -> String {
-        format!("{}/{name}", self.prefix)
+        format!("{}/{}/{name}", self.prefix, env())
     }
 
     /// The current value of a delivered secret, if the secret has one.
@@ -138,7 +139,9 @@ impl Backend {
         key: &Key,
         now: Timestamp,
     ) -> (u16, Value) {
-        let settings = Settings::default();
+        let settings = Settings {
+            secret_prefix: SecretPrefix::parse(&format!("{}/", self.prefix)).unwrap(),
+        };
         let context = Context {
             store,
             settings: &settings,
@@ -169,6 +172,29 @@ impl Backend {
         keys.iter()
             .filter(|k| k.rotated_from.as_ref() == Some(id))
             .count()
+    }
+
+    /// A policy key `name` rotated once by the schedule and delivered, then rotated again by
+    /// a run that dies right after it commits: the time of that run, and the new key whose
+    /// delivery it left pending.
+    async fn stranded_delivery(&self, name: &str) -> (Timestamp, Key) {
+        let (key, _) = self.policy_key(name, "P7D", "24h", t0()).await;
+        let first = t0() + TimeDelta::days(7);
+        assert_eq!(self.run(first).await.rotated, 1);
+        let delivered = self
+            .assert_rotated_once_and_delivered(&key, name, first)
+            .await;
+        let second = delivered.created_at + TimeDelta::days(7);
+        let (store, _) = self.crashing_after(Step::CommitRotation);
+        let report = run(&store, &*self.sink, &rule(), second).await.unwrap();
+        assert_eq!(report.failed, 1, "{report:?}");
+        let stranded = self
+            .all_keys()
+            .await
+            .into_iter()
+            .find(|k| k.rotated_from.as_ref() == Some(&delivered.id))
+            .expect("the second rotation was committed");
+        (second, stranded)
     }
 
     /// This backend's store and sink, each dying right after `step`.
@@ -600,26 +626,7 @@ async fn crash_by_hand_after(b: Backend, step: Step) {
 /// rotation by hand delivers its own new key instead.
 async fn a_key_rotated_by_hand_before_its_delivery_finished_is_never_made_current(on: On) {
     let b = on.backend().await;
-    let (key, _) = b.policy_key("handed", "P7D", "24h", t0()).await;
-    let first = t0() + TimeDelta::days(7);
-    assert_eq!(b.run(first).await.rotated, 1);
-    let delivered = b
-        .assert_rotated_once_and_delivered(&key, "handed", first)
-        .await;
-
-    let second = delivered.created_at + TimeDelta::days(7);
-    let store = CrashingStore {
-        inner: Arc::clone(&b.store),
-        after: Step::CommitRotation,
-    };
-    let report = run(&store, &*b.sink, &rule(), second).await.unwrap();
-    assert_eq!(report.failed, 1, "{report:?}");
-    let stranded = b
-        .all_keys()
-        .await
-        .into_iter()
-        .find(|k| k.rotated_from.as_ref() == Some(&delivered.id))
-        .expect("the second rotation was committed");
+    let (second, stranded) = b.stranded_delivery("handed").await;
     assert!(stranded.pending_delivery.is_some());
     let (status, body) = b
         .rotate_by_hand(&*b.store, &*b.sink, &stranded, second)
@@ -653,6 +660,64 @@ async fn a_key_rotated_by_hand_before_its_delivery_finished_is_never_made_curren
             .all(|k| k.id != stranded.id || k.due(second + TimeDelta::days(1)).is_some()),
         "a key left in the due index has something to do"
     );
+}
+
+/// A sink that, just before it makes `version` current, lets a rotation by hand of `key` run
+/// to its end on the backend's own store and sink: the race between a run that finishes a
+/// delivery and a caller who rotates the same key.
+struct RacingSink<'a> {
+    backend: &'a Backend,
+    key: Key,
+    version: String,
+    at: Timestamp,
+    answer: std::sync::Mutex<Option<(u16, Value)>>,
+}
+
+#[async_trait]
+impl SecretSink for RacingSink<'_> {
+    async fn put_pending(
+        &self,
+        id: &str,
+        version: &str,
+        value: &SecretValue<'_>,
+    ) -> Result<(), SecretError> {
+        self.backend.sink.put_pending(id, version, value).await
+    }
+
+    async fn promote(&self, id: &str, version: &str) -> Result<(), SecretError> {
+        if version == self.version {
+            let b = self.backend;
+            let answer = b
+                .rotate_by_hand(&*b.store, &*b.sink, &self.key, self.at)
+                .await;
+            *self.answer.lock().unwrap() = Some(answer);
+        }
+        self.backend.sink.promote(id, version).await
+    }
+}
+
+/// A run finishes the delivery of a key that a caller rotates by hand at that very moment:
+/// the caller's new key is made current first, then the run's. The secret must end up
+/// holding the caller's key, not the one now in its grace.
+async fn a_rotation_by_hand_racing_a_delivery_leaves_its_own_key_current(on: On) {
+    let b = on.backend().await;
+    let (second, stranded) = b.stranded_delivery("raced").await;
+
+    let at = second + TimeDelta::minutes(1);
+    let racing = RacingSink {
+        backend: &b,
+        version: keyward::domain::PendingDelivery::version_id_for(&stranded.id),
+        key: stranded.clone(),
+        at,
+        answer: std::sync::Mutex::new(None),
+    };
+    run(&*b.store, &racing, &rule(), at).await.unwrap();
+    let (status, body) = racing.answer.lock().unwrap().take().expect("the race ran");
+    assert_eq!(status, 201, "{body}");
+    let by_hand = b
+        .assert_rotated_once_and_delivered(&stranded, "raced", at)
+        .await;
+    assert_eq!(body["key"]["id"], by_hand.id.as_str());
 }
 
 /// A consumer that reads the environment's activity and then asks only for entries after the
@@ -702,7 +767,7 @@ async fn an_expiry_recorded_late_comes_after_everything_a_consumer_has_seen(on: 
 /// The due index holds only keys with something to do: after every run, each key the store
 /// lists as due has work at its due time, or now if that has passed. Random keys (with and
 /// without policies and expiries) and random run times, from a fixed seed so that a failure
-/// can be replayed.
+/// can be replayed; some secrets refuse delivery, so that keys that back off are in the mix.
 async fn every_key_left_in_the_due_index_has_something_to_do(on: On) {
     let b = on.backend().await;
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -729,12 +794,17 @@ async fn every_key_left_in_the_due_index_has_something_to_do(on: On) {
         b.key(&format!("random {i}"), policy, expires_at, made)
             .await;
     }
+    let refusing = RefusingSink {
+        inner: Arc::clone(&b.sink),
+        refused: b.secret_id("p1"),
+    };
     let mut runs: Vec<u64> = (0..8).map(|_| next(24 * 12)).collect();
     runs.sort_unstable();
+    let mut failed = 0;
     for hours in runs {
         let now = t0() + TimeDelta::hours(i64::try_from(hours).unwrap());
-        let report = b.run(now).await;
-        assert_eq!(report.failed, 0, "{report:?}");
+        let report = run(&*b.store, &refusing, &rule(), now).await.unwrap();
+        failed += report.failed;
         let far = t0() + TimeDelta::days(3650);
         for key in b.store.due_keys(far, 10_000).await.unwrap() {
             let due_at = key
@@ -748,6 +818,10 @@ async fn every_key_left_in_the_due_index_has_something_to_do(on: On) {
             );
         }
     }
+    assert!(
+        failed > 0,
+        "some secrets (p1, p10 to p19) refuse delivery, so keys back off"
+    );
 }
 
 /// A sink that refuses the secrets whose id starts with `refused`, as Secrets Manager does
@@ -800,30 +874,28 @@ async fn one_failing_key_does_not_stop_the_others(on: On) {
         "a key whose secret cannot be written is not rotated"
     );
     let failures = stored.delivery_failures.expect("the failure is on the key");
-    assert_eq!(
-        (failures.count, failures.retry_at),
-        (1, now + TimeDelta::minutes(1))
-    );
+    let retry_at = now + FIRST_RETRY_WAIT - RETRY_SLACK;
+    assert_eq!((failures.count, failures.retry_at), (1, retry_at));
     let recorded = b.entries(Action::SecretDeliveryFailed).await;
     assert_eq!(recorded.len(), 1);
     assert_eq!(
         (&recorded[0].key_id, &recorded[0].actor),
         (&refused.id, &rule())
     );
-    let waiting = run(&*b.store, &sink, &rule(), now + TimeDelta::seconds(59))
+    let waiting = run(&*b.store, &sink, &rule(), retry_at - TimeDelta::seconds(1))
         .await
         .unwrap();
     assert_eq!(
         (waiting.rotated, waiting.failed),
         (0, 0),
-        "it waits a minute: {waiting:?}"
+        "it waits about a minute: {waiting:?}"
     );
-    let retried = b.run(now + TimeDelta::minutes(1)).await;
+    let retried = b.run(retry_at).await;
     assert_eq!(
         retried.rotated, 1,
         "and the next run rotates it: {retried:?}"
     );
-    b.assert_rotated_once_and_delivered(&refused, "refused", now + TimeDelta::minutes(1))
+    b.assert_rotated_once_and_delivered(&refused, "refused", retry_at)
         .await;
 }
 
@@ -1028,6 +1100,7 @@ cases!(
     a_rotation_by_hand_with_a_crash_after_any_step_leaves_one_new_key_and_a_current_secret,
     each_expiry_warning_is_recorded_exactly_once,
     a_key_rotated_by_hand_before_its_delivery_finished_is_never_made_current,
+    a_rotation_by_hand_racing_a_delivery_leaves_its_own_key_current,
     an_expiry_recorded_late_comes_after_everything_a_consumer_has_seen,
     every_key_left_in_the_due_index_has_something_to_do
 );

@@ -13,7 +13,7 @@
 //! outlasts steps 2 and 3 (or a run, after a crash).
 
 use crate::domain::{
-    Actor, Due, Key, KeyId, Rotated, Timestamp, delivery_failed, secret_delivered,
+    Actor, Due, Key, KeyId, PendingDelivery, Rotated, Timestamp, delivery_failed, secret_delivered,
 };
 use crate::error_chain;
 use crate::secrets::{SecretError, SecretSink, SecretValue};
@@ -80,11 +80,56 @@ pub async fn finish(
     };
     match store.apply(&change).await {
         Ok(()) => {}
-        Err(StoreError::Conflict) => return Ok(None),
+        Err(StoreError::Conflict) => {
+            restore_successor(store, sink, &key, &pending.secret_id).await?;
+            return Ok(None);
+        }
         Err(e) => return Err(e.into()),
     }
     tracing::info!(key_id = %key.id, secret_id = %pending.secret_id, "secret delivered");
     Ok(Some(delivered))
+}
+
+/// How far [`restore_successor`] follows a chain of rotations.
+const MAX_SUCCESSORS: usize = 8;
+
+/// After `key`'s version was made current but its delivery could not be recorded: if `key`
+/// was rotated meanwhile, a successor's version may have been made current before this one
+/// took its place, and the secret would now hold a key that is in its grace. The newest
+/// active successor that delivers to the same secret is made current again. Its version
+/// exists, since every rotation stages its secret before it commits, and making it current
+/// is what its own delivery does, so doing it twice is harmless.
+async fn restore_successor(
+    store: &dyn KeyStore,
+    sink: &dyn SecretSink,
+    key: &Key,
+    secret_id: &str,
+) -> Result<(), DeliveryError> {
+    let Some(mut newest) = store.key(&key.id).await? else {
+        return Ok(());
+    };
+    for _ in 0..MAX_SUCCESSORS {
+        let Some(next) = &newest.rotated_to else {
+            break;
+        };
+        match store.key(next).await? {
+            Some(successor) => newest = successor,
+            None => return Ok(()),
+        }
+    }
+    let delivers_here = newest
+        .rotation_policy
+        .as_ref()
+        .is_some_and(|p| p.secret_id == secret_id);
+    if newest.id == key.id || newest.rotated_to.is_some() || newest.revoked_at.is_some() {
+        return Ok(());
+    }
+    if delivers_here {
+        let version = PendingDelivery::version_id_for(&newest.id);
+        sink.promote(secret_id, &version).await?;
+        tracing::warn!(key_id = %key.id, successor = %newest.id, "a successor rotated meanwhile is current again");
+    }
+    Ok(())
 }
 
 /// Records that delivering `key`'s secret to `secret_id` failed, so that the schedule waits

@@ -55,7 +55,7 @@ mod tests {
         );
         assert_eq!(
             key["delivery_failures"],
-            json!({"count": 1, "last_failed_at": now, "retry_at": now + keyward::domain::FIRST_RETRY_WAIT})
+            json!({"count": 1, "last_failed_at": now, "retry_at": now + keyward::domain::FIRST_RETRY_WAIT - keyward::domain::RETRY_SLACK})
         );
         let previous = handler(s.context(), get(issued.key.id.as_str()), now).await;
         let previous = &body_json(&previous)["key"];

@@ -64,6 +64,17 @@ async fn rotate_key(
 ) -> Result<Value, ApiError> {
     let (store, secrets) = (context.store, context.secrets);
     let (caller, key) = authorize_change(store, req, now).await?;
+    if let Some(policy) = &key.rotation_policy {
+        let prefix = &context.settings.secret_prefix;
+        if prefix.admits(&key.environment, &policy.secret_id).is_err() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "invalid_rotation_policy",
+                "the key's rotation policy names a secret outside its environment, so its new \
+                 secret cannot be delivered; set a policy that names one inside it first",
+            ));
+        }
+    }
     let body: RotateBody = json_body(req, SHAPE)?;
     let grace = GracePeriod::from_json(&body.grace_period)?;
     let actor = caller.actor();
@@ -80,11 +91,17 @@ async fn rotate_key(
     if new_key.pending_delivery.is_some() {
         match delivery::finish(store, secrets, &new_key.id, &actor, now).await {
             Ok(Some(delivered)) => new_key = delivered,
-            Ok(None) => {}
-            Err(e) => tracing::warn!(
-                error = %error_chain(&e),
-                "the rotation is committed; scheduled rotation finishes its delivery"
-            ),
+            outcome => {
+                if let Err(e) = outcome {
+                    tracing::warn!(
+                        error = %error_chain(&e),
+                        "the rotation is committed; scheduled rotation finishes its delivery"
+                    );
+                }
+                if let Ok(Some(stored)) = store.key(&new_key.id).await {
+                    new_key = stored;
+                }
+            }
         }
     }
     Ok(json!({
@@ -101,6 +118,9 @@ mod tests {
     use keyward::testing::{body_json, event, seeded};
 
     use super::*;
+
+    const REST: &str = include_str!("../fixtures/rest.json");
+    const HTTP: &str = include_str!("../fixtures/http.json");
 
     #[tokio::test]
     async fn a_policy_keys_new_secret_is_current_in_its_secret_before_the_answer() {
@@ -128,21 +148,66 @@ mod tests {
     async fn a_secret_that_cannot_be_written_rotates_nothing_and_says_so() {
         let now = keyward::now();
         let s = seeded("production", now).await;
-        let key = s.policy_key("keyward/staging/billing", now).await.key;
+        let key = s.policy_key("keyward/production/billing", now).await.key;
+        let unwritable = keyward::secrets::FileSink::new("/nonexistent/keyward/secrets.json");
+        let context = Context {
+            secrets: &unwritable,
+            ..s.context()
+        };
         let vars = [("KEY_ID", key.id.as_str()), ("KEY", s.secret.expose())];
-        let response = handler(s.context(), event(REST, &vars), now).await;
+        let response = handler(context, event(REST, &vars), now).await;
         assert_eq!(response.status(), 502);
         let body = body_json(&response);
         assert_eq!(body["error"]["code"], "secret_delivery_failed");
-        assert!(!body.to_string().contains("staging"), "{body}");
+        assert!(!body.to_string().contains("billing"), "{body}");
         let stored = s.store.key(&key.id).await.unwrap().unwrap();
         assert_eq!(stored, key, "nothing changed");
         assert_eq!(s.actions(&key.id).await, ["key.created"]);
+    }
+
+    #[tokio::test]
+    async fn a_policy_that_delivers_outside_the_environment_is_refused_before_anything_is_written()
+    {
+        let now = keyward::now();
+        let s = seeded("production", now).await;
+        let key = s.policy_key("keyward/staging/billing", now).await.key;
+        let vars = [("KEY_ID", key.id.as_str()), ("KEY", s.secret.expose())];
+        let response = handler(s.context(), event(REST, &vars), now).await;
+        assert_eq!(response.status(), 409);
+        let body = body_json(&response);
+        assert_eq!(body["error"]["code"], "invalid_rotation_policy");
+        assert!(!body.to_string().contains("staging"), "{body}");
+        assert_eq!(s.store.key(&key.id).await.unwrap().unwrap(), key);
         assert!(!s.secrets_file.exists(), "nothing was written");
     }
 
-    const REST: &str = include_str!("../fixtures/rest.json");
-    const HTTP: &str = include_str!("../fixtures/http.json");
+    #[tokio::test]
+    async fn a_policy_key_rotates_with_an_hour_of_grace_at_least_or_now() {
+        let now = keyward::now();
+        let s = seeded("production", now).await;
+        let key = s.policy_key("keyward/production/billing", now).await.key;
+        let vars = [("KEY_ID", key.id.as_str()), ("KEY", s.secret.expose())];
+        let short = event(REST, &vars);
+        let short = Request::from_parts(
+            short.into_parts().0,
+            lambda_http::Body::Text(r#"{"grace_period": "PT30M"}"#.to_owned()),
+        );
+        let response = handler(s.context(), short, now).await;
+        assert_eq!(response.status(), 400);
+        assert_eq!(
+            body_json(&response)["error"]["code"],
+            "invalid_grace_period"
+        );
+        assert_eq!(s.store.key(&key.id).await.unwrap().unwrap(), key);
+        let leaked = event(REST, &vars);
+        let leaked = Request::from_parts(
+            leaked.into_parts().0,
+            lambda_http::Body::Text(r#"{"grace_period": "now"}"#.to_owned()),
+        );
+        let response = handler(s.context(), leaked, now).await;
+        assert_eq!(response.status(), 201, "{:?}", body_json(&response));
+        assert_eq!(body_json(&response)["previous"]["status"], "expired");
+    }
 
     #[tokio::test]
     async fn rotation_through_either_api_shape_gives_a_new_key_and_a_grace() {

@@ -214,7 +214,7 @@ pub struct Key {
     /// The last expiry notice recorded, so that each is recorded once.
     #[serde(default)]
     pub expiry_notice: Option<ExpiryNotice>,
-    /// A scheduled rotation's secret that is not yet the current version of its secret.
+    /// A rotation's new secret that is not yet the current version of the policy's secret.
     #[serde(default)]
     pub pending_delivery: Option<PendingDelivery>,
     /// The deliveries of this key's secret that failed in a row, which put off the next.

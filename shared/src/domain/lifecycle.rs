@@ -275,7 +275,8 @@ pub fn create_environment(name: &EnvName, actor: Actor, now: Timestamp) -> Issue
 /// past an expiry it already had. The default flag moves to the successor. A key with a
 /// rotation policy hands its successor a pending delivery to the policy's secret, whoever
 /// rotates it: the services that read that secret must get the new key before the old one
-/// dies, so the caller delivers it (see `secrets`) before it commits the change.
+/// dies, so the caller delivers it (see `delivery`). Its grace is at least an hour, as its
+/// policy's is, or `now` for a leaked key.
 pub fn rotate(
     old: &Key,
     grace: GracePeriod,
@@ -285,6 +286,13 @@ pub fn rotate(
     let status = old.status(now);
     if status != Status::Active {
         return Err(LifecycleError::NotActive(status));
+    }
+    let short = grace.seconds() > 0 && grace.seconds() < RotationPolicy::MIN_GRACE_SECONDS;
+    if old.rotation_policy.is_some() && short {
+        return Err(InputError::InvalidGracePeriod(
+            "a key with a rotation policy rotates with a grace of at least 1h, since services that read its secret cache it for up to an hour; or with now, for a leaked key".to_owned(),
+        )
+        .into());
     }
     let (key, secret) = Draft {
         environment: &old.environment,

@@ -21,7 +21,8 @@ pub use lifecycle::{
 pub use names::{ActivityId, EnvName, InputError, KeyId, KeyName, Kind, Scope, Scopes};
 pub use schedule::{
     DeliveryFailures, Due, ExpiryNotice, ExpiryStage, FIRST_RETRY_WAIT, MAX_RETRY_WAIT,
-    PendingDelivery, delivery_failed, expiry_notice, scheduled_rotation, secret_delivered,
+    PendingDelivery, RETRY_SLACK, delivery_failed, expiry_notice, scheduled_rotation,
+    secret_delivered,
 };
 pub use token::{KeyHash, MalformedKey, PresentedKey, Secret};
 pub use verify::{Verdict, check};

@@ -1,5 +1,5 @@
 //! What the schedule does to keys: when a key is next due, and the changes a scheduled run
-//! makes. A key is due when its rotation is due, when a scheduled rotation's secret is not yet
+//! makes. A key is due when its rotation is due, when a rotation's secret is not yet
 //! delivered, or when an expiry notice is due. Every change bumps the key's version, so two
 //! overlapping runs can never both apply one.
 
@@ -52,7 +52,7 @@ pub struct ExpiryNotice {
     pub stage: ExpiryStage,
 }
 
-/// A scheduled rotation's new secret, stored as a pending version of the key's secret but not
+/// A rotation's new secret, stored as a pending version of the policy's secret but not
 /// yet made current. While it is set, the key is due, so that a rerun finishes the delivery.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingDelivery {
@@ -78,10 +78,14 @@ pub const FIRST_RETRY_WAIT: TimeDelta = TimeDelta::minutes(1);
 /// The longest a key whose deliveries keep failing waits for its next attempt.
 pub const MAX_RETRY_WAIT: TimeDelta = TimeDelta::hours(1);
 
+/// Taken off every wait, so that a run that an EventBridge schedule starts a few seconds
+/// early still finds the key due.
+pub const RETRY_SLACK: TimeDelta = TimeDelta::seconds(10);
+
 /// A key's deliveries that failed in a row, and when the schedule tries again. Until then
-/// the key is not due, so keys whose secret cannot be written never crowd out the keys
-/// behind them in a run; any successful change by the schedule, a rotation, or a new
-/// policy forgets them.
+/// its rotation or delivery is not due (its expiry notices still are), so keys whose secret
+/// cannot be written never crowd out the keys behind them in a run. A successful delivery,
+/// a rotation, or a new policy forgets them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryFailures {
     /// How many deliveries failed in a row.
@@ -101,7 +105,7 @@ impl DeliveryFailures {
         Self {
             count,
             last_failed_at: now,
-            retry_at: now + wait,
+            retry_at: now + wait - RETRY_SLACK,
         }
     }
 }
@@ -109,7 +113,7 @@ impl DeliveryFailures {
 /// What a scheduled run should do with a key now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Due {
-    /// Finish delivering the secret of an earlier scheduled rotation.
+    /// Finish delivering the secret of an earlier rotation.
     Delivery,
     /// Rotate the key by its policy.
     Rotation,
@@ -136,7 +140,7 @@ impl Key {
         }
     }
 
-    /// Whether a scheduled rotation's secret still has to be made current: only while the key
+    /// Whether a rotation's secret still has to be made current: only while the key
     /// is active. A key revoked or rotated meanwhile must never become what services read.
     /// (A key with a pending delivery is a rotation's new key, which has no expiry of its own,
     /// so revocation and rotation are all that can end it.)
@@ -169,26 +173,30 @@ impl Key {
     /// by it, so that a run finds its work with one query and never scans.
     pub fn next_due_at(&self) -> Option<Timestamp> {
         let delivery = self.delivery_pending().then_some(self.created_at);
-        let due = [delivery, self.rotation_due_at(), self.next_notice_at()]
+        let work = [delivery, self.rotation_due_at()]
             .into_iter()
             .flatten()
-            .min()?;
-        Some(self.delivery_failures.map_or(due, |f| due.max(f.retry_at)))
+            .min()
+            .map(|at| self.delivery_failures.map_or(at, |f| at.max(f.retry_at)));
+        [work, self.next_notice_at()].into_iter().flatten().min()
     }
 
-    /// What a scheduled run should do with this key at `now`, if anything.
+    /// What a scheduled run should do with this key at `now`, if anything. An expiry notice
+    /// comes first and never waits on failed deliveries: a key whose rotation keeps failing is
+    /// the key whose owners most need to hear that it is about to expire. The rotation
+    /// follows at the next run.
     pub fn due(&self, now: Timestamp) -> Option<Due> {
+        if let Some(stage) = self.notice_due(now) {
+            return Some(Due::Notice(stage));
+        }
         if self.delivery_failures.is_some_and(|f| now < f.retry_at) {
             return None;
         }
         if self.delivery_pending() {
             return Some(Due::Delivery);
         }
-        if self.rotation_due_at().is_some_and(|at| at <= now) && self.status(now) == Status::Active
-        {
-            return Some(Due::Rotation);
-        }
-        self.notice_due(now).map(Due::Notice)
+        let rotation = self.rotation_due_at().is_some_and(|at| at <= now);
+        (rotation && self.status(now) == Status::Active).then_some(Due::Rotation)
     }
 
     /// The expiry notice that is due at `now` and not yet recorded.
@@ -417,7 +425,7 @@ mod tests {
             k = applied(&change);
             let failures = k.delivery_failures.unwrap();
             assert_eq!(failures.last_failed_at, now);
-            waits.push((failures.retry_at - now).num_minutes());
+            waits.push((failures.retry_at - now + RETRY_SLACK).num_minutes());
             assert_eq!(k.next_due_at(), Some(failures.retry_at));
             assert_eq!(k.due(failures.retry_at - TimeDelta::seconds(1)), None);
             now = failures.retry_at;
@@ -430,7 +438,7 @@ mod tests {
         assert_eq!(rotated.key.delivery_failures, None);
         let failed_delivery = applied(&delivery_failed(&rotated.key, "s", schedule(), now));
         assert_eq!(failed_delivery.due(now), None);
-        let later = now + FIRST_RETRY_WAIT;
+        let later = now + FIRST_RETRY_WAIT - RETRY_SLACK;
         assert_eq!(failed_delivery.due(later), Some(Due::Delivery));
         let delivered = applied(
             &secret_delivered(&failed_delivery, schedule(), later)
@@ -441,6 +449,31 @@ mod tests {
         assert!(
             k.decides_like(&applied(&delivery_failed(&k, "s", schedule(), now))),
             "a failure is a background write"
+        );
+    }
+
+    #[test]
+    fn a_key_whose_rotation_keeps_failing_still_hears_that_it_expires() {
+        let rotation_due = t0() + TimeDelta::days(1);
+        let expires_at = rotation_due + TimeDelta::minutes(90);
+        let k = key(Some(policy("P1D", "1h")), Some(expires_at));
+        assert_eq!(
+            k.due(rotation_due),
+            Some(Due::Notice(ExpiryStage::Within24h)),
+            "the notice first"
+        );
+        let mut failing = applied(&expiry_notice(&k, schedule(), rotation_due).unwrap());
+        assert_eq!(failing.due(rotation_due), Some(Due::Rotation));
+        for _ in 0..7 {
+            failing = applied(&delivery_failed(&failing, "s", schedule(), rotation_due));
+        }
+        let within_1h = expires_at - TimeDelta::hours(1);
+        assert!(within_1h < failing.delivery_failures.unwrap().retry_at);
+        assert_eq!(failing.next_due_at(), Some(within_1h));
+        assert_eq!(
+            failing.due(within_1h),
+            Some(Due::Notice(ExpiryStage::Within1h)),
+            "a notice does not wait for the retry"
         );
     }
 

@@ -1,6 +1,6 @@
-//! The secret delivery port: where a scheduled rotation puts each new secret so that the
-//! services that use the key can read it. Its adapters are Secrets Manager (production) and a
-//! local JSON file (for `keyward serve` with no AWS endpoint).
+//! The secret delivery port: where a rotation of a key with a policy puts the new secret, so
+//! that the services that use the key can read it. Its adapters are Secrets Manager
+//! (production) and a local JSON file (for `keyward serve` with no AWS endpoint).
 //!
 //! Delivery takes two steps, the way Secrets Manager's own rotation does: the new secret is
 //! first stored as a pending version that services do not read, and only made current once the
@@ -111,7 +111,7 @@ pub trait SecretSink: Send + Sync {
 /// A sink that delivers only under `<prefix><environment>/`, whatever a stored policy says:
 /// a policy written before that rule held, or written to the store directly, still cannot
 /// reach another environment's secret. A refused delivery fails that key's step, which the
-/// scheduled run logs and counts.
+/// scheduled run logs and counts; the rotate route refuses such a policy before it writes.
 pub struct PrefixedSink {
     inner: Box<dyn SecretSink>,
     prefix: SecretPrefix,

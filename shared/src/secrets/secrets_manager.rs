@@ -67,7 +67,7 @@ impl SecretsManagerSink {
             .client
             .create_secret()
             .name(secret_id)
-            .description("API key delivered by keyward's scheduled rotation")
+            .description("API key delivered by keyward's rotation")
             .send()
             .await
         {
