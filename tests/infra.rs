@@ -10,7 +10,7 @@ use keyward::events::EventsConfig;
 use keyward::http::Settings;
 use keyward::store::StoreConfig;
 use keyward::store::dynamodb::table;
-use serde_yaml::Value;
+use serde_norway::Value;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -18,10 +18,10 @@ fn root() -> PathBuf {
 
 fn template() -> Value {
     let text = std::fs::read_to_string(root().join("infra/template.yaml")).unwrap();
-    serde_yaml::from_str(&text).expect("the template is YAML")
+    serde_norway::from_str(&text).expect("the template is YAML")
 }
 
-fn resources(template: &Value) -> &serde_yaml::Mapping {
+fn resources(template: &Value) -> &serde_norway::Mapping {
     template["Resources"].as_mapping().unwrap()
 }
 
@@ -498,7 +498,7 @@ fn only_the_functions_that_rotate_may_write_secrets_and_only_under_the_prefix() 
             continue;
         };
         for policy in policies.iter().filter(|p| p["Statement"].is_null()) {
-            let text = serde_yaml::to_string(policy).unwrap().to_lowercase();
+            let text = serde_norway::to_string(policy).unwrap().to_lowercase();
             assert!(
                 !text.contains("secret"),
                 "{resource}: secrets are granted only in a statement this test reads: {text}"

@@ -1,6 +1,7 @@
 //! HTTP mapping shared by every function: reading requests, the error shape, the `Key` view,
 //! and the Lambda entry point that each function's `main` calls.
 
+mod body;
 mod error;
 mod request;
 mod view;
@@ -13,10 +14,11 @@ use lambda_http::http::{StatusCode, header};
 use lambda_http::{Body, Request, Response, service_fn};
 use serde::Serialize;
 
+pub use body::json_body;
 pub use error::ApiError;
 pub use request::{
     Caller, Prepare, apply_deciding, apply_prepared, authenticate, authorize_change,
-    authorize_environment, authorize_key, json_body, key_from_headers, page_request, query_param,
+    authorize_environment, authorize_key, key_from_headers, page_request, query_param,
     rotation_policy,
 };
 pub use view::KeyView;

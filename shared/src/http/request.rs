@@ -2,10 +2,9 @@
 
 use lambda_http::http::HeaderMap;
 use lambda_http::{Request, RequestExt};
-use serde::de::DeserializeOwned;
 
+use super::ApiError;
 use super::Settings;
-use super::{ApiError, MAX_BODY_BYTES};
 use crate::domain::{
     Actor, EnvName, Key, KeyId, PresentedKey, RotationPolicy, Scope, Scopes, Timestamp, Verdict,
     check,
@@ -222,54 +221,6 @@ pub fn page_request(
         }
     };
     Ok(PageRequest { limit, after })
-}
-
-/// Parses a JSON object body into `T`, whose fields should be plain strings, lists and JSON
-/// values so that the domain can say precisely what is wrong. `shape` describes the body.
-pub fn json_body<T: DeserializeOwned>(req: &Request, shape: &str) -> Result<T, ApiError> {
-    let bytes = req.body().as_ref();
-    if bytes.len() > MAX_BODY_BYTES {
-        return Err(ApiError::payload_too_large());
-    }
-    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|_| {
-        ApiError::bad_request(
-            "invalid_json",
-            format!("the body is not valid JSON; expected {shape}"),
-        )
-    })?;
-    if !value.is_object() {
-        return Err(ApiError::bad_request(
-            "invalid_json",
-            format!("the body is not a JSON object; expected {shape}"),
-        ));
-    }
-    serde_json::from_value(value).map_err(|e| {
-        let message = e.to_string();
-        let field = message
-            .split('`')
-            .nth(1)
-            .filter(|f| f.len() <= 40 && f.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
-        if message.starts_with("missing field") {
-            ApiError::bad_request(
-                "missing_field",
-                format!(
-                    "the field {} is required; expected {shape}",
-                    field.unwrap_or("?")
-                ),
-            )
-        } else if message.starts_with("unknown field") {
-            let name = field.map_or_else(|| "a field".to_owned(), |f| format!("the field {f}"));
-            ApiError::bad_request(
-                "unknown_field",
-                format!("{name} is not part of this request; expected {shape}"),
-            )
-        } else {
-            ApiError::bad_request(
-                "invalid_field",
-                format!("a field has the wrong type; expected {shape}"),
-            )
-        }
-    })
 }
 
 /// The checks of every `/v1/keys/{key_id}` route, in order: the caller's key (`401`), the

@@ -1,0 +1,305 @@
+//! JSON request bodies, and what is wrong with one, told from the structure of the failure
+//! rather than from the text of serde's messages: the body's fields are handed to the
+//! derived `Deserialize` through a deserializer whose error type records which of serde's
+//! hooks fired (`missing_field`, `unknown_field`, or a field whose value did not fit).
+
+use std::fmt;
+
+use lambda_http::Request;
+use serde::de::value::MapDeserializer;
+use serde::de::{DeserializeOwned, Deserializer, IntoDeserializer, Visitor};
+use serde_json::Value;
+
+use super::{ApiError, MAX_BODY_BYTES};
+
+/// Parses a JSON object body into `T`, whose fields should be plain strings, lists and JSON
+/// values so that the domain can say precisely what is wrong. `shape` describes the body.
+pub fn json_body<T: DeserializeOwned>(req: &Request, shape: &str) -> Result<T, ApiError> {
+    let bytes = req.body().as_ref();
+    if bytes.len() > MAX_BODY_BYTES {
+        return Err(ApiError::payload_too_large());
+    }
+    let value: Value = serde_json::from_slice(bytes).map_err(|_| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!("the body is not valid JSON; expected {shape}"),
+        )
+    })?;
+    let Value::Object(object) = value else {
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            format!("the body is not a JSON object; expected {shape}"),
+        ));
+    };
+    let fields = object.into_iter().map(|(name, value)| {
+        let field = Field {
+            name: name.clone(),
+            value,
+        };
+        (name, field)
+    });
+    T::deserialize(MapDeserializer::new(fields)).map_err(|e| e.into_api_error(shape))
+}
+
+/// What was wrong with a body's fields, as serde's hooks reported it.
+#[derive(Debug)]
+enum BodyError {
+    /// A required field is absent.
+    Missing(&'static str),
+    /// A field that the body does not take.
+    Unknown(String),
+    /// A field whose value has the wrong type, if it is known which.
+    Invalid(Option<String>),
+}
+
+impl BodyError {
+    fn into_api_error(self, shape: &str) -> ApiError {
+        match self {
+            Self::Missing(field) => ApiError::bad_request(
+                "missing_field",
+                format!("the field {field} is required; expected {shape}"),
+            ),
+            Self::Unknown(field) => {
+                let name = shown(&field).map_or_else(
+                    || "a field".to_owned(),
+                    |field| format!("the field {field}"),
+                );
+                ApiError::bad_request(
+                    "unknown_field",
+                    format!("{name} is not part of this request; expected {shape}"),
+                )
+            }
+            Self::Invalid(field) => {
+                let name = field.as_deref().and_then(shown).map_or_else(
+                    || "a field".to_owned(),
+                    |field| format!("the field {field}"),
+                );
+                ApiError::bad_request(
+                    "invalid_field",
+                    format!("{name} has the wrong type; expected {shape}"),
+                )
+            }
+        }
+    }
+}
+
+/// A field's name as a message may repeat it: only one that looks like one of the API's own
+/// field names, so that a value pasted as a name is never echoed.
+fn shown(name: &str) -> Option<&str> {
+    (name.len() <= 40
+        && !name.is_empty()
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+    .then_some(name)
+}
+
+impl fmt::Display for BodyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Missing(field) => write!(f, "missing field {field}"),
+            Self::Unknown(_) => f.write_str("unknown field"),
+            Self::Invalid(_) => f.write_str("a field has the wrong type"),
+        }
+    }
+}
+
+impl std::error::Error for BodyError {}
+
+impl serde::de::Error for BodyError {
+    fn custom<T: fmt::Display>(_: T) -> Self {
+        Self::Invalid(None)
+    }
+
+    fn missing_field(field: &'static str) -> Self {
+        Self::Missing(field)
+    }
+
+    fn unknown_field(field: &str, _expected: &'static [&'static str]) -> Self {
+        Self::Unknown(field.to_owned())
+    }
+}
+
+/// One field of the body: its value, deserialized as `serde_json` would, with any failure
+/// inside it reported as that field's.
+struct Field {
+    name: String,
+    value: Value,
+}
+
+/// What a failure inside the field `name` is reported as.
+fn invalid(name: String) -> impl FnOnce(serde_json::Error) -> BodyError {
+    move |_| BodyError::Invalid(Some(name))
+}
+
+impl IntoDeserializer<'_, BodyError> for Field {
+    type Deserializer = Self;
+
+    fn into_deserializer(self) -> Self {
+        self
+    }
+}
+
+/// Forwards each `deserialize_*` method that takes only a visitor to the JSON value's own.
+macro_rules! forward_to_value {
+    ($($method:ident)*) => {
+        $(
+            fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, BodyError> {
+                self.value.$method(visitor).map_err(invalid(self.name))
+            }
+        )*
+    };
+}
+
+impl<'de> Deserializer<'de> for Field {
+    type Error = BodyError;
+
+    forward_to_value! {
+        deserialize_any deserialize_bool deserialize_i8 deserialize_i16 deserialize_i32
+        deserialize_i64 deserialize_i128 deserialize_u8 deserialize_u16 deserialize_u32
+        deserialize_u64 deserialize_u128 deserialize_f32 deserialize_f64 deserialize_char
+        deserialize_str deserialize_string deserialize_bytes deserialize_byte_buf
+        deserialize_option deserialize_unit deserialize_seq deserialize_map
+        deserialize_identifier deserialize_ignored_any
+    }
+
+    fn deserialize_unit_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, BodyError> {
+        let field = self.name;
+        self.value
+            .deserialize_unit_struct(name, visitor)
+            .map_err(invalid(field))
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, BodyError> {
+        let field = self.name;
+        self.value
+            .deserialize_newtype_struct(name, visitor)
+            .map_err(invalid(field))
+    }
+
+    fn deserialize_tuple<V: Visitor<'de>>(
+        self,
+        len: usize,
+        visitor: V,
+    ) -> Result<V::Value, BodyError> {
+        self.value
+            .deserialize_tuple(len, visitor)
+            .map_err(invalid(self.name))
+    }
+
+    fn deserialize_tuple_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        len: usize,
+        visitor: V,
+    ) -> Result<V::Value, BodyError> {
+        let field = self.name;
+        self.value
+            .deserialize_tuple_struct(name, len, visitor)
+            .map_err(invalid(field))
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, BodyError> {
+        let field = self.name;
+        self.value
+            .deserialize_struct(name, fields, visitor)
+            .map_err(invalid(field))
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, BodyError> {
+        let field = self.name;
+        self.value
+            .deserialize_enum(name, variants, visitor)
+            .map_err(invalid(field))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        name: String,
+        scopes: Option<Vec<String>>,
+        policy: Option<Value>,
+    }
+
+    fn parse(body: &str) -> Result<Body, ApiError> {
+        let req = lambda_http::http::Request::builder()
+            .body(lambda_http::Body::Text(body.to_owned()))
+            .unwrap();
+        json_body(&req, "{...}")
+    }
+
+    fn error(body: &str) -> (&'static str, String) {
+        let e = parse(body).unwrap_err();
+        let code = e.code();
+        let response = e.into_response();
+        let message: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+        (
+            code,
+            message["error"]["message"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    #[test]
+    fn each_kind_of_wrong_field_is_told_from_the_hook_that_fired() {
+        let ok = parse(r#"{"name": "a", "scopes": null, "policy": {"x": [1]}}"#).unwrap();
+        assert_eq!((ok.name.as_str(), ok.scopes), ("a", None));
+        assert_eq!(ok.policy, Some(serde_json::json!({"x": [1]})));
+        let cases = [
+            (
+                r#"{"scopes": []}"#,
+                "missing_field",
+                "the field name is required",
+            ),
+            (
+                r#"{"name": "a", "nmae": 1}"#,
+                "unknown_field",
+                "the field nmae is not part",
+            ),
+            (
+                r#"{"name": "a", "kw_sk_X": 1}"#,
+                "unknown_field",
+                "a field is not part",
+            ),
+            (
+                r#"{"name": 7}"#,
+                "invalid_field",
+                "the field name has the wrong type",
+            ),
+            (
+                r#"{"name": "a", "scopes": ["x", 2]}"#,
+                "invalid_field",
+                "the field scopes has",
+            ),
+            (r#"[1]"#, "invalid_json", "not a JSON object"),
+            (r#"{"name": "a""#, "invalid_json", "not valid JSON"),
+        ];
+        for (body, code, start) in cases {
+            let (got, message) = error(body);
+            assert_eq!(got, code, "{body}");
+            assert!(message.contains(start), "{body}: {message}");
+        }
+    }
+}
