@@ -46,31 +46,29 @@ pub fn json_body<T: DeserializeOwned>(req: &Request, shape: &str) -> Result<T, A
 enum BodyError {
     /// A required field is absent.
     Missing(&'static str),
-    /// A field that the body does not take.
-    Unknown(String),
-    /// A field whose value has the wrong type, if it is known which.
+    /// A field that the body does not take. Its name is not kept: it is the caller's text,
+    /// and a message never repeats what the caller sent.
+    Unknown,
+    /// A field whose value has the wrong type, named when it is known which. Only a field
+    /// that the body declares gets this far (an unknown one fails at its name, or is
+    /// ignored), so the name is one of the API's own.
     Invalid(Option<String>),
 }
 
 impl BodyError {
+    /// The `400` that tells the caller what is wrong, against the body's `shape`.
     fn into_api_error(self, shape: &str) -> ApiError {
         match self {
             Self::Missing(field) => ApiError::bad_request(
                 "missing_field",
                 format!("the field {field} is required; expected {shape}"),
             ),
-            Self::Unknown(field) => {
-                let name = shown(&field).map_or_else(
-                    || "a field".to_owned(),
-                    |field| format!("the field {field}"),
-                );
-                ApiError::bad_request(
-                    "unknown_field",
-                    format!("{name} is not part of this request; expected {shape}"),
-                )
-            }
+            Self::Unknown => ApiError::bad_request(
+                "unknown_field",
+                format!("a field is not part of this request; expected {shape}"),
+            ),
             Self::Invalid(field) => {
-                let name = field.as_deref().and_then(shown).map_or_else(
+                let name = field.map_or_else(
                     || "a field".to_owned(),
                     |field| format!("the field {field}"),
                 );
@@ -83,20 +81,11 @@ impl BodyError {
     }
 }
 
-/// A field's name as a message may repeat it: only one that looks like one of the API's own
-/// field names, so that a value pasted as a name is never echoed.
-fn shown(name: &str) -> Option<&str> {
-    (name.len() <= 40
-        && !name.is_empty()
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
-    .then_some(name)
-}
-
 impl fmt::Display for BodyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Missing(field) => write!(f, "missing field {field}"),
-            Self::Unknown(_) => f.write_str("unknown field"),
+            Self::Unknown => f.write_str("unknown field"),
             Self::Invalid(_) => f.write_str("a field has the wrong type"),
         }
     }
@@ -105,6 +94,8 @@ impl fmt::Display for BodyError {
 impl std::error::Error for BodyError {}
 
 impl serde::de::Error for BodyError {
+    /// Any other failure, such as one from a hand-written `Deserialize`: which field is not
+    /// known here, and serde's text may hold the caller's value, so it is dropped.
     fn custom<T: fmt::Display>(_: T) -> Self {
         Self::Invalid(None)
     }
@@ -113,15 +104,17 @@ impl serde::de::Error for BodyError {
         Self::Missing(field)
     }
 
-    fn unknown_field(field: &str, _expected: &'static [&'static str]) -> Self {
-        Self::Unknown(field.to_owned())
+    fn unknown_field(_field: &str, _expected: &'static [&'static str]) -> Self {
+        Self::Unknown
     }
 }
 
 /// One field of the body: its value, deserialized as `serde_json` would, with any failure
 /// inside it reported as that field's.
 struct Field {
+    /// The field's name, to say which field was wrong.
     name: String,
+    /// Its value as the body has it.
     value: Value,
 }
 
@@ -236,6 +229,9 @@ mod tests {
 
     use super::*;
 
+    /// A key as a caller might paste it where it does not belong.
+    const KEY: &str = "kw_sk_production_Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4zABCDEF";
+
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Body {
@@ -244,15 +240,20 @@ mod tests {
         policy: Option<Value>,
     }
 
-    fn parse(body: &str) -> Result<Body, ApiError> {
-        let req = lambda_http::http::Request::builder()
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Grace {
+        grace_period: Value,
+    }
+
+    fn request(body: &str) -> Request {
+        lambda_http::http::Request::builder()
             .body(lambda_http::Body::Text(body.to_owned()))
-            .unwrap();
-        json_body(&req, "{...}")
+            .unwrap()
     }
 
     fn error(body: &str) -> (&'static str, String) {
-        let e = parse(body).unwrap_err();
+        let e = json_body::<Body>(&request(body), "{...}").unwrap_err();
         let code = e.code();
         let response = e.into_response();
         let message: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
@@ -264,9 +265,16 @@ mod tests {
 
     #[test]
     fn each_kind_of_wrong_field_is_told_from_the_hook_that_fired() {
-        let ok = parse(r#"{"name": "a", "scopes": null, "policy": {"x": [1]}}"#).unwrap();
+        let body = r#"{"name": "a", "scopes": null, "policy": {"x": [1]}}"#;
+        let ok: Body = json_body(&request(body), "{...}").unwrap();
         assert_eq!((ok.name.as_str(), ok.scopes), ("a", None));
         assert_eq!(ok.policy, Some(serde_json::json!({"x": [1]})));
+        let absent: Body = json_body(&request(r#"{"name": "a"}"#), "{...}").unwrap();
+        assert_eq!((absent.scopes, absent.policy), (None, None));
+        let null: Grace = json_body(&request(r#"{"grace_period": null}"#), "{...}").unwrap();
+        assert_eq!(null.grace_period, Value::Null);
+        let missing = json_body::<Grace>(&request("{}"), "{...}").unwrap_err();
+        assert_eq!(missing.code(), "missing_field");
         let cases = [
             (
                 r#"{"scopes": []}"#,
@@ -276,10 +284,10 @@ mod tests {
             (
                 r#"{"name": "a", "nmae": 1}"#,
                 "unknown_field",
-                "the field nmae is not part",
+                "a field is not part",
             ),
             (
-                r#"{"name": "a", "kw_sk_X": 1}"#,
+                r#"{"name": "a", "": 1}"#,
                 "unknown_field",
                 "a field is not part",
             ),
@@ -289,7 +297,17 @@ mod tests {
                 "the field name has the wrong type",
             ),
             (
+                r#"{"name": null}"#,
+                "invalid_field",
+                "the field name has the wrong type",
+            ),
+            (
                 r#"{"name": "a", "scopes": ["x", 2]}"#,
+                "invalid_field",
+                "the field scopes has",
+            ),
+            (
+                r#"{"name": "a", "scopes": [["x"]]}"#,
                 "invalid_field",
                 "the field scopes has",
             ),
@@ -300,6 +318,24 @@ mod tests {
             let (got, message) = error(body);
             assert_eq!(got, code, "{body}");
             assert!(message.contains(start), "{body}: {message}");
+        }
+    }
+
+    #[test]
+    fn no_message_repeats_what_the_caller_sent() {
+        let lower = "kw_sk_production_".repeat(2);
+        for body in [
+            format!(r#"{{"name": "a", "{KEY}": 1}}"#),
+            format!(r#"{{"name": "a", "{lower}": 1}}"#),
+            format!(r#"{{"name": ["{KEY}"]}}"#),
+            format!(r#"{{"name": "a", "scopes": [{{"{KEY}": "{KEY}"}}]}}"#),
+            format!(r#"{{"name": "a", "policy": 1, "scopes": "{KEY}"}}"#),
+        ] {
+            let (_, message) = error(&body);
+            assert!(
+                !message.contains("kw_sk") && !message.contains(&lower),
+                "{body}: {message}"
+            );
         }
     }
 }
