@@ -76,6 +76,11 @@ impl Seeded {
         self.orders_key("billing", None, Some(policy), now).await
     }
 
+    /// A stored `orders:read` key named `worker`, with no expiry and no policy.
+    pub async fn worker_key(&self, now: Timestamp) -> crate::domain::Issued {
+        self.orders_key("worker", None, None, now).await
+    }
+
     async fn orders_key(
         &self,
         name: &str,

@@ -41,7 +41,7 @@ async fn change(store: &dyn KeyStore, req: &Request, now: Timestamp) -> Result<V
 
 #[cfg(test)]
 mod tests {
-    use keyward::domain::{Actor, GracePeriod, KeyName, Kind, NewKey, Scopes, create_key, rotate};
+    use keyward::domain::{Actor, GracePeriod, rotate};
     use keyward::testing::{Interfering, api_request, body_json, seeded};
 
     use super::*;
@@ -50,15 +50,7 @@ mod tests {
     async fn a_grace_change_that_an_expiry_notice_gets_ahead_of_decides_again_and_succeeds() {
         let now = keyward::now();
         let s = seeded("production", now).await;
-        let input = NewKey {
-            name: KeyName::parse("worker").unwrap(),
-            kind: Kind::Secret,
-            scopes: Scopes::parse(&["orders:read"]).unwrap(),
-            expires_at: None,
-            rotation_policy: None,
-        };
-        let issued = create_key(&s.environment, input, Actor::operator("t"), now).unwrap();
-        s.store.apply(&issued.change).await.unwrap();
+        let issued = s.worker_key(now).await;
         let twelve_hours = GracePeriod::parse("PT12H").unwrap();
         let rotated = rotate(&issued.key, twelve_hours, Actor::operator("t"), now).unwrap();
         s.store.apply(&rotated.change).await.unwrap();

@@ -37,7 +37,7 @@ async fn revoke_key(
 
 #[cfg(test)]
 mod tests {
-    use keyward::domain::{Actor, GracePeriod, KeyName, Kind, NewKey, Scopes, create_key};
+    use keyward::domain::{Actor, GracePeriod};
     use keyward::store::{KeyStore, PageRequest};
     use keyward::testing::{body_json, event, seeded};
 
@@ -51,15 +51,7 @@ mod tests {
         for fixture in [REST, HTTP] {
             let now = keyward::now();
             let s = seeded("production", now).await;
-            let input = NewKey {
-                name: KeyName::parse("worker").unwrap(),
-                kind: Kind::Secret,
-                scopes: Scopes::parse(&["orders:read"]).unwrap(),
-                expires_at: None,
-                rotation_policy: None,
-            };
-            let issued = create_key(&s.environment, input, Actor::operator("t"), now).unwrap();
-            s.store.apply(&issued.change).await.unwrap();
+            let issued = s.worker_key(now).await;
             let vars = [
                 ("KEY_ID", issued.key.id.as_str()),
                 ("KEY", s.secret.expose()),
