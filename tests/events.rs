@@ -32,12 +32,14 @@ async fn aws() -> aws_config::SdkConfig {
 /// A table with an environment, and one key taken through create, rotate, grace change and
 /// revoke by the functions' handlers. Returns the store, the secrets issued and the actions.
 async fn table_with_a_lifecycle() -> (DynamoStore, Vec<String>) {
+    let mint = keyward::mint();
     let store = DynamoStore::from_env(&unique("events")).await;
     store.create_table().await.expect("a table");
     let now = keyward::now();
     let env = create_environment(
         &keyward::domain::EnvName::parse("production").unwrap(),
         Actor::operator("ops"),
+        &mint,
         now,
     );
     store.apply(&env.change).await.expect("an environment");
@@ -48,6 +50,7 @@ async fn table_with_a_lifecycle() -> (DynamoStore, Vec<String>) {
         store: &store,
         settings: &settings,
         secrets: &secrets,
+        mint: &mint,
     };
     let created = create_key::handler(
         context,
@@ -257,9 +260,14 @@ async fn every_activity_entry_reaches_an_sqs_queue_through_eventbridge_in_order(
             source: "keyward".into(),
         },
     );
-    let response = activity_publisher::handler(&publisher, &store, publisher_event(&records))
-        .await
-        .unwrap();
+    let response = activity_publisher::handler(
+        &publisher,
+        &store,
+        &keyward::mint(),
+        publisher_event(&records),
+    )
+    .await
+    .unwrap();
     assert!(failed(&response).is_empty(), "{:?}", failed(&response));
 
     let events = drain(&aws, &queue).await;
@@ -330,9 +338,14 @@ async fn when_eventbridge_fails_every_record_is_reported_and_a_rerun_loses_nothi
             source: "keyward".into(),
         },
     );
-    let response = activity_publisher::handler(&missing, &store, publisher_event(&records))
-        .await
-        .unwrap();
+    let response = activity_publisher::handler(
+        &missing,
+        &store,
+        &keyward::mint(),
+        publisher_event(&records),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         failed(&response),
         outbox_records,
@@ -349,9 +362,14 @@ async fn when_eventbridge_fails_every_record_is_reported_and_a_rerun_loses_nothi
             source: "keyward".into(),
         },
     );
-    let response = activity_publisher::handler(&unreachable, &store, publisher_event(&records))
-        .await
-        .unwrap();
+    let response = activity_publisher::handler(
+        &unreachable,
+        &store,
+        &keyward::mint(),
+        publisher_event(&records),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         failed(&response),
         outbox_records,
@@ -366,9 +384,14 @@ async fn when_eventbridge_fails_every_record_is_reported_and_a_rerun_loses_nothi
             source: "keyward".into(),
         },
     );
-    let response = activity_publisher::handler(&working, &store, publisher_event(&records))
-        .await
-        .unwrap();
+    let response = activity_publisher::handler(
+        &working,
+        &store,
+        &keyward::mint(),
+        publisher_event(&records),
+    )
+    .await
+    .unwrap();
     assert!(failed(&response).is_empty());
     let events = drain(&aws, &queue).await;
     let ids: Vec<&str> = events

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use chrono::{TimeDelta, TimeZone, Utc};
 use keyward::domain::{
     Action, Actor, Change, EnvName, FIRST_RETRY_WAIT, GracePeriod, Key, KeyHash, KeyId, KeyName,
-    Kind, NewKey, PresentedKey, RETRY_SLACK, RotationPolicy, Scopes, Secret, SecretPrefix,
+    Kind, Mint, NewKey, PresentedKey, RETRY_SLACK, RotationPolicy, Scopes, Secret, SecretPrefix,
     Timestamp, Verdict, check, create_environment, create_key, rotate,
 };
 use keyward::http::{Context, Settings};
@@ -47,6 +47,8 @@ struct Backend {
     prefix: String,
     /// The environment's default key, which the cases that rotate by hand call the API with.
     admin: Secret,
+    /// The case's own mint.
+    mint: Mint,
 }
 
 enum Reader {
@@ -120,13 +122,15 @@ impl Backend {
             expires_at,
             rotation_policy,
         };
-        let issued = create_key(&env(), input, Actor::operator("test"), at).unwrap();
+        let issued = create_key(&env(), input, Actor::operator("test"), &self.mint, at).unwrap();
         self.store.apply(&issued.change).await.unwrap();
         (issued.key, issued.secret)
     }
 
     async fn run(&self, now: Timestamp) -> Report {
-        run(&*self.store, &*self.sink, &rule(), now).await.unwrap()
+        run(&*self.store, &*self.sink, &self.mint, &rule(), now)
+            .await
+            .unwrap()
     }
 
     /// Rotates `key` through the rotate route's handler, as the default key would from API
@@ -146,6 +150,7 @@ impl Backend {
             store,
             settings: &settings,
             secrets: sink,
+            mint: &self.mint,
         };
         let vars = [("KEY_ID", key.id.as_str()), ("KEY", self.admin.expose())];
         let response = rotate_key::handler(context, event(ROTATE_BY_HAND, &vars), now).await;
@@ -186,7 +191,9 @@ impl Backend {
             .await;
         let second = delivered.created_at + TimeDelta::days(7);
         let (store, _) = self.crashing_after(Step::CommitRotation);
-        let report = run(&store, &*self.sink, &rule(), second).await.unwrap();
+        let report = run(&store, &*self.sink, &self.mint, &rule(), second)
+            .await
+            .unwrap();
         assert_eq!(report.failed, 1, "{report:?}");
         let stranded = self
             .all_keys()
@@ -317,7 +324,13 @@ async fn with_environment(
     reader: Reader,
     prefix: String,
 ) -> Backend {
-    let issued = create_environment(&env(), Actor::operator("test"), t0() - TimeDelta::days(400));
+    let mint = keyward::mint();
+    let issued = create_environment(
+        &env(),
+        Actor::operator("test"),
+        &mint,
+        t0() - TimeDelta::days(400),
+    );
     store.apply(&issued.change).await.unwrap();
     Backend {
         store,
@@ -325,6 +338,7 @@ async fn with_environment(
         reader,
         prefix,
         admin: issued.secret,
+        mint,
     }
 }
 
@@ -528,7 +542,7 @@ async fn crash_after(b: Backend, step: Step) {
     let (key, _) = b.policy_key(&name, "P7D", "24h", t0()).await;
     let now = t0() + TimeDelta::days(7);
     let (store, sink) = b.crashing_after(step);
-    let report = run(&store, &sink, &rule(), now).await.unwrap();
+    let report = run(&store, &sink, &b.mint, &rule(), now).await.unwrap();
     assert_eq!(report.failed, 1, "{name}: the crash is seen: {report:?}");
     let committed = step != Step::PutPending;
     assert_eq!(
@@ -711,7 +725,7 @@ async fn a_rotation_by_hand_racing_a_delivery_leaves_its_own_key_current(on: On)
         at,
         answer: std::sync::Mutex::new(None),
     };
-    run(&*b.store, &racing, &rule(), at).await.unwrap();
+    run(&*b.store, &racing, &b.mint, &rule(), at).await.unwrap();
     let (status, body) = racing.answer.lock().unwrap().take().expect("the race ran");
     assert_eq!(status, 201, "{body}");
     let by_hand = b
@@ -803,7 +817,9 @@ async fn every_key_left_in_the_due_index_has_something_to_do(on: On) {
     let mut failed = 0;
     for hours in runs {
         let now = t0() + TimeDelta::hours(i64::try_from(hours).unwrap());
-        let report = run(&*b.store, &refusing, &rule(), now).await.unwrap();
+        let report = run(&*b.store, &refusing, &b.mint, &rule(), now)
+            .await
+            .unwrap();
         failed += report.failed;
         let far = t0() + TimeDelta::days(3650);
         for key in b.store.due_keys(far, 10_000).await.unwrap() {
@@ -863,7 +879,7 @@ async fn one_failing_key_does_not_stop_the_others(on: On) {
         inner: Arc::clone(&b.sink),
         refused: b.secret_id("refused"),
     };
-    let report = run(&*b.store, &sink, &rule(), now).await.unwrap();
+    let report = run(&*b.store, &sink, &b.mint, &rule(), now).await.unwrap();
     assert_eq!((report.rotated, report.failed), (3, 1), "{report:?}");
     for (name, key) in &fine {
         b.assert_rotated_once_and_delivered(key, name, now).await;
@@ -882,9 +898,15 @@ async fn one_failing_key_does_not_stop_the_others(on: On) {
         (&recorded[0].key_id, &recorded[0].actor),
         (&refused.id, &rule())
     );
-    let waiting = run(&*b.store, &sink, &rule(), retry_at - TimeDelta::seconds(1))
-        .await
-        .unwrap();
+    let waiting = run(
+        &*b.store,
+        &sink,
+        &b.mint,
+        &rule(),
+        retry_at - TimeDelta::seconds(1),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         (waiting.rotated, waiting.failed),
         (0, 0),
@@ -923,13 +945,13 @@ async fn a_due_key_behind_1200_failing_ones_is_rotated_within_two_runs(on: On) {
         refused: b.secret_id("failing-"),
     };
     let first = t0() + TimeDelta::days(1) + TimeDelta::minutes(2);
-    let report = run_at_most(&*b.store, &sink, &rule(), first, limit)
+    let report = run_at_most(&*b.store, &sink, &b.mint, &rule(), first, limit)
         .await
         .unwrap();
     assert_eq!((report.rotated, report.failed), (0, limit), "{report:?}");
 
     let second = first + TimeDelta::minutes(5);
-    let report = run_at_most(&*b.store, &sink, &rule(), second, limit)
+    let report = run_at_most(&*b.store, &sink, &b.mint, &rule(), second, limit)
         .await
         .unwrap();
     assert_eq!(
@@ -983,6 +1005,7 @@ async fn each_expiry_warning_is_recorded_exactly_once(on: On) {
         &plain,
         GracePeriod::parse("3d").unwrap(),
         Actor::operator("test"),
+        &b.mint,
         t0(),
     )
     .unwrap();

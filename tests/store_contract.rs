@@ -5,25 +5,31 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use keyward::domain::{
-    Action, Actor, Change, EnvName, GracePeriod, Issued, Key, KeyName, Kind, NewKey, PolicyChange,
-    Revocation, RotationPolicy, Scopes, change_grace_period, create_environment, create_key,
-    revoke, rotate, set_rotation_policy,
+    Action, Actor, Change, EnvName, GracePeriod, Issued, Key, KeyName, Kind, Mint, NewKey,
+    PolicyChange, Revocation, RotationPolicy, Scopes, change_grace_period, create_environment,
+    create_key, revoke, rotate, set_rotation_policy,
 };
 use keyward::store::{
     ActivityFilter, DynamoStore, KeyLookup, KeyStore, PageRequest, SqliteStore, StoreError,
 };
 
-/// A clock for one test: each call is one millisecond after the last, so ids sort in the
-/// order things happened.
-struct Clock(std::sync::atomic::AtomicI64);
+/// A clock for one test, with the test's own mint: each call is one millisecond after the
+/// last, so ids sort in the order things happened.
+struct Clock {
+    ticks: std::sync::atomic::AtomicI64,
+    mint: Mint,
+}
 
 impl Clock {
     fn new() -> Self {
-        Self(std::sync::atomic::AtomicI64::new(0))
+        Self {
+            ticks: std::sync::atomic::AtomicI64::new(0),
+            mint: keyward::mint(),
+        }
     }
 
     fn now(&self) -> DateTime<Utc> {
-        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let n = self.ticks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).unwrap() + TimeDelta::milliseconds(n)
     }
 }
@@ -41,7 +47,7 @@ fn grace(s: &str) -> GracePeriod {
 }
 
 async fn environment(store: &dyn KeyStore, name: &str, clock: &Clock) -> Issued {
-    let issued = create_environment(&env(name), actor(), clock.now());
+    let issued = create_environment(&env(name), actor(), &clock.mint, clock.now());
     store.apply(&issued.change).await.unwrap();
     issued
 }
@@ -54,7 +60,7 @@ async fn key(store: &dyn KeyStore, environment: &str, name: &str, clock: &Clock)
         expires_at: None,
         rotation_policy: None,
     };
-    let issued = create_key(&env(environment), input, actor(), clock.now()).unwrap();
+    let issued = create_key(&env(environment), input, actor(), &clock.mint, clock.now()).unwrap();
     store.apply(&issued.change).await.unwrap();
     issued.key
 }
@@ -89,7 +95,7 @@ async fn an_environment_is_made_once(store: Arc<dyn KeyStore>) {
         store.key_by_hash(&issued.secret.hash()).await.unwrap(),
         Some(issued.key)
     );
-    let again = create_environment(&env("production"), actor(), clock.now());
+    let again = create_environment(&env("production"), actor(), &clock.mint, clock.now());
     assert_conflict(store.apply(&again.change).await);
     assert_eq!(
         store.key(&again.key.id).await.unwrap(),
@@ -103,8 +109,8 @@ async fn a_stale_change_conflicts_and_writes_nothing(store: Arc<dyn KeyStore>) {
     let clock = Clock::new();
     environment(&*store, "production", &clock).await;
     let old = key(&*store, "production", "worker", &clock).await;
-    let first = rotate(&old, grace("1h"), actor(), clock.now()).unwrap();
-    let second = rotate(&old, grace("24h"), actor(), clock.now()).unwrap();
+    let first = rotate(&old, grace("1h"), actor(), &clock.mint, clock.now()).unwrap();
+    let second = rotate(&old, grace("24h"), actor(), &clock.mint, clock.now()).unwrap();
     store.apply(&first.change).await.unwrap();
     assert_conflict(store.apply(&second.change).await);
     assert_eq!(
@@ -131,7 +137,14 @@ async fn a_stale_change_conflicts_and_writes_nothing(store: Arc<dyn KeyStore>) {
         [Action::Rotated, Action::Created],
         "the loser's entry is not stored"
     );
-    let changed = change_grace_period(&first.previous, grace("7d"), actor(), clock.now()).unwrap();
+    let changed = change_grace_period(
+        &first.previous,
+        grace("7d"),
+        actor(),
+        &clock.mint,
+        clock.now(),
+    )
+    .unwrap();
     store.apply(&changed.change).await.unwrap();
     assert_conflict(store.apply(&changed.change).await);
 }
@@ -139,7 +152,7 @@ async fn a_stale_change_conflicts_and_writes_nothing(store: Arc<dyn KeyStore>) {
 async fn a_key_id_or_hash_is_never_stored_twice(store: Arc<dyn KeyStore>) {
     let clock = Clock::new();
     let issued = environment(&*store, "production", &clock).await;
-    let mut twin = create_environment(&env("staging"), actor(), clock.now());
+    let mut twin = create_environment(&env("staging"), actor(), &clock.mint, clock.now());
     twin.change.keys = vec![keyward::domain::KeyWrite::Insert(issued.key.clone())];
     assert_conflict(store.apply(&twin.change).await);
     assert_eq!(
@@ -152,7 +165,7 @@ async fn a_key_id_or_hash_is_never_stored_twice(store: Arc<dyn KeyStore>) {
 async fn the_default_moves_only_from_the_current_default(store: Arc<dyn KeyStore>) {
     let clock = Clock::new();
     let issued = environment(&*store, "production", &clock).await;
-    let rotated = rotate(&issued.key, grace("24h"), actor(), clock.now()).unwrap();
+    let rotated = rotate(&issued.key, grace("24h"), actor(), &clock.mint, clock.now()).unwrap();
     store.apply(&rotated.change).await.unwrap();
     let stored = store
         .environment(&env("production"))
@@ -161,12 +174,12 @@ async fn the_default_moves_only_from_the_current_default(store: Arc<dyn KeyStore
         .unwrap();
     assert_eq!(stored.default_key_id, rotated.key.id);
     let Revocation::Revoked { change, .. } =
-        revoke(&rotated.previous, actor(), clock.now()).unwrap()
+        revoke(&rotated.previous, actor(), &clock.mint, clock.now()).unwrap()
     else {
         panic!("the old default can be revoked")
     };
     store.apply(&change).await.unwrap();
-    let mut stale = rotate(&issued.key, grace("1h"), actor(), clock.now())
+    let mut stale = rotate(&issued.key, grace("1h"), actor(), &clock.mint, clock.now())
         .unwrap()
         .change;
     stale.keys.clear();
@@ -250,12 +263,19 @@ async fn activity_is_newest_first_and_filtered(store: Arc<dyn KeyStore>) {
     let a = key(&*store, "production", "a", &clock).await;
     let b = key(&*store, "production", "b", &clock).await;
     key(&*store, "staging", "elsewhere", &clock).await;
-    let rotated = rotate(&a, grace("1h"), actor(), clock.now()).unwrap();
+    let rotated = rotate(&a, grace("1h"), actor(), &clock.mint, clock.now()).unwrap();
     store.apply(&rotated.change).await.unwrap();
-    let changed =
-        change_grace_period(&rotated.previous, grace("3d"), actor(), clock.now()).unwrap();
+    let changed = change_grace_period(
+        &rotated.previous,
+        grace("3d"),
+        actor(),
+        &clock.mint,
+        clock.now(),
+    )
+    .unwrap();
     store.apply(&changed.change).await.unwrap();
-    let Revocation::Revoked { change, .. } = revoke(&b, actor(), clock.now()).unwrap() else {
+    let Revocation::Revoked { change, .. } = revoke(&b, actor(), &clock.mint, clock.now()).unwrap()
+    else {
         panic!()
     };
     store.apply(&change).await.unwrap();
@@ -364,7 +384,7 @@ async fn of_sixteen_racing_rotations_exactly_one_is_applied(store: Arc<dyn KeySt
     let old = key(&*store, "production", "contested", &clock).await;
     let changes: Vec<Change> = (0..16)
         .map(|_| {
-            rotate(&old, grace("1h"), actor(), clock.now())
+            rotate(&old, grace("1h"), actor(), &clock.mint, clock.now())
                 .unwrap()
                 .change
         })
@@ -422,7 +442,8 @@ async fn due_keys_come_from_the_index_earliest_first(store: Arc<dyn KeyStore>) {
                 .unwrap()
             }),
         };
-        let issued = create_key(&env("production"), input, actor(), clock.now()).unwrap();
+        let issued =
+            create_key(&env("production"), input, actor(), &clock.mint, clock.now()).unwrap();
         store.apply(&issued.change).await.unwrap();
         made.push(issued.key);
     }
@@ -447,7 +468,7 @@ async fn due_keys_come_from_the_index_earliest_first(store: Arc<dyn KeyStore>) {
     let daily = store.due_keys(at(8), 100).await.unwrap().remove(1);
     assert_eq!(daily, made[0], "the record is read in full and current");
     let PolicyChange::Changed { change, .. } =
-        set_rotation_policy(&daily, None, actor(), clock.now()).unwrap()
+        set_rotation_policy(&daily, None, actor(), &clock.mint, clock.now()).unwrap()
     else {
         panic!("the policy is cleared")
     };
@@ -461,6 +482,7 @@ async fn due_keys_come_from_the_index_earliest_first(store: Arc<dyn KeyStore>) {
 
 /// A stored `orders:read` key of `production` that expires an hour after `made`.
 async fn short_lived_key(store: &dyn KeyStore, made: DateTime<Utc>) -> Issued {
+    let mint = keyward::mint();
     let input = NewKey {
         name: KeyName::parse("short-lived").unwrap(),
         kind: Kind::Secret,
@@ -468,7 +490,7 @@ async fn short_lived_key(store: &dyn KeyStore, made: DateTime<Utc>) -> Issued {
         expires_at: Some(made + TimeDelta::hours(1)),
         rotation_policy: None,
     };
-    let issued = create_key(&env("production"), input, actor(), made).unwrap();
+    let issued = create_key(&env("production"), input, actor(), &mint, made).unwrap();
     store.apply(&issued.change).await.unwrap();
     issued
 }
@@ -481,10 +503,12 @@ async fn an_expiry_seen_twice_is_recorded_once(store: Arc<dyn KeyStore>) {
     let made = clock.now();
     let issued = short_lived_key(&*store, made).await;
     let later = made + TimeDelta::hours(2);
-    let by_schedule = keyward::domain::expiry_notice(&issued.key, actor(), later).unwrap();
+    let by_schedule =
+        keyward::domain::expiry_notice(&issued.key, actor(), &clock.mint, later).unwrap();
     let by_ttl = keyward::domain::expiry_notice(
         &issued.key,
         Actor::system("dynamodb-ttl"),
+        &clock.mint,
         later + TimeDelta::minutes(1),
     )
     .unwrap();
@@ -551,7 +575,7 @@ async fn dynamodb() -> Arc<dyn KeyStore> {
 async fn a_failing_dynamodb_call_is_a_backend_error_not_a_conflict() {
     let store = dynamodb_without_table().await;
     let clock = Clock::new();
-    let issued = create_environment(&env("production"), actor(), clock.now());
+    let issued = create_environment(&env("production"), actor(), &clock.mint, clock.now());
     assert!(matches!(
         store.apply(&issued.change).await,
         Err(StoreError::Backend(_))
@@ -581,7 +605,7 @@ async fn recording_an_expiry_after_ttl_removed_the_hash_item_does_not_bring_it_b
     let store = DynamoStore::new(client.clone(), &table);
     store.create_table().await.unwrap();
     let clock = Clock::new();
-    let made = create_environment(&env("production"), actor(), clock.now());
+    let made = create_environment(&env("production"), actor(), &clock.mint, clock.now());
     store.apply(&made.change).await.unwrap();
     let created = clock.now();
     let issued = short_lived_key(&store, created).await;
@@ -608,8 +632,13 @@ async fn recording_an_expiry_after_ttl_removed_the_hash_item_does_not_bring_it_b
         .unwrap();
 
     let later = created + TimeDelta::hours(3);
-    let expired = keyward::domain::expiry_notice(&issued.key, Actor::system("dynamodb-ttl"), later)
-        .expect("the expiry is due");
+    let expired = keyward::domain::expiry_notice(
+        &issued.key,
+        Actor::system("dynamodb-ttl"),
+        &clock.mint,
+        later,
+    )
+    .expect("the expiry is due");
     store.apply(&expired).await.unwrap();
     let item = client
         .get_item()
@@ -685,11 +714,12 @@ async fn a_filtered_activity_page_reads_a_bounded_number_of_items() {
     store.create_table().await.unwrap();
     let clock = Clock::new();
     let production = env("production");
-    let made = create_environment(&production, actor(), clock.now());
+    let made = create_environment(&production, actor(), &clock.mint, clock.now());
     store.apply(&made.change).await.unwrap();
     let key = &made.key;
     // The rare entry first (the oldest), then 2,000 others, written straight as outbox items.
     let rare = keyward::domain::ActivityEntry::new(
+        &clock.mint,
         &production,
         &key.id,
         actor(),
@@ -701,6 +731,7 @@ async fn a_filtered_activity_page_reads_a_bounded_number_of_items() {
     let mut entries = vec![rare.clone()];
     for _ in 0..2000 {
         entries.push(keyward::domain::ActivityEntry::new(
+            &clock.mint,
             &production,
             &key.id,
             actor(),

@@ -175,10 +175,12 @@ async fn measure(
     recorder.calls.lock().unwrap().clear();
     let settings = Settings::default();
     let secrets = SecretsManagerSink::from_config(&keyward::aws::config().await);
+    let mint = keyward::mint();
     let context = Context {
         store,
         settings: &settings,
         secrets: &secrets,
+        mint: &mint,
     };
     let response = handler(context, req, keyward::now()).await;
     assert!(response.status().is_success(), "{}", response.status());
@@ -188,6 +190,7 @@ async fn measure(
 
 #[tokio::main]
 async fn main() {
+    let mint = keyward::mint();
     assert!(
         std::env::var_os("AWS_ENDPOINT_URL").is_some(),
         "run this through scripts/with-moto"
@@ -205,6 +208,7 @@ async fn main() {
     let env = create_environment(
         &EnvName::parse("production").unwrap(),
         Actor::operator("bench"),
+        &mint,
         keyward::now(),
     );
     keyward::store::KeyStore::apply(&store, &env.change)

@@ -18,7 +18,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
-use keyward::domain::{Actor, EnvName, Issued, create_environment};
+use keyward::domain::{Actor, EnvName, Issued, Mint, create_environment};
 use keyward::http::{ApiError, Context, Handler, MAX_BODY_BYTES, Settings};
 use keyward::secrets::SecretSink;
 use keyward::store::{KeyStore, StoreError};
@@ -190,25 +190,31 @@ pub const LOCAL_SCHEDULE: &str = "keyward serve";
 
 /// Runs the scheduled rotation every `period`, the first time at once, as the schedule rule
 /// does on AWS. A run that cannot read its due keys is logged, and the next one tries again.
-pub async fn run_schedule(store: &dyn KeyStore, sink: &dyn SecretSink, period: Duration) {
+pub async fn run_schedule(
+    store: &dyn KeyStore,
+    sink: &dyn SecretSink,
+    mint: &Mint,
+    period: Duration,
+) {
     let mut ticks = tokio::time::interval(period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let actor = Actor::schedule(LOCAL_SCHEDULE);
     loop {
         ticks.tick().await;
-        if let Err(e) = scheduled_rotation::run(store, sink, &actor, keyward::now()).await {
+        if let Err(e) = scheduled_rotation::run(store, sink, mint, &actor, keyward::now()).await {
             tracing::error!(error = %keyward::error_chain(&e), "the scheduled run cannot read its due keys");
         }
     }
 }
 
 /// Serves the HTTP API on `listener` until the process ends; rotations of keys with a policy
-/// deliver to `secrets`.
+/// deliver to `secrets`, and everything new comes from the process's one `mint`.
 pub async fn serve(
     listener: TcpListener,
     store: Arc<dyn KeyStore>,
     settings: Settings,
     secrets: Arc<dyn SecretSink>,
+    mint: Arc<Mint>,
 ) -> std::io::Result<()> {
     let settings = Arc::new(settings);
     loop {
@@ -219,23 +225,26 @@ pub async fn serve(
                 continue;
             }
         };
-        let (store, settings, secrets) = (
+        let (store, settings, secrets, mint) = (
             Arc::clone(&store),
             Arc::clone(&settings),
             Arc::clone(&secrets),
+            Arc::clone(&mint),
         );
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                let (store, settings, secrets) = (
+                let (store, settings, secrets, mint) = (
                     Arc::clone(&store),
                     Arc::clone(&settings),
                     Arc::clone(&secrets),
+                    Arc::clone(&mint),
                 );
                 async move {
                     let context = Context {
                         store: &*store,
                         settings: &settings,
                         secrets: &*secrets,
+                        mint: &mint,
                     };
                     Ok::<_, Infallible>(handle(context, req).await)
                 }
@@ -275,8 +284,9 @@ pub async fn create_environment_in(
     store: &dyn KeyStore,
     name: &EnvName,
     actor: Actor,
+    mint: &Mint,
 ) -> Result<Issued, CreateEnvironmentError> {
-    let issued = create_environment(name, actor, keyward::now());
+    let issued = create_environment(name, actor, mint, keyward::now());
     match store.apply(&issued.change).await {
         Ok(()) => Ok(issued),
         Err(StoreError::Conflict) => Err(CreateEnvironmentError::Exists(name.clone())),

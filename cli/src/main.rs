@@ -185,7 +185,7 @@ async fn run(args: Args) -> Result<(), String> {
         }
         Command::CreateEnvironment { name, json } => {
             let store = open(&args.store).await?;
-            let issued = create_environment_in(&*store, &name, operator())
+            let issued = create_environment_in(&*store, &name, operator(), &keyward::mint())
                 .await
                 .map_err(|e| error_chain(&e))?;
             if json {
@@ -203,6 +203,7 @@ async fn run(args: Args) -> Result<(), String> {
         } => {
             keyward::logging::init_with_writer(std::io::stderr);
             let settings = Settings::from_env()?;
+            let mint = Arc::new(keyward::mint());
             let store = open(&args.store).await?;
             let publisher = match &args.store {
                 StoreConfig::DynamoDb(table) => Some(stream_publisher(table).await?),
@@ -214,7 +215,7 @@ async fn run(args: Args) -> Result<(), String> {
                 .map_err(|e| format!("cannot read the store: {}", error_chain(&e)))?
             {
                 let name = EnvName::parse(FIRST_ENVIRONMENT).expect("a valid literal name");
-                match create_environment_in(&*store, &name, operator()).await {
+                match create_environment_in(&*store, &name, operator(), &mint).await {
                     Ok(issued) => print_default_key(&name, &issued),
                     Err(CreateEnvironmentError::Exists(_)) => {}
                     Err(e) => return Err(error_chain(&e)),
@@ -235,18 +236,24 @@ async fn run(args: Args) -> Result<(), String> {
             std::io::stdout().flush().map_err(|e| e.to_string())?;
             let scheduling = async {
                 match schedule_every {
-                    Some(period) => run_schedule(&*store, &*secrets, period).await,
+                    Some(period) => run_schedule(&*store, &*secrets, &mint, period).await,
                     None => std::future::pending().await,
                 }
             };
             let publishing = async {
                 match publisher {
-                    Some((poller, bus)) => poller.run(&bus, &*store).await,
+                    Some((poller, bus)) => poller.run(&bus, &*store, &mint).await,
                     None => std::future::pending().await,
                 }
             };
             tokio::select! {
-                served = serve(listener, Arc::clone(&store), settings, Arc::clone(&secrets)) => served.map_err(|e| e.to_string()),
+                served = serve(
+                    listener,
+                    Arc::clone(&store),
+                    settings,
+                    Arc::clone(&secrets),
+                    Arc::clone(&mint),
+                ) => served.map_err(|e| e.to_string()),
                 () = publishing => Ok(()),
                 () = scheduling => Ok(()),
                 _ = tokio::signal::ctrl_c() => Ok(()),

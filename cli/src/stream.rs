@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use aws_sdk_dynamodbstreams::Client;
 use aws_sdk_dynamodbstreams::types::{Record, ShardIteratorType};
+use keyward::domain::Mint;
 use keyward::events::{EventBus, lambda_event};
 use keyward::store::KeyStore;
 use lambda_http::lambda_runtime::{Context, LambdaEvent};
@@ -110,7 +111,7 @@ impl StreamPoller {
     }
 
     /// Polls until the process ends.
-    pub async fn run(mut self, bus: &dyn EventBus, store: &dyn KeyStore) {
+    pub async fn run(mut self, bus: &dyn EventBus, store: &dyn KeyStore, mint: &Mint) {
         loop {
             for shard in &mut self.shards.open {
                 let mut batch = std::mem::take(&mut shard.pending);
@@ -146,6 +147,7 @@ impl StreamPoller {
                 let Ok(response) = activity_publisher::handler(
                     bus,
                     store,
+                    mint,
                     LambdaEvent::new(event, Context::default()),
                 )
                 .await;

@@ -9,10 +9,18 @@ use sha2::{Digest, Sha256};
 
 fn keys(c: &mut Criterion) {
     let env = EnvName::parse("production").unwrap();
-    let secret = Secret::generate(Kind::Secret, &env);
+    let mint = keyward::mint();
+    let secret = Secret::generate(&mint, Kind::Secret, &env);
     let presented = secret.expose().to_owned();
     c.bench_function("generate and hash a key", |b| {
-        b.iter(|| black_box(Secret::generate(black_box(Kind::Secret), black_box(&env))).hash())
+        b.iter(|| {
+            black_box(Secret::generate(
+                &mint,
+                black_box(Kind::Secret),
+                black_box(&env),
+            ))
+            .hash()
+        })
     });
     c.bench_function("parse, checksum and hash a presented key", |b| {
         b.iter(|| PresentedKey::parse(black_box(&presented)).unwrap())

@@ -13,7 +13,8 @@
 //! outlasts steps 2 and 3 (or a run, after a crash).
 
 use crate::domain::{
-    Actor, Due, Key, KeyId, PendingDelivery, Rotated, Timestamp, delivery_failed, secret_delivered,
+    Actor, Due, Key, KeyId, Mint, PendingDelivery, Rotated, Timestamp, delivery_failed,
+    secret_delivered,
 };
 use crate::error_chain;
 use crate::secrets::{SecretError, SecretSink, SecretValue};
@@ -59,6 +60,7 @@ pub async fn finish(
     sink: &dyn SecretSink,
     id: &KeyId,
     actor: &Actor,
+    mint: &Mint,
     now: Timestamp,
 ) -> Result<Option<Key>, DeliveryError> {
     let Some(key) = store
@@ -72,10 +74,10 @@ pub async fn finish(
         return Ok(None);
     };
     if let Err(e) = sink.promote(&pending.secret_id, &pending.version_id).await {
-        record_failure(store, &key, &pending.secret_id, actor, now).await;
+        record_failure(store, &key, &pending.secret_id, actor, mint, now).await;
         return Err(e.into());
     }
-    let Some((delivered, change)) = secret_delivered(&key, actor.clone(), now) else {
+    let Some((delivered, change)) = secret_delivered(&key, actor.clone(), mint, now) else {
         return Ok(None);
     };
     match store.apply(&change).await {
@@ -140,9 +142,10 @@ pub async fn record_failure(
     key: &Key,
     secret_id: &str,
     actor: &Actor,
+    mint: &Mint,
     now: Timestamp,
 ) {
-    let change = delivery_failed(key, secret_id, actor.clone(), now);
+    let change = delivery_failed(key, secret_id, actor.clone(), mint, now);
     if let Err(e) = store.apply(&change).await {
         tracing::warn!(key_id = %key.id, error = %error_chain(&e), "the failed delivery was not recorded");
     }

@@ -1,11 +1,11 @@
 //! keyward's shared library: everything the Lambda functions and the local server share.
 //!
-//! `domain` decides (pure, no I/O, `now` passed in), `store` applies decisions atomically,
-//! and `http` maps requests and domain outcomes to API Gateway responses.
+//! `domain` decides (the `keyward-domain` crate: pure, no I/O, `now` and a [`Mint`] passed
+//! in), `store` applies decisions atomically, and `http` maps requests and domain outcomes to
+//! API Gateway responses.
 
 pub mod aws;
 pub mod delivery;
-pub mod domain;
 pub mod events;
 pub mod http;
 pub mod logging;
@@ -13,6 +13,29 @@ pub mod secrets;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+
+pub use keyward_domain as domain;
+
+use domain::{Entropy, Mint};
+use rand::Rng;
+use rand::rand_core::UnwrapErr;
+use rand::rngs::SysRng;
+
+/// The operating system's CSPRNG, the only entropy a secret is ever drawn from.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OsEntropy;
+
+impl Entropy for OsEntropy {
+    fn fill(&self, bytes: &mut [u8]) {
+        UnwrapErr(SysRng).fill_bytes(bytes);
+    }
+}
+
+/// A mint over the operating system's CSPRNG. A process makes one and shares it, so that
+/// every id it makes sorts in the order it was made.
+pub fn mint() -> Mint {
+    Mint::new(Box::new(OsEntropy))
+}
 
 /// The current time at the millisecond precision that every stored and shown time uses.
 pub fn now() -> chrono::DateTime<chrono::Utc> {

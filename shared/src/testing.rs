@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use lambda_http::{Body, Request, Response};
 
-use crate::domain::{Actor, EnvName, Key, Secret, Timestamp, create_environment};
+use crate::domain::{Actor, EnvName, Key, Mint, Secret, Timestamp, create_environment};
 use crate::http::{Context, Settings};
 use crate::secrets::{FileSink, PrefixedSink};
 use crate::store::{KeyStore, SqliteStore};
@@ -28,6 +28,8 @@ pub struct Seeded {
     pub secrets: PrefixedSink,
     /// The secrets file, removed when this is dropped.
     pub secrets_file: PathBuf,
+    /// The test's own mint, so that no other test's clock changes its ids.
+    pub mint: Mint,
 }
 
 impl Drop for Seeded {
@@ -43,6 +45,7 @@ impl Seeded {
             store: &self.store,
             settings: &self.settings,
             secrets: &self.secrets,
+            mint: &self.mint,
         }
     }
 
@@ -52,6 +55,7 @@ impl Seeded {
             store,
             settings: &self.settings,
             secrets: &self.secrets,
+            mint: &self.mint,
         }
     }
 
@@ -95,8 +99,14 @@ impl Seeded {
             expires_at,
             rotation_policy,
         };
-        let issued = crate::domain::create_key(&self.environment, input, Actor::operator("t"), now)
-            .expect("a valid key");
+        let issued = crate::domain::create_key(
+            &self.environment,
+            input,
+            Actor::operator("t"),
+            &self.mint,
+            now,
+        )
+        .expect("a valid key");
         self.store
             .apply(&issued.change)
             .await
@@ -125,7 +135,8 @@ impl Seeded {
 pub async fn seeded(name: &str, now: Timestamp) -> Seeded {
     let store = SqliteStore::in_memory().expect("an in-memory database");
     let environment = EnvName::parse(name).expect("a valid environment name");
-    let issued = create_environment(&environment, Actor::operator("test"), now);
+    let mint = crate::mint();
+    let issued = create_environment(&environment, Actor::operator("test"), &mint, now);
     store
         .apply(&issued.change)
         .await
@@ -149,6 +160,7 @@ pub async fn seeded(name: &str, now: Timestamp) -> Seeded {
         settings,
         secrets,
         secrets_file,
+        mint,
     }
 }
 
@@ -328,14 +340,17 @@ pub fn log_holds(log: &str, secret: &str) -> bool {
 pub struct Interfering<'a> {
     inner: &'a dyn KeyStore,
     interfered: std::sync::atomic::AtomicBool,
+    mint: &'a Mint,
 }
 
 impl<'a> Interfering<'a> {
-    /// Wraps `inner`.
-    pub fn new(inner: &'a dyn KeyStore) -> Self {
+    /// Wraps the store of `seeded`, and makes the notice with its mint, so that the notice's
+    /// id sorts among the test's own.
+    pub fn new(seeded: &'a Seeded) -> Self {
         Self {
-            inner,
+            inner: &seeded.store,
             interfered: std::sync::atomic::AtomicBool::new(false),
+            mint: &seeded.mint,
         }
     }
 }
@@ -411,6 +426,7 @@ impl KeyStore for Interfering<'_> {
             let notice = crate::domain::expiry_notice(
                 &stored,
                 Actor::schedule("interfering"),
+                self.mint,
                 change.activity.at,
             )
             .expect("the key has an expiry notice due");

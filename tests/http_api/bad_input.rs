@@ -47,6 +47,7 @@ fn every_bad_request_on_dynamodb_gets_its_status_and_code() {
 }
 
 fn every_bad_request_gets_its_status_and_code_and_none_gets_a_500(backend: Backend) {
+    let mint = keyward::mint();
     let server = Server::start(backend);
     let admin = server.default_key.as_str();
     let create = |body: serde_json::Value| {
@@ -74,7 +75,7 @@ fn every_bad_request_gets_its_status_and_code_and_none_gets_a_500(backend: Backe
     assert_eq!(rotated.status, 201);
     let staging = server.create_environment("staging");
     let unknown_but_well_formed =
-        Secret::generate(Kind::Secret, &EnvName::parse("development").unwrap());
+        Secret::generate(&mint, Kind::Secret, &EnvName::parse("development").unwrap());
     let bad_checksum = format!("{}000000", &admin[..admin.len() - 6]);
     let keys = "/v1/environments/development/keys";
     let rotate_reader = format!("/v1/keys/{reader_id}/rotate");

@@ -22,6 +22,7 @@ fn serve_rotates_an_overdue_key_and_delivers_its_secret_to_secrets_manager() {
 }
 
 fn serve_rotates_an_overdue_key_and_delivers_its_secret(backend: Backend) {
+    let mint = keyward::mint();
     let server = Server::start_with(backend, &["--schedule-every", "1"]);
     let secret_id = format!(
         "keyward/development/serve-{}",
@@ -50,7 +51,7 @@ fn serve_rotates_an_overdue_key_and_delivers_its_secret(backend: Backend) {
         };
         let made = keyward::now() - TimeDelta::days(2);
         let environment = EnvName::parse("development").unwrap();
-        let issued = create_key(&environment, input, Actor::operator("test"), made).unwrap();
+        let issued = create_key(&environment, input, Actor::operator("test"), &mint, made).unwrap();
         store.apply(&issued.change).await.unwrap();
         issued.key
     });

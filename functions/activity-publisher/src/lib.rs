@@ -7,6 +7,7 @@ use std::convert::Infallible;
 
 use aws_lambda_events::dynamodb::Event;
 use aws_lambda_events::streams::DynamoDbEventResponse;
+use keyward::domain::Mint;
 use keyward::events::{EventBus, publish_stream};
 use keyward::store::KeyStore;
 use lambda_http::lambda_runtime::LambdaEvent;
@@ -15,9 +16,10 @@ use lambda_http::lambda_runtime::LambdaEvent;
 pub async fn handler(
     bus: &dyn EventBus,
     store: &dyn KeyStore,
+    mint: &Mint,
     event: LambdaEvent<Event>,
 ) -> Result<DynamoDbEventResponse, Infallible> {
-    Ok(publish_stream(&event.payload, bus, store, keyward::now()).await)
+    Ok(publish_stream(&event.payload, bus, store, mint, keyward::now()).await)
 }
 
 #[cfg(test)]
@@ -102,6 +104,7 @@ mod tests {
             keys: vec![KeyWrite::Insert(key.clone())],
             environment: None,
             activity: ActivityEntry::new(
+                &s.mint,
                 &s.environment,
                 &key.id,
                 Actor::operator("test"),
@@ -118,7 +121,9 @@ mod tests {
         let s = seeded("production", keyward::now()).await;
         let removed = store_the_removed_key(&s).await;
         let bus = RecordingBus::default();
-        let response = handler(&bus, &s.store, lambda_event(BATCH)).await.unwrap();
+        let response = handler(&bus, &s.store, &s.mint, lambda_event(BATCH))
+            .await
+            .unwrap();
         assert!(failures(&response).is_empty());
         let sent = bus.sent.lock().unwrap().clone();
         assert_eq!(
@@ -162,7 +167,9 @@ mod tests {
             "the key records that its expiry notice is done, so the schedule does not repeat it"
         );
 
-        handler(&bus, &s.store, lambda_event(BATCH)).await.unwrap();
+        handler(&bus, &s.store, &s.mint, lambda_event(BATCH))
+            .await
+            .unwrap();
         let again = s
             .store
             .environment_activity(&s.environment, &filter, &page)
@@ -199,7 +206,7 @@ mod tests {
             failing: vec!["key.rotated"],
             ..RecordingBus::default()
         };
-        let response = handler(&bus, &s.store, lambda_event(&batch.to_string()))
+        let response = handler(&bus, &s.store, &s.mint, lambda_event(&batch.to_string()))
             .await
             .unwrap();
         assert_eq!(failures(&response), ["500", "502"]);
@@ -227,7 +234,7 @@ mod tests {
             records.push(copy);
         }
         let bus = RecordingBus::default();
-        let response = handler(&bus, &s.store, lambda_event(&batch.to_string()))
+        let response = handler(&bus, &s.store, &s.mint, lambda_event(&batch.to_string()))
             .await
             .unwrap();
         assert!(failures(&response).is_empty());
@@ -244,7 +251,7 @@ mod tests {
         image["previous_name"] = serde_json::json!({"S": "billing"});
         image["detail"] = serde_json::json!({"M": {"reason": {"S": "typo"}, "count": {"N": "2"}}});
         let bus = RecordingBus::default();
-        let response = handler(&bus, &s.store, lambda_event(&batch.to_string()))
+        let response = handler(&bus, &s.store, &s.mint, lambda_event(&batch.to_string()))
             .await
             .unwrap();
         assert!(
@@ -292,7 +299,7 @@ mod tests {
             records.push(record);
         }
         let bus = RecordingBus::default();
-        let response = handler(&bus, &s.store, lambda_event(&batch.to_string()))
+        let response = handler(&bus, &s.store, &s.mint, lambda_event(&batch.to_string()))
             .await
             .unwrap();
         assert_eq!(failures(&response), ["100", "101", "102"]);

@@ -10,9 +10,10 @@ async fn main() -> Result<(), Error> {
     let aws = keyward::aws::config().await;
     let store = StoreConfig::from_env()?.open_with(&aws)?;
     let bus = EventBridgeBus::from_config(&aws, EventsConfig::from_env()?);
-    let (store, bus) = (&*store, &bus);
+    let mint = keyward::mint();
+    let (store, bus, mint) = (&*store, &bus, &mint);
     lambda_runtime::run(service_fn(move |event| {
-        activity_publisher::handler(bus, store, event)
+        activity_publisher::handler(bus, store, mint, event)
     }))
     .await
 }

@@ -22,6 +22,7 @@ impl KeyLookup for InMemory {
 }
 
 fn decision(c: &mut Criterion) {
+    let mint = keyward::mint();
     let env = EnvName::parse("production").unwrap();
     let input = NewKey {
         name: KeyName::parse("bench").unwrap(),
@@ -30,7 +31,7 @@ fn decision(c: &mut Criterion) {
         expires_at: None,
         rotation_policy: None,
     };
-    let issued = create_key(&env, input, Actor::operator("bench"), keyward::now()).unwrap();
+    let issued = create_key(&env, input, Actor::operator("bench"), &mint, keyward::now()).unwrap();
     let store = InMemory(HashMap::from([(
         issued.key.hash.to_hex(),
         issued.key.clone(),

@@ -530,11 +530,13 @@ mod tests {
     }
 
     async fn keys(store: &dyn KeyStore) -> Keys {
+        let mint = keyward::mint();
         let now = keyward::now();
         let ops = || Actor::operator("test");
-        let production = create_environment(&EnvName::parse("production").unwrap(), ops(), now);
+        let production =
+            create_environment(&EnvName::parse("production").unwrap(), ops(), &mint, now);
         store.apply(&production.change).await.unwrap();
-        let staging = create_environment(&EnvName::parse("staging").unwrap(), ops(), now);
+        let staging = create_environment(&EnvName::parse("staging").unwrap(), ops(), &mint, now);
         store.apply(&staging.change).await.unwrap();
         let new = |name: &str| NewKey {
             name: KeyName::parse(name).unwrap(),
@@ -543,16 +545,37 @@ mod tests {
             expires_at: None,
             rotation_policy: None,
         };
-        let reader = create_key(&production.key.environment, new("reader"), ops(), now).unwrap();
+        let reader = create_key(
+            &production.key.environment,
+            new("reader"),
+            ops(),
+            &mint,
+            now,
+        )
+        .unwrap();
         store.apply(&reader.change).await.unwrap();
-        let expiring =
-            create_key(&production.key.environment, new("expiring"), ops(), now).unwrap();
+        let expiring = create_key(
+            &production.key.environment,
+            new("expiring"),
+            ops(),
+            &mint,
+            now,
+        )
+        .unwrap();
         store.apply(&expiring.change).await.unwrap();
-        let rotated = rotate(&expiring.key, GracePeriod::NOW, ops(), now).unwrap();
+        let rotated = rotate(&expiring.key, GracePeriod::NOW, ops(), &mint, now).unwrap();
         store.apply(&rotated.change).await.unwrap();
-        let doomed = create_key(&production.key.environment, new("doomed"), ops(), now).unwrap();
+        let doomed = create_key(
+            &production.key.environment,
+            new("doomed"),
+            ops(),
+            &mint,
+            now,
+        )
+        .unwrap();
         store.apply(&doomed.change).await.unwrap();
-        let Revocation::Revoked { change, .. } = revoke(&doomed.key, ops(), now).unwrap() else {
+        let Revocation::Revoked { change, .. } = revoke(&doomed.key, ops(), &mint, now).unwrap()
+        else {
             panic!()
         };
         store.apply(&change).await.unwrap();
@@ -621,6 +644,7 @@ mod tests {
     }
 
     async fn every_outcome_on_every_shape(store: &dyn KeyStore) {
+        let mint = keyward::mint();
         let k = keys(store).await;
         let config = config();
         let logs = Logs::default();
@@ -631,7 +655,7 @@ mod tests {
         let _guard = tracing::subscriber::set_default(subscriber.finish());
         let reader = k.reader.expose();
         let bad_checksum = format!("{}000000", &reader[..reader.len() - 6]);
-        let unknown = Secret::generate(Kind::Secret, config.environment.as_ref().unwrap());
+        let unknown = Secret::generate(&mint, Kind::Secret, config.environment.as_ref().unwrap());
         let pasted_path = format!("/echo/{reader}");
         let cases = [
             ("missing", None, "GET", "/orders", Outcome::Unauthorized, 0),
@@ -788,6 +812,7 @@ mod tests {
     }
 
     async fn revocation_holds_on_the_next_call(store: &dyn KeyStore) {
+        let mint = keyward::mint();
         keys(store).await;
         let config = config();
         for fixture in [TOKEN, REQUEST, HTTP] {
@@ -802,6 +827,7 @@ mod tests {
                 config.environment.as_ref().unwrap(),
                 input,
                 Actor::operator("t"),
+                &mint,
                 keyward::now(),
             )
             .unwrap();
@@ -810,7 +836,7 @@ mod tests {
             let before = handler(&config, store, ask(), keyward::now()).await;
             assert_eq!(outcome(fixture, &before, "/GET/orders"), Outcome::Allow);
             let Revocation::Revoked { change, .. } =
-                revoke(&issued.key, Actor::operator("t"), keyward::now()).unwrap()
+                revoke(&issued.key, Actor::operator("t"), &mint, keyward::now()).unwrap()
             else {
                 panic!()
             };
@@ -943,6 +969,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_context_names_a_publishable_key_as_such() {
+        let mint = keyward::mint();
         let store = SqliteStore::in_memory().unwrap();
         keys(&store).await;
         let input = NewKey {
@@ -953,7 +980,14 @@ mod tests {
             rotation_policy: None,
         };
         let production = EnvName::parse("production").unwrap();
-        let issued = create_key(&production, input, Actor::operator("t"), keyward::now()).unwrap();
+        let issued = create_key(
+            &production,
+            input,
+            Actor::operator("t"),
+            &mint,
+            keyward::now(),
+        )
+        .unwrap();
         store.apply(&issued.change).await.unwrap();
         for fixture in [TOKEN, REQUEST, HTTP] {
             let ask = event(fixture, "GET", "/orders", Some(issued.secret.expose()));

@@ -5,7 +5,6 @@ use keyward::domain::{GracePeriod, Timestamp, change_grace_period};
 use keyward::http::{
     ApiError, Context, HandlerFuture, KeyView, apply_deciding, authorize_change, json_body, respond,
 };
-use keyward::store::KeyStore;
 use lambda_http::Request;
 use lambda_http::http::StatusCode;
 use serde::Deserialize;
@@ -21,16 +20,17 @@ struct GraceBody {
 
 /// The Lambda handler.
 pub fn handler(context: Context<'_>, req: Request, now: Timestamp) -> HandlerFuture<'_> {
-    Box::pin(async move { respond(StatusCode::OK, change(context.store, &req, now).await) })
+    Box::pin(async move { respond(StatusCode::OK, change(context, &req, now).await) })
 }
 
 #[tracing::instrument(name = "change_grace_period", skip_all, fields(caller, key_id))]
-async fn change(store: &dyn KeyStore, req: &Request, now: Timestamp) -> Result<Value, ApiError> {
+async fn change(context: Context<'_>, req: &Request, now: Timestamp) -> Result<Value, ApiError> {
+    let store = context.store;
     let (caller, key) = authorize_change(store, req, now).await?;
     let body: GraceBody = json_body(req, SHAPE)?;
     let grace = GracePeriod::from_json(&body.grace_period)?;
     let changed = apply_deciding(store, key, |key| {
-        let changed = change_grace_period(key, grace, caller.actor(), now)?;
+        let changed = change_grace_period(key, grace, caller.actor(), context.mint, now)?;
         caller.require_lifetime(changed.key.expires_at)?;
         Ok((changed.key, Some(changed.change)))
     })
@@ -42,6 +42,7 @@ async fn change(store: &dyn KeyStore, req: &Request, now: Timestamp) -> Result<V
 #[cfg(test)]
 mod tests {
     use keyward::domain::{Actor, GracePeriod, rotate};
+    use keyward::store::KeyStore;
     use keyward::testing::{Interfering, api_request, body_json, seeded};
 
     use super::*;
@@ -52,10 +53,17 @@ mod tests {
         let s = seeded("production", now).await;
         let issued = s.worker_key(now).await;
         let twelve_hours = GracePeriod::parse("PT12H").unwrap();
-        let rotated = rotate(&issued.key, twelve_hours, Actor::operator("t"), now).unwrap();
+        let rotated = rotate(
+            &issued.key,
+            twelve_hours,
+            Actor::operator("t"),
+            &s.mint,
+            now,
+        )
+        .unwrap();
         s.store.apply(&rotated.change).await.unwrap();
 
-        let store = Interfering::new(&s.store);
+        let store = Interfering::new(&s);
         let id = issued.key.id.as_str();
         let req = api_request(
             "PUT",

@@ -73,7 +73,7 @@ async fn create(context: Context<'_>, req: &Request, now: Timestamp) -> Result<V
     let (caller, environment) = authorize_environment(store, req, now, Scope::KEYS_WRITE).await?;
     let input = json_body::<CreateBody>(req, SHAPE)?.parse(&environment, context.settings)?;
     caller.require_grant(&input.scopes)?;
-    let issued = create_key(&environment, input, caller.actor(), now)?;
+    let issued = create_key(&environment, input, caller.actor(), context.mint, now)?;
     caller.require_lifetime(issued.key.expires_at)?;
     store.apply(&issued.change).await?;
     tracing::Span::current().record("key_id", issued.key.id.as_str());
@@ -148,6 +148,7 @@ mod tests {
         let staging = keyward::domain::create_environment(
             &other.environment,
             keyward::domain::Actor::operator("t"),
+            &s.mint,
             now,
         );
         s.store.apply(&staging.change).await.unwrap();

@@ -8,11 +8,12 @@ use keyward::testing::{invoke_lambda, log_holds};
 
 #[tokio::test]
 async fn a_key_created_at_trace_level_leaves_no_secret_in_the_log() {
+    let mint = keyward::mint();
     let path = std::env::temp_dir().join(format!("keyward-trace-{}.db", std::process::id()));
     let _ = std::fs::remove_file(&path);
     let store = SqliteStore::open(&path).unwrap();
     let environment = EnvName::parse("production").unwrap();
-    let admin = create_environment(&environment, Actor::operator("test"), keyward::now());
+    let admin = create_environment(&environment, Actor::operator("test"), &mint, keyward::now());
     store.apply(&admin.change).await.unwrap();
     drop(store);
 

@@ -32,9 +32,15 @@ mod tests {
         let secret_id = "keyward/production/billing";
         let issued = s.policy_key(secret_id, now).await;
         let grace = keyward::domain::GracePeriod::parse("1h").unwrap();
-        let rotated = rotate(&issued.key, grace, Actor::operator("t"), now).unwrap();
+        let rotated = rotate(&issued.key, grace, Actor::operator("t"), &s.mint, now).unwrap();
         s.store.apply(&rotated.change).await.unwrap();
-        let failed = delivery_failed(&rotated.key, secret_id, Actor::schedule("rule"), now);
+        let failed = delivery_failed(
+            &rotated.key,
+            secret_id,
+            Actor::schedule("rule"),
+            &s.mint,
+            now,
+        );
         s.store.apply(&failed).await.unwrap();
 
         let get = |id: &str| {

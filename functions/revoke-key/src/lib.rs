@@ -5,25 +5,25 @@ use keyward::domain::{Revocation, Timestamp, revoke};
 use keyward::http::{
     ApiError, Context, HandlerFuture, KeyView, apply_deciding, authorize_change, respond,
 };
-use keyward::store::KeyStore;
 use lambda_http::Request;
 use lambda_http::http::StatusCode;
 use serde_json::{Value, json};
 
 /// The Lambda handler.
 pub fn handler(context: Context<'_>, req: Request, now: Timestamp) -> HandlerFuture<'_> {
-    Box::pin(async move { respond(StatusCode::OK, revoke_key(context.store, &req, now).await) })
+    Box::pin(async move { respond(StatusCode::OK, revoke_key(context, &req, now).await) })
 }
 
 #[tracing::instrument(skip_all, fields(caller, key_id))]
 async fn revoke_key(
-    store: &dyn KeyStore,
+    context: Context<'_>,
     req: &Request,
     now: Timestamp,
 ) -> Result<Value, ApiError> {
+    let store = context.store;
     let (caller, key) = authorize_change(store, req, now).await?;
     let (key, revoked) = apply_deciding(store, key, |key| {
-        Ok(match revoke(key, caller.actor(), now)? {
+        Ok(match revoke(key, caller.actor(), context.mint, now)? {
             Revocation::Revoked { key, change } => ((key, true), Some(*change)),
             Revocation::Unchanged(key) => ((key, false), None),
         })
@@ -98,6 +98,7 @@ mod tests {
             &s.key,
             GracePeriod::parse("1h").unwrap(),
             Actor::operator("t"),
+            &s.mint,
             now,
         )
         .unwrap();
@@ -116,7 +117,7 @@ mod tests {
         let now = keyward::now();
         let s = seeded("production", now).await;
         let issued = s.expiring_key(now).await;
-        let store = keyward::testing::Interfering::new(&s.store);
+        let store = keyward::testing::Interfering::new(&s);
         let vars = [
             ("KEY_ID", issued.key.id.as_str()),
             ("KEY", s.secret.expose()),

@@ -62,7 +62,7 @@ async fn rotate_key(
     req: &Request,
     now: Timestamp,
 ) -> Result<Value, ApiError> {
-    let (store, secrets) = (context.store, context.secrets);
+    let (store, secrets, mint) = (context.store, context.secrets, context.mint);
     let (caller, key) = authorize_change(store, req, now).await?;
     if let Some(policy) = &key.rotation_policy {
         let prefix = &context.settings.secret_prefix;
@@ -79,7 +79,7 @@ async fn rotate_key(
     let grace = GracePeriod::from_json(&body.grace_period)?;
     let actor = caller.actor();
     let decide = |key: &Key| {
-        let rotated = rotate(key, grace, actor.clone(), now)?;
+        let rotated = rotate(key, grace, actor.clone(), mint, now)?;
         caller.require_lifetime(rotated.key.expires_at)?;
         let change = rotated.change.clone();
         Ok((rotated, Some(change)))
@@ -89,7 +89,7 @@ async fn rotate_key(
     tracing::info!(grace_period = %grace, "key rotated");
     let mut new_key = rotated.key.clone();
     if new_key.pending_delivery.is_some() {
-        match delivery::finish(store, secrets, &new_key.id, &actor, now).await {
+        match delivery::finish(store, secrets, &new_key.id, &actor, mint, now).await {
             Ok(Some(delivered)) => new_key = delivered,
             outcome => {
                 if let Err(e) = outcome {
@@ -255,7 +255,7 @@ mod tests {
         let now = keyward::now();
         let s = seeded("production", now).await;
         let issued = s.expiring_key(now).await;
-        let store = keyward::testing::Interfering::new(&s.store);
+        let store = keyward::testing::Interfering::new(&s);
         let vars = [
             ("KEY_ID", issued.key.id.as_str()),
             ("KEY", s.secret.expose()),

@@ -59,10 +59,11 @@ fn now() -> Timestamp {
 /// per transaction), because moto copies the whole table for every transaction and a
 /// thousand of them take minutes and gigabytes.
 async fn fill(store: &dyn KeyStore, prefix: &str) {
+    let mint = keyward::mint();
     let env = EnvName::parse("production").unwrap();
     let made = now() - TimeDelta::days(400);
     store
-        .apply(&create_environment(&env, Actor::operator("bench"), made).change)
+        .apply(&create_environment(&env, Actor::operator("bench"), &mint, made).change)
         .await
         .unwrap();
     let mut changes: Vec<Change> = Vec::new();
@@ -77,7 +78,7 @@ async fn fill(store: &dyn KeyStore, prefix: &str) {
             rotation_policy: Some(RotationPolicy::from_json(&policy).unwrap()),
         };
         let at = now() - TimeDelta::days(age) + TimeDelta::milliseconds(i as i64);
-        let issued = create_key(&env, input, Actor::operator("bench"), at).unwrap();
+        let issued = create_key(&env, input, Actor::operator("bench"), &mint, at).unwrap();
         match changes.last_mut() {
             Some(change) if change.keys.len() < 45 => change.keys.extend(issued.change.keys),
             _ => changes.push(issued.change),
@@ -90,9 +91,15 @@ async fn fill(store: &dyn KeyStore, prefix: &str) {
 
 async fn timed(store: &dyn KeyStore, sink: &dyn SecretSink) -> (Report, Duration) {
     let started = Instant::now();
-    let report = run(store, sink, &Actor::schedule("bench"), now())
-        .await
-        .unwrap();
+    let report = run(
+        store,
+        sink,
+        &keyward::mint(),
+        &Actor::schedule("bench"),
+        now(),
+    )
+    .await
+    .unwrap();
     let took = started.elapsed();
     assert_eq!((report.rotated, report.failed), (DUE, 0), "{report:?}");
     (report, took)

@@ -13,7 +13,9 @@
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use futures_util::StreamExt;
 use keyward::delivery::{self, DeliveryError};
-use keyward::domain::{Actor, Due, ExpiryStage, Key, Timestamp, expiry_notice, scheduled_rotation};
+use keyward::domain::{
+    Actor, Due, ExpiryStage, Key, Mint, Timestamp, expiry_notice, scheduled_rotation,
+};
 use keyward::error_chain;
 use keyward::secrets::SecretSink;
 use keyward::store::{KeyStore, StoreError};
@@ -100,6 +102,7 @@ pub fn metrics_line(report: &Report, function: &str, at: Timestamp) -> String {
 pub async fn handler(
     store: &dyn KeyStore,
     sink: &dyn SecretSink,
+    mint: &Mint,
     event: LambdaEvent<EventBridgeEvent>,
 ) -> Result<Report, Error> {
     let rule = event
@@ -110,7 +113,7 @@ pub async fn handler(
         .ok_or("the event names no schedule rule in its resources: is it a Scheduled Event?")?;
     let now = keyward::now();
     let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_default();
-    let report = run(store, sink, &Actor::schedule(rule.as_str()), now)
+    let report = run(store, sink, mint, &Actor::schedule(rule.as_str()), now)
         .await
         .inspect_err(|_| {
             // A run that cannot even read its due keys is a failure the alarm must see.
@@ -128,10 +131,11 @@ pub async fn handler(
 pub async fn run(
     store: &dyn KeyStore,
     sink: &dyn SecretSink,
+    mint: &Mint,
     actor: &Actor,
     now: Timestamp,
 ) -> Result<Report, StoreError> {
-    run_at_most(store, sink, actor, now, MAX_KEYS_PER_RUN).await
+    run_at_most(store, sink, mint, actor, now, MAX_KEYS_PER_RUN).await
 }
 
 /// [`run`], handling at most `limit` keys: a test scales a run down to what an emulator
@@ -139,6 +143,7 @@ pub async fn run(
 pub async fn run_at_most(
     store: &dyn KeyStore,
     sink: &dyn SecretSink,
+    mint: &Mint,
     actor: &Actor,
     now: Timestamp,
     limit: usize,
@@ -147,7 +152,7 @@ pub async fn run_at_most(
     let found = keys.len();
     let outcomes: Vec<Result<Outcome, StepError>> = futures_util::stream::iter(keys)
         .map(|key| async move {
-            let result = step(store, sink, actor, &key, now).await;
+            let result = step(store, sink, mint, actor, &key, now).await;
             if let Err(e) = &result {
                 tracing::error!(key_id = %key.id, error = %error_chain(e), "a due key failed");
             }
@@ -195,6 +200,7 @@ async fn applied(
 async fn step(
     store: &dyn KeyStore,
     sink: &dyn SecretSink,
+    mint: &Mint,
     actor: &Actor,
     key: &Key,
     now: Timestamp,
@@ -202,15 +208,17 @@ async fn step(
     tracing::debug!(key_id = %key.id, due = ?key.due(now), "handling a due key");
     match key.due(now) {
         None => Ok(Outcome::Skipped),
-        Some(Due::Delivery) => match delivery::finish(store, sink, &key.id, actor, now).await? {
-            Some(_) => Ok(Outcome::Delivered),
-            None => Ok(Outcome::Skipped),
-        },
+        Some(Due::Delivery) => {
+            match delivery::finish(store, sink, &key.id, actor, mint, now).await? {
+                Some(_) => Ok(Outcome::Delivered),
+                None => Ok(Outcome::Skipped),
+            }
+        }
         Some(Due::Rotation) => {
-            let rotated = scheduled_rotation(key, actor.clone(), now)?;
+            let rotated = scheduled_rotation(key, actor.clone(), mint, now)?;
             if let Err(e) = delivery::stage(sink, &rotated, now).await {
                 if let Some(policy) = &key.rotation_policy {
-                    delivery::record_failure(store, key, &policy.secret_id, actor, now).await;
+                    delivery::record_failure(store, key, &policy.secret_id, actor, mint, now).await;
                 }
                 return Err(e.into());
             }
@@ -218,10 +226,10 @@ async fn step(
                 return Ok(Outcome::Skipped);
             }
             tracing::info!(key_id = %key.id, new_key_id = %rotated.key.id, "key rotated on schedule");
-            delivery::finish(store, sink, &rotated.key.id, actor, now).await?;
+            delivery::finish(store, sink, &rotated.key.id, actor, mint, now).await?;
             Ok(Outcome::Rotated)
         }
-        Some(Due::Notice(stage)) => match expiry_notice(key, actor.clone(), now) {
+        Some(Due::Notice(stage)) => match expiry_notice(key, actor.clone(), mint, now) {
             Some(change) if applied(store, &change).await? => {
                 tracing::info!(key_id = %key.id, action = %change.activity.event.action(), "expiry notice recorded");
                 Ok(Outcome::Noticed(stage))
@@ -293,13 +301,20 @@ mod tests {
                     .unwrap(),
             ),
         };
-        let issued = create_key(&s.environment, input, Actor::operator("test"), made).unwrap();
+        let issued = create_key(
+            &s.environment,
+            input,
+            Actor::operator("test"),
+            &s.mint,
+            made,
+        )
+        .unwrap();
         s.store.apply(&issued.change).await.unwrap();
         let dir = std::env::temp_dir().join(format!("keyward-handler-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let sink = FileSink::new(dir.join("secrets.json"));
 
-        let report = handler(&s.store, &sink, lambda_event(SCHEDULED_EVENT))
+        let report = handler(&s.store, &sink, &s.mint, lambda_event(SCHEDULED_EVENT))
             .await
             .unwrap();
         assert_eq!((report.rotated, report.failed), (1, 0), "{report:?}");
@@ -336,7 +351,7 @@ mod tests {
             r#""resources": [],"#,
         );
         assert_ne!(event, SCHEDULED_EVENT);
-        let err = handler(&s.store, &sink, lambda_event(&event))
+        let err = handler(&s.store, &sink, &s.mint, lambda_event(&event))
             .await
             .unwrap_err();
         assert!(err.to_string().contains("names no schedule rule"), "{err}");

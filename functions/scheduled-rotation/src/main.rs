@@ -12,9 +12,10 @@ async fn main() -> Result<(), Error> {
     let store = StoreConfig::from_env()?.open_with(&aws)?;
     let prefix = Settings::from_env()?.secret_prefix;
     let sink = PrefixedSink::new(Box::new(SecretsManagerSink::from_config(&aws)), prefix);
-    let (store, sink) = (&*store, &sink);
+    let mint = keyward::mint();
+    let (store, sink, mint) = (&*store, &sink, &mint);
     lambda_runtime::run(service_fn(move |event| {
-        scheduled_rotation::handler(store, sink, event)
+        scheduled_rotation::handler(store, sink, mint, event)
     }))
     .await
 }

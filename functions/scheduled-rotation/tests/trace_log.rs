@@ -14,6 +14,7 @@ use keyward::testing::{invoke_lambda, log_holds};
 
 #[tokio::test]
 async fn a_run_at_trace_level_delivers_only_inside_the_environment_and_logs_no_secret() {
+    let mint = keyward::mint();
     assert!(
         std::env::var_os("AWS_ENDPOINT_URL").is_some(),
         "AWS_ENDPOINT_URL is not set: run ./scripts/test, which starts moto's server for these tests"
@@ -23,7 +24,7 @@ async fn a_run_at_trace_level_delivers_only_inside_the_environment_and_logs_no_s
     store.create_table().await.unwrap();
     let made = keyward::now() - TimeDelta::days(2);
     let environment = EnvName::parse("production").unwrap();
-    let admin = create_environment(&environment, Actor::operator("test"), made);
+    let admin = create_environment(&environment, Actor::operator("test"), &mint, made);
     store.apply(&admin.change).await.unwrap();
     let secret_id = format!("keyward/production/trace-{}", std::process::id());
     let staging_secret_id = format!("keyward/staging/trace-{}", std::process::id());
@@ -40,7 +41,7 @@ async fn a_run_at_trace_level_delivers_only_inside_the_environment_and_logs_no_s
                 .unwrap(),
             ),
         };
-        create_key(&environment, input, Actor::operator("test"), made).unwrap()
+        create_key(&environment, input, Actor::operator("test"), &mint, made).unwrap()
     };
     let issued = policy_key(&secret_id);
     store.apply(&issued.change).await.unwrap();

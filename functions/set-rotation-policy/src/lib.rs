@@ -38,7 +38,7 @@ async fn set_policy(
         Value::Null => None,
         value => Some(rotation_policy(&value, &key.environment, context.settings)?),
     };
-    let key = match set_rotation_policy(&key, policy, caller.actor(), now)? {
+    let key = match set_rotation_policy(&key, policy, caller.actor(), context.mint, now)? {
         PolicyChange::Changed { key, change } => {
             if key.rotation_policy.is_some() {
                 caller.require_lifetime(None)?;
@@ -155,6 +155,7 @@ mod tests {
             &s.key,
             keyward::domain::GracePeriod::parse("1h").unwrap(),
             keyward::domain::Actor::operator("test"),
+            &s.mint,
             now,
         )
         .unwrap();

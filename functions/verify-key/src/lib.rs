@@ -80,7 +80,7 @@ mod tests {
         let now = keyward::now();
         let s = seeded("production", now).await;
         let ops = || Actor::operator("t");
-        let rotated = rotate(&s.key, GracePeriod::NOW, ops(), now).unwrap();
+        let rotated = rotate(&s.key, GracePeriod::NOW, ops(), &s.mint, now).unwrap();
         s.store.apply(&rotated.change).await.unwrap();
         let reader = |name: &str| NewKey {
             name: KeyName::parse(name).unwrap(),
@@ -89,16 +89,17 @@ mod tests {
             expires_at: None,
             rotation_policy: None,
         };
-        let live = create_key(&s.environment, reader("live"), ops(), now).unwrap();
+        let live = create_key(&s.environment, reader("live"), ops(), &s.mint, now).unwrap();
         s.store.apply(&live.change).await.unwrap();
-        let doomed = create_key(&s.environment, reader("doomed"), ops(), now).unwrap();
+        let doomed = create_key(&s.environment, reader("doomed"), ops(), &s.mint, now).unwrap();
         s.store.apply(&doomed.change).await.unwrap();
-        let Revocation::Revoked { change, .. } = revoke(&doomed.key, ops(), now).unwrap() else {
+        let Revocation::Revoked { change, .. } = revoke(&doomed.key, ops(), &s.mint, now).unwrap()
+        else {
             panic!("an active key is revoked")
         };
         s.store.apply(&change).await.unwrap();
         let live_secret = live.secret.expose();
-        let unknown = Secret::generate(Kind::Secret, &s.environment);
+        let unknown = Secret::generate(&s.mint, Kind::Secret, &s.environment);
         let cases = [
             (json!({"key": "hello"}), "malformed", false),
             (json!({"key": unknown.expose()}), "not_found", false),

@@ -16,7 +16,7 @@ use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse
 pub use eventbridge::EventBridgeBus;
 pub use stream::lambda_event;
 
-use crate::domain::{ActivityEntry, Actor, Key, Timestamp, expiry_notice};
+use crate::domain::{ActivityEntry, Actor, Key, Mint, Timestamp, expiry_notice};
 use crate::store::dynamodb::table;
 use crate::store::{KeyStore, StoreError};
 
@@ -173,6 +173,7 @@ pub async fn publish_stream(
     event: &StreamEvent,
     bus: &dyn EventBus,
     store: &dyn KeyStore,
+    mint: &Mint,
     now: Timestamp,
 ) -> DynamoDbEventResponse {
     let mut failed: Vec<String> = Vec::new();
@@ -187,7 +188,7 @@ pub async fn publish_stream(
             Ok(Work::Nothing) => {}
             Ok(Work::Publish(event)) => outgoing.push((id, event)),
             Ok(Work::RecordExpiry(key)) => {
-                let Some(change) = expiry_notice(&key, Actor::system(TTL_ACTOR), now) else {
+                let Some(change) = expiry_notice(&key, Actor::system(TTL_ACTOR), mint, now) else {
                     continue;
                 };
                 match store.apply(&change).await {

@@ -23,7 +23,7 @@ pub use request::{
 };
 pub use view::KeyView;
 
-use crate::domain::{SecretPrefix, Timestamp};
+use crate::domain::{Mint, SecretPrefix, Timestamp};
 use crate::secrets::{PrefixedSink, SecretSink, SecretsManagerSink};
 use crate::store::{KeyStore, StoreConfig};
 
@@ -47,6 +47,8 @@ pub struct Context<'a> {
     pub settings: &'a Settings,
     /// Where rotations deliver new secrets, held to the settings' secret prefix.
     pub secrets: &'a dyn SecretSink,
+    /// Where new secrets and ids come from: one per process.
+    pub mint: &'a Mint,
 }
 
 /// The API's settings, read from the environment once per cold start.
@@ -105,10 +107,12 @@ pub async fn run(handler: Handler) -> Result<(), lambda_http::Error> {
         Box::new(SecretsManagerSink::from_config(&aws)),
         settings.secret_prefix.clone(),
     );
+    let mint = crate::mint();
     let context = Context {
         store: &*store,
         settings: &settings,
         secrets: &secrets,
+        mint: &mint,
     };
     lambda_http::run(service_fn(move |req| async move {
         Ok::<_, Infallible>(handler(context, req, crate::now()).await)

@@ -167,13 +167,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_pending_version_is_current_only_once_promoted_and_the_file_is_private() {
+        let mint = crate::mint();
         let dir = std::env::temp_dir().join(format!("keyward-file-sink-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let sink = FileSink::new(dir.join("secrets.json"));
         let env = EnvName::parse("production").unwrap();
         let (id, secret) = (
-            KeyId::generate(Utc::now()),
-            Secret::generate(Kind::Secret, &env),
+            KeyId::generate(&mint, Utc::now()),
+            Secret::generate(&mint, Kind::Secret, &env),
         );
         let value = SecretValue::new(&id, &secret, &env, Utc::now());
         assert!(!format!("{value:?}").contains(secret.expose()));

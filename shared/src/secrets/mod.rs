@@ -157,6 +157,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_prefixed_sink_delivers_only_inside_the_keys_environment() {
+        let mint = crate::mint();
         let dir = std::env::temp_dir().join(format!("keyward-prefixed-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("secrets.json");
@@ -165,8 +166,8 @@ mod tests {
             SecretPrefix::default(),
         );
         let production = EnvName::parse("production").unwrap();
-        let secret = Secret::generate(Kind::Secret, &production);
-        let id = KeyId::generate(crate::now());
+        let secret = Secret::generate(&mint, Kind::Secret, &production);
+        let id = KeyId::generate(&mint, crate::now());
         let value = SecretValue::new(&id, &secret, &production, crate::now());
         for outside in ["keyward/staging/billing", "other/production/billing"] {
             assert!(

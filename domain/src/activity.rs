@@ -6,9 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use super::Timestamp;
 use super::grace::GracePeriod;
-use super::key::RotationPolicy;
+use super::key::{ExpiryStage, RotationPolicy};
+use super::mint::Mint;
 use super::names::{ActivityId, EnvName, KeyId, KeyName, Kind, Scopes};
-use super::schedule::ExpiryStage;
 
 /// Who made a change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -254,8 +254,9 @@ pub struct ActivityEntry {
 }
 
 impl ActivityEntry {
-    /// A new entry for `event` on `key_id`, at `now`.
+    /// A new entry for `event` on `key_id`, at `now`, its id made by `mint`.
     pub fn new(
+        mint: &Mint,
         environment: &EnvName,
         key_id: &KeyId,
         actor: Actor,
@@ -263,7 +264,7 @@ impl ActivityEntry {
         now: Timestamp,
     ) -> Self {
         Self {
-            id: ActivityId::generate(now),
+            id: ActivityId::generate(mint, now),
             at: now,
             environment: environment.clone(),
             key_id: key_id.clone(),

@@ -1,12 +1,11 @@
 //! Validated names: every value here was parsed once and is known good afterwards.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
 use super::Timestamp;
-use super::token::{BASE62, random_base62};
+use super::mint::{ID_BODY_LEN, Mint};
 
 /// Why a piece of input was refused; each variant is one error code in the HTTP API.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -91,43 +90,6 @@ impl fmt::Display for EnvName {
     }
 }
 
-/// Length of the part of an id after its prefix: 10 characters of time, 12 of randomness.
-const ID_BODY_LEN: usize = 22;
-const ID_TIME_LEN: usize = 10;
-
-/// The time part of the last id made by this process, in microseconds.
-static LAST_ID_MICROS: AtomicU64 = AtomicU64::new(0);
-
-/// Makes `<prefix><time><random>`: ids sort by the time they were made, so "newest first"
-/// is a plain descending order on the id, in SQLite and in a DynamoDB sort key alike.
-/// Times are whole milliseconds, so two changes in one millisecond would tie and fall to the
-/// random part; instead, ids made by one process are strictly increasing, using the
-/// microseconds as a sequence within the millisecond, as monotonic ULIDs do.
-fn new_id(prefix: &str, at: Timestamp) -> String {
-    let wanted = u64::try_from(at.timestamp_micros()).unwrap_or(0);
-    let previous = LAST_ID_MICROS
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
-            Some(wanted.max(last + 1))
-        })
-        .unwrap_or_else(|last| last);
-    let micros = wanted.max(previous + 1);
-    let mut id = String::with_capacity(prefix.len() + ID_BODY_LEN);
-    id.push_str(prefix);
-    id.push_str(&base62_time(micros));
-    id.push_str(&random_base62(ID_BODY_LEN - ID_TIME_LEN));
-    id
-}
-
-/// `micros` in fixed-width base62, so that the text sorts like the number.
-fn base62_time(mut micros: u64) -> String {
-    let mut time = [b'0'; ID_TIME_LEN];
-    for slot in time.iter_mut().rev() {
-        *slot = BASE62[(micros % 62) as usize];
-        micros /= 62;
-    }
-    time.iter().map(|&b| char::from(b)).collect()
-}
-
 fn is_id(s: &str, prefix: &str) -> bool {
     s.strip_prefix(prefix).is_some_and(|body| {
         body.len() == ID_BODY_LEN && body.bytes().all(|b| b.is_ascii_alphanumeric())
@@ -143,8 +105,8 @@ impl KeyId {
     const PREFIX: &'static str = "key_";
 
     /// A fresh id that sorts after every id made earlier.
-    pub fn generate(now: Timestamp) -> Self {
-        Self(new_id(Self::PREFIX, now))
+    pub fn generate(mint: &Mint, now: Timestamp) -> Self {
+        Self(mint.time_ordered_id(Self::PREFIX, now))
     }
 
     /// Checks a candidate id.
@@ -190,8 +152,8 @@ impl ActivityId {
     const PREFIX: &'static str = "act_";
 
     /// A fresh id that sorts after every id made earlier.
-    pub fn generate(now: Timestamp) -> Self {
-        Self(new_id(Self::PREFIX, now))
+    pub fn generate(mint: &Mint, now: Timestamp) -> Self {
+        Self(mint.time_ordered_id(Self::PREFIX, now))
     }
 
     /// Checks a candidate id.
@@ -402,6 +364,7 @@ impl Scopes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mint::test_mint;
     use chrono::TimeZone;
 
     #[test]
@@ -494,8 +457,9 @@ mod tests {
     #[test]
     fn ids_sort_by_time_and_round_trip() {
         let t0 = chrono::Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
-        let earlier = KeyId::generate(t0);
-        let later = KeyId::generate(t0 + chrono::TimeDelta::milliseconds(1));
+        let mint = test_mint();
+        let earlier = KeyId::generate(mint, t0);
+        let later = KeyId::generate(mint, t0 + chrono::TimeDelta::milliseconds(1));
         assert!(earlier < later);
         assert_eq!(KeyId::parse(later.as_str()), Ok(later.clone()));
         assert_eq!(later.as_str().len(), 4 + ID_BODY_LEN);
@@ -504,13 +468,14 @@ mod tests {
             KeyId::parse(&later.as_str().replace("key_", "act_")),
             Err(InputError::InvalidKeyId)
         );
-        assert!(ActivityId::parse(ActivityId::generate(t0).as_str()).is_some());
+        assert!(ActivityId::parse(ActivityId::generate(mint, t0).as_str()).is_some());
     }
 
     #[test]
     fn ids_made_at_one_instant_still_sort_in_the_order_they_were_made() {
         let t0 = chrono::Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
-        let ids: Vec<ActivityId> = (0..1000).map(|_| ActivityId::generate(t0)).collect();
+        let mint = test_mint();
+        let ids: Vec<ActivityId> = (0..1000).map(|_| ActivityId::generate(mint, t0)).collect();
         assert!(ids.windows(2).all(|w| w[0] < w[1]));
     }
 

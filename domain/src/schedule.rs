@@ -4,111 +4,12 @@
 //! overlapping runs can never both apply one.
 
 use chrono::TimeDelta;
-use serde::{Deserialize, Serialize};
 
 use super::Timestamp;
 use super::activity::{ActivityEntry, Actor, Event};
-use super::key::{Key, RotationPolicy, Status};
+use super::key::{DeliveryFailures, ExpiryNotice, ExpiryStage, Key, RotationPolicy, Status};
 use super::lifecycle::{Change, LifecycleError, Rotated, rotate, update};
-use super::names::KeyId;
-
-/// How close a key is to its expiry, in the steps that get a notice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum ExpiryStage {
-    /// It expires within 24 hours.
-    #[serde(rename = "24h")]
-    Within24h,
-    /// It expires within an hour.
-    #[serde(rename = "1h")]
-    Within1h,
-    /// It has expired.
-    #[serde(rename = "expired")]
-    Expired,
-}
-
-impl ExpiryStage {
-    /// The stage a key that expires at `expires_at` is in at `now`, if any.
-    fn at(expires_at: Timestamp, now: Timestamp) -> Option<Self> {
-        let left = expires_at - now;
-        if left <= TimeDelta::zero() {
-            Some(Self::Expired)
-        } else if left <= TimeDelta::hours(1) {
-            Some(Self::Within1h)
-        } else if left <= TimeDelta::hours(24) {
-            Some(Self::Within24h)
-        } else {
-            None
-        }
-    }
-}
-
-/// The last expiry notice recorded for a key: a notice belongs to one expiry, so a changed
-/// expiry gets its own notices.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExpiryNotice {
-    /// The expiry the notice was about.
-    pub expires_at: Timestamp,
-    /// The last stage recorded.
-    pub stage: ExpiryStage,
-}
-
-/// A rotation's new secret, stored as a pending version of the policy's secret but not
-/// yet made current. While it is set, the key is due, so that a rerun finishes the delivery.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PendingDelivery {
-    /// The secret (name or ARN) that holds the pending version.
-    pub secret_id: String,
-    /// The pending version's id, derived from the key id.
-    pub version_id: String,
-}
-
-impl PendingDelivery {
-    /// The secret version id of `key`'s secret: 34 characters, within Secrets Manager's 32 to
-    /// 64 for a `ClientRequestToken`, and the same however often it is asked for.
-    pub fn version_id_for(key: &KeyId) -> String {
-        format!("keyward-{key}")
-    }
-}
-
-/// The wait after a key's first failed delivery. It doubles with each failure in a row, up to
-/// [`MAX_RETRY_WAIT`]: a minute is EventBridge's shortest schedule, so the first retry comes
-/// at the next run, whatever the schedule.
-pub const FIRST_RETRY_WAIT: TimeDelta = TimeDelta::minutes(1);
-
-/// The longest a key whose deliveries keep failing waits for its next attempt.
-pub const MAX_RETRY_WAIT: TimeDelta = TimeDelta::hours(1);
-
-/// Taken off every wait, so that a run that an EventBridge schedule starts a few seconds
-/// early still finds the key due.
-pub const RETRY_SLACK: TimeDelta = TimeDelta::seconds(10);
-
-/// A key's deliveries that failed in a row, and when the schedule tries again. Until then
-/// its rotation or delivery is not due (its expiry notices still are), so keys whose secret
-/// cannot be written never crowd out the keys behind them in a run. A successful delivery,
-/// a rotation, or a new policy forgets them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeliveryFailures {
-    /// How many deliveries failed in a row.
-    pub count: u32,
-    /// When the last one failed.
-    pub last_failed_at: Timestamp,
-    /// When the schedule tries again.
-    pub retry_at: Timestamp,
-}
-
-impl DeliveryFailures {
-    /// The failures after one more at `now`: the wait doubles, up to [`MAX_RETRY_WAIT`].
-    fn after(previous: Option<Self>, now: Timestamp) -> Self {
-        let count = previous.map_or(0, |f| f.count).saturating_add(1);
-        let doublings = count.saturating_sub(1).min(16);
-        let wait = (FIRST_RETRY_WAIT * (1 << doublings)).min(MAX_RETRY_WAIT);
-        Self {
-            count,
-            last_failed_at: now,
-            retry_at: now + wait - RETRY_SLACK,
-        }
-    }
-}
+use super::mint::Mint;
 
 /// What a scheduled run should do with a key now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,18 +116,24 @@ impl Key {
 pub fn scheduled_rotation(
     key: &Key,
     actor: Actor,
+    mint: &Mint,
     now: Timestamp,
 ) -> Result<Rotated, LifecycleError> {
     let policy: &RotationPolicy = key
         .rotation_policy
         .as_ref()
         .ok_or(LifecycleError::NoRotationPolicy)?;
-    rotate(key, policy.grace_period, actor, now)
+    rotate(key, policy.grace_period, actor, mint, now)
 }
 
 /// Records that a key's secret is now the current version of its secret: the key as it is
 /// then, and the change. Nothing, if no delivery was pending.
-pub fn secret_delivered(key: &Key, actor: Actor, now: Timestamp) -> Option<(Key, Change)> {
+pub fn secret_delivered(
+    key: &Key,
+    actor: Actor,
+    mint: &Mint,
+    now: Timestamp,
+) -> Option<(Key, Change)> {
     let pending = key.pending_delivery.clone()?;
     let (delivered, write) = update(Key {
         pending_delivery: None,
@@ -240,14 +147,20 @@ pub fn secret_delivered(key: &Key, actor: Actor, now: Timestamp) -> Option<(Key,
     let change = Change {
         keys: vec![write],
         environment: None,
-        activity: ActivityEntry::new(&key.environment, &key.id, actor, event, now),
+        activity: ActivityEntry::new(mint, &key.environment, &key.id, actor, event, now),
     };
     Some((delivered, change))
 }
 
 /// Records that delivering `key`'s secret to `secret_id` failed at `now` (the secret could
 /// not be written or made current), and puts off the key's next attempt.
-pub fn delivery_failed(key: &Key, secret_id: &str, actor: Actor, now: Timestamp) -> Change {
+pub fn delivery_failed(
+    key: &Key,
+    secret_id: &str,
+    actor: Actor,
+    mint: &Mint,
+    now: Timestamp,
+) -> Change {
     let failures = DeliveryFailures::after(key.delivery_failures, now);
     let (_, write) = update(Key {
         delivery_failures: Some(failures),
@@ -261,7 +174,7 @@ pub fn delivery_failed(key: &Key, secret_id: &str, actor: Actor, now: Timestamp)
     Change {
         keys: vec![write],
         environment: None,
-        activity: ActivityEntry::new(&key.environment, &key.id, actor, event, now),
+        activity: ActivityEntry::new(mint, &key.environment, &key.id, actor, event, now),
     }
 }
 
@@ -271,14 +184,14 @@ pub fn delivery_failed(key: &Key, secret_id: &str, actor: Actor, now: Timestamp)
 /// so each notice is recorded once, whoever sees it first. Like every entry, its id comes
 /// from the time it is written, so an expiry recorded hours late still sorts after every
 /// entry a consumer has already read.
-pub fn expiry_notice(key: &Key, actor: Actor, now: Timestamp) -> Option<Change> {
+pub fn expiry_notice(key: &Key, actor: Actor, mint: &Mint, now: Timestamp) -> Option<Change> {
     let stage = key.notice_due(now)?;
     let expires_at = key.expires_at?;
     let event = match stage {
         ExpiryStage::Expired => Event::Expired { expires_at },
         within => Event::Expiring { expires_at, within },
     };
-    let activity = ActivityEntry::new(&key.environment, &key.id, actor, event, now);
+    let activity = ActivityEntry::new(mint, &key.environment, &key.id, actor, event, now);
     let (_, write) = update(Key {
         expiry_notice: Some(ExpiryNotice { expires_at, stage }),
         ..key.clone()
@@ -292,11 +205,13 @@ pub fn expiry_notice(key: &Key, actor: Actor, now: Timestamp) -> Option<Change> 
 
 #[cfg(test)]
 mod tests {
+    use crate::mint::test_mint;
+    use crate::{FIRST_RETRY_WAIT, RETRY_SLACK};
     use chrono::{TimeZone, Utc};
     use serde_json::json;
 
     use super::*;
-    use crate::domain::{
+    use crate::{
         Action, EnvName, GracePeriod, KeyName, KeyWrite, Kind, NewKey, Scopes, change_grace_period,
         create_key, revoke,
     };
@@ -328,6 +243,7 @@ mod tests {
             &EnvName::parse("production").unwrap(),
             input,
             Actor::operator("alice"),
+            test_mint(),
             t0(),
         )
         .unwrap()
@@ -367,7 +283,7 @@ mod tests {
     fn a_scheduled_rotation_uses_the_policy_grace_and_leaves_the_delivery_pending() {
         let k = key(Some(policy("P30D", "3d")), None);
         let now = t0() + TimeDelta::days(30);
-        let r = scheduled_rotation(&k, schedule(), now).unwrap();
+        let r = scheduled_rotation(&k, schedule(), test_mint(), now).unwrap();
         assert_eq!(r.previous.expires_at, Some(now + TimeDelta::days(3)));
         assert_eq!(r.key.rotation_policy, k.rotation_policy);
         assert_eq!(r.change.activity.actor, schedule());
@@ -380,16 +296,16 @@ mod tests {
         assert_eq!(r.key.next_due_at(), Some(now));
         assert_eq!(r.previous.due(now), None);
 
-        let (shown, delivered) = secret_delivered(&r.key, schedule(), now).unwrap();
+        let (shown, delivered) = secret_delivered(&r.key, schedule(), test_mint(), now).unwrap();
         assert_eq!(delivered.activity.event.action(), Action::SecretDelivered);
         let stored = applied(&delivered);
         assert_eq!(shown, stored);
         assert_eq!(stored.pending_delivery, None);
         assert_eq!(stored.version, r.key.version + 1);
         assert_eq!(stored.next_due_at(), Some(now + TimeDelta::days(30)));
-        assert!(secret_delivered(&stored, schedule(), now).is_none());
+        assert!(secret_delivered(&stored, schedule(), test_mint(), now).is_none());
         assert_eq!(
-            scheduled_rotation(&key(None, None), schedule(), now).unwrap_err(),
+            scheduled_rotation(&key(None, None), schedule(), test_mint(), now).unwrap_err(),
             LifecycleError::NoRotationPolicy
         );
     }
@@ -398,10 +314,11 @@ mod tests {
     fn a_manual_rotation_of_a_policy_key_delivers_too_and_one_of_a_plain_key_does_not() {
         let now = t0() + TimeDelta::days(3);
         let grace = GracePeriod::parse("now").unwrap();
-        let by_hand = crate::domain::rotate(
+        let by_hand = crate::rotate(
             &key(Some(policy("P30D", "3d")), None),
             grace,
             Actor::operator("alice"),
+            test_mint(),
             now,
         )
         .unwrap();
@@ -409,7 +326,13 @@ mod tests {
         assert_eq!(pending.secret_id, "keyward/billing");
         assert_eq!(by_hand.key.due(now), Some(Due::Delivery));
         assert_eq!(by_hand.previous.expires_at, Some(now), "the caller's grace");
-        let plain = crate::domain::rotate(&key(None, None), grace, Actor::operator("a"), now);
+        let plain = crate::rotate(
+            &key(None, None),
+            grace,
+            Actor::operator("a"),
+            test_mint(),
+            now,
+        );
         assert_eq!(plain.unwrap().key.pending_delivery, None);
     }
 
@@ -420,7 +343,7 @@ mod tests {
         let mut waits = Vec::new();
         for _ in 0..9 {
             assert_eq!(k.due(now), Some(Due::Rotation), "due again at {now}");
-            let change = delivery_failed(&k, "keyward/billing", schedule(), now);
+            let change = delivery_failed(&k, "keyward/billing", schedule(), test_mint(), now);
             assert_eq!(change.activity.event.action(), Action::SecretDeliveryFailed);
             k = applied(&change);
             let failures = k.delivery_failures.unwrap();
@@ -433,21 +356,33 @@ mod tests {
         assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
         assert_eq!(k.delivery_failures.unwrap().count, 9);
 
-        let rotated = scheduled_rotation(&k, schedule(), now).unwrap();
+        let rotated = scheduled_rotation(&k, schedule(), test_mint(), now).unwrap();
         assert_eq!(rotated.previous.delivery_failures, None, "forgotten");
         assert_eq!(rotated.key.delivery_failures, None);
-        let failed_delivery = applied(&delivery_failed(&rotated.key, "s", schedule(), now));
+        let failed_delivery = applied(&delivery_failed(
+            &rotated.key,
+            "s",
+            schedule(),
+            test_mint(),
+            now,
+        ));
         assert_eq!(failed_delivery.due(now), None);
         let later = now + FIRST_RETRY_WAIT - RETRY_SLACK;
         assert_eq!(failed_delivery.due(later), Some(Due::Delivery));
         let delivered = applied(
-            &secret_delivered(&failed_delivery, schedule(), later)
+            &secret_delivered(&failed_delivery, schedule(), test_mint(), later)
                 .unwrap()
                 .1,
         );
         assert_eq!(delivered.delivery_failures, None);
         assert!(
-            k.decides_like(&applied(&delivery_failed(&k, "s", schedule(), now))),
+            k.decides_like(&applied(&delivery_failed(
+                &k,
+                "s",
+                schedule(),
+                test_mint(),
+                now
+            ))),
             "a failure is a background write"
         );
     }
@@ -462,10 +397,17 @@ mod tests {
             Some(Due::Notice(ExpiryStage::Within24h)),
             "the notice first"
         );
-        let mut failing = applied(&expiry_notice(&k, schedule(), rotation_due).unwrap());
+        let mut failing =
+            applied(&expiry_notice(&k, schedule(), test_mint(), rotation_due).unwrap());
         assert_eq!(failing.due(rotation_due), Some(Due::Rotation));
         for _ in 0..7 {
-            failing = applied(&delivery_failed(&failing, "s", schedule(), rotation_due));
+            failing = applied(&delivery_failed(
+                &failing,
+                "s",
+                schedule(),
+                test_mint(),
+                rotation_due,
+            ));
         }
         let within_1h = expires_at - TimeDelta::hours(1);
         assert!(within_1h < failing.delivery_failures.unwrap().retry_at);
@@ -481,9 +423,9 @@ mod tests {
     fn a_new_key_revoked_before_its_delivery_is_never_delivered() {
         let k = key(Some(policy("P30D", "3d")), None);
         let now = t0() + TimeDelta::days(30);
-        let r = scheduled_rotation(&k, schedule(), now).unwrap();
-        let revoked = match revoke(&r.key, Actor::operator("alice"), now).unwrap() {
-            crate::domain::Revocation::Revoked { key, .. } => key,
+        let r = scheduled_rotation(&k, schedule(), test_mint(), now).unwrap();
+        let revoked = match revoke(&r.key, Actor::operator("alice"), test_mint(), now).unwrap() {
+            crate::Revocation::Revoked { key, .. } => key,
             other => panic!("{other:?}"),
         };
         assert!(revoked.pending_delivery.is_some());
@@ -499,11 +441,15 @@ mod tests {
         let mut at = t0();
         while at <= expires_at + TimeDelta::hours(2) {
             if k.next_due_at().is_some_and(|due| due <= at) {
-                let change = expiry_notice(&k, schedule(), at).expect("due, so a notice");
+                let change =
+                    expiry_notice(&k, schedule(), test_mint(), at).expect("due, so a notice");
                 seen.push((change.activity.event.action(), at));
                 k = applied(&change);
             } else {
-                assert!(expiry_notice(&k, schedule(), at).is_none(), "at {at}");
+                assert!(
+                    expiry_notice(&k, schedule(), test_mint(), at).is_none(),
+                    "at {at}"
+                );
             }
             at += TimeDelta::minutes(10);
         }
@@ -520,14 +466,15 @@ mod tests {
 
     #[test]
     fn a_notice_first_seen_late_skips_the_earlier_stage_and_a_new_expiry_gets_new_notices() {
-        let r = crate::domain::rotate(
+        let r = crate::rotate(
             &key(None, None),
             GracePeriod::parse("1h").unwrap(),
             Actor::operator("alice"),
+            test_mint(),
             t0(),
         )
         .unwrap();
-        let change = expiry_notice(&r.previous, schedule(), t0()).unwrap();
+        let change = expiry_notice(&r.previous, schedule(), test_mint(), t0()).unwrap();
         assert_eq!(
             change.activity.event,
             Event::Expiring {
@@ -536,12 +483,13 @@ mod tests {
             }
         );
         let notified = applied(&change);
-        assert!(expiry_notice(&notified, schedule(), t0()).is_none());
+        assert!(expiry_notice(&notified, schedule(), test_mint(), t0()).is_none());
         let later = t0() + TimeDelta::minutes(30);
         let extended = change_grace_period(
             &notified,
             GracePeriod::parse("7d").unwrap(),
             Actor::operator("alice"),
+            test_mint(),
             later,
         )
         .unwrap()
@@ -551,12 +499,21 @@ mod tests {
             Some(later + TimeDelta::days(6)),
             "the new expiry's 24h notice"
         );
-        let revoked = match revoke(&extended, Actor::operator("alice"), later).unwrap() {
-            crate::domain::Revocation::Revoked { key, .. } => key,
+        let revoked = match revoke(&extended, Actor::operator("alice"), test_mint(), later).unwrap()
+        {
+            crate::Revocation::Revoked { key, .. } => key,
             other => panic!("{other:?}"),
         };
         assert_eq!(revoked.next_due_at(), None);
-        assert!(expiry_notice(&revoked, schedule(), later + TimeDelta::days(8)).is_none());
+        assert!(
+            expiry_notice(
+                &revoked,
+                schedule(),
+                test_mint(),
+                later + TimeDelta::days(8)
+            )
+            .is_none()
+        );
     }
 
     #[test]
@@ -564,10 +521,11 @@ mod tests {
         let expires_at = t0() + TimeDelta::hours(30);
         let k = key(None, Some(expires_at));
         let later = expires_at + TimeDelta::minutes(5);
-        let by_schedule = expiry_notice(&k, schedule(), later).unwrap();
+        let by_schedule = expiry_notice(&k, schedule(), test_mint(), later).unwrap();
         let by_ttl = expiry_notice(
             &k,
             Actor::system("dynamodb-ttl"),
+            test_mint(),
             later + TimeDelta::days(1),
         )
         .unwrap();
@@ -579,7 +537,12 @@ mod tests {
             ..k.clone()
         });
         assert_eq!(
-            expiry_notice(&recorded, schedule(), later + TimeDelta::days(2)),
+            expiry_notice(
+                &recorded,
+                schedule(),
+                test_mint(),
+                later + TimeDelta::days(2)
+            ),
             None,
             "once recorded, nothing is due"
         );

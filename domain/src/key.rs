@@ -1,11 +1,11 @@
 //! The stored key record, its derived status, and the environment record.
 
+use chrono::TimeDelta;
 use serde::{Deserialize, Serialize};
 
 use super::Timestamp;
 use super::grace::{GracePeriod, RotationInterval};
 use super::names::{EnvName, InputError, KeyId, KeyName, Kind, Scopes};
-use super::schedule::{DeliveryFailures, ExpiryNotice, PendingDelivery};
 use super::token::KeyHash;
 
 /// Where a key is in its life. It is derived from the record and the time, never stored.
@@ -264,30 +264,128 @@ pub struct Environment {
     pub created_at: Timestamp,
 }
 
+/// How close a key is to its expiry, in the steps that get a notice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ExpiryStage {
+    /// It expires within 24 hours.
+    #[serde(rename = "24h")]
+    Within24h,
+    /// It expires within an hour.
+    #[serde(rename = "1h")]
+    Within1h,
+    /// It has expired.
+    #[serde(rename = "expired")]
+    Expired,
+}
+
+impl ExpiryStage {
+    /// The stage a key that expires at `expires_at` is in at `now`, if any.
+    pub(crate) fn at(expires_at: Timestamp, now: Timestamp) -> Option<Self> {
+        let left = expires_at - now;
+        if left <= TimeDelta::zero() {
+            Some(Self::Expired)
+        } else if left <= TimeDelta::hours(1) {
+            Some(Self::Within1h)
+        } else if left <= TimeDelta::hours(24) {
+            Some(Self::Within24h)
+        } else {
+            None
+        }
+    }
+}
+
+/// The last expiry notice recorded for a key: a notice belongs to one expiry, so a changed
+/// expiry gets its own notices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpiryNotice {
+    /// The expiry the notice was about.
+    pub expires_at: Timestamp,
+    /// The last stage recorded.
+    pub stage: ExpiryStage,
+}
+
+/// A rotation's new secret, stored as a pending version of the policy's secret but not
+/// yet made current. While it is set, the key is due, so that a rerun finishes the delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingDelivery {
+    /// The secret (name or ARN) that holds the pending version.
+    pub secret_id: String,
+    /// The pending version's id, derived from the key id.
+    pub version_id: String,
+}
+
+impl PendingDelivery {
+    /// The secret version id of `key`'s secret: 34 characters, within Secrets Manager's 32 to
+    /// 64 for a `ClientRequestToken`, and the same however often it is asked for.
+    pub fn version_id_for(key: &KeyId) -> String {
+        format!("keyward-{key}")
+    }
+}
+
+/// The wait after a key's first failed delivery. It doubles with each failure in a row, up to
+/// [`MAX_RETRY_WAIT`]: a minute is EventBridge's shortest schedule, so the first retry comes
+/// at the next run, whatever the schedule.
+pub const FIRST_RETRY_WAIT: TimeDelta = TimeDelta::minutes(1);
+
+/// The longest a key whose deliveries keep failing waits for its next attempt.
+pub const MAX_RETRY_WAIT: TimeDelta = TimeDelta::hours(1);
+
+/// Taken off every wait, so that a run that an EventBridge schedule starts a few seconds
+/// early still finds the key due.
+pub const RETRY_SLACK: TimeDelta = TimeDelta::seconds(10);
+
+/// A key's deliveries that failed in a row, and when the schedule tries again. Until then
+/// its rotation or delivery is not due (its expiry notices still are), so keys whose secret
+/// cannot be written never crowd out the keys behind them in a run. A successful delivery,
+/// a rotation, or a new policy forgets them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryFailures {
+    /// How many deliveries failed in a row.
+    pub count: u32,
+    /// When the last one failed.
+    pub last_failed_at: Timestamp,
+    /// When the schedule tries again.
+    pub retry_at: Timestamp,
+}
+
+impl DeliveryFailures {
+    /// The failures after one more at `now`: the wait doubles, up to [`MAX_RETRY_WAIT`].
+    pub(crate) fn after(previous: Option<Self>, now: Timestamp) -> Self {
+        let count = previous.map_or(0, |f| f.count).saturating_add(1);
+        let doublings = count.saturating_sub(1).min(16);
+        let wait = (FIRST_RETRY_WAIT * (1 << doublings)).min(MAX_RETRY_WAIT);
+        Self {
+            count,
+            last_failed_at: now,
+            retry_at: now + wait - RETRY_SLACK,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use crate::mint::test_mint;
     use serde_json::json;
 
     use super::*;
 
     #[test]
     fn only_background_writes_leave_a_decision_standing() {
-        let now = chrono::Utc::now();
+        let now = chrono::DateTime::from_timestamp(1_767_225_600, 0).unwrap();
         let env = EnvName::parse("production").unwrap();
-        let issued =
-            super::super::create_environment(&env, super::super::Actor::operator("t"), now);
+        let issued = crate::create_environment(&env, crate::Actor::operator("t"), test_mint(), now);
         let seen = issued.key;
         let noticed = Key {
             version: seen.version + 1,
             expiry_notice: Some(ExpiryNotice {
                 expires_at: now,
-                stage: super::super::ExpiryStage::Within24h,
+                stage: crate::ExpiryStage::Within24h,
             }),
             ..seen.clone()
         };
         assert!(seen.decides_like(&noticed));
         let rotated = Key {
-            rotated_to: Some(KeyId::generate(now)),
+            rotated_to: Some(KeyId::generate(test_mint(), now)),
             ..noticed.clone()
         };
         assert!(

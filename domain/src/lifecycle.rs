@@ -4,9 +4,9 @@
 use super::Timestamp;
 use super::activity::{ActivityEntry, Actor, Event};
 use super::grace::GracePeriod;
-use super::key::{Environment, Key, RotationPolicy, Status};
+use super::key::{Environment, Key, PendingDelivery, RotationPolicy, Status};
+use super::mint::Mint;
 use super::names::{EnvName, InputError, KeyId, KeyName, Kind, Scopes};
-use super::schedule::PendingDelivery;
 use super::token::Secret;
 
 /// A key write, with the precondition the store must check.
@@ -144,10 +144,10 @@ struct Draft<'a> {
 }
 
 impl Draft<'_> {
-    fn issue(self, now: Timestamp) -> (Key, Secret) {
-        let secret = Secret::generate(self.kind, self.environment);
+    fn issue(self, mint: &Mint, now: Timestamp) -> (Key, Secret) {
+        let secret = Secret::generate(mint, self.kind, self.environment);
         let key = Key {
-            id: KeyId::generate(now),
+            id: KeyId::generate(mint, now),
             environment: self.environment.clone(),
             name: self.name,
             kind: self.kind,
@@ -171,14 +171,14 @@ impl Draft<'_> {
     }
 }
 
-fn created(key: &Key, actor: Actor, now: Timestamp) -> ActivityEntry {
+fn created(key: &Key, actor: Actor, mint: &Mint, now: Timestamp) -> ActivityEntry {
     let event = Event::Created {
         name: key.name.clone(),
         kind: key.kind,
         scopes: key.scopes.clone(),
         expires_at: key.expires_at,
     };
-    ActivityEntry::new(&key.environment, &key.id, actor, event, now)
+    ActivityEntry::new(mint, &key.environment, &key.id, actor, event, now)
 }
 
 /// The next version of `key`, and the write that stores it if nobody changed it meanwhile.
@@ -208,6 +208,7 @@ pub fn create_key(
     environment: &EnvName,
     input: NewKey,
     actor: Actor,
+    mint: &Mint,
     now: Timestamp,
 ) -> Result<Issued, LifecycleError> {
     if input.kind == Kind::Publishable
@@ -228,11 +229,11 @@ pub fn create_key(
         rotation_policy: input.rotation_policy,
         rotated_from: None,
     }
-    .issue(now);
+    .issue(mint, now);
     let change = Change {
         keys: vec![KeyWrite::Insert(key.clone())],
         environment: None,
-        activity: created(&key, actor, now),
+        activity: created(&key, actor, mint, now),
     };
     Ok(Issued {
         key,
@@ -242,7 +243,7 @@ pub fn create_key(
 }
 
 /// Makes an environment with its default key: a secret key with full access.
-pub fn create_environment(name: &EnvName, actor: Actor, now: Timestamp) -> Issued {
+pub fn create_environment(name: &EnvName, actor: Actor, mint: &Mint, now: Timestamp) -> Issued {
     let (key, secret) = Draft {
         environment: name,
         name: KeyName::parse("default").expect("a valid literal name"),
@@ -253,7 +254,7 @@ pub fn create_environment(name: &EnvName, actor: Actor, now: Timestamp) -> Issue
         rotation_policy: None,
         rotated_from: None,
     }
-    .issue(now);
+    .issue(mint, now);
     let environment = Environment {
         name: name.clone(),
         default_key_id: key.id.clone(),
@@ -262,7 +263,7 @@ pub fn create_environment(name: &EnvName, actor: Actor, now: Timestamp) -> Issue
     let change = Change {
         keys: vec![KeyWrite::Insert(key.clone())],
         environment: Some(EnvironmentWrite::Create(environment)),
-        activity: created(&key, actor, now),
+        activity: created(&key, actor, mint, now),
     };
     Issued {
         key,
@@ -281,6 +282,7 @@ pub fn rotate(
     old: &Key,
     grace: GracePeriod,
     actor: Actor,
+    mint: &Mint,
     now: Timestamp,
 ) -> Result<Rotated, LifecycleError> {
     let status = old.status(now);
@@ -304,7 +306,7 @@ pub fn rotate(
         rotation_policy: old.rotation_policy.clone(),
         rotated_from: Some(old.id.clone()),
     }
-    .issue(now);
+    .issue(mint, now);
     let key = Key {
         pending_delivery: old.rotation_policy.as_ref().map(|policy| PendingDelivery {
             secret_id: policy.secret_id.clone(),
@@ -334,7 +336,7 @@ pub fn rotate(
             from: old.id.clone(),
             to: key.id.clone(),
         }),
-        activity: ActivityEntry::new(&old.environment, &old.id, actor, event, now),
+        activity: ActivityEntry::new(mint, &old.environment, &old.id, actor, event, now),
     };
     Ok(Rotated {
         key,
@@ -350,6 +352,7 @@ pub fn change_grace_period(
     key: &Key,
     grace: GracePeriod,
     actor: Actor,
+    mint: &Mint,
     now: Timestamp,
 ) -> Result<GraceChanged, LifecycleError> {
     let status = key.status(now);
@@ -369,7 +372,7 @@ pub fn change_grace_period(
     let change = Change {
         keys: vec![write],
         environment: None,
-        activity: ActivityEntry::new(&key.environment, &key.id, actor, event, now),
+        activity: ActivityEntry::new(mint, &key.environment, &key.id, actor, event, now),
     };
     Ok(GraceChanged {
         key: changed,
@@ -378,7 +381,12 @@ pub fn change_grace_period(
 }
 
 /// Revokes a key at once. A key that is already revoked or expired is left as it is.
-pub fn revoke(key: &Key, actor: Actor, now: Timestamp) -> Result<Revocation, LifecycleError> {
+pub fn revoke(
+    key: &Key,
+    actor: Actor,
+    mint: &Mint,
+    now: Timestamp,
+) -> Result<Revocation, LifecycleError> {
     match key.status(now) {
         Status::Revoked | Status::Expired => return Ok(Revocation::Unchanged(key.clone())),
         Status::Active | Status::InGrace => {}
@@ -395,6 +403,7 @@ pub fn revoke(key: &Key, actor: Actor, now: Timestamp) -> Result<Revocation, Lif
         keys: vec![write],
         environment: None,
         activity: ActivityEntry::new(
+            mint,
             &key.environment,
             &key.id,
             actor,
@@ -430,6 +439,7 @@ pub fn set_rotation_policy(
     key: &Key,
     policy: Option<RotationPolicy>,
     actor: Actor,
+    mint: &Mint,
     now: Timestamp,
 ) -> Result<PolicyChange, LifecycleError> {
     let status = key.status(now);
@@ -451,7 +461,7 @@ pub fn set_rotation_policy(
     let change = Change {
         keys: vec![write],
         environment: None,
-        activity: ActivityEntry::new(&key.environment, &key.id, actor, event, now),
+        activity: ActivityEntry::new(mint, &key.environment, &key.id, actor, event, now),
     };
     Ok(PolicyChange::Changed {
         key: changed,
@@ -461,10 +471,11 @@ pub fn set_rotation_policy(
 
 #[cfg(test)]
 mod tests {
+    use crate::mint::test_mint;
     use chrono::{TimeDelta, TimeZone, Utc};
 
     use super::*;
-    use crate::domain::{Action, PresentedKey, Scope, Verdict, check};
+    use crate::{Action, PresentedKey, Scope, Verdict, check};
 
     fn t0() -> Timestamp {
         Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).unwrap()
@@ -493,6 +504,7 @@ mod tests {
             &env(),
             new_key(Kind::Secret, &["orders:read"], None),
             operator(),
+            test_mint(),
             t0(),
         )
         .unwrap()
@@ -509,6 +521,7 @@ mod tests {
             &env(),
             new_key(Kind::Secret, &["orders:read"], None),
             operator(),
+            test_mint(),
             t0(),
         )
         .unwrap();
@@ -533,6 +546,7 @@ mod tests {
                 &env(),
                 new_key(Kind::Publishable, &["orders:read", scope], None),
                 operator(),
+                test_mint(),
                 t0(),
             )
             .unwrap_err();
@@ -546,6 +560,7 @@ mod tests {
                 &env(),
                 new_key(Kind::Publishable, &["orders:read"], None),
                 operator(),
+                test_mint(),
                 t0()
             )
             .is_ok()
@@ -559,6 +574,7 @@ mod tests {
                 &env(),
                 new_key(Kind::Secret, &[], Some(at)),
                 operator(),
+                test_mint(),
                 t0(),
             )
             .unwrap_err();
@@ -576,7 +592,7 @@ mod tests {
         };
         assert_eq!(expiring.status(t0()), Status::Active);
         assert_eq!(expiring.status(t0() + TimeDelta::hours(1)), Status::Expired);
-        let rotated = rotate(&key, grace("1h"), operator(), t0())
+        let rotated = rotate(&key, grace("1h"), operator(), test_mint(), t0())
             .unwrap()
             .previous;
         assert_eq!(rotated.status(t0()), Status::InGrace);
@@ -597,7 +613,7 @@ mod tests {
     fn rotation_copies_the_key_and_gives_the_old_one_its_grace() {
         let old = Key {
             rotation_policy: Some(RotationPolicy {
-                every: crate::domain::RotationInterval::parse("P90D").unwrap(),
+                every: crate::RotationInterval::parse("P90D").unwrap(),
                 grace_period: grace("24h"),
                 secret_id: "keyward/billing".into(),
             }),
@@ -610,7 +626,7 @@ mod tests {
             ("3d", 259_200),
             ("7d", 604_800),
         ] {
-            let r = rotate(&old, grace(preset), operator(), t0()).unwrap();
+            let r = rotate(&old, grace(preset), operator(), test_mint(), t0()).unwrap();
             assert_eq!(r.key.name, old.name);
             assert_eq!(r.key.kind, old.kind);
             assert_eq!(r.key.scopes, old.scopes);
@@ -668,10 +684,10 @@ mod tests {
             expires_at: Some(limit),
             ..active_key()
         };
-        let r = rotate(&old, grace("24h"), operator(), t0()).unwrap();
+        let r = rotate(&old, grace("24h"), operator(), test_mint(), t0()).unwrap();
         assert_eq!(r.previous.expires_at, Some(limit));
         assert_eq!(
-            rotate(&old, grace("1h"), operator(), t0())
+            rotate(&old, grace("1h"), operator(), test_mint(), t0())
                 .unwrap()
                 .previous
                 .expires_at,
@@ -681,6 +697,7 @@ mod tests {
             &r.previous,
             grace("7d"),
             operator(),
+            test_mint(),
             t0() + TimeDelta::minutes(1),
         )
         .unwrap();
@@ -689,35 +706,36 @@ mod tests {
 
     #[test]
     fn only_active_keys_rotate() {
-        let r = rotate(&active_key(), grace("1h"), operator(), t0()).unwrap();
+        let r = rotate(&active_key(), grace("1h"), operator(), test_mint(), t0()).unwrap();
         assert_eq!(
-            rotate(&r.previous, grace("1h"), operator(), t0()).unwrap_err(),
+            rotate(&r.previous, grace("1h"), operator(), test_mint(), t0()).unwrap_err(),
             LifecycleError::NotActive(Status::InGrace)
         );
         let later = t0() + TimeDelta::hours(2);
         assert_eq!(
-            rotate(&r.previous, grace("1h"), operator(), later).unwrap_err(),
+            rotate(&r.previous, grace("1h"), operator(), test_mint(), later).unwrap_err(),
             LifecycleError::NotActive(Status::Expired)
         );
-        let Revocation::Revoked { key: revoked, .. } = revoke(&r.key, operator(), t0()).unwrap()
+        let Revocation::Revoked { key: revoked, .. } =
+            revoke(&r.key, operator(), test_mint(), t0()).unwrap()
         else {
             panic!("not revoked")
         };
         assert_eq!(
-            rotate(&revoked, grace("1h"), operator(), t0()).unwrap_err(),
+            rotate(&revoked, grace("1h"), operator(), test_mint(), t0()).unwrap_err(),
             LifecycleError::NotActive(Status::Revoked)
         );
     }
 
     #[test]
     fn rotating_the_default_key_moves_the_default_to_the_successor() {
-        let issued = create_environment(&env(), operator(), t0());
+        let issued = create_environment(&env(), operator(), test_mint(), t0());
         assert!(issued.key.default);
         assert_eq!(issued.key.scopes, Scopes::all());
         assert!(
             matches!(issued.change.environment, Some(EnvironmentWrite::Create(ref e)) if e.default_key_id == issued.key.id)
         );
-        let r = rotate(&issued.key, grace("24h"), operator(), t0()).unwrap();
+        let r = rotate(&issued.key, grace("24h"), operator(), test_mint(), t0()).unwrap();
         assert!(r.key.default);
         assert!(!r.previous.default);
         assert_eq!(
@@ -729,7 +747,7 @@ mod tests {
             })
         );
         assert!(
-            rotate(&active_key(), grace("1h"), operator(), t0())
+            rotate(&active_key(), grace("1h"), operator(), test_mint(), t0())
                 .unwrap()
                 .change
                 .environment
@@ -739,27 +757,28 @@ mod tests {
 
     #[test]
     fn the_default_key_must_be_rotated_before_it_is_revoked() {
-        let issued = create_environment(&env(), operator(), t0());
+        let issued = create_environment(&env(), operator(), test_mint(), t0());
         assert_eq!(
-            revoke(&issued.key, operator(), t0()).unwrap_err(),
+            revoke(&issued.key, operator(), test_mint(), t0()).unwrap_err(),
             LifecycleError::DefaultKeyMustBeRotated
         );
-        let r = rotate(&issued.key, grace("24h"), operator(), t0()).unwrap();
+        let r = rotate(&issued.key, grace("24h"), operator(), test_mint(), t0()).unwrap();
         assert!(matches!(
-            revoke(&r.previous, operator(), t0()).unwrap(),
+            revoke(&r.previous, operator(), test_mint(), t0()).unwrap(),
             Revocation::Revoked { .. }
         ));
         assert_eq!(
-            revoke(&r.key, operator(), t0()).unwrap_err(),
+            revoke(&r.key, operator(), test_mint(), t0()).unwrap_err(),
             LifecycleError::DefaultKeyMustBeRotated
         );
     }
 
     #[test]
     fn grace_can_be_extended_or_cut_but_only_while_in_grace() {
-        let r = rotate(&active_key(), grace("1h"), operator(), t0()).unwrap();
+        let r = rotate(&active_key(), grace("1h"), operator(), test_mint(), t0()).unwrap();
         let at = t0() + TimeDelta::minutes(30);
-        let longer = change_grace_period(&r.previous, grace("7d"), operator(), at).unwrap();
+        let longer =
+            change_grace_period(&r.previous, grace("7d"), operator(), test_mint(), at).unwrap();
         assert_eq!(longer.key.expires_at, Some(at + TimeDelta::days(7)));
         let Event::GracePeriodChanged {
             previous_expires_at,
@@ -773,22 +792,24 @@ mod tests {
             (previous_expires_at, expires_at),
             (Some(t0() + TimeDelta::hours(1)), at + TimeDelta::days(7))
         );
-        let cut = change_grace_period(&longer.key, GracePeriod::NOW, operator(), at).unwrap();
+        let cut = change_grace_period(&longer.key, GracePeriod::NOW, operator(), test_mint(), at)
+            .unwrap();
         assert_eq!(cut.key.status(at), Status::Expired);
         assert_eq!(
-            change_grace_period(&cut.key, grace("1h"), operator(), at).unwrap_err(),
+            change_grace_period(&cut.key, grace("1h"), operator(), test_mint(), at).unwrap_err(),
             LifecycleError::NotInGrace(Status::Expired)
         );
         assert_eq!(
-            change_grace_period(&r.key, grace("1h"), operator(), at).unwrap_err(),
+            change_grace_period(&r.key, grace("1h"), operator(), test_mint(), at).unwrap_err(),
             LifecycleError::NotInGrace(Status::Active)
         );
-        let Revocation::Revoked { key: revoked, .. } = revoke(&longer.key, operator(), at).unwrap()
+        let Revocation::Revoked { key: revoked, .. } =
+            revoke(&longer.key, operator(), test_mint(), at).unwrap()
         else {
             panic!()
         };
         assert_eq!(
-            change_grace_period(&revoked, grace("1h"), operator(), at).unwrap_err(),
+            change_grace_period(&revoked, grace("1h"), operator(), test_mint(), at).unwrap_err(),
             LifecycleError::NotInGrace(Status::Revoked)
         );
     }
@@ -799,7 +820,7 @@ mod tests {
         let Revocation::Revoked {
             key: revoked,
             change,
-        } = revoke(&key, operator(), t0()).unwrap()
+        } = revoke(&key, operator(), test_mint(), t0()).unwrap()
         else {
             panic!()
         };
@@ -810,21 +831,21 @@ mod tests {
         assert_eq!(revoked.status(t0()), Status::Revoked);
         assert_eq!(change.activity.event, Event::Revoked { revoked_at: t0() });
         assert!(
-            matches!(revoke(&revoked, operator(), t0()).unwrap(), Revocation::Unchanged(k) if k == revoked)
+            matches!(revoke(&revoked, operator(), test_mint(), t0()).unwrap(), Revocation::Unchanged(k) if k == revoked)
         );
         let expired = Key {
             expires_at: Some(t0()),
             ..key.clone()
         };
         assert!(matches!(
-            revoke(&expired, operator(), t0()).unwrap(),
+            revoke(&expired, operator(), test_mint(), t0()).unwrap(),
             Revocation::Unchanged(_)
         ));
-        let in_grace = rotate(&key, grace("1h"), operator(), t0())
+        let in_grace = rotate(&key, grace("1h"), operator(), test_mint(), t0())
             .unwrap()
             .previous;
         assert!(matches!(
-            revoke(&in_grace, operator(), t0()).unwrap(),
+            revoke(&in_grace, operator(), test_mint(), t0()).unwrap(),
             Revocation::Revoked { .. }
         ));
     }
@@ -837,7 +858,7 @@ mod tests {
         )
         .unwrap();
         let PolicyChange::Changed { key: set, change } =
-            set_rotation_policy(&key, Some(policy.clone()), operator(), t0()).unwrap()
+            set_rotation_policy(&key, Some(policy.clone()), operator(), test_mint(), t0()).unwrap()
         else {
             panic!("not changed")
         };
@@ -851,23 +872,24 @@ mod tests {
             }
         );
         assert!(matches!(
-            set_rotation_policy(&set, Some(policy.clone()), operator(), t0()).unwrap(),
+            set_rotation_policy(&set, Some(policy.clone()), operator(), test_mint(), t0()).unwrap(),
             PolicyChange::Unchanged(k) if k == set
         ));
         let PolicyChange::Changed { key: cleared, .. } =
-            set_rotation_policy(&set, None, operator(), t0()).unwrap()
+            set_rotation_policy(&set, None, operator(), test_mint(), t0()).unwrap()
         else {
             panic!("not cleared")
         };
         assert_eq!(cleared.rotation_policy, None);
-        let in_grace = rotate(&set, grace("1h"), operator(), t0()).unwrap();
+        let in_grace = rotate(&set, grace("1h"), operator(), test_mint(), t0()).unwrap();
         assert_eq!(
             in_grace.key.rotation_policy.as_ref(),
             Some(&policy),
             "carried over"
         );
         assert_eq!(
-            set_rotation_policy(&in_grace.previous, None, operator(), t0()).unwrap_err(),
+            set_rotation_policy(&in_grace.previous, None, operator(), test_mint(), t0())
+                .unwrap_err(),
             LifecycleError::NotActive(Status::InGrace)
         );
     }
@@ -889,7 +911,7 @@ mod tests {
             check(&key, None, &["orders:read", "orders:write"], t0()),
             Verdict::InsufficientScope
         );
-        let in_grace = rotate(&key, grace("1h"), operator(), t0())
+        let in_grace = rotate(&key, grace("1h"), operator(), test_mint(), t0())
             .unwrap()
             .previous;
         assert_eq!(check(&in_grace, None, &none, t0()), Verdict::Valid);

@@ -2,23 +2,20 @@
 //!
 //! The environment's `-` becomes `_`, which environment names never contain, so a key stays
 //! within `[A-Za-z0-9_]` and one double-click selects it. The random part has 32 base62
-//! characters from the OS CSPRNG (190 bits). The checksum is the CRC32 of everything before
-//! it in 6 base62 characters, so a typo or a forged string is refused without a store read,
-//! and secret scanners can match `kw_(sk|pk)_[a-z0-9_]+_[A-Za-z0-9]{38}` with few false hits.
+//! characters (190 bits) from the caller's entropy, which is the OS CSPRNG in every function.
+//! The checksum is the CRC32 of everything before it in 6 base62 characters, so a typo or a
+//! forged string is refused without a store read, and secret scanners can match
+//! `kw_(sk|pk)_[a-z0-9_]+_[A-Za-z0-9]{38}` with few false hits.
 
 use std::fmt;
 
-use rand::Rng;
-use rand::rand_core::UnwrapErr;
-use rand::rngs::SysRng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::base62;
+use super::mint::Mint;
 use super::names::{EnvName, Kind};
 
-/// The base62 alphabet in ASCII order, so fixed-width base62 strings sort like their numbers.
-pub(crate) const BASE62: &[u8; 62] =
-    b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 const PREFIX: &str = "kw_";
 const RANDOM_LEN: usize = 32;
 const CHECKSUM_LEN: usize = 6;
@@ -26,32 +23,8 @@ const TAIL_LEN: usize = RANDOM_LEN + CHECKSUM_LEN;
 /// The longest well-formed key: `kw_`, a kind tag, `_`, the longest environment, `_`, the tail.
 const MAX_LEN: usize = PREFIX.len() + 2 + 1 + EnvName::MAX_LEN + 1 + TAIL_LEN;
 
-/// `len` base62 characters drawn uniformly from the OS CSPRNG with one system call.
-pub(crate) fn random_base62(len: usize) -> String {
-    // Bytes at or above 248 (= 4 * 62) are skipped, so `b % 62` is uniform.
-    let mut out = String::with_capacity(len);
-    let mut rng = UnwrapErr(SysRng);
-    let mut buf = [0u8; 64];
-    while out.len() < len {
-        rng.fill_bytes(&mut buf);
-        out.extend(
-            buf.iter()
-                .filter(|&&b| b < 248)
-                .take(len - out.len())
-                .map(|&b| char::from(BASE62[usize::from(b % 62)])),
-        );
-    }
-    out
-}
-
 fn checksum(body: &str) -> [u8; CHECKSUM_LEN] {
-    let mut n = crc32fast::hash(body.as_bytes());
-    let mut out = [b'0'; CHECKSUM_LEN];
-    for slot in out.iter_mut().rev() {
-        *slot = BASE62[(n % 62) as usize];
-        n /= 62;
-    }
-    out
+    base62::fixed(u64::from(crc32fast::hash(body.as_bytes())))
 }
 
 /// A key's secret text. It is shown once, in a create or rotate response, and otherwise only
@@ -60,8 +33,8 @@ fn checksum(body: &str) -> [u8; CHECKSUM_LEN] {
 pub struct Secret(String);
 
 impl Secret {
-    /// Makes a new key of `kind` for `environment`.
-    pub fn generate(kind: Kind, environment: &EnvName) -> Self {
+    /// Makes a new key of `kind` for `environment`, its random part drawn from `mint`.
+    pub fn generate(mint: &Mint, kind: Kind, environment: &EnvName) -> Self {
         let mut s = String::with_capacity(MAX_LEN);
         s.push_str(PREFIX);
         s.push_str(kind.tag());
@@ -73,7 +46,7 @@ impl Secret {
                 .map(|c| if c == '-' { '_' } else { c }),
         );
         s.push('_');
-        s.push_str(&random_base62(RANDOM_LEN));
+        s.push_str(&mint.random_base62(RANDOM_LEN));
         let sum = checksum(&s);
         s.extend(sum.iter().map(|&b| char::from(b)));
         Self(s)
@@ -214,6 +187,7 @@ impl fmt::Debug for KeyHash {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mint::test_mint;
 
     fn env(s: &str) -> EnvName {
         EnvName::parse(s).unwrap()
@@ -226,7 +200,7 @@ mod tests {
             (Kind::Publishable, "eu-west-1"),
             (Kind::Secret, &"a".repeat(32)),
         ] {
-            let secret = Secret::generate(kind, &env(name));
+            let secret = Secret::generate(test_mint(), kind, &env(name));
             let parsed = PresentedKey::parse(secret.expose()).unwrap();
             assert_eq!(parsed.kind, kind);
             assert_eq!(parsed.environment, env(name));
@@ -242,7 +216,7 @@ mod tests {
 
     #[test]
     fn the_prefix_shows_kind_and_environment() {
-        let secret = Secret::generate(Kind::Publishable, &env("eu-west"));
+        let secret = Secret::generate(test_mint(), Kind::Publishable, &env("eu-west"));
         assert!(
             secret.expose().starts_with("kw_pk_eu_west_"),
             "{}",
@@ -256,8 +230,9 @@ mod tests {
 
     #[test]
     fn keys_are_distinct_and_their_characters_are_spread_uniformly() {
+        let mint = test_mint();
         let keys: Vec<Secret> = (0..2000)
-            .map(|_| Secret::generate(Kind::Secret, &env("p")))
+            .map(|_| Secret::generate(mint, Kind::Secret, &env("p")))
             .collect();
         let distinct: std::collections::HashSet<&str> = keys.iter().map(Secret::expose).collect();
         assert_eq!(distinct.len(), keys.len());
@@ -266,7 +241,7 @@ mod tests {
             let start = k.expose().len() - TAIL_LEN;
             let random = &k.expose()[start..start + RANDOM_LEN];
             for b in random.bytes() {
-                counts[BASE62.iter().position(|&c| c == b).unwrap()] += 1;
+                counts[base62::ALPHABET.iter().position(|&c| c == b).unwrap()] += 1;
             }
         }
         // 64,000 draws: about 1,032 for each character; a biased sampler drifts far outside.
@@ -276,7 +251,7 @@ mod tests {
 
     #[test]
     fn any_single_character_change_is_caught_by_format_or_checksum() {
-        let secret = Secret::generate(Kind::Secret, &env("production"));
+        let secret = Secret::generate(test_mint(), Kind::Secret, &env("production"));
         let s = secret.expose();
         for i in 0..s.len() {
             let mut bytes = s.as_bytes().to_vec();
@@ -308,7 +283,7 @@ mod tests {
 
     #[test]
     fn secrets_and_hashes_do_not_print_the_secret() {
-        let secret = Secret::generate(Kind::Secret, &env("p"));
+        let secret = Secret::generate(test_mint(), Kind::Secret, &env("p"));
         assert!(!format!("{secret:?}").contains(secret.expose()));
         assert!(!format!("{:?}", secret.hash()).contains(&secret.hash().to_hex()));
         let hex = secret.hash().to_hex();

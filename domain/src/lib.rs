@@ -1,0 +1,116 @@
+//! keyward's key domain: formats, names, grace periods, lifecycle rules and activity entries.
+//!
+//! Nothing here does I/O, and the crate depends on nothing that could: no runtime, no SDK,
+//! no database, no clock and no operating-system randomness. Every rule that depends on time
+//! takes `now`, and everything new (a secret, an id) comes from a [`Mint`] that the caller
+//! builds over its own [`Entropy`].
+//!
+//! The modules depend on each other in one direction only, in the order of [`LAYERS`]; a
+//! test reads their sources and holds them to it.
+
+mod activity;
+mod base62;
+mod grace;
+mod key;
+mod lifecycle;
+mod mint;
+mod names;
+mod schedule;
+mod token;
+mod verify;
+
+pub use activity::{Action, ActivityEntry, Actor, ActorType, Event};
+pub use grace::{GracePeriod, RotationInterval, parse_iso8601_seconds};
+pub use key::{
+    DeliveryFailures, Environment, ExpiryNotice, ExpiryStage, FIRST_RETRY_WAIT, Key,
+    MAX_RETRY_WAIT, PendingDelivery, RETRY_SLACK, RotationPolicy, SecretPrefix, Status,
+};
+pub use lifecycle::{
+    Change, EnvironmentWrite, GraceChanged, Issued, KeyWrite, LifecycleError, NewKey, PolicyChange,
+    Revocation, Rotated, change_grace_period, create_environment, create_key, revoke, rotate,
+    set_rotation_policy,
+};
+pub use mint::{Entropy, Mint};
+pub use names::{ActivityId, EnvName, InputError, KeyId, KeyName, Kind, Scope, Scopes};
+pub use schedule::{Due, delivery_failed, expiry_notice, scheduled_rotation, secret_delivered};
+pub use token::{KeyHash, MalformedKey, PresentedKey, Secret};
+pub use verify::{Verdict, check};
+
+/// A point in time, in UTC, as every record and rule uses it.
+pub type Timestamp = chrono::DateTime<chrono::Utc>;
+
+/// The modules from the bottom up: each may use only the modules before it.
+pub const LAYERS: [&str; 10] = [
+    "base62",
+    "mint",
+    "names",
+    "token",
+    "grace",
+    "key",
+    "activity",
+    "lifecycle",
+    "schedule",
+    "verify",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::LAYERS;
+
+    /// Each module's source, by name, as the compiler sees it.
+    const SOURCES: [(&str, &str); 10] = [
+        ("base62", include_str!("base62.rs")),
+        ("mint", include_str!("mint.rs")),
+        ("names", include_str!("names.rs")),
+        ("token", include_str!("token.rs")),
+        ("grace", include_str!("grace.rs")),
+        ("key", include_str!("key.rs")),
+        ("activity", include_str!("activity.rs")),
+        ("lifecycle", include_str!("lifecycle.rs")),
+        ("schedule", include_str!("schedule.rs")),
+        ("verify", include_str!("verify.rs")),
+    ];
+
+    /// The sibling modules that `source` names, through `super::` or `crate::`, outside its
+    /// tests.
+    fn uses(source: &str) -> Vec<&'static str> {
+        let code = source.split("#[cfg(test)]").next().unwrap_or(source);
+        LAYERS
+            .into_iter()
+            .filter(|m| {
+                [format!("super::{m}"), format!("crate::{m}")]
+                    .iter()
+                    .any(|path| {
+                        code.match_indices(path.as_str()).any(|(at, _)| {
+                            !code[at + path.len()..]
+                                .starts_with(|c: char| c.is_alphanumeric() || c == '_')
+                        })
+                    })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_module_is_a_layer_and_uses_only_the_layers_below_it() {
+        let mut named: Vec<&str> = SOURCES.iter().map(|(m, _)| *m).collect();
+        named.sort_unstable();
+        let mut layers = LAYERS.to_vec();
+        layers.sort_unstable();
+        assert_eq!(named, layers, "every module has a place in LAYERS");
+        for (module, source) in SOURCES {
+            let own = LAYERS.iter().position(|m| *m == module).unwrap();
+            for used in uses(source) {
+                let theirs = LAYERS.iter().position(|m| *m == used).unwrap();
+                assert!(theirs < own, "{module} uses {used}, which is not below it");
+            }
+        }
+    }
+
+    #[test]
+    fn the_layer_check_sees_a_use_of_a_module_above() {
+        assert_eq!(uses("use super::schedule::Due;\n"), ["schedule"]);
+        assert_eq!(uses("use crate::key::{Key};\n"), ["key"]);
+        assert!(uses("use super::keys_of_another_kind;\n").is_empty());
+        assert!(uses("fn f() {}\n#[cfg(test)]\nuse super::verify::check;\n").is_empty());
+    }
+}
