@@ -1,7 +1,9 @@
 //! The SAM template and the code agree: one function per crate (two of the authorizer), the
 //! variables each function reads are set, the table is the one the DynamoDB adapter uses, the
 //! authorizer's cache is off, the exported authorizer fails closed, the gateway responses are
-//! JSON, the routes are `keyward serve`'s, and no policy grants every action.
+//! JSON, the routes are `keyward serve`'s, and no policy grants every action. And each
+//! function's dependency tree holds only the adapters it uses, and the domain's nothing that
+//! does I/O.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -53,6 +55,86 @@ fn tagged(value: &Value) -> Option<(String, String)> {
     match value {
         Value::Tagged(t) => Some((t.tag.to_string(), t.value.as_str()?.to_owned())),
         _ => None,
+    }
+}
+
+/// The crate that brings in each of keyward's adapters.
+const ADAPTER_CRATES: [&str; 5] = [
+    "rusqlite",
+    "aws-sdk-dynamodb",
+    "aws-sdk-dynamodbstreams",
+    "aws-sdk-eventbridge",
+    "aws-sdk-secretsmanager",
+];
+
+/// The crates in `package`'s normal dependency tree, resolved as a build of it alone resolves
+/// its features, which is how `scripts/package` builds each function.
+fn dependencies(package: &str) -> BTreeSet<String> {
+    let out = std::process::Command::new(env!("CARGO"))
+        .args(["tree", "--locked", "--edges", "normal", "--prefix", "none"])
+        .args(["--package", package])
+        .current_dir(root())
+        .output()
+        .expect("cargo runs");
+    assert!(
+        out.status.success(),
+        "cargo tree -p {package}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn every_function_links_only_the_adapters_it_uses() {
+    let everything = dependencies("keyward-cli");
+    assert_eq!(
+        ADAPTER_CRATES.map(|c| everything.contains(c)),
+        [true; 5],
+        "keyward serve has every adapter, so each name here is a crate that can be found"
+    );
+    for function in crates().keys() {
+        let uses: &[&str] = match function.as_str() {
+            "hello" => &[],
+            "activity-publisher" => &["aws-sdk-dynamodb", "aws-sdk-eventbridge"],
+            "rotate-key" | "scheduled-rotation" => &["aws-sdk-dynamodb", "aws-sdk-secretsmanager"],
+            _ => &["aws-sdk-dynamodb"],
+        };
+        let tree = dependencies(function);
+        let linked: Vec<&str> = ADAPTER_CRATES
+            .into_iter()
+            .filter(|c| tree.contains(*c))
+            .collect();
+        assert_eq!(linked, uses, "{function}");
+    }
+}
+
+#[test]
+fn the_domain_depends_on_nothing_that_does_io() {
+    let io = [
+        "tokio",
+        "mio",
+        "hyper",
+        "getrandom",
+        "rand",
+        "libsqlite3-sys",
+        "aws-config",
+        "aws-smithy-runtime",
+        "lambda_runtime",
+        "lambda_http",
+    ];
+    let everything = dependencies("keyward-cli");
+    let domain = dependencies("keyward-domain");
+    for name in io {
+        assert!(
+            everything.contains(name),
+            "{name} is a crate keyward serve uses"
+        );
+        assert!(!domain.contains(name), "the domain depends on {name}");
     }
 }
 
@@ -111,7 +193,7 @@ fn variables_read(main: &str) -> BTreeSet<&'static str> {
             "keyward::http::run",
             &[StoreConfig::VAR, Settings::SECRET_PREFIX_VAR],
         ),
-        ("StoreConfig::from_env", &[StoreConfig::VAR]),
+        ("DynamoStore::table_from_env", &[StoreConfig::VAR]),
         ("Settings::from_env", &[Settings::SECRET_PREFIX_VAR]),
         (
             "EventsConfig::from_env",

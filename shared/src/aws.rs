@@ -142,6 +142,7 @@ mod tests {
         assert!(!env(&[("AWS_PROFILE", "dev")]));
     }
 
+    #[cfg(feature = "dynamodb")]
     #[tokio::test]
     async fn the_client_builds_its_tls_connector_from_the_amazon_roots_and_fails_cleanly() {
         use aws_sdk_dynamodb::config::{Credentials, Region};

@@ -4,6 +4,7 @@
 //! in), `store` applies decisions atomically, and `http` maps requests and domain outcomes to
 //! API Gateway responses.
 
+#[cfg(feature = "aws")]
 pub mod aws;
 pub mod delivery;
 pub mod events;

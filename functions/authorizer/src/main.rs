@@ -1,15 +1,16 @@
 //! The `authorizer` Lambda: checks keys in front of other teams' APIs.
 
 use authorizer::{Config, handler};
-use keyward::store::StoreConfig;
+use keyward::store::DynamoStore;
 use lambda_http::lambda_runtime::{self, Error, LambdaEvent, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     keyward::logging::init();
     let config = Config::from_env()?;
-    let store = StoreConfig::from_env()?.open().await?;
-    let (config, store) = (&config, &*store);
+    let table = DynamoStore::table_from_env()?;
+    let store = DynamoStore::from_config(&keyward::aws::config().await, &table);
+    let (config, store) = (&config, &store);
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {
             handler(config, store, event.payload, keyward::now()).await

@@ -10,7 +10,7 @@ fn start(vars: &[(&str, &str)]) -> (Option<i32>, String) {
         .env("AWS_LAMBDA_FUNCTION_NAME", "authorizer")
         .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
         .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
-        .env("KEYWARD_STORE", "sqlite::memory:")
+        .env("KEYWARD_STORE", "dynamodb:keyward-configuration")
         .envs(vars.iter().copied())
         .output()
         .expect("the authorizer runs");
@@ -46,6 +46,13 @@ fn each_bad_variable_stops_the_cold_start_and_is_named() {
                 ("KEYWARD_STORE", "postgres:x"),
             ],
             "KEYWARD_STORE",
+        ),
+        (
+            &[
+                ("KEYWARD_ENVIRONMENT", "production"),
+                ("KEYWARD_STORE", "sqlite:/tmp/keyward.db"),
+            ],
+            "a Lambda function keeps its keys in DynamoDB",
         ),
         (
             &[

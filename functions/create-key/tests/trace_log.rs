@@ -1,26 +1,30 @@
 //! At `trace`, the most a deployer can ask for, the create-key Lambda's log holds neither the
-//! caller's key nor the key it creates. The real binary runs against a stand-in for Lambda's
-//! Runtime API and answers a real API Gateway event.
+//! caller's key nor the key it creates, though the AWS SDK logs whole request bodies at that
+//! level. The real binary runs against a stand-in for Lambda's Runtime API, answers a real
+//! API Gateway event, and writes to DynamoDB on moto's server (started by `./scripts/test`).
 
 use keyward::domain::{Actor, EnvName, create_environment};
-use keyward::store::{KeyStore, SqliteStore};
+use keyward::store::{DynamoStore, KeyStore};
 use keyward::testing::{invoke_lambda, log_holds};
 
 #[tokio::test]
 async fn a_key_created_at_trace_level_leaves_no_secret_in_the_log() {
+    assert!(
+        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
+        "AWS_ENDPOINT_URL is not set: run ./scripts/test, which starts moto's server for these tests"
+    );
     let mint = keyward::mint();
-    let path = std::env::temp_dir().join(format!("keyward-trace-{}.db", std::process::id()));
-    let _ = std::fs::remove_file(&path);
-    let store = SqliteStore::open(&path).unwrap();
+    let table = format!("trace-create-{}", std::process::id());
+    let store = DynamoStore::from_env(&table).await;
+    store.create_table().await.unwrap();
     let environment = EnvName::parse("production").unwrap();
     let admin = create_environment(&environment, Actor::operator("test"), &mint, keyward::now());
     store.apply(&admin.change).await.unwrap();
-    drop(store);
 
     let event = include_str!("../fixtures/rest.json")
         .replace("{{ENV}}", "production")
         .replace("{{KEY}}", admin.secret.expose());
-    let store_var = format!("sqlite:{}", path.display());
+    let store_var = format!("dynamodb:{table}");
     let run = invoke_lambda(
         env!("CARGO_BIN_EXE_create-key"),
         &[
@@ -33,9 +37,6 @@ async fn a_key_created_at_trace_level_leaves_no_secret_in_the_log() {
         ],
         &event,
     );
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-    }
 
     let answer: serde_json::Value = serde_json::from_str(&run.answer).unwrap();
     assert_eq!(answer["statusCode"], 201, "{}", run.answer);

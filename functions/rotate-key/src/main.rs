@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    keyward::http::run(rotate_key::handler).await
+    keyward::http::run_delivering(rotate_key::handler).await
 }

@@ -6,12 +6,11 @@ mod error;
 mod request;
 mod view;
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 
 use lambda_http::http::{StatusCode, header};
-use lambda_http::{Body, Request, Response, service_fn};
+use lambda_http::{Body, Request, Response};
 use serde::Serialize;
 
 pub use body::json_body;
@@ -24,8 +23,10 @@ pub use request::{
 pub use view::KeyView;
 
 use crate::domain::{Mint, SecretPrefix, Timestamp};
-use crate::secrets::{PrefixedSink, SecretSink, SecretsManagerSink};
-use crate::store::{KeyStore, StoreConfig};
+use crate::secrets::SecretSink;
+#[cfg(feature = "dynamodb")]
+use crate::secrets::{NoSecrets, PrefixedSink};
+use crate::store::KeyStore;
 
 /// The largest request body accepted; anything larger gets `413`.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -94,28 +95,44 @@ pub fn respond<T: Serialize>(status: StatusCode, result: Result<T, ApiError>) ->
     }
 }
 
-/// A function's whole `main`: logging, the settings, the store from `KEYWARD_STORE` and
-/// Secrets Manager under the secret prefix (built once per cold start, from one AWS
-/// configuration; a bad value stops the start with a clear message), then the Lambda runtime.
+/// The whole `main` of a function that delivers no secrets: logging, the settings, the
+/// DynamoDB table that `KEYWARD_STORE` names (built once per cold start; a bad value stops
+/// the start with a clear message), then the Lambda runtime.
+#[cfg(feature = "dynamodb")]
 pub async fn run(handler: Handler) -> Result<(), lambda_http::Error> {
+    run_lambda(handler, |_| Box::new(NoSecrets)).await
+}
+
+/// The whole `main` of a function whose rotations deliver secrets: as [`run`], with Secrets
+/// Manager under the secret prefix, its client built from the same AWS configuration.
+#[cfg(all(feature = "dynamodb", feature = "secrets-manager"))]
+pub async fn run_delivering(handler: Handler) -> Result<(), lambda_http::Error> {
+    run_lambda(handler, |aws| {
+        Box::new(crate::secrets::SecretsManagerSink::from_config(aws))
+    })
+    .await
+}
+
+#[cfg(feature = "dynamodb")]
+async fn run_lambda(
+    handler: Handler,
+    sink: impl FnOnce(&aws_config::SdkConfig) -> Box<dyn SecretSink>,
+) -> Result<(), lambda_http::Error> {
     crate::logging::init();
     let settings = Settings::from_env()?;
-    let store_config = StoreConfig::from_env()?;
+    let table = crate::store::DynamoStore::table_from_env()?;
     let aws = crate::aws::config().await;
-    let store = store_config.open_with(&aws)?;
-    let secrets = PrefixedSink::new(
-        Box::new(SecretsManagerSink::from_config(&aws)),
-        settings.secret_prefix.clone(),
-    );
+    let store = crate::store::DynamoStore::from_config(&aws, &table);
+    let secrets = PrefixedSink::new(sink(&aws), settings.secret_prefix.clone());
     let mint = crate::mint();
     let context = Context {
-        store: &*store,
+        store: &store,
         settings: &settings,
         secrets: &secrets,
         mint: &mint,
     };
-    lambda_http::run(service_fn(move |req| async move {
-        Ok::<_, Infallible>(handler(context, req, crate::now()).await)
+    lambda_http::run(lambda_http::service_fn(move |req| async move {
+        Ok::<_, std::convert::Infallible>(handler(context, req, crate::now()).await)
     }))
     .await
 }

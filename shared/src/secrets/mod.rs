@@ -6,7 +6,9 @@
 //! first stored as a pending version that services do not read, and only made current once the
 //! rotation is committed. See the README's "Scheduled rotation" for why this is crash-safe.
 
+#[cfg(feature = "file-sink")]
 mod file;
+#[cfg(feature = "secrets-manager")]
 mod secrets_manager;
 
 use std::fmt;
@@ -14,7 +16,9 @@ use std::fmt;
 use async_trait::async_trait;
 use serde::Serialize;
 
+#[cfg(feature = "file-sink")]
 pub use file::FileSink;
+#[cfg(feature = "secrets-manager")]
 pub use secrets_manager::SecretsManagerSink;
 
 use crate::domain::{EnvName, KeyId, Secret, SecretPrefix, Timestamp};
@@ -149,12 +153,55 @@ impl SecretSink for PrefixedSink {
     }
 }
 
+/// The sink of a function that delivers no secrets. Only the functions that rotate keys link
+/// Secrets Manager; a delivery asked of any other is a wiring mistake, and it fails loudly
+/// rather than being lost.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoSecrets;
+
+#[async_trait]
+impl SecretSink for NoSecrets {
+    async fn put_pending(
+        &self,
+        _secret_id: &str,
+        _version_id: &str,
+        _value: &SecretValue<'_>,
+    ) -> Result<(), SecretError> {
+        Err(SecretError::msg("this function delivers no secrets"))
+    }
+
+    async fn promote(&self, _secret_id: &str, _version_id: &str) -> Result<(), SecretError> {
+        Err(SecretError::msg("this function delivers no secrets"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::domain::{Kind, Secret};
 
     use super::*;
 
+    #[tokio::test]
+    async fn a_function_that_delivers_no_secrets_refuses_every_delivery() {
+        let mint = crate::mint();
+        let production = EnvName::parse("production").unwrap();
+        let secret = Secret::generate(&mint, Kind::Secret, &production);
+        let id = KeyId::generate(&mint, crate::now());
+        let value = SecretValue::new(&id, &secret, &production, crate::now());
+        let refused = NoSecrets
+            .put_pending("keyward/production/billing", "v1", &value)
+            .await
+            .unwrap_err();
+        assert_eq!(refused.to_string(), "this function delivers no secrets");
+        assert!(
+            NoSecrets
+                .promote("keyward/production/billing", "v1")
+                .await
+                .is_err()
+        );
+    }
+
+    #[cfg(feature = "file-sink")]
     #[tokio::test]
     async fn a_prefixed_sink_delivers_only_inside_the_keys_environment() {
         let mint = crate::mint();

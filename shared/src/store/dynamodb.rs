@@ -35,7 +35,9 @@ use aws_sdk_dynamodb::types::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{ActivityFilter, KeyLookup, KeyStore, Page, PageRequest, StoreError, due_sort_key};
+use super::{
+    ActivityFilter, KeyLookup, KeyStore, Page, PageRequest, StoreConfig, StoreError, due_sort_key,
+};
 use crate::domain::{
     ActivityEntry, Change, EnvName, Environment, EnvironmentWrite, Key, KeyHash, KeyId, KeyWrite,
     Timestamp,
@@ -167,6 +169,24 @@ impl DynamoStore {
     pub async fn from_env(table: &str) -> Self {
         let config = crate::aws::config().await;
         Self::new(Client::new(&config), table)
+    }
+
+    /// The table that `KEYWARD_STORE` names, read before any AWS configuration is loaded. A
+    /// Lambda function keeps its keys in DynamoDB only, so an SQLite store stops its cold
+    /// start.
+    pub fn table_from_env() -> Result<String, String> {
+        match StoreConfig::from_env()? {
+            StoreConfig::DynamoDb(table) => Ok(table),
+            StoreConfig::Sqlite(_) => Err(format!(
+                "{}: a Lambda function keeps its keys in DynamoDB: expected dynamodb:<table>",
+                StoreConfig::VAR
+            )),
+        }
+    }
+
+    /// A store on `table`, with a client built from `aws`, which a function loads once.
+    pub fn from_config(aws: &aws_config::SdkConfig, table: &str) -> Self {
+        Self::new(Client::new(aws), table)
     }
 
     /// A store on `table` with this client.

@@ -3,15 +3,18 @@
 //! The domain decides a [`Change`]; a store applies it all at once with its preconditions, or
 //! reports [`StoreError::Conflict`] and applies nothing.
 
+#[cfg(feature = "dynamodb")]
 pub mod dynamodb;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 
+#[cfg(feature = "dynamodb")]
 pub use dynamodb::DynamoStore;
+#[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 
 use crate::domain::{
@@ -20,6 +23,7 @@ use crate::domain::{
 
 /// A time as the due indexes sort it: fixed-width RFC 3339 in UTC with milliseconds, so that
 /// text order is time order.
+#[cfg(any(feature = "sqlite", feature = "dynamodb"))]
 fn due_sort_key(at: Timestamp) -> String {
     at.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
@@ -164,22 +168,15 @@ impl StoreConfig {
         Self::parse(&value).map_err(|e| format!("{}: {e}", Self::VAR))
     }
 
-    /// Opens the store, creating its schema if needed.
-    pub async fn open(&self) -> Result<Arc<dyn KeyStore>, StoreError> {
+    /// Opens the store, creating an SQLite file's schema if needed. Only `keyward serve` and
+    /// the CLI open either kind; a Lambda function opens its table with
+    /// [`DynamoStore::table_from_env`].
+    #[cfg(all(feature = "sqlite", feature = "dynamodb"))]
+    pub async fn open(&self) -> Result<std::sync::Arc<dyn KeyStore>, StoreError> {
         match self {
-            Self::Sqlite(path) => Ok(Arc::new(SqliteStore::open(path)?)),
-            Self::DynamoDb(_) => self.open_with(&crate::aws::config().await),
-        }
-    }
-
-    /// Opens the store as [`StoreConfig::open`] does, with a DynamoDB client built from
-    /// `aws`, so that a function that also calls other AWS services loads the configuration
-    /// once at cold start.
-    pub fn open_with(&self, aws: &aws_config::SdkConfig) -> Result<Arc<dyn KeyStore>, StoreError> {
-        match self {
-            Self::Sqlite(path) => Ok(Arc::new(SqliteStore::open(path)?)),
-            Self::DynamoDb(table) => Ok(Arc::new(DynamoStore::new(
-                aws_sdk_dynamodb::Client::new(aws),
+            Self::Sqlite(path) => Ok(std::sync::Arc::new(SqliteStore::open(path)?)),
+            Self::DynamoDb(table) => Ok(std::sync::Arc::new(DynamoStore::new(
+                aws_sdk_dynamodb::Client::new(&crate::aws::config().await),
                 table,
             ))),
         }

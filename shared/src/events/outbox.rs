@@ -1,0 +1,149 @@
+//! The outbox's way out: the table's stream, as Lambda hands it to the publisher, turned into
+//! events on the bus and expiries recorded in the table.
+
+use aws_lambda_events::dynamodb::{Event as StreamEvent, EventRecord};
+use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
+
+use super::{EventBus, MAX_ENTRIES_PER_CALL, OutgoingEvent, TTL_ACTOR};
+use crate::domain::{Actor, Key, Mint, Timestamp, expiry_notice};
+use crate::store::dynamodb::table;
+use crate::store::{KeyStore, StoreError};
+
+impl OutgoingEvent {
+    /// The event that carries a stored outbox item as it is, without the table's own
+    /// attributes. It is not read into [`ActivityEntry`], so that an entry whose action a
+    /// newer writer knows and this publisher does not (during a deploy) still goes out,
+    /// unchanged. It needs only a string `action` (the `DetailType`) and an RFC 3339 `at`.
+    /// An outbox item holds the entry and the table's `pk` and `sk`, and nothing else; a
+    /// table attribute added to outbox items later must be removed here too.
+    pub fn stored(mut item: serde_json::Map<String, serde_json::Value>) -> Result<Self, String> {
+        for attribute in [table::PK, table::SK] {
+            item.remove(attribute);
+        }
+        let detail_type = item
+            .get("action")
+            .and_then(serde_json::Value::as_str)
+            .filter(|a| (1..=128).contains(&a.len()))
+            .ok_or("the outbox item has no action")?
+            .to_owned();
+        let time = item
+            .get("at")
+            .and_then(serde_json::Value::as_str)
+            .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
+            .ok_or("the outbox item has no time")?
+            .to_utc();
+        let detail = serde_json::to_string(&item).map_err(|e| e.to_string())?;
+        Ok(Self {
+            detail_type,
+            detail,
+            time,
+        })
+    }
+}
+
+/// What one stream record asks for.
+enum Work {
+    /// Nothing: not an outbox insert, nor a TTL removal of a key that expired.
+    Nothing,
+    /// Send this event.
+    Publish(OutgoingEvent),
+    /// DynamoDB's TTL removed this expired key's hash item: record `key.expired` in the table,
+    /// whose outbox insert then comes down the stream and is published like any entry.
+    RecordExpiry(Box<Key>),
+}
+
+fn pk_of(record: &EventRecord) -> Option<&str> {
+    match record.change.keys.get(table::PK) {
+        Some(serde_dynamo::AttributeValue::S(pk)) => Some(pk),
+        _ => None,
+    }
+}
+
+fn work(record: &EventRecord) -> Result<Work, Box<dyn std::error::Error + Send + Sync>> {
+    let pk = pk_of(record).unwrap_or_default();
+    match record.event_name.as_str() {
+        "INSERT" if pk.starts_with(table::OUTBOX_PREFIX) => {
+            let item: serde_json::Map<String, serde_json::Value> =
+                serde_dynamo::from_item(record.change.new_image.clone())?;
+            Ok(Work::Publish(OutgoingEvent::stored(item)?))
+        }
+        "REMOVE" if pk.starts_with(table::HASH_PREFIX) => {
+            let by_ttl = record.user_identity.as_ref().is_some_and(|u| {
+                u.type_ == "Service" && u.principal_id == "dynamodb.amazonaws.com"
+            });
+            if !by_ttl {
+                return Ok(Work::Nothing);
+            }
+            let key: Key = serde_dynamo::from_item(record.change.old_image.clone())?;
+            Ok(Work::RecordExpiry(Box::new(key)))
+        }
+        _ => Ok(Work::Nothing),
+    }
+}
+
+/// Publishes what a batch of DynamoDB stream records asks for, and names in
+/// `batchItemFailures` exactly the records (by sequence number) that did not get out.
+pub async fn publish_stream(
+    event: &StreamEvent,
+    bus: &dyn EventBus,
+    store: &dyn KeyStore,
+    mint: &Mint,
+    now: Timestamp,
+) -> DynamoDbEventResponse {
+    let mut failed: Vec<String> = Vec::new();
+    let mut outgoing: Vec<(String, OutgoingEvent)> = Vec::new();
+    for record in &event.records {
+        let id = record
+            .change
+            .sequence_number
+            .clone()
+            .unwrap_or_else(|| record.event_id.clone());
+        match work(record) {
+            Ok(Work::Nothing) => {}
+            Ok(Work::Publish(event)) => outgoing.push((id, event)),
+            Ok(Work::RecordExpiry(key)) => {
+                let Some(change) = expiry_notice(&key, Actor::system(TTL_ACTOR), mint, now) else {
+                    continue;
+                };
+                match store.apply(&change).await {
+                    Ok(()) | Err(StoreError::Conflict) => {
+                        tracing::info!(key_id = %key.id, "expiry recorded")
+                    }
+                    Err(e) => {
+                        tracing::error!(key_id = %key.id, error = %crate::error_chain(&e), "cannot record an expiry");
+                        failed.push(id);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(record = %id, error = %e, "a stream record cannot be read");
+                failed.push(id);
+            }
+        }
+    }
+    for chunk in outgoing.chunks(MAX_ENTRIES_PER_CALL) {
+        let events: Vec<OutgoingEvent> = chunk.iter().map(|(_, e)| e.clone()).collect();
+        for ((id, event), result) in chunk.iter().zip(bus.publish(&events).await) {
+            if let Err(e) = result {
+                tracing::warn!(record = %id, detail_type = %event.detail_type, error = %e, "an event did not get out");
+                failed.push(id.clone());
+            }
+        }
+    }
+    tracing::info!(
+        records = event.records.len(),
+        published = outgoing.len(),
+        failed = failed.len(),
+        "stream batch"
+    );
+    let mut response = DynamoDbEventResponse::default();
+    response.batch_item_failures = failed
+        .into_iter()
+        .map(|id| {
+            let mut failure = DynamoDbBatchItemFailure::default();
+            failure.item_identifier = Some(id);
+            failure
+        })
+        .collect();
+    response
+}
