@@ -2,12 +2,13 @@
 `next` endpoint, against a minimal Runtime API stand-in on 127.0.0.1.
 
 usage (no AWS endpoint is needed: nothing calls AWS before the first event):
-    cargo build --release -p authorizer --bin authorizer --example hello_runtime
+    cargo build --release -p authorizer --bin authorizer --example hello_bare --example hello_runtime
     python3 scripts/cold-start.py [RUNS]
 
 It runs each variant RUNS times (default 30), interleaved, and prints the median and the
-spread of each, their ratios to the hello world, and the binaries' sizes. Each process is
-killed as soon as it asks for its first event.
+spread of each, their ratios to the bare hello world (no logging set-up) and to the hello
+world with keyward's logging set-up, and the binaries' sizes. Each process is killed as soon
+as it asks for its first event.
 """
 
 import http.server
@@ -16,15 +17,15 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
 RELEASE = os.path.join(os.path.dirname(__file__), "..", "target", "release")
 AUTHORIZER = os.path.join(RELEASE, "authorizer")
 HELLO = os.path.join(RELEASE, "examples", "hello_runtime")
-# Naming an endpoint makes keyward's client keep the system's roots (shared/src/aws.rs).
-SYSTEM_ROOTS = {"AWS_ENDPOINT_URL": "https://dynamodb.us-east-1.amazonaws.com"}
+BARE = os.path.join(RELEASE, "examples", "hello_bare")
+# The operator's switch back to the system's roots (shared/src/aws.rs).
+SYSTEM_ROOTS = {"KEYWARD_TLS_ROOTS": "system"}
 # Without these, keyward's client builds the SDK's whole default credential chain.
 NO_CREDENTIALS = {"AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None, "AWS_SESSION_TOKEN": None}
 
@@ -74,10 +75,9 @@ def main():
         AWS_SECRET_ACCESS_KEY="cold-start-example-secret",
         AWS_SESSION_TOKEN="cold-start-example-token",
     )
-    folder = tempfile.mkdtemp()
     variants = {
-        "hello world (lambda_runtime)": ([HELLO], {}),
-        "authorizer, SQLite store": ([AUTHORIZER], {"KEYWARD_STORE": f"sqlite:{folder}/cold.db"}),
+        "bare hello world (lambda_runtime, no logging set-up)": ([BARE], {}),
+        "hello world with keyward's logging set-up": ([HELLO], {}),
         "authorizer, DynamoDB client (Amazon's roots, as on Lambda)": (
             [AUTHORIZER],
             {"KEYWARD_STORE": "dynamodb:keyward"},
@@ -86,7 +86,7 @@ def main():
             [AUTHORIZER],
             {"KEYWARD_STORE": "dynamodb:keyward", **NO_CREDENTIALS},
         ),
-        "authorizer, DynamoDB client, the system's roots": (
+        "authorizer, DynamoDB client, the system's roots (KEYWARD_TLS_ROOTS=system)": (
             [AUTHORIZER],
             {"KEYWARD_STORE": "dynamodb:keyward", **SYSTEM_ROOTS},
         ),
@@ -111,15 +111,19 @@ def main():
     for _ in range(runs):
         for name, (command, extra) in variants.items():
             times[name].append(measure(command, environment(extra)))
-    hello = statistics.median(times["hello world (lambda_runtime)"])
+    bare = statistics.median(times["bare hello world (lambda_runtime, no logging set-up)"])
+    hello = statistics.median(times["hello world with keyward's logging set-up"])
     print(f"{runs} runs each, interleaved, {os.cpu_count()} cores")
-    print("| binary | median init | p10 to p90 | ratio to hello world |")
-    print("|---|---|---|---|")
+    print("| binary | median init | p10 to p90 | ratio to the bare hello world | ratio to the hello world with logging |")
+    print("|---|---|---|---|---|")
     for name, values in times.items():
         deciles = statistics.quantiles(values, n=10)
         median = statistics.median(values)
-        print(f"| {name} | {median:.2f} ms | {deciles[0]:.2f} to {deciles[-1]:.2f} ms | {median / hello:.2f}x |")
-    for path in (HELLO, AUTHORIZER):
+        print(
+            f"| {name} | {median:.2f} ms | {deciles[0]:.2f} to {deciles[-1]:.2f} ms"
+            f" | {median / bare:.2f}x | {median / hello:.2f}x |"
+        )
+    for path in (BARE, HELLO, AUTHORIZER):
         print(f"size of {os.path.basename(path)}: {os.path.getsize(path) / 1e6:.1f} MB")
 
 

@@ -33,7 +33,7 @@ async fn aws() -> aws_config::SdkConfig {
 /// revoke by the functions' handlers. Returns the store, the secrets issued and the actions.
 async fn table_with_a_lifecycle() -> (DynamoStore, Vec<String>) {
     let mint = keyward::mint();
-    let store = DynamoStore::from_env(&unique("events")).await;
+    let store = DynamoStore::from_env(&unique("events")).await.unwrap();
     store.create_table().await.expect("a table");
     let now = keyward::now();
     let env = create_environment(
@@ -45,7 +45,8 @@ async fn table_with_a_lifecycle() -> (DynamoStore, Vec<String>) {
     store.apply(&env.change).await.expect("an environment");
     let admin = &env.secret;
     let settings = keyward::http::Settings::default();
-    let secrets = keyward::secrets::SecretsManagerSink::from_config(&keyward::aws::config().await);
+    let secrets =
+        keyward::secrets::SecretsManagerSink::from_config(&keyward::aws::config().await.unwrap());
     let context = keyward::http::Context {
         store: &store,
         settings: &settings,

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use keyward::aws::TlsRoots;
 use keyward::events::EventsConfig;
 use keyward::http::Settings;
 use keyward::store::StoreConfig;
@@ -48,6 +49,17 @@ fn crates() -> BTreeMap<String, String> {
             (name, main)
         })
         .collect()
+}
+
+/// The function crate whose zip a function resource deploys: its `CodeUri` is the zip that
+/// `scripts/package` writes, `../target/lambda/<crate>/bootstrap.zip` from `infra/`.
+fn binary<'a>(resource: &str, function: &'a Value) -> &'a str {
+    function["Properties"]["CodeUri"]
+        .as_str()
+        .and_then(|uri| uri.strip_prefix("../target/lambda/"))
+        .and_then(|rest| rest.strip_suffix("/bootstrap.zip"))
+        .filter(|name| !name.contains('/'))
+        .unwrap_or_else(|| panic!("{resource}: CodeUri is not a zip that scripts/package writes"))
 }
 
 /// A tagged scalar such as `!Ref Table` or `!GetAtt Table.Arn`, as `(tag, text)`.
@@ -144,18 +156,11 @@ fn every_function_crate_has_exactly_one_function_resource_and_every_resource_a_c
     let crates = crates();
     let mut built: Vec<String> = Vec::new();
     for (name, function) in functions(&template) {
-        assert_eq!(
-            function["Metadata"]["BuildMethod"], "rust-cargolambda",
-            "{name}"
-        );
-        let binary = function["Metadata"]["BuildProperties"]["Binary"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{name} names no binary"));
+        let binary = binary(&name, function);
         assert!(
             crates.contains_key(binary),
-            "{name} builds {binary}, which is no crate in functions/"
+            "{name} deploys {binary}, which is no crate in functions/"
         );
-        assert_eq!(function["Properties"]["CodeUri"], "..", "{name}");
         built.push(binary.to_owned());
     }
     built.sort();
@@ -188,11 +193,12 @@ fn every_function_crate_has_exactly_one_function_resource_and_every_resource_a_c
 
 /// The variables a function's `main` makes it read, from the calls that read them.
 fn variables_read(main: &str) -> BTreeSet<&'static str> {
-    let readers: [(&str, &[&'static str]); 5] = [
+    let readers: [(&str, &[&'static str]); 6] = [
         (
             "keyward::http::run",
-            &[StoreConfig::VAR, Settings::SECRET_PREFIX_VAR],
+            &[StoreConfig::VAR, Settings::SECRET_PREFIX_VAR, TlsRoots::VAR],
         ),
+        ("keyward::aws::config", &[TlsRoots::VAR]),
         ("DynamoStore::table_from_env", &[StoreConfig::VAR]),
         ("Settings::from_env", &[Settings::SECRET_PREFIX_VAR]),
         (
@@ -255,6 +261,7 @@ fn every_variable_a_function_reads_is_set_for_it_and_no_other() {
         authorizer::Config::ROUTE_SCOPES_VAR,
         authorizer::Config::UNLISTED_ROUTES_VAR,
         Settings::SECRET_PREFIX_VAR,
+        TlsRoots::VAR,
     ]
     .into();
     for name in variables_named_in_code() {
@@ -266,10 +273,7 @@ fn every_variable_a_function_reads_is_set_for_it_and_no_other() {
     let template = template();
     let crates = crates();
     for (resource, function) in functions(&template) {
-        let binary = function["Metadata"]["BuildProperties"]["Binary"]
-            .as_str()
-            .unwrap();
-        let needed = variables_read(&crates[binary]);
+        let needed = variables_read(&crates[binary(&resource, function)]);
         let set: BTreeSet<&str> = function["Properties"]["Environment"]["Variables"]
             .as_mapping()
             .map(|vars| vars.keys().filter_map(Value::as_str).collect())
@@ -279,6 +283,13 @@ fn every_variable_a_function_reads_is_set_for_it_and_no_other() {
             "{resource}: the variables set are exactly those its code reads"
         );
         let variables = &function["Properties"]["Environment"]["Variables"];
+        if needed.contains(TlsRoots::VAR) {
+            assert_eq!(
+                tagged(&variables[TlsRoots::VAR]),
+                Some(("!Ref".to_owned(), "TlsRoots".to_owned())),
+                "{resource}"
+            );
+        }
         if needed.contains(StoreConfig::VAR) {
             assert_eq!(
                 tagged(&variables[StoreConfig::VAR]),

@@ -566,7 +566,9 @@ async fn dynamodb() -> Arc<dyn KeyStore> {
         "AWS_ENDPOINT_URL is not set: run ./scripts/test, which starts moto's server for these tests"
     );
     let n = TABLES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let store = DynamoStore::from_env(&format!("contract-{}-{n}", std::process::id())).await;
+    let store = DynamoStore::from_env(&format!("contract-{}-{n}", std::process::id()))
+        .await
+        .unwrap();
     store.create_table().await.expect("the table is created");
     Arc::new(store)
 }
@@ -812,7 +814,9 @@ async fn dynamodb_without_table() -> DynamoStore {
         std::env::var_os("AWS_ENDPOINT_URL").is_some(),
         "AWS_ENDPOINT_URL is not set: run ./scripts/test, which starts moto's server for these tests"
     );
-    DynamoStore::from_env(&format!("no-such-table-{}", std::process::id())).await
+    DynamoStore::from_env(&format!("no-such-table-{}", std::process::id()))
+        .await
+        .unwrap()
 }
 
 contract!(sqlite, Arc::new(SqliteStore::in_memory().unwrap()));

@@ -133,7 +133,7 @@ fn print_default_key(name: &EnvName, issued: &Issued) {
 
 /// The poller and bus that publish a DynamoDB table's stream while `serve` runs.
 async fn stream_publisher(table: &str) -> Result<(StreamPoller, EventBridgeBus), String> {
-    let aws = keyward::aws::config().await;
+    let aws = keyward::aws::config().await?;
     let arn = DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), table)
         .stream_arn()
         .await
@@ -151,14 +151,17 @@ async fn stream_publisher(table: &str) -> Result<(StreamPoller, EventBridgeBus),
 
 /// Where `serve`'s rotations deliver secrets: a file named on the command line, else Secrets
 /// Manager when AWS is in use, else the default file.
-async fn secret_sink(store: &StoreConfig, file: Option<PathBuf>) -> Box<dyn SecretSink> {
+async fn secret_sink(
+    store: &StoreConfig,
+    file: Option<PathBuf>,
+) -> Result<Box<dyn SecretSink>, String> {
     let aws =
         std::env::var_os("AWS_ENDPOINT_URL").is_some() || matches!(store, StoreConfig::DynamoDb(_));
-    match file {
+    Ok(match file {
         None if aws => {
             println!("Rotations of keys with a policy deliver secrets to Secrets Manager.");
             Box::new(SecretsManagerSink::from_config(
-                &keyward::aws::config().await,
+                &keyward::aws::config().await?,
             ))
         }
         file => {
@@ -169,13 +172,13 @@ async fn secret_sink(store: &StoreConfig, file: Option<PathBuf>) -> Box<dyn Secr
             );
             Box::new(FileSink::new(path))
         }
-    }
+    })
 }
 
 async fn run(args: Args) -> Result<(), String> {
     match args.command {
         Command::CreateTable { table } => {
-            let store = DynamoStore::from_env(&table).await;
+            let store = DynamoStore::from_env(&table).await?;
             store
                 .create_table()
                 .await
@@ -222,7 +225,7 @@ async fn run(args: Args) -> Result<(), String> {
                 }
             }
             let secrets: Arc<dyn SecretSink> = Arc::new(PrefixedSink::new(
-                secret_sink(&args.store, secrets_file).await,
+                secret_sink(&args.store, secrets_file).await?,
                 settings.secret_prefix.clone(),
             ));
             if schedule_every.is_none() {

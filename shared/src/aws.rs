@@ -6,7 +6,11 @@
 //! trusts just its roots (`amazon-roots.pem`: Amazon Root CA 1 to 4 and Starfield Services
 //! Root CA G2, which cross-signs them), held in the binary. Where that may not hold, it
 //! keeps the system's roots: when an `AWS_ENDPOINT_URL` variable names another endpoint, and
-//! in the China regions, whose endpoints are not under Amazon Trust Services.
+//! in the China regions, whose endpoints are not under Amazon Trust Services. Behind an
+//! egress proxy that inspects TLS, AWS endpoints present the proxy's certificates instead, so
+//! `KEYWARD_TLS_ROOTS=system` switches back to the system's roots (and so to `SSL_CERT_FILE`
+//! and `SSL_CERT_DIR`, where an operator adds the proxy's authority), at the cost in cold
+//! start that BENCHMARKS.md measures.
 //!
 //! Lambda hands a function its credentials in `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`
 //! and `AWS_SESSION_TOKEN`, which the SDK's default credential chain tries first anyway. When
@@ -25,40 +29,79 @@ use aws_smithy_http_client::{Builder, ConnectorBuilder};
 /// Amazon Trust Services' five root certificates, in PEM.
 const AMAZON_ROOTS: &[u8] = include_bytes!("amazon-roots.pem");
 
+/// The root certificates the HTTPS client trusts, as `KEYWARD_TLS_ROOTS` names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsRoots {
+    /// Amazon Trust Services' five roots, held in the binary: the default.
+    Amazon,
+    /// The system's roots, which `SSL_CERT_FILE` and `SSL_CERT_DIR` can change.
+    System,
+}
+
+impl TlsRoots {
+    /// The variable that chooses the roots.
+    pub const VAR: &'static str = "KEYWARD_TLS_ROOTS";
+
+    /// Parses `amazon` or `system`; anything else is refused, so that a typo never leaves a
+    /// function behind a proxy trusting what the operator meant to replace.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        match value {
+            "amazon" => Ok(Self::Amazon),
+            "system" => Ok(Self::System),
+            other => Err(format!(
+                "{}: {other:?} is not a choice of roots: expected amazon or system",
+                Self::VAR
+            )),
+        }
+    }
+}
+
 /// What the environment lets the configuration skip, judged from the variables that
 /// `aws_config` itself reads.
 #[derive(Debug, PartialEq, Eq)]
 struct Shortcuts {
-    /// Amazon's roots are all the HTTPS client needs.
-    amazon_roots: bool,
+    /// The roots keyward's own HTTPS client trusts, or `None` for the SDK's default client,
+    /// which an endpoint named in `AWS_ENDPOINT_URL` or a China region keeps.
+    roots: Option<TlsRoots>,
     /// The credentials are in the environment, where the default chain would find them first.
     env_credentials: bool,
 }
 
 impl Shortcuts {
-    fn from_vars(vars: impl Iterator<Item = (String, String)>) -> Self {
+    fn from_vars(vars: impl Iterator<Item = (String, String)>) -> Result<Self, String> {
         let (mut custom_endpoint, mut china) = (false, false);
         let (mut key_id, mut secret) = (false, false);
+        let mut roots = TlsRoots::Amazon;
         for (name, value) in vars {
+            if name == TlsRoots::VAR {
+                roots = TlsRoots::parse(&value)?;
+            }
             custom_endpoint |= name.starts_with("AWS_ENDPOINT_URL");
             china |=
                 (name == "AWS_REGION" || name == "AWS_DEFAULT_REGION") && value.starts_with("cn-");
             key_id |= name == "AWS_ACCESS_KEY_ID" && !value.is_empty();
             secret |= name == "AWS_SECRET_ACCESS_KEY" && !value.is_empty();
         }
-        Self {
-            amazon_roots: !custom_endpoint && !china,
+        Ok(Self {
+            roots: if custom_endpoint || china {
+                None
+            } else {
+                Some(roots)
+            },
             env_credentials: key_id && secret,
-        }
+        })
     }
 }
 
-/// An HTTPS client like the SDK's default (rustls with aws-lc, the proxy from the
-/// environment) that trusts only Amazon Trust Services' roots.
-fn amazon_https_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
-    let roots = TrustStore::empty()
-        .with_native_roots(false)
-        .with_pem_certificate(AMAZON_ROOTS);
+/// An HTTPS client like the SDK's default (rustls with aws-lc), which takes its proxy from the
+/// environment and trusts `roots`.
+fn https_client(roots: TlsRoots) -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    let roots = match roots {
+        TlsRoots::Amazon => TrustStore::empty()
+            .with_native_roots(false)
+            .with_pem_certificate(AMAZON_ROOTS),
+        TlsRoots::System => TrustStore::empty().with_native_roots(true),
+    };
     let context = TlsContext::builder()
         .with_trust_store(roots)
         .build()
@@ -77,20 +120,20 @@ fn amazon_https_client() -> aws_smithy_runtime_api::client::http::SharedHttpClie
 }
 
 /// The configuration from the standard AWS variables, with the HTTPS client and credentials
-/// described above.
-pub async fn config() -> SdkConfig {
+/// described above. A bad `KEYWARD_TLS_ROOTS` is an error that names it.
+pub async fn config() -> Result<SdkConfig, String> {
     let shortcuts =
         Shortcuts::from_vars(std::env::vars_os().filter_map(|(name, value)| {
             Some((name.into_string().ok()?, value.into_string().ok()?))
-        }));
+        }))?;
     let mut loader = aws_config::defaults(BehaviorVersion::latest());
-    if shortcuts.amazon_roots {
-        loader = loader.http_client(amazon_https_client());
+    if let Some(roots) = shortcuts.roots {
+        loader = loader.http_client(https_client(roots));
     }
     if shortcuts.env_credentials {
         loader = loader.credentials_provider(EnvironmentVariableCredentialsProvider::new());
     }
-    loader.load().await
+    Ok(loader.load().await)
 }
 
 #[cfg(test)]
@@ -107,23 +150,44 @@ mod tests {
 
     #[test]
     fn amazon_roots_serve_aws_endpoints_but_not_custom_ones_or_china() {
-        let roots = |pairs: &[(&str, &str)]| Shortcuts::from_vars(vars(pairs)).amazon_roots;
-        assert!(roots(&[("AWS_REGION", "eu-west-1")]));
-        assert!(!roots(&[
-            ("AWS_REGION", "eu-west-1"),
-            ("AWS_ENDPOINT_URL", "http://127.0.0.1:5000")
-        ]));
-        assert!(!roots(&[(
-            "AWS_ENDPOINT_URL_DYNAMODB",
-            "https://dynamodb.internal"
-        )]));
-        assert!(!roots(&[("AWS_REGION", "cn-north-1")]));
-        assert!(!roots(&[("AWS_DEFAULT_REGION", "cn-northwest-1")]));
+        let roots = |pairs: &[(&str, &str)]| Shortcuts::from_vars(vars(pairs)).unwrap().roots;
+        assert_eq!(
+            roots(&[("AWS_REGION", "eu-west-1")]),
+            Some(TlsRoots::Amazon)
+        );
+        assert_eq!(
+            roots(&[
+                ("AWS_REGION", "eu-west-1"),
+                ("AWS_ENDPOINT_URL", "http://127.0.0.1:5000")
+            ]),
+            None
+        );
+        assert_eq!(
+            roots(&[("AWS_ENDPOINT_URL_DYNAMODB", "https://dynamodb.internal")]),
+            None
+        );
+        assert_eq!(roots(&[("AWS_REGION", "cn-north-1")]), None);
+        assert_eq!(roots(&[("AWS_DEFAULT_REGION", "cn-northwest-1")]), None);
+    }
+
+    #[test]
+    fn an_operator_switches_back_to_the_systems_roots_by_name_only() {
+        let roots = |value: &str| {
+            Shortcuts::from_vars(vars(&[("AWS_REGION", "eu-west-1"), (TlsRoots::VAR, value)]))
+                .map(|s| s.roots)
+        };
+        assert_eq!(roots("system"), Ok(Some(TlsRoots::System)));
+        assert_eq!(roots("amazon"), Ok(Some(TlsRoots::Amazon)));
+        for typo in ["System", "native", ""] {
+            let refused = roots(typo).unwrap_err();
+            assert!(refused.starts_with("KEYWARD_TLS_ROOTS: "), "{refused}");
+        }
     }
 
     #[test]
     fn credentials_come_straight_from_the_environment_only_when_both_halves_are_there() {
-        let env = |pairs: &[(&str, &str)]| Shortcuts::from_vars(vars(pairs)).env_credentials;
+        let env =
+            |pairs: &[(&str, &str)]| Shortcuts::from_vars(vars(pairs)).unwrap().env_credentials;
         assert!(env(&[
             ("AWS_ACCESS_KEY_ID", "ASIAEXAMPLE"),
             ("AWS_SECRET_ACCESS_KEY", "example"),
@@ -151,7 +215,7 @@ mod tests {
             .region(Region::new("us-east-1"))
             .credentials_provider(Credentials::new("id", "secret", None, None, "test"))
             .endpoint_url("https://127.0.0.1:9")
-            .http_client(amazon_https_client())
+            .http_client(https_client(TlsRoots::Amazon))
             .build();
         let err = aws_sdk_dynamodb::Client::from_conf(config)
             .list_tables()

@@ -256,6 +256,22 @@ fn read_request(reader: &mut impl std::io::BufRead) -> Option<(String, Vec<u8>)>
 /// loopback, hands it `event` once, and returns its answer and its whole log. The process
 /// gets this process's environment, the variables Lambda sets, and `vars`.
 pub fn invoke_lambda(binary: &str, vars: &[(&str, &str)], event: &str) -> Invocation {
+    invoke_lambda_with(
+        binary,
+        |command| {
+            command.envs(vars.iter().copied());
+        },
+        event,
+    )
+}
+
+/// [`invoke_lambda`], with the process's environment set by `environment` instead, which can
+/// also remove variables that this process has.
+pub fn invoke_lambda_with(
+    binary: &str,
+    environment: impl FnOnce(&mut std::process::Command),
+    event: &str,
+) -> Invocation {
     use std::io::{BufReader, Write};
     use std::net::TcpListener;
     use std::process::{Command, Stdio};
@@ -269,12 +285,14 @@ pub fn invoke_lambda(binary: &str, vars: &[(&str, &str)], event: &str) -> Invoca
         address.port()
     ));
     let log_file = std::fs::File::create(&logs).expect("a log file");
-    let mut child = Command::new(binary)
+    let mut command = Command::new(binary);
+    command
         .env("AWS_LAMBDA_RUNTIME_API", address.to_string())
         .env("AWS_LAMBDA_FUNCTION_NAME", "under-test")
         .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
-        .envs(vars.iter().copied())
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "1");
+    environment(&mut command);
+    let mut child = command
         .stdout(log_file.try_clone().expect("a second handle"))
         .stderr(log_file)
         .stdin(Stdio::null())

@@ -8,7 +8,7 @@ use lambda_http::lambda_runtime::{self, Error, service_fn};
 async fn main() -> Result<(), Error> {
     keyward::logging::init();
     let table = DynamoStore::table_from_env()?;
-    let aws = keyward::aws::config().await;
+    let aws = keyward::aws::config().await?;
     let store = DynamoStore::from_config(&aws, &table);
     let bus = EventBridgeBus::from_config(&aws, EventsConfig::from_env()?);
     let mint = keyward::mint();

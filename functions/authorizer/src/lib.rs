@@ -861,7 +861,7 @@ mod tests {
             std::process::id(),
             N.fetch_add(1, Ordering::SeqCst)
         );
-        let store = DynamoStore::from_env(&table).await;
+        let store = DynamoStore::from_env(&table).await.unwrap();
         store.create_table().await.unwrap();
         store
     }

@@ -9,7 +9,7 @@ async fn main() -> Result<(), Error> {
     keyward::logging::init();
     let config = Config::from_env()?;
     let table = DynamoStore::table_from_env()?;
-    let store = DynamoStore::from_config(&keyward::aws::config().await, &table);
+    let store = DynamoStore::from_config(&keyward::aws::config().await?, &table);
     let (config, store) = (&config, &store);
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {

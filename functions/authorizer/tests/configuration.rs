@@ -61,6 +61,13 @@ fn each_bad_variable_stops_the_cold_start_and_is_named() {
             ],
             "KEYWARD_UNLISTED_ROUTES",
         ),
+        (
+            &[
+                ("KEYWARD_ENVIRONMENT", "production"),
+                ("KEYWARD_TLS_ROOTS", "System"),
+            ],
+            "KEYWARD_TLS_ROOTS",
+        ),
     ] {
         let (code, stderr) = start(vars);
         assert_eq!(code, Some(1), "{vars:?}: {stderr}");

@@ -15,7 +15,7 @@ async fn a_key_created_at_trace_level_leaves_no_secret_in_the_log() {
     );
     let mint = keyward::mint();
     let table = format!("trace-create-{}", std::process::id());
-    let store = DynamoStore::from_env(&table).await;
+    let store = DynamoStore::from_env(&table).await.unwrap();
     store.create_table().await.unwrap();
     let environment = EnvName::parse("production").unwrap();
     let admin = create_environment(&environment, Actor::operator("test"), &mint, keyward::now());

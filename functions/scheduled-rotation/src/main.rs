@@ -9,7 +9,7 @@ use lambda_http::lambda_runtime::{self, Error, service_fn};
 async fn main() -> Result<(), Error> {
     keyward::logging::init();
     let table = DynamoStore::table_from_env()?;
-    let aws = keyward::aws::config().await;
+    let aws = keyward::aws::config().await?;
     let store = DynamoStore::from_config(&aws, &table);
     let prefix = Settings::from_env()?.secret_prefix;
     let sink = PrefixedSink::new(Box::new(SecretsManagerSink::from_config(&aws)), prefix);

@@ -20,7 +20,7 @@ async fn a_run_at_trace_level_delivers_only_inside_the_environment_and_logs_no_s
         "AWS_ENDPOINT_URL is not set: run ./scripts/test, which starts moto's server for these tests"
     );
     let table = format!("trace-{}", std::process::id());
-    let store = DynamoStore::from_env(&table).await;
+    let store = DynamoStore::from_env(&table).await.unwrap();
     store.create_table().await.unwrap();
     let made = keyward::now() - TimeDelta::days(2);
     let environment = EnvName::parse("production").unwrap();

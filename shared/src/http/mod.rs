@@ -121,7 +121,7 @@ async fn run_lambda(
     crate::logging::init();
     let settings = Settings::from_env()?;
     let table = crate::store::DynamoStore::table_from_env()?;
-    let aws = crate::aws::config().await;
+    let aws = crate::aws::config().await?;
     let store = crate::store::DynamoStore::from_config(&aws, &table);
     let secrets = PrefixedSink::new(sink(&aws), settings.secret_prefix.clone());
     let mint = crate::mint();

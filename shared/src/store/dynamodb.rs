@@ -166,9 +166,9 @@ fn hash_item(key: &Key) -> Result<Item, StoreError> {
 
 impl DynamoStore {
     /// A store on `table`, with a client built from the standard AWS configuration.
-    pub async fn from_env(table: &str) -> Self {
-        let config = crate::aws::config().await;
-        Self::new(Client::new(&config), table)
+    pub async fn from_env(table: &str) -> Result<Self, String> {
+        let config = crate::aws::config().await?;
+        Ok(Self::new(Client::new(&config), table))
     }
 
     /// The table that `KEYWARD_STORE` names, read before any AWS configuration is loaded. A

@@ -176,7 +176,11 @@ impl StoreConfig {
         match self {
             Self::Sqlite(path) => Ok(std::sync::Arc::new(SqliteStore::open(path)?)),
             Self::DynamoDb(table) => Ok(std::sync::Arc::new(DynamoStore::new(
-                aws_sdk_dynamodb::Client::new(&crate::aws::config().await),
+                aws_sdk_dynamodb::Client::new(
+                    &crate::aws::config()
+                        .await
+                        .map_err(|e| StoreError::Backend(e.into()))?,
+                ),
                 table,
             ))),
         }
