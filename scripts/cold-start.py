@@ -2,8 +2,13 @@
 `next` endpoint, against a minimal Runtime API stand-in on 127.0.0.1.
 
 usage (no AWS endpoint is needed: nothing calls AWS before the first event):
-    cargo build --release -p authorizer --bin authorizer --example hello_bare --example hello_runtime
+    cargo build --release -p authorizer --example hello_bare --example hello_runtime
+    cargo build --release -p authorizer --bin authorizer
     python3 scripts/cold-start.py [RUNS]
+
+The examples build with the crate's dev-dependencies, whose features (SQLite among them) a
+build of examples and binary together would give the authorizer too; building the binary by
+itself, last, gives it only its own, as scripts/package does.
 
 It runs each variant RUNS times (default 30), interleaved, and prints the median and the
 spread of each, their ratios to the bare hello world (no logging set-up) and to the hello

@@ -13,7 +13,7 @@ usage: tls_proxy.py FOLDER
 
 import datetime
 import os
-import socket
+import re
 import socketserver
 import ssl
 import sys
@@ -106,6 +106,8 @@ class Proxy(socketserver.StreamRequestHandler):
         if not head or not head[0].startswith("CONNECT "):
             return
         host = head[0].split()[1].rsplit(":", 1)[0]
+        if not re.fullmatch(r"[a-z0-9-]+(\.[a-z0-9-]+)+", host):
+            return
         self.wfile.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         self.wfile.flush()
         try:

@@ -61,3 +61,30 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::domain::{EnvName, Kind, Secret};
+
+    #[test]
+    fn secrets_from_the_operating_systems_entropy_are_distinct_and_spread_uniformly() {
+        const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+        let mint = super::mint();
+        let environment = EnvName::parse("p").unwrap();
+        let keys: Vec<Secret> = (0..2000)
+            .map(|_| Secret::generate(&mint, Kind::Secret, &environment))
+            .collect();
+        let distinct: std::collections::HashSet<&str> = keys.iter().map(Secret::expose).collect();
+        assert_eq!(distinct.len(), keys.len());
+        let mut counts = [0usize; 62];
+        for key in &keys {
+            let text = key.expose();
+            for b in text[text.len() - 38..text.len() - 6].bytes() {
+                counts[ALPHABET.iter().position(|&c| c == b).unwrap()] += 1;
+            }
+        }
+        // 64,000 draws: about 1,032 for each character; a biased source drifts far outside.
+        let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+        assert!(*min > 850 && *max < 1250, "min {min} max {max}");
+    }
+}

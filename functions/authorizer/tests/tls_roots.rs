@@ -71,14 +71,25 @@ impl Proxy {
         }
     }
 
-    /// Takes the lines printed so far.
-    fn take(&self) -> Vec<String> {
-        std::mem::take(&mut self.lines.lock().unwrap())
+    /// Takes the lines printed so far, waiting up to ten seconds for one that is `last`:
+    /// the proxy prints from its own process, so its lines can come after the function has
+    /// answered.
+    fn take_until(&self, last: &str) -> Vec<String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut seen = Vec::new();
+        loop {
+            seen.append(&mut self.lines.lock().unwrap());
+            if seen.iter().any(|l| l == last) || std::time::Instant::now() > deadline {
+                return seen;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 }
 
-/// One check of a well-formed key that no table holds, through the proxy, with `roots`.
-fn check(proxy: &Proxy, roots: Option<&str>) -> Invocation {
+/// One check of a well-formed key that no table holds, through the proxy, with `roots` and
+/// `ca` as `SSL_CERT_FILE`.
+fn check(proxy: &Proxy, roots: Option<&str>, ca: &Path) -> Invocation {
     let production = EnvName::parse("production").unwrap();
     let key = Secret::generate(&keyward::mint(), Kind::Secret, &production);
     let event = include_str!("../fixtures/token.json")
@@ -103,7 +114,7 @@ fn check(proxy: &Proxy, roots: Option<&str>) -> Invocation {
             .env("AWS_SECRET_ACCESS_KEY", "tls-roots-example")
             .env("AWS_MAX_ATTEMPTS", "1")
             .env("HTTPS_PROXY", format!("http://127.0.0.1:{}", proxy.port))
-            .env("SSL_CERT_FILE", proxy.folder.join("ca.pem"))
+            .env("SSL_CERT_FILE", ca)
             .env("SSL_CERT_DIR", proxy.folder.join("no-other-roots"));
         match roots {
             Some(roots) => command.env("KEYWARD_TLS_ROOTS", roots),
@@ -116,12 +127,14 @@ fn check(proxy: &Proxy, roots: Option<&str>) -> Invocation {
 #[test]
 fn behind_a_tls_inspecting_proxy_only_the_systems_roots_reach_the_table() {
     let proxy = Proxy::start();
+    let proxy_ca = proxy.folder.join("ca.pem");
+    let refused = format!("refused {DYNAMODB}");
+    let read = format!("request {DYNAMODB} DynamoDB_20120810.GetItem");
 
-    let amazon = check(&proxy, None);
-    let seen = proxy.take();
+    let amazon = check(&proxy, None, &proxy_ca);
+    let seen = proxy.take_until(&refused);
     assert!(
-        seen.contains(&format!("refused {DYNAMODB}"))
-            && !seen.iter().any(|l| l.starts_with("request")),
+        seen.contains(&refused) && !seen.iter().any(|l| l.starts_with("request")),
         "with Amazon's roots the client refuses the proxy's certificate: {seen:?}"
     );
     assert!(
@@ -130,11 +143,23 @@ fn behind_a_tls_inspecting_proxy_only_the_systems_roots_reach_the_table() {
         amazon.answer
     );
 
-    let system = check(&proxy, Some("system"));
-    let seen = proxy.take();
+    let other_ca = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/src/amazon-roots.pem");
+    let elsewhere = check(&proxy, Some("system"), &other_ca);
+    let seen = proxy.take_until(&refused);
     assert!(
-        seen.contains(&format!("handshake {DYNAMODB}"))
-            && seen.contains(&format!("request {DYNAMODB} DynamoDB_20120810.GetItem")),
+        seen.contains(&refused) && !seen.iter().any(|l| l.starts_with("request")),
+        "the system's roots still verify: without the proxy's authority its certificate is refused: {seen:?}"
+    );
+    assert!(
+        !elsewhere
+            .answer
+            .contains(r#""errorMessage":"Unauthorized""#)
+    );
+
+    let system = check(&proxy, Some("system"), &proxy_ca);
+    let seen = proxy.take_until(&read);
+    assert!(
+        seen.contains(&format!("handshake {DYNAMODB}")) && seen.contains(&read),
         "with the system's roots the client trusts the proxy's authority: {seen:?}\n{}",
         system.log
     );

@@ -1,10 +1,10 @@
 //! Events: every activity entry goes out on an event bus, through an outbox.
 //!
 //! A change writes its entry to the table in the same transaction as the change. The table's
-//! stream carries the new outbox item to [`publish_stream`], which sends it to the bus and
-//! reports the stream records that did not get out, so that only those are retried. Delivery
-//! is at least once: a record can be sent again after a partial failure, and consumers
-//! deduplicate on the entry's `id`, which is also the detail's `id`.
+//! stream carries the new outbox item to `publish_stream` (feature `dynamodb`), which sends it
+//! to the bus and reports the stream records that did not get out, so that only those are
+//! retried. Delivery is at least once: a record can be sent again after a partial failure, and
+//! consumers deduplicate on the entry's `id`, which is also the detail's `id`.
 
 #[cfg(feature = "eventbridge")]
 mod eventbridge;
