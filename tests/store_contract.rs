@@ -481,8 +481,7 @@ async fn due_keys_come_from_the_index_earliest_first(store: Arc<dyn KeyStore>) {
 }
 
 /// A stored `orders:read` key of `production` that expires an hour after `made`.
-async fn short_lived_key(store: &dyn KeyStore, made: DateTime<Utc>) -> Issued {
-    let mint = keyward::mint();
+async fn short_lived_key(store: &dyn KeyStore, mint: &Mint, made: DateTime<Utc>) -> Issued {
     let input = NewKey {
         name: KeyName::parse("short-lived").unwrap(),
         kind: Kind::Secret,
@@ -490,7 +489,7 @@ async fn short_lived_key(store: &dyn KeyStore, made: DateTime<Utc>) -> Issued {
         expires_at: Some(made + TimeDelta::hours(1)),
         rotation_policy: None,
     };
-    let issued = create_key(&env("production"), input, actor(), &mint, made).unwrap();
+    let issued = create_key(&env("production"), input, actor(), mint, made).unwrap();
     store.apply(&issued.change).await.unwrap();
     issued
 }
@@ -501,7 +500,7 @@ async fn an_expiry_seen_twice_is_recorded_once(store: Arc<dyn KeyStore>) {
     let clock = Clock::new();
     environment(&*store, "production", &clock).await;
     let made = clock.now();
-    let issued = short_lived_key(&*store, made).await;
+    let issued = short_lived_key(&*store, &clock.mint, made).await;
     let later = made + TimeDelta::hours(2);
     let by_schedule =
         keyward::domain::expiry_notice(&issued.key, actor(), &clock.mint, later).unwrap();
@@ -610,7 +609,7 @@ async fn recording_an_expiry_after_ttl_removed_the_hash_item_does_not_bring_it_b
     let made = create_environment(&env("production"), actor(), &clock.mint, clock.now());
     store.apply(&made.change).await.unwrap();
     let created = clock.now();
-    let issued = short_lived_key(&store, created).await;
+    let issued = short_lived_key(&store, &clock.mint, created).await;
     let hash_item = [
         (
             keyward::store::dynamodb::table::PK.to_owned(),
@@ -819,5 +818,17 @@ async fn dynamodb_without_table() -> DynamoStore {
         .unwrap()
 }
 
+/// A store on a file of its own, so that its one-row reads go through its read-only
+/// connections beside the writing one, as `keyward serve`'s do (an in-memory database has
+/// no second connection). The files stay in one folder per test process.
+fn sqlite_file() -> Arc<SqliteStore> {
+    static FILES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = FILES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("keyward-contract-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    Arc::new(SqliteStore::open(&dir.join(format!("{n}.db"))).unwrap())
+}
+
 contract!(sqlite, Arc::new(SqliteStore::in_memory().unwrap()));
+contract!(sqlite_file, sqlite_file());
 contract!(dynamodb, dynamodb().await);

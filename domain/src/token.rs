@@ -148,11 +148,13 @@ impl KeyHash {
 
     /// The hash in lowercase hex, as stored.
     pub fn to_hex(&self) -> String {
-        use fmt::Write;
-        self.0.iter().fold(String::with_capacity(64), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut hex = String::with_capacity(64);
+        for b in self.0 {
+            hex.push(char::from(DIGITS[usize::from(b >> 4)]));
+            hex.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+        }
+        hex
     }
 }
 
@@ -288,6 +290,11 @@ mod tests {
         assert!(!format!("{:?}", secret.hash()).contains(&secret.hash().to_hex()));
         let hex = secret.hash().to_hex();
         assert_eq!(KeyHash::try_from(hex.clone()).unwrap().to_hex(), hex);
+        assert_eq!(
+            KeyHash::of("abc").to_hex(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+            "SHA-256 in lowercase hex, as every stored hash is written"
+        );
         assert!(KeyHash::try_from("zz".repeat(32)).is_err());
     }
 }

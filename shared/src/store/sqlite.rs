@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use rusqlite::{
-    Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior, params,
+    Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
 };
 
 use super::{ActivityFilter, KeyLookup, KeyStore, Page, PageRequest, StoreError, due_sort_key};
@@ -92,7 +92,14 @@ fn due_at(key: &Key) -> Option<String> {
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    /// Read-only connections to the same file, for one-row reads: in WAL mode they read beside
+    /// each other and beside a write, so concurrent requests do not queue on `conn`. An
+    /// in-memory database has none, since another connection would open another database.
+    readers: Arc<[Mutex<Connection>]>,
 }
+
+/// How many read-only connections a file-backed store keeps.
+const READERS: usize = 4;
 
 fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
     StoreError::Backend(Box::new(e))
@@ -194,7 +201,23 @@ fn apply_environment(tx: &Transaction<'_>, write: &EnvironmentWrite) -> Result<(
 impl SqliteStore {
     /// Opens (or creates) the database file at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        Self::init(Connection::open(path).map_err(backend)?)
+        let store = Self::init(Connection::open(path).map_err(backend)?)?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI;
+        let readers = (0..READERS)
+            .map(|_| {
+                let reader = Connection::open_with_flags(path, flags).map_err(backend)?;
+                reader
+                    .busy_timeout(std::time::Duration::from_secs(5))
+                    .map_err(backend)?;
+                Ok(Mutex::new(reader))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(Self {
+            readers: readers.into(),
+            ..store
+        })
     }
 
     /// A private in-memory database, for tests.
@@ -212,6 +235,7 @@ impl SqliteStore {
         conn.execute_batch(DUE_INDEX).map_err(backend)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            readers: Arc::new([]),
         })
     }
 
@@ -242,10 +266,18 @@ impl SqliteStore {
             json.map(|j| decode(&j)).transpose()
         };
         // One row by an indexed key takes a few microseconds, less than the hop to the
-        // blocking pool and back, so it runs in place when the connection is free; a write
-        // that holds the connection (and may wait on the disk) sends it to the pool.
-        if let Ok(mut conn) = self.conn.try_lock() {
-            return read(&mut conn);
+        // blocking pool and back, so it runs in place on the first free connection; when
+        // every one is busy (a write, which may wait on the disk, holds the main one), it
+        // goes to the pool.
+        {
+            let free = self
+                .readers
+                .iter()
+                .chain(std::iter::once(&*self.conn))
+                .find_map(|conn| conn.try_lock().ok());
+            if let Some(mut conn) = free {
+                return read(&mut conn);
+            }
         }
         self.with(read).await
     }
