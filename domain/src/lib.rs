@@ -77,7 +77,9 @@ mod tests {
     /// module; `Timestamp`, which the root itself defines, is the one root name allowed.
     fn uses(source: &str) -> Vec<&'static str> {
         let code = source.split("#[cfg(test)]").next().unwrap_or(source);
-        let hidden = ["super::{", "crate::{"].iter().any(|p| code.contains(p))
+        let hidden = ["super::{", "crate::{", "super::*", "crate::*"]
+            .iter()
+            .any(|p| code.contains(p))
             || code
                 .match_indices("crate::")
                 .chain(code.match_indices("super::"))
@@ -110,7 +112,12 @@ mod tests {
         named.sort_unstable();
         let mut declared: Vec<&str> = include_str!("lib.rs")
             .lines()
-            .filter_map(|line| line.strip_prefix("mod ")?.strip_suffix(';'))
+            .filter_map(|line| {
+                let line = line
+                    .trim_start_matches("pub ")
+                    .trim_start_matches("pub(crate) ");
+                line.strip_prefix("mod ")?.strip_suffix(';')
+            })
             .collect();
         declared.sort_unstable();
         assert_eq!(declared, named, "every module of lib.rs is read here");
@@ -133,6 +140,7 @@ mod tests {
         assert!(uses("use super::keys_of_another_kind;\n").is_empty());
         assert_eq!(uses("use super::{key::Key, names::KeyId};\n"), LAYERS);
         assert_eq!(uses("fn f(k: crate::Key) {}\n"), LAYERS);
+        assert_eq!(uses("use super::*;\n"), LAYERS);
         assert!(uses("fn f() {}\n#[cfg(test)]\nuse super::verify::check;\n").is_empty());
     }
 }

@@ -1,7 +1,9 @@
 //! The embedded SQLite adapter: the default store, for `keyward serve` and for tests.
 //!
-//! One connection behind a mutex, used from Tokio's blocking pool. SQLite has one writer at a
-//! time anyway, and each query here takes microseconds. Records are kept as JSON beside the
+//! One connection writes, behind a mutex, from Tokio's blocking pool: SQLite has one writer at
+//! a time anyway. A database file (in WAL mode) also gets four read-only connections, so that
+//! one-row reads, which take microseconds, run in place beside each other and beside a write;
+//! an in-memory database has only the one connection. Records are kept as JSON beside the
 //! columns that queries filter and order on.
 
 use std::path::Path;
@@ -91,11 +93,13 @@ fn due_at(key: &Key) -> Option<String> {
 /// The SQLite store.
 #[derive(Clone)]
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
     /// Read-only connections to the same file, for one-row reads: in WAL mode they read beside
     /// each other and beside a write, so concurrent requests do not queue on `conn`. An
     /// in-memory database has none, since another connection would open another database.
+    /// They come first so that they close first, and the writing connection, closing last,
+    /// checkpoints the WAL into the file.
     readers: Arc<[Mutex<Connection>]>,
+    conn: Arc<Mutex<Connection>>,
 }
 
 /// How many read-only connections a file-backed store keeps.
@@ -199,9 +203,20 @@ fn apply_environment(tx: &Transaction<'_>, write: &EnvironmentWrite) -> Result<(
 }
 
 impl SqliteStore {
-    /// Opens (or creates) the database file at `path`.
+    /// Opens (or creates) the database file at `path`, with its read-only connections when it
+    /// is a file in WAL mode.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let store = Self::init(Connection::open(path).map_err(backend)?)?;
+        let beside = {
+            let conn = store.conn.lock().unwrap_or_else(|p| p.into_inner());
+            let mode: String = conn
+                .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+                .map_err(backend)?;
+            mode.eq_ignore_ascii_case("wal") && conn.path().is_some_and(|p| !p.is_empty())
+        };
+        if !beside {
+            return Ok(store);
+        }
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_URI;
@@ -443,5 +458,41 @@ impl KeyStore for SqliteStore {
             tx.commit().map_err(backend)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::domain::{Actor, EnvName, create_environment};
+
+    use super::*;
+
+    /// Makes an environment in `store` and reads its default key back by hash.
+    async fn reads_what_it_wrote(store: &SqliteStore) {
+        let mint = crate::mint();
+        let production = EnvName::parse("production").unwrap();
+        let issued = create_environment(&production, Actor::operator("t"), &mint, crate::now());
+        store.apply(&issued.change).await.unwrap();
+        let read = store.key_by_hash(&issued.key.hash).await.unwrap();
+        assert_eq!(read.map(|k| k.id), Some(issued.key.id));
+    }
+
+    #[tokio::test]
+    async fn a_file_reads_beside_its_writer_and_a_memory_database_on_its_one_connection() {
+        let dir = std::env::temp_dir().join(format!("keyward-sqlite-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = SqliteStore::open(&dir.join("readers.db")).unwrap();
+        assert_eq!(file.readers.len(), READERS);
+        reads_what_it_wrote(&file).await;
+        drop(file);
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let named = SqliteStore::open(Path::new(":memory:")).unwrap();
+        assert!(
+            named.readers.is_empty(),
+            "another connection would be another database"
+        );
+        reads_what_it_wrote(&named).await;
+        reads_what_it_wrote(&SqliteStore::in_memory().unwrap()).await;
     }
 }
