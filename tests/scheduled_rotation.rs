@@ -921,6 +921,52 @@ async fn one_failing_key_does_not_stop_the_others(on: On) {
         .await;
 }
 
+/// Two keys whose policies named one secret before a secret had one key (or that were
+/// written to the store directly): a run rotates the one that holds the claim, and the other's
+/// rotation is refused as claimed, recorded as a failed delivery, and put off like one.
+async fn of_two_keys_stored_sharing_a_secret_only_the_claims_holder_rotates(on: On) {
+    let b = on.backend().await;
+    let (holder, _) = b.policy_key("shared", "P1D", "1h", t0()).await;
+    let policy = holder.rotation_policy.clone();
+    let input = NewKey {
+        name: KeyName::parse("intruder").unwrap(),
+        kind: Kind::Secret,
+        scopes: Scopes::parse(&["orders:read"]).unwrap(),
+        expires_at: None,
+        rotation_policy: policy,
+    };
+    let mut intruder = create_key(&env(), input, Actor::operator("test"), &b.mint, t0()).unwrap();
+    assert!(
+        matches!(
+            b.store.apply(&intruder.change).await,
+            Err(StoreError::SecretClaimed)
+        ),
+        "through the lifecycle, the second key is refused"
+    );
+    intruder.change.secret_claim = None;
+    b.store.apply(&intruder.change).await.unwrap();
+
+    let now = t0() + TimeDelta::days(1);
+    let report = b.run(now).await;
+    assert_eq!((report.rotated, report.failed), (1, 1), "{report:?}");
+    b.assert_rotated_once_and_delivered(&holder, "shared", now)
+        .await;
+    let stored = b.store.key(&intruder.key.id).await.unwrap().unwrap();
+    assert_eq!(stored.rotated_to, None);
+    let failures = stored
+        .delivery_failures
+        .expect("recorded as a failed delivery");
+    assert_eq!(
+        (failures.count, failures.retry_at),
+        (1, now + FIRST_RETRY_WAIT - RETRY_SLACK)
+    );
+    let recorded = b.entries(Action::SecretDeliveryFailed).await;
+    assert_eq!(
+        recorded.iter().map(|e| &e.key_id).collect::<Vec<_>>(),
+        [&intruder.key.id]
+    );
+}
+
 /// Runs take the earliest due keys, at most 1,000. Keys whose secret cannot be written wait
 /// before they are tried again, so a key that is due behind 1,200 of them is rotated by the
 /// second run, not starved by the same thousand failing keys run after run. On SQLite this
@@ -1125,5 +1171,6 @@ cases!(
     a_key_rotated_by_hand_before_its_delivery_finished_is_never_made_current,
     a_rotation_by_hand_racing_a_delivery_leaves_its_own_key_current,
     an_expiry_recorded_late_comes_after_everything_a_consumer_has_seen,
-    every_key_left_in_the_due_index_has_something_to_do
+    every_key_left_in_the_due_index_has_something_to_do,
+    of_two_keys_stored_sharing_a_secret_only_the_claims_holder_rotates
 );

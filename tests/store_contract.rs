@@ -53,27 +53,44 @@ async fn environment(store: &dyn KeyStore, name: &str, clock: &Clock) -> Issued 
 }
 
 async fn key(store: &dyn KeyStore, environment: &str, name: &str, clock: &Clock) -> Key {
+    let issued = new_key(environment, name, None, clock);
+    store.apply(&issued.change).await.unwrap();
+    issued.key
+}
+
+/// A new `orders:read` key, as a change to apply.
+fn new_key(
+    environment: &str,
+    name: &str,
+    rotation_policy: Option<RotationPolicy>,
+    clock: &Clock,
+) -> Issued {
     let input = NewKey {
         name: KeyName::parse(name).unwrap(),
         kind: Kind::Secret,
         scopes: Scopes::parse(&["orders:read"]).unwrap(),
         expires_at: None,
-        rotation_policy: None,
+        rotation_policy,
     };
-    let issued = create_key(&env(environment), input, actor(), &clock.mint, clock.now()).unwrap();
-    store.apply(&issued.change).await.unwrap();
-    issued.key
+    create_key(&env(environment), input, actor(), &clock.mint, clock.now()).unwrap()
 }
 
 fn page(limit: usize, after: Option<String>) -> PageRequest {
     PageRequest { limit, after }
 }
 
-fn assert_conflict(result: Result<(), StoreError>) {
+/// Asserts that `result` failed with an error of the same kind as `expected`.
+fn assert_refused(result: Result<(), StoreError>, expected: StoreError) {
     assert!(
-        matches!(result, Err(StoreError::Conflict)),
-        "expected a conflict, got {result:?}"
+        result
+            .as_ref()
+            .is_err_and(|e| std::mem::discriminant(e) == std::mem::discriminant(&expected)),
+        "expected {expected:?}, got {result:?}"
     );
+}
+
+fn assert_conflict(result: Result<(), StoreError>) {
+    assert_refused(result, StoreError::Conflict);
 }
 
 async fn an_environment_is_made_once(store: Arc<dyn KeyStore>) {
@@ -419,6 +436,132 @@ async fn of_sixteen_racing_rotations_exactly_one_is_applied(store: Arc<dyn KeySt
     assert_eq!(stored.rotated_to.as_ref(), Some(&successors[0].id));
 }
 
+fn policy(secret_id: &str) -> RotationPolicy {
+    RotationPolicy::from_json(
+        &serde_json::json!({"every": "P30D", "grace_period": "24h", "secret_id": secret_id}),
+    )
+    .unwrap()
+}
+
+/// A new key of `production` whose policy delivers to `secret_id`, as a change to apply.
+fn key_delivering_to(secret_id: &str, clock: &Clock) -> Issued {
+    new_key("production", "billing", Some(policy(secret_id)), clock)
+}
+
+fn set_policy(key: &Key, secret_id: Option<&str>, clock: &Clock) -> (Key, Change) {
+    match set_rotation_policy(
+        key,
+        secret_id.map(policy),
+        actor(),
+        &clock.mint,
+        clock.now(),
+    )
+    .unwrap()
+    {
+        PolicyChange::Changed { key, change } => (key, *change),
+        PolicyChange::Unchanged(_) => panic!("unchanged"),
+    }
+}
+
+fn assert_claimed(result: Result<(), StoreError>) {
+    assert_refused(result, StoreError::SecretClaimed);
+}
+
+async fn one_active_key_delivers_to_a_secret_and_a_rotation_hands_it_on(store: Arc<dyn KeyStore>) {
+    let clock = Clock::new();
+    environment(&*store, "production", &clock).await;
+    let secret = "keyward/production/billing";
+    let arn =
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:keyward/production/billing-Ab12Cd";
+    let first = key_delivering_to(secret, &clock);
+    store.apply(&first.change).await.unwrap();
+    let listed = |store: Arc<dyn KeyStore>| async move {
+        store
+            .keys(&env("production"), &page(100, None))
+            .await
+            .unwrap()
+            .items
+            .len()
+    };
+    let before = listed(Arc::clone(&store)).await;
+
+    for other in [secret, arn] {
+        let rival = key_delivering_to(other, &clock);
+        assert_claimed(store.apply(&rival.change).await);
+        assert_eq!(store.key(&rival.key.id).await.unwrap(), None, "{other}");
+    }
+    let plain = key(&*store, "production", "reporting", &clock).await;
+    let (_, pointed) = set_policy(&plain, Some(arn), &clock);
+    assert_claimed(store.apply(&pointed).await);
+    assert_eq!(store.key(&plain.id).await.unwrap().unwrap(), plain);
+    assert_eq!(
+        listed(Arc::clone(&store)).await,
+        before + 1,
+        "only the plain key"
+    );
+    let (_, elsewhere) = set_policy(&plain, Some("keyward/production/reporting"), &clock);
+    store.apply(&elsewhere).await.unwrap();
+
+    let rotated = rotate(&first.key, grace("24h"), actor(), &clock.mint, clock.now()).unwrap();
+    store.apply(&rotated.change).await.unwrap();
+    let (_, again) = set_policy(
+        &store.key(&plain.id).await.unwrap().unwrap(),
+        Some(secret),
+        &clock,
+    );
+    assert_claimed(store.apply(&again).await);
+    let next = rotate(&rotated.key, grace("1h"), actor(), &clock.mint, clock.now()).unwrap();
+    store.apply(&next.change).await.unwrap();
+
+    let Revocation::Revoked { change, .. } =
+        revoke(&next.key, actor(), &clock.mint, clock.now()).unwrap()
+    else {
+        panic!("not revoked")
+    };
+    store.apply(&change).await.unwrap();
+    let successor = key_delivering_to(arn, &clock);
+    store.apply(&successor.change).await.unwrap();
+
+    let (_, cleared) = set_policy(&successor.key, None, &clock);
+    store.apply(&cleared).await.unwrap();
+    let (_, taken) = set_policy(
+        &store.key(&plain.id).await.unwrap().unwrap(),
+        Some(secret),
+        &clock,
+    );
+    store.apply(&taken).await.unwrap();
+}
+
+async fn of_sixteen_keys_racing_for_one_secret_exactly_one_gets_it(store: Arc<dyn KeyStore>) {
+    let clock = Clock::new();
+    environment(&*store, "production", &clock).await;
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let change = key_delivering_to("keyward/production/contested", &clock).change;
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.apply(&change).await })
+        })
+        .collect();
+    let mut wins = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(()) => wins += 1,
+            Err(StoreError::Conflict | StoreError::SecretClaimed) => {}
+            Err(e) => panic!("neither a conflict nor a claim: {e:?}"),
+        }
+    }
+    assert_eq!(wins, 1);
+    let delivering = store
+        .keys(&env("production"), &page(100, None))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|k| k.rotation_policy.is_some())
+        .count();
+    assert_eq!(delivering, 1);
+}
+
 async fn due_keys_come_from_the_index_earliest_first(store: Arc<dyn KeyStore>) {
     let clock = Clock::new();
     environment(&*store, "production", &clock).await;
@@ -543,7 +686,9 @@ macro_rules! contract {
                 activity_is_newest_first_and_filtered,
                 of_sixteen_racing_rotations_exactly_one_is_applied,
                 due_keys_come_from_the_index_earliest_first,
-                an_expiry_seen_twice_is_recorded_once
+                an_expiry_seen_twice_is_recorded_once,
+                one_active_key_delivers_to_a_secret_and_a_rotation_hands_it_on,
+                of_sixteen_keys_racing_for_one_secret_exactly_one_gets_it
             );
         }
     };

@@ -103,6 +103,44 @@ impl RotationPolicy {
             secret_id: secret_id.to_owned(),
         })
     }
+
+    /// The secret this policy delivers to, the same however `secret_id` names it: the name
+    /// itself, or an ARN's name without the six characters Secrets Manager appends to it. Two
+    /// policies deliver to one secret exactly when these are equal, which is what a
+    /// secret claim compares.
+    pub fn secret(&self) -> &str {
+        if !self.secret_id.starts_with("arn:") {
+            return &self.secret_id;
+        }
+        let name = secret_name(&self.secret_id);
+        match name.len().checked_sub(7).map(|at| name.split_at(at)) {
+            Some((base, suffix))
+                if !base.is_empty()
+                    && suffix.starts_with('-')
+                    && suffix[1..].bytes().all(|b| b.is_ascii_alphanumeric()) =>
+            {
+                base
+            }
+            _ => name,
+        }
+    }
+}
+
+/// The name in `secret_id`: the id itself, or the resource of a Secrets Manager ARN. Any
+/// other ARN names nothing.
+fn secret_name(secret_id: &str) -> &str {
+    match secret_id.strip_prefix("arn:") {
+        None => secret_id,
+        Some(arn) => {
+            let mut parts = arn.splitn(5, ':');
+            let service = parts.nth(1);
+            let resource = parts.nth(2);
+            match (service, resource.and_then(|r| r.strip_prefix("secret:"))) {
+                (Some("secretsmanager"), Some(name)) => name,
+                _ => "",
+            }
+        }
+    }
 }
 
 /// Where rotation policies may deliver: only to secrets named `<prefix><environment>/...`,
@@ -131,32 +169,15 @@ impl SecretPrefix {
         &self.0
     }
 
-    /// The name in `secret_id`: the id itself, or the resource of a Secrets Manager ARN.
-    /// Any other ARN names nothing.
-    fn secret_name(secret_id: &str) -> &str {
-        match secret_id.strip_prefix("arn:") {
-            None => secret_id,
-            Some(arn) => {
-                let mut parts = arn.splitn(5, ':');
-                let service = parts.nth(1);
-                let resource = parts.nth(2);
-                match (service, resource.and_then(|r| r.strip_prefix("secret:"))) {
-                    (Some("secretsmanager"), Some(name)) => name,
-                    _ => "",
-                }
-            }
-        }
-    }
-
     /// Whether `secret_id` names a secret under the prefix, in any environment.
     pub fn covers(&self, secret_id: &str) -> bool {
-        Self::secret_name(secret_id).starts_with(self.0.as_str())
+        secret_name(secret_id).starts_with(self.0.as_str())
     }
 
     /// Accepts `secret_id` for a key of `environment` only when it names a secret under
     /// `<prefix><environment>/`: by name, or by the ARN of such a secret.
     pub fn admits(&self, environment: &EnvName, secret_id: &str) -> Result<(), InputError> {
-        let within = Self::secret_name(secret_id)
+        let within = secret_name(secret_id)
             .strip_prefix(self.0.as_str())
             .and_then(|rest| rest.strip_prefix(environment.as_str()))
             .and_then(|rest| rest.strip_prefix('/'))
@@ -237,6 +258,17 @@ impl Key {
             ..k.clone()
         };
         decided(self) == decided(other)
+    }
+
+    /// Whether the key, at `now`, is the one that delivers its new secrets to `secret` (as
+    /// [`RotationPolicy::secret`] names it): it is active and its policy names that secret. A
+    /// key in its grace has handed that to its successor.
+    pub fn delivers_to(&self, secret: &str, now: Timestamp) -> bool {
+        self.status(now) == Status::Active
+            && self
+                .rotation_policy
+                .as_ref()
+                .is_some_and(|p| p.secret() == secret)
     }
 
     /// The key's status at `now`.
@@ -446,6 +478,40 @@ mod tests {
         assert!(custom.admits(&production, "keyward/production/x").is_err());
         for bad in ["", "has space", &"x".repeat(257)] {
             assert!(SecretPrefix::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_secret_is_the_same_by_name_by_arn_and_by_partial_arn() {
+        let policy = |secret_id: &str| {
+            RotationPolicy::from_json(
+                &json!({"every": "P90D", "grace_period": "24h", "secret_id": secret_id}),
+            )
+            .unwrap()
+        };
+        let arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:";
+        for (secret_id, secret) in [
+            ("keyward/production/billing", "keyward/production/billing"),
+            (
+                &format!("{arn}keyward/production/billing-AbC123"),
+                "keyward/production/billing",
+            ),
+            (
+                &format!("{arn}keyward/production/billing"),
+                "keyward/production/billing",
+            ),
+            (
+                "keyward/production/billing-AbC123",
+                "keyward/production/billing-AbC123",
+            ),
+            (
+                &format!("{arn}keyward/production/billing-AbC123-XyZ789"),
+                "keyward/production/billing-AbC123",
+            ),
+            (&format!("{arn}-AbC123"), "-AbC123"),
+            ("arn:aws:ssm:r:1:parameter:x-AbC123", ""),
+        ] {
+            assert_eq!(policy(secret_id).secret(), secret, "{secret_id}");
         }
     }
 

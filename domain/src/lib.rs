@@ -27,8 +27,8 @@ pub use key::{
 };
 pub use lifecycle::{
     Change, EnvironmentWrite, GraceChanged, Issued, KeyWrite, LifecycleError, NewKey, PolicyChange,
-    Revocation, Rotated, change_grace_period, create_environment, create_key, revoke, rotate,
-    set_rotation_policy,
+    Revocation, Rotated, SecretClaim, change_grace_period, create_environment, create_key, revoke,
+    rotate, set_rotation_policy,
 };
 pub use mint::{Entropy, Mint};
 pub use names::{ActivityId, EnvName, InputError, KeyId, KeyName, Kind, Scope, Scopes};

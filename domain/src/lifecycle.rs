@@ -39,6 +39,35 @@ pub enum EnvironmentWrite {
     },
 }
 
+/// A key's claim on the secret its rotation policy delivers to, so that no other key of the
+/// environment can point its policy at that secret and overwrite it.
+///
+/// A store records one holder per `(environment, secret)`. It applies a claim only when
+/// nobody holds the secret, or the holder is `holder` itself or a key this same change
+/// writes (a rotation hands the claim to the successor), or the holder no longer delivers to
+/// it ([`Key::delivers_to`]: revoked, expired, rotated, or its policy changed). Otherwise the
+/// whole change is refused as claimed, and nothing is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretClaim {
+    /// The environment of the key and the secret.
+    pub environment: EnvName,
+    /// The secret, as [`RotationPolicy::secret`] names it.
+    pub secret: String,
+    /// The key that delivers to it after the change.
+    pub holder: KeyId,
+}
+
+impl SecretClaim {
+    /// The claim of `key`'s policy, if it has one.
+    fn of(key: &Key) -> Option<Self> {
+        key.rotation_policy.as_ref().map(|policy| Self {
+            environment: key.environment.clone(),
+            secret: policy.secret().to_owned(),
+            holder: key.id.clone(),
+        })
+    }
+}
+
 /// Everything one lifecycle operation writes: applied all together, or not at all.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
@@ -46,8 +75,31 @@ pub struct Change {
     pub keys: Vec<KeyWrite>,
     /// The environment record to write, if any.
     pub environment: Option<EnvironmentWrite>,
+    /// The secret a key's policy claims by this change, if any.
+    pub secret_claim: Option<SecretClaim>,
     /// The entry that records the change.
     pub activity: ActivityEntry,
+}
+
+impl Change {
+    /// Whether the change writes the key `id`. A secret claimed by such a key passes to the
+    /// change's own claim, since the change's preconditions hold that key where it was read.
+    pub fn writes(&self, id: &KeyId) -> bool {
+        self.keys.iter().any(|write| match write {
+            KeyWrite::Insert(key) | KeyWrite::Update { key, .. } => &key.id == id,
+        })
+    }
+
+    /// Whether the change may take its secret claim from `holder`, the key that holds the
+    /// secret now (`None` if that key no longer exists): when the change writes that key, or
+    /// when the key no longer delivers to the secret at the change's time.
+    pub fn may_claim_from(&self, holder_id: &KeyId, holder: Option<&Key>) -> bool {
+        let Some(claim) = &self.secret_claim else {
+            return true;
+        };
+        self.writes(holder_id)
+            || !holder.is_some_and(|k| k.delivers_to(&claim.secret, self.activity.at))
+    }
 }
 
 /// Why a lifecycle operation cannot be done on a key in its current state.
@@ -233,6 +285,7 @@ pub fn create_key(
     let change = Change {
         keys: vec![KeyWrite::Insert(key.clone())],
         environment: None,
+        secret_claim: SecretClaim::of(&key),
         activity: created(&key, actor, mint, now),
     };
     Ok(Issued {
@@ -263,6 +316,7 @@ pub fn create_environment(name: &EnvName, actor: Actor, mint: &Mint, now: Timest
     let change = Change {
         keys: vec![KeyWrite::Insert(key.clone())],
         environment: Some(EnvironmentWrite::Create(environment)),
+        secret_claim: None,
         activity: created(&key, actor, mint, now),
     };
     Issued {
@@ -336,6 +390,7 @@ pub fn rotate(
             from: old.id.clone(),
             to: key.id.clone(),
         }),
+        secret_claim: SecretClaim::of(&key),
         activity: ActivityEntry::new(mint, &old.environment, &old.id, actor, event, now),
     };
     Ok(Rotated {
@@ -372,6 +427,7 @@ pub fn change_grace_period(
     let change = Change {
         keys: vec![write],
         environment: None,
+        secret_claim: None,
         activity: ActivityEntry::new(mint, &key.environment, &key.id, actor, event, now),
     };
     Ok(GraceChanged {
@@ -402,6 +458,7 @@ pub fn revoke(
     let change = Change {
         keys: vec![write],
         environment: None,
+        secret_claim: None,
         activity: ActivityEntry::new(
             mint,
             &key.environment,
@@ -461,6 +518,7 @@ pub fn set_rotation_policy(
     let change = Change {
         keys: vec![write],
         environment: None,
+        secret_claim: SecretClaim::of(&changed),
         activity: ActivityEntry::new(mint, &key.environment, &key.id, actor, event, now),
     };
     Ok(PolicyChange::Changed {
@@ -891,6 +949,104 @@ mod tests {
             set_rotation_policy(&in_grace.previous, None, operator(), test_mint(), t0())
                 .unwrap_err(),
             LifecycleError::NotActive(Status::InGrace)
+        );
+    }
+
+    #[test]
+    fn a_policy_claims_its_secret_and_a_rotation_hands_the_claim_to_the_successor() {
+        let key = active_key();
+        let policy = RotationPolicy::from_json(
+            &serde_json::json!({"every": "P30D", "grace_period": "24h", "secret_id": "keyward/billing"}),
+        )
+        .unwrap();
+        let claim_of = |holder: &Key| SecretClaim {
+            environment: env(),
+            secret: "keyward/billing".to_owned(),
+            holder: holder.id.clone(),
+        };
+        let PolicyChange::Changed { key: set, change } =
+            set_rotation_policy(&key, Some(policy.clone()), operator(), test_mint(), t0()).unwrap()
+        else {
+            panic!("not changed")
+        };
+        assert_eq!(change.secret_claim, Some(claim_of(&set)));
+        assert!(set.delivers_to("keyward/billing", t0()));
+        assert!(!set.delivers_to("keyward/other", t0()));
+
+        let rotated = rotate(&set, grace("24h"), operator(), test_mint(), t0()).unwrap();
+        assert_eq!(rotated.change.secret_claim, Some(claim_of(&rotated.key)));
+        assert!(rotated.key.delivers_to("keyward/billing", t0()));
+        assert!(
+            !rotated.previous.delivers_to("keyward/billing", t0()),
+            "a key in its grace no longer delivers"
+        );
+
+        let created = create_key(
+            &env(),
+            NewKey {
+                rotation_policy: Some(policy),
+                ..new_key(Kind::Secret, &["orders:read"], None)
+            },
+            operator(),
+            test_mint(),
+            t0(),
+        )
+        .unwrap();
+        assert_eq!(created.change.secret_claim, Some(claim_of(&created.key)));
+        assert!(
+            rotated.change.may_claim_from(&set.id, Some(&set)),
+            "a rotation takes the claim from the key it rotates"
+        );
+        assert!(
+            !created
+                .change
+                .may_claim_from(&rotated.key.id, Some(&rotated.key)),
+            "a new key cannot take a secret that an active key delivers to"
+        );
+        assert!(created.change.may_claim_from(&set.id, None));
+        assert!(
+            created
+                .change
+                .may_claim_from(&set.id, Some(&rotated.previous))
+        );
+
+        let PolicyChange::Changed {
+            change: cleared, ..
+        } = set_rotation_policy(&rotated.key, None, operator(), test_mint(), t0()).unwrap()
+        else {
+            panic!("not cleared")
+        };
+        let later = change_grace_period(
+            &rotated.previous,
+            grace("1h"),
+            operator(),
+            test_mint(),
+            t0(),
+        )
+        .unwrap()
+        .change;
+        let Revocation::Revoked {
+            key: gone,
+            change: revoked,
+        } = revoke(&rotated.key, operator(), test_mint(), t0()).unwrap()
+        else {
+            panic!("not revoked")
+        };
+        for change in [cleared.as_ref(), &later, revoked.as_ref()] {
+            assert_eq!(change.secret_claim, None, "{:?}", change.activity.event);
+        }
+        assert!(
+            !gone.delivers_to("keyward/billing", t0()),
+            "nor does a revoked one"
+        );
+        assert!(created.change.may_claim_from(&gone.id, Some(&gone)));
+        assert_eq!(
+            rotate(&key, grace("1h"), operator(), test_mint(), t0())
+                .unwrap()
+                .change
+                .secret_claim,
+            None,
+            "a key without a policy claims nothing"
         );
     }
 

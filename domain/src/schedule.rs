@@ -147,6 +147,7 @@ pub fn secret_delivered(
     let change = Change {
         keys: vec![write],
         environment: None,
+        secret_claim: None,
         activity: ActivityEntry::new(mint, &key.environment, &key.id, actor, event, now),
     };
     Some((delivered, change))
@@ -174,6 +175,7 @@ pub fn delivery_failed(
     Change {
         keys: vec![write],
         environment: None,
+        secret_claim: None,
         activity: ActivityEntry::new(mint, &key.environment, &key.id, actor, event, now),
     }
 }
@@ -199,6 +201,7 @@ pub fn expiry_notice(key: &Key, actor: Actor, mint: &Mint, now: Timestamp) -> Op
     Some(Change {
         keys: vec![write],
         environment: None,
+        secret_claim: None,
         activity,
     })
 }

@@ -66,6 +66,8 @@ fn every_bad_request_gets_its_status_and_code_and_none_gets_a_500(backend: Backe
     let (reader_id, reader) =
         create(json!({"name": "reader", "scopes": ["keys:read", "orders:read"]}));
     let (in_grace_id, _) = create(json!({"name": "in grace"}));
+    create(json!({"name": "billing", "rotation_policy":
+        {"every": "P30D", "grace_period": "24h", "secret_id": "keyward/development/billing"}}));
     let rotated = server.call(
         "POST",
         &format!("/v1/keys/{in_grace_id}/rotate"),
@@ -386,6 +388,24 @@ fn every_bad_request_gets_its_status_and_code_and_none_gets_a_500(backend: Backe
             r#"{"rotation_policy": null}"#,
             409,
             "key_not_active",
+        ),
+        case(
+            "a created key's policy naming a secret that another active key delivers to",
+            "POST",
+            keys,
+            admin,
+            r#"{"name": "thief", "rotation_policy": {"every": "P30D", "grace_period": "24h", "secret_id": "keyward/development/billing"}}"#,
+            409,
+            "secret_in_use",
+        ),
+        case(
+            "a policy naming, by ARN, a secret that another active key delivers to",
+            "PUT",
+            format!("/v1/keys/{reader_id}/rotation-policy"),
+            admin,
+            r#"{"rotation_policy": {"every": "P30D", "grace_period": "24h", "secret_id": "arn:aws:secretsmanager:us-east-1:123456789012:secret:keyward/development/billing-Ab12Cd"}}"#,
+            409,
+            "secret_in_use",
         ),
         case(
             "a rotation policy that rotates hourly",

@@ -10,6 +10,8 @@ use crate::support::{Backend, Server};
 const BEGIN: &str = "<!-- permission-matrix: begin -->";
 const END: &str = "<!-- permission-matrix: end -->";
 const ENV: &str = "development";
+/// Where the policies of the table's cells deliver: under it, each target key its own
+/// secret, since two active keys cannot deliver to one (`409 secret_in_use`).
 const POLICY_SECRET: &str = "keyward/development/matrix";
 
 /// The callers, in the README table's column order.
@@ -142,7 +144,7 @@ impl World<'_> {
                         "PUT",
                         format!("/v1/keys/{id}/rotation-policy"),
                         Some(
-                            json!({"rotation_policy": {"every": "P30D", "grace_period": "24h", "secret_id": POLICY_SECRET}}),
+                            json!({"rotation_policy": {"every": "P30D", "grace_period": "24h", "secret_id": format!("{POLICY_SECRET}/{id}")}}),
                         ),
                     ),
                     "get" => ("GET", format!("/v1/keys/{id}"), None),

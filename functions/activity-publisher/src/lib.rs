@@ -103,6 +103,7 @@ mod tests {
         let change = Change {
             keys: vec![KeyWrite::Insert(key.clone())],
             environment: None,
+            secret_claim: None,
             activity: ActivityEntry::new(
                 &s.mint,
                 &s.environment,

@@ -222,7 +222,13 @@ async fn step(
                 }
                 return Err(e.into());
             }
-            if !applied(store, &rotated.change).await? {
+            let committed = applied(store, &rotated.change).await;
+            if let (Err(StoreError::SecretClaimed), Some(policy)) =
+                (&committed, &key.rotation_policy)
+            {
+                delivery::record_failure(store, key, &policy.secret_id, actor, mint, now).await;
+            }
+            if !committed? {
                 return Ok(Outcome::Skipped);
             }
             tracing::info!(key_id = %key.id, new_key_id = %rotated.key.id, "key rotated on schedule");

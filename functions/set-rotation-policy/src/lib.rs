@@ -121,6 +121,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_secret_that_another_active_key_delivers_to_is_refused_and_nothing_is_recorded() {
+        let now = keyward::now();
+        let s = seeded("production", now).await;
+        let holder = s.policy_key("keyward/production/billing", now).await;
+        let vars = [
+            ("KEY_ID", s.key.id.as_str()),
+            ("KEY", s.secret.expose()),
+            ("BODY", POLICY),
+        ];
+        let response = handler(s.context(), event(REST, &vars), now).await;
+        assert_eq!(response.status(), 409);
+        assert_eq!(body_json(&response)["error"]["code"], "secret_in_use");
+        assert_eq!(entries(&s).await, 0);
+        let stored = s.store.key(&s.key.id).await.unwrap().unwrap();
+        assert_eq!(stored.rotation_policy, None);
+        assert!(
+            s.store
+                .key(&holder.key.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .delivers_to("keyward/production/billing", now)
+        );
+    }
+
+    #[tokio::test]
     async fn bad_bodies_and_keys_that_are_not_active_get_clear_errors() {
         let now = keyward::now();
         let s = seeded("production", now).await;

@@ -121,6 +121,12 @@ impl From<StoreError> for ApiError {
                 "conflict",
                 "the key changed while this request was applied; read it again and retry",
             ),
+            StoreError::SecretClaimed => Self::new(
+                StatusCode::CONFLICT,
+                "secret_in_use",
+                "another active key of this environment delivers its new secrets to this secret; \
+                 a secret has one key, so name another secret, or clear or revoke that key first",
+            ),
             StoreError::Backend(_) => {
                 tracing::error!(error = %crate::error_chain(&e), "store failure");
                 Self::internal()
@@ -150,6 +156,11 @@ mod tests {
         assert_eq!(
             (conflict.status(), conflict.code()),
             (StatusCode::CONFLICT, "conflict")
+        );
+        let claimed = ApiError::from(StoreError::SecretClaimed);
+        assert_eq!(
+            (claimed.status(), claimed.code()),
+            (StatusCode::CONFLICT, "secret_in_use")
         );
     }
 }

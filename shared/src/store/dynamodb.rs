@@ -7,6 +7,7 @@
 //! | environment | `ENV#<env>` | `ENV` | `ENVIRONMENTS` / `<env>` | `default_key_id`, `created_at` |
 //! | activity (outbox) | `ENVACT#<env>` | `<activity id>` | | the entry; the stream publishes these |
 //! | activity per key | `KEYACT#<key id>` | `<activity id>` | | a copy of the entry, for the key and for a rotation's new key |
+//! | secret claim | `CLAIM#<env>#<secret>` | `CLAIM` | | `holder`: the key that delivers to the secret (see `SecretClaim`) |
 //!
 //! Access patterns and their cost (see BENCHMARKS.md for the counts):
 //! - check a key: one strongly consistent `GetItem` on its hash item;
@@ -15,7 +16,9 @@
 //!   strongly consistent, with a filter for `?action=`;
 //! - keys a scheduled run must handle: one `Query` on the sparse, keys-only `gsi2` for due
 //!   times up to now, then one consistent `BatchGetItem` per 100 keys;
-//! - every lifecycle change: one `TransactWriteItems` with the key's version as condition.
+//! - every lifecycle change: one `TransactWriteItems` with the key's version as condition;
+//!   one that claims a secret first reads the claim (one `GetItem`) and, when another key
+//!   holds it, that key (a second), and conditions the transaction on both being unchanged.
 //!
 //! DynamoDB's TTL removes hash items after their `expires_at`; expiry itself is always decided
 //! by `expires_at`, and the stream's `REMOVE` record of such an item becomes `key.expired`.
@@ -28,9 +31,10 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::create_table::builders::CreateTableFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
-    KeyType, KeysAndAttributes, Projection, ProjectionType, Put, ScalarAttributeType,
-    StreamSpecification, StreamViewType, TimeToLiveSpecification, TransactWriteItem, Update,
+    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, GlobalSecondaryIndex,
+    KeySchemaElement, KeyType, KeysAndAttributes, Projection, ProjectionType, Put,
+    ScalarAttributeType, StreamSpecification, StreamViewType, TimeToLiveSpecification,
+    TransactWriteItem, Update,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -40,7 +44,7 @@ use super::{
 };
 use crate::domain::{
     ActivityEntry, Change, EnvName, Environment, EnvironmentWrite, Key, KeyHash, KeyId, KeyWrite,
-    Timestamp,
+    SecretClaim, Timestamp,
 };
 
 /// The table's names, shared with `keyward table create` and checked against the SAM template.
@@ -126,6 +130,48 @@ fn env_activity_pk(name: &EnvName) -> String {
 
 fn key_activity_pk(id: &KeyId) -> String {
     format!("KEYACT#{id}")
+}
+
+fn claim_pk(claim: &SecretClaim) -> String {
+    format!("CLAIM#{}#{}", claim.environment, claim.secret)
+}
+
+/// A secret claim item's one field of its own.
+#[derive(Serialize, serde::Deserialize)]
+struct ClaimItem {
+    holder: KeyId,
+}
+
+/// A change's transaction, as [`DynamoStore::writes`] builds it.
+struct Writes {
+    items: Vec<TransactWriteItem>,
+    hash_updates: Vec<usize>,
+    claim: Vec<usize>,
+}
+
+/// How often a change whose claim moved under it is judged again before it is a conflict.
+const CLAIM_ATTEMPTS: usize = 3;
+
+/// Why one judged attempt at a change was not applied.
+enum Applied {
+    /// Only the claim's conditions failed: somebody else changed the claim or its holder.
+    ClaimMoved,
+    /// Anything else.
+    Store(StoreError),
+}
+
+impl From<StoreError> for Applied {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+/// What a change's claim found when it read the claim: the holder then, and that holder's
+/// version when the change does not write it itself, so that the transaction can require
+/// both to be as they were read.
+struct ClaimSeen {
+    holder: Option<KeyId>,
+    holder_version: Option<u64>,
 }
 
 /// The key item, listed in its environment on `gsi1`.
@@ -223,11 +269,12 @@ impl DynamoStore {
         }
     }
 
-    /// The transaction's items, and the positions of the hash items that an update rewrites
-    /// only if they still exist.
-    fn writes(&self, change: &Change) -> Result<(Vec<TransactWriteItem>, Vec<usize>), StoreError> {
-        let mut items = Vec::with_capacity(8);
+    /// The transaction's items, the positions of the hash items that an update rewrites only
+    /// if they still exist, and the positions of the secret claim's items.
+    fn writes(&self, change: &Change, seen: Option<&ClaimSeen>) -> Result<Writes, StoreError> {
+        let mut items = Vec::with_capacity(10);
         let mut hash_updates = Vec::new();
+        let mut claim = Vec::new();
         for write in &change.keys {
             match write {
                 KeyWrite::Insert(key) => {
@@ -283,6 +330,11 @@ impl DynamoStore {
             }
             None => {}
         }
+        if let (Some(wanted), Some(seen)) = (&change.secret_claim, seen) {
+            let start = items.len();
+            self.claim_writes(wanted, seen, &mut items)?;
+            claim.extend(start..items.len());
+        }
         let entry = &change.activity;
         let sk = entry.id.as_str().to_owned();
         let outbox = to_item(
@@ -303,7 +355,143 @@ impl DynamoStore {
             )?;
             items.push(self.put(copy, None)?);
         }
-        Ok((items, hash_updates))
+        Ok(Writes {
+            items,
+            hash_updates,
+            claim,
+        })
+    }
+
+    /// The claim item, conditioned on the holder that was read, and a check that the holder,
+    /// if the change does not write it, is still at the version that was judged.
+    fn claim_writes(
+        &self,
+        claim: &SecretClaim,
+        seen: &ClaimSeen,
+        items: &mut Vec<TransactWriteItem>,
+    ) -> Result<(), StoreError> {
+        let item = to_item(
+            &ClaimItem {
+                holder: claim.holder.clone(),
+            },
+            [
+                (table::PK, claim_pk(claim)),
+                (table::SK, "CLAIM".to_owned()),
+            ],
+        )?;
+        let put = Put::builder().table_name(&self.table).set_item(Some(item));
+        let put = match &seen.holder {
+            None => put.condition_expression("attribute_not_exists(pk)"),
+            Some(holder) => put
+                .condition_expression("holder = :seen")
+                .expression_attribute_values(":seen", s(holder.as_str())),
+        };
+        items.push(
+            TransactWriteItem::builder()
+                .put(put.build().map_err(backend)?)
+                .build(),
+        );
+        if let (Some(holder), Some(version)) = (&seen.holder, seen.holder_version) {
+            let check = ConditionCheck::builder()
+                .table_name(&self.table)
+                .key(table::PK, s(key_pk(holder)))
+                .key(table::SK, s("KEY"))
+                .condition_expression("#version = :judged")
+                .expression_attribute_names("#version", "version")
+                .expression_attribute_values(":judged", AttributeValue::N(version.to_string()))
+                .build()
+                .map_err(backend)?;
+            items.push(TransactWriteItem::builder().condition_check(check).build());
+        }
+        Ok(())
+    }
+
+    /// Reads the claim `change` makes, if any, and judges it: [`StoreError::SecretClaimed`]
+    /// when another key still delivers to the secret.
+    async fn judge_claim(&self, change: &Change) -> Result<Option<ClaimSeen>, StoreError> {
+        let Some(claim) = &change.secret_claim else {
+            return Ok(None);
+        };
+        let item: Option<ClaimItem> = self.get(claim_pk(claim), "CLAIM").await?;
+        let Some(holder) = item.map(|i| i.holder) else {
+            return Ok(Some(ClaimSeen {
+                holder: None,
+                holder_version: None,
+            }));
+        };
+        if change.writes(&holder) {
+            return Ok(Some(ClaimSeen {
+                holder: Some(holder),
+                holder_version: None,
+            }));
+        }
+        let current: Option<Key> = self.get(key_pk(&holder), "KEY").await?;
+        if !change.may_claim_from(&holder, current.as_ref()) {
+            return Err(if self.updates_are_current(change).await? {
+                StoreError::SecretClaimed
+            } else {
+                StoreError::Conflict
+            });
+        }
+        Ok(Some(ClaimSeen {
+            holder: Some(holder),
+            holder_version: current.map(|k| k.version),
+        }))
+    }
+
+    /// Whether every key the change updates is still at the version it was decided on: a
+    /// change decided on a stale key is a conflict, whatever else it would meet.
+    async fn updates_are_current(&self, change: &Change) -> Result<bool, StoreError> {
+        for write in &change.keys {
+            if let KeyWrite::Update {
+                key,
+                expected_version,
+            } = write
+            {
+                let stored: Option<Key> = self.get(key_pk(&key.id), "KEY").await?;
+                if stored.map(|k| k.version) != Some(*expected_version) {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// Applies a change whose claim was judged as `seen`, in one transaction. A key's hash
+    /// item is only ever deleted by TTL, after the key expired; when an update finds it gone,
+    /// the change is applied again without it, so that nothing brings back what TTL removed.
+    async fn apply_judged(&self, change: &Change, seen: Option<&ClaimSeen>) -> Result<(), Applied> {
+        let first = self.writes(change, seen)?;
+        let gone = match self.transact(first.items).await {
+            Ok(()) => return Ok(()),
+            Err(Transaction::Failed(e)) => return Err(e.into()),
+            Err(Transaction::Cancelled(failed)) if failed.is_empty() => {
+                return Err(StoreError::Conflict.into());
+            }
+            Err(Transaction::Cancelled(failed)) => {
+                if failed.iter().all(|i| first.claim.contains(i)) {
+                    return Err(Applied::ClaimMoved);
+                }
+                if !failed.iter().all(|i| first.hash_updates.contains(i)) {
+                    return Err(StoreError::Conflict.into());
+                }
+                failed
+            }
+        };
+        // Rare: build the items again rather than keep a copy of every transaction.
+        let rest = self
+            .writes(change, seen)?
+            .items
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| !gone.contains(i))
+            .map(|(_, item)| item)
+            .collect();
+        match self.transact(rest).await {
+            Ok(()) => Ok(()),
+            Err(Transaction::Failed(e)) => Err(e.into()),
+            Err(Transaction::Cancelled(_)) => Err(StoreError::Conflict.into()),
+        }
     }
 
     async fn get<T: DeserializeOwned>(
@@ -745,33 +933,19 @@ impl KeyStore for DynamoStore {
         Ok(keys)
     }
 
-    /// Applies a change in one transaction. A key's hash item is only ever deleted by TTL,
-    /// after the key expired; when an update finds it gone, the change is applied again
-    /// without it, so that nothing brings back what TTL removed.
+    /// Judges the change's claim, if it makes one, then applies it in one transaction. If the
+    /// claim moved between the reads and the transaction, it judges again, so that racing
+    /// claims end as one applied and the rest [`StoreError::SecretClaimed`], not as conflicts.
     async fn apply(&self, change: &Change) -> Result<(), StoreError> {
-        let (items, hash_updates) = self.writes(change)?;
-        let gone = match self.transact(items).await {
-            Ok(()) => return Ok(()),
-            Err(Transaction::Failed(e)) => return Err(e),
-            Err(Transaction::Cancelled(failed)) => {
-                if failed.is_empty() || !failed.iter().all(|i| hash_updates.contains(i)) {
-                    return Err(StoreError::Conflict);
-                }
-                failed
+        let mut attempt = 1;
+        loop {
+            let seen = self.judge_claim(change).await?;
+            match self.apply_judged(change, seen.as_ref()).await {
+                Ok(()) => return Ok(()),
+                Err(Applied::Store(e)) => return Err(e),
+                Err(Applied::ClaimMoved) if attempt < CLAIM_ATTEMPTS => attempt += 1,
+                Err(Applied::ClaimMoved) => return Err(StoreError::Conflict),
             }
-        };
-        // Rare: build the items again rather than keep a copy of every transaction.
-        let (items, _) = self.writes(change)?;
-        let rest = items
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| !gone.contains(i))
-            .map(|(_, item)| item)
-            .collect();
-        match self.transact(rest).await {
-            Ok(()) => Ok(()),
-            Err(Transaction::Failed(e)) => Err(e),
-            Err(Transaction::Cancelled(_)) => Err(StoreError::Conflict),
         }
     }
 }

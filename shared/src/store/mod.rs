@@ -34,6 +34,10 @@ pub enum StoreError {
     /// A precondition of the change no longer holds: somebody else changed the records first.
     #[error("a precondition of the change no longer holds")]
     Conflict,
+    /// The change's rotation policy names a secret that another active key of the environment
+    /// already delivers to (see [`SecretClaim`](crate::domain::SecretClaim)); nothing was written.
+    #[error("another active key already delivers to this secret")]
+    SecretClaimed,
     /// The store itself failed; the cause is for the log, never for the client.
     #[error("the store failed")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),

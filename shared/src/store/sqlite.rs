@@ -46,6 +46,12 @@ CREATE TABLE IF NOT EXISTS activity (
 CREATE INDEX IF NOT EXISTS activity_by_environment ON activity (environment, id);
 CREATE INDEX IF NOT EXISTS activity_by_key ON activity (key_id, id);
 CREATE INDEX IF NOT EXISTS activity_by_related_key ON activity (related_key_id, id) WHERE related_key_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS secret_claims (
+    environment TEXT NOT NULL,
+    secret TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    PRIMARY KEY (environment, secret)
+);
 ";
 
 /// The index behind scheduled runs, made after [`add_due_at`] has brought an older file's
@@ -166,6 +172,46 @@ fn apply_key(tx: &Transaction<'_>, write: &KeyWrite) -> Result<(), StoreError> {
             }
         }
     }
+    Ok(())
+}
+
+/// Records `change`'s claim on a secret, unless another key still delivers to it. It runs
+/// after the change's key writes, so that a change decided on a stale key is a conflict, not
+/// a claimed secret.
+fn apply_claim(tx: &Transaction<'_>, change: &Change) -> Result<(), StoreError> {
+    let Some(claim) = &change.secret_claim else {
+        return Ok(());
+    };
+    let (environment, secret) = (claim.environment.as_str(), claim.secret.as_str());
+    let holder: Option<String> = tx
+        .query_row(
+            "SELECT holder FROM secret_claims WHERE environment = ?1 AND secret = ?2",
+            params![environment, secret],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(backend)?;
+    if let Some(holder) = holder {
+        let holder = KeyId::parse(&holder).map_err(backend)?;
+        let record: Option<String> = tx
+            .query_row(
+                "SELECT record FROM keys WHERE id = ?1",
+                params![holder.as_str()],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(backend)?;
+        let current = record.as_deref().map(decode::<Key>).transpose()?;
+        if !change.may_claim_from(&holder, current.as_ref()) {
+            return Err(StoreError::SecretClaimed);
+        }
+    }
+    tx.execute(
+        "INSERT INTO secret_claims (environment, secret, holder) VALUES (?1, ?2, ?3)
+         ON CONFLICT (environment, secret) DO UPDATE SET holder = excluded.holder",
+        params![environment, secret, claim.holder.as_str()],
+    )
+    .map_err(write_error)?;
     Ok(())
 }
 
@@ -441,6 +487,7 @@ impl KeyStore for SqliteStore {
             if let Some(write) = &change.environment {
                 apply_environment(&tx, write)?;
             }
+            apply_claim(&tx, &change)?;
             let entry = &change.activity;
             tx.execute(
                 "INSERT INTO activity (id, environment, key_id, related_key_id, action, record)
