@@ -19,7 +19,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use keyward::domain::{Actor, EnvName, Issued, Mint, create_environment};
-use keyward::http::{ApiError, Context, Handler, MAX_BODY_BYTES, Settings};
+use keyward::http::{ApiError, Context, Handler, HandlerFuture, MAX_BODY_BYTES, Settings};
 use keyward::secrets::SecretSink;
 use keyward::store::{KeyStore, StoreError};
 use lambda_http::aws_lambda_events::query_map::QueryMap;
@@ -71,7 +71,17 @@ pub const ROUTES: &[(Method, &str, Handler)] = &[
         key_activity::handler,
     ),
     (Method::POST, "/v1/verify", verify_key::handler),
+    (Method::GET, "/v1/openapi.json", openapi),
 ];
+
+/// The API's description, the same bytes the console function serves on Lambda.
+fn openapi(
+    _: Context<'_>,
+    req: lambda_http::Request,
+    _: keyward::domain::Timestamp,
+) -> HandlerFuture<'_> {
+    Box::pin(async move { console::handler(&req) })
+}
 
 /// The path parameters of `path` if it fits `pattern`.
 fn matches(pattern: &str, path: &str) -> Option<HashMap<String, String>> {

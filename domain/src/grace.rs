@@ -225,8 +225,43 @@ impl From<RotationInterval> for String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn parsing_any_text_never_panics(text in any::<String>()) {
+            let _ = GracePeriod::parse(&text);
+            let _ = RotationInterval::parse(&text);
+        }
+
+        #[test]
+        fn parsing_text_shaped_like_a_duration_never_panics(text in "P([0-9]{0,25}[WDTHMS]){0,6}") {
+            let _ = GracePeriod::parse(&text);
+            let _ = RotationInterval::parse(&text);
+        }
+
+        #[test]
+        fn every_grace_prints_as_text_that_parses_back_to_it(seconds in 0..=MAX_DAYS * DAY) {
+            let grace = GracePeriod::from_seconds(seconds).unwrap();
+            let printed = grace.to_string();
+            prop_assert_eq!(GracePeriod::parse(&printed).unwrap(), grace, "{}", printed);
+            prop_assert_eq!(GracePeriod::parse(&seconds.to_string()).unwrap(), grace);
+            prop_assert_eq!(GracePeriod::from_json(&json!(seconds)).unwrap(), grace);
+        }
+
+        #[test]
+        fn a_grace_over_a_year_is_refused_however_it_is_written(
+            seconds in MAX_DAYS * DAY + 1..u64::MAX / 2,
+        ) {
+            prop_assert!(GracePeriod::from_seconds(seconds).is_err());
+            prop_assert!(GracePeriod::parse(&seconds.to_string()).is_err());
+            let iso = format!("PT{seconds}S");
+            prop_assert!(GracePeriod::parse(&iso).is_err());
+        }
+    }
 
     #[test]
     fn presets_have_their_lengths_and_names() {

@@ -188,8 +188,36 @@ impl fmt::Debug for KeyHash {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
     use crate::mint::test_mint;
+
+    proptest! {
+        #[test]
+        fn parsing_any_text_never_panics(text in any::<String>()) {
+            let _ = PresentedKey::parse(&text);
+        }
+
+        #[test]
+        fn parsing_text_shaped_like_a_key_never_panics(text in "kw_(sk|pk|xx)_[a-z0-9_]{0,40}[A-Za-z0-9_]{0,60}") {
+            let _ = PresentedKey::parse(&text);
+        }
+
+        #[test]
+        fn every_issued_key_parses_back_to_what_it_was_issued_as(
+            environment in "[a-z0-9-]{1,32}",
+            publishable in any::<bool>(),
+        ) {
+            let kind = if publishable { Kind::Publishable } else { Kind::Secret };
+            let environment = EnvName::parse(&environment).unwrap();
+            let secret = Secret::generate(test_mint(), kind, &environment);
+            let parsed = PresentedKey::parse(secret.expose()).unwrap();
+            prop_assert_eq!(parsed.kind, kind);
+            prop_assert_eq!(parsed.environment, environment);
+            prop_assert_eq!(parsed.hash, secret.hash());
+        }
+    }
 
     fn env(s: &str) -> EnvName {
         EnvName::parse(s).unwrap()

@@ -588,6 +588,15 @@ fn every_bad_request_gets_its_status_and_code_and_none_gets_a_500(backend: Backe
             "invalid_limit",
         ),
         case(
+            "an empty cursor (found by schemathesis: the document took any string; it now takes a key id)",
+            "GET",
+            format!("{keys}?cursor="),
+            admin,
+            "",
+            400,
+            "invalid_cursor",
+        ),
+        case(
             "a made-up cursor",
             "GET",
             format!("{keys}?cursor=page2"),

@@ -179,6 +179,7 @@ impl Server {
             .nth(1)
             .and_then(|s| s.parse().ok())
             .expect("a status line");
+        crate::contract::check(method, path, status, body);
         self.exchanges.lock().unwrap().push(Exchange {
             method: method.to_owned(),
             path: path.to_owned(),
