@@ -53,22 +53,23 @@ async fn environment(store: &dyn KeyStore, name: &str, clock: &Clock) -> Issued 
 }
 
 async fn key(store: &dyn KeyStore, environment: &str, name: &str, clock: &Clock) -> Key {
-    let issued = new_key(environment, name, None, clock);
+    let issued = new_key(environment, name, &["orders:read"], None, clock);
     store.apply(&issued.change).await.unwrap();
     issued.key
 }
 
-/// A new `orders:read` key, as a change to apply.
+/// A new key with `scopes`, as a change to apply.
 fn new_key(
     environment: &str,
     name: &str,
+    scopes: &[&str],
     rotation_policy: Option<RotationPolicy>,
     clock: &Clock,
 ) -> Issued {
     let input = NewKey {
         name: KeyName::parse(name).unwrap(),
         kind: Kind::Secret,
-        scopes: Scopes::parse(&["orders:read"]).unwrap(),
+        scopes: Scopes::parse(scopes).unwrap(),
         expires_at: None,
         rotation_policy,
     };
@@ -445,7 +446,13 @@ fn policy(secret_id: &str) -> RotationPolicy {
 
 /// A new key of `production` whose policy delivers to `secret_id`, as a change to apply.
 fn key_delivering_to(secret_id: &str, clock: &Clock) -> Issued {
-    new_key("production", "billing", Some(policy(secret_id)), clock)
+    new_key(
+        "production",
+        "billing",
+        &["orders:read"],
+        Some(policy(secret_id)),
+        clock,
+    )
 }
 
 fn set_policy(key: &Key, secret_id: Option<&str>, clock: &Clock) -> (Key, Change) {
@@ -530,6 +537,46 @@ async fn one_active_key_delivers_to_a_secret_and_a_rotation_hands_it_on(store: A
         &clock,
     );
     store.apply(&taken).await.unwrap();
+}
+
+/// A key whose policy was stored before secrets had claims holds its secret all the same:
+/// nobody else can claim it, and its own rotation takes the claim.
+async fn a_policy_stored_before_claims_keeps_its_secret(store: Arc<dyn KeyStore>) {
+    let clock = Clock::new();
+    environment(&*store, "production", &clock).await;
+    let secret = "keyward/production/legacy";
+    let mut legacy = key_delivering_to(secret, &clock);
+    legacy.change.secret_claim = None;
+    store.apply(&legacy.change).await.unwrap();
+    assert_claimed(store.apply(&key_delivering_to(secret, &clock).change).await);
+    let rotated = rotate(&legacy.key, grace("24h"), actor(), &clock.mint, clock.now()).unwrap();
+    store.apply(&rotated.change).await.unwrap();
+    assert_claimed(store.apply(&key_delivering_to(secret, &clock).change).await);
+}
+
+/// Once its holder stops delivering, a secret passes only to a key that holds every scope
+/// of that holder: the services that read the secret may still use what it held.
+async fn a_stale_claim_passes_only_to_a_key_holding_the_old_keys_scopes(store: Arc<dyn KeyStore>) {
+    let clock = Clock::new();
+    environment(&*store, "production", &clock).await;
+    let secret = "keyward/production/orders";
+    let wide = ["orders:read", "orders:write"];
+    let first = new_key("production", "writer", &wide, Some(policy(secret)), &clock);
+    store.apply(&first.change).await.unwrap();
+    let (_, cleared) = set_policy(&first.key, None, &clock);
+    store.apply(&cleared).await.unwrap();
+    let narrow = new_key(
+        "production",
+        "reader",
+        &["orders:read"],
+        Some(policy(secret)),
+        &clock,
+    );
+    assert_claimed(store.apply(&narrow.change).await);
+    assert_eq!(store.key(&narrow.key.id).await.unwrap(), None);
+    let wider = ["orders:read", "orders:write", "billing:read"];
+    let successor = new_key("production", "writer", &wider, Some(policy(secret)), &clock);
+    store.apply(&successor.change).await.unwrap();
 }
 
 async fn of_sixteen_keys_racing_for_one_secret_exactly_one_gets_it(store: Arc<dyn KeyStore>) {
@@ -688,7 +735,9 @@ macro_rules! contract {
                 due_keys_come_from_the_index_earliest_first,
                 an_expiry_seen_twice_is_recorded_once,
                 one_active_key_delivers_to_a_secret_and_a_rotation_hands_it_on,
-                of_sixteen_keys_racing_for_one_secret_exactly_one_gets_it
+                of_sixteen_keys_racing_for_one_secret_exactly_one_gets_it,
+                a_policy_stored_before_claims_keeps_its_secret,
+                a_stale_claim_passes_only_to_a_key_holding_the_old_keys_scopes
             );
         }
     };

@@ -113,14 +113,12 @@ impl RotationPolicy {
             return &self.secret_id;
         }
         let name = secret_name(&self.secret_id);
-        match name.len().checked_sub(7).map(|at| name.split_at(at)) {
-            Some((base, suffix))
-                if !base.is_empty()
-                    && suffix.starts_with('-')
-                    && suffix[1..].bytes().all(|b| b.is_ascii_alphanumeric()) =>
-            {
-                base
-            }
+        let suffixed = |at: usize| {
+            let suffix = &name.as_bytes()[at..];
+            at > 0 && suffix[0] == b'-' && suffix[1..].iter().all(u8::is_ascii_alphanumeric)
+        };
+        match name.len().checked_sub(7) {
+            Some(at) if suffixed(at) => &name[..at],
             _ => name,
         }
     }
@@ -269,6 +267,16 @@ impl Key {
                 .rotation_policy
                 .as_ref()
                 .is_some_and(|p| p.secret() == secret)
+    }
+
+    /// Whether this key holds everything `other` does, as the management API requires of a
+    /// caller that changes `other`: every scope of it, and `*` if `other` is a `*` key or its
+    /// environment's default.
+    pub fn controls(&self, other: &Key) -> bool {
+        self.scopes.is_all()
+            || (!other.default
+                && !other.scopes.is_all()
+                && other.scopes.first_not_granted_by(&self.scopes).is_none())
     }
 
     /// The key's status at `now`.
@@ -513,6 +521,15 @@ mod tests {
         ] {
             assert_eq!(policy(secret_id).secret(), secret, "{secret_id}");
         }
+        let stored = RotationPolicy {
+            secret_id: format!("{arn}\u{e9}abcdef"),
+            ..policy("s")
+        };
+        assert_eq!(
+            stored.secret(),
+            "\u{e9}abcdef",
+            "a record written past the API's checks, with a character of two bytes where a suffix would start"
+        );
     }
 
     #[test]

@@ -85,20 +85,38 @@ impl Change {
     /// Whether the change writes the key `id`. A secret claimed by such a key passes to the
     /// change's own claim, since the change's preconditions hold that key where it was read.
     pub fn writes(&self, id: &KeyId) -> bool {
-        self.keys.iter().any(|write| match write {
-            KeyWrite::Insert(key) | KeyWrite::Update { key, .. } => &key.id == id,
-        })
+        self.written(id).is_some()
     }
 
-    /// Whether the change may take its secret claim from `holder`, the key that holds the
-    /// secret now (`None` if that key no longer exists): when the change writes that key, or
-    /// when the key no longer delivers to the secret at the change's time.
+    /// Whether the change may take its secret claim from `holder_id`, the key that holds the
+    /// secret now, read as `holder` (`None` if no such key exists). It may when the change
+    /// writes that key (a rotation hands the claim on). Otherwise it may not while that key
+    /// still delivers to the secret, and once it stops (revoked, expired, rotated, its policy
+    /// cleared or changed) only a key that holds every scope of it may take over, as a caller
+    /// must to change that key itself: the services that read the secret may still use it.
     pub fn may_claim_from(&self, holder_id: &KeyId, holder: Option<&Key>) -> bool {
         let Some(claim) = &self.secret_claim else {
             return true;
         };
-        self.writes(holder_id)
-            || !holder.is_some_and(|k| k.delivers_to(&claim.secret, self.activity.at))
+        if self.writes(holder_id) {
+            return true;
+        }
+        let Some(holder) = holder else {
+            return true;
+        };
+        if holder.delivers_to(&claim.secret, self.activity.at) {
+            return false;
+        }
+        self.written(&claim.holder)
+            .is_some_and(|claimant| claimant.controls(holder))
+    }
+
+    /// The key this change writes with id `id`, as it will be stored.
+    fn written(&self, id: &KeyId) -> Option<&Key> {
+        self.keys.iter().find_map(|write| match write {
+            KeyWrite::Insert(key) | KeyWrite::Update { key, .. } if &key.id == id => Some(key),
+            _ => None,
+        })
     }
 }
 
@@ -1040,6 +1058,19 @@ mod tests {
             "nor does a revoked one"
         );
         assert!(created.change.may_claim_from(&gone.id, Some(&gone)));
+        let wider = Key {
+            scopes: Scopes::parse(&["orders:read", "orders:write"]).unwrap(),
+            ..gone.clone()
+        };
+        assert!(
+            !created.change.may_claim_from(&wider.id, Some(&wider)),
+            "a stale claim passes only to a key that holds every scope of its holder"
+        );
+        let default = Key {
+            default: true,
+            ..gone.clone()
+        };
+        assert!(!created.change.may_claim_from(&default.id, Some(&default)));
         assert_eq!(
             rotate(&key, grace("1h"), operator(), test_mint(), t0())
                 .unwrap()

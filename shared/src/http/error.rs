@@ -124,8 +124,8 @@ impl From<StoreError> for ApiError {
             StoreError::SecretClaimed => Self::new(
                 StatusCode::CONFLICT,
                 "secret_in_use",
-                "another active key of this environment delivers its new secrets to this secret; \
-                 a secret has one key, so name another secret, or clear or revoke that key first",
+                "another key of this environment holds this secret: one that delivers to it, or \
+                 one that did and holds scopes this key lacks; a secret has one key, so name another",
             ),
             StoreError::Backend(_) => {
                 tracing::error!(error = %crate::error_chain(&e), "store failure");

@@ -104,7 +104,7 @@ impl Caller {
     /// the default key or a `*` key, and any other key changes only keys whose scopes it
     /// holds, since a rotation hands the caller a secret with the target's scopes.
     pub fn require_control(&self, target: &Key) -> Result<(), ApiError> {
-        if self.key.scopes.is_all() {
+        if self.key.controls(target) {
             return Ok(());
         }
         if target.default || target.scopes.is_all() {
@@ -117,16 +117,16 @@ impl Caller {
                 ),
             ));
         }
-        match target.scopes.first_not_granted_by(&self.key.scopes) {
-            None => Ok(()),
-            Some(missing) => Err(ApiError::forbidden(
-                "scope_escalation",
-                format!(
-                    "a key can change only keys whose scopes it holds, and this key does not hold {}",
-                    missing.as_str()
-                ),
-            )),
-        }
+        let missing = target
+            .scopes
+            .first_not_granted_by(&self.key.scopes)
+            .map_or("", |scope| scope.as_str());
+        Err(ApiError::forbidden(
+            "scope_escalation",
+            format!(
+                "a key can change only keys whose scopes it holds, and this key does not hold {missing}"
+            ),
+        ))
     }
 }
 

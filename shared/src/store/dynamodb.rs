@@ -414,6 +414,9 @@ impl DynamoStore {
         };
         let item: Option<ClaimItem> = self.get(claim_pk(claim), "CLAIM").await?;
         let Some(holder) = item.map(|i| i.holder) else {
+            if let Some(deliverer) = self.unclaimed_deliverer(change, claim).await? {
+                return Err(self.refusal(change, &deliverer).await?);
+            }
             return Ok(Some(ClaimSeen {
                 holder: None,
                 holder_version: None,
@@ -427,16 +430,50 @@ impl DynamoStore {
         }
         let current: Option<Key> = self.get(key_pk(&holder), "KEY").await?;
         if !change.may_claim_from(&holder, current.as_ref()) {
-            return Err(if self.updates_are_current(change).await? {
-                StoreError::SecretClaimed
-            } else {
-                StoreError::Conflict
-            });
+            return Err(self.refusal(change, &holder).await?);
         }
         Ok(Some(ClaimSeen {
             holder: Some(holder),
             holder_version: current.map(|k| k.version),
         }))
+    }
+
+    /// Why a change may not claim the secret that `holder` holds: a conflict if the change
+    /// was decided on a key that changed since (that answer comes first), else the claim.
+    async fn refusal(&self, change: &Change, holder: &KeyId) -> Result<StoreError, StoreError> {
+        tracing::debug!(%holder, "the secret is another key's");
+        Ok(if self.updates_are_current(change).await? {
+            StoreError::SecretClaimed
+        } else {
+            StoreError::Conflict
+        })
+    }
+
+    /// A key of the claim's environment, other than those the change writes, that delivers
+    /// to the secret although nobody holds the claim: a policy stored before secrets had
+    /// claims. Read (the environment's keys, on `gsi1`) only for a secret without a claim,
+    /// so once per secret.
+    async fn unclaimed_deliverer(
+        &self,
+        change: &Change,
+        claim: &SecretClaim,
+    ) -> Result<Option<KeyId>, StoreError> {
+        let mut page = PageRequest {
+            limit: 100,
+            after: None,
+        };
+        loop {
+            let keys = self.keys(&claim.environment, &page).await?;
+            if let Some(key) = keys.items.iter().find(|key| {
+                !change.writes(&key.id) && key.delivers_to(&claim.secret, change.activity.at)
+            }) {
+                return Ok(Some(key.id.clone()));
+            }
+            match keys.next_cursor {
+                Some(after) => page.after = Some(after),
+                None => return Ok(None),
+            }
+        }
     }
 
     /// Whether every key the change updates is still at the version it was decided on: a
@@ -466,7 +503,12 @@ impl DynamoStore {
             Ok(()) => return Ok(()),
             Err(Transaction::Failed(e)) => return Err(e.into()),
             Err(Transaction::Cancelled(failed)) if failed.is_empty() => {
-                return Err(StoreError::Conflict.into());
+                // Another transaction touched one of the items. With a claim, that may be a
+                // rival claim: judge again, and a stale key still ends as a conflict then.
+                return Err(match seen {
+                    Some(_) => Applied::ClaimMoved,
+                    None => StoreError::Conflict.into(),
+                });
             }
             Err(Transaction::Cancelled(failed)) => {
                 if failed.iter().all(|i| first.claim.contains(i)) {
@@ -947,5 +989,75 @@ impl KeyStore for DynamoStore {
                 Err(Applied::ClaimMoved) => return Err(StoreError::Conflict),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{
+        Actor, KeyName, Kind, NewKey, PolicyChange, RotationPolicy, Scopes, create_environment,
+        create_key, set_rotation_policy,
+    };
+
+    fn policy(secret_id: &str) -> Option<RotationPolicy> {
+        let json =
+            serde_json::json!({"every": "P30D", "grace_period": "24h", "secret_id": secret_id});
+        Some(RotationPolicy::from_json(&json).unwrap())
+    }
+
+    fn set(key: &Key, policy: Option<RotationPolicy>) -> (Key, Change) {
+        let now = crate::now();
+        match set_rotation_policy(key, policy, Actor::operator("t"), &crate::mint(), now).unwrap() {
+            PolicyChange::Changed { key, change } => (key, *change),
+            PolicyChange::Unchanged(_) => panic!("unchanged"),
+        }
+    }
+
+    /// A takeover judged while the holder had stopped delivering, but applied after the
+    /// holder took its secret back: the claim item still names the same holder, so only the
+    /// check of the holder's version stops it; judged again, the claim is refused.
+    #[tokio::test]
+    async fn a_takeover_racing_the_holder_taking_its_secret_back_is_refused() {
+        assert!(
+            std::env::var_os("AWS_ENDPOINT_URL").is_some(),
+            "AWS_ENDPOINT_URL is not set: run ./scripts/test, which starts moto's server"
+        );
+        let store = DynamoStore::from_env(&format!("claims-{}", std::process::id()))
+            .await
+            .unwrap();
+        store.create_table().await.unwrap();
+        let (mint, now) = (crate::mint(), crate::now());
+        let env = EnvName::parse("production").unwrap();
+        let made = create_environment(&env, Actor::operator("t"), &mint, now);
+        store.apply(&made.change).await.unwrap();
+        let secret = "keyward/production/orders";
+        let new_key = |name: &str| NewKey {
+            name: KeyName::parse(name).unwrap(),
+            kind: Kind::Secret,
+            scopes: Scopes::parse(&["orders:read"]).unwrap(),
+            expires_at: None,
+            rotation_policy: policy(secret),
+        };
+        let holder = create_key(&env, new_key("holder"), Actor::operator("t"), &mint, now).unwrap();
+        store.apply(&holder.change).await.unwrap();
+        let (paused, cleared) = set(&holder.key, None);
+        store.apply(&cleared).await.unwrap();
+
+        let rival = create_key(&env, new_key("rival"), Actor::operator("t"), &mint, now).unwrap();
+        let seen = store.judge_claim(&rival.change).await.unwrap();
+        assert!(seen.as_ref().is_some_and(|s| s.holder_version.is_some()));
+        let (_, back) = set(&paused, policy(secret));
+        store.apply(&back).await.unwrap();
+
+        assert!(matches!(
+            store.apply_judged(&rival.change, seen.as_ref()).await,
+            Err(Applied::ClaimMoved)
+        ));
+        assert!(matches!(
+            store.apply(&rival.change).await,
+            Err(StoreError::SecretClaimed)
+        ));
+        assert_eq!(store.key(&rival.key.id).await.unwrap(), None);
     }
 }

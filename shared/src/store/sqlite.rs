@@ -191,20 +191,26 @@ fn apply_claim(tx: &Transaction<'_>, change: &Change) -> Result<(), StoreError> 
         )
         .optional()
         .map_err(backend)?;
-    if let Some(holder) = holder {
-        let holder = KeyId::parse(&holder).map_err(backend)?;
-        let record: Option<String> = tx
-            .query_row(
-                "SELECT record FROM keys WHERE id = ?1",
-                params![holder.as_str()],
-                |row| row.get(0),
-            )
-            .optional()
-            .map_err(backend)?;
-        let current = record.as_deref().map(decode::<Key>).transpose()?;
-        if !change.may_claim_from(&holder, current.as_ref()) {
-            return Err(StoreError::SecretClaimed);
+    let current = match holder {
+        Some(holder) => {
+            let holder = KeyId::parse(&holder).map_err(backend)?;
+            let record: Option<String> = tx
+                .query_row(
+                    "SELECT record FROM keys WHERE id = ?1",
+                    params![holder.as_str()],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(backend)?;
+            let key = record.as_deref().map(decode::<Key>).transpose()?;
+            Some((holder, key))
         }
+        None => unclaimed_deliverer(tx, change)?.map(|key| (key.id.clone(), Some(key))),
+    };
+    if let Some((holder, key)) = current
+        && !change.may_claim_from(&holder, key.as_ref())
+    {
+        return Err(StoreError::SecretClaimed);
     }
     tx.execute(
         "INSERT INTO secret_claims (environment, secret, holder) VALUES (?1, ?2, ?3)
@@ -213,6 +219,30 @@ fn apply_claim(tx: &Transaction<'_>, change: &Change) -> Result<(), StoreError> 
     )
     .map_err(write_error)?;
     Ok(())
+}
+
+/// A key of the change's environment, other than those the change writes, that delivers to
+/// the secret it claims although nobody holds the claim: a policy stored before secrets had
+/// claims. Read only for a secret that has no claim yet, so once per secret.
+fn unclaimed_deliverer(tx: &Transaction<'_>, change: &Change) -> Result<Option<Key>, StoreError> {
+    let Some(claim) = &change.secret_claim else {
+        return Ok(None);
+    };
+    let mut statement = tx
+        .prepare("SELECT record FROM keys WHERE environment = ?1")
+        .map_err(backend)?;
+    let rows = statement
+        .query_map(params![claim.environment.as_str()], |row| {
+            row.get::<_, String>(0)
+        })
+        .map_err(backend)?;
+    for row in rows {
+        let key: Key = decode(&row.map_err(backend)?)?;
+        if !change.writes(&key.id) && key.delivers_to(&claim.secret, change.activity.at) {
+            return Ok(Some(key));
+        }
+    }
+    Ok(None)
 }
 
 fn apply_environment(tx: &Transaction<'_>, write: &EnvironmentWrite) -> Result<(), StoreError> {
