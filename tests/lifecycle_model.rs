@@ -11,7 +11,7 @@ use keyward::domain::{
     Revocation, Scopes, Status, change_grace_period, create_environment, create_key, revoke,
     rotate,
 };
-use keyward::store::{DynamoStore, KeyStore, SqliteStore};
+use keyward::store::{DynamoStore, KeyStore, PageRequest, SqliteStore};
 use proptest::prelude::*;
 
 type Timestamp = DateTime<Utc>;
@@ -164,7 +164,10 @@ impl Run<'_> {
                         let modelled = &mut self.model[at];
                         modelled.expires_at = Some(capped(now, grace.seconds(), modelled.limit));
                     }
-                    Err(e) => assert_eq!(e, LifecycleError::NotInGrace(expected)),
+                    Err(e) => {
+                        assert_ne!(expected, Status::InGrace, "{e}");
+                        assert_eq!(e, LifecycleError::NotInGrace(expected));
+                    }
                 }
             }
             Step::Revoke { pick: p } => {
@@ -199,6 +202,21 @@ impl Run<'_> {
         let defaults: Vec<&Modelled> = self.model.iter().filter(|m| m.default).collect();
         assert_eq!(defaults.len(), 1, "one default key per environment");
         assert_eq!(environment.default_key_id, defaults[0].id);
+        let page = PageRequest {
+            limit: 100,
+            after: None,
+        };
+        let stored = self.store.keys(&self.env, &page).await.unwrap().items;
+        assert_eq!(
+            stored.len(),
+            self.model.len(),
+            "no key the model does not know"
+        );
+        assert_eq!(
+            stored.iter().filter(|k| k.default).count(),
+            1,
+            "one key in the store is the default"
+        );
         for modelled in &self.model {
             let key = self.store.key(&modelled.id).await.unwrap().unwrap();
             assert_eq!(key.status(self.now), modelled.status(self.now), "{key:?}");

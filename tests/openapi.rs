@@ -7,6 +7,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use keyward::domain::{Action, ActorType, Kind, Status, Verdict};
 use serde_json::Value;
 
 fn root() -> PathBuf {
@@ -227,4 +228,122 @@ fn a_cursor_is_an_id_and_never_empty() {
         let schema = &document["components"]["schemas"][schema.rsplit('/').next().unwrap()];
         assert_eq!(schema["pattern"], pattern, "{name}");
     }
+}
+
+/// The strings of an enum schema of the document.
+fn schema_enum(document: &Value, pointer: &str) -> BTreeSet<String> {
+    document
+        .pointer(pointer)
+        .and_then(Value::as_array)
+        .unwrap_or_else(|| panic!("{pointer} is an enum"))
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Every value of each of the domain's enums that the API shows, so that a new variant
+/// fails here until the document has it. The `match`es make the lists complete: a new
+/// variant does not compile until it is added to them.
+#[test]
+fn the_documents_enums_are_the_domains() {
+    let document = document();
+    let names = |values: Vec<Value>| -> BTreeSet<String> {
+        values
+            .into_iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let actors = [
+        ActorType::ApiKey,
+        ActorType::Operator,
+        ActorType::Schedule,
+        ActorType::System,
+    ];
+    for actor in actors {
+        match actor {
+            ActorType::ApiKey | ActorType::Operator | ActorType::Schedule | ActorType::System => {}
+        }
+    }
+    assert_eq!(
+        schema_enum(&document, "/components/schemas/Actor/properties/type/enum"),
+        names(actors.map(|a| serde_json::to_value(a).unwrap()).to_vec())
+    );
+    let statuses = [
+        Status::Active,
+        Status::InGrace,
+        Status::Expired,
+        Status::Revoked,
+    ];
+    for status in statuses {
+        match status {
+            Status::Active | Status::InGrace | Status::Expired | Status::Revoked => {}
+        }
+    }
+    assert_eq!(
+        schema_enum(&document, "/components/schemas/Status/enum"),
+        names(statuses.map(|s| serde_json::to_value(s).unwrap()).to_vec())
+    );
+    let kinds = [Kind::Secret, Kind::Publishable];
+    for kind in kinds {
+        match kind {
+            Kind::Secret | Kind::Publishable => {}
+        }
+    }
+    assert_eq!(
+        schema_enum(&document, "/components/schemas/Kind/enum"),
+        names(kinds.map(|k| serde_json::to_value(k).unwrap()).to_vec())
+    );
+    let verdicts = [
+        Verdict::Valid,
+        Verdict::NotFound,
+        Verdict::Malformed,
+        Verdict::Expired,
+        Verdict::Revoked,
+        Verdict::WrongEnvironment,
+        Verdict::InsufficientScope,
+    ];
+    for verdict in verdicts {
+        match verdict {
+            Verdict::Valid
+            | Verdict::NotFound
+            | Verdict::Malformed
+            | Verdict::Expired
+            | Verdict::Revoked
+            | Verdict::WrongEnvironment
+            | Verdict::InsufficientScope => {}
+        }
+    }
+    assert_eq!(
+        schema_enum(
+            &document,
+            "/components/schemas/Verdict/properties/code/enum"
+        ),
+        verdicts.iter().map(|v| v.code().to_owned()).collect()
+    );
+    let actions = schema_enum(&document, "/components/schemas/Action/enum");
+    let all = [
+        Action::Created,
+        Action::Rotated,
+        Action::GracePeriodChanged,
+        Action::Revoked,
+        Action::Expired,
+        Action::Expiring,
+        Action::RotationPolicyChanged,
+        Action::SecretDelivered,
+        Action::SecretDeliveryFailed,
+    ];
+    for action in all {
+        match action {
+            Action::Created
+            | Action::Rotated
+            | Action::GracePeriodChanged
+            | Action::Revoked
+            | Action::Expired
+            | Action::Expiring
+            | Action::RotationPolicyChanged
+            | Action::SecretDelivered
+            | Action::SecretDeliveryFailed => {}
+        }
+    }
+    assert_eq!(actions, all.iter().map(|a| a.as_str().to_owned()).collect());
 }

@@ -176,3 +176,62 @@ fn a_null_optional_field_is_the_same_as_leaving_it_out() {
     );
     assert_eq!(verified.json["code"], "valid", "{:?}", verified.json);
 }
+
+/// Each operation's `x-keyward-scope` is the scope the server asks for: a key with every
+/// other management scope gets `403 insufficient_scope`, and a key with that one alone gets
+/// past the scope check.
+#[test]
+fn each_operation_needs_exactly_the_scope_the_document_names() {
+    let server = Server::start(Backend::Sqlite);
+    let admin = server.default_key.as_str();
+    let create = |scopes: Vec<&str>| {
+        let reply = server.call(
+            "POST",
+            "/v1/environments/development/keys",
+            admin,
+            Some(json!({"name": "scoped", "scopes": scopes})),
+        );
+        assert_eq!(reply.status, 201, "{:?}", reply.json);
+        (
+            reply.json["key"]["id"].as_str().unwrap().to_owned(),
+            reply.json["secret"].as_str().unwrap().to_owned(),
+        )
+    };
+    let (target, _) = create(vec!["orders:read"]);
+    let management = ["keys:read", "keys:write", "activity:read"];
+    let mut checked = 0;
+    for (path, item) in DOCUMENT["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let Some(scope) = operation["x-keyward-scope"].as_str() else {
+                continue;
+            };
+            let path = path
+                .replace("{env}", "development")
+                .replace("{key_id}", &target);
+            let body = match operation["operationId"].as_str().unwrap() {
+                "createKey" => Some(json!({"name": "made"})),
+                "rotateKey" | "changeGracePeriod" => Some(json!({"grace_period": "1h"})),
+                "setRotationPolicy" => Some(json!({"rotation_policy": null})),
+                _ => None,
+            };
+            let method = method.to_uppercase();
+            let others: Vec<&str> = management.into_iter().filter(|s| *s != scope).collect();
+            let (_, without) = create(others);
+            let refused = server.call(&method, &path, &without, body.clone());
+            assert_eq!(
+                (refused.status, refused.code()),
+                (403, "insufficient_scope"),
+                "{method} {path} without {scope}"
+            );
+            let (_, only) = create(vec![scope]);
+            let answered = server.call(&method, &path, &only, body);
+            assert_ne!(
+                answered.code(),
+                "insufficient_scope",
+                "{method} {path} with {scope} alone"
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 9, "every operation that needs a key");
+}
