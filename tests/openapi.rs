@@ -321,17 +321,7 @@ fn the_documents_enums_are_the_domains() {
         verdicts.iter().map(|v| v.code().to_owned()).collect()
     );
     let actions = schema_enum(&document, "/components/schemas/Action/enum");
-    let all = [
-        Action::Created,
-        Action::Rotated,
-        Action::GracePeriodChanged,
-        Action::Revoked,
-        Action::Expired,
-        Action::Expiring,
-        Action::RotationPolicyChanged,
-        Action::SecretDelivered,
-        Action::SecretDeliveryFailed,
-    ];
+    let all = Action::ALL;
     for action in all {
         match action {
             Action::Created

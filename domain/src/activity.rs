@@ -196,7 +196,8 @@ pub enum Action {
 }
 
 impl Action {
-    const ALL: [Action; 9] = [
+    /// Every action, for whatever must list them (the parser, and the API's description).
+    pub const ALL: [Action; 9] = [
         Action::Created,
         Action::Rotated,
         Action::GracePeriodChanged,
