@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use clap::{CommandFactory, Parser, Subcommand};
 use keyward::domain::{EnvName, Issued};
 use keyward::error_chain;
 use keyward::events::{EventBridgeBus, EventsConfig};
@@ -17,104 +18,129 @@ use keyward_cli::{
     CreateEnvironmentError, StreamPoller, create_environment_in, operator, run_schedule, serve,
 };
 
-const USAGE: &str = "usage:
-  keyward serve [--listen ADDR] [--store STORE | --db PATH] [--secrets-file PATH]
-                [--schedule-every SECONDS | --no-schedule]
-  keyward env create NAME [--json] [--store STORE | --db PATH]
-  keyward table create TABLE
+/// The `keyward` command.
+#[derive(Debug, Parser)]
+#[command(
+    name = "keyward",
+    version,
+    about = "API keys per environment: run keyward locally, and manage environments and tables",
+    after_help = "Exit status: 0 on success, 1 when the command failed, 2 for a usage error."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-STORE is sqlite:PATH (default sqlite:keyward.db) or dynamodb:TABLE; --db PATH is short for
---store sqlite:PATH. DynamoDB is reached through the standard AWS variables (AWS_ENDPOINT_URL,
-AWS_REGION, credentials). serve listens on 127.0.0.1:8080 unless --listen says otherwise.
+/// Where the keys live.
+#[derive(Debug, Clone, clap::Args)]
+struct StoreArgs {
+    /// The store: sqlite:PATH or dynamodb:TABLE. DynamoDB is reached through the standard AWS
+    /// variables (AWS_ENDPOINT_URL, AWS_REGION, credentials)
+    #[arg(long, value_name = "STORE", value_parser = StoreConfig::parse, conflicts_with = "db")]
+    store: Option<StoreConfig>,
+    /// Short for --store sqlite:PATH
+    #[arg(long, value_name = "PATH")]
+    db: Option<PathBuf>,
+}
 
-serve also runs the scheduled rotation every 60 seconds (or --schedule-every). Every rotation
-of a key with a rotation policy, scheduled or by hand, delivers its new secret to Secrets
-Manager when AWS_ENDPOINT_URL is set or the store is DynamoDB, and otherwise to the file
-keyward-secrets.json (or --secrets-file), which it keeps at mode 0600. --no-schedule turns
-the schedule off, for a second serve on the same store or a store you only inspect.";
+impl StoreArgs {
+    /// The store named, or `sqlite:keyward.db`.
+    fn config(self) -> StoreConfig {
+        match (self.store, self.db) {
+            (Some(store), _) => store,
+            (None, Some(path)) => StoreConfig::Sqlite(path),
+            (None, None) => StoreConfig::Sqlite("keyward.db".into()),
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the whole HTTP API on one port, and the scheduled rotation
+    #[command(long_about = SERVE_ABOUT)]
+    Serve {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The address to listen on
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Where rotations of keys with a policy deliver secrets, instead of the default
+        #[arg(long, value_name = "PATH")]
+        secrets_file: Option<PathBuf>,
+        /// How often the scheduled rotation runs, in seconds from 1 to 86400
+        #[arg(long, value_name = "SECONDS", default_value = "60", value_parser = schedule_seconds)]
+        schedule_every: u64,
+        /// Runs no scheduled rotation: for a second serve on the same store, or a store you only inspect
+        #[arg(long, conflicts_with = "schedule_every")]
+        no_schedule: bool,
+    },
+    /// Manages environments
+    Env {
+        #[command(subcommand)]
+        command: EnvCommand,
+    },
+    /// Manages DynamoDB tables
+    Table {
+        #[command(subcommand)]
+        command: TableCommand,
+    },
+    /// Prints a completion script for a shell: bash, zsh, fish, elvish or powershell
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum EnvCommand {
+    /// Makes an environment and prints its default key, once
+    Create {
+        /// Its name: 1 to 32 characters of a-z, 0-9 and -
+        #[arg(value_parser = |s: &str| EnvName::parse(s).map_err(|e| e.to_string()))]
+        name: EnvName,
+        /// Prints {"environment", "key_id", "secret"} as JSON
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TableCommand {
+    /// Makes a DynamoDB table with keyward's indexes, stream and TTL
+    Create {
+        /// The table's name: 3 to 255 characters of a-z, A-Z, 0-9, _, . and -
+        #[arg(value_parser = table_name)]
+        table: String,
+    },
+}
+
+const SERVE_ABOUT: &str = "Runs the whole HTTP API on one port, and the scheduled rotation.
+
+On an empty store it makes the environment development and prints its default key, once.
+
+The scheduled rotation runs every 60 seconds (or --schedule-every). Every rotation of a key
+with a rotation policy, scheduled or by hand, delivers its new secret to Secrets Manager when
+AWS_ENDPOINT_URL is set or the store is DynamoDB, and otherwise to the file
+keyward-secrets.json (or --secrets-file), which it keeps at mode 0600.";
+
+fn schedule_seconds(s: &str) -> Result<u64, String> {
+    s.parse::<u64>()
+        .ok()
+        .filter(|secs| (1..=86_400).contains(secs))
+        .ok_or_else(|| "a number of seconds from 1 to 86400".to_owned())
+}
+
+fn table_name(s: &str) -> Result<String, String> {
+    StoreConfig::parse(&format!("dynamodb:{s}")).map(|_| s.to_owned())
+}
 
 /// The local secrets file, when secrets go to a file and no other is named.
 const SECRETS_FILE: &str = "keyward-secrets.json";
 
 /// The environment `serve` makes on an empty store.
 const FIRST_ENVIRONMENT: &str = "development";
-
-enum Command {
-    Serve {
-        listen: String,
-        secrets_file: Option<PathBuf>,
-        /// How often the scheduled rotation runs; `None` when it is off.
-        schedule_every: Option<Duration>,
-    },
-    CreateEnvironment {
-        name: EnvName,
-        json: bool,
-    },
-    CreateTable {
-        table: String,
-    },
-}
-
-struct Args {
-    command: Command,
-    store: StoreConfig,
-}
-
-fn parse(args: &[String]) -> Result<Args, String> {
-    let mut store = StoreConfig::Sqlite("keyward.db".into());
-    let mut listen = "127.0.0.1:8080".to_owned();
-    let mut secrets_file = None;
-    let mut schedule_every = Some(Duration::from_secs(60));
-    let mut json = false;
-    let mut words = Vec::new();
-    let mut iter = args.iter();
-    while let Some(arg) = iter.next() {
-        let mut value = |flag: &str| {
-            iter.next()
-                .cloned()
-                .ok_or_else(|| format!("{flag} needs a value"))
-        };
-        match arg.as_str() {
-            "--store" => store = StoreConfig::parse(&value("--store")?)?,
-            "--db" => store = StoreConfig::Sqlite(value("--db")?.into()),
-            "--listen" => listen = value("--listen")?,
-            "--secrets-file" => secrets_file = Some(PathBuf::from(value("--secrets-file")?)),
-            "--schedule-every" => {
-                schedule_every = value("--schedule-every")?
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|&secs| (1..=86_400).contains(&secs))
-                    .map(Duration::from_secs)
-                    .ok_or("--schedule-every is a number of seconds from 1 to 86400")
-                    .map(Some)?;
-            }
-            "--no-schedule" => schedule_every = None,
-            "--json" => json = true,
-            "-h" | "--help" => return Err(String::new()),
-            flag if flag.starts_with("--") => return Err(format!("unknown option {flag}")),
-            word => words.push(word),
-        }
-    }
-    let command = match words.as_slice() {
-        ["serve"] => Command::Serve {
-            listen,
-            secrets_file,
-            schedule_every,
-        },
-        ["env", "create", name] => Command::CreateEnvironment {
-            name: EnvName::parse(name).map_err(|e| e.to_string())?,
-            json,
-        },
-        ["table", "create", table] => {
-            StoreConfig::parse(&format!("dynamodb:{table}"))?;
-            Command::CreateTable {
-                table: (*table).to_owned(),
-            }
-        }
-        _ => return Err("unknown command".to_owned()),
-    };
-    Ok(Args { command, store })
-}
 
 async fn open(store: &StoreConfig) -> Result<Arc<dyn KeyStore>, String> {
     store
@@ -175,9 +201,20 @@ async fn secret_sink(
     })
 }
 
-async fn run(args: Args) -> Result<(), String> {
-    match args.command {
-        Command::CreateTable { table } => {
+async fn run(command: Command) -> Result<(), String> {
+    match command {
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "keyward",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Command::Table {
+            command: TableCommand::Create { table },
+        } => {
             let store = DynamoStore::from_env(&table).await?;
             store
                 .create_table()
@@ -186,8 +223,10 @@ async fn run(args: Args) -> Result<(), String> {
             println!("Created the DynamoDB table {table}, with its index, stream and TTL.");
             Ok(())
         }
-        Command::CreateEnvironment { name, json } => {
-            let store = open(&args.store).await?;
+        Command::Env {
+            command: EnvCommand::Create { name, json, store },
+        } => {
+            let store = open(&store.config()).await?;
             let issued = create_environment_in(&*store, &name, operator(), &keyward::mint())
                 .await
                 .map_err(|e| error_chain(&e))?;
@@ -200,15 +239,19 @@ async fn run(args: Args) -> Result<(), String> {
             Ok(())
         }
         Command::Serve {
+            store,
             listen,
             secrets_file,
             schedule_every,
+            no_schedule,
         } => {
             keyward::logging::init_with_writer(std::io::stderr);
             let settings = Settings::from_env()?;
             let mint = Arc::new(keyward::mint());
-            let store = open(&args.store).await?;
-            let publisher = match &args.store {
+            let config = store.config();
+            let schedule_every = (!no_schedule).then(|| Duration::from_secs(schedule_every));
+            let store = open(&config).await?;
+            let publisher = match &config {
                 StoreConfig::DynamoDb(table) => Some(stream_publisher(table).await?),
                 StoreConfig::Sqlite(_) => None,
             };
@@ -225,7 +268,7 @@ async fn run(args: Args) -> Result<(), String> {
                 }
             }
             let secrets: Arc<dyn SecretSink> = Arc::new(PrefixedSink::new(
-                secret_sink(&args.store, secrets_file).await?,
+                secret_sink(&config, secrets_file).await?,
                 settings.secret_prefix.clone(),
             ));
             if schedule_every.is_none() {
@@ -267,19 +310,8 @@ async fn run(args: Args) -> Result<(), String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let args = match parse(&args) {
-        Ok(args) => args,
-        Err(message) if message.is_empty() => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(message) => {
-            eprintln!("keyward: {message}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    match run(args).await {
+    let cli = Cli::parse();
+    match run(cli.command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("keyward: {message}");

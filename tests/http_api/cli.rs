@@ -17,29 +17,64 @@ fn keyward(args: &[&str]) -> (i32, String, String) {
 }
 
 #[test]
-fn bad_commands_and_options_exit_2_with_the_usage() {
-    for args in [
-        &["nonsense"][..],
-        &["env", "create"],
-        &["env", "create", "Not_Valid"],
-        &["serve", "--store", "postgres:x"],
-        &["serve", "--listen"],
-        &["serve", "--colour"],
-        &["serve", "--schedule-every", "0"],
-        &["serve", "--schedule-every", "soon"],
-        &["serve", "--secrets-file"],
-        &["table", "create", "x"],
+fn bad_commands_and_options_exit_2_and_name_what_is_wrong() {
+    for (args, named) in [
+        (&["nonsense"][..], "nonsense"),
+        (&["env", "create"], "<NAME>"),
+        (&["env", "create", "Not_Valid"], "Not_Valid"),
+        (&["serve", "--store", "postgres:x"], "postgres:x"),
+        (&["serve", "--listen"], "--listen"),
+        (&["serve", "--colour"], "--colour"),
+        (&["serve", "--schedule-every", "0"], "--schedule-every"),
+        (&["serve", "--schedule-every", "soon"], "--schedule-every"),
+        (
+            &["serve", "--schedule-every", "5", "--no-schedule"],
+            "--no-schedule",
+        ),
+        (&["serve", "--store", "sqlite:a.db", "--db", "b.db"], "--db"),
+        (&["serve", "--secrets-file"], "--secrets-file"),
+        (&["table", "create", "x"], "x"),
+        (&["completions", "tcsh"], "tcsh"),
     ] {
-        let (code, _, stderr) = keyward(args);
+        let (code, stdout, stderr) = keyward(args);
         assert_eq!(code, 2, "{args:?}: {stderr}");
         assert!(
-            stderr.starts_with("keyward: ") && stderr.contains("usage:"),
+            stderr.starts_with("error: ") && stderr.contains(named),
             "{args:?}: {stderr}"
         );
+        assert!(stdout.is_empty(), "{args:?}: {stdout}");
     }
+}
+
+#[test]
+fn help_version_and_completions_answer_on_stdout() {
     let (code, stdout, _) = keyward(&["--help"]);
     assert_eq!(code, 0);
-    assert!(stdout.contains("keyward serve"));
+    for word in ["serve", "env", "table", "completions", "Exit status"] {
+        assert!(stdout.contains(word), "{word}: {stdout}");
+    }
+    for command in [
+        &["serve", "--help"][..],
+        &["env", "create", "--help"],
+        &["table", "create", "--help"],
+    ] {
+        let (code, stdout, _) = keyward(command);
+        assert_eq!(code, 0, "{command:?}");
+        assert!(stdout.contains("Usage: keyward"), "{command:?}: {stdout}");
+    }
+    let (code, stdout, _) = keyward(&["--version"]);
+    assert_eq!(
+        (code, stdout.trim()),
+        (0, concat!("keyward ", env!("CARGO_PKG_VERSION")))
+    );
+    for shell in ["bash", "zsh", "fish"] {
+        let (code, stdout, _) = keyward(&["completions", shell]);
+        assert_eq!(code, 0, "{shell}");
+        assert!(
+            stdout.contains("keyward") && stdout.contains("schedule-every"),
+            "{shell}: {stdout}"
+        );
+    }
 }
 
 #[test]
