@@ -396,6 +396,25 @@ async fn activity_is_newest_first_and_filtered(store: Arc<dyn KeyStore>) {
     assert_eq!(paged, all.items);
 }
 
+/// Applies every change at once, each on a task of its own, and answers each result.
+async fn apply_all_at_once(
+    store: &Arc<dyn KeyStore>,
+    changes: Vec<Change>,
+) -> Vec<Result<(), StoreError>> {
+    let tasks: Vec<_> = changes
+        .into_iter()
+        .map(|change| {
+            let store = Arc::clone(store);
+            tokio::spawn(async move { store.apply(&change).await })
+        })
+        .collect();
+    let mut results = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        results.push(task.await.unwrap());
+    }
+    results
+}
+
 async fn of_sixteen_racing_rotations_exactly_one_is_applied(store: Arc<dyn KeyStore>) {
     let clock = Clock::new();
     environment(&*store, "production", &clock).await;
@@ -407,16 +426,9 @@ async fn of_sixteen_racing_rotations_exactly_one_is_applied(store: Arc<dyn KeySt
                 .change
         })
         .collect();
-    let tasks: Vec<_> = changes
-        .into_iter()
-        .map(|change| {
-            let store = Arc::clone(&store);
-            tokio::spawn(async move { store.apply(&change).await })
-        })
-        .collect();
     let mut wins = 0;
-    for task in tasks {
-        match task.await.unwrap() {
+    for result in apply_all_at_once(&store, changes).await {
+        match result {
             Ok(()) => wins += 1,
             Err(StoreError::Conflict) => {}
             Err(e) => panic!("not a conflict: {e:?}"),
@@ -582,16 +594,12 @@ async fn a_stale_claim_passes_only_to_a_key_holding_the_old_keys_scopes(store: A
 async fn of_sixteen_keys_racing_for_one_secret_exactly_one_gets_it(store: Arc<dyn KeyStore>) {
     let clock = Clock::new();
     environment(&*store, "production", &clock).await;
-    let tasks: Vec<_> = (0..16)
-        .map(|_| {
-            let change = key_delivering_to("keyward/production/contested", &clock).change;
-            let store = Arc::clone(&store);
-            tokio::spawn(async move { store.apply(&change).await })
-        })
+    let changes = (0..16)
+        .map(|_| key_delivering_to("keyward/production/contested", &clock).change)
         .collect();
     let mut wins = 0;
-    for task in tasks {
-        match task.await.unwrap() {
+    for result in apply_all_at_once(&store, changes).await {
+        match result {
             Ok(()) => wins += 1,
             Err(StoreError::Conflict | StoreError::SecretClaimed) => {}
             Err(e) => panic!("neither a conflict nor a claim: {e:?}"),
