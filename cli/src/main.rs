@@ -34,8 +34,8 @@ struct Cli {
 /// Where the keys live.
 #[derive(Debug, Clone, clap::Args)]
 struct StoreArgs {
-    /// The store: sqlite:PATH or dynamodb:TABLE. DynamoDB is reached through the standard AWS
-    /// variables (AWS_ENDPOINT_URL, AWS_REGION, credentials)
+    /// The store: sqlite:PATH (default sqlite:keyward.db) or dynamodb:TABLE. DynamoDB is reached
+    /// through the standard AWS variables (AWS_ENDPOINT_URL, AWS_REGION, credentials)
     #[arg(long, value_name = "STORE", value_parser = StoreConfig::parse, conflicts_with = "db")]
     store: Option<StoreConfig>,
     /// Short for --store sqlite:PATH
@@ -64,7 +64,8 @@ enum Command {
         /// The address to listen on
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
         listen: String,
-        /// Where rotations of keys with a policy deliver secrets, instead of the default
+        /// The file where rotations of keys with a policy deliver secrets, instead of Secrets
+        /// Manager or keyward-secrets.json
         #[arg(long, value_name = "PATH")]
         secrets_file: Option<PathBuf>,
         /// How often the scheduled rotation runs, in seconds from 1 to 86400
