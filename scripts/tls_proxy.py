@@ -8,12 +8,18 @@ item). It prints `listening PORT` once ready, then one line per event: `handshak
 a client accepted its certificate, `refused HOST` when a client did not, and `request HOST
 TARGET` for each request (TARGET being its `X-Amz-Target`). It serves until it is killed.
 
-usage: tls_proxy.py FOLDER
+With a PORT, it is instead an HTTPS front for the plain HTTP server on 127.0.0.1:PORT, as API
+Gateway is for keyward (for the `keyward` client's test of HTTPS, tests/http_api/client.rs):
+it presents a certificate for `localhost` signed by its authority, and passes the decrypted
+bytes both ways.
+
+usage: tls_proxy.py FOLDER [PORT]
 """
 
 import datetime
 import os
 import re
+import socket
 import socketserver
 import ssl
 import sys
@@ -132,6 +138,36 @@ class Proxy(socketserver.StreamRequestHandler):
             stream.flush()
 
 
+def pipe(source, sink):
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        try:
+            sink.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+
+class Front(socketserver.BaseRequestHandler):
+    def handle(self):
+        try:
+            tls = context_for("localhost").wrap_socket(self.request, server_side=True)
+        except (ssl.SSLError, OSError):
+            say("refused localhost")
+            return
+        say("handshake localhost")
+        backend = socket.create_connection(("127.0.0.1", int(sys.argv[2])))
+        back = threading.Thread(target=pipe, args=(backend, tls), daemon=True)
+        back.start()
+        pipe(tls, backend)
+        back.join()
+        tls.close()
+        backend.close()
+
+
 class Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -140,7 +176,7 @@ class Server(socketserver.ThreadingTCPServer):
 def main():
     with open(os.path.join(FOLDER, "ca.pem"), "wb") as f:
         f.write(pem(CA))
-    server = Server(("127.0.0.1", 0), Proxy)
+    server = Server(("127.0.0.1", 0), Front if len(sys.argv) > 2 else Proxy)
     say(f"listening {server.server_address[1]}")
     server.serve_forever()
 

@@ -1,10 +1,14 @@
 //! The `keyward` command's library: one local HTTP server that mounts every function's
-//! handler, and the operator commands.
+//! handler, the operator commands, and the client of the HTTP API (`keys`, `activity`,
+//! `verify`).
 //!
 //! `serve` turns each hyper request into the same `lambda_http::Request` that API Gateway's
 //! event becomes on Lambda (path parameters and query map included), so that local and
 //! Lambda behaviour cannot drift.
 
+pub mod api;
+pub mod client;
+mod show;
 mod stream;
 
 pub use stream::StreamPoller;

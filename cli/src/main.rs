@@ -1,4 +1,5 @@
-//! `keyward`: runs the whole HTTP API locally on one port, and manages environments.
+//! `keyward`: runs the whole HTTP API locally on one port, manages keys through the API from a
+//! terminal or a script, and manages environments.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -14,6 +15,8 @@ use keyward::events::{EventBridgeBus, EventsConfig};
 use keyward::http::Settings;
 use keyward::secrets::{FileSink, PrefixedSink, SecretSink, SecretsManagerSink};
 use keyward::store::{DynamoStore, KeyStore, StoreConfig};
+use keyward_cli::api::Failure;
+use keyward_cli::client::{self, ActivityArgs, KeysCommand, VerifyArgs};
 use keyward_cli::{
     CreateEnvironmentError, StreamPoller, create_environment_in, operator, run_schedule, serve,
 };
@@ -23,8 +26,8 @@ use keyward_cli::{
 #[command(
     name = "keyward",
     version,
-    about = "API keys per environment: run keyward locally, and manage environments and tables",
-    after_help = "Exit status: 0 on success, 1 when the command failed, 2 for a usage error."
+    about = "API keys per environment: run keyward locally, manage keys from a terminal or a script, and manage environments and tables",
+    after_help = client::EXIT_STATUS
 )]
 struct Cli {
     #[command(subcommand)]
@@ -75,7 +78,16 @@ enum Command {
         #[arg(long, conflicts_with = "schedule_every")]
         no_schedule: bool,
     },
-    /// Manages environments
+    /// Lists, makes, rotates and revokes keys through keyward's API
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Reads the environment's activity: who did what to which key, and when
+    Activity(ActivityArgs),
+    /// Checks a key read from stdin, as the authorizer would
+    Verify(VerifyArgs),
+    /// Manages environments (on the store, not through the API)
     Env {
         #[command(subcommand)]
         command: EnvCommand,
@@ -202,8 +214,11 @@ async fn secret_sink(
     })
 }
 
-async fn run(command: Command) -> Result<(), String> {
+async fn run(command: Command) -> Result<(), Failure> {
     match command {
+        Command::Keys { command } => client::keys(command).await,
+        Command::Activity(args) => client::activity(args).await,
+        Command::Verify(args) => client::verify(args).await,
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -230,7 +245,7 @@ async fn run(command: Command) -> Result<(), String> {
             let store = open(&store.config()).await?;
             let issued = create_environment_in(&*store, &name, operator(), &keyward::mint())
                 .await
-                .map_err(|e| error_chain(&e))?;
+                .map_err(|e| Failure::Failed(error_chain(&e)))?;
             if json {
                 let out = serde_json::json!({"environment": name, "key_id": issued.key.id, "secret": issued.secret.expose()});
                 println!("{out}");
@@ -265,7 +280,7 @@ async fn run(command: Command) -> Result<(), String> {
                 match create_environment_in(&*store, &name, operator(), &mint).await {
                     Ok(issued) => print_default_key(&name, &issued),
                     Err(CreateEnvironmentError::Exists(_)) => {}
-                    Err(e) => return Err(error_chain(&e)),
+                    Err(e) => return Err(Failure::Failed(error_chain(&e))),
                 }
             }
             let secrets: Arc<dyn SecretSink> = Arc::new(PrefixedSink::new(
@@ -300,7 +315,7 @@ async fn run(command: Command) -> Result<(), String> {
                     settings,
                     Arc::clone(&secrets),
                     Arc::clone(&mint),
-                ) => served.map_err(|e| e.to_string()),
+                ) => served.map_err(|e| Failure::Failed(e.to_string())),
                 () = publishing => Ok(()),
                 () = scheduling => Ok(()),
                 _ = tokio::signal::ctrl_c() => Ok(()),
@@ -314,9 +329,9 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli.command).await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("keyward: {message}");
-            ExitCode::FAILURE
+        Err(failure) => {
+            eprintln!("error: {failure}");
+            ExitCode::from(failure.exit_status())
         }
     }
 }

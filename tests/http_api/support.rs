@@ -255,6 +255,11 @@ impl Server {
         }
     }
 
+    /// The base URL the server listens on, for the `keyward` client's `--url`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
     /// The store, as `--store` names it.
     pub fn store(&self) -> &str {
         &self.store

@@ -1,0 +1,431 @@
+//! How the client shows the API's answers to a person: aligned tables and field lists, with
+//! every time both as a UTC timestamp and relative to now ("in 23h", "3m ago").
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+/// A time from the API as `2026-11-28 15:20:03 UTC (in 23h)`, or `-` when it is absent.
+pub fn when(value: &Value, now: DateTime<Utc>) -> String {
+    let Some(text) = value.as_str() else {
+        return "-".to_owned();
+    };
+    match DateTime::parse_from_rfc3339(text) {
+        Ok(at) => {
+            let at = at.with_timezone(&Utc);
+            format!(
+                "{} ({})",
+                at.format("%Y-%m-%d %H:%M:%S UTC"),
+                relative(at, now)
+            )
+        }
+        Err(_) => clean(text),
+    }
+}
+
+/// How far `at` is from `now`, rounded to its largest unit: `in 24h`, `3m ago`, `now`.
+pub fn relative(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    let seconds = (at - now).num_seconds();
+    let span = seconds.unsigned_abs();
+    let rounded = |unit: u64| (span + unit / 2) / unit;
+    let amount = if span == 0 {
+        return "now".to_owned();
+    } else if span < 60 {
+        format!("{span}s")
+    } else if rounded(60) < 60 {
+        format!("{}m", rounded(60))
+    } else if rounded(3_600) < 48 {
+        format!("{}h", rounded(3_600))
+    } else {
+        format!("{}d", rounded(86_400))
+    };
+    if seconds > 0 {
+        format!("in {amount}")
+    } else {
+        format!("{amount} ago")
+    }
+}
+
+/// A string from the API with any control character replaced, so that nothing it holds can
+/// move the terminal's cursor or change its colours.
+fn clean(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+/// A field as text: strings as they are, `null` as `-`, lists joined by commas.
+fn text(value: &Value) -> String {
+    match value {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => clean(s),
+        Value::Array(items) if items.is_empty() => "-".to_owned(),
+        Value::Array(items) => items.iter().map(text).collect::<Vec<_>>().join(","),
+        other => clean(&other.to_string()),
+    }
+}
+
+/// An expiry: `never` when there is none.
+fn expiry(value: &Value, now: DateTime<Utc>) -> String {
+    if value.is_null() {
+        "never".to_owned()
+    } else {
+        when(value, now)
+    }
+}
+
+/// A key's status, with the time left for a key in its grace.
+fn status(key: &Value, now: DateTime<Utc>) -> String {
+    match key["status"].as_str() {
+        Some("in_grace") => match key["expires_at"]
+            .as_str()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        {
+            Some(at) => format!("in grace, ends {}", relative(at.with_timezone(&Utc), now)),
+            None => "in grace".to_owned(),
+        },
+        Some(other) => other.to_owned(),
+        None => "-".to_owned(),
+    }
+}
+
+/// A rotation policy in words, or `-`.
+fn policy(value: &Value) -> String {
+    if value.is_null() {
+        return "-".to_owned();
+    }
+    format!(
+        "every {}, grace {}, to {}",
+        text(&value["every"]),
+        text(&value["grace_period"]),
+        text(&value["secret_id"])
+    )
+}
+
+/// Rows under a header, each column as wide as its widest cell.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let padded: Vec<String> = cells
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        format!("{}\n", padded.join("  ").trim_end())
+    };
+    let mut out = line(&mut header.iter().copied());
+    for row in rows {
+        out.push_str(&line(&mut row.iter().map(String::as_str)));
+    }
+    out
+}
+
+/// Labelled lines, the labels aligned.
+fn fields(pairs: &[(&str, String)]) -> String {
+    let width = pairs.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
+    pairs
+        .iter()
+        .map(|(label, value)| format!("{label:<width$}  {value}\n"))
+        .collect()
+}
+
+/// The columns of a list of keys.
+pub const KEY_COLUMNS: [&str; 10] = [
+    "ID", "NAME", "KIND", "STATUS", "SCOPES", "HINT", "DEFAULT", "CREATED", "EXPIRES", "POLICY",
+];
+
+/// One key as a row under [`KEY_COLUMNS`].
+pub fn key_row(key: &Value, now: DateTime<Utc>) -> Vec<String> {
+    vec![
+        text(&key["id"]),
+        text(&key["name"]),
+        text(&key["kind"]),
+        status(key, now),
+        text(&key["scopes"]),
+        text(&key["hint"]),
+        if key["default"] == Value::Bool(true) {
+            "yes".to_owned()
+        } else {
+            String::new()
+        },
+        when(&key["created_at"], now),
+        expiry(&key["expires_at"], now),
+        match &key["rotation_policy"] {
+            Value::Null => "-".to_owned(),
+            p => format!("every {}", text(&p["every"])),
+        },
+    ]
+}
+
+/// One key, every field on its own line.
+pub fn key(key: &Value, now: DateTime<Utc>) -> String {
+    let mut pairs = vec![
+        ("id", text(&key["id"])),
+        ("name", text(&key["name"])),
+        ("environment", text(&key["environment"])),
+        ("kind", text(&key["kind"])),
+        ("status", status(key, now)),
+        ("scopes", text(&key["scopes"])),
+        ("hint", text(&key["hint"])),
+        (
+            "default",
+            if key["default"] == Value::Bool(true) {
+                "yes, it must be rotated before it can be revoked".to_owned()
+            } else {
+                "no".to_owned()
+            },
+        ),
+        ("created", when(&key["created_at"], now)),
+        ("expires", expiry(&key["expires_at"], now)),
+        ("revoked", when(&key["revoked_at"], now)),
+        ("rotated from", text(&key["rotated_from"])),
+        ("rotated to", text(&key["rotated_to"])),
+        ("rotation policy", policy(&key["rotation_policy"])),
+    ];
+    if let Some(pending) = key["pending_delivery"].as_object() {
+        pairs.push((
+            "pending delivery",
+            format!(
+                "{} version {}",
+                text(&pending["secret_id"]),
+                text(&pending["version_id"])
+            ),
+        ));
+    }
+    if key["delivery_failures"].is_object() {
+        let failures = &key["delivery_failures"];
+        pairs.push((
+            "delivery failures",
+            format!(
+                "{} in a row, the last {}, retried {}",
+                text(&failures["count"]),
+                when(&failures["last_failed_at"], now),
+                when(&failures["retry_at"], now)
+            ),
+        ));
+    }
+    fields(&pairs)
+}
+
+/// The key a rotation replaced, in one line: its id, and until when it keeps working.
+pub fn previous(key: &Value, now: DateTime<Utc>) -> String {
+    let until = match key["status"].as_str() {
+        Some("in_grace") => format!("works until {}", when(&key["expires_at"], now)),
+        Some("expired") => format!("expired {}", when(&key["expires_at"], now)),
+        _ => status(key, now),
+    };
+    format!("previous  {}  {until}\n", text(&key["id"]))
+}
+
+/// The columns of a list of activity entries.
+pub const ACTIVITY_COLUMNS: [&str; 5] = ["AT", "ACTION", "KEY", "ACTOR", "DETAILS"];
+
+/// One activity entry as a row under [`ACTIVITY_COLUMNS`].
+pub fn activity_row(entry: &Value, now: DateTime<Utc>) -> Vec<String> {
+    let actor = &entry["actor"];
+    vec![
+        when(&entry["at"], now),
+        text(&entry["action"]),
+        text(&entry["key_id"]),
+        format!("{} {}", text(&actor["type"]), text(&actor["id"])),
+        details(entry, now),
+    ]
+}
+
+/// The widths `--follow` pads each entry's first four cells to, since it cannot know the
+/// widest of entries still to come.
+const LINE_WIDTHS: [usize; 4] = [36, 26, 30, 38];
+
+/// Cells padded to [`LINE_WIDTHS`], two spaces apart.
+fn line(cells: &[String]) -> String {
+    let mut out = String::new();
+    for (i, cell) in cells.iter().enumerate() {
+        let width = LINE_WIDTHS.get(i).copied().unwrap_or(0);
+        out.push_str(&format!("{cell:<width$}  "));
+    }
+    out.trim_end().to_owned()
+}
+
+/// The header above `--follow`'s lines.
+pub fn activity_line_header() -> String {
+    line(&ACTIVITY_COLUMNS.map(str::to_owned))
+}
+
+/// One activity entry as one line under [`activity_line_header`].
+pub fn activity_line(entry: &Value, now: DateTime<Utc>) -> String {
+    line(&activity_row(entry, now))
+}
+
+/// What an entry records beyond its common fields, in words.
+fn details(entry: &Value, now: DateTime<Utc>) -> String {
+    let at = |field: &str| when(&entry[field], now);
+    let field = |name: &str| text(&entry[name]);
+    match entry["action"].as_str().unwrap_or("") {
+        "key.created" => format!(
+            "name {}, kind {}, scopes {}, expires {}",
+            field("name"),
+            field("kind"),
+            field("scopes"),
+            expiry(&entry["expires_at"], now)
+        ),
+        "key.rotated" => format!(
+            "new key {}, grace {}, old key expires {}",
+            field("new_key_id"),
+            field("grace_period"),
+            at("expires_at")
+        ),
+        "key.grace_period_changed" => format!(
+            "grace {}, expires {}, was {}",
+            field("grace_period"),
+            at("expires_at"),
+            at("previous_expires_at")
+        ),
+        "key.revoked" => format!("revoked {}", at("revoked_at")),
+        "key.expired" => format!("expired {}", at("expires_at")),
+        "key.expiring" => format!("expires {}", at("expires_at")),
+        "key.rotation_policy_changed" => match &entry["rotation_policy"] {
+            Value::Null => "policy cleared".to_owned(),
+            p => format!("policy {}", policy(p)),
+        },
+        "key.secret_delivered" => {
+            format!("to {} version {}", field("secret_id"), field("version_id"))
+        }
+        "key.secret_delivery_failed" => format!(
+            "to {}, {} in a row, retried {}",
+            field("secret_id"),
+            field("failures"),
+            at("retry_at")
+        ),
+        _ => "-".to_owned(),
+    }
+}
+
+/// A verdict of `POST /v1/verify`, one field per line.
+pub fn verdict(verdict: &Value, now: DateTime<Utc>) -> String {
+    let mut pairs = vec![
+        ("valid", text(&verdict["valid"])),
+        ("code", text(&verdict["code"])),
+    ];
+    for (label, name) in [
+        ("key id", "key_id"),
+        ("environment", "environment"),
+        ("scopes", "scopes"),
+    ] {
+        if !verdict[name].is_null() {
+            pairs.push((label, text(&verdict[name])));
+        }
+    }
+    if verdict.get("expires_at").is_some() {
+        pairs.push(("expires", expiry(&verdict["expires_at"], now)));
+    }
+    fields(&pairs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text).unwrap().into()
+    }
+
+    #[test]
+    fn times_are_shown_in_utc_and_in_their_largest_whole_unit() {
+        let now = at("2026-11-28T12:00:00Z");
+        for (time, shown) in [
+            ("2026-11-28T12:00:00Z", "now"),
+            ("2026-11-28T12:00:59.900Z", "in 59s"),
+            ("2026-11-28T11:57:00Z", "3m ago"),
+            ("2026-11-28T12:59:29Z", "in 59m"),
+            ("2026-11-28T12:59:31Z", "in 1h"),
+            ("2026-11-29T11:29:59Z", "in 23h"),
+            ("2026-11-29T11:59:59Z", "in 24h"),
+            ("2026-11-30T11:29:59Z", "in 47h"),
+            ("2026-11-30T11:59:59Z", "in 2d"),
+            ("2026-12-05T12:00:00Z", "in 7d"),
+            ("2025-11-28T12:00:00Z", "365d ago"),
+        ] {
+            assert_eq!(relative(at(time), now), shown, "{time}");
+        }
+        assert_eq!(
+            when(&json!("2026-11-29T11:59:59.250Z"), now),
+            "2026-11-29 11:59:59 UTC (in 24h)"
+        );
+        assert_eq!(when(&Value::Null, now), "-");
+    }
+
+    #[test]
+    fn tables_align_their_columns_and_keep_no_trailing_space() {
+        let rows = vec![
+            vec!["key_1".to_owned(), "a much longer name".to_owned()],
+            vec!["key_22".to_owned(), "b".to_owned()],
+        ];
+        assert_eq!(
+            table(&["ID", "NAME"], &rows),
+            "ID      NAME\nkey_1   a much longer name\nkey_22  b\n"
+        );
+    }
+
+    #[test]
+    fn text_from_the_api_cannot_drive_the_terminal() {
+        assert_eq!(text(&json!("a\u{1b}[31mred\u{7}")), "a?[31mred?");
+        assert_eq!(text(&json!(["a", "b"])), "a,b");
+        assert_eq!(text(&json!([])), "-");
+    }
+
+    #[test]
+    fn a_key_in_its_grace_says_when_its_grace_ends() {
+        let now = at("2026-11-28T12:00:00Z");
+        let key = json!({"status": "in_grace", "expires_at": "2026-11-29T12:00:00Z", "default": false,
+            "rotation_policy": {"every": "P30D", "grace_period": "24h", "secret_id": "keyward/production/x"}});
+        let row = key_row(&key, now);
+        assert_eq!(row[3], "in grace, ends in 24h");
+        assert_eq!(row[9], "every P30D");
+        let shown = super::key(&key, now);
+        assert!(
+            shown.contains("rotation policy  every P30D, grace 24h, to keyward/production/x\n"),
+            "{shown}"
+        );
+        assert!(shown.contains("default          no\n"), "{shown}");
+        assert_eq!(
+            previous(
+                &json!({"id": "key_1", "status": "in_grace", "expires_at": "2026-11-28T13:00:00Z"}),
+                now
+            ),
+            "previous  key_1  works until 2026-11-28 13:00:00 UTC (in 1h)\n"
+        );
+        assert_eq!(
+            previous(
+                &json!({"id": "key_1", "status": "expired", "expires_at": "2026-11-28T12:00:00Z"}),
+                now
+            ),
+            "previous  key_1  expired 2026-11-28 12:00:00 UTC (now)\n"
+        );
+    }
+
+    #[test]
+    fn each_action_shows_what_it_records() {
+        let now = at("2026-11-28T12:00:00Z");
+        for (entry, shown) in [
+            (
+                json!({"action": "key.rotated", "new_key_id": "key_2", "grace_period": "24h", "expires_at": "2026-11-29T12:00:00Z"}),
+                "new key key_2, grace 24h, old key expires 2026-11-29 12:00:00 UTC (in 24h)",
+            ),
+            (
+                json!({"action": "key.rotation_policy_changed", "rotation_policy": null}),
+                "policy cleared",
+            ),
+            (
+                json!({"action": "key.secret_delivery_failed", "secret_id": "s", "failures": 2, "retry_at": "2026-11-28T13:00:00Z"}),
+                "to s, 2 in a row, retried 2026-11-28 13:00:00 UTC (in 1h)",
+            ),
+            (json!({"action": "key.unheard_of"}), "-"),
+        ] {
+            assert_eq!(details(&entry, now), shown);
+        }
+    }
+}
