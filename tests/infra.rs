@@ -425,13 +425,15 @@ fn the_api_authorizer_caches_nothing_and_the_routes_are_serves_routes() {
             routes.insert((route.0.clone(), route.1.clone()));
             assert_eq!(
                 public,
-                ["/v1/verify", "/v1/openapi.json"].contains(&route.1.as_str()),
-                "{resource}: only /v1/verify and the API's description skip the authorizer"
+                ["/v1/verify", "/v1/openapi.json", "/", "/console/{asset}"]
+                    .contains(&route.1.as_str()),
+                "{resource}: only /v1/verify, the API's description and the console's files skip the authorizer"
             );
         }
     }
     let mut expected: BTreeSet<(String, String)> = keyward_cli::ROUTES
         .iter()
+        .chain(keyward_cli::CONSOLE_ROUTES)
         .map(|(method, path, _)| (method.to_string(), (*path).to_owned()))
         .collect();
     expected.insert(("GET".to_owned(), "/hello".to_owned()));

@@ -75,11 +75,19 @@ pub const ROUTES: &[(Method, &str, Handler)] = &[
         key_activity::handler,
     ),
     (Method::POST, "/v1/verify", verify_key::handler),
-    (Method::GET, "/v1/openapi.json", openapi),
+    (Method::GET, "/v1/openapi.json", console_file),
 ];
 
-/// The API's description, the same bytes the console function serves on Lambda.
-fn openapi(
+/// The console's routes outside the API: its page and its files, public like the API's
+/// description.
+pub const CONSOLE_ROUTES: &[(Method, &str, Handler)] = &[
+    (Method::GET, "/", console_file),
+    (Method::GET, "/console/{asset}", console_file),
+];
+
+/// The console's page and files and the API's description, the same bytes the console
+/// function serves on Lambda.
+fn console_file(
     _: Context<'_>,
     req: lambda_http::Request,
     _: keyward::domain::Timestamp,
@@ -117,7 +125,7 @@ pub enum Routed {
 /// Finds the handler for a request.
 pub fn route(method: &Method, path: &str) -> Routed {
     let mut allowed = Vec::new();
-    for (m, pattern, handler) in ROUTES {
+    for (m, pattern, handler) in ROUTES.iter().chain(CONSOLE_ROUTES) {
         if let Some(params) = matches(pattern, path) {
             if m == method {
                 return Routed::Found(*handler, params, pattern);
@@ -323,8 +331,18 @@ mod tests {
             panic!("no route")
         };
         assert_eq!(params.get("env").map(String::as_str), Some("prod"));
+        let Routed::Found(_, params, pattern) = route(&Method::GET, "/console/console.js") else {
+            panic!("no route")
+        };
+        assert_eq!(
+            (params.get("asset").map(String::as_str), pattern),
+            (Some("console.js"), "/console/{asset}")
+        );
+        assert!(matches!(route(&Method::POST, "/"), Routed::WrongMethod(_)));
         for path in [
-            "/",
+            "//",
+            "/console",
+            "/console/",
             "/v1",
             "/v1/keys",
             "/v1/keys//rotate",

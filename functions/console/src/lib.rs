@@ -1,28 +1,115 @@
-//! The API's static content, the same bytes on Lambda and in `keyward serve`: for now the
-//! API's description, `openapi.json`, which `openapi.yaml` is the source of. Nothing here
-//! reads a store or takes a key.
+//! The console and the API's description: static files, the same bytes on Lambda and in
+//! `keyward serve`, embedded in the binary. Nothing here reads a store or takes a key: the
+//! console's page signs in with a key in the browser, and calls the JSON API on the same
+//! origin like any other client.
 
-use lambda_http::http::{StatusCode, header};
-use lambda_http::{Body, Request, Response};
+use lambda_http::http::{HeaderValue, StatusCode, header};
+use lambda_http::request::RequestContext;
+use lambda_http::{Body, Request, RequestExt, Response};
 
 /// The API's description as JSON: `openapi.yaml`, converted by `scripts/openapi-json`. A
 /// test fails when it no longer says what the YAML says.
 pub const OPENAPI_JSON: &str = include_str!("../../../openapi.json");
 
-/// The Lambda handler. The template routes only `GET /v1/openapi.json` here, so every
-/// request it gets is answered with the document.
-pub fn handler(_: &Request) -> Response<Body> {
-    let mut response = Response::new(Body::Text(OPENAPI_JSON.to_owned()));
-    *response.status_mut() = StatusCode::OK;
+/// The console's page, served at `/`.
+pub const INDEX_HTML: &str = include_str!("../assets/index.html");
+
+/// The console's files under `/console/`: name, content type and bytes.
+pub const ASSETS: &[(&str, &str, &str)] = &[
+    (
+        "console.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/console.js"),
+    ),
+    (
+        "console.css",
+        "text/css; charset=utf-8",
+        include_str!("../assets/console.css"),
+    ),
+    (
+        "favicon.svg",
+        "image/svg+xml",
+        include_str!("../assets/favicon.svg"),
+    ),
+];
+
+/// What the console's page may load and do: its own scripts, styles and API and nothing
+/// else, no inline script or style, and no framing by another page.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; font-src 'none'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// The Lambda handler, and `keyward serve`'s for the same routes: `GET /` is the page,
+/// `GET /console/{asset}` its files, and `GET /v1/openapi.json` the API's description.
+pub fn handler(req: &Request) -> Response<Body> {
+    if let Some(asset) = req
+        .path_parameters_ref()
+        .and_then(|params| params.first("asset"))
+    {
+        return match ASSETS.iter().find(|(name, _, _)| *name == asset) {
+            Some((_, content_type, bytes)) => file(content_type, bytes, "no-cache"),
+            None => not_found(),
+        };
+    }
+    if req.uri().path().ends_with("/openapi.json") {
+        return file("application/json", OPENAPI_JSON, "public, max-age=300");
+    }
+    if let Some(RequestContext::ApiGatewayV1(context)) = req.request_context_ref()
+        && let Some(path) = context.path.as_deref().filter(|p| !p.ends_with('/'))
+    {
+        return with_slash(path);
+    }
+    file("text/html; charset=utf-8", INDEX_HTML, "no-cache")
+}
+
+/// A static file with the console's security headers.
+fn file(content_type: &'static str, bytes: &str, cache: &'static str) -> Response<Body> {
+    let mut response = Response::new(Body::Text(bytes.to_owned()));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    secure(&mut response);
+    response
+}
+
+/// The headers every answer of the console carries.
+fn secure(response: &mut Response<Body>) {
     let headers = response.headers_mut();
     headers.insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
     );
     headers.insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static("public, max-age=300"),
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
     );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+}
+
+/// `404` for a file the console does not have, in the API's error shape.
+fn not_found() -> Response<Body> {
+    let body = r#"{"error":{"code":"route_not_found","message":"the console has no such file"}}"#;
+    let mut response = Response::new(Body::Text(body.to_owned()));
+    *response.status_mut() = StatusCode::NOT_FOUND;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    secure(&mut response);
+    response
+}
+
+/// A stage's root asked for without its slash (`/prod`): the page's relative links would
+/// miss the stage, so it is sent to `/prod/`.
+fn with_slash(path: &str) -> Response<Body> {
+    let mut response = Response::new(Body::Empty);
+    *response.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    if let Ok(location) = HeaderValue::from_str(&format!("{path}/")) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    secure(&mut response);
     response
 }
 
@@ -32,16 +119,79 @@ mod tests {
 
     use super::*;
 
+    fn text(response: &Response<Body>) -> &str {
+        match response.body() {
+            Body::Text(text) => text,
+            _ => panic!("a text body"),
+        }
+    }
+
     #[test]
     fn an_api_gateway_event_gets_the_document_as_json() {
         let response = handler(&event(include_str!("../fixtures/rest.json"), &[]));
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
-        let Body::Text(text) = response.body() else {
-            panic!("a text body")
-        };
-        let document: serde_json::Value = serde_json::from_str(text).unwrap();
+        let document: serde_json::Value = serde_json::from_str(text(&response)).unwrap();
         assert_eq!(document["openapi"], "3.1.0");
         assert!(document["paths"]["/v1/openapi.json"]["get"].is_object());
+    }
+
+    #[test]
+    fn the_page_and_its_files_carry_a_strict_policy() {
+        let page = handler(&event(include_str!("../fixtures/page.json"), &[]));
+        assert_eq!(page.status(), 200);
+        assert_eq!(
+            page.headers()[header::CONTENT_TYPE],
+            "text/html; charset=utf-8"
+        );
+        assert!(text(&page).contains(r#"<script type="module" src="console/console.js">"#));
+        for (name, content_type, bytes) in ASSETS {
+            let asset = handler(&event(
+                &include_str!("../fixtures/asset.json").replace("{{ASSET}}", name),
+                &[],
+            ));
+            assert_eq!(asset.status(), 200, "{name}");
+            assert_eq!(asset.headers()[header::CONTENT_TYPE], *content_type);
+            assert_eq!(text(&asset), *bytes);
+        }
+        let missing = handler(&event(
+            &include_str!("../fixtures/asset.json").replace("{{ASSET}}", "secrets.json"),
+            &[],
+        ));
+        assert_eq!(missing.status(), 404);
+        for response in [&page, &missing] {
+            let headers = response.headers();
+            let policy = headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+            assert!(policy.starts_with("default-src 'self';"), "{policy}");
+            assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+            assert!(!policy.contains("unsafe"), "{policy}");
+            assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+            assert_eq!(headers[header::REFERRER_POLICY], "no-referrer");
+        }
+    }
+
+    #[test]
+    fn a_stage_asked_for_without_its_slash_is_sent_to_it_with_one() {
+        let page = include_str!("../fixtures/page.json");
+        let bare = handler(&event(&page.replace("\"/Prod/\"", "\"/Prod\""), &[]));
+        assert_eq!(bare.status(), 308);
+        assert_eq!(bare.headers()[header::LOCATION], "/Prod/");
+    }
+
+    #[test]
+    fn the_files_ask_no_other_origin_for_anything() {
+        for text in [INDEX_HTML]
+            .into_iter()
+            .chain(ASSETS.iter().map(|(_, _, bytes)| *bytes))
+        {
+            let text = text.replace("xmlns=\"http://www.w3.org/2000/svg\"", "");
+            for other in ["http://", "https://", "@import", "url("] {
+                assert!(!text.contains(other), "{other} in a console file");
+            }
+            assert!(
+                !text.contains("innerHTML"),
+                "text from the API is never HTML"
+            );
+        }
     }
 }

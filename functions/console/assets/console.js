@@ -1,0 +1,837 @@
+// The keyward console: every key action of the HTTP API, in a browser. Plain JavaScript, no
+// build step and no request to any origin but its own. The signed-in key lives in
+// sessionStorage only, and goes out only in `Authorization: Bearer`. A new secret is shown
+// once, in its dialog, and removed from the page when the dialog closes.
+
+const KEY_STORE = "keyward.key";
+const BASE = new URL(".", location.href);
+const PAGE = 20;
+const ACTIONS = [
+  "key.created", "key.rotated", "key.grace_period_changed", "key.revoked", "key.expired",
+  "key.expiring", "key.rotation_policy_changed", "key.secret_delivered", "key.secret_delivery_failed",
+];
+const GRACES = [
+  ["now", "Now", 0],
+  ["1h", "In 1 hour", 3600],
+  ["24h", "In 24 hours", 86400],
+  ["3d", "In 3 days", 259200],
+  ["7d", "In 7 days", 604800],
+];
+
+// ---- The smallest DOM builder: text is always text, never HTML.
+
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === false || value === null || value === undefined) continue;
+    if (name.startsWith("on")) el.addEventListener(name.slice(2), value);
+    else if (value === true) el.setAttribute(name, "");
+    else el.setAttribute(name, String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return el;
+}
+
+let ids = 0;
+function uid(prefix) {
+  ids += 1;
+  return `${prefix}-${ids}`;
+}
+
+// ---- Times: UTC, and relative to now, as the CLI shows them.
+
+function relative(iso) {
+  const seconds = Math.round((Date.parse(iso) - Date.now()) / 1000);
+  const span = Math.abs(seconds);
+  let amount;
+  if (span === 0) return "now";
+  if (span < 60) amount = `${span}s`;
+  else if (Math.round(span / 60) < 60) amount = `${Math.round(span / 60)}m`;
+  else if (Math.round(span / 3600) < 48) amount = `${Math.round(span / 3600)}h`;
+  else amount = `${Math.round(span / 86400)}d`;
+  return seconds > 0 ? `in ${amount}` : `${amount} ago`;
+}
+
+function utc(iso) {
+  return new Date(iso).toISOString().replace("T", " ").slice(0, 19) + " UTC";
+}
+
+function when(iso, none = "—") {
+  if (!iso) return none;
+  return h("time", { datetime: iso }, utc(iso), h("span", { class: "sub" }, relative(iso)));
+}
+
+function whenText(iso) {
+  return `${utc(iso)} (${relative(iso)})`;
+}
+
+// ---- The API.
+
+class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+function signedInKey() {
+  return sessionStorage.getItem(KEY_STORE);
+}
+
+function environmentOf(key) {
+  const match = /^kw_(?:sk|pk)_([a-z0-9_]{1,32})_[A-Za-z0-9]{38}$/.exec(key);
+  return match ? match[1].replaceAll("_", "-") : null;
+}
+
+async function api(method, path, body, key = signedInKey()) {
+  const init = { method, headers: { Authorization: `Bearer ${key}` } };
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(new URL(path.replace(/^\//, ""), BASE), init);
+  } catch {
+    throw new ApiError(0, "unreachable", "keyward could not be reached. Check your connection and try again.");
+  }
+  const json = await response.json().catch(() => null);
+  if (response.ok && json) return json;
+  const error = json && json.error ? json.error : {};
+  const failure = new ApiError(
+    response.status,
+    error.code || `http_${response.status}`,
+    error.message || (json && json.message) || `keyward answered ${response.status}.`,
+  );
+  if (response.status === 401 && key === signedInKey()) {
+    signOut(`Your key no longer works (${failure.code}: ${failure.message}). Sign in with another key.`);
+  }
+  throw failure;
+}
+
+function describe(error) {
+  if (!(error instanceof ApiError)) return `Something went wrong: ${error.message}`;
+  if (error.status === 403) return `Not allowed: ${error.message} (${error.code}).`;
+  return `${error.message} (${error.code}).`;
+}
+
+// ---- Signing in and out.
+
+function signOut(message) {
+  sessionStorage.removeItem(KEY_STORE);
+  closeDialogs();
+  history.replaceState(null, "", location.pathname + location.search);
+  renderSignIn(message);
+}
+
+function renderSignIn(message) {
+  document.getElementById("top").replaceChildren(h("h1", {}, "keyward"));
+  const error = h("div", { class: "alert", role: "alert" }, message || "");
+  const input = h("input", {
+    type: "password", id: "signin-key", name: "key", autocomplete: "off", spellcheck: "false", required: true,
+  });
+  const form = h("form", { class: "signin", onsubmit: (event) => signIn(event, input, error) },
+    h("h2", {}, "Sign in"),
+    h("p", {}, "Paste an API key of the environment you manage. It is kept in this tab only, and forgotten when the tab closes or you sign out."),
+    h("label", { for: "signin-key" }, "API key"),
+    input,
+    error,
+    h("div", { class: "actions bar" }, h("button", { class: "primary", type: "submit" }, "Sign in")),
+  );
+  document.getElementById("main").replaceChildren(form);
+  input.focus();
+}
+
+async function signIn(event, input, error) {
+  event.preventDefault();
+  const key = input.value.trim();
+  const env = environmentOf(key);
+  if (!env) {
+    error.textContent = "This is not a keyward key: it looks like kw_sk_<environment>_ followed by 38 letters and digits.";
+    return;
+  }
+  try {
+    await api("GET", `/v1/environments/${env}/keys?limit=1`, undefined, key);
+  } catch (failure) {
+    error.textContent = failure.status === 403
+      ? `This key cannot read keys: it needs the keys:read scope (${failure.code}).`
+      : `This key cannot sign in: ${describe(failure)}`;
+    return;
+  }
+  input.value = "";
+  sessionStorage.setItem(KEY_STORE, key);
+  if (!location.hash || location.hash === "#/") location.hash = "#/keys";
+  route();
+}
+
+// ---- The frame: navigation, the environment, sign out.
+
+function renderTop(current) {
+  const link = (href, text, name) => h("a", { href, "aria-current": current === name ? "page" : false }, text);
+  const env = environmentOf(signedInKey());
+  document.getElementById("top").replaceChildren(
+    h("h1", {}, "keyward"),
+    h("nav", { "aria-label": "Main" }, h("ul", {},
+      h("li", {}, link("#/keys", "Keys", "keys")),
+      h("li", {}, h("span", { class: "group", id: "logs-label" }, "Logs"), " › ", link("#/activity", "Activity", "activity")),
+    )),
+    h("div", { class: "who" },
+      h("span", {}, "Environment ", h("strong", {}, env)),
+      h("button", { type: "button", onclick: () => signOut("You signed out.") }, "Sign out")),
+  );
+}
+
+function page(title, ...content) {
+  const main = document.getElementById("main");
+  main.replaceChildren(h("h2", { id: "page-title" }, title), ...content);
+  document.title = `${title} · keyward`;
+}
+
+const notices = { text: "" };
+function notice() {
+  const region = h("div", { class: "notice", role: "status" }, notices.text);
+  notices.text = "";
+  return region;
+}
+
+// ---- Keys.
+
+function statusOf(key) {
+  switch (key.status) {
+    case "active": return "Active";
+    case "in_grace": return `In grace, ends ${relative(key.expires_at)}`;
+    case "expired": return "Expired";
+    case "revoked": return "Revoked";
+    default: return key.status;
+  }
+}
+
+function statusBadge(key) {
+  return h("span", { class: `badge status-${key.status}` }, statusOf(key));
+}
+
+function policyText(policy) {
+  return policy ? `Every ${policy.every}, grace ${policy.grace_period}, to ${policy.secret_id}` : "—";
+}
+
+async function renderKeys() {
+  renderTop("keys");
+  const env = environmentOf(signedInKey());
+  const body = h("tbody");
+  const error = h("div", { class: "alert", role: "alert" });
+  const more = h("button", { type: "button", hidden: true }, "Load more");
+  const table = h("table", {},
+    h("caption", {}, `Keys of ${env}, newest first`),
+    h("thead", {}, h("tr", {}, ...["Name", "Kind", "Key", "Scopes", "Status", "Created", "Expires", "Rotation policy"].map((t) => h("th", { scope: "col" }, t)), h("th", { scope: "col" }, h("span", { class: "visually-hidden" }, "Actions")))),
+    body);
+  page("Keys",
+    h("div", { class: "bar" }, h("p", { class: "grow" }, "Each key is shown by its hint; its secret was shown once, when it was made."),
+      h("button", { type: "button", class: "primary", onclick: (event) => createDialog(event.currentTarget) }, "Create key")),
+    notice(), error, table, more);
+  let cursor = null;
+  const load = async () => {
+    more.disabled = true;
+    try {
+      const query = `limit=${PAGE}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`;
+      const answer = await api("GET", `/v1/environments/${env}/keys?${query}`);
+      for (const key of answer.keys) body.append(keyRow(key));
+      cursor = answer.next_cursor;
+      more.hidden = !cursor;
+    } catch (failure) {
+      error.textContent = `The keys could not be read: ${describe(failure)}`;
+    } finally {
+      more.disabled = false;
+    }
+  };
+  more.addEventListener("click", load);
+  await load();
+}
+
+function keyRow(key) {
+  return h("tr", { "data-key-id": key.id },
+    h("td", {}, h("a", { href: `#/keys/${key.id}` }, key.name),
+      key.default ? h("span", { class: "badge default", title: "The environment's default key" }, "Default") : null,
+      h("span", { class: "sub mono" }, key.id)),
+    h("td", {}, key.kind),
+    h("td", { class: "mono" }, key.hint),
+    h("td", {}, key.scopes.length ? key.scopes.join(", ") : "—"),
+    h("td", {}, statusBadge(key)),
+    h("td", {}, when(key.created_at)),
+    h("td", {}, when(key.expires_at, "Never")),
+    h("td", {}, policyText(key.rotation_policy)),
+    h("td", {}, actionsMenu(key)),
+  );
+}
+
+// ---- The row menu: the WAI-ARIA menu button pattern.
+
+function actionsMenu(key) {
+  const menuId = uid("menu");
+  const button = h("button", {
+    type: "button", "aria-haspopup": "menu", "aria-expanded": "false", "aria-controls": menuId,
+    "aria-label": `Actions for ${key.name}`,
+  }, "Actions ▾");
+  const whyId = uid("why");
+  const item = (label, enabled, act, why) => h("li", {
+    role: "menuitem", tabindex: "-1", "aria-disabled": enabled ? false : "true",
+    "aria-describedby": why ? whyId : false, "data-act": enabled ? "yes" : false,
+    onclick: () => choose(enabled, act),
+  }, label, why ? h("span", { class: "why", id: whyId }, why) : null);
+  const active = key.status === "active";
+  const items = [
+    item("Rotate key", active, () => rotateDialog(key, button)),
+    item("Change grace period", key.status === "in_grace", () => graceDialog(key, button)),
+    item("Revoke key", !key.default && key.status !== "revoked", () => revokeDialog(key, button),
+      key.default ? "Default keys must be rotated before they can be revoked." : null),
+    item("Rotation policy", active, () => policyDialog(key, button)),
+    item("View activity", true, () => { location.hash = `#/keys/${key.id}/activity`; }),
+  ];
+  const menu = h("ul", { role: "menu", id: menuId, "aria-label": `Actions for ${key.name}`, hidden: true }, items);
+  const open = (focusLast = false) => {
+    closeMenus(menu);
+    menu.hidden = false;
+    button.setAttribute("aria-expanded", "true");
+    (focusLast ? items[items.length - 1] : items[0]).focus();
+  };
+  const close = (refocus = true) => {
+    menu.hidden = true;
+    button.setAttribute("aria-expanded", "false");
+    if (refocus) button.focus();
+  };
+  const choose = (enabled, act) => {
+    if (!enabled) return;
+    close(false);
+    act();
+  };
+  button.addEventListener("click", () => (menu.hidden ? open() : close()));
+  button.addEventListener("keydown", (event) => {
+    if (event.key === "ArrowDown") { event.preventDefault(); open(); }
+    if (event.key === "ArrowUp") { event.preventDefault(); open(true); }
+  });
+  menu.addEventListener("keydown", (event) => {
+    const at = items.indexOf(document.activeElement);
+    const move = (to) => { event.preventDefault(); items[(to + items.length) % items.length].focus(); };
+    switch (event.key) {
+      case "ArrowDown": move(at + 1); break;
+      case "ArrowUp": move(at - 1); break;
+      case "Home": move(0); break;
+      case "End": move(items.length - 1); break;
+      case "Escape": event.preventDefault(); close(); break;
+      case "Tab": close(false); break;
+      case "Enter":
+      case " ":
+        event.preventDefault();
+        if (at >= 0) items[at].click();
+        break;
+      default: {
+        const letter = event.key.length === 1 ? event.key.toLowerCase() : null;
+        const found = letter && items.findIndex((el, i) => i > at && el.textContent.toLowerCase().startsWith(letter));
+        if (found >= 0) move(found);
+      }
+    }
+  });
+  menu.closeMenu = () => close(false);
+  return h("div", { class: "menu-wrap" }, button, menu);
+}
+
+function closeMenus(except) {
+  for (const menu of document.querySelectorAll('[role="menu"]')) {
+    if (menu !== except && !menu.hidden) menu.closeMenu();
+  }
+}
+
+document.addEventListener("click", (event) => {
+  if (!event.target.closest(".menu-wrap")) closeMenus(null);
+});
+
+// ---- Dialogs: native modal dialogs, which keep focus inside; focus goes back on close.
+
+function closeDialogs() {
+  for (const dialog of document.querySelectorAll("dialog")) dialog.close();
+}
+
+function dialog(title, build, returnTo) {
+  const titleId = uid("title");
+  const box = h("dialog", { "aria-labelledby": titleId });
+  const heading = h("h2", { id: titleId }, title);
+  box.addEventListener("close", () => {
+    box.remove();
+    if (returnTo && returnTo.isConnected) returnTo.focus();
+  });
+  box.addEventListener("keydown", (event) => {
+    if (event.key !== "Tab") return;
+    const focusable = [...box.querySelectorAll("a[href], button, input, select, textarea")]
+      .filter((el) => !el.disabled && el.offsetParent !== null);
+    if (!focusable.length) return;
+    const first = focusable[0];
+    const last = focusable[focusable.length - 1];
+    if (event.shiftKey && document.activeElement === first) {
+      event.preventDefault();
+      last.focus();
+    } else if (!event.shiftKey && document.activeElement === last) {
+      event.preventDefault();
+      first.focus();
+    }
+  });
+  document.body.append(box);
+  const close = () => box.close();
+  box.replaceChildren(heading, ...build(close, box, heading));
+  box.showModal();
+  const first = box.querySelector("input:not([disabled]), select, button.primary, button.danger");
+  if (first) first.focus();
+  return box;
+}
+
+function buttons(...list) {
+  return h("div", { class: "actions" }, ...list);
+}
+
+// The secret, shown once: a read-only field, a copy button, a warning. Closing the dialog
+// removes all of it from the page.
+function secretPanel(secret, label) {
+  const id = uid("secret");
+  const field = h("input", { type: "text", id, readonly: true, class: "mono", spellcheck: "false" });
+  field.value = secret;
+  const said = h("p", { role: "status", class: "hint" });
+  const copy = h("button", {
+    type: "button",
+    onclick: async () => {
+      try {
+        await navigator.clipboard.writeText(field.value);
+        said.textContent = "Copied.";
+      } catch {
+        field.select();
+        said.textContent = "The browser did not allow copying: the secret is selected, copy it with your keyboard.";
+      }
+    },
+  }, "Copy");
+  return [
+    h("label", { for: id }, label),
+    h("div", { class: "secret" }, field, copy),
+    said,
+    h("p", { class: "warning" }, "This secret is shown only this once. Store it now: keyward keeps only its hash, and cannot show it again."),
+  ];
+}
+
+function graceChoices(name, onchange) {
+  const labelId = uid("grace-label");
+  const customId = uid("custom");
+  const custom = h("input", { type: "text", id: customId, disabled: true, placeholder: "P14D, PT36H or 5400", "aria-describedby": `${customId}-hint` });
+  const radios = [];
+  const radio = (value, text) => {
+    const input = h("input", { type: "radio", name, value });
+    input.addEventListener("change", () => {
+      custom.disabled = value !== "custom";
+      if (value === "custom") custom.focus();
+      onchange();
+    });
+    radios.push(input);
+    return h("label", {}, input, text);
+  };
+  const group = h("div", { role: "radiogroup", "aria-labelledby": labelId, class: "choices" },
+    h("p", { class: "radiogroup-label", id: labelId }, "Grace period"),
+    ...GRACES.map(([value, text]) => radio(value, text)),
+    radio("custom", "Custom"),
+    h("label", { for: customId }, "Custom grace period"),
+    custom,
+    h("p", { class: "hint", id: `${customId}-hint` }, "An ISO-8601 duration (P14D, PT36H) or a number of seconds, up to 365 days."),
+  );
+  custom.addEventListener("input", onchange);
+  return {
+    group,
+    value() {
+      const chosen = radios.find((r) => r.checked);
+      if (!chosen) return null;
+      if (chosen.value !== "custom") return chosen.value;
+      const text = custom.value.trim();
+      return /^\d+$/.test(text) ? Number(text) : text;
+    },
+    seconds() {
+      const chosen = radios.find((r) => r.checked);
+      if (!chosen) return null;
+      const preset = GRACES.find(([value]) => value === chosen.value);
+      if (preset) return preset[2];
+      return parseDuration(custom.value.trim());
+    },
+  };
+}
+
+// Seconds in an ISO-8601 duration of weeks, days, hours, minutes and seconds, or in a number.
+function parseDuration(text) {
+  if (/^\d+$/.test(text)) return Number(text);
+  const match = /^P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$/.exec(text);
+  if (!match || text === "P" || text.endsWith("T")) return null;
+  const [w, d, hr, m, s] = match.slice(1).map((n) => Number(n || 0));
+  return (((w * 7 + d) * 24 + hr) * 60 + m) * 60 + s;
+}
+
+// A grace dialog's submit handler: it asks for a choice when none is made, sends the chosen
+// grace, and shows a refusal in the dialog, where the user acted.
+function graceSubmit(choices, error, submit, failed, send) {
+  return async (event) => {
+    event.preventDefault();
+    const grace = choices.value();
+    if (grace === null || grace === "") {
+      error.textContent = "Choose a grace period first.";
+      return;
+    }
+    submit.disabled = true;
+    try {
+      await send(grace);
+    } catch (failure) {
+      error.textContent = `${failed}: ${describe(failure)}`;
+      submit.disabled = false;
+    }
+  };
+}
+
+function rotateDialog(key, returnTo) {
+  dialog(`Rotate key “${key.name}”`, (close, box, heading) => {
+    const explain = h("p", { "aria-live": "polite" }, "Choose how long the old key keeps working.");
+    const error = h("div", { class: "alert", role: "alert" });
+    const choices = graceChoices(uid("grace"), () => {
+      const seconds = choices.seconds();
+      if (seconds === null) explain.textContent = "Choose how long the old key keeps working.";
+      else if (seconds === 0) explain.textContent = "The new key works at once; the old one stops working at once.";
+      else {
+        let until = Date.now() + seconds * 1000;
+        if (key.expires_at) until = Math.min(until, Date.parse(key.expires_at));
+        explain.textContent = `The new key works at once; the old one keeps working until ${whenText(new Date(until).toISOString())}.`;
+      }
+    });
+    const submit = h("button", { type: "submit", class: "primary" }, "Rotate key");
+    const form = h("form", {
+      onsubmit: graceSubmit(choices, error, submit, "The key was not rotated", async (grace) => {
+        const answer = await api("POST", `/v1/keys/${key.id}/rotate`, { grace_period: grace });
+        heading.textContent = `Key “${key.name}” rotated`;
+        const old = answer.previous;
+        form.replaceWith(h("div", {},
+          h("p", {}, `The new key ${answer.key.id} works now. `,
+            old.status === "in_grace" ? `The old key ${old.id} keeps working until ${whenText(old.expires_at)}.` : `The old key ${old.id} no longer works.`),
+          ...secretPanel(answer.secret, "The new key's secret"),
+          buttons(h("button", { type: "button", class: "primary", onclick: close }, "Done"))));
+        box.querySelector("input").focus();
+        notices.text = `Rotated ${key.name}: the new key is ${answer.key.id}.`;
+        box.addEventListener("close", route);
+      }),
+    }, choices.group, explain, error,
+      buttons(h("button", { type: "button", onclick: close }, "Cancel"), submit));
+    return [form];
+  }, returnTo);
+}
+
+function graceDialog(key, returnTo) {
+  dialog(`Change the grace period of “${key.name}”`, (close) => {
+    const explain = h("p", { "aria-live": "polite" }, `It now keeps working until ${whenText(key.expires_at)}.`);
+    const error = h("div", { class: "alert", role: "alert" });
+    const choices = graceChoices(uid("grace"), () => {
+      const seconds = choices.seconds();
+      if (seconds === 0) explain.textContent = "It stops working at once.";
+      else if (seconds !== null) explain.textContent = `It will keep working until ${whenText(new Date(Date.now() + seconds * 1000).toISOString())}, counted from now, but never past an expiry it had before its rotation.`;
+    });
+    const submit = h("button", { type: "submit", class: "primary" }, "Change grace period");
+    return [h("form", {
+      onsubmit: graceSubmit(choices, error, submit, "The grace period was not changed", async (grace) => {
+        const answer = await api("PUT", `/v1/keys/${key.id}/grace-period`, { grace_period: grace });
+        notices.text = answer.key.status === "expired"
+          ? `${key.name} (${key.id}) no longer works.`
+          : `${key.name} (${key.id}) now works until ${whenText(answer.key.expires_at)}.`;
+        close();
+        route();
+      }),
+    }, h("p", {}, `Key ${key.id}, in its grace since its rotation.`), explain, choices.group, error,
+      buttons(h("button", { type: "button", onclick: close }, "Cancel"), submit))];
+  }, returnTo);
+}
+
+function revokeDialog(key, returnTo) {
+  dialog(`Revoke key “${key.name}”?`, (close) => {
+    const error = h("div", { class: "alert", role: "alert" });
+    const submit = h("button", { type: "button", class: "danger" }, "Revoke key");
+    submit.addEventListener("click", async () => {
+      submit.disabled = true;
+      try {
+        await api("POST", `/v1/keys/${key.id}/revoke`);
+        notices.text = `Revoked ${key.name} (${key.id}).`;
+        close();
+        route();
+      } catch (failure) {
+        error.textContent = `The key was not revoked: ${describe(failure)}`;
+        submit.disabled = false;
+      }
+    });
+    return [
+      h("p", {}, `Key ${key.id} fails on the very next request that uses it. This cannot be undone.`),
+      error,
+      buttons(h("button", { type: "button", onclick: close }, "Cancel"), submit),
+    ];
+  }, returnTo);
+}
+
+function textField(label, name, value, hint) {
+  const id = uid(name);
+  return [
+    h("label", { for: id }, label),
+    hint ? h("p", { class: "hint", id: `${id}-hint` }, hint) : null,
+    h("input", { type: "text", id, name, value: value || "", "aria-describedby": hint ? `${id}-hint` : false }),
+  ];
+}
+
+function policyDialog(key, returnTo) {
+  dialog(`Rotation policy of “${key.name}”`, (close) => {
+    const error = h("div", { class: "alert", role: "alert" });
+    const policy = key.rotation_policy || {};
+    const save = async (body) => {
+      try {
+        await api("PUT", `/v1/keys/${key.id}/rotation-policy`, body);
+        notices.text = body.rotation_policy ? `Saved the rotation policy of ${key.name}.` : `Cleared the rotation policy of ${key.name}.`;
+        close();
+        route();
+      } catch (failure) {
+        error.textContent = `The policy was not saved: ${describe(failure)}`;
+      }
+    };
+    const form = h("form", {
+      onsubmit: (event) => {
+        event.preventDefault();
+        const data = new FormData(form);
+        save({ rotation_policy: { every: data.get("every").trim(), grace_period: data.get("grace").trim(), secret_id: data.get("secret").trim() } });
+      },
+    },
+    h("p", {}, "keyward rotates the key on this schedule and delivers each new secret to Secrets Manager."),
+    ...textField("Rotate every", "every", policy.every, "An ISO-8601 duration from P1D to P365D, such as P30D."),
+    ...textField("Grace period of each rotation", "grace", policy.grace_period, "At least 1h: 1h, 24h, 3d, 7d, or an ISO-8601 duration."),
+    ...textField("Secrets Manager secret", "secret", policy.secret_id, "Its name or ARN, under this environment's prefix."),
+    error,
+    buttons(
+      h("button", { type: "button", onclick: close }, "Cancel"),
+      key.rotation_policy ? h("button", { type: "button", onclick: () => save({ rotation_policy: null }) }, "Clear policy") : null,
+      h("button", { type: "submit", class: "primary" }, "Save policy")));
+    return [form];
+  }, returnTo);
+}
+
+function createDialog(returnTo) {
+  const env = environmentOf(signedInKey());
+  dialog("Create key", (close, box, heading) => {
+    const error = h("div", { class: "alert", role: "alert" });
+    const kindId = uid("kind");
+    const expiresId = uid("expires");
+    const form = h("form", {
+      onsubmit: async (event) => {
+        event.preventDefault();
+        const data = new FormData(form);
+        const body = {
+          name: data.get("name"),
+          kind: data.get("kind"),
+          scopes: data.get("scopes").split(/[\s,]+/).filter(Boolean),
+        };
+        if (data.get("expires")) body.expires_at = new Date(data.get("expires")).toISOString();
+        const every = data.get("every").trim();
+        if (every) body.rotation_policy = { every, grace_period: data.get("grace").trim(), secret_id: data.get("secret").trim() };
+        try {
+          const answer = await api("POST", `/v1/environments/${env}/keys`, body);
+          heading.textContent = `Key “${answer.key.name}” created`;
+          form.replaceWith(h("div", {},
+            h("p", {}, `Key ${answer.key.id} works now.`),
+            ...secretPanel(answer.secret, "The key's secret"),
+            buttons(h("button", { type: "button", class: "primary", onclick: close }, "Done"))));
+          box.querySelector("input").focus();
+          notices.text = `Created ${answer.key.name} (${answer.key.id}).`;
+          box.addEventListener("close", route);
+        } catch (failure) {
+          error.textContent = `The key was not created: ${describe(failure)}`;
+        }
+      },
+    },
+    ...textField("Name", "name", "", null),
+    h("label", { for: kindId }, "Kind"),
+    h("select", { id: kindId, name: "kind" },
+      h("option", { value: "secret" }, "Secret: for servers, any scope"),
+      h("option", { value: "publishable" }, "Publishable: for browsers and apps, custom scopes only")),
+    ...textField("Scopes", "scopes", "", "Separated by spaces or commas, such as orders:read keys:read; * is full access. None by default."),
+    h("label", { for: expiresId }, "Expires (optional, your local time)"),
+    h("input", { type: "datetime-local", id: expiresId, name: "expires" }),
+    h("fieldset", {}, h("legend", {}, "Rotation policy (optional)"),
+      ...textField("Rotate every", "every", "", "Such as P30D; leave empty for no policy."),
+      ...textField("Grace period of each rotation", "grace", "", "At least 1h."),
+      ...textField("Secrets Manager secret", "secret", "", null)),
+    error,
+    buttons(h("button", { type: "button", onclick: close }, "Cancel"), h("button", { type: "submit", class: "primary" }, "Create key")));
+    return [form];
+  }, returnTo);
+}
+
+// ---- Activity: one key's, or the environment's with filters.
+
+function actorText(actor) {
+  const kinds = { api_key: "API key", operator: "Operator", schedule: "Schedule" };
+  return `${kinds[actor.type] || actor.type} ${actor.id}`;
+}
+
+function detailsOf(entry) {
+  switch (entry.action) {
+    case "key.created": return `Name ${entry.name}, ${entry.kind}, scopes ${entry.scopes.length ? entry.scopes.join(", ") : "none"}, expires ${entry.expires_at ? whenText(entry.expires_at) : "never"}`;
+    case "key.rotated": return `New key ${entry.new_key_id}, grace ${entry.grace_period}: the old key works until ${whenText(entry.expires_at)}`;
+    case "key.grace_period_changed": return `Grace ${entry.grace_period}: works until ${whenText(entry.expires_at)}, was ${entry.previous_expires_at ? whenText(entry.previous_expires_at) : "never"}`;
+    case "key.revoked": return `Revoked ${whenText(entry.revoked_at)}`;
+    case "key.expired": return `Expired ${whenText(entry.expires_at)}`;
+    case "key.expiring": return `Expires ${whenText(entry.expires_at)} (within ${entry.within})`;
+    case "key.rotation_policy_changed": return entry.rotation_policy ? `Policy: ${policyText(entry.rotation_policy)}` : "Policy cleared";
+    case "key.secret_delivered": return `Delivered to ${entry.secret_id}, version ${entry.version_id}`;
+    case "key.secret_delivery_failed": return `Delivery to ${entry.secret_id} failed ${entry.failures} times in a row; retried ${whenText(entry.retry_at)}`;
+    default: return "";
+  }
+}
+
+function activityTable(caption, path, withKey) {
+  const body = h("tbody");
+  const error = h("div", { class: "alert", role: "alert" });
+  const more = h("button", { type: "button", hidden: true }, "Load more");
+  const empty = h("p", { hidden: true }, "No activity matches.");
+  const columns = ["When", "Action", ...(withKey ? ["Key"] : []), "Actor", "Details"];
+  const table = h("table", {}, h("caption", {}, caption),
+    h("thead", {}, h("tr", {}, ...columns.map((c) => h("th", { scope: "col" }, c)))), body);
+  let cursor = null;
+  const load = async () => {
+    more.disabled = true;
+    try {
+      const separator = path.includes("?") ? "&" : "?";
+      const answer = await api("GET", `${path}${separator}limit=${PAGE}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`);
+      for (const entry of answer.entries) {
+        body.append(h("tr", { "data-action": entry.action },
+          h("td", {}, when(entry.at)),
+          h("td", { class: "mono" }, entry.action),
+          withKey ? h("td", {}, h("a", { href: `#/keys/${entry.key_id}`, class: "mono" }, entry.key_id)) : null,
+          h("td", {}, actorText(entry.actor)),
+          h("td", {}, detailsOf(entry))));
+      }
+      cursor = answer.next_cursor;
+      more.hidden = !cursor;
+      empty.hidden = body.children.length > 0 || Boolean(cursor);
+    } catch (failure) {
+      error.textContent = `The activity could not be read: ${describe(failure)}`;
+    } finally {
+      more.disabled = false;
+    }
+  };
+  more.addEventListener("click", load);
+  return { nodes: [error, table, empty, more], load };
+}
+
+async function renderActivity(params) {
+  renderTop("activity");
+  const env = environmentOf(signedInKey());
+  const actionId = uid("action");
+  const keyId = uid("key");
+  const action = h("select", { id: actionId, name: "action" }, h("option", { value: "" }, "All actions"),
+    ...ACTIONS.map((a) => h("option", { value: a, selected: params.get("action") === a }, a)));
+  const key = h("input", { type: "text", id: keyId, name: "key_id", value: params.get("key_id") || "", placeholder: "key_...", spellcheck: "false" });
+  const filters = h("form", {
+    class: "filters", role: "search", "aria-label": "Filter activity",
+    onsubmit: (event) => {
+      event.preventDefault();
+      const query = new URLSearchParams();
+      if (action.value) query.set("action", action.value);
+      if (key.value.trim()) query.set("key_id", key.value.trim());
+      location.hash = `#/activity${query.toString() ? `?${query}` : ""}`;
+    },
+  },
+  h("div", {}, h("label", { for: actionId }, "Action"), action),
+  h("div", {}, h("label", { for: keyId }, "Key"), key),
+  h("button", { type: "submit" }, "Apply filters"));
+  const query = new URLSearchParams();
+  for (const name of ["action", "key_id"]) if (params.get(name)) query.set(name, params.get(name));
+  const path = `/v1/environments/${env}/activity${query.toString() ? `?${query}` : ""}`;
+  const list = activityTable(`Activity of ${env}, newest first`, path, true);
+  page("Activity", filters, ...list.nodes);
+  await list.load();
+}
+
+// ---- One key: its fields, and its activity tab.
+
+async function renderKey(id, tab) {
+  renderTop("keys");
+  let key;
+  try {
+    key = (await api("GET", `/v1/keys/${id}`)).key;
+  } catch (failure) {
+    page("Key", h("div", { class: "alert", role: "alert" }, `The key could not be read: ${describe(failure)}`),
+      h("p", {}, h("a", { href: "#/keys" }, "Back to the keys")));
+    return;
+  }
+  const link = (other) => (other ? h("a", { href: `#/keys/${other}`, class: "mono" }, other) : "—");
+  const fields = h("dl", { class: "fields" },
+    ...[
+      ["Id", h("span", { class: "mono" }, key.id)],
+      ["Environment", key.environment],
+      ["Kind", key.kind],
+      ["Status", statusBadge(key)],
+      ["Default key", key.default ? "Yes: it must be rotated before it can be revoked" : "No"],
+      ["Key", h("span", { class: "mono" }, key.hint)],
+      ["Scopes", key.scopes.length ? key.scopes.join(", ") : "None"],
+      ["Created", when(key.created_at)],
+      ["Expires", when(key.expires_at, "Never")],
+      ["Revoked", when(key.revoked_at)],
+      ["Rotated from", link(key.rotated_from)],
+      ["Rotated to", link(key.rotated_to)],
+      ["Rotation policy", policyText(key.rotation_policy)],
+    ].flatMap(([term, value]) => [h("dt", {}, term), h("dd", {}, value)]));
+  const tabs = [["details", "Details"], ["activity", "Activity"]];
+  const panelId = uid("panel");
+  const tabButtons = tabs.map(([name, text]) => h("button", {
+    type: "button", role: "tab", id: `tab-${name}`, "aria-selected": String(name === tab), "aria-controls": panelId,
+    tabindex: name === tab ? "0" : "-1",
+    onclick: () => { location.hash = name === "details" ? `#/keys/${id}` : `#/keys/${id}/activity`; },
+  }, text));
+  const tablist = h("div", { role: "tablist", "aria-label": "Key" }, tabButtons);
+  tablist.addEventListener("keydown", (event) => {
+    if (event.key !== "ArrowRight" && event.key !== "ArrowLeft") return;
+    const other = tabButtons.find((b) => b.getAttribute("aria-selected") !== "true");
+    other.focus();
+    other.click();
+  });
+  const panel = h("div", { role: "tabpanel", id: panelId, "aria-labelledby": `tab-${tab}`, tabindex: "0" });
+  page(key.name,
+    h("div", { class: "bar" }, h("a", { href: "#/keys" }, "← Keys"), h("span", { class: "grow" }), actionsMenu(key)),
+    notice(), tablist, panel);
+  if (tab === "activity") {
+    const list = activityTable(`Activity of ${key.name}, newest first`, `/v1/keys/${id}/activity`, false);
+    panel.replaceChildren(...list.nodes);
+    await list.load();
+  } else {
+    panel.replaceChildren(fields);
+  }
+  if (routed.focusTab) document.getElementById(`tab-${tab}`).focus();
+}
+
+// ---- Routing by the URL's fragment.
+
+const routed = { focusTab: false };
+
+async function route() {
+  closeMenus(null);
+  if (!signedInKey()) {
+    renderSignIn();
+    return;
+  }
+  const [path, query] = (location.hash.slice(1) || "/keys").split("?");
+  const params = new URLSearchParams(query || "");
+  const parts = path.split("/").filter(Boolean);
+  if (parts[0] === "activity") return renderActivity(params);
+  if (parts[0] === "keys" && parts[1] && /^key_[A-Za-z0-9]{22}$/.test(parts[1])) {
+    return renderKey(parts[1], parts[2] === "activity" ? "activity" : "details");
+  }
+  return renderKeys();
+}
+
+window.addEventListener("hashchange", () => {
+  routed.focusTab = document.activeElement && document.activeElement.getAttribute("role") === "tab";
+  closeDialogs();
+  route();
+});
+route();

@@ -1,0 +1,182 @@
+"""The console's browser tests: `keyward serve` on a fresh SQLite store for each test, and
+Debian's Chromium driven by Playwright. Every page a test opens is watched: a console error, an
+uncaught exception or a request to any other origin fails the test when it ends.
+
+scripts/console-tests installs what these need and runs them; KEYWARD_BIN names the binary.
+"""
+
+import json
+import os
+import re
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from urllib.parse import urlsplit
+
+import pytest
+from axe_playwright_python.sync_playwright import Axe
+from playwright.sync_api import sync_playwright
+
+CHROMIUM = os.environ.get("KEYWARD_CHROMIUM", "/usr/bin/chromium")
+SCREENSHOTS = os.environ.get("KEYWARD_SCREENSHOTS", "target/console-screenshots")
+
+
+class Keyward:
+    """A running `keyward serve`, its default key, and a small client of its API."""
+
+    def __init__(self, folder):
+        self.folder = folder
+        log = open(os.path.join(folder, "serve.log"), "w")
+        self.process = subprocess.Popen(
+            [
+                os.environ.get("KEYWARD_BIN", "target/debug/keyward"),
+                "serve",
+                "--db",
+                os.path.join(folder, "keyward.db"),
+                "--secrets-file",
+                os.path.join(folder, "secrets.json"),
+                "--listen",
+                "127.0.0.1:0",
+                "--no-schedule",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
+        self.admin = self.admin_id = self.url = None
+        for line in self.process.stdout:
+            if line.startswith("kw_sk_development_"):
+                self.admin = line.strip()
+            elif "default key " in line:
+                self.admin_id = line.split("default key ")[1].split()[0]
+            elif line.startswith("keyward is listening on "):
+                self.url = line.split(" on ")[1].strip() + "/"
+                break
+        assert self.admin and self.admin_id and self.url, "keyward serve did not start"
+        self.origin = urlsplit(self.url).netloc
+
+    def call(self, method, path, body=None, key=None):
+        """One request to the API; answers (status, JSON)."""
+        request = urllib.request.Request(
+            self.url + path.lstrip("/"),
+            method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {key or self.admin}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                return answer.status, json.load(answer)
+        except urllib.error.HTTPError as error:
+            return error.code, json.load(error)
+
+    def create(self, name, scopes=None, key=None):
+        status, answer = self.call("POST", "/v1/environments/development/keys", {"name": name, "scopes": scopes or []}, key)
+        assert status == 201, answer
+        return answer
+
+    def key(self, key_id):
+        status, answer = self.call("GET", f"/v1/keys/{key_id}")
+        assert status == 200, answer
+        return answer["key"]
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def keyward():
+    with tempfile.TemporaryDirectory(prefix="keyward-console-") as folder:
+        server = Keyward(folder)
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+class Watched:
+    """A page, and what it did that a test must not see: console errors, uncaught
+    exceptions, and requests to another origin."""
+
+    def __init__(self, page, origin):
+        self.page = page
+        self.origin = origin
+        self.problems = []
+        page.on("console", self.console)
+        page.on("pageerror", lambda e: self.problems.append(f"uncaught: {e}"))
+        page.on(
+            "request",
+            lambda r: urlsplit(r.url).netloc != origin and self.problems.append(f"request to another origin: {r.url}"),
+        )
+
+
+    def console(self, message):
+        """Chromium logs every answer of 400 or more as a console error. A refusal of the
+        JSON API is one the console shows in words, which the tests check; any other error,
+        such as a missing file, is a problem."""
+        if message.type != "error":
+            return
+        url = urlsplit(message.location.get("url", ""))
+        refused = re.match(r"Failed to load resource: the server responded with a status of 4\d\d", message.text)
+        if refused and url.netloc == self.origin and url.path.startswith("/v1/"):
+            return
+        self.problems.append(f"console error: {message.text} ({message.location.get('url')})")
+
+
+@pytest.fixture
+def page(browser, keyward):
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    watched = Watched(page, keyward.origin)
+    page.goto(keyward.url)
+    yield page
+    context.close()
+    assert watched.problems == [], watched.problems
+
+
+def sign_in(page, key):
+    page.get_by_label("API key").fill(key)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def no_serious_violations(page, what):
+    """axe-core finds no serious or critical accessibility violation in the page as it is."""
+    results = Axe().run(page)
+    serious = [
+        f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']]}"
+        for v in results.response["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+    assert serious == [], f"{what}: {serious}"
+
+
+def screenshot(page, name):
+    os.makedirs(SCREENSHOTS, exist_ok=True)
+    page.screenshot(path=os.path.join(SCREENSHOTS, name))
+
+
+def at(iso):
+    """Seconds since the epoch of an RFC 3339 time from the API."""
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def wait_until(condition, seconds=10):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+SECRET = re.compile(r"kw_(sk|pk)_[a-z0-9_]+_[A-Za-z0-9]{38}")
