@@ -53,7 +53,10 @@ pub fn handler(req: &Request) -> Response<Body> {
         return file("application/json", OPENAPI_JSON, "public, max-age=300");
     }
     if let Some(RequestContext::ApiGatewayV1(context)) = req.request_context_ref()
-        && let Some(path) = context.path.as_deref().filter(|p| !p.ends_with('/'))
+        && let Some(path) = context
+            .path
+            .as_deref()
+            .filter(|p| p.starts_with('/') && !p.starts_with("//") && !p.ends_with('/'))
     {
         return with_slash(path);
     }
@@ -102,7 +105,8 @@ fn not_found() -> Response<Body> {
 }
 
 /// A stage's root asked for without its slash (`/prod`): the page's relative links would
-/// miss the stage, so it is sent to `/prod/`.
+/// miss the stage, so it is sent to `/prod/`. A path that a browser would read as another
+/// host (`//host`) is never redirected to.
 fn with_slash(path: &str) -> Response<Body> {
     let mut response = Response::new(Body::Empty);
     *response.status_mut() = StatusCode::PERMANENT_REDIRECT;
@@ -176,6 +180,13 @@ mod tests {
         let bare = handler(&event(&page.replace("\"/Prod/\"", "\"/Prod\""), &[]));
         assert_eq!(bare.status(), 308);
         assert_eq!(bare.headers()[header::LOCATION], "/Prod/");
+        for odd in ["//evil.example", "evil.example"] {
+            let page = handler(&event(
+                &page.replace("\"/Prod/\"", &format!("\"{odd}\"")),
+                &[],
+            ));
+            assert_eq!(page.status(), 200, "{odd} is no place to send anyone");
+        }
     }
 
     #[test]
