@@ -38,8 +38,8 @@ pub enum Failure {
     /// The command failed for a reason of its own, such as a store it could not open: exit
     /// status 1.
     Failed(String),
-    /// keyward could not be reached, or answered `5xx` or something that is not its API: exit
-    /// status 3, the class a script may retry.
+    /// keyward could not be reached, answered `5xx`, `429` or something that is not its API:
+    /// exit status 3, the class a script may retry.
     Unreachable(String),
 }
 
@@ -127,6 +127,12 @@ impl Api {
                 )));
             }
         };
+        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            return Err(Failure::Usage(
+                "--url must not hold a user or password: keyward takes its key from KEYWARD_API_KEY"
+                    .to_owned(),
+            ));
+        }
         if uri.host().is_none() || uri.query().is_some() {
             return Err(Failure::Usage(format!(
                 "--url {url} needs a host and no query"
@@ -138,7 +144,7 @@ impl Api {
             builder
                 .with_provider_and_native_roots(provider)
                 .map_err(|e| {
-                    Failure::Unreachable(format!(
+                    Failure::Failed(format!(
                         "cannot load the system's root certificates for {url}: {e}"
                     ))
                 })?
@@ -227,6 +233,41 @@ impl Api {
     }
 }
 
+/// Text from a server with anything shaped like a keyward key hidden, and control characters
+/// replaced: API Gateway repeats a bad `Authorization` header in its message, and a message
+/// goes to stderr, which CI logs keep.
+pub fn redact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = ["kw_sk_", "kw_pk_"]
+        .iter()
+        .filter_map(|prefix| rest.find(prefix))
+        .min()
+    {
+        out.push_str(&rest[..at]);
+        out.push_str("[a key]");
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+/// [`redact`] for text of several lines, whose line ends are kept.
+pub fn redact_lines(text: &str) -> String {
+    text.split_inclusive('\n')
+        .map(|line| match line.strip_suffix('\n') {
+            Some(line) => format!("{}\n", redact(line)),
+            None => redact(line),
+        })
+        .collect()
+}
+
 /// Turns an answer into its JSON, or the failure it stands for.
 fn judge(status: StatusCode, body: &[u8], base: &str) -> Result<Value, Failure> {
     let json = serde_json::from_slice::<Value>(body).ok();
@@ -240,20 +281,25 @@ fn judge(status: StatusCode, body: &[u8], base: &str) -> Result<Value, Failure> 
     let error = json.as_ref().and_then(|j| {
         let code = j["error"]["code"].as_str()?;
         let message = j["error"]["message"].as_str().unwrap_or("");
-        Some((code.to_owned(), message.to_owned()))
+        Some((redact(code), redact(message)))
     });
-    // API Gateway answers its own refusals (a missing route, a throttle) as {"message": ...}.
+    // API Gateway answers its own refusals (a missing route, a throttle) as {"message": ...},
+    // or {"Message": ...} for an explicit deny.
     let gateway = || {
-        let message = json.as_ref()?["message"].as_str()?;
-        Some((format!("http_{}", status.as_u16()), message.to_owned()))
+        let json = json.as_ref()?;
+        let message = json["message"].as_str().or(json["Message"].as_str())?;
+        Some((format!("http_{}", status.as_u16()), redact(message)))
     };
-    let (code, message) = error.or_else(gateway).unwrap_or_else(|| {
-        (
-            format!("http_{}", status.as_u16()),
-            format!("{base} answered {status} without an error body"),
-        )
-    });
-    if status.is_client_error() {
+    let Some((code, message)) = error.or_else(gateway) else {
+        return Err(Failure::Unreachable(format!(
+            "{base} answered {status} with something that is not keyward's JSON"
+        )));
+    };
+    let retryable = matches!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::REQUEST_TIMEOUT
+    );
+    if status.is_client_error() && !retryable {
         Err(Failure::Refused { code, message })
     } else {
         Err(Failure::Unreachable(format!(
@@ -301,8 +347,29 @@ mod tests {
             Err(refused("http_403", "Forbidden"))
         );
         assert_eq!(
+            judge(
+                StatusCode::FORBIDDEN,
+                br#"{"Message": "explicit deny"}"#,
+                base
+            ),
+            Err(refused("http_403", "explicit deny"))
+        );
+        let gateway = br#"{"message": "'kw_sk_production_abc123XYZ' not a valid key=value pair in Authorization header: 'Bearer kw_sk_production_abc123XYZ'"}"#;
+        let failure = judge(StatusCode::FORBIDDEN, gateway, base).unwrap_err();
+        assert!(!failure.to_string().contains("kw_sk_"), "{failure}");
+        assert!(
+            failure.to_string().contains("'[a key]' not a valid"),
+            "{failure}"
+        );
+        let throttled = judge(
+            StatusCode::TOO_MANY_REQUESTS,
+            br#"{"message": "Too Many Requests"}"#,
+            base,
+        );
+        assert_eq!(throttled.map_err(|f| f.exit_status()), Err(3));
+        assert_eq!(
             judge(StatusCode::NOT_FOUND, b"<html>", base).map_err(|f| f.exit_status()),
-            Err(1)
+            Err(3)
         );
         for (status, body) in [
             (StatusCode::INTERNAL_SERVER_ERROR, &error[..]),
@@ -340,11 +407,21 @@ mod tests {
             "http://",
             "http://x/?a=b",
             "not a url",
+            "https://user:secret@x",
         ] {
             let failure = Api::new(bad, None).err().expect(bad);
             assert_eq!(failure.exit_status(), 2, "{bad}: {failure}");
         }
         assert!(Api::new("http://127.0.0.1:8080/", None).is_ok());
+    }
+
+    #[test]
+    fn anything_shaped_like_a_key_is_hidden() {
+        assert_eq!(
+            redact("a kw_pk_dev_Ab9 and kw_sk_x_y.\u{1b}[2J"),
+            "a [a key] and [a key].?[2J"
+        );
+        assert_eq!(redact("no key here"), "no key here");
     }
 
     #[test]

@@ -467,12 +467,12 @@ fn print_list(
 
 /// Prints one key, or the API's answer with `--json`.
 fn print_key(answer: &Value, output: Output) -> Result<(), Failure> {
+    if !answer["key"]["id"].is_string() {
+        return Err(not_keyward("key"));
+    }
     if output.json {
         print_json(answer);
     } else {
-        if !answer["key"].is_object() {
-            return Err(not_keyward("key"));
-        }
         print!("{}", show::key(&answer["key"], Utc::now()));
     }
     Ok(())
@@ -489,8 +489,15 @@ fn print_with_secret(
         return Err(not_keyward("secret"));
     };
     if output.secret_only {
-        println!("{secret}");
-        return Ok(());
+        let mut stdout = std::io::stdout().lock();
+        return writeln!(stdout, "{secret}")
+            .and_then(|()| stdout.flush())
+            .map_err(|e| {
+                Failure::Failed(format!(
+                    "the key {} was made, but its secret could not be written to stdout: {e}",
+                    answer["key"]["id"].as_str().unwrap_or("-")
+                ))
+            });
     }
     if output.output.json {
         print_json(answer);
@@ -626,11 +633,17 @@ pub async fn keys(command: KeysCommand) -> Result<(), Failure> {
                         "revoking without a terminal to ask on needs --yes: the key fails on its very next request".to_owned(),
                     ));
                 }
-                let current = on_key(&api, Method::GET, &key_id, "", None).await?;
-                let name = current["key"]["name"].as_str().unwrap_or("-");
+                let named = match on_key(&api, Method::GET, &key_id, "", None).await {
+                    Ok(current) => current["key"]["name"]
+                        .as_str()
+                        .map(|name| format!(" ({})", show::clean(name))),
+                    // A key may write without reading; it is asked without the key's name.
+                    Err(Failure::Refused { code, .. }) if code == "insufficient_scope" => None,
+                    Err(failure) => return Err(failure),
+                };
                 let question = format!(
-                    "Revoke {key_id} ({})? It fails on its very next request.",
-                    name.escape_debug()
+                    "Revoke {key_id}{}? It fails on its very next request.",
+                    named.unwrap_or_default()
                 );
                 if !confirm(&question, &mut std::io::stdin().lock())? {
                     return Err(Failure::Failed(
@@ -686,6 +699,7 @@ pub async fn activity(args: ActivityArgs) -> Result<(), Failure> {
             &api,
             &path,
             entries,
+            args.limit,
             Duration::from_secs(args.interval),
             args.output,
         )
@@ -713,9 +727,20 @@ async fn follow(
     api: &Api,
     path: &str,
     first: Vec<Value>,
+    limit: usize,
     every: Duration,
     output: Output,
 ) -> Result<(), Failure> {
+    // Entries older than the oldest one shown at the start were left out on purpose (by
+    // --limit); a poll's page reaches back past it, so they stay left out.
+    let floor: Option<String> = (first.len() >= limit)
+        .then(|| {
+            first
+                .last()
+                .and_then(|e| e["id"].as_str())
+                .map(str::to_owned)
+        })
+        .flatten();
     let mut seen: HashSet<String> = HashSet::new();
     let mut order: VecDeque<String> = VecDeque::new();
     let print = |entries: Vec<Value>, seen: &mut HashSet<String>, order: &mut VecDeque<String>| {
@@ -724,7 +749,8 @@ async fn follow(
             let Some(id) = entry["id"].as_str().map(str::to_owned) else {
                 continue;
             };
-            if !seen.insert(id.clone()) {
+            if floor.as_deref().is_some_and(|floor| id.as_str() < floor) || !seen.insert(id.clone())
+            {
                 continue;
             }
             order.push_back(id);
@@ -751,7 +777,18 @@ async fn follow(
         let mut cursor: Option<String> = None;
         for _ in 0..FOLLOW_PAGES {
             let url = page_url(path, 100, cursor.as_deref());
-            let page = api.send(Method::GET, &url, None).await?;
+            let page = match api.send(Method::GET, &url, None).await {
+                Ok(page) => page,
+                // Like tail -f, a blip does not end it: it says so and polls again.
+                Err(failure @ Failure::Unreachable(_)) => {
+                    eprintln!(
+                        "warning: {}; polling again",
+                        crate::api::redact(&failure.to_string())
+                    );
+                    break;
+                }
+                Err(failure) => return Err(failure),
+            };
             let Some(entries) = page["entries"].as_array() else {
                 return Err(not_keyward("entries"));
             };

@@ -326,11 +326,23 @@ async fn run(command: Command) -> Result<(), Failure> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) if !error.use_stderr() => {
+            let _ = error.print();
+            return ExitCode::from(error.exit_code() as u8);
+        }
+        // A secret pasted where an id or an option belongs would be repeated in clap's
+        // message, and stderr ends up in CI logs.
+        Err(error) => {
+            eprint!("{}", keyward_cli::api::redact_lines(&error.to_string()));
+            return ExitCode::from(error.exit_code() as u8);
+        }
+    };
     match run(cli.command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            eprintln!("error: {failure}");
+            eprintln!("error: {}", keyward_cli::api::redact(&failure.to_string()));
             ExitCode::from(failure.exit_status())
         }
     }

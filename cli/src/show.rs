@@ -47,7 +47,7 @@ pub fn relative(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
 
 /// A string from the API with any control character replaced, so that nothing it holds can
 /// move the terminal's cursor or change its colours.
-fn clean(text: &str) -> String {
+pub fn clean(text: &str) -> String {
     text.chars()
         .map(|c| if c.is_control() { '?' } else { c })
         .collect()

@@ -466,6 +466,17 @@ fn no_command_puts_a_secret_on_stderr() {
     cli.run_with(&["verify"], &secret);
     cli.run_with(&["verify"], &format!("{}x", &secret));
     cli.run_with(&["keys", "list", "--api-key-stdin"], &secret);
+    cli.run(&["keys", "revoke", &secret]);
+    cli.run(&["verify", &secret]);
+    cli.run(&["keys", "create", "--name", &secret, "--kind", &secret]);
+    let echo = format!(
+        r#"{{"message": "'{secret}' not a valid key=value pair in Authorization header: 'Bearer {}'"}}"#,
+        server.default_key
+    );
+    let gateway = answering("403 Forbidden", "application/json", &echo);
+    let echoed = cli.run(&["keys", "list", "--url", &gateway]);
+    assert_eq!(echoed.code, 1, "{echoed:?}");
+    assert!(echoed.stderr.contains("[a key]"), "{echoed:?}");
     cli.assert_no_secret_on_stderr();
 }
 
@@ -541,8 +552,26 @@ fn follow_prints_an_entry_written_after_it_started_on_dynamodb() {
 /// entry once; the test stops it.
 fn follow(backend: Backend) {
     let server = Server::start(backend);
+    let mut earlier = Vec::new();
+    for name in ["older", "newer"] {
+        let made = server.call(
+            "POST",
+            "/v1/environments/development/keys",
+            &server.default_key,
+            Some(json!({"name": name})),
+        );
+        earlier.push(made.json["key"]["id"].as_str().unwrap().to_owned());
+    }
     let mut child = keyward()
-        .args(["activity", "--follow", "--interval", "1", "--json"])
+        .args([
+            "activity",
+            "--follow",
+            "--interval",
+            "1",
+            "--json",
+            "--limit",
+            "2",
+        ])
         .env("KEYWARD_URL", server.url())
         .env("KEYWARD_API_KEY", &server.default_key)
         .stdout(Stdio::piped())
@@ -564,11 +593,14 @@ fn follow(backend: Backend) {
             .expect("--follow prints within 30 seconds");
         serde_json::from_str::<Value>(&line).expect("one JSON entry per line")
     };
-    let first = next();
-    assert_eq!(
-        (first["action"].as_str(), first["key_id"].as_str()),
-        (Some("key.created"), Some(server.default_key_id.as_str()))
-    );
+    for id in &earlier {
+        let shown = next();
+        assert_eq!(
+            (shown["action"].as_str(), shown["key_id"].as_str()),
+            (Some("key.created"), Some(id.as_str())),
+            "the newest two, oldest first; the default key's entry is left out by --limit"
+        );
+    }
     let made = server.call(
         "POST",
         "/v1/environments/development/keys",
@@ -658,6 +690,11 @@ fn each_class_of_failure_has_its_exit_status() {
 
     let key_file = std::env::temp_dir().join(format!("keyward-client-key-{}", std::process::id()));
     std::fs::write(&key_file, format!("{}\n", server.default_key)).unwrap();
+    std::fs::set_permissions(
+        &key_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let key_file = key_file.display().to_string();
     let bare = cli.run(&["keys"]);
     assert_eq!((bare.code, bare.stdout.as_str()), (2, ""), "{bare:?}");

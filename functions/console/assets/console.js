@@ -131,8 +131,10 @@ function signOut(message) {
 function renderSignIn(message) {
   document.getElementById("top").replaceChildren(h("h1", {}, "keyward"));
   const error = h("div", { class: "alert", role: "alert" }, message || "");
+  // A text field masked by CSS, not a password field: a browser offers to save a password
+  // field's value, and an API key must not end up in a password manager.
   const input = h("input", {
-    type: "password", id: "signin-key", name: "key", autocomplete: "off", spellcheck: "false", required: true,
+    type: "text", id: "signin-key", name: "key", class: "masked", autocomplete: "off", spellcheck: "false", required: true,
   });
   const form = h("form", { class: "signin", onsubmit: (event) => signIn(event, input, error) },
     h("h2", {}, "Sign in"),
@@ -276,11 +278,14 @@ function actionsMenu(key) {
     "aria-label": `Actions for ${key.name}`,
   }, "Actions ▾");
   const whyId = uid("why");
-  const item = (label, enabled, act, why) => h("li", {
-    role: "menuitem", tabindex: "-1", "aria-disabled": enabled ? false : "true",
-    "aria-describedby": why ? whyId : false, "data-act": enabled ? "yes" : false,
-    onclick: () => choose(enabled, act),
-  }, label, why ? h("span", { class: "why", id: whyId }, why) : null);
+  const item = (label, enabled, act, why) => {
+    const labelId = uid("label");
+    return h("li", {
+      role: "menuitem", tabindex: "-1", "aria-disabled": enabled ? false : "true",
+      "aria-labelledby": labelId, "aria-describedby": why ? whyId : false,
+      onclick: () => choose(enabled, act),
+    }, h("span", { id: labelId }, label), why ? h("span", { class: "why", id: whyId }, why) : null);
+  };
   const active = key.status === "active";
   const items = [
     item("Rotate key", active, () => rotateDialog(key, button)),
@@ -329,7 +334,8 @@ function actionsMenu(key) {
         break;
       default: {
         const letter = event.key.length === 1 ? event.key.toLowerCase() : null;
-        const found = letter && items.findIndex((el, i) => i > at && el.textContent.toLowerCase().startsWith(letter));
+        if (!letter) break;
+        const found = items.findIndex((el, i) => i > at && el.textContent.toLowerCase().startsWith(letter));
         if (found >= 0) move(found);
       }
     }
@@ -381,7 +387,7 @@ function dialog(title, build, returnTo) {
   const close = () => box.close();
   box.replaceChildren(heading, ...build(close, box, heading));
   box.showModal();
-  const first = box.querySelector("input:not([disabled]), select, button.primary, button.danger");
+  const first = box.querySelector("input:not([disabled]), select, button.primary") || box.querySelector("button");
   if (first) first.focus();
   return box;
 }
@@ -621,9 +627,11 @@ function createDialog(returnTo) {
     const error = h("div", { class: "alert", role: "alert" });
     const kindId = uid("kind");
     const expiresId = uid("expires");
+    const submit = h("button", { type: "submit", class: "primary" }, "Create key");
     const form = h("form", {
       onsubmit: async (event) => {
         event.preventDefault();
+        if (submit.disabled) return;
         const data = new FormData(form);
         const body = {
           name: data.get("name"),
@@ -633,6 +641,7 @@ function createDialog(returnTo) {
         if (data.get("expires")) body.expires_at = new Date(data.get("expires")).toISOString();
         const every = data.get("every").trim();
         if (every) body.rotation_policy = { every, grace_period: data.get("grace").trim(), secret_id: data.get("secret").trim() };
+        submit.disabled = true;
         try {
           const answer = await api("POST", `/v1/environments/${env}/keys`, body);
           heading.textContent = `Key “${answer.key.name}” created`;
@@ -645,6 +654,7 @@ function createDialog(returnTo) {
           box.addEventListener("close", route);
         } catch (failure) {
           error.textContent = `The key was not created: ${describe(failure)}`;
+          submit.disabled = false;
         }
       },
     },
@@ -661,7 +671,7 @@ function createDialog(returnTo) {
       ...textField("Grace period of each rotation", "grace", "", "At least 1h."),
       ...textField("Secrets Manager secret", "secret", "", null)),
     error,
-    buttons(h("button", { type: "button", onclick: close }, "Cancel"), h("button", { type: "submit", class: "primary" }, "Create key")));
+    buttons(h("button", { type: "button", onclick: close }, "Cancel"), submit));
     return [form];
   }, returnTo);
 }
@@ -830,6 +840,7 @@ async function route() {
 }
 
 window.addEventListener("hashchange", () => {
+  if (location.hash && !location.hash.startsWith("#/")) return;
   routed.focusTab = document.activeElement && document.activeElement.getAttribute("role") === "tab";
   closeDialogs();
   route();

@@ -53,10 +53,9 @@ pub fn handler(req: &Request) -> Response<Body> {
         return file("application/json", OPENAPI_JSON, "public, max-age=300");
     }
     if let Some(RequestContext::ApiGatewayV1(context)) = req.request_context_ref()
-        && let Some(path) = context
-            .path
-            .as_deref()
-            .filter(|p| p.starts_with('/') && !p.starts_with("//") && !p.ends_with('/'))
+        && let Some(path) = context.path.as_deref().filter(|p| {
+            p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') && !p.ends_with('/')
+        })
     {
         return with_slash(path);
     }
@@ -180,7 +179,7 @@ mod tests {
         let bare = handler(&event(&page.replace("\"/Prod/\"", "\"/Prod\""), &[]));
         assert_eq!(bare.status(), 308);
         assert_eq!(bare.headers()[header::LOCATION], "/Prod/");
-        for odd in ["//evil.example", "evil.example"] {
+        for odd in ["//evil.example", "/\\\\evil.example", "evil.example"] {
             let page = handler(&event(
                 &page.replace("\"/Prod/\"", &format!("\"{odd}\"")),
                 &[],
