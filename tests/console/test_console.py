@@ -111,6 +111,7 @@ def test_a_grace_change_extends_then_cuts_to_now(page, keyward):
     before = time.time()
     dialog.get_by_role("button", name="Change grace period").click()
     expect(page.get_by_role("status")).to_contain_text("now works until")
+    expect(row(page, key["id"]).get_by_role("button", name="Actions for worker")).to_be_focused()
     expires = at(keyward.key(key["id"])["expires_at"])
     assert before + 259200 - 1 <= expires <= time.time() + 259200 + 1
     expect(row(page, key["id"])).to_contain_text("In grace, ends in 3d")
@@ -303,3 +304,23 @@ def test_the_console_is_served_with_a_strict_policy(keyward):
         assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
         assert headers["X-Content-Type-Options"] == "nosniff"
         assert headers["Referrer-Policy"] == "no-referrer"
+
+
+def test_a_dialog_waiting_for_a_new_secret_stays_open(page, keyward):
+    key = keyward.create("slow")["key"]
+    sign_in(page, keyward.admin)
+    held = []
+    page.route("**/rotate", lambda route: held.append(route))
+    open_menu(page, key["id"], "slow").get_by_role("menuitem", name="Rotate key").click()
+    dialog = page.get_by_role("dialog", name="Rotate key “slow”")
+    dialog.get_by_role("radio", name="Now").check()
+    with page.expect_request("**/rotate"):
+        dialog.get_by_role("button", name="Rotate key").click()
+    page.keyboard.press("Escape")
+    dialog.get_by_role("button", name="Cancel").click()
+    page.evaluate("window.location.hash = '#/activity'")
+    expect(page.get_by_role("heading", name="Activity")).to_be_visible()
+    expect(dialog).to_be_visible()
+    assert len(held) == 1
+    held[0].continue_()
+    expect(page.get_by_label("The new key's secret")).to_have_value(SECRET)

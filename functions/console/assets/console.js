@@ -123,13 +123,14 @@ function describe(error) {
 
 function signOut(message) {
   sessionStorage.removeItem(KEY_STORE);
-  closeDialogs();
+  closeDialogs(true);
   history.replaceState(null, "", location.pathname + location.search);
   renderSignIn(message);
 }
 
 function renderSignIn(message) {
   document.getElementById("top").replaceChildren(h("h1", {}, "keyward"));
+  document.getElementById("announce").textContent = "";
   const error = h("div", { class: "alert", role: "alert" }, message || "");
   // A text field masked by CSS, not a password field: a browser offers to save a password
   // field's value, and an API key must not end up in a password manager.
@@ -189,15 +190,17 @@ function renderTop(current) {
 
 function page(title, ...content) {
   const main = document.getElementById("main");
-  main.replaceChildren(h("h2", { id: "page-title" }, title), ...content);
+  main.replaceChildren(h("h2", { id: "page-title", tabindex: "-1" }, title), ...content);
   document.title = `${title} · keyward`;
 }
 
-const notices = { text: "" };
+// What the last action did, said in the page's one status region, which is always in the
+// page so that a screen reader announces the change of its text.
+const notices = { text: "", focus: null };
 function notice() {
-  const region = h("div", { class: "notice", role: "status" }, notices.text);
+  document.getElementById("announce").textContent = notices.text;
   notices.text = "";
-  return region;
+  return null;
 }
 
 // ---- Keys.
@@ -251,6 +254,17 @@ async function renderKeys() {
   };
   more.addEventListener("click", load);
   await load();
+  refocus(body);
+}
+
+// After an action redraws the page, focus goes back to the acted-on key's Actions button, or
+// else to the page's heading, never to nowhere.
+function refocus(within) {
+  const id = notices.focus;
+  notices.focus = null;
+  const again = id && within.querySelector(`[data-key-id="${id}"] button[aria-haspopup]`);
+  if (again) again.focus();
+  else if (document.activeElement === document.body) document.getElementById("page-title")?.focus();
 }
 
 function keyRow(key) {
@@ -310,6 +324,7 @@ function actionsMenu(key) {
   const choose = (enabled, act) => {
     if (!enabled) return;
     close(false);
+    notices.focus = key.id;
     act();
   };
   button.addEventListener("click", () => (menu.hidden ? open() : close()));
@@ -356,8 +371,11 @@ document.addEventListener("click", (event) => {
 
 // ---- Dialogs: native modal dialogs, which keep focus inside; focus goes back on close.
 
-function closeDialogs() {
-  for (const dialog of document.querySelectorAll("dialog")) dialog.close();
+// Closes every dialog but one waiting for a secret, unless `all` (signing out).
+function closeDialogs(all = false) {
+  for (const dialog of document.querySelectorAll("dialog")) {
+    if (all || !dialog.dataset.busy) dialog.close();
+  }
 }
 
 function dialog(title, build, returnTo) {
@@ -367,6 +385,9 @@ function dialog(title, build, returnTo) {
   box.addEventListener("close", () => {
     box.remove();
     if (returnTo && returnTo.isConnected) returnTo.focus();
+    else if (!document.activeElement || document.activeElement === document.body) {
+      document.getElementById("page-title")?.focus();
+    }
   });
   box.addEventListener("keydown", (event) => {
     if (event.key !== "Tab") return;
@@ -383,13 +404,30 @@ function dialog(title, build, returnTo) {
       first.focus();
     }
   });
+  // While a create or rotate is on its way, the dialog stays open: its answer holds a
+  // secret that is shown nowhere else.
+  box.addEventListener("cancel", (event) => {
+    if (box.dataset.busy) event.preventDefault();
+  });
   document.body.append(box);
-  const close = () => box.close();
+  const close = () => {
+    if (!box.dataset.busy) box.close();
+  };
   box.replaceChildren(heading, ...build(close, box, heading));
   box.showModal();
   const first = box.querySelector("input:not([disabled]), select, button.primary") || box.querySelector("button");
   if (first) first.focus();
   return box;
+}
+
+// Waits for a request whose answer holds a secret, with its dialog kept open meanwhile.
+async function held(box, request) {
+  box.dataset.busy = "yes";
+  try {
+    return await request;
+  } finally {
+    delete box.dataset.busy;
+  }
 }
 
 function buttons(...list) {
@@ -512,7 +550,7 @@ function rotateDialog(key, returnTo) {
     const submit = h("button", { type: "submit", class: "primary" }, "Rotate key");
     const form = h("form", {
       onsubmit: graceSubmit(choices, error, submit, "The key was not rotated", async (grace) => {
-        const answer = await api("POST", `/v1/keys/${key.id}/rotate`, { grace_period: grace });
+        const answer = await held(box, api("POST", `/v1/keys/${key.id}/rotate`, { grace_period: grace }));
         heading.textContent = `Key “${key.name}” rotated`;
         const old = answer.previous;
         form.replaceWith(h("div", {},
@@ -643,7 +681,7 @@ function createDialog(returnTo) {
         if (every) body.rotation_policy = { every, grace_period: data.get("grace").trim(), secret_id: data.get("secret").trim() };
         submit.disabled = true;
         try {
-          const answer = await api("POST", `/v1/environments/${env}/keys`, body);
+          const answer = await held(box, api("POST", `/v1/environments/${env}/keys`, body));
           heading.textContent = `Key “${answer.key.name}” created`;
           form.replaceWith(h("div", {},
             h("p", {}, `Key ${answer.key.id} works now.`),
@@ -807,7 +845,7 @@ async function renderKey(id, tab) {
   });
   const panel = h("div", { role: "tabpanel", id: panelId, "aria-labelledby": `tab-${tab}`, tabindex: "0" });
   page(key.name,
-    h("div", { class: "bar" }, h("a", { href: "#/keys" }, "← Keys"), h("span", { class: "grow" }), actionsMenu(key)),
+    h("div", { class: "bar", "data-key-id": key.id }, h("a", { href: "#/keys" }, "← Keys"), h("span", { class: "grow" }), actionsMenu(key)),
     notice(), tablist, panel);
   if (tab === "activity") {
     const list = activityTable(`Activity of ${key.name}, newest first`, `/v1/keys/${id}/activity`, false);
@@ -817,6 +855,7 @@ async function renderKey(id, tab) {
     panel.replaceChildren(fields);
   }
   if (routed.focusTab) document.getElementById(`tab-${tab}`).focus();
+  else refocus(document.getElementById("main"));
 }
 
 // ---- Routing by the URL's fragment.
