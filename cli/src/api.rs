@@ -253,9 +253,7 @@ pub fn redact(text: &str) -> String {
         rest = &tail[end..];
     }
     out.push_str(rest);
-    out.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
+    crate::show::clean(&out)
 }
 
 /// [`redact`] for text of several lines, whose line ends are kept.
