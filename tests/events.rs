@@ -52,6 +52,7 @@ async fn table_with_a_lifecycle() -> (DynamoStore, Vec<String>) {
         settings: &settings,
         secrets: &secrets,
         mint: &mint,
+        usage: &keyward::usage::NotCounted,
     };
     let created = create_key::handler(
         context,

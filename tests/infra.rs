@@ -13,6 +13,7 @@ use keyward::events::EventsConfig;
 use keyward::http::Settings;
 use keyward::store::StoreConfig;
 use keyward::store::dynamodb::table;
+use keyward::usage::WRITE_EVERY_VAR;
 use serde_norway::Value;
 
 fn root() -> PathBuf {
@@ -193,11 +194,13 @@ fn every_function_crate_has_exactly_one_function_resource_and_every_resource_a_c
 
 /// The variables a function's `main` makes it read, from the calls that read them.
 fn variables_read(main: &str) -> BTreeSet<&'static str> {
-    let readers: [(&str, &[&'static str]); 6] = [
+    let readers: [(&str, &[&'static str]); 8] = [
         (
             "keyward::http::run",
             &[StoreConfig::VAR, Settings::SECRET_PREFIX_VAR, TlsRoots::VAR],
         ),
+        ("keyward::http::run_counting", &[WRITE_EVERY_VAR]),
+        ("Usage::from_env", &[WRITE_EVERY_VAR]),
         ("keyward::aws::config", &[TlsRoots::VAR]),
         ("DynamoStore::table_from_env", &[StoreConfig::VAR]),
         ("Settings::from_env", &[Settings::SECRET_PREFIX_VAR]),
@@ -262,6 +265,7 @@ fn every_variable_a_function_reads_is_set_for_it_and_no_other() {
         authorizer::Config::UNLISTED_ROUTES_VAR,
         Settings::SECRET_PREFIX_VAR,
         TlsRoots::VAR,
+        WRITE_EVERY_VAR,
     ]
     .into();
     for name in variables_named_in_code() {
@@ -287,6 +291,13 @@ fn every_variable_a_function_reads_is_set_for_it_and_no_other() {
             assert_eq!(
                 tagged(&variables[TlsRoots::VAR]),
                 Some(("!Ref".to_owned(), "TlsRoots".to_owned())),
+                "{resource}"
+            );
+        }
+        if needed.contains(WRITE_EVERY_VAR) {
+            assert_eq!(
+                tagged(&variables[WRITE_EVERY_VAR]),
+                Some(("!Ref".to_owned(), "UsageWriteEvery".to_owned())),
                 "{resource}"
             );
         }
@@ -464,7 +475,7 @@ fn actions(value: &Value, found: &mut Vec<String>) {
 }
 
 #[test]
-fn no_policy_grants_every_action_and_the_authorizer_only_reads_one_item() {
+fn no_policy_grants_every_action_and_the_checking_functions_write_only_usage() {
     let template = template();
     let mut found = Vec::new();
     actions(&template["Resources"], &mut found);
@@ -475,10 +486,29 @@ fn no_policy_grants_every_action_and_the_authorizer_only_reads_one_item() {
             "{action} grants too much"
         );
     }
-    for name in ["Authorizer", "ApiAuthorizer"] {
-        let mut authorizer = Vec::new();
-        actions(&resources(&template)[name], &mut authorizer);
-        assert_eq!(authorizer, ["dynamodb:GetItem"], "{name}");
+    for name in ["Authorizer", "ApiAuthorizer", "VerifyKey"] {
+        let statements = resources(&template)[name]["Properties"]["Policies"][0]["Statement"]
+            .as_sequence()
+            .expect("one policy of statements");
+        let mut seen: Vec<(Vec<String>, Value)> = Vec::new();
+        for statement in statements {
+            let mut found = Vec::new();
+            actions(statement, &mut found);
+            seen.push((found, statement["Condition"].clone()));
+        }
+        let usage_only: Value = serde_norway::from_str(
+            r#"{"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["USAGE#*"]}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            seen,
+            [
+                (vec!["dynamodb:GetItem".to_owned()], Value::Null),
+                (vec!["dynamodb:UpdateItem".to_owned()], usage_only),
+            ],
+            "{name} reads items and writes only usage items, whose keys start {}",
+            table::USAGE_PREFIX
+        );
     }
     let mut hello = Vec::new();
     actions(&resources(&template)["Hello"], &mut hello);

@@ -2,6 +2,7 @@
 //! Manager (moto's server, through the real SDK over HTTP), and on SQLite with the local
 //! secrets file. Every case runs on both.
 
+use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,14 +11,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 use chrono::{TimeDelta, TimeZone, Utc};
 use keyward::domain::{
-    Action, Actor, Change, EnvName, FIRST_RETRY_WAIT, GracePeriod, Key, KeyHash, KeyId, KeyName,
-    Kind, Mint, NewKey, PresentedKey, RETRY_SLACK, RotationPolicy, Scopes, Secret, SecretPrefix,
-    Timestamp, Verdict, check, create_environment, create_key, rotate,
+    Action, Actor, Change, EnvName, FIRST_RETRY_WAIT, GracePeriod, HourlyUsage, Key, KeyHash,
+    KeyId, KeyName, Kind, LastUse, Mint, NewKey, PresentedKey, RETRY_SLACK, RotationPolicy, Scopes,
+    Secret, SecretPrefix, Timestamp, UsageTally, Verdict, check, create_environment, create_key,
+    rotate,
 };
 use keyward::http::{Context, Settings};
 use keyward::secrets::{FileSink, SecretError, SecretSink, SecretValue, SecretsManagerSink};
 use keyward::store::{
     ActivityFilter, DynamoStore, KeyLookup, KeyStore, Page, PageRequest, SqliteStore, StoreError,
+    UsageStore,
 };
 use keyward::testing::{body_json, event};
 use scheduled_rotation::{MAX_KEYS_PER_RUN, Report, run, run_at_most};
@@ -151,6 +154,7 @@ impl Backend {
             settings: &settings,
             secrets: sink,
             mint: &self.mint,
+            usage: &keyward::usage::NotCounted,
         };
         let vars = [("KEY_ID", key.id.as_str()), ("KEY", self.admin.expose())];
         let response = rotate_key::handler(context, event(ROTATE_BY_HAND, &vars), now).await;
@@ -472,6 +476,26 @@ struct CrashingStore {
 impl KeyLookup for CrashingStore {
     async fn key_by_hash(&self, hash: &KeyHash) -> Result<Option<Key>, StoreError> {
         self.inner.key_by_hash(hash).await
+    }
+}
+
+#[async_trait]
+impl UsageStore for CrashingStore {
+    async fn add_usage(&self, tally: &UsageTally) -> Result<(), StoreError> {
+        self.inner.add_usage(tally).await
+    }
+    async fn hourly_usage(
+        &self,
+        id: &KeyId,
+        since: Timestamp,
+    ) -> Result<Vec<HourlyUsage>, StoreError> {
+        self.inner.hourly_usage(id, since).await
+    }
+    async fn last_use(&self, ids: &[&KeyId]) -> Result<HashMap<KeyId, LastUse>, StoreError> {
+        self.inner.last_use(ids).await
+    }
+    async fn record_last_use(&self, id: &KeyId, last: LastUse) -> Result<(), StoreError> {
+        self.inner.record_last_use(id, last).await
     }
 }
 

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use keyward::domain::{
-    Action, Actor, Change, EnvName, GracePeriod, Issued, Key, KeyName, Kind, Mint, NewKey,
-    PolicyChange, Revocation, RotationPolicy, Scopes, change_grace_period, create_environment,
-    create_key, revoke, rotate, set_rotation_policy,
+    Action, Actor, Change, EnvName, GracePeriod, Issued, Key, KeyName, Kind, LastUse, Mint, NewKey,
+    PolicyChange, Revocation, RotationPolicy, Scopes, UsageTally, change_grace_period,
+    create_environment, create_key, revoke, rotate, set_rotation_policy,
 };
 use keyward::store::{
     ActivityFilter, DynamoStore, KeyLookup, KeyStore, PageRequest, SqliteStore, StoreError,
@@ -727,6 +727,95 @@ async fn an_expiry_seen_twice_is_recorded_once(store: Arc<dyn KeyStore>) {
     assert_eq!(expired[0].id, by_schedule.activity.id);
 }
 
+fn at(text: &str) -> DateTime<Utc> {
+    text.parse().unwrap()
+}
+
+async fn accepted_and_refused(
+    store: &dyn KeyStore,
+    key: &Key,
+    since: &str,
+) -> Vec<(String, u64, u64)> {
+    store
+        .hourly_usage(&key.id, at(since))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|h| (h.hour.to_rfc3339(), h.accepted, h.refused))
+        .collect()
+}
+
+async fn usage_adds_up_by_hour_apart_from_the_key(store: Arc<dyn KeyStore>) {
+    let clock = Clock::new();
+    environment(&*store, "production", &clock).await;
+    let stored = key(&*store, "production", "counted", &clock).await;
+    let mut first = UsageTally::new(stored.id.clone());
+    first.count(true, at("2026-11-27T10:59:30Z"));
+    first.count(true, at("2026-11-27T11:00:10Z"));
+    first.count(false, at("2026-11-27T11:05:00Z"));
+    store.add_usage(&first).await.unwrap();
+    let mut second = UsageTally::new(stored.id.clone());
+    second.count(true, at("2026-11-27T11:20:00Z"));
+    second.count(false, at("2026-11-27T11:03:00Z"));
+    store.add_usage(&second).await.unwrap();
+    assert_eq!(
+        accepted_and_refused(&*store, &stored, "2026-11-27T10:30:00Z").await,
+        [
+            ("2026-11-27T10:00:00+00:00".to_owned(), 1, 0),
+            ("2026-11-27T11:00:00+00:00".to_owned(), 2, 2),
+        ],
+        "oldest first, from the hour of `since`"
+    );
+    assert_eq!(
+        accepted_and_refused(&*store, &stored, "2026-11-27T11:00:00Z")
+            .await
+            .len(),
+        1
+    );
+    let unused = key(&*store, "production", "unused", &clock).await;
+    assert!(
+        accepted_and_refused(&*store, &unused, "2026-11-01T00:00:00Z")
+            .await
+            .is_empty()
+    );
+
+    // A lifecycle change on a key whose usage was written meanwhile still applies: usage never
+    // touches the key's records or its version.
+    let read = store.key(&stored.id).await.unwrap().unwrap();
+    store.add_usage(&second).await.unwrap();
+    let rotated = rotate(&read, grace("1h"), actor(), &clock.mint, clock.now()).unwrap();
+    store.apply(&rotated.change).await.unwrap();
+}
+
+async fn last_use_only_moves_forward(store: Arc<dyn KeyStore>) {
+    let clock = Clock::new();
+    environment(&*store, "production", &clock).await;
+    let (a, b) = (
+        key(&*store, "production", "a", &clock).await,
+        key(&*store, "production", "b", &clock).await,
+    );
+    assert!(store.last_use(&[&a.id, &b.id]).await.unwrap().is_empty());
+    let later = LastUse {
+        last_used_at: Some(at("2026-11-27T11:20:00Z")),
+        last_refused_at: None,
+    };
+    store.record_last_use(&a.id, later).await.unwrap();
+    let earlier = LastUse {
+        last_used_at: Some(at("2026-11-27T11:19:00Z")),
+        last_refused_at: Some(at("2026-11-27T09:00:00Z")),
+    };
+    store.record_last_use(&a.id, earlier).await.unwrap();
+    let found = store.last_use(&[&a.id, &b.id]).await.unwrap();
+    assert_eq!(found.len(), 1, "b was never presented");
+    assert_eq!(
+        found[&a.id],
+        LastUse {
+            last_used_at: later.last_used_at,
+            last_refused_at: earlier.last_refused_at,
+        }
+    );
+}
+
 /// Runs every contract case against one adapter; `$store` makes a fresh, empty store.
 macro_rules! contract {
     ($adapter:ident, $store:expr) => {
@@ -745,7 +834,9 @@ macro_rules! contract {
                 one_active_key_delivers_to_a_secret_and_a_rotation_hands_it_on,
                 of_sixteen_keys_racing_for_one_secret_exactly_one_gets_it,
                 a_policy_stored_before_claims_keeps_its_secret,
-                a_stale_claim_passes_only_to_a_key_holding_the_old_keys_scopes
+                a_stale_claim_passes_only_to_a_key_holding_the_old_keys_scopes,
+                usage_adds_up_by_hour_apart_from_the_key,
+                last_use_only_moves_forward
             );
         }
     };

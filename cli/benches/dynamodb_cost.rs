@@ -181,6 +181,7 @@ async fn measure(
         settings: &settings,
         secrets: &secrets,
         mint: &mint,
+        usage: &keyward::usage::NotCounted,
     };
     let response = handler(context, req, keyward::now()).await;
     assert!(response.status().is_success(), "{}", response.status());

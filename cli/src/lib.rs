@@ -22,10 +22,15 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
-use keyward::domain::{Actor, EnvName, Issued, Mint, create_environment};
-use keyward::http::{ApiError, Context, Handler, HandlerFuture, MAX_BODY_BYTES, Settings};
+use keyward::domain::{
+    Actor, EnvName, Issued, Mint, PresentedKey, Timestamp, Verdict, check, create_environment,
+};
+use keyward::http::{
+    ApiError, Context, Handler, HandlerFuture, MAX_BODY_BYTES, Settings, key_from_headers,
+};
 use keyward::secrets::SecretSink;
 use keyward::store::{KeyStore, StoreError};
+use keyward::usage::Usage;
 use lambda_http::aws_lambda_events::query_map::QueryMap;
 use lambda_http::http::{Method, StatusCode, header};
 use lambda_http::{Body, RequestExt};
@@ -74,6 +79,7 @@ pub const ROUTES: &[(Method, &str, Handler)] = &[
         "/v1/keys/{key_id}/activity",
         key_activity::handler,
     ),
+    (Method::GET, "/v1/keys/{key_id}/usage", key_usage::handler),
     (Method::POST, "/v1/verify", verify_key::handler),
     (Method::GET, "/v1/openapi.json", console_file),
 ];
@@ -87,11 +93,7 @@ pub const CONSOLE_ROUTES: &[(Method, &str, Handler)] = &[
 
 /// The console's page and files and the API's description, the same bytes the console
 /// function serves on Lambda.
-fn console_file(
-    _: Context<'_>,
-    req: lambda_http::Request,
-    _: keyward::domain::Timestamp,
-) -> HandlerFuture<'_> {
+fn console_file(_: Context<'_>, req: lambda_http::Request, _: Timestamp) -> HandlerFuture<'_> {
     Box::pin(async move { console::handler(&req) })
 }
 
@@ -151,6 +153,25 @@ fn to_hyper(response: lambda_http::Response<Body>) -> hyper::Response<Full<Bytes
     hyper::Response::from_parts(parts, Full::new(bytes))
 }
 
+/// The API's routes that take no key, as the template marks them `Authorizer: NONE`.
+const PUBLIC_ROUTES: &[&str] = &["/v1/verify", "/v1/openapi.json", "/", "/console/{asset}"];
+
+/// Counts the caller's key as the API's authorizer does on AWS before any other route's
+/// handler runs: accepted unless it is revoked or expired (the handler then checks its
+/// environment and scopes). `keyward serve` has no authorizer in front, so without this a key
+/// used only for the API would read as never used locally. It costs one more read of the key.
+async fn count_caller(context: Context<'_>, req: &lambda_http::Request, now: Timestamp) {
+    let Some(presented) = key_from_headers(req.headers()).and_then(|k| PresentedKey::parse(k).ok())
+    else {
+        return;
+    };
+    if let Ok(Some(key)) = context.store.key_by_hash(&presented.hash).await {
+        let none: [&str; 0] = [];
+        let accepted = check(&key, None, &none, now) == Verdict::Valid;
+        context.usage.count(&key.id, accepted, now);
+    }
+}
+
 /// Answers one request with the handler its route names.
 async fn handle(
     context: Context<'_>,
@@ -198,7 +219,11 @@ async fn handle(
                     let request = lambda_http::Request::from_parts(parts, body)
                         .with_path_parameters(params)
                         .with_query_string_parameters(query);
-                    handler(context, request, keyward::now()).await
+                    let now = keyward::now();
+                    if !PUBLIC_ROUTES.contains(&pattern) {
+                        count_caller(context, &request, now).await;
+                    }
+                    handler(context, request, now).await
                 }
             }
         }
@@ -229,14 +254,29 @@ pub async fn run_schedule(
     }
 }
 
+/// Writes the usage that is due every ten seconds (or every interval between writes, if that
+/// is shorter), so that an idle server's counts go out soon after they fall due, as a busy
+/// one's do with its next check.
+pub async fn sweep_usage(usage: &Usage) {
+    let every = usage.every().to_std().unwrap_or(Duration::from_secs(10));
+    let mut ticks = tokio::time::interval(every.min(Duration::from_secs(10)));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        ticks.tick().await;
+        usage.sweep(keyward::now());
+    }
+}
+
 /// Serves the HTTP API on `listener` until the process ends; rotations of keys with a policy
-/// deliver to `secrets`, and everything new comes from the process's one `mint`.
+/// deliver to `secrets`, everything new comes from the process's one `mint`, and checks
+/// of known keys are counted in `usage`.
 pub async fn serve(
     listener: TcpListener,
     store: Arc<dyn KeyStore>,
     settings: Settings,
     secrets: Arc<dyn SecretSink>,
     mint: Arc<Mint>,
+    usage: Usage,
 ) -> std::io::Result<()> {
     let settings = Arc::new(settings);
     loop {
@@ -247,19 +287,21 @@ pub async fn serve(
                 continue;
             }
         };
-        let (store, settings, secrets, mint) = (
+        let (store, settings, secrets, mint, usage) = (
             Arc::clone(&store),
             Arc::clone(&settings),
             Arc::clone(&secrets),
             Arc::clone(&mint),
+            usage.clone(),
         );
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                let (store, settings, secrets, mint) = (
+                let (store, settings, secrets, mint, usage) = (
                     Arc::clone(&store),
                     Arc::clone(&settings),
                     Arc::clone(&secrets),
                     Arc::clone(&mint),
+                    usage.clone(),
                 );
                 async move {
                     let context = Context {
@@ -267,6 +309,7 @@ pub async fn serve(
                         settings: &settings,
                         secrets: &*secrets,
                         mint: &mint,
+                        usage: &usage,
                     };
                     Ok::<_, Infallible>(handle(context, req).await)
                 }

@@ -14,12 +14,15 @@ use keyward::error_chain;
 use keyward::events::{EventBridgeBus, EventsConfig};
 use keyward::http::Settings;
 use keyward::secrets::{FileSink, PrefixedSink, SecretSink, SecretsManagerSink};
-use keyward::store::{DynamoStore, KeyStore, StoreConfig};
+use keyward::store::{DynamoStore, KeyStore, StoreConfig, UsageStore};
+use keyward::usage::Usage;
 use keyward_cli::api::Failure;
 use keyward_cli::client::{self, ActivityArgs, KeysCommand, VerifyArgs};
 use keyward_cli::{
     CreateEnvironmentError, StreamPoller, create_environment_in, operator, run_schedule, serve,
+    sweep_usage,
 };
+use tokio::signal::unix::SignalKind;
 
 /// The `keyward` command.
 #[derive(Debug, Parser)]
@@ -308,18 +311,29 @@ async fn run(command: Command) -> Result<(), Failure> {
                     None => std::future::pending().await,
                 }
             };
-            tokio::select! {
+            let usage = Usage::from_env(Arc::clone(&store) as Arc<dyn UsageStore>)?;
+            let mut terminate = tokio::signal::unix::signal(SignalKind::terminate())
+                .map_err(|e| format!("cannot wait for SIGTERM: {e}"))?;
+            let outcome = tokio::select! {
                 served = serve(
                     listener,
                     Arc::clone(&store),
                     settings,
                     Arc::clone(&secrets),
                     Arc::clone(&mint),
+                    usage.clone(),
                 ) => served.map_err(|e| Failure::Failed(e.to_string())),
                 () = publishing => Ok(()),
                 () = scheduling => Ok(()),
+                () = sweep_usage(&usage) => Ok(()),
                 _ = tokio::signal::ctrl_c() => Ok(()),
+                _ = terminate.recv() => Ok(()),
+            };
+            let left = usage.flush_all(Duration::from_secs(5)).await;
+            if left > 0 {
+                eprintln!("warning: {left} counted checks could not be written to the store");
             }
+            outcome
         }
     }
 }

@@ -17,6 +17,7 @@ mod mint;
 mod names;
 mod schedule;
 mod token;
+mod usage;
 mod verify;
 
 pub use activity::{Action, ActivityEntry, Actor, ActorType, Event};
@@ -34,13 +35,16 @@ pub use mint::{Entropy, Mint};
 pub use names::{ActivityId, EnvName, InputError, KeyId, KeyName, Kind, Scope, Scopes};
 pub use schedule::{Due, delivery_failed, expiry_notice, scheduled_rotation, secret_delivered};
 pub use token::{KeyHash, MalformedKey, PresentedKey, Secret};
+pub use usage::{
+    HourlyUsage, LastUse, USAGE_RETENTION, UsageTally, hour_of, minute_of, usage_window,
+};
 pub use verify::{Verdict, check};
 
 /// A point in time, in UTC, as every record and rule uses it.
 pub type Timestamp = chrono::DateTime<chrono::Utc>;
 
 /// The modules from the bottom up: each may use only the modules before it.
-pub const LAYERS: [&str; 10] = [
+pub const LAYERS: [&str; 11] = [
     "base62",
     "mint",
     "names",
@@ -51,6 +55,7 @@ pub const LAYERS: [&str; 10] = [
     "lifecycle",
     "schedule",
     "verify",
+    "usage",
 ];
 
 #[cfg(test)]
@@ -58,7 +63,7 @@ mod tests {
     use super::LAYERS;
 
     /// Each module's source, by name, as the compiler sees it.
-    const SOURCES: [(&str, &str); 10] = [
+    const SOURCES: [(&str, &str); 11] = [
         ("base62", include_str!("base62.rs")),
         ("mint", include_str!("mint.rs")),
         ("names", include_str!("names.rs")),
@@ -69,6 +74,7 @@ mod tests {
         ("lifecycle", include_str!("lifecycle.rs")),
         ("schedule", include_str!("schedule.rs")),
         ("verify", include_str!("verify.rs")),
+        ("usage", include_str!("usage.rs")),
     ];
 
     /// The sibling modules that `source` names, through `super::` or `crate::`, outside its

@@ -14,6 +14,7 @@ pub mod secrets;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod usage;
 
 pub use keyward_domain as domain;
 

@@ -29,6 +29,7 @@ const OWN_CRATES: &[&str] = &[
     "get_key",
     "hello",
     "key_activity",
+    "key_usage",
     "list_keys",
     "revoke_key",
     "rotate_key",

@@ -10,6 +10,7 @@ use crate::domain::{Actor, EnvName, Key, Mint, Secret, Timestamp, create_environ
 use crate::http::{Context, Settings};
 use crate::secrets::{FileSink, PrefixedSink};
 use crate::store::{KeyStore, SqliteStore};
+use crate::usage::Usage;
 
 /// An in-memory store holding one environment and its default key, with a secrets file of
 /// its own.
@@ -30,6 +31,8 @@ pub struct Seeded {
     pub secrets_file: PathBuf,
     /// The test's own mint, so that no other test's clock changes its ids.
     pub mint: Mint,
+    /// The usage counter of `/v1/verify`, writing to the store.
+    pub usage: Usage,
 }
 
 impl Drop for Seeded {
@@ -46,6 +49,7 @@ impl Seeded {
             settings: &self.settings,
             secrets: &self.secrets,
             mint: &self.mint,
+            usage: &self.usage,
         }
     }
 
@@ -56,6 +60,7 @@ impl Seeded {
             settings: &self.settings,
             secrets: &self.secrets,
             mint: &self.mint,
+            usage: &self.usage,
         }
     }
 
@@ -152,7 +157,12 @@ pub async fn seeded(name: &str, now: Timestamp) -> Seeded {
         Box::new(FileSink::new(secrets_file.clone())),
         settings.secret_prefix.clone(),
     );
+    let usage = Usage::new(
+        std::sync::Arc::new(store.clone()),
+        crate::usage::DEFAULT_WRITE_EVERY,
+    );
     Seeded {
+        usage,
         store,
         environment,
         key: issued.key,
@@ -272,76 +282,165 @@ pub fn invoke_lambda_with(
     environment: impl FnOnce(&mut std::process::Command),
     event: &str,
 ) -> Invocation {
-    use std::io::{BufReader, Write};
-    use std::net::TcpListener;
-    use std::process::{Command, Stdio};
-    use std::sync::mpsc;
-
-    let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
-    let address = listener.local_addr().expect("an address");
-    let logs = std::env::temp_dir().join(format!(
-        "keyward-lambda-{}-{}.log",
-        std::process::id(),
-        address.port()
-    ));
-    let log_file = std::fs::File::create(&logs).expect("a log file");
-    let mut command = Command::new(binary);
-    command
-        .env("AWS_LAMBDA_RUNTIME_API", address.to_string())
-        .env("AWS_LAMBDA_FUNCTION_NAME", "under-test")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "1");
-    environment(&mut command);
-    let mut child = command
-        .stdout(log_file.try_clone().expect("a second handle"))
-        .stderr(log_file)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("the function starts");
-    let (answers, answered) = mpsc::channel::<String>();
-    let event = event.to_owned();
-    std::thread::spawn(move || {
-        let mut handed = false;
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { return };
-            let (answers, event) = (answers.clone(), event.clone());
-            let first = !handed;
-            handed = true;
-            std::thread::spawn(move || {
-                let mut writer = stream.try_clone().expect("a second handle");
-                let mut reader = BufReader::new(stream);
-                let mut given = !first;
-                while let Some((line, body)) = read_request(&mut reader) {
-                    if line.contains("/invocation/next") {
-                        if given {
-                            return;
-                        }
-                        given = true;
-                        let deadline = chrono::Utc::now().timestamp_millis() + 60_000;
-                        let head = format!(
-                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nLambda-Runtime-Aws-Request-Id: test-request\r\nLambda-Runtime-Deadline-Ms: {deadline}\r\nLambda-Runtime-Invoked-Function-Arn: arn:aws:lambda:us-east-1:123456789012:function:under-test\r\nLambda-Runtime-Trace-Id: Root=1-00000000-000000000000000000000000\r\nContent-Length: {}\r\n\r\n",
-                            event.len()
-                        );
-                        let _ = writer.write_all(head.as_bytes());
-                        let _ = writer.write_all(event.as_bytes());
-                    } else {
-                        let _ = writer
-                            .write_all(b"HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n{}");
-                        let _ = answers.send(String::from_utf8_lossy(&body).into_owned());
-                    }
-                }
-            });
-        }
-    });
-    let answer = answered.recv_timeout(std::time::Duration::from_secs(60));
+    let lambda = LambdaProcess::start(binary, environment);
+    let answer = lambda.invoke(event);
     // Lambda freezes a function once it answers; here the process is simply ended.
-    let _ = child.kill();
-    let _ = child.wait();
-    let log = std::fs::read_to_string(&logs).unwrap_or_default();
-    let _ = std::fs::remove_file(&logs);
+    let log = lambda.stop();
     Invocation {
-        answer: answer.unwrap_or_else(|_| panic!("the function never answered; its log:\n{log}")),
+        answer: answer.unwrap_or_else(|| panic!("the function never answered; its log:\n{log}")),
         log,
+    }
+}
+
+/// A Lambda function's binary running against a stand-in for Lambda's Runtime and Extensions
+/// APIs on loopback: it is handed one event per [`LambdaProcess::invoke`], and it can be
+/// frozen, thawed and shut down with the signals Lambda uses. An extension that registers is
+/// answered, and its wait for events never ends, as Lambda's does for an internal extension
+/// that asks for none.
+pub struct LambdaProcess {
+    child: std::process::Child,
+    events: std::sync::mpsc::Sender<String>,
+    answers: std::sync::mpsc::Receiver<String>,
+    logs: PathBuf,
+}
+
+impl LambdaProcess {
+    /// Starts `binary` with this process's environment, the variables Lambda sets, and what
+    /// `environment` changes.
+    pub fn start(binary: &str, environment: impl FnOnce(&mut std::process::Command)) -> Self {
+        use std::net::TcpListener;
+        use std::process::{Command, Stdio};
+        use std::sync::{Arc, Mutex, mpsc};
+
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+        let address = listener.local_addr().expect("an address");
+        let logs = std::env::temp_dir().join(format!(
+            "keyward-lambda-{}-{}.log",
+            std::process::id(),
+            address.port()
+        ));
+        let log_file = std::fs::File::create(&logs).expect("a log file");
+        let mut command = Command::new(binary);
+        command
+            .env("AWS_LAMBDA_RUNTIME_API", address.to_string())
+            .env("AWS_LAMBDA_FUNCTION_NAME", "under-test")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "1");
+        environment(&mut command);
+        let child = command
+            .stdout(log_file.try_clone().expect("a second handle"))
+            .stderr(log_file)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("the function starts");
+        let (events, queued) = mpsc::channel::<String>();
+        let (answer, answers) = mpsc::channel::<String>();
+        let queued = Arc::new(Mutex::new(queued));
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let (answer, queued) = (answer.clone(), Arc::clone(&queued));
+                std::thread::spawn(move || serve_runtime_api(stream, &queued, &answer));
+            }
+        });
+        Self {
+            child,
+            events,
+            answers,
+            logs,
+        }
+    }
+
+    /// Hands the function `event` and waits up to a minute for its answer (or its error).
+    pub fn invoke(&self, event: &str) -> Option<String> {
+        self.events.send(event.to_owned()).ok()?;
+        self.answers
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .ok()
+    }
+
+    /// Sends the process a signal by name (`STOP`, `CONT`, `TERM`, `KILL`), as Lambda freezes,
+    /// thaws and shuts down an execution environment.
+    pub fn signal(&self, name: &str) {
+        let sent = std::process::Command::new("kill")
+            .args(["-s", name, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill -s {name}");
+    }
+
+    /// Waits up to `within` for the process to end; `None` if it is still running.
+    pub fn wait(&mut self, within: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let until = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("the process can be waited on") {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= until {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    /// Everything the process has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.logs).unwrap_or_default()
+    }
+
+    /// Ends the process if it still runs and returns its whole log.
+    pub fn stop(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.log()
+    }
+}
+
+impl Drop for LambdaProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.logs);
+    }
+}
+
+/// Answers one connection to the stand-in Runtime API: each `next` takes the next queued
+/// event (waiting for one), each answer goes to `answer`, an extension's registration is
+/// accepted, and its wait for an event never returns.
+fn serve_runtime_api(
+    stream: std::net::TcpStream,
+    queued: &std::sync::Mutex<std::sync::mpsc::Receiver<String>>,
+    answer: &std::sync::mpsc::Sender<String>,
+) {
+    use std::io::{BufReader, Write};
+
+    let mut writer = stream.try_clone().expect("a second handle");
+    let mut reader = BufReader::new(stream);
+    while let Some((line, body)) = read_request(&mut reader) {
+        let reply = if line.contains("/invocation/next") {
+            let event = queued.lock().map(|q| q.recv());
+            let Ok(Ok(event)) = event else { return };
+            let deadline = chrono::Utc::now().timestamp_millis() + 60_000;
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nLambda-Runtime-Aws-Request-Id: test-request\r\nLambda-Runtime-Deadline-Ms: {deadline}\r\nLambda-Runtime-Invoked-Function-Arn: arn:aws:lambda:us-east-1:123456789012:function:under-test\r\nLambda-Runtime-Trace-Id: Root=1-00000000-000000000000000000000000\r\nContent-Length: {}\r\n\r\n{event}",
+                event.len()
+            )
+        } else if line.contains("/extension/register") {
+            let registered =
+                r#"{"functionName":"under-test","functionVersion":"1","handler":"bootstrap"}"#;
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nLambda-Extension-Identifier: test-extension\r\nContent-Length: {}\r\n\r\n{registered}",
+                registered.len()
+            )
+        } else if line.contains("/extension/event/next") {
+            loop {
+                std::thread::park();
+            }
+        } else {
+            let _ = answer.send(String::from_utf8_lossy(&body).into_owned());
+            "HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n{}".to_owned()
+        };
+        let _ = writer.write_all(reply.as_bytes());
     }
 }
 
@@ -380,6 +479,39 @@ impl crate::store::KeyLookup for Interfering<'_> {
         hash: &crate::domain::KeyHash,
     ) -> Result<Option<Key>, crate::store::StoreError> {
         self.inner.key_by_hash(hash).await
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::store::UsageStore for Interfering<'_> {
+    async fn add_usage(
+        &self,
+        tally: &crate::domain::UsageTally,
+    ) -> Result<(), crate::store::StoreError> {
+        self.inner.add_usage(tally).await
+    }
+    async fn hourly_usage(
+        &self,
+        id: &crate::domain::KeyId,
+        since: Timestamp,
+    ) -> Result<Vec<crate::domain::HourlyUsage>, crate::store::StoreError> {
+        self.inner.hourly_usage(id, since).await
+    }
+    async fn last_use(
+        &self,
+        ids: &[&crate::domain::KeyId],
+    ) -> Result<
+        std::collections::HashMap<crate::domain::KeyId, crate::domain::LastUse>,
+        crate::store::StoreError,
+    > {
+        self.inner.last_use(ids).await
+    }
+    async fn record_last_use(
+        &self,
+        id: &crate::domain::KeyId,
+        last: crate::domain::LastUse,
+    ) -> Result<(), crate::store::StoreError> {
+        self.inner.record_last_use(id, last).await
     }
 }
 

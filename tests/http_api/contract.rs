@@ -237,5 +237,5 @@ fn each_operation_needs_exactly_the_scope_the_document_names() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 9, "every operation that needs a key");
+    assert_eq!(checked, 10, "every operation that needs a key");
 }

@@ -9,3 +9,4 @@ mod permissions;
 mod race;
 mod schedule;
 mod support;
+mod usage;

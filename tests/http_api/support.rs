@@ -51,6 +51,9 @@ pub struct Server {
     addr: SocketAddr,
     dir: PathBuf,
     store: String,
+    backend: Backend,
+    options: Vec<String>,
+    env: Vec<(String, String)>,
     /// The default key of `development`, printed once at start.
     pub default_key: String,
     /// Its id.
@@ -67,6 +70,71 @@ fn fresh_dir() -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("a temporary folder");
     dir
+}
+
+/// A `serve` process just started, and what it printed before it listened.
+struct Started {
+    child: Child,
+    addr: SocketAddr,
+    default_key: Option<String>,
+    default_key_id: Option<String>,
+    banner: Vec<String>,
+}
+
+/// Starts `keyward serve` on `store`, logging at debug level to `serve.log` in `dir` (appended
+/// to, so that a restart keeps the earlier log), and reads what it prints until it listens.
+fn spawn(
+    dir: &std::path::Path,
+    store: &str,
+    backend: Backend,
+    options: &[String],
+    env: &[(String, String)],
+) -> Started {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("serve.log"))
+        .expect("a log file");
+    let secrets_file = dir.join("secrets.json").display().to_string();
+    let file_option = match backend {
+        Backend::Sqlite => vec!["--secrets-file", &secrets_file],
+        Backend::DynamoDb => Vec::new(),
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--store", store])
+        .args(file_option)
+        .args(options)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env("RUST_LOG", "debug")
+        .env("USER", "test-operator")
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .expect("keyward serve starts");
+    let stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
+    let (mut default_key, mut default_key_id, mut addr) = (None, None, None);
+    let mut banner = Vec::new();
+    for line in stdout.lines() {
+        let line = line.expect("serve prints lines");
+        if line.starts_with("kw_sk_development_") {
+            default_key = Some(line);
+            continue;
+        }
+        if let Some(rest) = line.split("default key ").nth(1) {
+            default_key_id = rest.split_whitespace().next().map(str::to_owned);
+        } else if let Some(a) = line.strip_prefix("keyward is listening on http://") {
+            addr = Some(a.parse().expect("a socket address"));
+            break;
+        }
+        banner.push(line);
+    }
+    Started {
+        child,
+        addr: addr.expect("serve says where it listens"),
+        default_key,
+        default_key_id,
+        banner,
+    }
 }
 
 fn table_name(dir: &std::path::Path) -> String {
@@ -88,6 +156,11 @@ impl Server {
     /// they turn it off. On SQLite, rotations deliver secrets to a file in the server's
     /// folder; on DynamoDB, to Secrets Manager on the same endpoint.
     pub fn start_with(backend: Backend, options: &[&str]) -> Self {
+        Self::start_with_env(backend, options, &[])
+    }
+
+    /// [`Server::start_with`], with these variables set for `serve` too.
+    pub fn start_with_env(backend: Backend, options: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = fresh_dir();
         let store = match backend {
             Backend::Sqlite => format!("sqlite:{}", dir.join("keyward.db").display()),
@@ -109,49 +182,54 @@ impl Server {
                 format!("dynamodb:{table}")
             }
         };
-        let log = std::fs::File::create(dir.join("serve.log")).expect("a log file");
-        let secrets_file = dir.join("secrets.json").display().to_string();
-        let file_option = match backend {
-            Backend::Sqlite => vec!["--secrets-file", &secrets_file],
-            Backend::DynamoDb => Vec::new(),
-        };
-        let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--store", &store])
-            .args(file_option)
-            .args(options)
-            .env("RUST_LOG", "debug")
-            .env("USER", "test-operator")
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("keyward serve starts");
-        let stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
-        let (mut default_key, mut default_key_id, mut addr) = (None, None, None);
-        let mut banner = Vec::new();
-        for line in stdout.lines() {
-            let line = line.expect("serve prints lines");
-            if line.starts_with("kw_sk_development_") {
-                default_key = Some(line);
-                continue;
-            }
-            if let Some(rest) = line.split("default key ").nth(1) {
-                default_key_id = rest.split_whitespace().next().map(str::to_owned);
-            } else if let Some(a) = line.strip_prefix("keyward is listening on http://") {
-                addr = Some(a.parse().expect("a socket address"));
-                break;
-            }
-            banner.push(line);
-        }
+        let options: Vec<String> = options.iter().map(|o| (*o).to_owned()).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let started = spawn(&dir, &store, backend, &options, &env);
         Self {
-            child,
-            addr: addr.expect("serve says where it listens"),
+            child: started.child,
+            addr: started.addr,
             dir,
             store,
-            default_key: default_key.expect("serve prints the first default key"),
-            default_key_id: default_key_id.expect("serve names the first default key"),
-            banner,
+            backend,
+            options,
+            env,
+            default_key: started
+                .default_key
+                .expect("serve prints the first default key"),
+            default_key_id: started
+                .default_key_id
+                .expect("serve names the first default key"),
+            banner: started.banner,
             exchanges: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Stops `serve` with SIGTERM, as a service manager does, waits for it to end (it must end
+    /// well), and starts it again on the same store with the same options.
+    pub fn restart(&mut self) {
+        let sent = Command::new("kill")
+            .args(["-s", "TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success());
+        let status = self.child.wait().expect("serve ends");
+        assert!(
+            status.success(),
+            "serve ended with {status}:\n{}",
+            self.logs()
+        );
+        let started = spawn(
+            &self.dir,
+            &self.store,
+            self.backend,
+            &self.options,
+            &self.env,
+        );
+        self.child = started.child;
+        self.addr = started.addr;
     }
 
     /// Sends a request with the given headers and raw body.

@@ -10,6 +10,7 @@ use authorizer::{Config, RouteScopes, handler};
 use criterion::{Criterion, criterion_group, criterion_main};
 use keyward::domain::{Actor, EnvName, Key, KeyHash, KeyName, Kind, NewKey, Scopes, create_key};
 use keyward::store::{KeyLookup, StoreError};
+use keyward::usage::NotCounted;
 use sha2::{Digest, Sha256};
 
 struct InMemory(HashMap<String, Key>);
@@ -58,7 +59,7 @@ fn decision(c: &mut Criterion) {
     let now = keyward::now();
     let run = |text: &str| {
         let event: serde_json::Value = serde_json::from_str(text).unwrap();
-        match runtime.block_on(handler(&config, &store, event, now)) {
+        match runtime.block_on(handler(&config, &store, &NotCounted, event, now)) {
             Ok(answer) => answer.to_string(),
             Err(e) => e.to_string(),
         }

@@ -19,6 +19,7 @@ use aws_lambda_events::apigw::{
 use keyward::domain::{EnvName, Key, PresentedKey, Scope, Timestamp, Verdict, check};
 use keyward::http::key_from_headers;
 use keyward::store::{KeyLookup, StoreError};
+use keyward::usage::Counter;
 use lambda_http::lambda_runtime::Diagnostic;
 use serde_json::{Value, json};
 
@@ -361,6 +362,7 @@ enum Decision {
 async fn decide(
     config: &Config,
     store: &dyn KeyLookup,
+    usage: &dyn Counter,
     ask: &Ask,
     required: Requirement<'_>,
     now: Timestamp,
@@ -389,16 +391,23 @@ async fn decide(
         Requirement::Scope(scope) => &[scope.as_str()],
         Requirement::AnyValidKey | Requirement::Unlisted => &[],
     };
-    Ok(
-        match check(&key, config.environment.as_ref(), scopes, now) {
-            Verdict::Valid if required == Requirement::Unlisted && !config.allow_unlisted => {
-                Decision::Deny(key)
-            }
-            Verdict::Valid => Decision::Allow(key),
-            Verdict::InsufficientScope => Decision::Deny(key),
-            _ => Decision::Unauthorized,
-        },
-    )
+    let decision = match check(&key, config.environment.as_ref(), scopes, now) {
+        Verdict::Valid if required == Requirement::Unlisted && !config.allow_unlisted => {
+            Decision::Deny(key)
+        }
+        Verdict::Valid => Decision::Allow(key),
+        Verdict::InsufficientScope => Decision::Deny(key),
+        _ => {
+            usage.count(&key.id, false, now);
+            return Ok(Decision::Unauthorized);
+        }
+    };
+    match &decision {
+        Decision::Allow(key) => usage.count(&key.id, true, now),
+        Decision::Deny(key) => usage.count(&key.id, false, now),
+        Decision::Unauthorized => {}
+    }
+    Ok(decision)
 }
 
 fn context(key: &Key) -> Value {
@@ -417,16 +426,17 @@ fn policy(key: &Key, effect: &str, method_arn: &str) -> Value {
     })
 }
 
-/// Answers one authorizer event.
+/// Answers one authorizer event, counting the check of a known key in `usage`.
 pub async fn handler(
     config: &Config,
     store: &dyn KeyLookup,
+    usage: &dyn Counter,
     event: Value,
     now: Timestamp,
 ) -> Result<Value, AuthorizerError> {
     let ask = ask(event).inspect_err(|_| tracing::warn!("not an authorizer event"))?;
     let required = config.routes.required(&ask.method, &ask.path);
-    let decision = decide(config, store, &ask, required, now)
+    let decision = decide(config, store, usage, &ask, required, now)
         .await
         .inspect_err(|e| tracing::error!(error = %keyward::error_chain(e), "cannot check a key"))?;
     // The log names the method and the scope the route needs, never the path: a client may
@@ -473,7 +483,10 @@ mod tests {
         Actor, GracePeriod, KeyHash, KeyName, Kind, NewKey, Revocation, Scopes, Secret,
         create_environment, create_key, revoke, rotate,
     };
+    use keyward::domain::{KeyId, hour_of};
+    use keyward::store::UsageStore;
     use keyward::store::{DynamoStore, KeyStore, SqliteStore};
+    use keyward::usage::{DEFAULT_WRITE_EVERY, NotCounted, Usage};
 
     use super::*;
 
@@ -653,6 +666,14 @@ mod tests {
             move || logs.clone()
         });
         let _guard = tracing::subscriber::set_default(subscriber.finish());
+        // tracing-core asks only the registering thread's own subscriber about a new callsite
+        // while exactly one scoped subscriber exists, so a test on another thread that logs
+        // `allowed` first would switch that line off here too. A second one keeps it asking all.
+        let _second = tracing::Dispatch::new(
+            tracing_subscriber::fmt()
+                .with_writer(std::io::sink)
+                .finish(),
+        );
         let reader = k.reader.expose();
         let bad_checksum = format!("{}000000", &reader[..reader.len() - 6]);
         let unknown = Secret::generate(&mint, Kind::Secret, config.environment.as_ref().unwrap());
@@ -765,6 +786,7 @@ mod tests {
                 let answer = handler(
                     &config,
                     &counting,
+                    &NotCounted,
                     event(fixture, method, path, *token),
                     keyward::now(),
                 )
@@ -797,7 +819,7 @@ mod tests {
         let logged = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
         assert!(
             logged.contains("allowed") && logged.contains(k.reader_key.id.as_str()),
-            "the log was captured"
+            "the log was captured: {logged}"
         );
         for secret in [
             reader,
@@ -833,7 +855,7 @@ mod tests {
             .unwrap();
             store.apply(&issued.change).await.unwrap();
             let ask = || event(fixture, "GET", "/orders", Some(issued.secret.expose()));
-            let before = handler(&config, store, ask(), keyward::now()).await;
+            let before = handler(&config, store, &NotCounted, ask(), keyward::now()).await;
             assert_eq!(outcome(fixture, &before, "/GET/orders"), Outcome::Allow);
             let Revocation::Revoked { change, .. } =
                 revoke(&issued.key, Actor::operator("t"), &mint, keyward::now()).unwrap()
@@ -841,7 +863,7 @@ mod tests {
                 panic!()
             };
             store.apply(&change).await.unwrap();
-            let after = handler(&config, store, ask(), keyward::now()).await;
+            let after = handler(&config, store, &NotCounted, ask(), keyward::now()).await;
             assert_eq!(
                 outcome(fixture, &after, "/GET/orders"),
                 Outcome::Unauthorized,
@@ -864,6 +886,85 @@ mod tests {
         let store = DynamoStore::from_env(&table).await.unwrap();
         store.create_table().await.unwrap();
         store
+    }
+
+    /// Every shape counts each check of a known key: allowed ones as accepted, denied and
+    /// unauthorized ones (a missing scope, a revoked key) as refused. A key refused on its
+    /// prefix alone (another environment, a bad checksum) is never read, so nothing counts.
+    async fn every_check_of_a_known_key_counts(store: Arc<dyn KeyStore>) {
+        let k = keys(&*store).await;
+        let usage = Usage::new(store.clone() as Arc<dyn UsageStore>, DEFAULT_WRITE_EVERY);
+        let now = keyward::now();
+        let revoked = store
+            .key_by_hash(&PresentedKey::parse(k.revoked.expose()).unwrap().hash)
+            .await
+            .unwrap()
+            .unwrap();
+        let staging = store
+            .key_by_hash(&PresentedKey::parse(k.staging.expose()).unwrap().hash)
+            .await
+            .unwrap()
+            .unwrap();
+        let cases = [
+            ("GET", "/orders", k.reader.expose(), 7, Outcome::Allow),
+            ("POST", "/orders/1", k.reader.expose(), 2, Outcome::Deny),
+            (
+                "GET",
+                "/orders",
+                k.revoked.expose(),
+                3,
+                Outcome::Unauthorized,
+            ),
+            (
+                "GET",
+                "/orders",
+                k.staging.expose(),
+                4,
+                Outcome::Unauthorized,
+            ),
+            (
+                "GET",
+                "/orders",
+                "kw_sk_production_garbage",
+                5,
+                Outcome::Unauthorized,
+            ),
+        ];
+        for fixture in [TOKEN, REQUEST, HTTP] {
+            for (method, path, token, times, expected) in &cases {
+                for _ in 0..*times {
+                    let asked = event(fixture, method, path, Some(token));
+                    let answer = handler(&config(), &*store, &usage, asked, now).await;
+                    assert_eq!(
+                        &outcome(fixture, &answer, &format!("/{method}{path}")),
+                        expected
+                    );
+                }
+            }
+        }
+        assert_eq!(usage.flush_all(std::time::Duration::from_secs(30)).await, 0);
+        let counts = |id: KeyId| {
+            let store = Arc::clone(&store);
+            async move {
+                let hours = store.hourly_usage(&id, hour_of(now)).await.unwrap();
+                hours
+                    .iter()
+                    .fold((0, 0), |(a, r), h| (a + h.accepted, r + h.refused))
+            }
+        };
+        assert_eq!(counts(k.reader_key.id.clone()).await, (21, 6));
+        assert_eq!(counts(revoked.id).await, (0, 9));
+        assert_eq!(counts(staging.id).await, (0, 0));
+    }
+
+    #[tokio::test]
+    async fn every_check_of_a_known_key_counts_on_sqlite() {
+        every_check_of_a_known_key_counts(Arc::new(SqliteStore::in_memory().unwrap())).await;
+    }
+
+    #[tokio::test]
+    async fn every_check_of_a_known_key_counts_on_dynamodb() {
+        every_check_of_a_known_key_counts(Arc::new(dynamodb().await)).await;
     }
 
     #[tokio::test]
@@ -896,15 +997,36 @@ mod tests {
         };
         for fixture in [TOKEN, REQUEST, HTTP] {
             let ask = |token: &str| event(fixture, "GET", "/orders", Some(token));
-            let allowed = handler(&any, &store, ask(k.staging.expose()), keyward::now()).await;
+            let allowed = handler(
+                &any,
+                &store,
+                &NotCounted,
+                ask(k.staging.expose()),
+                keyward::now(),
+            )
+            .await;
             assert_eq!(outcome(fixture, &allowed, "/GET/orders"), Outcome::Allow);
             assert_eq!(allowed.unwrap()["context"]["environment"], "staging");
-            let refused = handler(&config(), &store, ask(k.staging.expose()), keyward::now()).await;
+            let refused = handler(
+                &config(),
+                &store,
+                &NotCounted,
+                ask(k.staging.expose()),
+                keyward::now(),
+            )
+            .await;
             assert_eq!(
                 outcome(fixture, &refused, "/GET/orders"),
                 Outcome::Unauthorized
             );
-            let revoked = handler(&any, &store, ask(k.revoked.expose()), keyward::now()).await;
+            let revoked = handler(
+                &any,
+                &store,
+                &NotCounted,
+                ask(k.revoked.expose()),
+                keyward::now(),
+            )
+            .await;
             assert_eq!(
                 outcome(fixture, &revoked, "/GET/orders"),
                 Outcome::Unauthorized
@@ -921,7 +1043,14 @@ mod tests {
             json!([1, 2]),
             json!({"type": "WEBSOCKET"}),
         ] {
-            let answer = handler(&config(), &store, event.clone(), keyward::now()).await;
+            let answer = handler(
+                &config(),
+                &store,
+                &NotCounted,
+                event.clone(),
+                keyward::now(),
+            )
+            .await;
             assert!(
                 matches!(answer, Err(AuthorizerError::UnknownEvent)),
                 "{event}"
@@ -944,21 +1073,42 @@ mod tests {
         };
         for fixture in [TOKEN, REQUEST, HTTP] {
             let ask = |token: &str| event(fixture, "GET", "/unlisted/7", Some(token));
-            let closed = handler(&config(), &store, ask(k.reader.expose()), keyward::now()).await;
+            let closed = handler(
+                &config(),
+                &store,
+                &NotCounted,
+                ask(k.reader.expose()),
+                keyward::now(),
+            )
+            .await;
             assert_eq!(outcome(fixture, &closed, "/GET/unlisted/7"), Outcome::Deny);
-            let allowed = handler(&open, &store, ask(k.reader.expose()), keyward::now()).await;
+            let allowed = handler(
+                &open,
+                &store,
+                &NotCounted,
+                ask(k.reader.expose()),
+                keyward::now(),
+            )
+            .await;
             assert_eq!(
                 outcome(fixture, &allowed, "/GET/unlisted/7"),
                 Outcome::Allow
             );
-            let revoked = handler(&open, &store, ask(k.revoked.expose()), keyward::now()).await;
+            let revoked = handler(
+                &open,
+                &store,
+                &NotCounted,
+                ask(k.revoked.expose()),
+                keyward::now(),
+            )
+            .await;
             assert_eq!(
                 outcome(fixture, &revoked, "/GET/unlisted/7"),
                 Outcome::Unauthorized,
                 "an open route still needs a valid key"
             );
             let scoped = event(fixture, "POST", "/orders/1", Some(k.reader.expose()));
-            let denied = handler(&open, &store, scoped, keyward::now()).await;
+            let denied = handler(&open, &store, &NotCounted, scoped, keyward::now()).await;
             assert_eq!(
                 outcome(fixture, &denied, "/POST/orders/1"),
                 Outcome::Deny,
@@ -991,7 +1141,7 @@ mod tests {
         store.apply(&issued.change).await.unwrap();
         for fixture in [TOKEN, REQUEST, HTTP] {
             let ask = event(fixture, "GET", "/orders", Some(issued.secret.expose()));
-            let answer = handler(&config(), &store, ask, keyward::now())
+            let answer = handler(&config(), &store, &NotCounted, ask, keyward::now())
                 .await
                 .unwrap();
             assert_eq!(answer["context"]["kind"], "publishable");

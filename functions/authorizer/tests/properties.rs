@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use authorizer::{Config, RouteScopes, handler};
 use keyward::domain::{Actor, EnvName, Key, KeyHash, KeyName, Kind, NewKey, Scopes, create_key};
 use keyward::store::{KeyLookup, StoreError};
+use keyward::usage::NotCounted;
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
@@ -67,7 +68,7 @@ fn decide(config: &Config, store: &OneKey, event: Value) -> Option<Value> {
         .build()
         .unwrap();
     runtime
-        .block_on(handler(config, store, event, keyward::now()))
+        .block_on(handler(config, store, &NotCounted, event, keyward::now()))
         .ok()
 }
 

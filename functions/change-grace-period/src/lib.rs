@@ -3,7 +3,8 @@
 
 use keyward::domain::{GracePeriod, Timestamp, change_grace_period};
 use keyward::http::{
-    ApiError, Context, HandlerFuture, KeyView, apply_deciding, authorize_change, json_body, respond,
+    ApiError, Context, HandlerFuture, KeyView, apply_deciding, authorize_change, json_body,
+    last_use_of, respond,
 };
 use lambda_http::Request;
 use lambda_http::http::StatusCode;
@@ -27,6 +28,7 @@ pub fn handler(context: Context<'_>, req: Request, now: Timestamp) -> HandlerFut
 async fn change(context: Context<'_>, req: &Request, now: Timestamp) -> Result<Value, ApiError> {
     let store = context.store;
     let (caller, key) = authorize_change(store, req, now).await?;
+    let last = last_use_of(store, &key.id).await?;
     let body: GraceBody = json_body(req, SHAPE)?;
     let grace = GracePeriod::from_json(&body.grace_period)?;
     let changed = apply_deciding(store, key, |key| {
@@ -36,7 +38,7 @@ async fn change(context: Context<'_>, req: &Request, now: Timestamp) -> Result<V
     })
     .await?;
     tracing::info!(grace_period = %grace, "grace period changed");
-    Ok(json!({"key": KeyView::new(&changed, now)}))
+    Ok(json!({"key": KeyView::new(&changed, last, now)}))
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
 //! `POST /v1/environments/{env}/keys`: makes a key and shows its secret once (scope `keys:write`).
 
 use chrono::DateTime;
-use keyward::domain::{EnvName, KeyName, Kind, NewKey, Scope, Scopes, Timestamp, create_key};
+use keyward::domain::{
+    EnvName, KeyName, Kind, LastUse, NewKey, Scope, Scopes, Timestamp, create_key,
+};
 use keyward::http::{
     ApiError, Context, HandlerFuture, KeyView, Settings, authorize_environment, json_body, respond,
     rotation_policy,
@@ -78,7 +80,8 @@ async fn create(context: Context<'_>, req: &Request, now: Timestamp) -> Result<V
     store.apply(&issued.change).await?;
     tracing::Span::current().record("key_id", issued.key.id.as_str());
     tracing::info!("key created");
-    Ok(json!({"key": KeyView::new(&issued.key, now), "secret": issued.secret.expose()}))
+    let never = LastUse::default();
+    Ok(json!({"key": KeyView::new(&issued.key, never, now), "secret": issued.secret.expose()}))
 }
 
 #[cfg(test)]

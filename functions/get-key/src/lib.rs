@@ -1,7 +1,9 @@
 //! `GET /v1/keys/{key_id}`: one key, without its secret (scope `keys:read`).
 
 use keyward::domain::{Scope, Timestamp};
-use keyward::http::{ApiError, Context, HandlerFuture, KeyView, authorize_key, respond};
+use keyward::http::{
+    ApiError, Context, HandlerFuture, KeyView, authorize_key, last_use_of, respond,
+};
 use keyward::store::KeyStore;
 use lambda_http::Request;
 use lambda_http::http::StatusCode;
@@ -15,7 +17,8 @@ pub fn handler(context: Context<'_>, req: Request, now: Timestamp) -> HandlerFut
 #[tracing::instrument(name = "get_key", skip_all, fields(caller, key_id))]
 async fn get(store: &dyn KeyStore, req: &Request, now: Timestamp) -> Result<Value, ApiError> {
     let (_, key) = authorize_key(store, req, now, Scope::KEYS_READ).await?;
-    Ok(json!({"key": KeyView::new(&key, now)}))
+    let last = last_use_of(store, &key.id).await?;
+    Ok(json!({"key": KeyView::new(&key, last, now)}))
 }
 
 #[cfg(test)]

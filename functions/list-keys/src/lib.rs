@@ -20,6 +20,6 @@ async fn list(store: &dyn KeyStore, req: &Request, now: Timestamp) -> Result<Val
     let (_, environment) = authorize_environment(store, req, now, Scope::KEYS_READ).await?;
     let page = page_request(req, |c| KeyId::parse(c).is_ok())?;
     let keys = store.keys(&environment, &page).await?;
-    let views: Vec<KeyView<'_>> = keys.items.iter().map(|k| KeyView::new(k, now)).collect();
+    let views = KeyView::read_all(store, &keys.items, now).await?;
     Ok(json!({"keys": views, "next_cursor": keys.next_cursor}))
 }

@@ -3,7 +3,8 @@
 
 use keyward::domain::{Revocation, Timestamp, revoke};
 use keyward::http::{
-    ApiError, Context, HandlerFuture, KeyView, apply_deciding, authorize_change, respond,
+    ApiError, Context, HandlerFuture, KeyView, apply_deciding, authorize_change, last_use_of,
+    respond,
 };
 use lambda_http::Request;
 use lambda_http::http::StatusCode;
@@ -22,6 +23,7 @@ async fn revoke_key(
 ) -> Result<Value, ApiError> {
     let store = context.store;
     let (caller, key) = authorize_change(store, req, now).await?;
+    let last = last_use_of(store, &key.id).await?;
     let (key, revoked) = apply_deciding(store, key, |key| {
         Ok(match revoke(key, caller.actor(), context.mint, now)? {
             Revocation::Revoked { key, change } => ((key, true), Some(*change)),
@@ -32,7 +34,7 @@ async fn revoke_key(
     if revoked {
         tracing::info!("key revoked");
     }
-    Ok(json!({"key": KeyView::new(&key, now)}))
+    Ok(json!({"key": KeyView::new(&key, last, now)}))
 }
 
 #[cfg(test)]

@@ -3,11 +3,11 @@
 //! delivered to the policy's secret in the steps of `keyward::delivery`, before the answer.
 
 use keyward::delivery;
-use keyward::domain::{GracePeriod, Key, Rotated, Timestamp, rotate};
+use keyward::domain::{GracePeriod, Key, LastUse, Rotated, Timestamp, rotate};
 use keyward::error_chain;
 use keyward::http::{
     ApiError, Context, HandlerFuture, KeyView, Prepare, apply_prepared, authorize_change,
-    json_body, respond,
+    json_body, last_use_of, respond,
 };
 use keyward::secrets::SecretSink;
 use lambda_http::Request;
@@ -64,6 +64,7 @@ async fn rotate_key(
 ) -> Result<Value, ApiError> {
     let (store, secrets, mint) = (context.store, context.secrets, context.mint);
     let (caller, key) = authorize_change(store, req, now).await?;
+    let last = last_use_of(store, &key.id).await?;
     if let Some(policy) = &key.rotation_policy {
         let prefix = &context.settings.secret_prefix;
         if prefix.admits(&key.environment, &policy.secret_id).is_err() {
@@ -105,9 +106,9 @@ async fn rotate_key(
         }
     }
     Ok(json!({
-        "key": KeyView::new(&new_key, now),
+        "key": KeyView::new(&new_key, LastUse::default(), now),
         "secret": rotated.secret.expose(),
-        "previous": KeyView::new(&rotated.previous, now),
+        "previous": KeyView::new(&rotated.previous, last, now),
     }))
 }
 

@@ -4,7 +4,7 @@
 
 use keyward::domain::{PolicyChange, Timestamp, set_rotation_policy};
 use keyward::http::{
-    ApiError, Context, HandlerFuture, KeyView, authorize_change, json_body, respond,
+    ApiError, Context, HandlerFuture, KeyView, authorize_change, json_body, last_use_of, respond,
     rotation_policy,
 };
 use lambda_http::Request;
@@ -33,6 +33,7 @@ async fn set_policy(
 ) -> Result<Value, ApiError> {
     let store = context.store;
     let (caller, key) = authorize_change(store, req, now).await?;
+    let last = last_use_of(store, &key.id).await?;
     let body: PolicyBody = json_body(req, SHAPE)?;
     let policy = match body.rotation_policy {
         Value::Null => None,
@@ -52,7 +53,7 @@ async fn set_policy(
         }
         PolicyChange::Unchanged(key) => key,
     };
-    Ok(json!({"key": KeyView::new(&key, now)}))
+    Ok(json!({"key": KeyView::new(&key, last, now)}))
 }
 
 #[cfg(test)]

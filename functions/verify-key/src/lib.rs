@@ -5,6 +5,7 @@
 use keyward::domain::{EnvName, PresentedKey, Scopes, Timestamp, Verdict, check};
 use keyward::http::{ApiError, Context, HandlerFuture, json_body, respond};
 use keyward::store::KeyStore;
+use keyward::usage::Counter;
 use lambda_http::Request;
 use lambda_http::http::StatusCode;
 use serde::Deserialize;
@@ -22,7 +23,12 @@ struct VerifyBody {
 
 /// The Lambda handler.
 pub fn handler(context: Context<'_>, req: Request, now: Timestamp) -> HandlerFuture<'_> {
-    Box::pin(async move { respond(StatusCode::OK, verify(context.store, &req, now).await) })
+    Box::pin(async move {
+        respond(
+            StatusCode::OK,
+            verify(context.store, context.usage, &req, now).await,
+        )
+    })
 }
 
 fn answer(verdict: Verdict) -> Map<String, Value> {
@@ -33,7 +39,12 @@ fn answer(verdict: Verdict) -> Map<String, Value> {
 }
 
 #[tracing::instrument(skip_all)]
-async fn verify(store: &dyn KeyStore, req: &Request, now: Timestamp) -> Result<Value, ApiError> {
+async fn verify(
+    store: &dyn KeyStore,
+    usage: &dyn Counter,
+    req: &Request,
+    now: Timestamp,
+) -> Result<Value, ApiError> {
     let body: VerifyBody = json_body(req, SHAPE)?;
     let environment = body
         .environment
@@ -49,6 +60,9 @@ async fn verify(store: &dyn KeyStore, req: &Request, now: Timestamp) -> Result<V
             Some(key) => (check(&key, environment.as_ref(), &required, now), Some(key)),
         },
     };
+    if let Some(key) = &key {
+        usage.count(&key.id, verdict == Verdict::Valid, now);
+    }
     tracing::info!(
         key_id = key.as_ref().map(|k| k.id.as_str()),
         code = verdict.code(),

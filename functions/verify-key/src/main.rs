@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    keyward::http::run(verify_key::handler).await
+    keyward::http::run_counting(verify_key::handler).await
 }

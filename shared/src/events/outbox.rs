@@ -1,11 +1,12 @@
 //! The outbox's way out: the table's stream, as Lambda hands it to the publisher, turned into
-//! events on the bus and expiries recorded in the table.
+//! events on the bus and expiries recorded in the table; and each usage write carried to its
+//! key's last use.
 
 use aws_lambda_events::dynamodb::{Event as StreamEvent, EventRecord};
 use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 
 use super::{EventBus, MAX_ENTRIES_PER_CALL, OutgoingEvent, TTL_ACTOR};
-use crate::domain::{Actor, Key, Mint, Timestamp, expiry_notice};
+use crate::domain::{Actor, Key, KeyId, LastUse, Mint, Timestamp, expiry_notice};
 use crate::store::dynamodb::table;
 use crate::store::{KeyStore, StoreError};
 
@@ -50,6 +51,34 @@ enum Work {
     /// DynamoDB's TTL removed this expired key's hash item: record `key.expired` in the table,
     /// whose outbox insert then comes down the stream and is published like any entry.
     RecordExpiry(Box<Key>),
+    /// A usage item for one hour was written: move its key's last use forward to the hour's.
+    RecordLastUse(KeyId, LastUse),
+}
+
+/// The usage item's key and the hour's latest minutes, from its new image.
+fn last_use(
+    record: &EventRecord,
+    pk: &str,
+) -> Result<Work, Box<dyn std::error::Error + Send + Sync>> {
+    #[derive(serde::Deserialize)]
+    struct Hour {
+        last_used_at: Option<Timestamp>,
+        last_refused_at: Option<Timestamp>,
+    }
+    let id = KeyId::parse(pk.trim_start_matches(table::USAGE_PREFIX))?;
+    let hour: Hour = serde_dynamo::from_item(record.change.new_image.clone())?;
+    let last = LastUse {
+        last_used_at: hour.last_used_at,
+        last_refused_at: hour.last_refused_at,
+    };
+    Ok(Work::RecordLastUse(id, last))
+}
+
+fn sk_of(record: &EventRecord) -> Option<&str> {
+    match record.change.keys.get(table::SK) {
+        Some(serde_dynamo::AttributeValue::S(sk)) => Some(sk),
+        _ => None,
+    }
 }
 
 fn pk_of(record: &EventRecord) -> Option<&str> {
@@ -66,6 +95,12 @@ fn work(record: &EventRecord) -> Result<Work, Box<dyn std::error::Error + Send +
             let item: serde_json::Map<String, serde_json::Value> =
                 serde_dynamo::from_item(record.change.new_image.clone())?;
             Ok(Work::Publish(OutgoingEvent::stored(item)?))
+        }
+        "INSERT" | "MODIFY"
+            if pk.starts_with(table::USAGE_PREFIX)
+                && sk_of(record).is_some_and(|sk| sk.starts_with(table::HOUR_PREFIX)) =>
+        {
+            last_use(record, pk)
         }
         "REMOVE" if pk.starts_with(table::HASH_PREFIX) => {
             let by_ttl = record.user_identity.as_ref().is_some_and(|u| {
@@ -101,6 +136,12 @@ pub async fn publish_stream(
         match work(record) {
             Ok(Work::Nothing) => {}
             Ok(Work::Publish(event)) => outgoing.push((id, event)),
+            Ok(Work::RecordLastUse(key_id, last)) => {
+                if let Err(e) = store.record_last_use(&key_id, last).await {
+                    tracing::error!(%key_id, error = %crate::error_chain(&e), "cannot record a last use");
+                    failed.push(id);
+                }
+            }
             Ok(Work::RecordExpiry(key)) => {
                 let Some(change) = expiry_notice(&key, Actor::system(TTL_ACTOR), mint, now) else {
                     continue;

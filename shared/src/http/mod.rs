@@ -20,13 +20,14 @@ pub use request::{
     authorize_environment, authorize_key, key_from_headers, page_request, query_param,
     rotation_policy,
 };
-pub use view::KeyView;
+pub use view::{KeyView, last_use_of};
 
 use crate::domain::{Mint, SecretPrefix, Timestamp};
 use crate::secrets::SecretSink;
 #[cfg(feature = "dynamodb")]
 use crate::secrets::{NoSecrets, PrefixedSink};
 use crate::store::KeyStore;
+use crate::usage::Counter;
 
 /// The largest request body accepted; anything larger gets `413`.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -50,6 +51,8 @@ pub struct Context<'a> {
     pub secrets: &'a dyn SecretSink,
     /// Where new secrets and ids come from: one per process.
     pub mint: &'a Mint,
+    /// Where `/v1/verify` counts the checks of known keys.
+    pub usage: &'a dyn Counter,
 }
 
 /// The API's settings, read from the environment once per cold start.
@@ -100,16 +103,25 @@ pub fn respond<T: Serialize>(status: StatusCode, result: Result<T, ApiError>) ->
 /// the start with a clear message), then the Lambda runtime.
 #[cfg(feature = "dynamodb")]
 pub async fn run(handler: Handler) -> Result<(), lambda_http::Error> {
-    run_lambda(handler, |_| Box::new(NoSecrets)).await
+    run_lambda(handler, |_| Box::new(NoSecrets), false).await
+}
+
+/// The whole `main` of `verify-key`, the one handler that checks keys itself: as [`run`], with
+/// its checks counted in the table's usage items and written before the instance shuts down.
+#[cfg(feature = "dynamodb")]
+pub async fn run_counting(handler: Handler) -> Result<(), lambda_http::Error> {
+    run_lambda(handler, |_| Box::new(NoSecrets), true).await
 }
 
 /// The whole `main` of a function whose rotations deliver secrets: as [`run`], with Secrets
 /// Manager under the secret prefix, its client built from the same AWS configuration.
 #[cfg(all(feature = "dynamodb", feature = "secrets-manager"))]
 pub async fn run_delivering(handler: Handler) -> Result<(), lambda_http::Error> {
-    run_lambda(handler, |aws| {
-        Box::new(crate::secrets::SecretsManagerSink::from_config(aws))
-    })
+    run_lambda(
+        handler,
+        |aws| Box::new(crate::secrets::SecretsManagerSink::from_config(aws)),
+        false,
+    )
     .await
 }
 
@@ -117,6 +129,7 @@ pub async fn run_delivering(handler: Handler) -> Result<(), lambda_http::Error> 
 async fn run_lambda(
     handler: Handler,
     sink: impl FnOnce(&aws_config::SdkConfig) -> Box<dyn SecretSink>,
+    counting: bool,
 ) -> Result<(), lambda_http::Error> {
     crate::logging::init();
     let settings = Settings::from_env()?;
@@ -125,11 +138,19 @@ async fn run_lambda(
     let store = crate::store::DynamoStore::from_config(&aws, &table);
     let secrets = PrefixedSink::new(sink(&aws), settings.secret_prefix.clone());
     let mint = crate::mint();
+    let usage: Box<dyn Counter> = if counting {
+        let usage = crate::usage::Usage::from_env(std::sync::Arc::new(store.clone()))?;
+        crate::usage::flush_on_shutdown(&usage).await;
+        Box::new(usage)
+    } else {
+        Box::new(crate::usage::NotCounted)
+    };
     let context = Context {
         store: &store,
         settings: &settings,
         secrets: &secrets,
         mint: &mint,
+        usage: &*usage,
     };
     lambda_http::run(lambda_http::service_fn(move |req| async move {
         Ok::<_, std::convert::Infallible>(handler(context, req, crate::now()).await)

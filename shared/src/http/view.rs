@@ -1,11 +1,14 @@
-//! What the API shows of a key: the stored record with its status, and never its hash.
+//! What the API shows of a key: the stored record with its status and its last use, and
+//! never its hash.
 
 use serde::Serialize;
 
+use super::ApiError;
 use crate::domain::{
-    DeliveryFailures, EnvName, Key, KeyId, KeyName, Kind, PendingDelivery, RotationPolicy, Scopes,
-    Status, Timestamp,
+    DeliveryFailures, EnvName, Key, KeyId, KeyName, Kind, LastUse, PendingDelivery, RotationPolicy,
+    Scopes, Status, Timestamp,
 };
+use crate::store::UsageStore;
 
 /// The API's `Key` object.
 #[derive(Debug, Clone, Serialize)]
@@ -26,11 +29,13 @@ pub struct KeyView<'a> {
     rotation_policy: Option<&'a RotationPolicy>,
     pending_delivery: Option<&'a PendingDelivery>,
     delivery_failures: Option<&'a DeliveryFailures>,
+    #[serde(flatten)]
+    last_use: LastUse,
 }
 
 impl<'a> KeyView<'a> {
-    /// The key as seen at `now`.
-    pub fn new(key: &'a Key, now: Timestamp) -> Self {
+    /// The key as seen at `now`, last used as `last_use` says.
+    pub fn new(key: &'a Key, last_use: LastUse, now: Timestamp) -> Self {
         Self {
             id: &key.id,
             environment: &key.environment,
@@ -48,6 +53,27 @@ impl<'a> KeyView<'a> {
             rotation_policy: key.rotation_policy.as_ref(),
             pending_delivery: key.pending_delivery.as_ref(),
             delivery_failures: key.delivery_failures.as_ref(),
+            last_use,
         }
     }
+
+    /// The keys as seen at `now`, with their last use read from `store` in one call.
+    pub async fn read_all(
+        store: &dyn UsageStore,
+        keys: &'a [Key],
+        now: Timestamp,
+    ) -> Result<Vec<Self>, ApiError> {
+        let ids: Vec<&KeyId> = keys.iter().map(|k| &k.id).collect();
+        let mut last = store.last_use(&ids).await?;
+        Ok(keys
+            .iter()
+            .map(|k| Self::new(k, last.remove(&k.id).unwrap_or_default(), now))
+            .collect())
+    }
+}
+
+/// A key's last use, read before a change so that a failed read can never lose the answer of
+/// a change already made (a rotation's secret is shown once).
+pub async fn last_use_of(store: &dyn UsageStore, id: &KeyId) -> Result<LastUse, ApiError> {
+    Ok(store.last_use(&[id]).await?.remove(id).unwrap_or_default())
 }

@@ -8,6 +8,8 @@
 //! | activity (outbox) | `ENVACT#<env>` | `<activity id>` | | the entry; the stream publishes these |
 //! | activity per key | `KEYACT#<key id>` | `<activity id>` | | a copy of the entry, for the key and for a rotation's new key |
 //! | secret claim | `CLAIM#<env>#<secret>` | `CLAIM` | | `holder`: the key that delivers to the secret (see `SecretClaim`) |
+//! | usage per hour | `USAGE#<key id>` | `H#<hour>` | | `accepted`, `refused`, the hour's latest `last_used_at` and `last_refused_at`, and `ttl` |
+//! | last use | `USAGE#<key id>` | `LAST` | | `last_used_at`, `last_refused_at`, moved forward by the stream publisher |
 //!
 //! Access patterns and their cost (see BENCHMARKS.md for the counts):
 //! - check a key: one strongly consistent `GetItem` on its hash item;
@@ -16,6 +18,11 @@
 //!   strongly consistent, with a filter for `?action=`;
 //! - keys a scheduled run must handle: one `Query` on the sparse, keys-only `gsi2` for due
 //!   times up to now, then one consistent `BatchGetItem` per 100 keys;
+//! - count a key's checks: one `UpdateItem` (`ADD`) on its hour's usage item per flush, never on
+//!   the key's own items, so that usage cannot make a lifecycle change conflict; the stream
+//!   publisher then moves the key's last use forward (one conditional `UpdateItem`);
+//! - a key's hourly usage: one `Query` on its usage partition; last use of a page of keys: one
+//!   consistent `BatchGetItem` per 100 keys;
 //! - every lifecycle change: one `TransactWriteItems` with the key's version as condition;
 //!   one that claims a secret first reads the claim (one `GetItem`) and, when another key
 //!   holds it, that key (a second), and conditions the transaction on both being unchanged.
@@ -30,6 +37,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::create_table::builders::CreateTableFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, GlobalSecondaryIndex,
     KeySchemaElement, KeyType, KeysAndAttributes, Projection, ProjectionType, Put,
@@ -40,11 +48,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{
-    ActivityFilter, KeyLookup, KeyStore, Page, PageRequest, StoreConfig, StoreError, due_sort_key,
+    ActivityFilter, KeyLookup, KeyStore, Page, PageRequest, StoreConfig, StoreError, UsageStore,
+    due_sort_key,
 };
 use crate::domain::{
-    ActivityEntry, Change, EnvName, Environment, EnvironmentWrite, Key, KeyHash, KeyId, KeyWrite,
-    SecretClaim, Timestamp,
+    ActivityEntry, Change, EnvName, Environment, EnvironmentWrite, HourlyUsage, Key, KeyHash,
+    KeyId, KeyWrite, LastUse, SecretClaim, Timestamp, UsageTally, hour_of,
 };
 
 /// The table's names, shared with `keyward table create` and checked against the SAM template.
@@ -75,6 +84,13 @@ pub mod table {
     pub const HASH_PREFIX: &str = "HASH#";
     /// Prefix of the activity items that the stream publisher turns into events.
     pub const OUTBOX_PREFIX: &str = "ENVACT#";
+    /// Prefix of a key's usage items; the stream publisher moves its last use forward when
+    /// an hour's item is written.
+    pub const USAGE_PREFIX: &str = "USAGE#";
+    /// Prefix of the sort key of a usage item for one hour.
+    pub const HOUR_PREFIX: &str = "H#";
+    /// The sort key of a key's last use item.
+    pub const LAST: &str = "LAST";
 }
 
 /// The DynamoDB store.
@@ -130,6 +146,34 @@ fn env_activity_pk(name: &EnvName) -> String {
 
 fn key_activity_pk(id: &KeyId) -> String {
     format!("KEYACT#{id}")
+}
+
+fn usage_pk(id: &KeyId) -> String {
+    format!("{}{id}", table::USAGE_PREFIX)
+}
+
+fn hour_sk(hour: Timestamp) -> String {
+    format!("{}{}", table::HOUR_PREFIX, due_sort_key(hour))
+}
+
+/// How long after its hour a usage item lives: the retention and a day, since DynamoDB's TTL
+/// removes items up to a couple of days late, and reads filter by time anyway.
+const USAGE_TTL: chrono::TimeDelta = chrono::TimeDelta::days(8);
+
+/// A usage item for one hour, as read back.
+#[derive(serde::Deserialize)]
+struct HourItem {
+    sk: String,
+    accepted: u64,
+    refused: u64,
+}
+
+/// A key's last use item, as read back.
+#[derive(serde::Deserialize)]
+struct LastItem {
+    pk: String,
+    last_used_at: Option<Timestamp>,
+    last_refused_at: Option<Timestamp>,
 }
 
 fn claim_pk(claim: &SecretClaim) -> String {
@@ -705,9 +749,12 @@ impl DynamoStore {
             .global_secondary_indexes(due))
     }
 
-    /// Reads up to 100 key items with one strongly consistent `BatchGetItem`, and again, after
+    /// Reads up to 100 items with one strongly consistent `BatchGetItem`, and again, after
     /// a growing pause, for any keys DynamoDB leaves unprocessed when it throttles.
-    async fn batch_get(&self, mut ids: Vec<Item>) -> Result<Vec<Key>, StoreError> {
+    async fn batch_get<T: DeserializeOwned>(
+        &self,
+        mut ids: Vec<Item>,
+    ) -> Result<Vec<T>, StoreError> {
         let mut keys = Vec::with_capacity(ids.len());
         for attempt in 0u32.. {
             if ids.is_empty() {
@@ -820,6 +867,156 @@ fn cancelled(e: &SdkError<TransactWriteItemsError>) -> Option<Vec<usize>> {
         (false, true) => None,
         (true, _) => Some(Vec::new()),
         (false, false) => Some(failed),
+    }
+}
+
+/// Whether a write failed only on its condition.
+fn condition_failed(e: &SdkError<UpdateItemError>) -> bool {
+    e.as_service_error()
+        .is_some_and(UpdateItemError::is_conditional_check_failed_exception)
+}
+
+#[async_trait]
+impl UsageStore for DynamoStore {
+    async fn add_usage(&self, tally: &UsageTally) -> Result<(), StoreError> {
+        for (hour, (accepted, refused)) in &tally.hours {
+            let mut set = vec!["#ttl = :ttl".to_owned()];
+            let mut update = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key(table::PK, s(usage_pk(&tally.key_id)))
+                .key(table::SK, s(hour_sk(*hour)))
+                .expression_attribute_names("#ttl", table::TTL)
+                .expression_attribute_values(":a", AttributeValue::N(accepted.to_string()))
+                .expression_attribute_values(":r", AttributeValue::N(refused.to_string()))
+                .expression_attribute_values(
+                    ":ttl",
+                    AttributeValue::N((*hour + USAGE_TTL).timestamp().to_string()),
+                );
+            // The hour's latest minutes ride on its item, so that the stream can carry them to
+            // the key's last use; a late write may set an earlier minute here, which the last
+            // use, kept as a maximum, ignores.
+            for (name, placeholder, at) in [
+                ("last_used_at", ":u", tally.last.last_used_at),
+                ("last_refused_at", ":f", tally.last.last_refused_at),
+            ] {
+                if let Some(at) = at.filter(|at| hour_of(*at) == *hour) {
+                    set.push(format!("{name} = {placeholder}"));
+                    update = update.expression_attribute_values(placeholder, s(due_sort_key(at)));
+                }
+            }
+            update
+                .update_expression(format!(
+                    "ADD accepted :a, refused :r SET {}",
+                    set.join(", ")
+                ))
+                .send()
+                .await
+                .map_err(backend)?;
+        }
+        Ok(())
+    }
+
+    async fn hourly_usage(
+        &self,
+        id: &KeyId,
+        since: Timestamp,
+    ) -> Result<Vec<HourlyUsage>, StoreError> {
+        let mut hours = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("#pk = :pk AND #sk BETWEEN :from AND :to")
+                .expression_attribute_names("#pk", table::PK)
+                .expression_attribute_names("#sk", table::SK)
+                .expression_attribute_values(":pk", s(usage_pk(id)))
+                .expression_attribute_values(":from", s(hour_sk(hour_of(since))))
+                .expression_attribute_values(":to", s(format!("{}~", table::HOUR_PREFIX)))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(backend)?;
+            for item in out.items.unwrap_or_default() {
+                let item: HourItem = from_item(item)?;
+                let hour = item
+                    .sk
+                    .strip_prefix(table::HOUR_PREFIX)
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                    .ok_or_else(|| backend(std::io::Error::other("a usage item without its hour")))?
+                    .to_utc();
+                hours.push(HourlyUsage {
+                    hour,
+                    accepted: item.accepted,
+                    refused: item.refused,
+                });
+            }
+            match out.last_evaluated_key {
+                Some(last) => start = Some(last),
+                None => break,
+            }
+        }
+        Ok(hours)
+    }
+
+    async fn last_use(&self, ids: &[&KeyId]) -> Result<HashMap<KeyId, LastUse>, StoreError> {
+        let mut found = HashMap::new();
+        for chunk in ids.chunks(MAX_BATCH_GET) {
+            let keys = chunk
+                .iter()
+                .map(|id| {
+                    Item::from([
+                        (table::PK.to_owned(), s(usage_pk(id))),
+                        (table::SK.to_owned(), s(table::LAST)),
+                    ])
+                })
+                .collect();
+            for item in self.batch_get::<LastItem>(keys).await? {
+                let id = item
+                    .pk
+                    .strip_prefix(table::USAGE_PREFIX)
+                    .and_then(|id| KeyId::parse(id).ok())
+                    .ok_or_else(|| {
+                        backend(std::io::Error::other("a last use item without its key"))
+                    })?;
+                let last = LastUse {
+                    last_used_at: item.last_used_at,
+                    last_refused_at: item.last_refused_at,
+                };
+                found.insert(id, last);
+            }
+        }
+        Ok(found)
+    }
+
+    async fn record_last_use(&self, id: &KeyId, last: LastUse) -> Result<(), StoreError> {
+        for (name, at) in [
+            ("last_used_at", last.last_used_at),
+            ("last_refused_at", last.last_refused_at),
+        ] {
+            let Some(at) = at else { continue };
+            let written = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key(table::PK, s(usage_pk(id)))
+                .key(table::SK, s(table::LAST))
+                .update_expression("SET #at = :at")
+                .condition_expression("attribute_not_exists(#at) OR #at < :at")
+                .expression_attribute_names("#at", name)
+                .expression_attribute_values(":at", s(due_sort_key(at)))
+                .send()
+                .await;
+            match written {
+                Err(e) if !condition_failed(&e) => return Err(backend(e)),
+                _ => {}
+            }
+        }
+        Ok(())
     }
 }
 
@@ -969,7 +1166,7 @@ impl KeyStore for DynamoStore {
         }
         let mut keys = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(MAX_BATCH_GET) {
-            keys.extend(self.batch_get(chunk.to_vec()).await?);
+            keys.extend(self.batch_get::<Key>(chunk.to_vec()).await?);
         }
         keys.sort_by(|a, b| (a.next_due_at(), &a.id).cmp(&(b.next_due_at(), &b.id)));
         Ok(keys)

@@ -8,6 +8,7 @@ pub mod dynamodb;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use async_trait::async_trait;
@@ -18,7 +19,8 @@ pub use dynamodb::DynamoStore;
 pub use sqlite::SqliteStore;
 
 use crate::domain::{
-    Action, ActivityEntry, Change, EnvName, Environment, Key, KeyHash, KeyId, Timestamp,
+    Action, ActivityEntry, Change, EnvName, Environment, HourlyUsage, Key, KeyHash, KeyId, LastUse,
+    Timestamp, UsageTally,
 };
 
 /// A time as the due indexes sort it: fixed-width RFC 3339 in UTC with milliseconds, so that
@@ -93,9 +95,31 @@ pub trait KeyLookup: Send + Sync {
     async fn key_by_hash(&self, hash: &KeyHash) -> Result<Option<Key>, StoreError>;
 }
 
+/// Where usage counts go, kept apart from the key records so that counting can never make a
+/// lifecycle change conflict: no usage write touches a key's item or its version.
+#[async_trait]
+pub trait UsageStore: Send + Sync {
+    /// Adds a tally's counts to its key's hours and moves its last use forward: one write per
+    /// hour the tally spans (one, unless it crosses the hour). Counts are kept for
+    /// [`USAGE_RETENTION`](crate::domain::USAGE_RETENTION).
+    async fn add_usage(&self, tally: &UsageTally) -> Result<(), StoreError>;
+    /// A key's hourly counts from the hour of `since` on, oldest first; hours without checks
+    /// are left out.
+    async fn hourly_usage(
+        &self,
+        id: &KeyId,
+        since: Timestamp,
+    ) -> Result<Vec<HourlyUsage>, StoreError>;
+    /// When each of these keys was last used and refused; a key never presented is left out.
+    async fn last_use(&self, ids: &[&KeyId]) -> Result<HashMap<KeyId, LastUse>, StoreError>;
+    /// Moves a key's last use forward to `last`, never back. DynamoDB's stream calls it for
+    /// each usage write, since one `UpdateItem` cannot also keep a maximum on another item.
+    async fn record_last_use(&self, id: &KeyId, last: LastUse) -> Result<(), StoreError>;
+}
+
 /// Everything the management API reads and writes.
 #[async_trait]
-pub trait KeyStore: KeyLookup {
+pub trait KeyStore: KeyLookup + UsageStore {
     /// A key by its id.
     async fn key(&self, id: &KeyId) -> Result<Option<Key>, StoreError>;
     /// An environment by its name.

@@ -6,6 +6,7 @@
 //! an in-memory database has only the one connection. Records are kept as JSON beside the
 //! columns that queries filter and order on.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -14,10 +15,12 @@ use rusqlite::{
     Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
 };
 
-use super::{ActivityFilter, KeyLookup, KeyStore, Page, PageRequest, StoreError, due_sort_key};
+use super::{
+    ActivityFilter, KeyLookup, KeyStore, Page, PageRequest, StoreError, UsageStore, due_sort_key,
+};
 use crate::domain::{
-    ActivityEntry, Change, EnvName, Environment, EnvironmentWrite, Key, KeyHash, KeyId, KeyWrite,
-    Timestamp,
+    ActivityEntry, Change, EnvName, Environment, EnvironmentWrite, HourlyUsage, Key, KeyHash,
+    KeyId, KeyWrite, LastUse, Timestamp, USAGE_RETENTION, UsageTally, hour_of,
 };
 
 const SCHEMA: &str = "
@@ -46,6 +49,18 @@ CREATE TABLE IF NOT EXISTS activity (
 CREATE INDEX IF NOT EXISTS activity_by_environment ON activity (environment, id);
 CREATE INDEX IF NOT EXISTS activity_by_key ON activity (key_id, id);
 CREATE INDEX IF NOT EXISTS activity_by_related_key ON activity (related_key_id, id) WHERE related_key_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS usage_hours (
+    key_id TEXT NOT NULL,
+    hour TEXT NOT NULL,
+    accepted INTEGER NOT NULL,
+    refused INTEGER NOT NULL,
+    PRIMARY KEY (key_id, hour)
+);
+CREATE TABLE IF NOT EXISTS usage_last (
+    key_id TEXT PRIMARY KEY,
+    last_used_at TEXT,
+    last_refused_at TEXT
+);
 CREATE TABLE IF NOT EXISTS secret_claims (
     environment TEXT NOT NULL,
     secret TEXT NOT NULL,
@@ -535,6 +550,149 @@ impl KeyStore for SqliteStore {
             tx.commit().map_err(backend)
         })
         .await
+    }
+}
+
+/// Moves a key's last use forward in `usage_last`; a time that is not later than the stored
+/// one, or absent, leaves it as it is.
+fn raise_last_use(conn: &Connection, id: &KeyId, last: LastUse) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO usage_last (key_id, last_used_at, last_refused_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (key_id) DO UPDATE SET
+           last_used_at = CASE WHEN excluded.last_used_at > COALESCE(last_used_at, '')
+                          THEN excluded.last_used_at ELSE last_used_at END,
+           last_refused_at = CASE WHEN excluded.last_refused_at > COALESCE(last_refused_at, '')
+                             THEN excluded.last_refused_at ELSE last_refused_at END",
+    )
+    .and_then(|mut statement| {
+        statement.execute(params![
+            id.as_str(),
+            last.last_used_at.map(due_sort_key),
+            last.last_refused_at.map(due_sort_key)
+        ])
+    })
+    .map_err(backend)?;
+    Ok(())
+}
+
+fn time(text: &str) -> Result<Timestamp, StoreError> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.to_utc())
+        .map_err(backend)
+}
+
+#[async_trait]
+impl UsageStore for SqliteStore {
+    async fn add_usage(&self, tally: &UsageTally) -> Result<(), StoreError> {
+        let tally = tally.clone();
+        self.with(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            for (hour, (accepted, refused)) in &tally.hours {
+                tx.prepare_cached(
+                    "INSERT INTO usage_hours (key_id, hour, accepted, refused) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (key_id, hour) DO UPDATE SET
+                       accepted = accepted + excluded.accepted,
+                       refused = refused + excluded.refused",
+                )
+                .and_then(|mut statement| {
+                    statement.execute(params![
+                        tally.key_id.as_str(),
+                        due_sort_key(*hour),
+                        accepted,
+                        refused
+                    ])
+                })
+                .map_err(backend)?;
+            }
+            raise_last_use(&tx, &tally.key_id, tally.last)?;
+            // What DynamoDB's TTL does to old hours, done here by the write that adds new ones.
+            if let Some(latest) = tally.hours.keys().next_back() {
+                tx.prepare_cached("DELETE FROM usage_hours WHERE key_id = ?1 AND hour < ?2")
+                    .and_then(|mut statement| {
+                        statement.execute(params![
+                            tally.key_id.as_str(),
+                            due_sort_key(hour_of(*latest) - USAGE_RETENTION)
+                        ])
+                    })
+                    .map_err(backend)?;
+            }
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn hourly_usage(
+        &self,
+        id: &KeyId,
+        since: Timestamp,
+    ) -> Result<Vec<HourlyUsage>, StoreError> {
+        let (id, since) = (id.to_string(), due_sort_key(hour_of(since)));
+        self.with(move |conn| {
+            let mut statement = conn
+                .prepare_cached(
+                    "SELECT hour, accepted, refused FROM usage_hours
+                     WHERE key_id = ?1 AND hour >= ?2 ORDER BY hour",
+                )
+                .map_err(backend)?;
+            let rows = statement
+                .query_map(params![id, since], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, u64>(1)?,
+                        row.get::<_, u64>(2)?,
+                    ))
+                })
+                .map_err(backend)?;
+            rows.map(|row| {
+                let (hour, accepted, refused) = row.map_err(backend)?;
+                Ok(HourlyUsage {
+                    hour: time(&hour)?,
+                    accepted,
+                    refused,
+                })
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn last_use(&self, ids: &[&KeyId]) -> Result<HashMap<KeyId, LastUse>, StoreError> {
+        let ids: Vec<KeyId> = ids.iter().map(|id| (*id).clone()).collect();
+        self.with(move |conn| {
+            let mut statement = conn
+                .prepare_cached(
+                    "SELECT last_used_at, last_refused_at FROM usage_last WHERE key_id = ?1",
+                )
+                .map_err(backend)?;
+            let mut found = HashMap::new();
+            for id in ids {
+                let row = statement
+                    .query_row([id.as_str()], |row| {
+                        Ok((
+                            row.get::<_, Option<String>>(0)?,
+                            row.get::<_, Option<String>>(1)?,
+                        ))
+                    })
+                    .optional()
+                    .map_err(backend)?;
+                if let Some((used, refused)) = row {
+                    let last = LastUse {
+                        last_used_at: used.as_deref().map(time).transpose()?,
+                        last_refused_at: refused.as_deref().map(time).transpose()?,
+                    };
+                    found.insert(id, last);
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn record_last_use(&self, id: &KeyId, last: LastUse) -> Result<(), StoreError> {
+        let id = id.clone();
+        self.with(move |conn| raise_last_use(conn, &id, last)).await
     }
 }
 

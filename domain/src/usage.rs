@@ -1,0 +1,219 @@
+//! Usage: how often a key is presented, counted per hour, and when it was last accepted and
+//! last refused, to the minute. A process gathers counts in a [`UsageTally`] per key and adds
+//! each tally to the store in one write; the store keeps [`HourlyUsage`] for
+//! [`USAGE_RETENTION`] and a [`LastUse`] that only moves forward.
+
+use std::collections::BTreeMap;
+
+use chrono::{DurationRound, TimeDelta};
+use serde::{Deserialize, Serialize};
+
+use super::Timestamp;
+use super::names::KeyId;
+
+/// How long hourly counts are kept: the longest preset grace period, so that a rotation's
+/// whole grace can be read.
+pub const USAGE_RETENTION: TimeDelta = TimeDelta::days(7);
+
+/// The start of the hour that `t` falls in.
+pub fn hour_of(t: Timestamp) -> Timestamp {
+    t.duration_trunc(TimeDelta::hours(1)).unwrap_or(t)
+}
+
+/// The start of the minute that `t` falls in: the resolution of [`LastUse`].
+pub fn minute_of(t: Timestamp) -> Timestamp {
+    t.duration_trunc(TimeDelta::minutes(1)).unwrap_or(t)
+}
+
+/// The hours that `GET /v1/keys/{key_id}/usage` shows at `now`: the [`USAGE_RETENTION`] up to
+/// and including the current hour, oldest first, each with the counts `stored` has for it
+/// and zeros for an hour it lacks.
+pub fn usage_window(stored: &[HourlyUsage], now: Timestamp) -> Vec<HourlyUsage> {
+    let current = hour_of(now);
+    let hours = USAGE_RETENTION.num_hours();
+    (0..hours)
+        .map(|i| current - TimeDelta::hours(hours - 1 - i))
+        .map(|hour| {
+            stored
+                .iter()
+                .find(|h| h.hour == hour)
+                .copied()
+                .unwrap_or(HourlyUsage {
+                    hour,
+                    accepted: 0,
+                    refused: 0,
+                })
+        })
+        .collect()
+}
+
+/// The checks of one key in one hour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HourlyUsage {
+    /// The start of the hour.
+    pub hour: Timestamp,
+    /// Checks that let the key through.
+    pub accepted: u64,
+    /// Checks that refused it: expired, revoked, another environment, a missing scope.
+    pub refused: u64,
+}
+
+/// When a key was last accepted and last refused, each to the minute.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastUse {
+    /// The minute of the latest check that let the key through.
+    pub last_used_at: Option<Timestamp>,
+    /// The minute of the latest check that refused it.
+    pub last_refused_at: Option<Timestamp>,
+}
+
+impl LastUse {
+    /// The later of each time: what the store keeps, so that a write that arrives late never
+    /// moves either time back.
+    pub fn merge(self, other: LastUse) -> LastUse {
+        LastUse {
+            last_used_at: self.last_used_at.max(other.last_used_at),
+            last_refused_at: self.last_refused_at.max(other.last_refused_at),
+        }
+    }
+
+    /// The latest presentation of either kind.
+    pub fn last_presented_at(&self) -> Option<Timestamp> {
+        self.last_used_at.max(self.last_refused_at)
+    }
+}
+
+/// The counts of one key gathered since its last write: what one usage write adds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageTally {
+    /// The key that was presented.
+    pub key_id: KeyId,
+    /// Accepted and refused checks, by the start of their hour.
+    pub hours: BTreeMap<Timestamp, (u64, u64)>,
+    /// The latest minutes of each kind among them.
+    pub last: LastUse,
+}
+
+impl UsageTally {
+    /// A tally with nothing in it yet.
+    pub fn new(key_id: KeyId) -> Self {
+        Self {
+            key_id,
+            hours: BTreeMap::new(),
+            last: LastUse::default(),
+        }
+    }
+
+    /// Counts one check at `at`.
+    pub fn count(&mut self, accepted: bool, at: Timestamp) {
+        let counts = self.hours.entry(hour_of(at)).or_default();
+        let minute = Some(minute_of(at));
+        if accepted {
+            counts.0 += 1;
+            self.last.last_used_at = self.last.last_used_at.max(minute);
+        } else {
+            counts.1 += 1;
+            self.last.last_refused_at = self.last.last_refused_at.max(minute);
+        }
+    }
+
+    /// Adds another tally of the same key to this one, as when a write that failed is put back.
+    pub fn merge(&mut self, other: UsageTally) {
+        for (hour, (accepted, refused)) in other.hours {
+            let counts = self.hours.entry(hour).or_default();
+            counts.0 += accepted;
+            counts.1 += refused;
+        }
+        self.last = self.last.merge(other.last);
+    }
+
+    /// How many checks the tally holds.
+    pub fn checks(&self) -> u64 {
+        self.hours.values().map(|(a, r)| a + r).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_tally_counts_by_hour_and_keeps_the_latest_minute_of_each_kind() {
+        let mut tally = UsageTally::new(KeyId::parse("key_0123456789abcdefghijkl").unwrap());
+        tally.count(true, at("2026-11-29T10:59:59.900Z"));
+        tally.count(true, at("2026-11-29T10:15:00Z"));
+        tally.count(false, at("2026-11-29T11:00:01Z"));
+        assert_eq!(tally.hours.len(), 2);
+        assert_eq!(tally.hours[&at("2026-11-29T10:00:00Z")], (2, 0));
+        assert_eq!(tally.hours[&at("2026-11-29T11:00:00Z")], (0, 1));
+        assert_eq!(tally.last.last_used_at, Some(at("2026-11-29T10:59:00Z")));
+        assert_eq!(tally.last.last_refused_at, Some(at("2026-11-29T11:00:00Z")));
+        assert_eq!(tally.checks(), 3);
+
+        let mut later = UsageTally::new(tally.key_id.clone());
+        later.count(true, at("2026-11-29T10:01:00Z"));
+        tally.merge(later);
+        assert_eq!(tally.hours[&at("2026-11-29T10:00:00Z")], (3, 0));
+        assert_eq!(
+            tally.last.last_used_at,
+            Some(at("2026-11-29T10:59:00Z")),
+            "an earlier minute merged in never moves the time back"
+        );
+    }
+
+    #[test]
+    fn the_window_is_a_week_of_hours_ending_with_the_current_one_with_zeros_between() {
+        let now = at("2026-11-29T10:42:00Z");
+        let stored = [
+            HourlyUsage {
+                hour: at("2026-11-22T10:00:00Z"),
+                accepted: 9,
+                refused: 9,
+            },
+            HourlyUsage {
+                hour: at("2026-11-22T11:00:00Z"),
+                accepted: 1,
+                refused: 0,
+            },
+            HourlyUsage {
+                hour: at("2026-11-29T10:00:00Z"),
+                accepted: 5,
+                refused: 2,
+            },
+        ];
+        let window = usage_window(&stored, now);
+        assert_eq!(window.len(), 168);
+        assert_eq!(
+            window[0], stored[1],
+            "the hour a week ago is out, the next one in"
+        );
+        assert_eq!(window[167], stored[2]);
+        assert!(
+            window
+                .windows(2)
+                .all(|w| w[1].hour - w[0].hour == TimeDelta::hours(1))
+        );
+        assert_eq!(window.iter().map(|h| h.accepted).sum::<u64>(), 6);
+    }
+
+    #[test]
+    fn last_use_merges_to_the_later_of_each_time() {
+        let a = LastUse {
+            last_used_at: Some(at("2026-11-29T10:00:00Z")),
+            last_refused_at: None,
+        };
+        let b = LastUse {
+            last_used_at: Some(at("2026-11-29T09:00:00Z")),
+            last_refused_at: Some(at("2026-11-29T08:00:00Z")),
+        };
+        let merged = a.merge(b);
+        assert_eq!(merged, b.merge(a));
+        assert_eq!(merged.last_used_at, a.last_used_at);
+        assert_eq!(merged.last_refused_at, b.last_refused_at);
+        assert_eq!(merged.last_presented_at(), a.last_used_at);
+    }
+}

@@ -1,0 +1,445 @@
+//! Counting checks off the check's path: each check of a known key is added to a tally in
+//! memory, and a key's tally is written to the store at most once per interval (a minute,
+//! [`DEFAULT_WRITE_EVERY`], unless `KEYWARD_USAGE_WRITE_EVERY` says otherwise), by a task of
+//! its own that the check does not wait for.
+//!
+//! A key's first check in a process is written at once, so that a key seldom used shows its
+//! last use within seconds; later checks gather until the interval has passed since that
+//! write, and go with the next check of the key, or with the next sweep (at most once per
+//! interval, started by any check), or with [`Usage::flush_all`] when the process stops. A
+//! write that fails is put back and goes with the next one.
+//!
+//! What can be lost is what a process holds when it dies without [`Usage::flush_all`]: at
+//! most the checks since each key's last write. README.md, "Usage", says what that means on
+//! Lambda.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use chrono::TimeDelta;
+
+use crate::domain::{KeyId, Timestamp, UsageTally};
+use crate::store::UsageStore;
+
+/// The least time between two writes of one key's counts from one process, by default.
+pub const DEFAULT_WRITE_EVERY: TimeDelta = TimeDelta::minutes(1);
+
+/// The variable that sets the interval between two writes of a key's counts, in seconds.
+pub const WRITE_EVERY_VAR: &str = "KEYWARD_USAGE_WRITE_EVERY";
+
+/// Reads `KEYWARD_USAGE_WRITE_EVERY`: whole seconds from 1 to 3600, a minute when unset. A
+/// shorter interval shows last use sooner and loses less when a process dies, for one write
+/// per key per interval.
+pub fn write_every_from_env() -> Result<TimeDelta, String> {
+    parse_write_every(std::env::var(WRITE_EVERY_VAR).ok().as_deref())
+}
+
+fn parse_write_every(value: Option<&str>) -> Result<TimeDelta, String> {
+    let Some(value) = value else {
+        return Ok(DEFAULT_WRITE_EVERY);
+    };
+    value
+        .parse::<i64>()
+        .ok()
+        .filter(|s| (1..=3600).contains(s))
+        .map(TimeDelta::seconds)
+        .ok_or_else(|| format!("{WRITE_EVERY_VAR} is whole seconds from 1 to 3600, not {value:?}"))
+}
+
+/// Where a check reports the key it saw. [`Usage`] counts; [`NotCounted`] does nothing.
+pub trait Counter: Send + Sync {
+    /// Counts one check of `key` at `now`, accepted or refused. It never waits on the store.
+    fn count(&self, key: &KeyId, accepted: bool, now: Timestamp);
+}
+
+/// A counter that counts nothing, for tools and tests that check keys without usage.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NotCounted;
+
+impl Counter for NotCounted {
+    fn count(&self, _: &KeyId, _: bool, _: Timestamp) {}
+}
+
+/// One key's counts not yet written.
+struct Pending {
+    tally: UsageTally,
+    /// When its counts were last taken for a write; `None` before the first.
+    taken_at: Option<Timestamp>,
+}
+
+impl Pending {
+    fn due(&self, now: Timestamp, every: TimeDelta) -> bool {
+        self.tally.checks() > 0 && self.taken_at.is_none_or(|at| now - at >= every)
+    }
+}
+
+struct Inner {
+    store: Arc<dyn UsageStore>,
+    every: TimeDelta,
+    pending: Mutex<Tallies>,
+    /// Writes started and not yet finished, so that [`Usage::flush_all`] can wait for them.
+    writing: AtomicUsize,
+    finished: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct Tallies {
+    keys: HashMap<KeyId, Pending>,
+    /// When a check last started a sweep of every key.
+    swept_at: Option<Timestamp>,
+}
+
+/// A process's usage counter: tallies in memory, written to `store` in the background.
+#[derive(Clone)]
+pub struct Usage(Arc<Inner>);
+
+impl Usage {
+    /// A counter that writes each key's counts to `store` at most once `every`.
+    pub fn new(store: Arc<dyn UsageStore>, every: TimeDelta) -> Self {
+        Self(Arc::new(Inner {
+            store,
+            every,
+            pending: Mutex::new(Tallies::default()),
+            writing: AtomicUsize::new(0),
+            finished: tokio::sync::Notify::new(),
+        }))
+    }
+
+    /// A counter that writes to `store` at the interval `KEYWARD_USAGE_WRITE_EVERY` sets; a
+    /// bad value stops the cold start with a message that names the variable.
+    pub fn from_env(store: Arc<dyn UsageStore>) -> Result<Self, String> {
+        Ok(Self::new(store, write_every_from_env()?))
+    }
+
+    /// The least time between two writes of one key's counts.
+    pub fn every(&self) -> TimeDelta {
+        self.0.every
+    }
+
+    fn tallies(&self) -> std::sync::MutexGuard<'_, Tallies> {
+        self.0.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes the tallies that are due at `now` (all of them with `every`), and marks them
+    /// taken at `now`.
+    fn take(&self, now: Timestamp, every: bool) -> Vec<UsageTally> {
+        let mut tallies = self.tallies();
+        tallies
+            .keys
+            .values_mut()
+            .filter(|p| p.tally.checks() > 0 && (every || p.due(now, self.0.every)))
+            .map(|p| {
+                p.taken_at = Some(now);
+                let empty = UsageTally::new(p.tally.key_id.clone());
+                std::mem::replace(&mut p.tally, empty)
+            })
+            .collect()
+    }
+
+    /// Puts back the counts of a write that failed, so that the next write carries them.
+    fn put_back(&self, tally: UsageTally) {
+        let mut tallies = self.tallies();
+        match tallies.keys.get_mut(&tally.key_id) {
+            Some(pending) => pending.tally.merge(tally),
+            None => {
+                let key_id = tally.key_id.clone();
+                tallies.keys.insert(
+                    key_id,
+                    Pending {
+                        tally,
+                        taken_at: None,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Writes `tallies`, one after another; each that fails is put back.
+    async fn write(&self, tallies: Vec<UsageTally>) {
+        for tally in tallies {
+            if let Err(e) = self.0.store.add_usage(&tally).await {
+                tracing::warn!(key_id = %tally.key_id, checks = tally.checks(), error = %crate::error_chain(&e), "usage not written; it goes with the next write");
+                self.put_back(tally);
+            }
+        }
+    }
+
+    /// Starts writing `tallies` on a task of its own.
+    fn spawn(&self, tallies: Vec<UsageTally>) {
+        if tallies.is_empty() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tallies.into_iter().for_each(|t| self.put_back(t));
+            return;
+        };
+        self.0.writing.fetch_add(1, Ordering::SeqCst);
+        let usage = self.clone();
+        runtime.spawn(async move {
+            usage.write(tallies).await;
+            usage.0.writing.fetch_sub(1, Ordering::SeqCst);
+            usage.0.finished.notify_waiters();
+        });
+    }
+
+    /// Writes every tally that is due at `now`, in the background: what `keyward serve`'s
+    /// timer calls, so that counts go out on an idle server too.
+    pub fn sweep(&self, now: Timestamp) {
+        self.tallies().swept_at = Some(now);
+        let due = self.take(now, false);
+        self.spawn(due);
+    }
+
+    /// Writes every tally, due or not, and waits for writes already under way, for at most
+    /// `within`: what a process does when it is told to stop. Answers how many checks are
+    /// still not written when it returns.
+    pub async fn flush_all(&self, within: std::time::Duration) -> u64 {
+        let deadline = tokio::time::Instant::now() + within;
+        let all = self.take(crate::now(), true);
+        let _ = tokio::time::timeout_at(deadline, self.write(all)).await;
+        while self.0.writing.load(Ordering::SeqCst) > 0 {
+            let finished = self.0.finished.notified();
+            if self.0.writing.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, finished).await.is_err() {
+                break;
+            }
+        }
+        self.unwritten()
+    }
+
+    /// How many counted checks are not yet written: held, or put back after a failed write.
+    pub fn unwritten(&self) -> u64 {
+        self.tallies().keys.values().map(|p| p.tally.checks()).sum()
+    }
+}
+
+impl Counter for Usage {
+    fn count(&self, key: &KeyId, accepted: bool, now: Timestamp) {
+        let (this, sweep) = {
+            let mut tallies = self.tallies();
+            let pending = tallies.keys.entry(key.clone()).or_insert_with(|| Pending {
+                tally: UsageTally::new(key.clone()),
+                taken_at: None,
+            });
+            pending.tally.count(accepted, now);
+            let this = pending.due(now, self.0.every).then(|| {
+                pending.taken_at = Some(now);
+                std::mem::replace(&mut pending.tally, UsageTally::new(key.clone()))
+            });
+            let sweep = tallies.swept_at.is_none_or(|at| now - at >= self.0.every);
+            if sweep {
+                tallies.swept_at = Some(now);
+            }
+            (this, sweep)
+        };
+        let mut tallies: Vec<UsageTally> = this.into_iter().collect();
+        if sweep {
+            tallies.extend(self.take(now, false));
+        }
+        self.spawn(tallies);
+    }
+}
+
+/// How long a Lambda function's shutdown may spend writing: Lambda allows 500 ms after its
+/// `SIGTERM` to a function with internal extensions, then kills it.
+#[cfg(feature = "dynamodb")]
+pub const SHUTDOWN_BUDGET: std::time::Duration = std::time::Duration::from_millis(400);
+
+/// On Lambda, registers for the shutdown signal (which Lambda sends only to a function with an
+/// extension, so this registers an internal one that asks for no events) and writes every
+/// tally when it comes. Called once per cold start, before the runtime starts.
+#[cfg(feature = "dynamodb")]
+pub async fn flush_on_shutdown(usage: &Usage) {
+    let usage = usage.clone();
+    lambda_runtime::spawn_graceful_shutdown_handler(move || async move {
+        let left = usage.flush_all(SHUTDOWN_BUDGET).await;
+        if left > 0 {
+            tracing::warn!(checks = left, "usage not written before shutdown");
+        }
+    })
+    .await;
+}
+
+#[cfg(all(test, feature = "sqlite"))]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::atomic::AtomicBool;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::domain::{HourlyUsage, LastUse, Mint, hour_of};
+    use crate::store::{SqliteStore, StoreError};
+
+    /// SQLite, with every usage write counted, and the writes failing while `failing` is set.
+    struct Watched {
+        inner: SqliteStore,
+        writes: AtomicUsize,
+        failing: AtomicBool,
+    }
+
+    #[async_trait]
+    impl UsageStore for Watched {
+        async fn add_usage(&self, tally: &UsageTally) -> Result<(), StoreError> {
+            self.writes.fetch_add(1, Ordering::SeqCst);
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(StoreError::Backend("throttled".into()));
+            }
+            self.inner.add_usage(tally).await
+        }
+        async fn hourly_usage(
+            &self,
+            id: &KeyId,
+            since: Timestamp,
+        ) -> Result<Vec<HourlyUsage>, StoreError> {
+            self.inner.hourly_usage(id, since).await
+        }
+        async fn last_use(&self, ids: &[&KeyId]) -> Result<HashMap<KeyId, LastUse>, StoreError> {
+            self.inner.last_use(ids).await
+        }
+        async fn record_last_use(&self, id: &KeyId, last: LastUse) -> Result<(), StoreError> {
+            self.inner.record_last_use(id, last).await
+        }
+    }
+
+    fn watched() -> Arc<Watched> {
+        Arc::new(Watched {
+            inner: SqliteStore::in_memory().unwrap(),
+            writes: AtomicUsize::new(0),
+            failing: AtomicBool::new(false),
+        })
+    }
+
+    /// Waits until no write is under way.
+    async fn settled(usage: &Usage) {
+        while usage.0.writing.load(Ordering::SeqCst) > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+
+    async fn accepted(store: &Watched, id: &KeyId, now: Timestamp) -> u64 {
+        let hours = store
+            .hourly_usage(id, now - TimeDelta::days(1))
+            .await
+            .unwrap();
+        hours.iter().map(|h| h.accepted).sum()
+    }
+
+    #[tokio::test]
+    async fn a_key_is_written_at_once_then_at_most_once_a_minute_and_nothing_is_lost() {
+        let store = watched();
+        let usage = Usage::new(store.clone(), DEFAULT_WRITE_EVERY);
+        let mint = Mint::new(Box::new(crate::OsEntropy));
+        let now: Timestamp = "2026-11-29T10:00:30Z".parse().unwrap();
+        let key = KeyId::generate(&mint, now);
+        for _ in 0..10_000 {
+            usage.count(&key, true, now);
+        }
+        settled(&usage).await;
+        assert_eq!(
+            store.writes.load(Ordering::SeqCst),
+            1,
+            "the first check only"
+        );
+        assert_eq!(accepted(&store, &key, now).await, 1);
+        assert_eq!(usage.unwritten(), 9_999);
+
+        let almost = now + DEFAULT_WRITE_EVERY - TimeDelta::milliseconds(1);
+        usage.count(&key, true, almost);
+        settled(&usage).await;
+        assert_eq!(
+            store.writes.load(Ordering::SeqCst),
+            1,
+            "a minute has not passed"
+        );
+
+        let later = now + DEFAULT_WRITE_EVERY;
+        usage.count(&key, false, later);
+        settled(&usage).await;
+        assert_eq!(store.writes.load(Ordering::SeqCst), 2);
+        assert_eq!(accepted(&store, &key, now).await, 10_001);
+        assert_eq!(usage.unwritten(), 0);
+        let last = store.last_use(&[&key]).await.unwrap()[&key];
+        assert_eq!(last.last_used_at, Some(minute("2026-11-29T10:01:00Z")));
+        assert_eq!(last.last_refused_at, Some(minute("2026-11-29T10:01:00Z")));
+        assert_eq!(hour_of(later), minute("2026-11-29T10:00:00Z"));
+    }
+
+    fn minute(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_sweep_writes_a_quiet_keys_counts_and_a_failed_write_is_carried_by_the_next() {
+        let store = watched();
+        let usage = Usage::new(store.clone(), DEFAULT_WRITE_EVERY);
+        let mint = Mint::new(Box::new(crate::OsEntropy));
+        let now: Timestamp = "2026-11-29T10:00:00Z".parse().unwrap();
+        let (quiet, busy) = (KeyId::generate(&mint, now), KeyId::generate(&mint, now));
+        store.failing.store(true, Ordering::SeqCst);
+        usage.count(&quiet, true, now);
+        usage.count(&quiet, true, now);
+        settled(&usage).await;
+        assert_eq!(usage.unwritten(), 2, "the failed write is put back");
+
+        store.failing.store(false, Ordering::SeqCst);
+        usage.count(&busy, true, now + TimeDelta::seconds(61));
+        settled(&usage).await;
+        assert_eq!(
+            accepted(&store, &quiet, now).await,
+            2,
+            "another key's check sweeps the quiet key's due counts"
+        );
+        assert_eq!(usage.unwritten(), 0);
+
+        usage.count(&quiet, true, now + TimeDelta::seconds(70));
+        usage.sweep(now + TimeDelta::seconds(80));
+        settled(&usage).await;
+        assert_eq!(usage.unwritten(), 1, "written a minute ago: it waits");
+        usage.sweep(now + TimeDelta::seconds(121));
+        settled(&usage).await;
+        assert_eq!(
+            (usage.unwritten(), accepted(&store, &quiet, now).await),
+            (0, 3)
+        );
+    }
+
+    #[tokio::test]
+    async fn flushing_writes_every_tally_due_or_not() {
+        let store = watched();
+        let usage = Usage::new(store.clone(), DEFAULT_WRITE_EVERY);
+        let mint = Mint::new(Box::new(crate::OsEntropy));
+        let now = crate::now();
+        let keys: Vec<KeyId> = (0..5).map(|_| KeyId::generate(&mint, now)).collect();
+        for key in &keys {
+            for _ in 0..3 {
+                usage.count(key, true, now);
+            }
+        }
+        assert_eq!(usage.flush_all(std::time::Duration::from_secs(5)).await, 0);
+        for key in &keys {
+            assert_eq!(accepted(&store, key, now).await, 3);
+        }
+        store.failing.store(true, Ordering::SeqCst);
+        usage.count(&keys[0], false, now + TimeDelta::hours(1));
+        assert_eq!(
+            usage.flush_all(std::time::Duration::from_secs(5)).await,
+            1,
+            "what could not be written is reported"
+        );
+    }
+
+    #[test]
+    fn the_interval_is_whole_seconds_from_one_to_an_hour() {
+        assert_eq!(parse_write_every(None), Ok(DEFAULT_WRITE_EVERY));
+        assert_eq!(parse_write_every(Some("1")), Ok(TimeDelta::seconds(1)));
+        assert_eq!(parse_write_every(Some("3600")), Ok(TimeDelta::hours(1)));
+        for bad in ["0", "3601", "-5", "1.5", "", "60s"] {
+            let refused = parse_write_every(Some(bad)).unwrap_err();
+            assert!(refused.contains(WRITE_EVERY_VAR), "{bad}: {refused}");
+        }
+    }
+}
