@@ -701,3 +701,70 @@ fn failures_that_lose_work_set_off_an_alarm() {
         assert_eq!(alarm["ComparisonOperator"], "GreaterThanThreshold");
     }
 }
+
+#[test]
+fn the_checks_dashboard_and_the_refusal_alarm_name_the_metrics_the_checks_publish() {
+    use keyward::metrics::{CHECK_LATENCY, CHECKS, FUNCTION_DIMENSION, NAMESPACE, REFUSED};
+    let template = template();
+    let resources = resources(&template);
+    let checking = ["Authorizer", "ApiAuthorizer", "VerifyKey"];
+
+    let alarm = &resources["RefusalSurgeAlarm"]["Properties"];
+    let stats: Vec<&Value> = alarm["Metrics"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m.get("MetricStat"))
+        .collect();
+    let mut watched: Vec<String> = Vec::new();
+    for stat in &stats {
+        let metric = &stat["Metric"];
+        assert_eq!(metric["Namespace"], NAMESPACE);
+        assert_eq!(metric["MetricName"], REFUSED);
+        assert_eq!(metric["Dimensions"][0]["Name"], FUNCTION_DIMENSION);
+        let (tag, function) = tagged(&metric["Dimensions"][0]["Value"]).unwrap();
+        assert_eq!(tag, "!Ref");
+        watched.push(function);
+    }
+    assert_eq!(watched, checking, "every function that checks keys");
+    assert_eq!(
+        tagged(&alarm["Threshold"]),
+        Some(("!Ref".to_owned(), "RefusalAlarmThreshold".to_owned()))
+    );
+
+    let (tag, body) = tagged(&resources["ChecksDashboard"]["Properties"]["DashboardBody"]).unwrap();
+    assert_eq!(tag, "!Sub");
+    let mut substituted = body.clone();
+    for (name, value) in [
+        ("${AWS::Region}", "\"us-east-1\""),
+        ("${RefusalAlarmThreshold}", "1000"),
+    ] {
+        substituted = substituted
+            .replace(&format!("\"{name}\""), value)
+            .replace(name, value);
+    }
+    for function in checking {
+        substituted = substituted.replace(&format!("${{{function}}}"), function);
+    }
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&substituted).expect("the dashboard is JSON");
+    let text = dashboard.to_string();
+    for metric in [CHECKS, CHECK_LATENCY, REFUSED] {
+        assert!(
+            text.contains(&format!(
+                "\"{NAMESPACE}\",\"{metric}\",\"{FUNCTION_DIMENSION}\""
+            )) || text.contains(&format!("MetricName=\\\"{metric}\\\"")),
+            "{metric} is on the dashboard"
+        );
+    }
+    for function in checking {
+        assert!(
+            text.contains(&format!("\"{function}\"")),
+            "{function} is on the dashboard"
+        );
+    }
+    assert!(
+        !text.contains("${"),
+        "every variable is substituted: {text}"
+    );
+}

@@ -10,6 +10,7 @@ pub mod delivery;
 pub mod events;
 pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod secrets;
 pub mod store;
 #[cfg(feature = "testing")]

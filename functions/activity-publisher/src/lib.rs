@@ -28,13 +28,15 @@ mod tests {
 
     use async_trait::async_trait;
     use keyward::domain::{
-        Action, ActivityEntry, Actor, Change, Event as KeyEvent, Key, KeyId, KeyWrite,
+        Action, ActivityEntry, Actor, Change, Event as KeyEvent, Key, KeyId, KeyWrite, LastUse,
     };
     use keyward::events::{OutgoingEvent, PublishError};
+    use keyward::store::UsageStore;
     use keyward::store::{ActivityFilter, PageRequest};
     use keyward::testing::seeded;
     use lambda_http::lambda_runtime::Context;
     use serde_json::Value;
+    use serde_json::json;
 
     use super::*;
 
@@ -305,5 +307,91 @@ mod tests {
             .unwrap();
         assert_eq!(failures(&response), ["100", "101", "102"]);
         assert!(bus.sent.lock().unwrap().is_empty());
+    }
+
+    /// A usage item for one hour, as the stream carries its insert, change or TTL removal.
+    fn usage_record(
+        sequence: &str,
+        name: &str,
+        key: &str,
+        used: Option<&str>,
+        refused: Option<&str>,
+    ) -> Value {
+        let minute = |t: Option<&str>| t.map_or(json!({"NULL": true}), |t| json!({"S": t}));
+        let keys =
+            json!({"pk": {"S": format!("USAGE#{key}")}, "sk": {"S": "H#2026-11-27T11:00:00.000Z"}});
+        let mut image = keys.clone();
+        image["accepted"] = json!({"N": "12"});
+        image["refused"] = json!({"N": "3"});
+        image["ttl"] = json!({"N": "1795000000"});
+        image["last_used_at"] = minute(used);
+        image["last_refused_at"] = minute(refused);
+        let (new, old) = if name == "REMOVE" {
+            (json!({}), image)
+        } else {
+            (image, json!({}))
+        };
+        json!({
+            "eventID": format!("ev-{sequence}"),
+            "eventName": name,
+            "eventVersion": "1.1",
+            "eventSource": "aws:dynamodb",
+            "awsRegion": "us-east-1",
+            "dynamodb": {
+                "Keys": keys,
+                "NewImage": new,
+                "OldImage": old,
+                "SequenceNumber": sequence,
+                "SizeBytes": 120,
+                "StreamViewType": "NEW_AND_OLD_IMAGES",
+            },
+            "eventSourceARN": "arn:aws:dynamodb:us-east-1:123456789012:table/keyward/stream/2026-11-27T00:00:00.000",
+        })
+    }
+
+    #[tokio::test]
+    async fn a_usage_write_moves_its_keys_last_use_forward_and_never_back() {
+        let s = seeded("production", keyward::now()).await;
+        let key = s.key.id.as_str();
+        let records = [
+            usage_record("1", "INSERT", key, Some("2026-11-27T11:05:00.000Z"), None),
+            usage_record(
+                "2",
+                "MODIFY",
+                key,
+                Some("2026-11-27T11:20:00.000Z"),
+                Some("2026-11-27T11:07:00.000Z"),
+            ),
+            usage_record("3", "MODIFY", key, Some("2026-11-27T11:10:00.000Z"), None),
+            usage_record("4", "REMOVE", key, Some("2026-11-27T11:59:00.000Z"), None),
+        ];
+        let batch = json!({"Records": records});
+        let bus = RecordingBus::default();
+        let response = handler(&bus, &s.store, &s.mint, lambda_event(&batch.to_string()))
+            .await
+            .unwrap();
+        assert!(failures(&response).is_empty());
+        assert!(bus.sent.lock().unwrap().is_empty(), "usage is not an event");
+        let last = s.store.last_use(&[&s.key.id]).await.unwrap()[&s.key.id];
+        let at = |t: &str| t.parse().ok();
+        assert_eq!(
+            last,
+            LastUse {
+                last_used_at: at("2026-11-27T11:20:00Z"),
+                last_refused_at: at("2026-11-27T11:07:00Z"),
+            },
+            "a late write's earlier minute, and TTL's removal, leave it as it was"
+        );
+
+        let unreadable = json!({"Records": [usage_record("5", "MODIFY", "key_short", Some("2026-11-27T11:30:00.000Z"), None)]});
+        let response = handler(
+            &bus,
+            &s.store,
+            &s.mint,
+            lambda_event(&unreadable.to_string()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(failures(&response), ["5"]);
     }
 }

@@ -1,19 +1,45 @@
 //! The authorizer's decision path, from the event's JSON text to the response's JSON text,
 //! on an in-process store (a hash map behind `KeyLookup`: the benchmark is about the decision,
-//! not about a database), beside SHA-256 of the key alone, the floor of any check.
+//! not about a database), with and without usage counting (whose writes, at most one a
+//! minute, go to a store that drops them), beside SHA-256 of the key alone, the floor of any
+//! check.
 
 use std::collections::HashMap;
 use std::hint::black_box;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use authorizer::{Config, RouteScopes, handler};
 use criterion::{Criterion, criterion_group, criterion_main};
-use keyward::domain::{Actor, EnvName, Key, KeyHash, KeyName, Kind, NewKey, Scopes, create_key};
-use keyward::store::{KeyLookup, StoreError};
-use keyward::usage::NotCounted;
+use keyward::domain::{
+    Actor, EnvName, HourlyUsage, Key, KeyHash, KeyId, KeyName, Kind, LastUse, NewKey, Scopes,
+    Timestamp, UsageTally, create_key,
+};
+use keyward::store::{KeyLookup, StoreError, UsageStore};
+use keyward::usage::{Counter, DEFAULT_WRITE_EVERY, NotCounted, Usage};
 use sha2::{Digest, Sha256};
 
 struct InMemory(HashMap<String, Key>);
+
+/// Where the counted bench's usage goes: nowhere, since what is measured is the check's own
+/// cost of counting, not a write that happens once a minute.
+struct Dropped;
+
+#[async_trait]
+impl UsageStore for Dropped {
+    async fn add_usage(&self, _: &UsageTally) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn hourly_usage(&self, _: &KeyId, _: Timestamp) -> Result<Vec<HourlyUsage>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn last_use(&self, _: &[&KeyId]) -> Result<HashMap<KeyId, LastUse>, StoreError> {
+        Ok(HashMap::new())
+    }
+    async fn record_last_use(&self, _: &KeyId, _: LastUse) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
 
 #[async_trait]
 impl KeyLookup for InMemory {
@@ -57,19 +83,26 @@ fn decision(c: &mut Criterion) {
         .build()
         .unwrap();
     let now = keyward::now();
-    let run = |text: &str| {
+    let counted = Usage::new(Arc::new(Dropped), DEFAULT_WRITE_EVERY);
+    let run_with = |text: &str, usage: &dyn Counter| {
         let event: serde_json::Value = serde_json::from_str(text).unwrap();
-        match runtime.block_on(handler(&config, &store, &NotCounted, event, now)) {
+        match runtime.block_on(handler(&config, &store, usage, event, now)) {
             Ok(answer) => answer.to_string(),
             Err(e) => e.to_string(),
         }
     };
+    let run = |text: &str| run_with(text, &NotCounted);
     assert!(run(&valid).contains("\"Allow\""));
     assert_eq!(run(&bad_checksum), "Unauthorized");
     c.bench_function(
         "authorizer: valid key, with the store read (event JSON to policy JSON)",
         |b| b.iter(|| run(black_box(&valid))),
     );
+    c.bench_function(
+        "authorizer: valid key, with the store read, usage counted",
+        |b| b.iter(|| run_with(black_box(&valid), &counted)),
+    );
+    assert!(counted.unwritten() > 0, "the checks were counted");
     c.bench_function(
         "authorizer: bad checksum, no store read (event JSON to Unauthorized)",
         |b| b.iter(|| run(black_box(&bad_checksum))),

@@ -18,6 +18,7 @@ use aws_lambda_events::apigw::{
 };
 use keyward::domain::{EnvName, Key, PresentedKey, Scope, Timestamp, Verdict, check};
 use keyward::http::key_from_headers;
+use keyward::metrics;
 use keyward::store::{KeyLookup, StoreError};
 use keyward::usage::Counter;
 use lambda_http::lambda_runtime::Diagnostic;
@@ -359,6 +360,14 @@ enum Decision {
     Allow(Key),
 }
 
+/// What one check found: the decision, its outcome as the metrics name it, and the
+/// environment the metrics may name (the key's, once it is found, else the authorizer's).
+struct Checked {
+    decision: Decision,
+    outcome: &'static str,
+    environment: Option<EnvName>,
+}
+
 async fn decide(
     config: &Config,
     store: &dyn KeyLookup,
@@ -366,48 +375,52 @@ async fn decide(
     ask: &Ask,
     required: Requirement<'_>,
     now: Timestamp,
-) -> Result<Decision, AuthorizerError> {
+) -> Result<Checked, AuthorizerError> {
+    let refused = |outcome| Checked {
+        decision: Decision::Unauthorized,
+        outcome,
+        environment: config.environment.clone(),
+    };
     let Some(token) = ask.token.as_deref() else {
-        return Ok(Decision::Unauthorized);
+        return Ok(refused("missing"));
     };
     let Ok(presented) = PresentedKey::parse(token) else {
-        return Ok(Decision::Unauthorized);
+        return Ok(refused(Verdict::Malformed.code()));
     };
     if config
         .environment
         .as_ref()
         .is_some_and(|env| presented.environment != *env)
     {
-        return Ok(Decision::Unauthorized);
+        return Ok(refused(Verdict::WrongEnvironment.code()));
     }
     let Some(key) = store
         .key_by_hash(&presented.hash)
         .await
         .map_err(AuthorizerError::Store)?
     else {
-        return Ok(Decision::Unauthorized);
+        return Ok(refused(Verdict::NotFound.code()));
     };
     let scopes: &[&str] = match required {
         Requirement::Scope(scope) => &[scope.as_str()],
         Requirement::AnyValidKey | Requirement::Unlisted => &[],
     };
-    let decision = match check(&key, config.environment.as_ref(), scopes, now) {
+    let verdict = check(&key, config.environment.as_ref(), scopes, now);
+    let (id, environment) = (key.id.clone(), Some(key.environment.clone()));
+    let (decision, outcome) = match verdict {
         Verdict::Valid if required == Requirement::Unlisted && !config.allow_unlisted => {
-            Decision::Deny(key)
+            (Decision::Deny(key), "unlisted_route")
         }
-        Verdict::Valid => Decision::Allow(key),
-        Verdict::InsufficientScope => Decision::Deny(key),
-        _ => {
-            usage.count(&key.id, false, now);
-            return Ok(Decision::Unauthorized);
-        }
+        Verdict::Valid => (Decision::Allow(key), verdict.code()),
+        Verdict::InsufficientScope => (Decision::Deny(key), verdict.code()),
+        _ => (Decision::Unauthorized, verdict.code()),
     };
-    match &decision {
-        Decision::Allow(key) => usage.count(&key.id, true, now),
-        Decision::Deny(key) => usage.count(&key.id, false, now),
-        Decision::Unauthorized => {}
-    }
-    Ok(decision)
+    usage.count(&id, matches!(decision, Decision::Allow(_)), now);
+    Ok(Checked {
+        decision,
+        outcome,
+        environment,
+    })
 }
 
 fn context(key: &Key) -> Value {
@@ -436,9 +449,22 @@ pub async fn handler(
 ) -> Result<Value, AuthorizerError> {
     let ask = ask(event).inspect_err(|_| tracing::warn!("not an authorizer event"))?;
     let required = config.routes.required(&ask.method, &ask.path);
-    let decision = decide(config, store, usage, &ask, required, now)
+    let started = std::time::Instant::now();
+    let Checked {
+        decision,
+        outcome,
+        environment,
+    } = decide(config, store, usage, &ask, required, now)
         .await
         .inspect_err(|e| tracing::error!(error = %keyward::error_chain(e), "cannot check a key"))?;
+    metrics::publish(
+        &metrics::Check {
+            outcome,
+            environment: environment.as_ref(),
+            latency: started.elapsed(),
+        },
+        now,
+    );
     // The log names the method and the scope the route needs, never the path: a client may
     // paste a key into a URL.
     let method = ask.method.as_str();

@@ -67,13 +67,13 @@ enum StepError {
 }
 
 /// The CloudWatch namespace of the run's metrics.
-pub const METRICS_NAMESPACE: &str = "keyward";
+pub const METRICS_NAMESPACE: &str = keyward::metrics::NAMESPACE;
 /// The metric that counts the keys whose step failed in a run; the stack alarms on it.
 pub const FAILED_METRIC: &str = "ScheduledRotationFailed";
 /// The metric that counts the keys a run rotated.
 pub const ROTATED_METRIC: &str = "ScheduledRotationRotated";
 /// The dimension that names the function, so that two stacks' metrics stay apart.
-pub const FUNCTION_DIMENSION: &str = "FunctionName";
+pub const FUNCTION_DIMENSION: &str = keyward::metrics::FUNCTION_DIMENSION;
 
 /// The run's counts as one line in CloudWatch's Embedded Metric Format: written to standard
 /// output on Lambda, CloudWatch turns it into metrics with no API call, so a run whose

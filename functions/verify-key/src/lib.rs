@@ -4,6 +4,7 @@
 
 use keyward::domain::{EnvName, PresentedKey, Scopes, Timestamp, Verdict, check};
 use keyward::http::{ApiError, Context, HandlerFuture, json_body, respond};
+use keyward::metrics;
 use keyward::store::KeyStore;
 use keyward::usage::Counter;
 use lambda_http::Request;
@@ -45,6 +46,7 @@ async fn verify(
     req: &Request,
     now: Timestamp,
 ) -> Result<Value, ApiError> {
+    let started = std::time::Instant::now();
     let body: VerifyBody = json_body(req, SHAPE)?;
     let environment = body
         .environment
@@ -63,6 +65,14 @@ async fn verify(
     if let Some(key) = &key {
         usage.count(&key.id, verdict == Verdict::Valid, now);
     }
+    metrics::publish(
+        &metrics::Check {
+            outcome: verdict.code(),
+            environment: key.as_ref().map(|k| &k.environment),
+            latency: started.elapsed(),
+        },
+        now,
+    );
     tracing::info!(
         key_id = key.as_ref().map(|k| k.id.as_str()),
         code = verdict.code(),

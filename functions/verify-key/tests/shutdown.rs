@@ -117,6 +117,23 @@ async fn a_shutdown_after_a_freeze_loses_no_check() {
     );
     assert!(status.success(), "{status:?}\n{}", lambda.log());
     assert_eq!(table.stored().await, CHECKS, "{}", lambda.log());
+    let log = lambda.log();
+    let metrics: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l.get("_aws").is_some())
+        .collect();
+    assert_eq!(
+        metrics.len() as u64,
+        CHECKS,
+        "one metric line per check: {log}"
+    );
+    assert!(
+        metrics.iter().all(|m| m["Outcome"] == "valid"
+            && m["Environment"] == "production"
+            && m["Refused"] == 0),
+        "{log}"
+    );
 }
 
 /// An instance that dies without a shutdown (a timeout, running out of memory) loses what it

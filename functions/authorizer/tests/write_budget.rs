@@ -1,0 +1,170 @@
+//! The write budget of usage counting, measured with an SDK interceptor on the DynamoDB client
+//! as the capacity bench measures (`cli/benches/dynamodb_cost.rs`): 10,000 checks of one key
+//! within a minute from one process cost one `GetItem` each and, together, one usage write;
+//! BENCHMARKS.md records the figures.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use authorizer::{Config, RouteScopes, handler};
+use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_dynamodb::error::BoxError;
+use chrono::TimeDelta;
+use futures_util::StreamExt;
+use keyward::domain::{
+    Actor, EnvName, KeyName, Kind, NewKey, Scopes, create_environment, create_key, hour_of,
+};
+use keyward::store::{DynamoStore, KeyStore, UsageStore};
+use keyward::usage::{DEFAULT_WRITE_EVERY, Usage};
+use serde_json::json;
+
+/// The operations the client sends, by their `x-amz-target`.
+#[derive(Debug, Default, Clone)]
+struct Operations(Arc<Mutex<Vec<String>>>);
+
+impl Operations {
+    fn count(&self, name: &str) -> usize {
+        self.0.lock().unwrap().iter().filter(|o| *o == name).count()
+    }
+    fn total(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+    fn clear(&self) {
+        self.0.lock().unwrap().clear();
+    }
+}
+
+impl Intercept for Operations {
+    fn name(&self) -> &'static str {
+        "operation-counter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        ctx: &BeforeTransmitInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let target = ctx
+            .request()
+            .headers()
+            .get("x-amz-target")
+            .unwrap_or_default();
+        let operation = target.rsplit('.').next().unwrap_or_default().to_owned();
+        self.0.lock().unwrap().push(operation);
+        Ok(())
+    }
+}
+
+/// Waits until `operations` has sent `expected` of `name`, or 20 seconds have passed, then a
+/// little longer, so that a write that should not come has had its chance to.
+async fn settle(operations: &Operations, name: &str, expected: usize) -> usize {
+    let until = Instant::now() + Duration::from_secs(20);
+    while operations.count(name) < expected && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    operations.count(name)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ten_thousand_checks_in_a_minute_cost_one_read_each_and_one_usage_write() {
+    const CHECKS: usize = 10_000;
+    assert!(
+        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
+        "AWS_ENDPOINT_URL is not set: run ./scripts/test, which starts moto's server for these tests"
+    );
+    let operations = Operations::default();
+    let aws = keyward::aws::config().await.unwrap();
+    let client = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&aws)
+            .interceptor(operations.clone())
+            .build(),
+    );
+    let store = DynamoStore::new(client, &format!("budget-{}", std::process::id()));
+    store.create_table().await.unwrap();
+    let mint = keyward::mint();
+    let start = keyward::now();
+    let production = EnvName::parse("production").unwrap();
+    let environment = create_environment(&production, Actor::operator("t"), &mint, start);
+    store.apply(&environment.change).await.unwrap();
+    let input = NewKey {
+        name: KeyName::parse("busy").unwrap(),
+        kind: Kind::Secret,
+        scopes: Scopes::parse(&["orders:read"]).unwrap(),
+        expires_at: None,
+        rotation_policy: None,
+    };
+    let issued = create_key(&production, input, Actor::operator("t"), &mint, start).unwrap();
+    store.apply(&issued.change).await.unwrap();
+    let config = Config {
+        environment: Some(production),
+        routes: RouteScopes::parse(r#"{"GET /orders": "orders:read"}"#).unwrap(),
+        allow_unlisted: false,
+    };
+    let usage = Usage::new(Arc::new(store.clone()), DEFAULT_WRITE_EVERY);
+    let event = json!({
+        "type": "TOKEN",
+        "authorizationToken": format!("Bearer {}", issued.secret.expose()),
+        "methodArn": "arn:aws:execute-api:us-east-1:123456789012:abcdef1234/prod/GET/orders",
+    });
+    operations.clear();
+
+    // 10,000 checks spread over 50 seconds of the clock the handler is given, 16 at a time,
+    // within one hour so that every count falls in one hour's item.
+    let first = hour_of(start) + TimeDelta::minutes(61);
+    let checks = futures_util::stream::iter(0..CHECKS).map(|i| {
+        let now = first + TimeDelta::milliseconds(5 * i as i64);
+        handler(&config, &store, &usage, event.clone(), now)
+    });
+    let answers: Vec<_> = checks.buffer_unordered(16).collect().await;
+    for answer in answers {
+        assert_eq!(
+            answer.unwrap()["policyDocument"]["Statement"][0]["Effect"],
+            "Allow"
+        );
+    }
+    let writes = settle(&operations, "UpdateItem", 1).await;
+    assert_eq!(operations.count("GetItem"), CHECKS, "one read per check");
+    assert_eq!(
+        writes, 1,
+        "the first check's write, and no other within the minute"
+    );
+    assert_eq!(
+        operations.total(),
+        CHECKS + 1,
+        "{:?}",
+        operations
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|o| *o != "GetItem")
+            .collect::<Vec<_>>()
+    );
+    eprintln!(
+        "{CHECKS} checks in 50 s: {} GetItem, {writes} UpdateItem",
+        operations.count("GetItem")
+    );
+
+    // A minute after that write (whichever check of the first sixteen made it), the next
+    // check writes everything held, itself included.
+    let later = first + TimeDelta::seconds(50) + DEFAULT_WRITE_EVERY;
+    handler(&config, &store, &usage, event.clone(), later)
+        .await
+        .unwrap();
+    assert_eq!(settle(&operations, "UpdateItem", 2).await, 2);
+    assert_eq!(usage.flush_all(Duration::from_secs(10)).await, 0);
+    assert_eq!(
+        operations.count("UpdateItem"),
+        2,
+        "nothing was left to flush"
+    );
+    let hours = store
+        .hourly_usage(&issued.key.id, hour_of(start))
+        .await
+        .unwrap();
+    let accepted: u64 = hours.iter().map(|h| h.accepted).sum();
+    assert_eq!(accepted, CHECKS as u64 + 1);
+}

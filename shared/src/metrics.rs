@@ -1,0 +1,138 @@
+//! Metrics of key checks for operators, as CloudWatch Embedded Metric Format lines on standard
+//! output: Lambda sends them to CloudWatch Logs, which turns them into metrics, so a check makes
+//! no call of its own to publish them.
+//!
+//! Each check writes one line: `Checks` (1) and `CheckLatency` (milliseconds) by `FunctionName`,
+//! by `FunctionName` and `Outcome`, and by `FunctionName`, `Environment` and `Outcome`; and
+//! `Refused` (1 or 0) by `FunctionName`, which the template's alarm watches. `Environment` is only ever a known key's
+//! environment or the authorizer's own, never a name the caller sent, so that a caller cannot
+//! make new metrics (each costs money) by presenting made-up keys.
+
+use std::io::Write;
+use std::sync::OnceLock;
+
+use serde_json::json;
+
+use crate::domain::{EnvName, Timestamp};
+
+/// The CloudWatch namespace of keyward's metrics.
+pub const NAMESPACE: &str = "keyward";
+/// The dimension that names the function (the Lambda function's name), so that two stacks'
+/// metrics, and the two authorizers', stay apart.
+pub const FUNCTION_DIMENSION: &str = "FunctionName";
+/// One per check.
+pub const CHECKS: &str = "Checks";
+/// How long the check took, from the event to the answer, in milliseconds.
+pub const CHECK_LATENCY: &str = "CheckLatency";
+/// 1 for a check that did not let the key through, whatever the reason, else 0.
+pub const REFUSED: &str = "Refused";
+/// The `Environment` of a check whose key is unknown and whose checker serves any environment.
+pub const UNKNOWN_ENVIRONMENT: &str = "unknown";
+
+/// One check, as a metric.
+#[derive(Debug, Clone, Copy)]
+pub struct Check<'a> {
+    /// What came of it: a `/v1/verify` code (`valid`, `not_found`, `malformed`, `expired`,
+    /// `revoked`, `wrong_environment`, `insufficient_scope`), or the authorizer's `missing`
+    /// (no key at all) or `unlisted_route`.
+    pub outcome: &'static str,
+    /// The environment of the key that was found, else of the authorizer.
+    pub environment: Option<&'a EnvName>,
+    /// How long it took.
+    pub latency: std::time::Duration,
+}
+
+/// The EMF line of `check` made by `function` at `at`.
+pub fn line(function: &str, check: &Check<'_>, at: Timestamp) -> String {
+    let environment = check
+        .environment
+        .map_or(UNKNOWN_ENVIRONMENT, EnvName::as_str);
+    json!({
+        "_aws": {
+            "Timestamp": at.timestamp_millis(),
+            "CloudWatchMetrics": [
+                {
+                    "Namespace": NAMESPACE,
+                    "Dimensions": [
+                        [FUNCTION_DIMENSION],
+                        [FUNCTION_DIMENSION, "Outcome"],
+                        [FUNCTION_DIMENSION, "Environment", "Outcome"],
+                    ],
+                    "Metrics": [
+                        {"Name": CHECKS, "Unit": "Count"},
+                        {"Name": CHECK_LATENCY, "Unit": "Milliseconds"},
+                    ],
+                },
+                {
+                    "Namespace": NAMESPACE,
+                    "Dimensions": [[FUNCTION_DIMENSION]],
+                    "Metrics": [{"Name": REFUSED, "Unit": "Count"}],
+                },
+            ],
+        },
+        FUNCTION_DIMENSION: function,
+        "Outcome": check.outcome,
+        "Environment": environment,
+        CHECKS: 1,
+        CHECK_LATENCY: check.latency.as_secs_f64() * 1000.0,
+        REFUSED: u8::from(check.outcome != "valid"),
+    })
+    .to_string()
+}
+
+/// Writes the line of `check` to standard output when running on Lambda (the function's name
+/// is in `AWS_LAMBDA_FUNCTION_NAME`, which is also its `FunctionName`); elsewhere, such as in
+/// `keyward serve`, it writes nothing.
+pub fn publish(check: &Check<'_>, at: Timestamp) {
+    static FUNCTION: OnceLock<Option<String>> = OnceLock::new();
+    let function = FUNCTION.get_or_init(|| std::env::var("AWS_LAMBDA_FUNCTION_NAME").ok());
+    if let Some(function) = function {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{}", line(function, check, at));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_is_embedded_metric_format_with_bounded_dimensions() {
+        let production = EnvName::parse("production").unwrap();
+        let at: Timestamp = "2026-11-29T10:00:00Z".parse().unwrap();
+        let check = Check {
+            outcome: "revoked",
+            environment: Some(&production),
+            latency: std::time::Duration::from_micros(1500),
+        };
+        let line: serde_json::Value =
+            serde_json::from_str(&line("authorizer", &check, at)).unwrap();
+        assert_eq!(line["_aws"]["Timestamp"], at.timestamp_millis());
+        assert_eq!(line["_aws"]["CloudWatchMetrics"][0]["Namespace"], NAMESPACE);
+        assert_eq!(
+            (
+                &line[FUNCTION_DIMENSION],
+                &line["Outcome"],
+                &line["Environment"]
+            ),
+            (
+                &json!("authorizer"),
+                &json!("revoked"),
+                &json!("production")
+            )
+        );
+        assert_eq!(
+            (&line[CHECKS], &line[CHECK_LATENCY], &line[REFUSED]),
+            (&json!(1), &json!(1.5), &json!(1))
+        );
+        let unknown = Check {
+            outcome: "valid",
+            environment: None,
+            latency: std::time::Duration::ZERO,
+        };
+        let line: serde_json::Value =
+            serde_json::from_str(&super::line("verify", &unknown, at)).unwrap();
+        assert_eq!(line["Environment"], UNKNOWN_ENVIRONMENT);
+        assert_eq!(line[REFUSED], 0);
+    }
+}
