@@ -138,6 +138,13 @@ fn limit(s: &str) -> Result<usize, String> {
         .ok_or_else(|| "a number from 1 to 10000".to_owned())
 }
 
+fn hours(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=168).contains(&n) => Ok(n),
+        _ => Err("a whole number of hours from 1 to 168".to_owned()),
+    }
+}
+
 fn interval(s: &str) -> Result<u64, String> {
     s.parse::<u64>()
         .ok()
@@ -217,6 +224,20 @@ pub enum KeysCommand {
         #[command(flatten)]
         connection: Connection,
     },
+    /// Shows a key's checks per hour, beside its successor's while it is in its grace
+    #[command(after_help = EXIT_STATUS, after_long_help = long_help(USAGE_HELP))]
+    Usage {
+        /// The key's id, key_...
+        #[arg(value_parser = key_id)]
+        key_id: KeyId,
+        /// How many of the last hours to show, up to 168 (a week)
+        #[arg(long, value_name = "N", value_parser = hours, default_value = "24")]
+        hours: usize,
+        #[command(flatten)]
+        output: Output,
+        #[command(flatten)]
+        connection: Connection,
+    },
     /// Rotates a key: the new key works at once, the old one until its grace ends
     #[command(after_help = EXIT_STATUS, after_long_help = long_help(GRACE_HELP))]
     Rotate {
@@ -287,6 +308,12 @@ pub enum KeysCommand {
 const GRACE_HELP: &str =
     "A grace is now, 1h, 24h, 3d or 7d, an ISO-8601 duration such as P14D or PT36H, or a
 number of seconds, up to 365 days. It never runs past an expiry the key already had.";
+
+const USAGE_HELP: &str =
+    "Counts reach keyward up to a minute or so after their check, so the current hour is still
+filling. A key rotated to another is shown beside it; when the old key has not been presented
+for an hour while the new one has, every service has switched and its grace can be cut.
+--json prints the API's answer for the key alone: {\"hours\": [...]}.";
 
 const REVOKE_HELP: &str =
     "On a terminal it asks first; --yes skips the question. Without a terminal on stdin it
@@ -591,6 +618,36 @@ pub async fn keys(command: KeysCommand) -> Result<(), Failure> {
             let api = connection.open()?;
             let answer = on_key(&api, Method::GET, &key_id, "", None).await?;
             print_key(&answer, output)
+        }
+        KeysCommand::Usage {
+            key_id,
+            hours,
+            output,
+            connection,
+        } => {
+            let api = connection.open()?;
+            let usage = on_key(&api, Method::GET, &key_id, "/usage", None).await?;
+            if !usage["hours"].is_array() {
+                return Err(not_keyward("hours"));
+            }
+            if output.json {
+                print_json(&usage);
+                return Ok(());
+            }
+            let key = on_key(&api, Method::GET, &key_id, "", None).await?;
+            let successor = match key["key"]["rotated_to"].as_str().map(KeyId::parse) {
+                Some(Ok(next)) => Some((
+                    on_key(&api, Method::GET, &next, "", None).await?,
+                    on_key(&api, Method::GET, &next, "/usage", None).await?,
+                )),
+                _ => None,
+            };
+            let successor = successor.as_ref().map(|(k, u)| (&k["key"], u));
+            print!(
+                "{}",
+                show::usage(&key["key"], &usage, successor, hours, Utc::now())
+            );
+            Ok(())
         }
         KeysCommand::Rotate {
             key_id,

@@ -88,6 +88,36 @@ fn status(key: &Value, now: DateTime<Utc>) -> String {
     }
 }
 
+/// A last use, kept to the minute: the minute, and how long ago it was (`this minute`), or
+/// `never`.
+fn last(value: &Value, now: DateTime<Utc>) -> String {
+    match minute(value) {
+        Some(at) => format!("{} ({})", at.format("%Y-%m-%d %H:%M UTC"), ago(at, now)),
+        None => "never".to_owned(),
+    }
+}
+
+/// A last use in a column: how long ago, or `never`.
+fn last_short(value: &Value, now: DateTime<Utc>) -> String {
+    minute(value).map_or_else(|| "never".to_owned(), |at| ago(at, now))
+}
+
+fn minute(value: &Value) -> Option<DateTime<Utc>> {
+    value
+        .as_str()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// How long ago a minute was: `this minute` while it lasts, else as [`relative`] says.
+fn ago(minute: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    if now - minute < chrono::TimeDelta::minutes(1) {
+        "this minute".to_owned()
+    } else {
+        relative(minute, now)
+    }
+}
+
 /// A rotation policy in words, or `-`.
 fn policy(value: &Value) -> String {
     if value.is_null() {
@@ -133,8 +163,18 @@ fn fields(pairs: &[(&str, String)]) -> String {
 }
 
 /// The columns of a list of keys.
-pub const KEY_COLUMNS: [&str; 10] = [
-    "ID", "NAME", "KIND", "STATUS", "SCOPES", "HINT", "DEFAULT", "CREATED", "EXPIRES", "POLICY",
+pub const KEY_COLUMNS: [&str; 11] = [
+    "ID",
+    "NAME",
+    "KIND",
+    "STATUS",
+    "LAST USED",
+    "SCOPES",
+    "HINT",
+    "DEFAULT",
+    "CREATED",
+    "EXPIRES",
+    "POLICY",
 ];
 
 /// One key as a row under [`KEY_COLUMNS`].
@@ -144,6 +184,7 @@ pub fn key_row(key: &Value, now: DateTime<Utc>) -> Vec<String> {
         text(&key["name"]),
         text(&key["kind"]),
         status(key, now),
+        last_short(&key["last_used_at"], now),
         text(&key["scopes"]),
         text(&key["hint"]),
         if key["default"] == Value::Bool(true) {
@@ -168,6 +209,8 @@ pub fn key(key: &Value, now: DateTime<Utc>) -> String {
         ("environment", text(&key["environment"])),
         ("kind", text(&key["kind"])),
         ("status", status(key, now)),
+        ("last used", last(&key["last_used_at"], now)),
+        ("last refused", last(&key["last_refused_at"], now)),
         ("scopes", text(&key["scopes"])),
         ("hint", text(&key["hint"])),
         (
@@ -208,6 +251,97 @@ pub fn key(key: &Value, now: DateTime<Utc>) -> String {
         ));
     }
     fields(&pairs)
+}
+
+/// One key's usage beside its successor's, if it has one: a line for each key (its id, name,
+/// status and last use), then the last `hours` hours, oldest first, with both keys' accepted
+/// and refused checks; and, when the key has gone quiet for an hour while its successor has
+/// not, the command that cuts its grace.
+pub fn usage(
+    key: &Value,
+    hours: &Value,
+    successor: Option<(&Value, &Value)>,
+    shown: usize,
+    now: DateTime<Utc>,
+) -> String {
+    let about = |key: &Value, role: &str| {
+        vec![
+            role.to_owned(),
+            text(&key["id"]),
+            text(&key["name"]),
+            status(key, now),
+            last(&key["last_used_at"], now),
+            last(&key["last_refused_at"], now),
+        ]
+    };
+    let mut keys = vec![about(key, "key")];
+    if let Some((next, _)) = successor {
+        keys.push(about(next, "successor"));
+    }
+    let columns = ["", "ID", "NAME", "STATUS", "LAST USED", "LAST REFUSED"];
+    let mut out = table(&columns, &keys);
+    out.push('\n');
+    let list = |hours: &Value| hours["hours"].as_array().cloned().unwrap_or_default();
+    let own = list(hours);
+    let theirs = successor.map(|(_, h)| list(h)).unwrap_or_default();
+    let count =
+        |h: Option<&Value>, field: &str| h.and_then(|h| h[field].as_u64()).unwrap_or(0).to_string();
+    let start = own.len().saturating_sub(shown);
+    let rows: Vec<Vec<String>> = own[start..]
+        .iter()
+        .enumerate()
+        .map(|(i, hour)| {
+            let at = hour["hour"]
+                .as_str()
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map_or_else(
+                    || text(&hour["hour"]),
+                    |t| t.format("%Y-%m-%d %H:00").to_string(),
+                );
+            let mut row = vec![
+                at,
+                count(Some(hour), "accepted"),
+                count(Some(hour), "refused"),
+            ];
+            if successor.is_some() {
+                let same = theirs.get(start + i).filter(|t| t["hour"] == hour["hour"]);
+                row.push(count(same, "accepted"));
+                row.push(count(same, "refused"));
+            }
+            row
+        })
+        .collect();
+    let header: &[&str] = if successor.is_some() {
+        &[
+            "HOUR (UTC)",
+            "ACCEPTED",
+            "REFUSED",
+            "SUCCESSOR ACCEPTED",
+            "SUCCESSOR REFUSED",
+        ]
+    } else {
+        &["HOUR (UTC)", "ACCEPTED", "REFUSED"]
+    };
+    out.push_str(&table(header, &rows));
+    if let Some((next, _)) = successor {
+        let time = |v: &Value| {
+            v.as_str()
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc))
+        };
+        let presented = time(&key["last_used_at"]).max(time(&key["last_refused_at"]));
+        let quiet = presented.is_none_or(|at| now - at >= chrono::TimeDelta::hours(1));
+        let taken_over =
+            time(&next["last_used_at"]).is_some_and(|at| now - at < chrono::TimeDelta::hours(1));
+        if key["status"] == "in_grace" && quiet && taken_over {
+            out.push_str(&format!(
+                "\n{} has not been presented for an hour while its successor has: its grace can be cut with\n  keyward keys grace {} --grace now\n",
+                text(&key["id"]),
+                text(&key["id"])
+            ));
+        }
+    }
+    out
 }
 
 /// The key a rotation replaced, in one line: its id, and until when it keeps working.
@@ -384,7 +518,8 @@ mod tests {
             "rotation_policy": {"every": "P30D", "grace_period": "24h", "secret_id": "keyward/production/x"}});
         let row = key_row(&key, now);
         assert_eq!(row[3], "in grace, ends in 24h");
-        assert_eq!(row[9], "every P30D");
+        assert_eq!(row[4], "never", "never used");
+        assert_eq!(row[10], "every P30D");
         let shown = super::key(&key, now);
         assert!(
             shown.contains("rotation policy  every P30D, grace 24h, to keyward/production/x\n"),
@@ -405,6 +540,73 @@ mod tests {
             ),
             "previous  key_1  expired 2026-11-28 12:00:00 UTC (now)\n"
         );
+    }
+
+    #[test]
+    fn usage_shows_a_key_beside_its_successor_and_says_when_the_grace_can_be_cut() {
+        let now = at("2026-11-28T12:30:00Z");
+        let hours = |counts: &[(u64, u64)]| {
+            let hours: Vec<Value> = counts
+                .iter()
+                .enumerate()
+                .map(|(i, (a, r))| json!({"hour": format!("2026-11-28T{:02}:00:00Z", 9 + i), "accepted": a, "refused": r}))
+                .collect();
+            json!({"hours": hours})
+        };
+        let old = |used: &str| {
+            json!({"id": "key_old", "name": "billing", "status": "in_grace", "expires_at": "2026-11-29T10:00:00Z",
+                   "last_used_at": used, "last_refused_at": null})
+        };
+        let new = json!({"id": "key_new", "name": "billing", "status": "active", "expires_at": null,
+                         "last_used_at": "2026-11-28T12:29:00Z", "last_refused_at": null});
+        let theirs = hours(&[(0, 0), (5, 0), (40, 0), (12, 0)]);
+        let quiet = usage(
+            &old("2026-11-28T10:41:00Z"),
+            &hours(&[(90, 1), (30, 0), (0, 0), (0, 0)]),
+            Some((&new, &theirs)),
+            3,
+            now,
+        );
+        assert!(
+            quiet.contains(
+                "key        key_old  billing  in grace, ends in 22h  2026-11-28 10:41 UTC (2h ago)"
+            ),
+            "{quiet}"
+        );
+        assert!(
+            quiet.contains("successor  key_new  billing  active"),
+            "{quiet}"
+        );
+        assert!(
+            quiet.contains("2026-11-28 10:00  30        0        5                   0\n"),
+            "{quiet}"
+        );
+        assert!(
+            !quiet.contains("2026-11-28 09:00"),
+            "only the last 3 hours: {quiet}"
+        );
+        assert!(
+            quiet.contains("keyward keys grace key_old --grace now"),
+            "{quiet}"
+        );
+
+        let busy = usage(
+            &old("2026-11-28T12:01:00Z"),
+            &hours(&[(0, 0), (0, 0), (3, 0), (1, 0)]),
+            Some((&new, &theirs)),
+            24,
+            now,
+        );
+        assert!(
+            !busy.contains("can be cut"),
+            "still presented within the hour: {busy}"
+        );
+        let alone = usage(&new, &theirs, None, 24, now);
+        assert!(
+            alone.contains("HOUR (UTC)        ACCEPTED  REFUSED\n"),
+            "{alone}"
+        );
+        assert!(!alone.contains("SUCCESSOR"), "{alone}");
     }
 
     #[test]

@@ -929,3 +929,94 @@ fn help_says_where_the_key_comes_from_and_what_each_exit_status_means() {
         "{text}"
     );
 }
+
+/// `keys usage` shows a rotated key beside its successor, `--json` is the API's answer, and
+/// `keys list` and `keys get` show last use.
+#[test]
+fn usage_shows_a_rotated_key_beside_its_successor() {
+    let server = Server::start_with_env(
+        Backend::Sqlite,
+        &["--no-schedule"],
+        &[("KEYWARD_USAGE_WRITE_EVERY", "1")],
+    );
+    let cli = Client::new(&server, &server.default_key);
+    let created = cli.json(&[
+        "keys",
+        "create",
+        "--name",
+        "billing",
+        "--scope",
+        "orders:read",
+    ]);
+    let (id, secret) = (
+        created["key"]["id"].as_str().unwrap().to_owned(),
+        created["secret"].as_str().unwrap().to_owned(),
+    );
+    assert_eq!(field(&cli.ok(&["keys", "get", &id]), "last used"), "never");
+    for _ in 0..3 {
+        assert_eq!(cli.run_with(&["verify"], &secret).code, 0);
+    }
+    let rotated = cli.json(&["keys", "rotate", &id, "--grace", "24h"]);
+    let new_secret = rotated["secret"].as_str().unwrap().to_owned();
+    for _ in 0..2 {
+        assert_eq!(cli.run_with(&["verify"], &new_secret).code, 0);
+    }
+    let total = |answer: &Value| -> u64 {
+        answer["hours"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["accepted"].as_u64().unwrap())
+            .sum()
+    };
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut answer = cli.json(&["keys", "usage", &id]);
+    while total(&answer) < 3 && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        answer = cli.json(&["keys", "usage", &id]);
+    }
+    let direct = server.call(
+        "GET",
+        &format!("/v1/keys/{id}/usage"),
+        &server.default_key,
+        None,
+    );
+    assert_eq!(answer, direct.json, "--json is the API's answer");
+    assert_eq!(total(&answer), 3);
+
+    let new_id = rotated["key"]["id"].as_str().unwrap();
+    let mut shown = cli.ok(&["keys", "usage", &id, "--hours", "2"]);
+    while !shown.contains("  2  ") && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        shown = cli.ok(&["keys", "usage", &id, "--hours", "2"]);
+    }
+    let lines: Vec<&str> = shown.lines().collect();
+    assert!(
+        lines[1].starts_with(&format!("key        {id}  billing  in grace, ends in 24h")),
+        "{shown}"
+    );
+    assert!(
+        lines[2].starts_with(&format!("successor  {new_id}  billing  active")),
+        "{shown}"
+    );
+    assert!(
+        lines[4].starts_with(
+            "HOUR (UTC)        ACCEPTED  REFUSED  SUCCESSOR ACCEPTED  SUCCESSOR REFUSED"
+        ),
+        "{shown}"
+    );
+    assert_eq!(lines.len(), 7, "two hours: {shown}");
+    let current = lines[6].split_whitespace().collect::<Vec<_>>();
+    assert_eq!(current[2..], ["3", "0", "2", "0"], "{shown}");
+
+    let listed = cli.ok(&["keys", "list"]);
+    assert!(
+        listed.lines().next().unwrap().contains("  LAST USED  "),
+        "{listed}"
+    );
+    assert_ne!(field(&cli.ok(&["keys", "get", &id]), "last used"), "never");
+    for hours in ["0", "169", "a day"] {
+        let refused = cli.run(&["keys", "usage", &id, "--hours", hours]);
+        assert_eq!(refused.code, 2, "{hours}: {refused:?}");
+    }
+}
