@@ -44,6 +44,8 @@ class Keyward:
             stdout=subprocess.PIPE,
             stderr=log,
             text=True,
+            # Usage is written at most once a second, so that it shows within a test.
+            env={**os.environ, "KEYWARD_USAGE_WRITE_EVERY": "1"},
         )
         self.admin = self.admin_id = self.url = None
         for line in self.process.stdout:
@@ -75,6 +77,17 @@ class Keyward:
         status, answer = self.call("POST", "/v1/environments/development/keys", {"name": name, "scopes": scopes or []}, key)
         assert status == 201, answer
         return answer
+
+    def verify(self, secret):
+        """Checks a key through POST /v1/verify, which counts towards its usage."""
+        request = urllib.request.Request(
+            self.url + "v1/verify",
+            method="POST",
+            data=json.dumps({"key": secret}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return json.load(answer)["code"]
 
     def key(self, key_id):
         status, answer = self.call("GET", f"/v1/keys/{key_id}")

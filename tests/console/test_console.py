@@ -5,7 +5,7 @@ import time
 
 from playwright.sync_api import expect
 
-from conftest import SECRET, at, no_serious_violations, screenshot, sign_in
+from conftest import SECRET, at, no_serious_violations, screenshot, sign_in, wait_until
 
 PRESETS = [("Now", 0), ("In 1 hour", 3600), ("In 24 hours", 86400), ("In 3 days", 259200), ("In 7 days", 604800)]
 
@@ -237,6 +237,48 @@ def test_a_keys_page_and_its_activity_tab(page, keyward):
     expect(page.get_by_role("heading", name="audited")).to_be_visible()
     expect(page.get_by_role("link", name=key["id"])).to_be_visible()
     expect(page.get_by_role("tabpanel")).to_contain_text("Rotated from")
+
+
+def test_a_key_in_its_grace_shows_its_usage_beside_its_successors(page, keyward):
+    made = keyward.create("billing", ["orders:read"])
+    for _ in range(3):
+        assert keyward.verify(made["secret"]) == "valid"
+    status, rotated = keyward.call("POST", f"/v1/keys/{made['key']['id']}/rotate", {"grace_period": "24h"})
+    assert status == 201
+    for _ in range(2):
+        assert keyward.verify(rotated["secret"]) == "valid"
+    old, new = made["key"]["id"], rotated["key"]["id"]
+
+    def accepted(key_id):
+        status, usage = keyward.call("GET", f"/v1/keys/{key_id}/usage")
+        assert status == 200, usage
+        return sum(hour["accepted"] for hour in usage["hours"])
+
+    wait_until(lambda: accepted(old) == 3 and accepted(new) == 2)
+    sign_in(page, keyward.admin)
+    expect(row(page, old)).not_to_contain_text("Never")
+    page.goto(f"{keyward.url}#/keys/{old}")
+    details = page.get_by_role("tabpanel")
+    expect(details).to_contain_text("Last used")
+    expect(details).to_contain_text("this minute")
+    page.get_by_role("tab", name="Details").press("ArrowRight")
+    expect(page.get_by_role("tab", name="Usage")).to_have_attribute("aria-selected", "true")
+    expect(page.get_by_role("tab", name="Usage")).to_be_focused()
+    panel = page.get_by_role("tabpanel")
+    table = panel.get_by_role("table", name="Checks of billing per hour, the last 24 hours, newest first")
+    expect(table.locator("tbody tr")).to_have_count(24)
+    headers = table.locator("thead th").all_inner_texts()
+    assert headers == ["Hour (UTC)", "Accepted", "Refused", "Successor accepted", "Successor refused"]
+    current = table.locator("tbody tr").first
+    expect(current.locator("td")).to_have_text(["3", "0", "2", "0"])
+    expect(panel.get_by_role("link", name=new)).to_be_visible()
+    expect(panel.get_by_role("note")).to_have_count(0)
+    screenshot(page, "console-usage.png")
+    no_serious_violations(page, "a key's usage tab")
+    page.get_by_role("tab", name="Usage").press("ArrowRight")
+    expect(page.get_by_role("tab", name="Activity")).to_have_attribute("aria-selected", "true")
+    page.get_by_role("tab", name="Activity").press("ArrowRight")
+    expect(page.get_by_role("tab", name="Details")).to_have_attribute("aria-selected", "true")
 
 
 def test_logs_activity_filters_by_action_and_key_and_loads_more(page, keyward):

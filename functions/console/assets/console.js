@@ -64,6 +64,20 @@ function when(iso, none = "—") {
   return h("time", { datetime: iso }, utc(iso), h("span", { class: "sub" }, relative(iso)));
 }
 
+// A last use is kept to the minute: shown as its minute, and "this minute" while it lasts.
+function minuteAgo(iso) {
+  return Date.now() - Date.parse(iso) < 60000 ? "this minute" : relative(iso);
+}
+
+function lastUse(iso) {
+  if (!iso) return "Never";
+  return h("time", { datetime: iso }, utc(iso).slice(0, 16) + " UTC", h("span", { class: "sub" }, minuteAgo(iso)));
+}
+
+function lastUseText(iso) {
+  return iso ? `${utc(iso).slice(0, 16)} UTC (${minuteAgo(iso)})` : "never";
+}
+
 function whenText(iso) {
   return `${utc(iso)} (${relative(iso)})`;
 }
@@ -190,7 +204,8 @@ function renderTop(current) {
 
 function page(title, ...content) {
   const main = document.getElementById("main");
-  main.replaceChildren(h("h2", { id: "page-title", tabindex: "-1" }, title), ...content);
+  // replaceChildren, unlike h, would turn a null (such as notice()'s) into the text "null".
+  main.replaceChildren(h("h2", { id: "page-title", tabindex: "-1" }, title), ...content.filter((c) => c !== null));
   document.title = `${title} · keyward`;
 }
 
@@ -231,7 +246,7 @@ async function renderKeys() {
   const more = h("button", { type: "button", hidden: true }, "Load more");
   const table = h("table", {},
     h("caption", {}, `Keys of ${env}, newest first`),
-    h("thead", {}, h("tr", {}, ...["Name", "Kind", "Key", "Scopes", "Status", "Created", "Expires", "Rotation policy"].map((t) => h("th", { scope: "col" }, t)), h("th", { scope: "col" }, h("span", { class: "visually-hidden" }, "Actions")))),
+    h("thead", {}, h("tr", {}, ...["Name", "Kind", "Key", "Scopes", "Status", "Last used", "Created", "Expires", "Rotation policy"].map((t) => h("th", { scope: "col" }, t)), h("th", { scope: "col" }, h("span", { class: "visually-hidden" }, "Actions")))),
     body);
   page("Keys",
     h("div", { class: "bar" }, h("p", { class: "grow" }, "Each key is shown by its hint; its secret was shown once, when it was made."),
@@ -276,6 +291,7 @@ function keyRow(key) {
     h("td", { class: "mono" }, key.hint),
     h("td", {}, key.scopes.length ? key.scopes.join(", ") : "—"),
     h("td", {}, statusBadge(key)),
+    h("td", {}, lastUse(key.last_used_at)),
     h("td", {}, when(key.created_at)),
     h("td", {}, when(key.expires_at, "Never")),
     h("td", {}, policyText(key.rotation_policy)),
@@ -819,6 +835,8 @@ async function renderKey(id, tab) {
       ["Environment", key.environment],
       ["Kind", key.kind],
       ["Status", statusBadge(key)],
+      ["Last used", lastUse(key.last_used_at)],
+      ["Last refused", lastUse(key.last_refused_at)],
       ["Default key", key.default ? "Yes: it must be rotated before it can be revoked" : "No"],
       ["Key", h("span", { class: "mono" }, key.hint)],
       ["Scopes", key.scopes.length ? key.scopes.join(", ") : "None"],
@@ -829,19 +847,22 @@ async function renderKey(id, tab) {
       ["Rotated to", link(key.rotated_to)],
       ["Rotation policy", policyText(key.rotation_policy)],
     ].flatMap(([term, value]) => [h("dt", {}, term), h("dd", {}, value)]));
-  const tabs = [["details", "Details"], ["activity", "Activity"]];
+  const tabs = [["details", "Details"], ["usage", "Usage"], ["activity", "Activity"]];
   const panelId = uid("panel");
   const tabButtons = tabs.map(([name, text]) => h("button", {
     type: "button", role: "tab", id: `tab-${name}`, "aria-selected": String(name === tab), "aria-controls": panelId,
     tabindex: name === tab ? "0" : "-1",
-    onclick: () => { location.hash = name === "details" ? `#/keys/${id}` : `#/keys/${id}/activity`; },
+    onclick: () => { location.hash = name === "details" ? `#/keys/${id}` : `#/keys/${id}/${name}`; },
   }, text));
   const tablist = h("div", { role: "tablist", "aria-label": "Key" }, tabButtons);
   tablist.addEventListener("keydown", (event) => {
-    if (event.key !== "ArrowRight" && event.key !== "ArrowLeft") return;
-    const other = tabButtons.find((b) => b.getAttribute("aria-selected") !== "true");
-    other.focus();
-    other.click();
+    const at = tabButtons.findIndex((b) => b.getAttribute("aria-selected") === "true");
+    const last = tabButtons.length - 1;
+    const to = { ArrowRight: at === last ? 0 : at + 1, ArrowLeft: at === 0 ? last : at - 1, Home: 0, End: last }[event.key];
+    if (to === undefined) return;
+    event.preventDefault();
+    tabButtons[to].focus();
+    tabButtons[to].click();
   });
   const panel = h("div", { role: "tabpanel", id: panelId, "aria-labelledby": `tab-${tab}`, tabindex: "0" });
   page(key.name,
@@ -851,11 +872,58 @@ async function renderKey(id, tab) {
     const list = activityTable(`Activity of ${key.name}, newest first`, `/v1/keys/${id}/activity`, false);
     panel.replaceChildren(...list.nodes);
     await list.load();
+  } else if (tab === "usage") {
+    panel.replaceChildren(...(await usagePanel(key)));
   } else {
     panel.replaceChildren(fields);
   }
   if (routed.focusTab) document.getElementById(`tab-${tab}`).focus();
   else refocus(document.getElementById("main"));
+}
+
+// ---- One key's usage: its checks per hour, beside its successor's while it is in its grace.
+
+const USAGE_HOURS = 24;
+
+async function usagePanel(key) {
+  let own, successor = null, theirs = null;
+  try {
+    own = (await api("GET", `/v1/keys/${key.id}/usage`)).hours;
+    if (key.rotated_to) {
+      successor = (await api("GET", `/v1/keys/${key.rotated_to}`)).key;
+      theirs = (await api("GET", `/v1/keys/${key.rotated_to}/usage`)).hours;
+    }
+  } catch (failure) {
+    return [h("div", { class: "alert", role: "alert" }, `The usage could not be read: ${describe(failure)}`)];
+  }
+  const hours = own.slice(-USAGE_HOURS).reverse();
+  const count = (list, hour, field) => String((list || []).find((x) => x.hour === hour)?.[field] ?? 0);
+  const columns = ["Hour (UTC)", "Accepted", "Refused", ...(successor ? ["Successor accepted", "Successor refused"] : [])];
+  const table = h("table", { class: "usage" },
+    h("caption", {}, `Checks of ${key.name} per hour, the last ${USAGE_HOURS} hours, newest first`),
+    h("thead", {}, h("tr", {}, ...columns.map((t) => h("th", { scope: "col" }, t)))),
+    h("tbody", {}, ...hours.map((hour) => h("tr", {},
+      h("th", { scope: "row" }, h("time", { datetime: hour.hour }, utc(hour.hour).slice(0, 16))),
+      h("td", {}, String(hour.accepted)),
+      h("td", {}, String(hour.refused)),
+      ...(successor ? [h("td", {}, count(theirs, hour.hour, "accepted")), h("td", {}, count(theirs, hour.hour, "refused"))] : []),
+    ))));
+  const nodes = [];
+  if (successor) {
+    nodes.push(h("p", {}, "Its successor is ", h("a", { href: `#/keys/${successor.id}`, class: "mono" }, successor.id),
+      `, last used ${lastUseText(successor.last_used_at)}.`));
+    const hour = 3600000;
+    const presented = [key.last_used_at, key.last_refused_at].filter(Boolean).map(Date.parse);
+    const quiet = presented.every((t) => Date.now() - t >= hour);
+    const takenOver = successor.last_used_at && Date.now() - Date.parse(successor.last_used_at) < hour;
+    if (key.status === "in_grace" && quiet && takenOver) {
+      const cut = h("button", { type: "button", onclick: (event) => graceDialog(key, event.currentTarget) }, "Change grace period");
+      nodes.push(h("div", { class: "callout", role: "note" },
+        h("p", {}, "This key has not been presented for an hour while its successor has: the services have switched, and its grace can be cut."), cut));
+    }
+  }
+  nodes.push(table, h("p", { class: "sub" }, "Checks reach keyward up to a minute or so after they are made, so the current hour is still filling."));
+  return nodes;
 }
 
 // ---- Routing by the URL's fragment.
@@ -873,7 +941,7 @@ async function route() {
   const parts = path.split("/").filter(Boolean);
   if (parts[0] === "activity") return renderActivity(params);
   if (parts[0] === "keys" && parts[1] && /^key_[A-Za-z0-9]{22}$/.test(parts[1])) {
-    return renderKey(parts[1], parts[2] === "activity" ? "activity" : "details");
+    return renderKey(parts[1], ["activity", "usage"].includes(parts[2]) ? parts[2] : "details");
   }
   return renderKeys();
 }
