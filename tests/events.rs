@@ -484,3 +484,108 @@ async fn serve_on_dynamodb_publishes_the_stream_as_the_lambda_does() {
     );
     assert!(events.iter().all(|e| e["detail-type"] == "key.created"));
 }
+
+/// A key quiet in its grace while its successor is used: the scheduled run records
+/// `key.grace_idle` once, and through the table's stream it is one event on the bus. The
+/// usage writes that the stream also carries move last use and publish nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_quiet_in_its_grace_is_one_grace_idle_event() {
+    use keyward::domain::{
+        GracePeriod, KeyName, Kind, NewKey, Scopes, UsageTally, create_key, rotate,
+    };
+    use keyward::store::UsageStore;
+
+    let aws = aws().await;
+    let mint = keyward::mint();
+    let store = DynamoStore::from_env(&unique("idle")).await.unwrap();
+    store.create_table().await.expect("a table");
+    let now = keyward::now();
+    let rotated_at = now - chrono::TimeDelta::hours(3);
+    let production = keyward::domain::EnvName::parse("production").unwrap();
+    let env = create_environment(&production, Actor::operator("ops"), &mint, rotated_at);
+    store.apply(&env.change).await.unwrap();
+    let input = NewKey {
+        name: KeyName::parse("billing").unwrap(),
+        kind: Kind::Secret,
+        scopes: Scopes::parse(&["orders:read"]).unwrap(),
+        expires_at: None,
+        rotation_policy: None,
+    };
+    let old = create_key(
+        &production,
+        input,
+        Actor::operator("ops"),
+        &mint,
+        rotated_at,
+    )
+    .unwrap();
+    store.apply(&old.change).await.unwrap();
+    let grace = GracePeriod::parse("7d").unwrap();
+    let rotated = rotate(&old.key, grace, Actor::operator("ops"), &mint, rotated_at).unwrap();
+    store.apply(&rotated.change).await.unwrap();
+    for (key, at) in [
+        (&old.key, now - chrono::TimeDelta::hours(2)),
+        (&rotated.key, now - chrono::TimeDelta::minutes(5)),
+    ] {
+        let mut tally = UsageTally::new(key.id.clone());
+        tally.count(true, at);
+        store.add_usage(&tally).await.unwrap();
+    }
+
+    let records = stream_records(&store, &aws).await;
+    let (bus, queue) = bus_to_queue(&aws).await;
+    let publisher = EventBridgeBus::new(
+        aws_sdk_eventbridge::Client::new(&aws),
+        EventsConfig {
+            bus: bus.clone(),
+            source: "keyward".into(),
+        },
+    );
+    let publish = |records: Vec<Record>| {
+        let (publisher, store) = (&publisher, &store);
+        async move {
+            let response = activity_publisher::handler(
+                publisher,
+                store,
+                &keyward::mint(),
+                publisher_event(&records),
+            )
+            .await
+            .unwrap();
+            assert!(failed(&response).is_empty(), "{:?}", failed(&response));
+        }
+    };
+    publish(records.clone()).await;
+    let last = store
+        .last_use(&[&old.key.id, &rotated.key.id])
+        .await
+        .unwrap();
+    assert_eq!(last.len(), 2, "the stream carried both keys' last use");
+
+    let rule = Actor::schedule("arn:aws:events:us-east-1:123456789012:rule/keyward-rotation");
+    let sink = keyward::secrets::SecretsManagerSink::from_config(&aws);
+    for _ in 0..2 {
+        let report = scheduled_rotation::run(&store, &sink, &mint, &rule, now)
+            .await
+            .unwrap();
+        assert_eq!(report.failed, 0, "{report:?}");
+    }
+    let all = stream_records(&store, &aws).await;
+    publish(all[records.len()..].to_vec()).await;
+    let events = drain(&aws, &queue).await;
+    let idle: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["detail-type"] == "key.grace_idle")
+        .collect();
+    assert_eq!(idle.len(), 1, "{events:?}");
+    assert_eq!(idle[0]["detail"]["key_id"], old.key.id.as_str());
+    assert_eq!(idle[0]["detail"]["new_key_id"], rotated.key.id.as_str());
+    assert_eq!(idle[0]["detail"]["actor"]["type"], "schedule");
+    assert!(
+        events
+            .iter()
+            .all(|e| ["key.created", "key.rotated", "key.grace_idle"]
+                .contains(&e["detail-type"].as_str().unwrap())),
+        "usage publishes nothing: {events:?}"
+    );
+}

@@ -332,7 +332,8 @@ fn the_documents_enums_are_the_domains() {
             | Action::Expiring
             | Action::RotationPolicyChanged
             | Action::SecretDelivered
-            | Action::SecretDeliveryFailed => {}
+            | Action::SecretDeliveryFailed
+            | Action::GraceIdle => {}
         }
     }
     assert_eq!(actions, all.iter().map(|a| a.as_str().to_owned()).collect());

@@ -540,6 +540,9 @@ impl KeyStore for CrashingStore {
     async fn due_keys(&self, now: Timestamp, limit: usize) -> Result<Vec<Key>, StoreError> {
         self.inner.due_keys(now, limit).await
     }
+    async fn postpone(&self, key: &Key, until: Timestamp) -> Result<(), StoreError> {
+        self.inner.postpone(key, until).await
+    }
     async fn apply(&self, change: &Change) -> Result<(), StoreError> {
         self.inner.apply(change).await?;
         let step = match change.activity.event.action() {
@@ -1145,6 +1148,98 @@ async fn each_expiry_warning_is_recorded_exactly_once(on: On) {
     );
 }
 
+/// Records that `key` was presented at `at`, accepted or not, as a flush of the checking
+/// functions would, with its last use moved forward as the stream (or SQLite) does.
+async fn presented(b: &Backend, key: &Key, accepted: bool, at: Timestamp) {
+    let mut tally = UsageTally::new(key.id.clone());
+    tally.count(accepted, at);
+    b.store.add_usage(&tally).await.unwrap();
+    b.store.record_last_use(&key.id, tally.last).await.unwrap();
+}
+
+/// A rotated key is watched from an hour after its rotation: while it is still presented it is
+/// looked at again (and moved in the due index, unchanged) until it has been quiet for an
+/// hour while its successor is used; then `key.grace_idle` is recorded, once, and the outbox
+/// holds one entry for it, which is one event.
+async fn a_key_quiet_in_its_grace_is_recorded_once(on: On) {
+    let b = on.backend().await;
+    let (old, _) = b.key("billing", None, None, t0()).await;
+    let rotated = rotate(
+        &old,
+        GracePeriod::parse("7d").unwrap(),
+        Actor::operator("test"),
+        &b.mint,
+        t0(),
+    )
+    .unwrap();
+    b.store.apply(&rotated.change).await.unwrap();
+    let (old, new) = (rotated.previous, rotated.key);
+    let minutes = |n: i64| t0() + TimeDelta::minutes(n);
+    presented(&b, &old, true, minutes(50)).await;
+    presented(&b, &new, true, minutes(55)).await;
+
+    assert_eq!(
+        b.run(minutes(30)).await,
+        Report::default(),
+        "watched from an hour on"
+    );
+    let looked = b.run(minutes(61)).await;
+    assert_eq!(
+        (looked.watched, looked.grace_idle),
+        (1, 0),
+        "used 11 minutes ago"
+    );
+    assert_eq!(
+        b.run(minutes(100)).await,
+        Report::default(),
+        "not looked at again before its last use is an hour old"
+    );
+    presented(&b, &old, false, minutes(105)).await;
+    presented(&b, &new, true, minutes(108)).await;
+    let looked = b.run(minutes(110)).await;
+    assert_eq!(
+        (looked.watched, looked.grace_idle),
+        (1, 0),
+        "a refused presentation is a service still sending it"
+    );
+    assert!(b.entries(Action::GraceIdle).await.is_empty());
+    let stored = b.store.key(&old.id).await.unwrap().unwrap();
+    assert_eq!(
+        stored.version, old.version,
+        "looking changes nothing in the key"
+    );
+
+    presented(&b, &new, true, minutes(160)).await;
+    let (one, two) = tokio::join!(b.run(minutes(166)), b.run(minutes(166)));
+    assert_eq!(one.grace_idle + two.grace_idle, 1, "{one:?} {two:?}");
+    for later in [minutes(200), minutes(60 * 24)] {
+        let r = b.run(later).await;
+        assert_eq!((r.watched, r.grace_idle), (0, 0), "{r:?}");
+    }
+    let entries = b.entries(Action::GraceIdle).await;
+    assert_eq!(entries.len(), 1, "one entry in the outbox, so one event");
+    let entry = &entries[0];
+    assert_eq!(
+        (&entry.key_id, &entry.actor, entry.at),
+        (&old.id, &rule(), minutes(166))
+    );
+    assert_eq!(
+        entry.event,
+        keyward::domain::Event::GraceIdle {
+            new_key_id: new.id.clone(),
+            last_presented_at: Some(minutes(105)),
+            successor_last_used_at: minutes(160),
+            expires_at: old.expires_at,
+        }
+    );
+    let stored = b.store.key(&old.id).await.unwrap().unwrap();
+    assert_eq!(stored.grace_idle_at, Some(minutes(166)));
+    assert_eq!(
+        stored.expires_at, old.expires_at,
+        "the grace is the user's to cut"
+    );
+}
+
 /// Which backends a case runs on.
 #[derive(Clone, Copy)]
 enum On {
@@ -1185,6 +1280,7 @@ macro_rules! cases {
 }
 
 cases!(
+    a_key_quiet_in_its_grace_is_recorded_once,
     due_keys_rotate_and_their_secrets_land_where_services_read_them,
     a_crash_after_any_step_and_a_rerun_leave_one_new_key_and_a_current_secret,
     two_overlapping_runs_rotate_each_key_once,

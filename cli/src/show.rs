@@ -433,6 +433,13 @@ fn details(entry: &Value, now: DateTime<Utc>) -> String {
             field("failures"),
             at("retry_at")
         ),
+        "key.grace_idle" => format!(
+            "quiet since {} while {} was used {}; grace ends {}",
+            last(&entry["last_presented_at"], now),
+            field("new_key_id"),
+            last(&entry["successor_last_used_at"], now),
+            expiry(&entry["expires_at"], now)
+        ),
         _ => "-".to_owned(),
     }
 }
@@ -624,6 +631,11 @@ mod tests {
             (
                 json!({"action": "key.secret_delivery_failed", "secret_id": "s", "failures": 2, "retry_at": "2026-11-28T13:00:00Z"}),
                 "to s, 2 in a row, retried 2026-11-28 13:00:00 UTC (in 1h)",
+            ),
+            (
+                json!({"action": "key.grace_idle", "new_key_id": "key_2", "last_presented_at": "2026-11-28T10:40:00Z",
+                       "successor_last_used_at": "2026-11-28T11:59:00Z", "expires_at": "2026-11-30T12:00:00Z"}),
+                "quiet since 2026-11-28 10:40 UTC (1h ago) while key_2 was used 2026-11-28 11:59 UTC (1m ago); grace ends 2026-11-30 12:00:00 UTC (in 2d)",
             ),
             (json!({"action": "key.unheard_of"}), "-"),
         ] {

@@ -153,6 +153,19 @@ pub enum Event {
         /// When the schedule tries again.
         retry_at: Timestamp,
     },
+    /// A key in its grace has not been presented for an hour while its successor has: the
+    /// services have switched, and its grace can be cut. Recorded once per rotation.
+    #[serde(rename = "key.grace_idle")]
+    GraceIdle {
+        /// The successor, which is in use.
+        new_key_id: KeyId,
+        /// The minute the key was last presented, accepted or refused; `null` if never.
+        last_presented_at: Option<Timestamp>,
+        /// The minute its successor was last used.
+        successor_last_used_at: Timestamp,
+        /// When its grace ends, unless it is cut.
+        expires_at: Option<Timestamp>,
+    },
 }
 
 impl Event {
@@ -168,6 +181,7 @@ impl Event {
             Event::RotationPolicyChanged { .. } => Action::RotationPolicyChanged,
             Event::SecretDelivered { .. } => Action::SecretDelivered,
             Event::SecretDeliveryFailed { .. } => Action::SecretDeliveryFailed,
+            Event::GraceIdle { .. } => Action::GraceIdle,
         }
     }
 }
@@ -193,11 +207,13 @@ pub enum Action {
     SecretDelivered,
     /// `key.secret_delivery_failed`
     SecretDeliveryFailed,
+    /// `key.grace_idle`
+    GraceIdle,
 }
 
 impl Action {
     /// Every action, for whatever must list them (the parser, and the API's description).
-    pub const ALL: [Action; 9] = [
+    pub const ALL: [Action; 10] = [
         Action::Created,
         Action::Rotated,
         Action::GracePeriodChanged,
@@ -207,6 +223,7 @@ impl Action {
         Action::RotationPolicyChanged,
         Action::SecretDelivered,
         Action::SecretDeliveryFailed,
+        Action::GraceIdle,
     ];
 
     /// The action's name, such as `key.rotated`.
@@ -221,6 +238,7 @@ impl Action {
             Action::RotationPolicyChanged => "key.rotation_policy_changed",
             Action::SecretDelivered => "key.secret_delivered",
             Action::SecretDeliveryFailed => "key.secret_delivery_failed",
+            Action::GraceIdle => "key.grace_idle",
         }
     }
 

@@ -239,20 +239,29 @@ pub struct Key {
     /// The deliveries of this key's secret that failed in a row, which put off the next.
     #[serde(default)]
     pub delivery_failures: Option<DeliveryFailures>,
+    /// When the key was rotated, if it was: from then, the schedule watches its grace for the
+    /// moment it goes quiet.
+    #[serde(default)]
+    pub rotated_at: Option<Timestamp>,
+    /// When a scheduled run found the key quiet in its grace while its successor was used
+    /// (`key.grace_idle`), so that it is recorded once.
+    #[serde(default)]
+    pub grace_idle_at: Option<Timestamp>,
     /// Bumped by every change; a write applies only if the stored version is the one read.
     pub version: u64,
 }
 
 impl Key {
     /// Whether `other` is this key as far as any user's change is concerned: it may differ
-    /// only by what background writes change (expiry notices, secret deliveries, and the
-    /// version they bump), so a decision made on one holds for the other.
+    /// only by what background writes change (expiry notices, secret deliveries, a grace found
+    /// idle, and the version they bump), so a decision made on one holds for the other.
     pub fn decides_like(&self, other: &Key) -> bool {
         let decided = |k: &Key| Key {
             version: 0,
             expiry_notice: None,
             pending_delivery: None,
             delivery_failures: None,
+            grace_idle_at: None,
             ..k.clone()
         };
         decided(self) == decided(other)

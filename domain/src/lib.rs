@@ -33,7 +33,10 @@ pub use lifecycle::{
 };
 pub use mint::{Entropy, Mint};
 pub use names::{ActivityId, EnvName, InputError, KeyId, KeyName, Kind, Scope, Scopes};
-pub use schedule::{Due, delivery_failed, expiry_notice, scheduled_rotation, secret_delivered};
+pub use schedule::{
+    Due, GRACE_IDLE_AFTER, GRACE_WATCH_EVERY, GraceWatch, delivery_failed, expiry_notice,
+    scheduled_rotation, secret_delivered, watch_grace,
+};
 pub use token::{KeyHash, MalformedKey, PresentedKey, Secret};
 pub use usage::{
     HourlyUsage, LastUse, USAGE_RETENTION, UsageTally, hour_of, minute_of, usage_window,
@@ -48,6 +51,7 @@ pub const LAYERS: [&str; 11] = [
     "base62",
     "mint",
     "names",
+    "usage",
     "token",
     "grace",
     "key",
@@ -55,7 +59,6 @@ pub const LAYERS: [&str; 11] = [
     "lifecycle",
     "schedule",
     "verify",
-    "usage",
 ];
 
 #[cfg(test)]
@@ -67,6 +70,7 @@ mod tests {
         ("base62", include_str!("base62.rs")),
         ("mint", include_str!("mint.rs")),
         ("names", include_str!("names.rs")),
+        ("usage", include_str!("usage.rs")),
         ("token", include_str!("token.rs")),
         ("grace", include_str!("grace.rs")),
         ("key", include_str!("key.rs")),
@@ -74,7 +78,6 @@ mod tests {
         ("lifecycle", include_str!("lifecycle.rs")),
         ("schedule", include_str!("schedule.rs")),
         ("verify", include_str!("verify.rs")),
-        ("usage", include_str!("usage.rs")),
     ];
 
     /// The sibling modules that `source` names, through `super::` or `crate::`, outside its

@@ -235,6 +235,8 @@ impl Draft<'_> {
             expiry_notice: None,
             pending_delivery: None,
             delivery_failures: None,
+            rotated_at: None,
+            grace_idle_at: None,
             version: 1,
         };
         (key, secret)
@@ -389,6 +391,7 @@ pub fn rotate(
     let expires_at = grace_expiry(grace, old.expires_at, now);
     let (previous, write) = update(Key {
         rotated_to: Some(key.id.clone()),
+        rotated_at: Some(now),
         expires_at: Some(expires_at),
         expiry_limit: old.expires_at,
         default: false,

@@ -1,7 +1,8 @@
 //! What the schedule does to keys: when a key is next due, and the changes a scheduled run
 //! makes. A key is due when its rotation is due, when a rotation's secret is not yet
-//! delivered, or when an expiry notice is due. Every change bumps the key's version, so two
-//! overlapping runs can never both apply one.
+//! delivered, when an expiry notice is due, or when its grace is to be looked at for going
+//! quiet. Every change bumps the key's version, so two overlapping runs can never both apply
+//! one.
 
 use chrono::TimeDelta;
 
@@ -10,6 +11,7 @@ use super::activity::{ActivityEntry, Actor, Event};
 use super::key::{DeliveryFailures, ExpiryNotice, ExpiryStage, Key, RotationPolicy, Status};
 use super::lifecycle::{Change, LifecycleError, Rotated, rotate, update};
 use super::mint::Mint;
+use super::usage::LastUse;
 
 /// What a scheduled run should do with a key now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,7 +22,16 @@ pub enum Due {
     Rotation,
     /// Record the notice of this stage.
     Notice(ExpiryStage),
+    /// Look whether the key, in its grace, has gone quiet while its successor is used.
+    GraceWatch,
 }
+
+/// How long a key in its grace must go without being presented, while its successor is used,
+/// for the schedule to record `key.grace_idle`.
+pub const GRACE_IDLE_AFTER: TimeDelta = TimeDelta::hours(1);
+
+/// The longest a run that found a key in its grace not yet quiet waits before it looks again.
+pub const GRACE_WATCH_EVERY: TimeDelta = TimeDelta::minutes(15);
 
 impl Key {
     /// When the key's policy asks for its next rotation: its policy's interval after it was
@@ -70,16 +81,49 @@ impl Key {
         }
     }
 
+    /// When a run should first look whether this key has gone quiet in its grace: an hour
+    /// after its rotation, while its grace lasts, unless it was revoked or found quiet already.
+    /// (A key rotated before keyward recorded rotation times is not watched.)
+    fn grace_watch_at(&self) -> Option<Timestamp> {
+        if self.revoked_at.is_some()
+            || self.grace_idle_at.is_some()
+            || self.rotated_to.is_none()
+            || self.notified_stage() == Some(ExpiryStage::Expired)
+        {
+            return None;
+        }
+        let at = self.rotated_at? + GRACE_IDLE_AFTER;
+        (at < self.expires_at?).then_some(at)
+    }
+
     /// The earliest time a scheduled run has something to do with this key. Stores index keys
     /// by it, so that a run finds its work with one query and never scans.
     pub fn next_due_at(&self) -> Option<Timestamp> {
+        self.next_due_watching(self.grace_watch_at())
+    }
+
+    /// [`Key::next_due_at`] after a run looked at the key's grace and found it not yet quiet:
+    /// the watch moves to `watch`, unless the grace ends first, and everything else stays.
+    /// A store moves the key in its index to this, without a change to the key.
+    pub fn next_due_after_watch(&self, watch: Timestamp) -> Option<Timestamp> {
+        let watch = self
+            .grace_watch_at()
+            .map(|_| watch)
+            .filter(|at| self.expires_at.is_some_and(|e| *at < e));
+        self.next_due_watching(watch)
+    }
+
+    fn next_due_watching(&self, watch: Option<Timestamp>) -> Option<Timestamp> {
         let delivery = self.delivery_pending().then_some(self.created_at);
         let work = [delivery, self.rotation_due_at()]
             .into_iter()
             .flatten()
             .min()
             .map(|at| self.delivery_failures.map_or(at, |f| at.max(f.retry_at)));
-        [work, self.next_notice_at()].into_iter().flatten().min()
+        [work, self.next_notice_at(), watch]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// What a scheduled run should do with this key at `now`, if anything. An expiry notice
@@ -97,7 +141,11 @@ impl Key {
             return Some(Due::Delivery);
         }
         let rotation = self.rotation_due_at().is_some_and(|at| at <= now);
-        (rotation && self.status(now) == Status::Active).then_some(Due::Rotation)
+        if rotation && self.status(now) == Status::Active {
+            return Some(Due::Rotation);
+        }
+        let watch = self.grace_watch_at().is_some_and(|at| at <= now);
+        (watch && self.status(now) == Status::InGrace).then_some(Due::GraceWatch)
     }
 
     /// The expiry notice that is due at `now` and not yet recorded.
@@ -204,6 +252,63 @@ pub fn expiry_notice(key: &Key, actor: Actor, mint: &Mint, now: Timestamp) -> Op
         secret_claim: None,
         activity,
     })
+}
+
+/// What a run makes of a key whose grace is due to be looked at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GraceWatch {
+    /// The key has gone quiet while its successor is used: record `key.grace_idle`.
+    Idle(Box<Change>),
+    /// Not yet: look again then.
+    NotYet(Timestamp),
+}
+
+/// Whether `key`, in its grace, has gone quiet: not presented (accepted or refused) for
+/// [`GRACE_IDLE_AFTER`], while its successor has been used within it. If so, the change that
+/// records `key.grace_idle` once; if not, when to look again: when the key's last
+/// presentation is an hour old (it cannot be quiet before), or, if it is quiet already and
+/// only its successor is not used yet, after [`GRACE_WATCH_EVERY`]; never sooner than a
+/// minute, the resolution of last use.
+pub fn watch_grace(
+    key: &Key,
+    own: LastUse,
+    successor: LastUse,
+    actor: Actor,
+    mint: &Mint,
+    now: Timestamp,
+) -> GraceWatch {
+    let presented = own.last_presented_at();
+    let quiet = presented.is_none_or(|at| now - at >= GRACE_IDLE_AFTER);
+    let used = successor
+        .last_used_at
+        .filter(|at| now - *at < GRACE_IDLE_AFTER);
+    match (quiet, used, &key.rotated_to) {
+        (true, Some(used), Some(new_key_id)) => {
+            let (recorded, write) = update(Key {
+                grace_idle_at: Some(now),
+                ..key.clone()
+            });
+            let event = Event::GraceIdle {
+                new_key_id: new_key_id.clone(),
+                last_presented_at: presented,
+                successor_last_used_at: used,
+                expires_at: recorded.expires_at,
+            };
+            GraceWatch::Idle(Box::new(Change {
+                keys: vec![write],
+                environment: None,
+                secret_claim: None,
+                activity: ActivityEntry::new(mint, &key.environment, &key.id, actor, event, now),
+            }))
+        }
+        _ => {
+            let quiet_at = presented
+                .map(|at| at + GRACE_IDLE_AFTER)
+                .filter(|at| *at > now);
+            let next = quiet_at.unwrap_or(now + GRACE_WATCH_EVERY);
+            GraceWatch::NotYet(next.max(now + TimeDelta::minutes(1)))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -499,6 +604,11 @@ mod tests {
         .key;
         assert_eq!(
             extended.next_due_at(),
+            Some(t0() + GRACE_IDLE_AFTER),
+            "its grace, now longer than an hour, is watched"
+        );
+        assert_eq!(
+            extended.next_due_after_watch(later + TimeDelta::days(7)),
             Some(later + TimeDelta::days(6)),
             "the new expiry's 24h notice"
         );
@@ -555,6 +665,164 @@ mod tests {
         assert!(
             by_ttl.activity.id > entry.id,
             "a later write sorts later, even of the same expiry"
+        );
+    }
+
+    fn minutes(n: i64) -> TimeDelta {
+        TimeDelta::minutes(n)
+    }
+
+    fn used(at: Option<Timestamp>) -> LastUse {
+        LastUse {
+            last_used_at: at,
+            last_refused_at: None,
+        }
+    }
+
+    #[test]
+    fn a_rotated_key_is_watched_from_an_hour_after_its_rotation_until_its_grace_ends() {
+        let old = key(None, None);
+        assert_eq!(old.next_due_at(), None);
+        let grace = |g: &str| GracePeriod::parse(g).unwrap();
+        let rotated = rotate(&old, grace("7d"), Actor::operator("a"), test_mint(), t0()).unwrap();
+        let previous = rotated.previous;
+        assert_eq!(previous.rotated_at, Some(t0()));
+        let watch = t0() + GRACE_IDLE_AFTER;
+        assert_eq!(previous.next_due_at(), Some(watch));
+        assert_eq!(previous.due(watch - minutes(1)), None);
+        assert_eq!(previous.due(watch), Some(Due::GraceWatch));
+        assert_eq!(
+            previous.next_due_after_watch(watch + minutes(30)),
+            Some(watch + minutes(30)),
+            "a look that found it busy moves the watch"
+        );
+        assert_eq!(
+            previous.next_due_after_watch(t0() + TimeDelta::days(8)),
+            Some(t0() + TimeDelta::days(6)),
+            "past the grace, only the expiry notice is left"
+        );
+        let short = rotate(
+            &old,
+            grace("PT30M"),
+            Actor::operator("a"),
+            test_mint(),
+            t0(),
+        )
+        .unwrap();
+        assert_eq!(
+            short.previous.next_due_at(),
+            Some(t0() + minutes(30) - TimeDelta::hours(24)),
+            "its grace ends before the watch: only its notices"
+        );
+        assert_eq!(
+            rotated.key.next_due_at(),
+            None,
+            "the successor is not watched"
+        );
+    }
+
+    #[test]
+    fn a_key_is_idle_when_quiet_for_an_hour_while_its_successor_is_used() {
+        let old = key(None, None);
+        let rotated = rotate(
+            &old,
+            GracePeriod::parse("7d").unwrap(),
+            Actor::operator("a"),
+            test_mint(),
+            t0(),
+        )
+        .unwrap();
+        let previous = &rotated.previous;
+        let now = t0() + TimeDelta::hours(3);
+        let watch = |own: LastUse, theirs: LastUse| {
+            watch_grace(previous, own, theirs, schedule(), test_mint(), now)
+        };
+
+        let GraceWatch::Idle(change) =
+            watch(used(Some(now - minutes(61))), used(Some(now - minutes(2))))
+        else {
+            panic!("quiet for an hour while its successor is used")
+        };
+        assert_eq!(change.activity.event.action(), Action::GraceIdle);
+        assert_eq!(change.activity.key_id, previous.id);
+        let Event::GraceIdle {
+            new_key_id,
+            last_presented_at,
+            successor_last_used_at,
+            expires_at,
+        } = &change.activity.event
+        else {
+            panic!("a key.grace_idle entry")
+        };
+        assert_eq!(new_key_id, &rotated.key.id);
+        assert_eq!(*last_presented_at, Some(now - minutes(61)));
+        assert_eq!(*successor_last_used_at, now - minutes(2));
+        assert_eq!(*expires_at, previous.expires_at);
+        let [
+            KeyWrite::Update {
+                key: recorded,
+                expected_version,
+            },
+        ] = change.keys.as_slice()
+        else {
+            panic!("one update of the key")
+        };
+        assert_eq!(
+            (recorded.grace_idle_at, *expected_version),
+            (Some(now), previous.version)
+        );
+        assert_eq!(
+            recorded.next_due_at(),
+            previous
+                .next_due_at()
+                .filter(|_| false)
+                .or(recorded.expires_at.map(|e| e - TimeDelta::hours(24))),
+            "recorded once: no longer watched"
+        );
+        assert!(
+            previous.decides_like(recorded),
+            "a user's change decided on the key before still holds"
+        );
+
+        let never = watch(used(None), used(Some(now - minutes(5))));
+        assert!(
+            matches!(never, GraceWatch::Idle(_)),
+            "a key never presented is quiet"
+        );
+        let refused_lately = LastUse {
+            last_used_at: Some(now - TimeDelta::hours(2)),
+            last_refused_at: Some(now - minutes(10)),
+        };
+        assert_eq!(
+            watch(refused_lately, used(Some(now - minutes(5)))),
+            GraceWatch::NotYet(now + minutes(50)),
+            "a refused presentation is a service still sending it: looked at again when it is an hour old"
+        );
+        assert_eq!(
+            watch(used(Some(now - minutes(50))), used(Some(now))),
+            GraceWatch::NotYet(now + minutes(10)),
+            "looked at again when its last use is an hour old"
+        );
+        assert_eq!(
+            watch(used(Some(now - TimeDelta::hours(2))), used(None)),
+            GraceWatch::NotYet(now + minutes(15)),
+            "quiet, but its successor is not used yet: looked at again soon"
+        );
+        assert_eq!(
+            watch(
+                used(Some(now - TimeDelta::hours(2))),
+                used(Some(now - minutes(90)))
+            ),
+            GraceWatch::NotYet(now + minutes(15)),
+            "nothing uses the successor either: no sign that services switched"
+        );
+        assert_eq!(
+            watch(
+                used(Some(now - minutes(59) - TimeDelta::seconds(30))),
+                used(Some(now))
+            ),
+            GraceWatch::NotYet(now + minutes(1)),
+            "never sooner than a minute"
         );
     }
 }

@@ -131,6 +131,23 @@ impl UsageTally {
     pub fn checks(&self) -> u64 {
         self.hours.values().map(|(a, r)| a + r).sum()
     }
+
+    /// The tally as one tally per hour, each with the latest minutes that fall in its hour,
+    /// so that each is one write that is made whole or not at all.
+    pub fn by_hour(self) -> Vec<UsageTally> {
+        let in_hour = |at: Option<Timestamp>, hour: Timestamp| at.filter(|t| hour_of(*t) == hour);
+        self.hours
+            .into_iter()
+            .map(|(hour, counts)| UsageTally {
+                key_id: self.key_id.clone(),
+                hours: BTreeMap::from([(hour, counts)]),
+                last: LastUse {
+                    last_used_at: in_hour(self.last.last_used_at, hour),
+                    last_refused_at: in_hour(self.last.last_refused_at, hour),
+                },
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -198,6 +215,32 @@ mod tests {
                 .all(|w| w[1].hour - w[0].hour == TimeDelta::hours(1))
         );
         assert_eq!(window.iter().map(|h| h.accepted).sum::<u64>(), 6);
+    }
+
+    #[test]
+    fn a_tally_splits_into_one_per_hour_and_adds_up_to_itself() {
+        let mut tally = UsageTally::new(KeyId::parse("key_0123456789abcdefghijkl").unwrap());
+        tally.count(true, at("2026-11-29T10:59:00Z"));
+        tally.count(false, at("2026-11-29T10:10:00Z"));
+        tally.count(true, at("2026-11-29T12:01:00Z"));
+        let parts = tally.clone().by_hour();
+        assert_eq!(parts.len(), 2);
+        assert_eq!(
+            parts[0].last.last_used_at, None,
+            "the latest use is in the later hour"
+        );
+        assert_eq!(
+            parts[0].last.last_refused_at,
+            Some(at("2026-11-29T10:10:00Z"))
+        );
+        assert_eq!(parts[1].last.last_used_at, Some(at("2026-11-29T12:01:00Z")));
+        let mut whole = UsageTally::new(tally.key_id.clone());
+        for part in parts {
+            assert_eq!(part.hours.len(), 1);
+            whole.merge(part);
+        }
+        assert_eq!(whole.hours, tally.hours);
+        assert_eq!(whole.last, tally.last);
     }
 
     #[test]

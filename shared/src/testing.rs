@@ -563,6 +563,9 @@ impl KeyStore for Interfering<'_> {
     ) -> Result<Vec<Key>, crate::store::StoreError> {
         self.inner.due_keys(now, limit).await
     }
+    async fn postpone(&self, key: &Key, until: Timestamp) -> Result<(), crate::store::StoreError> {
+        self.inner.postpone(key, until).await
+    }
     async fn apply(&self, change: &crate::domain::Change) -> Result<(), crate::store::StoreError> {
         let first = !self
             .interfered

@@ -4,20 +4,21 @@
 //! its own that the check does not wait for.
 //!
 //! A key's first check in a process is written at once, so that a key seldom used shows its
-//! last use within seconds; later checks gather until the interval has passed since that
-//! write, and go with the next check of the key, or with the next sweep (at most once per
-//! interval, started by any check), or with [`Usage::flush_all`] when the process stops. A
-//! write that fails is put back and goes with the next one.
+//! last use as soon as that write lands (on Lambda, a write still on its way when the instance
+//! is frozen lands when it thaws); later checks are held until the interval has passed since
+//! that write, and go with the next check of any key once they fall due, or with a sweep
+//! (`keyward serve`'s timer), or with [`Usage::flush_all`] when the process stops. A write that
+//! fails is put back whole and goes with the next one.
 //!
-//! What can be lost is what a process holds when it dies without [`Usage::flush_all`]: at
-//! most the checks since each key's last write. README.md, "Usage", says what that means on
-//! Lambda.
+//! What can be lost is what a process holds when it dies without [`Usage::flush_all`]: the
+//! checks since each key's last write. README.md, "Usage", says what that means on Lambda.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::TimeDelta;
+use futures_util::StreamExt;
 
 use crate::domain::{KeyId, Timestamp, UsageTally};
 use crate::store::UsageStore;
@@ -69,10 +70,18 @@ struct Pending {
 }
 
 impl Pending {
-    fn due(&self, now: Timestamp, every: TimeDelta) -> bool {
-        self.tally.checks() > 0 && self.taken_at.is_none_or(|at| now - at >= every)
+    /// When its held counts may next be written: at once before its first write, else an
+    /// interval after the last. `None` when it holds nothing.
+    fn due_at(&self, every: TimeDelta) -> Option<Timestamp> {
+        if self.tally.checks() == 0 {
+            return None;
+        }
+        Some(self.taken_at.map_or(Timestamp::MIN_UTC, |at| at + every))
     }
 }
+
+/// How many writes one process sends at once when it writes many keys' counts.
+const WRITES_AT_ONCE: usize = 32;
 
 struct Inner {
     store: Arc<dyn UsageStore>,
@@ -80,14 +89,40 @@ struct Inner {
     pending: Mutex<Tallies>,
     /// Writes started and not yet finished, so that [`Usage::flush_all`] can wait for them.
     writing: AtomicUsize,
+    /// The checks those writes carry, so that what a stop could not write is reported whole.
+    in_flight: AtomicU64,
     finished: tokio::sync::Notify,
 }
 
 #[derive(Default)]
 struct Tallies {
     keys: HashMap<KeyId, Pending>,
-    /// When a check last started a sweep of every key.
-    swept_at: Option<Timestamp>,
+    /// The earliest time at which some key's held counts fall due.
+    next_due: Option<Timestamp>,
+}
+
+impl Tallies {
+    /// Takes the tallies due at `now` (all of them with `every_one`), marks them taken, drops
+    /// the keys that hold nothing and could be written at once anyway, and works out when the
+    /// next one falls due.
+    fn take(&mut self, now: Timestamp, every: TimeDelta, every_one: bool) -> Vec<UsageTally> {
+        let mut taken = Vec::new();
+        let mut next_due: Option<Timestamp> = None;
+        self.keys.retain(|_, pending| {
+            match pending.due_at(every) {
+                Some(due) if every_one || due <= now => {
+                    pending.taken_at = Some(now);
+                    let empty = UsageTally::new(pending.tally.key_id.clone());
+                    taken.push(std::mem::replace(&mut pending.tally, empty));
+                }
+                Some(due) => next_due = Some(next_due.map_or(due, |n| n.min(due))),
+                None => {}
+            }
+            pending.tally.checks() > 0 || pending.taken_at.is_some_and(|at| at + every > now)
+        });
+        self.next_due = next_due;
+        taken
+    }
 }
 
 /// A process's usage counter: tallies in memory, written to `store` in the background.
@@ -102,6 +137,7 @@ impl Usage {
             every,
             pending: Mutex::new(Tallies::default()),
             writing: AtomicUsize::new(0),
+            in_flight: AtomicU64::new(0),
             finished: tokio::sync::Notify::new(),
         }))
     }
@@ -121,48 +157,37 @@ impl Usage {
         self.0.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Takes the tallies that are due at `now` (all of them with `every`), and marks them
-    /// taken at `now`.
-    fn take(&self, now: Timestamp, every: bool) -> Vec<UsageTally> {
-        let mut tallies = self.tallies();
-        tallies
-            .keys
-            .values_mut()
-            .filter(|p| p.tally.checks() > 0 && (every || p.due(now, self.0.every)))
-            .map(|p| {
-                p.taken_at = Some(now);
-                let empty = UsageTally::new(p.tally.key_id.clone());
-                std::mem::replace(&mut p.tally, empty)
-            })
-            .collect()
-    }
-
     /// Puts back the counts of a write that failed, so that the next write carries them.
     fn put_back(&self, tally: UsageTally) {
+        let every = self.0.every;
         let mut tallies = self.tallies();
-        match tallies.keys.get_mut(&tally.key_id) {
-            Some(pending) => pending.tally.merge(tally),
-            None => {
-                let key_id = tally.key_id.clone();
-                tallies.keys.insert(
-                    key_id,
-                    Pending {
-                        tally,
-                        taken_at: None,
-                    },
-                );
-            }
+        let pending = tallies
+            .keys
+            .entry(tally.key_id.clone())
+            .or_insert_with(|| Pending {
+                tally: UsageTally::new(tally.key_id.clone()),
+                taken_at: None,
+            });
+        pending.tally.merge(tally);
+        if let Some(due) = pending.due_at(every) {
+            tallies.next_due = Some(tallies.next_due.map_or(due, |n| n.min(due)));
         }
     }
 
-    /// Writes `tallies`, one after another; each that fails is put back.
+    /// Writes `tallies`, each hour of each as one write of its own, up to [`WRITES_AT_ONCE`]
+    /// at a time; a write that fails is put back whole, and one that succeeds is never put
+    /// back, so that no check is counted twice for a failure (a write that the SDK sends again
+    /// after losing its answer can be).
     async fn write(&self, tallies: Vec<UsageTally>) {
-        for tally in tallies {
-            if let Err(e) = self.0.store.add_usage(&tally).await {
-                tracing::warn!(key_id = %tally.key_id, checks = tally.checks(), error = %crate::error_chain(&e), "usage not written; it goes with the next write");
-                self.put_back(tally);
-            }
-        }
+        let writes = tallies.into_iter().flat_map(UsageTally::by_hour);
+        futures_util::stream::iter(writes)
+            .for_each_concurrent(WRITES_AT_ONCE, |tally| async move {
+                if let Err(e) = self.0.store.add_usage(&tally).await {
+                    tracing::warn!(key_id = %tally.key_id, checks = tally.checks(), error = %crate::error_chain(&e), "usage not written; it goes with the next write");
+                    self.put_back(tally);
+                }
+            })
+            .await;
     }
 
     /// Starts writing `tallies` on a task of its own.
@@ -174,30 +199,32 @@ impl Usage {
             tallies.into_iter().for_each(|t| self.put_back(t));
             return;
         };
+        let checks: u64 = tallies.iter().map(UsageTally::checks).sum();
         self.0.writing.fetch_add(1, Ordering::SeqCst);
+        self.0.in_flight.fetch_add(checks, Ordering::SeqCst);
         let usage = self.clone();
         runtime.spawn(async move {
             usage.write(tallies).await;
+            usage.0.in_flight.fetch_sub(checks, Ordering::SeqCst);
             usage.0.writing.fetch_sub(1, Ordering::SeqCst);
             usage.0.finished.notify_waiters();
         });
     }
 
     /// Writes every tally that is due at `now`, in the background: what `keyward serve`'s
-    /// timer calls, so that counts go out on an idle server too.
+    /// timer calls, so that an idle server's counts go out when they fall due.
     pub fn sweep(&self, now: Timestamp) {
-        self.tallies().swept_at = Some(now);
-        let due = self.take(now, false);
+        let due = self.tallies().take(now, self.0.every, false);
         self.spawn(due);
     }
 
-    /// Writes every tally, due or not, and waits for writes already under way, for at most
+    /// Writes every tally, due or not, and waits for every write under way, for at most
     /// `within`: what a process does when it is told to stop. Answers how many checks are
-    /// still not written when it returns.
+    /// not known to be written when it returns: held, put back, or on a write still going.
     pub async fn flush_all(&self, within: std::time::Duration) -> u64 {
         let deadline = tokio::time::Instant::now() + within;
-        let all = self.take(crate::now(), true);
-        let _ = tokio::time::timeout_at(deadline, self.write(all)).await;
+        let all = self.tallies().take(crate::now(), self.0.every, true);
+        self.spawn(all);
         while self.0.writing.load(Ordering::SeqCst) > 0 {
             let finished = self.0.finished.notified();
             if self.0.writing.load(Ordering::SeqCst) == 0 {
@@ -207,10 +234,11 @@ impl Usage {
                 break;
             }
         }
-        self.unwritten()
+        self.unwritten() + self.0.in_flight.load(Ordering::SeqCst)
     }
 
-    /// How many counted checks are not yet written: held, or put back after a failed write.
+    /// How many counted checks are held and not yet on their way: held, or put back after a
+    /// failed write.
     pub fn unwritten(&self) -> u64 {
         self.tallies().keys.values().map(|p| p.tally.checks()).sum()
     }
@@ -218,28 +246,27 @@ impl Usage {
 
 impl Counter for Usage {
     fn count(&self, key: &KeyId, accepted: bool, now: Timestamp) {
-        let (this, sweep) = {
+        let every = self.0.every;
+        let due = {
             let mut tallies = self.tallies();
             let pending = tallies.keys.entry(key.clone()).or_insert_with(|| Pending {
                 tally: UsageTally::new(key.clone()),
                 taken_at: None,
             });
             pending.tally.count(accepted, now);
-            let this = pending.due(now, self.0.every).then(|| {
-                pending.taken_at = Some(now);
-                std::mem::replace(&mut pending.tally, UsageTally::new(key.clone()))
-            });
-            let sweep = tallies.swept_at.is_none_or(|at| now - at >= self.0.every);
-            if sweep {
-                tallies.swept_at = Some(now);
+            let due = pending.due_at(every);
+            if let Some(due) = due {
+                tallies.next_due = Some(tallies.next_due.map_or(due, |n| n.min(due)));
             }
-            (this, sweep)
+            // Every tally that has fallen due goes now, this key's and any other's, so that a
+            // held count waits no longer than the interval while the process takes checks.
+            if tallies.next_due.is_some_and(|n| n <= now) {
+                tallies.take(now, every, false)
+            } else {
+                Vec::new()
+            }
         };
-        let mut tallies: Vec<UsageTally> = this.into_iter().collect();
-        if sweep {
-            tallies.extend(self.take(now, false));
-        }
-        self.spawn(tallies);
+        self.spawn(due);
     }
 }
 
@@ -274,18 +301,23 @@ mod tests {
     use crate::domain::{HourlyUsage, LastUse, Mint, hour_of};
     use crate::store::{SqliteStore, StoreError};
 
-    /// SQLite, with every usage write counted, and the writes failing while `failing` is set.
+    /// SQLite, with every usage write counted, and the writes failing while `failing` is set,
+    /// or those of the hour `failing_hour` names.
     struct Watched {
         inner: SqliteStore,
         writes: AtomicUsize,
         failing: AtomicBool,
+        failing_hour: Mutex<Option<Timestamp>>,
     }
 
     #[async_trait]
     impl UsageStore for Watched {
         async fn add_usage(&self, tally: &UsageTally) -> Result<(), StoreError> {
             self.writes.fetch_add(1, Ordering::SeqCst);
-            if self.failing.load(Ordering::SeqCst) {
+            let hour = *self.failing_hour.lock().unwrap();
+            if self.failing.load(Ordering::SeqCst)
+                || hour.is_some_and(|h| tally.hours.contains_key(&h))
+            {
                 return Err(StoreError::Backend("throttled".into()));
             }
             self.inner.add_usage(tally).await
@@ -310,6 +342,7 @@ mod tests {
             inner: SqliteStore::in_memory().unwrap(),
             writes: AtomicUsize::new(0),
             failing: AtomicBool::new(false),
+            failing_hour: Mutex::new(None),
         })
     }
 
@@ -429,6 +462,81 @@ mod tests {
             usage.flush_all(std::time::Duration::from_secs(5)).await,
             1,
             "what could not be written is reported"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_held_count_goes_with_the_first_check_of_any_key_once_it_is_due() {
+        let store = watched();
+        let usage = Usage::new(store.clone(), DEFAULT_WRITE_EVERY);
+        let mint = Mint::new(Box::new(crate::OsEntropy));
+        let t0: Timestamp = "2026-11-29T10:00:00Z".parse().unwrap();
+        let keys: Vec<KeyId> = (0..3).map(|_| KeyId::generate(&mint, t0)).collect();
+        usage.count(&keys[0], true, t0);
+        usage.count(&keys[0], true, t0 + TimeDelta::seconds(1));
+        usage.count(&keys[1], true, t0 + TimeDelta::seconds(59));
+        settled(&usage).await;
+        assert_eq!(accepted(&store, &keys[0], t0).await, 1, "not due yet");
+        usage.count(&keys[2], true, t0 + TimeDelta::seconds(60));
+        settled(&usage).await;
+        assert_eq!(
+            accepted(&store, &keys[0], t0).await,
+            2,
+            "due a minute after its write, and written by the next check of any key"
+        );
+        assert_eq!(usage.unwritten(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_write_that_fails_for_one_hour_puts_back_only_that_hour() {
+        let store = watched();
+        let usage = Usage::new(store.clone(), DEFAULT_WRITE_EVERY);
+        let mint = Mint::new(Box::new(crate::OsEntropy));
+        let key = KeyId::generate(&mint, crate::now());
+        usage.count(&key, true, minute("2026-11-29T10:59:30Z"));
+        settled(&usage).await;
+        usage.count(&key, true, minute("2026-11-29T10:59:50Z"));
+        usage.count(&key, true, minute("2026-11-29T11:00:10Z"));
+        *store.failing_hour.lock().unwrap() = Some(minute("2026-11-29T11:00:00Z"));
+        let within = std::time::Duration::from_secs(5);
+        assert_eq!(
+            usage.flush_all(within).await,
+            1,
+            "the 11:00 hour is put back"
+        );
+        let since = minute("2026-11-29T10:00:00Z");
+        assert_eq!(accepted(&store, &key, since).await, 2);
+        *store.failing_hour.lock().unwrap() = None;
+        assert_eq!(usage.flush_all(within).await, 0);
+        assert_eq!(
+            accepted(&store, &key, since).await,
+            3,
+            "the hour written the first time is not written again"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stop_writes_many_keys_at_once_and_reports_what_it_could_not() {
+        let store = watched();
+        let usage = Usage::new(store.clone(), DEFAULT_WRITE_EVERY);
+        let mint = Mint::new(Box::new(crate::OsEntropy));
+        let now = crate::now();
+        let keys: Vec<KeyId> = (0..300).map(|_| KeyId::generate(&mint, now)).collect();
+        for key in &keys {
+            usage.count(key, true, now);
+            usage.count(key, true, now);
+        }
+        assert_eq!(usage.flush_all(std::time::Duration::from_secs(30)).await, 0);
+        for key in &keys {
+            assert_eq!(accepted(&store, key, now).await, 2);
+        }
+        store.failing.store(true, Ordering::SeqCst);
+        for key in &keys[..10] {
+            usage.count(key, false, now + TimeDelta::seconds(1));
+        }
+        assert_eq!(
+            usage.flush_all(std::time::Duration::from_secs(30)).await,
+            10
         );
     }
 

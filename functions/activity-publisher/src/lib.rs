@@ -383,6 +383,20 @@ mod tests {
             "a late write's earlier minute, and TTL's removal, leave it as it was"
         );
 
+        let mut ahead = usage_record("6", "MODIFY", key, Some("2099-01-01T00:00:00.000Z"), None);
+        ahead["dynamodb"]["ApproximateCreationDateTime"] = json!(1_795_780_800.0);
+        let batch = json!({"Records": [ahead]});
+        let response = handler(&bus, &s.store, &s.mint, lambda_event(&batch.to_string()))
+            .await
+            .unwrap();
+        assert!(failures(&response).is_empty());
+        let last = s.store.last_use(&[&s.key.id]).await.unwrap()[&s.key.id];
+        assert_eq!(
+            last.last_used_at,
+            at("2026-11-27T12:01:00Z"),
+            "a time ahead of the stream's clock is held to a minute after the write"
+        );
+
         let unreadable = json!({"Records": [usage_record("5", "MODIFY", "key_short", Some("2026-11-27T11:30:00.000Z"), None)]});
         let response = handler(
             &bus,
@@ -392,6 +406,9 @@ mod tests {
         )
         .await
         .unwrap();
-        assert_eq!(failures(&response), ["5"]);
+        assert!(
+            failures(&response).is_empty(),
+            "a usage record that cannot be read is skipped, not retried"
+        );
     }
 }

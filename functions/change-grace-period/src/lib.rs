@@ -4,7 +4,7 @@
 use keyward::domain::{GracePeriod, Timestamp, change_grace_period};
 use keyward::http::{
     ApiError, Context, HandlerFuture, KeyView, apply_deciding, authorize_change, json_body,
-    last_use_of, respond,
+    last_use_after_change, respond,
 };
 use lambda_http::Request;
 use lambda_http::http::StatusCode;
@@ -28,7 +28,6 @@ pub fn handler(context: Context<'_>, req: Request, now: Timestamp) -> HandlerFut
 async fn change(context: Context<'_>, req: &Request, now: Timestamp) -> Result<Value, ApiError> {
     let store = context.store;
     let (caller, key) = authorize_change(store, req, now).await?;
-    let last = last_use_of(store, &key.id).await?;
     let body: GraceBody = json_body(req, SHAPE)?;
     let grace = GracePeriod::from_json(&body.grace_period)?;
     let changed = apply_deciding(store, key, |key| {
@@ -38,6 +37,7 @@ async fn change(context: Context<'_>, req: &Request, now: Timestamp) -> Result<V
     })
     .await?;
     tracing::info!(grace_period = %grace, "grace period changed");
+    let last = last_use_after_change(store, &changed.id).await;
     Ok(json!({"key": KeyView::new(&changed, last, now)}))
 }
 

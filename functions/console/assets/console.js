@@ -8,7 +8,7 @@ const BASE = new URL(".", location.href);
 const PAGE = 20;
 const ACTIONS = [
   "key.created", "key.rotated", "key.grace_period_changed", "key.revoked", "key.expired",
-  "key.expiring", "key.rotation_policy_changed", "key.secret_delivered", "key.secret_delivery_failed",
+  "key.expiring", "key.rotation_policy_changed", "key.secret_delivered", "key.secret_delivery_failed", "key.grace_idle",
 ];
 const GRACES = [
   ["now", "Now", 0],
@@ -748,6 +748,7 @@ function detailsOf(entry) {
     case "key.rotation_policy_changed": return entry.rotation_policy ? `Policy: ${policyText(entry.rotation_policy)}` : "Policy cleared";
     case "key.secret_delivered": return `Delivered to ${entry.secret_id}, version ${entry.version_id}`;
     case "key.secret_delivery_failed": return `Delivery to ${entry.secret_id} failed ${entry.failures} times in a row; retried ${whenText(entry.retry_at)}`;
+    case "key.grace_idle": return `Not presented since ${lastUseText(entry.last_presented_at)} while its successor ${entry.new_key_id} was used ${lastUseText(entry.successor_last_used_at)}: its grace, which ends ${entry.expires_at ? whenText(entry.expires_at) : "never"}, can be cut`;
     default: return "";
   }
 }

@@ -3,8 +3,8 @@
 
 use keyward::domain::{Revocation, Timestamp, revoke};
 use keyward::http::{
-    ApiError, Context, HandlerFuture, KeyView, apply_deciding, authorize_change, last_use_of,
-    respond,
+    ApiError, Context, HandlerFuture, KeyView, apply_deciding, authorize_change,
+    last_use_after_change, respond,
 };
 use lambda_http::Request;
 use lambda_http::http::StatusCode;
@@ -23,7 +23,6 @@ async fn revoke_key(
 ) -> Result<Value, ApiError> {
     let store = context.store;
     let (caller, key) = authorize_change(store, req, now).await?;
-    let last = last_use_of(store, &key.id).await?;
     let (key, revoked) = apply_deciding(store, key, |key| {
         Ok(match revoke(key, caller.actor(), context.mint, now)? {
             Revocation::Revoked { key, change } => ((key, true), Some(*change)),
@@ -34,6 +33,7 @@ async fn revoke_key(
     if revoked {
         tracing::info!("key revoked");
     }
+    let last = last_use_after_change(store, &key.id).await;
     Ok(json!({"key": KeyView::new(&key, last, now)}))
 }
 

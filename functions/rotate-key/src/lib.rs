@@ -7,7 +7,7 @@ use keyward::domain::{GracePeriod, Key, LastUse, Rotated, Timestamp, rotate};
 use keyward::error_chain;
 use keyward::http::{
     ApiError, Context, HandlerFuture, KeyView, Prepare, apply_prepared, authorize_change,
-    json_body, last_use_of, respond,
+    json_body, last_use_after_change, respond,
 };
 use keyward::secrets::SecretSink;
 use lambda_http::Request;
@@ -64,7 +64,6 @@ async fn rotate_key(
 ) -> Result<Value, ApiError> {
     let (store, secrets, mint) = (context.store, context.secrets, context.mint);
     let (caller, key) = authorize_change(store, req, now).await?;
-    let last = last_use_of(store, &key.id).await?;
     if let Some(policy) = &key.rotation_policy {
         let prefix = &context.settings.secret_prefix;
         if prefix.admits(&key.environment, &policy.secret_id).is_err() {
@@ -108,7 +107,7 @@ async fn rotate_key(
     Ok(json!({
         "key": KeyView::new(&new_key, LastUse::default(), now),
         "secret": rotated.secret.expose(),
-        "previous": KeyView::new(&rotated.previous, last, now),
+        "previous": KeyView::new(&rotated.previous, last_use_after_change(store, &rotated.previous.id).await, now),
     }))
 }
 

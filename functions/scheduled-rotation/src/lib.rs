@@ -1,7 +1,9 @@
 //! The `scheduled-rotation` Lambda, invoked by an EventBridge schedule rule. One run finds the
 //! keys that are due with one index query and, for each: rotates it by its policy and delivers
 //! the new secret, finishes a delivery that an earlier run did not, or records the expiry
-//! notice that is due (`key.expiring` within 24 hours and within an hour, then `key.expired`).
+//! notice that is due (`key.expiring` within 24 hours and within an hour, then `key.expired`),
+//! or looks whether a key in its grace has gone quiet while its successor is used, and records
+//! `key.grace_idle` once when it has.
 //!
 //! A rotation delivers its new secret in the four steps of `keyward::delivery`, each safe to
 //! repeat; a crash before the commit leaves the key due, so the next run rotates it, and a
@@ -14,7 +16,8 @@ use aws_lambda_events::eventbridge::EventBridgeEvent;
 use futures_util::StreamExt;
 use keyward::delivery::{self, DeliveryError};
 use keyward::domain::{
-    Actor, Due, ExpiryStage, Key, Mint, Timestamp, expiry_notice, scheduled_rotation,
+    Actor, Due, ExpiryStage, GraceWatch, Key, Mint, Timestamp, expiry_notice, scheduled_rotation,
+    watch_grace,
 };
 use keyward::error_chain;
 use keyward::secrets::SecretSink;
@@ -39,6 +42,10 @@ pub struct Report {
     pub expiring: usize,
     /// `key.expired` entries recorded.
     pub expired: usize,
+    /// `key.grace_idle` entries recorded.
+    pub grace_idle: usize,
+    /// Keys in their grace that were looked at and are not quiet yet.
+    pub watched: usize,
     /// Keys that another writer changed first, left for the next run to look at again.
     pub skipped: usize,
     /// Keys whose step failed; each failure is logged.
@@ -50,6 +57,8 @@ enum Outcome {
     Rotated,
     Delivered,
     Noticed(ExpiryStage),
+    GraceIdle,
+    Watched,
     Skipped,
 }
 
@@ -168,6 +177,8 @@ pub async fn run_at_most(
             Ok(Outcome::Delivered) => report.delivered += 1,
             Ok(Outcome::Noticed(ExpiryStage::Expired)) => report.expired += 1,
             Ok(Outcome::Noticed(_)) => report.expiring += 1,
+            Ok(Outcome::GraceIdle) => report.grace_idle += 1,
+            Ok(Outcome::Watched) => report.watched += 1,
             Ok(Outcome::Skipped) => report.skipped += 1,
             Err(_) => report.failed += 1,
         }
@@ -178,6 +189,8 @@ pub async fn run_at_most(
         delivered = report.delivered,
         expiring = report.expiring,
         expired = report.expired,
+        grace_idle = report.grace_idle,
+        watched = report.watched,
         skipped = report.skipped,
         failed = report.failed,
         "scheduled run"
@@ -242,6 +255,42 @@ async fn step(
             }
             _ => Ok(Outcome::Skipped),
         },
+        Some(Due::GraceWatch) => watch(store, mint, actor, key, now).await,
+    }
+}
+
+/// Looks whether a key in its grace has gone quiet while its successor is used: records
+/// `key.grace_idle` if so, or else moves the key's watch in the due index to when it next
+/// could be, without changing the key.
+async fn watch(
+    store: &dyn KeyStore,
+    mint: &Mint,
+    actor: &Actor,
+    key: &Key,
+    now: Timestamp,
+) -> Result<Outcome, StepError> {
+    let Some(successor) = &key.rotated_to else {
+        return Ok(Outcome::Skipped);
+    };
+    let mut found = store.last_use(&[&key.id, successor]).await?;
+    let (own, theirs) = (
+        found.remove(&key.id).unwrap_or_default(),
+        found.remove(successor).unwrap_or_default(),
+    );
+    match watch_grace(key, own, theirs, actor.clone(), mint, now) {
+        GraceWatch::Idle(change) => {
+            if !applied(store, &change).await? {
+                return Ok(Outcome::Skipped);
+            }
+            tracing::info!(key_id = %key.id, new_key_id = %successor, "key quiet in its grace");
+            Ok(Outcome::GraceIdle)
+        }
+        GraceWatch::NotYet(next) => {
+            if let Some(due) = key.next_due_after_watch(next) {
+                store.postpone(key, due).await?;
+            }
+            Ok(Outcome::Watched)
+        }
     }
 }
 

@@ -4,8 +4,8 @@
 
 use keyward::domain::{PolicyChange, Timestamp, set_rotation_policy};
 use keyward::http::{
-    ApiError, Context, HandlerFuture, KeyView, authorize_change, json_body, last_use_of, respond,
-    rotation_policy,
+    ApiError, Context, HandlerFuture, KeyView, authorize_change, json_body, last_use_after_change,
+    respond, rotation_policy,
 };
 use lambda_http::Request;
 use lambda_http::http::StatusCode;
@@ -33,7 +33,6 @@ async fn set_policy(
 ) -> Result<Value, ApiError> {
     let store = context.store;
     let (caller, key) = authorize_change(store, req, now).await?;
-    let last = last_use_of(store, &key.id).await?;
     let body: PolicyBody = json_body(req, SHAPE)?;
     let policy = match body.rotation_policy {
         Value::Null => None,
@@ -53,6 +52,7 @@ async fn set_policy(
         }
         PolicyChange::Unchanged(key) => key,
     };
+    let last = last_use_after_change(store, &key.id).await;
     Ok(json!({"key": KeyView::new(&key, last, now)}))
 }
 

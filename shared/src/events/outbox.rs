@@ -55,22 +55,35 @@ enum Work {
     RecordLastUse(KeyId, LastUse),
 }
 
-/// The usage item's key and the hour's latest minutes, from its new image.
+/// The usage item's key and what its write moved forward: each of the hour's latest minutes
+/// that its new image holds later than its old one did, and no later than a minute after the
+/// stream recorded the write, so that a time ahead of the clock cannot stick. `None` when the
+/// write moved neither (a later write of the same hour that only added counts).
 fn last_use(
     record: &EventRecord,
     pk: &str,
 ) -> Result<Work, Box<dyn std::error::Error + Send + Sync>> {
-    #[derive(serde::Deserialize)]
+    #[derive(serde::Deserialize, Default)]
     struct Hour {
         last_used_at: Option<Timestamp>,
         last_refused_at: Option<Timestamp>,
     }
     let id = KeyId::parse(pk.trim_start_matches(table::USAGE_PREFIX))?;
-    let hour: Hour = serde_dynamo::from_item(record.change.new_image.clone())?;
-    let last = LastUse {
-        last_used_at: hour.last_used_at,
-        last_refused_at: hour.last_refused_at,
+    let new: Hour = serde_dynamo::from_item(record.change.new_image.clone())?;
+    let old: Hour = serde_dynamo::from_item(record.change.old_image.clone()).unwrap_or_default();
+    let written = record.change.approximate_creation_date_time;
+    let cap = (written.timestamp() > 0).then(|| written + chrono::TimeDelta::minutes(1));
+    let moved = |new: Option<Timestamp>, old: Option<Timestamp>| {
+        new.filter(|n| old.is_none_or(|o| *n > o))
+            .map(|n| cap.map_or(n, |c| n.min(c)))
     };
+    let last = LastUse {
+        last_used_at: moved(new.last_used_at, old.last_used_at),
+        last_refused_at: moved(new.last_refused_at, old.last_refused_at),
+    };
+    if last == LastUse::default() {
+        return Ok(Work::Nothing);
+    }
     Ok(Work::RecordLastUse(id, last))
 }
 
@@ -100,7 +113,12 @@ fn work(record: &EventRecord) -> Result<Work, Box<dyn std::error::Error + Send +
             if pk.starts_with(table::USAGE_PREFIX)
                 && sk_of(record).is_some_and(|sk| sk.starts_with(table::HOUR_PREFIX)) =>
         {
-            last_use(record, pk)
+            // Retrying cannot make a usage record readable, and it must not hold up the
+            // shard's events: it is logged and left, and the key's next write carries its use.
+            Ok(last_use(record, pk).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "a usage record cannot be read; it is skipped");
+                Work::Nothing
+            }))
         }
         "REMOVE" if pk.starts_with(table::HASH_PREFIX) => {
             let by_ttl = record.user_identity.as_ref().is_some_and(|u| {
@@ -127,6 +145,8 @@ pub async fn publish_stream(
 ) -> DynamoDbEventResponse {
     let mut failed: Vec<String> = Vec::new();
     let mut outgoing: Vec<(String, OutgoingEvent)> = Vec::new();
+    let mut last_uses: std::collections::BTreeMap<KeyId, (LastUse, Vec<String>)> =
+        std::collections::BTreeMap::new();
     for record in &event.records {
         let id = record
             .change
@@ -137,10 +157,9 @@ pub async fn publish_stream(
             Ok(Work::Nothing) => {}
             Ok(Work::Publish(event)) => outgoing.push((id, event)),
             Ok(Work::RecordLastUse(key_id, last)) => {
-                if let Err(e) = store.record_last_use(&key_id, last).await {
-                    tracing::error!(%key_id, error = %crate::error_chain(&e), "cannot record a last use");
-                    failed.push(id);
-                }
+                let (seen, ids) = last_uses.entry(key_id).or_default();
+                *seen = seen.merge(last);
+                ids.push(id);
             }
             Ok(Work::RecordExpiry(key)) => {
                 let Some(change) = expiry_notice(&key, Actor::system(TTL_ACTOR), mint, now) else {
@@ -160,6 +179,14 @@ pub async fn publish_stream(
                 tracing::error!(record = %id, error = %e, "a stream record cannot be read");
                 failed.push(id);
             }
+        }
+    }
+    // One write per key for the whole batch, of the latest of its records' minutes; if it
+    // fails, every record that asked for it is retried.
+    for (key_id, (last, ids)) in last_uses {
+        if let Err(e) = store.record_last_use(&key_id, last).await {
+            tracing::error!(%key_id, error = %crate::error_chain(&e), "cannot record a last use");
+            failed.extend(ids);
         }
     }
     for chunk in outgoing.chunks(MAX_ENTRIES_PER_CALL) {

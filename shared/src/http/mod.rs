@@ -20,7 +20,7 @@ pub use request::{
     authorize_environment, authorize_key, key_from_headers, page_request, query_param,
     rotation_policy,
 };
-pub use view::{KeyView, last_use_of};
+pub use view::{KeyView, last_use_after_change, last_use_of};
 
 use crate::domain::{Mint, SecretPrefix, Timestamp};
 use crate::secrets::SecretSink;

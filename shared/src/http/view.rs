@@ -72,8 +72,20 @@ impl<'a> KeyView<'a> {
     }
 }
 
-/// A key's last use, read before a change so that a failed read can never lose the answer of
-/// a change already made (a rotation's secret is shown once).
+/// A key's last use, for a read of the key.
 pub async fn last_use_of(store: &dyn UsageStore, id: &KeyId) -> Result<LastUse, ApiError> {
     Ok(store.last_use(&[id]).await?.remove(id).unwrap_or_default())
+}
+
+/// A key's last use, for the answer of a change already made: a read that fails is logged and
+/// shown as none, so that it can never fail an answer that a client needs (a revocation's, or
+/// a rotation's, whose secret is shown only once).
+pub async fn last_use_after_change(store: &dyn UsageStore, id: &KeyId) -> LastUse {
+    match store.last_use(&[id]).await {
+        Ok(mut found) => found.remove(id).unwrap_or_default(),
+        Err(e) => {
+            tracing::warn!(key_id = %id, error = %crate::error_chain(&e), "the key's last use could not be read for the answer");
+            LastUse::default()
+        }
+    }
 }

@@ -18,11 +18,12 @@
 //!   strongly consistent, with a filter for `?action=`;
 //! - keys a scheduled run must handle: one `Query` on the sparse, keys-only `gsi2` for due
 //!   times up to now, then one consistent `BatchGetItem` per 100 keys;
-//! - count a key's checks: one `UpdateItem` (`ADD`) on its hour's usage item per flush, never on
-//!   the key's own items, so that usage cannot make a lifecycle change conflict; the stream
-//!   publisher then moves the key's last use forward (one conditional `UpdateItem`);
-//! - a key's hourly usage: one `Query` on its usage partition; last use of a page of keys: one
-//!   consistent `BatchGetItem` per 100 keys;
+//! - count a key's checks: one `UpdateItem` (`ADD`) on its hour's usage item per write (a
+//!   process writes a key's counts at most once a minute), never on the key's own items, so that
+//!   usage cannot make a lifecycle change conflict; the stream publisher then moves the key's
+//!   last use forward (one conditional `UpdateItem` per key and batch, when a minute moved);
+//! - a key's hourly usage: one `Query` on its usage partition; a key's last use: one
+//!   `GetItem`, and a page of keys': one consistent `BatchGetItem` per 100 keys;
 //! - every lifecycle change: one `TransactWriteItems` with the key's version as condition;
 //!   one that claims a secret first reads the claim (one `GetItem`) and, when another key
 //!   holds it, that key (a second), and conditions the transaction on both being unchanged.
@@ -965,6 +966,17 @@ impl UsageStore for DynamoStore {
 
     async fn last_use(&self, ids: &[&KeyId]) -> Result<HashMap<KeyId, LastUse>, StoreError> {
         let mut found = HashMap::new();
+        // One key, as every route but the list asks: a GetItem, which every function may send.
+        if let [id] = ids {
+            if let Some(item) = self.get::<LastItem>(usage_pk(id), table::LAST).await? {
+                let last = LastUse {
+                    last_used_at: item.last_used_at,
+                    last_refused_at: item.last_refused_at,
+                };
+                found.insert((*id).clone(), last);
+            }
+            return Ok(found);
+        }
         for chunk in ids.chunks(MAX_BATCH_GET) {
             let keys = chunk
                 .iter()
@@ -1170,6 +1182,27 @@ impl KeyStore for DynamoStore {
         }
         keys.sort_by(|a, b| (a.next_due_at(), &a.id).cmp(&(b.next_due_at(), &b.id)));
         Ok(keys)
+    }
+
+    async fn postpone(&self, key: &Key, until: Timestamp) -> Result<(), StoreError> {
+        let moved = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(table::PK, s(key_pk(&key.id)))
+            .key(table::SK, s("KEY"))
+            .update_expression("SET #due = :due")
+            .condition_expression("#version = :version AND attribute_exists(#due)")
+            .expression_attribute_names("#due", table::GSI2_SK)
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_values(":due", s(format!("{}#{}", due_sort_key(until), key.id)))
+            .expression_attribute_values(":version", AttributeValue::N(key.version.to_string()))
+            .send()
+            .await;
+        match moved {
+            Err(e) if !condition_failed(&e) => Err(backend(e)),
+            _ => Ok(()),
+        }
     }
 
     /// Judges the change's claim, if it makes one, then applies it in one transaction. If the

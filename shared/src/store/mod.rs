@@ -151,6 +151,10 @@ pub trait KeyStore: KeyLookup + UsageStore {
     async fn due_keys(&self, now: Timestamp, limit: usize) -> Result<Vec<Key>, StoreError>;
     /// Applies a change with its activity entry atomically, or fails with `Conflict`.
     async fn apply(&self, change: &Change) -> Result<(), StoreError>;
+    /// Moves a key in the due index to `until` without changing the key, if it is still at the
+    /// version read: what a scheduled run does when it looked at a key and has nothing to do
+    /// with it before then. A key changed meanwhile keeps the place its change gave it.
+    async fn postpone(&self, key: &Key, until: Timestamp) -> Result<(), StoreError>;
 }
 
 /// Where the keys live, as `KEYWARD_STORE` and `--store` name it.

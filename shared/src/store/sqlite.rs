@@ -520,6 +520,10 @@ impl KeyStore for SqliteStore {
         .await
     }
 
+    async fn postpone(&self, key: &Key, until: Timestamp) -> Result<(), StoreError> {
+        self.move_due(key, until).await
+    }
+
     async fn apply(&self, change: &Change) -> Result<(), StoreError> {
         let change = change.clone();
         self.with(move |conn| {
@@ -579,6 +583,21 @@ fn time(text: &str) -> Result<Timestamp, StoreError> {
     chrono::DateTime::parse_from_rfc3339(text)
         .map(|t| t.to_utc())
         .map_err(backend)
+}
+
+impl SqliteStore {
+    async fn move_due(&self, key: &Key, until: Timestamp) -> Result<(), StoreError> {
+        let (id, version, due) = (key.id.to_string(), key.version, due_sort_key(until));
+        self.with(move |conn| {
+            conn.execute(
+                "UPDATE keys SET due_at = ?1 WHERE id = ?2 AND version = ?3",
+                params![due, id, version],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
 }
 
 #[async_trait]
