@@ -11,8 +11,6 @@
 use std::io::Write;
 use std::sync::OnceLock;
 
-use serde_json::json;
-
 use crate::domain::{EnvName, Timestamp};
 
 /// The CloudWatch namespace of keyward's metrics.
@@ -42,42 +40,42 @@ pub struct Check<'a> {
     pub latency: std::time::Duration,
 }
 
+/// The metric directives of every line, the same for every check.
+const DIRECTIVES: &str = concat!(
+    r#"[{"Namespace":"keyward","Dimensions":[["FunctionName"],["FunctionName","Outcome"],"#,
+    r#"["FunctionName","Environment","Outcome"]],"#,
+    r#""Metrics":[{"Name":"Checks","Unit":"Count"},{"Name":"CheckLatency","Unit":"Milliseconds"}]},"#,
+    r#"{"Namespace":"keyward","Dimensions":[["FunctionName"]],"#,
+    r#""Metrics":[{"Name":"Refused","Unit":"Count"}]}]"#,
+);
+
+/// The line's first member, the function's name as JSON, which a process works out once.
+fn function_member(function: &str) -> String {
+    format!(
+        "\"{FUNCTION_DIMENSION}\":{}",
+        serde_json::Value::from(function)
+    )
+}
+
 /// The EMF line of `check` made by `function` at `at`.
 pub fn line(function: &str, check: &Check<'_>, at: Timestamp) -> String {
+    line_after(&function_member(function), check, at)
+}
+
+/// The line, written with `format!` rather than through a JSON tree, since it is on every
+/// check's path: the outcome is one of a fixed set of snake_case words and an environment
+/// name holds only `a-z`, `0-9` and `-`, so neither needs escaping.
+fn line_after(function: &str, check: &Check<'_>, at: Timestamp) -> String {
     let environment = check
         .environment
         .map_or(UNKNOWN_ENVIRONMENT, EnvName::as_str);
-    json!({
-        "_aws": {
-            "Timestamp": at.timestamp_millis(),
-            "CloudWatchMetrics": [
-                {
-                    "Namespace": NAMESPACE,
-                    "Dimensions": [
-                        [FUNCTION_DIMENSION],
-                        [FUNCTION_DIMENSION, "Outcome"],
-                        [FUNCTION_DIMENSION, "Environment", "Outcome"],
-                    ],
-                    "Metrics": [
-                        {"Name": CHECKS, "Unit": "Count"},
-                        {"Name": CHECK_LATENCY, "Unit": "Milliseconds"},
-                    ],
-                },
-                {
-                    "Namespace": NAMESPACE,
-                    "Dimensions": [[FUNCTION_DIMENSION]],
-                    "Metrics": [{"Name": REFUSED, "Unit": "Count"}],
-                },
-            ],
-        },
-        FUNCTION_DIMENSION: function,
-        "Outcome": check.outcome,
-        "Environment": environment,
-        CHECKS: 1,
-        CHECK_LATENCY: check.latency.as_secs_f64() * 1000.0,
-        REFUSED: u8::from(check.outcome != "valid"),
-    })
-    .to_string()
+    format!(
+        r#"{{{function},"Outcome":"{}","Environment":"{environment}","{CHECKS}":1,"{CHECK_LATENCY}":{},"{REFUSED}":{},"_aws":{{"Timestamp":{},"CloudWatchMetrics":{DIRECTIVES}}}}}"#,
+        check.outcome,
+        check.latency.as_secs_f64() * 1000.0,
+        u8::from(check.outcome != "valid"),
+        at.timestamp_millis(),
+    )
 }
 
 /// Writes the line of `check` to standard output when running on Lambda (the function's name
@@ -85,15 +83,21 @@ pub fn line(function: &str, check: &Check<'_>, at: Timestamp) -> String {
 /// `keyward serve`, it writes nothing.
 pub fn publish(check: &Check<'_>, at: Timestamp) {
     static FUNCTION: OnceLock<Option<String>> = OnceLock::new();
-    let function = FUNCTION.get_or_init(|| std::env::var("AWS_LAMBDA_FUNCTION_NAME").ok());
+    let function = FUNCTION.get_or_init(|| {
+        std::env::var("AWS_LAMBDA_FUNCTION_NAME")
+            .ok()
+            .map(|f| function_member(&f))
+    });
     if let Some(function) = function {
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{}", line(function, check, at));
+        let _ = writeln!(out, "{}", line_after(function, check, at));
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
@@ -134,5 +138,32 @@ mod tests {
             serde_json::from_str(&super::line("verify", &unknown, at)).unwrap();
         assert_eq!(line["Environment"], UNKNOWN_ENVIRONMENT);
         assert_eq!(line[REFUSED], 0);
+        let directives = &line["_aws"]["CloudWatchMetrics"];
+        assert_eq!(
+            directives[0]["Dimensions"],
+            json!([
+                [FUNCTION_DIMENSION],
+                [FUNCTION_DIMENSION, "Outcome"],
+                [FUNCTION_DIMENSION, "Environment", "Outcome"]
+            ])
+        );
+        let names: Vec<&str> = directives
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|d| d["Metrics"].as_array().unwrap())
+            .map(|m| m["Name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, [CHECKS, CHECK_LATENCY, REFUSED]);
+        assert!(
+            directives
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|d| d["Namespace"] == NAMESPACE)
+        );
+        let quoted: serde_json::Value =
+            serde_json::from_str(&super::line("a \"quoted\" name", &unknown, at)).unwrap();
+        assert_eq!(quoted[FUNCTION_DIMENSION], "a \"quoted\" name");
     }
 }

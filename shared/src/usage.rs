@@ -249,10 +249,17 @@ impl Counter for Usage {
         let every = self.0.every;
         let due = {
             let mut tallies = self.tallies();
-            let pending = tallies.keys.entry(key.clone()).or_insert_with(|| Pending {
-                tally: UsageTally::new(key.clone()),
-                taken_at: None,
-            });
+            // The key is cloned only the first time it is seen, not on every check.
+            if !tallies.keys.contains_key(key) {
+                let fresh = Pending {
+                    tally: UsageTally::new(key.clone()),
+                    taken_at: None,
+                };
+                tallies.keys.insert(key.clone(), fresh);
+            }
+            let Some(pending) = tallies.keys.get_mut(key) else {
+                return;
+            };
             pending.tally.count(accepted, now);
             let due = pending.due_at(every);
             if let Some(due) = due {

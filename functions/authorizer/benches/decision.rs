@@ -107,6 +107,16 @@ fn decision(c: &mut Criterion) {
         "authorizer: bad checksum, no store read (event JSON to Unauthorized)",
         |b| b.iter(|| run(black_box(&bad_checksum))),
     );
+    let production = EnvName::parse("production").unwrap();
+    let check = keyward::metrics::Check {
+        outcome: "valid",
+        environment: Some(&production),
+        latency: std::time::Duration::from_micros(4),
+    };
+    c.bench_function(
+        "the check's metric line (EMF JSON, written on Lambda only)",
+        |b| b.iter(|| keyward::metrics::line(black_box("authorizer"), &check, now)),
+    );
     c.bench_function("sha-256 of the key alone", |b| {
         b.iter(|| Sha256::digest(black_box(secret.as_bytes())))
     });
