@@ -23,7 +23,8 @@
 //!   usage cannot make a lifecycle change conflict; the stream publisher then moves the key's
 //!   last use forward (one conditional `UpdateItem` per key and batch, when a minute moved);
 //! - a key's hourly usage: one `Query` on its usage partition; a key's last use: one
-//!   `GetItem`, and a page of keys': one consistent `BatchGetItem` per 100 keys;
+//!   eventually consistent `GetItem`, and a page of keys': one eventually consistent
+//!   `BatchGetItem` per 100 keys (last use lags its checks anyway);
 //! - every lifecycle change: one `TransactWriteItems` with the key's version as condition;
 //!   one that claims a secret first reads the claim (one `GetItem`) and, when another key
 //!   holds it, that key (a second), and conditions the transaction on both being unchanged.
@@ -586,13 +587,24 @@ impl DynamoStore {
         pk: String,
         sk: &str,
     ) -> Result<Option<T>, StoreError> {
+        self.get_read(pk, sk, true).await
+    }
+
+    /// [`DynamoStore::get`], strongly consistent or not: a last use, which lags its checks
+    /// anyway, is read eventually consistent, for half the read units.
+    async fn get_read<T: DeserializeOwned>(
+        &self,
+        pk: String,
+        sk: &str,
+        consistent: bool,
+    ) -> Result<Option<T>, StoreError> {
         let out = self
             .client
             .get_item()
             .table_name(&self.table)
             .key(table::PK, s(pk))
             .key(table::SK, s(sk))
-            .consistent_read(true)
+            .consistent_read(consistent)
             .send()
             .await
             .map_err(backend)?;
@@ -750,11 +762,12 @@ impl DynamoStore {
             .global_secondary_indexes(due))
     }
 
-    /// Reads up to 100 items with one strongly consistent `BatchGetItem`, and again, after
-    /// a growing pause, for any keys DynamoDB leaves unprocessed when it throttles.
+    /// Reads up to 100 items with one `BatchGetItem` (strongly consistent or not), and again,
+    /// after a growing pause, for any keys DynamoDB leaves unprocessed when it throttles.
     async fn batch_get<T: DeserializeOwned>(
         &self,
         mut ids: Vec<Item>,
+        consistent: bool,
     ) -> Result<Vec<T>, StoreError> {
         let mut keys = Vec::with_capacity(ids.len());
         for attempt in 0u32.. {
@@ -772,7 +785,7 @@ impl DynamoStore {
             }
             let request = KeysAndAttributes::builder()
                 .set_keys(Some(std::mem::take(&mut ids)))
-                .consistent_read(true)
+                .consistent_read(consistent)
                 .build()
                 .map_err(backend)?;
             let out = self
@@ -968,7 +981,10 @@ impl UsageStore for DynamoStore {
         let mut found = HashMap::new();
         // One key, as every route but the list asks: a GetItem, which every function may send.
         if let [id] = ids {
-            if let Some(item) = self.get::<LastItem>(usage_pk(id), table::LAST).await? {
+            if let Some(item) = self
+                .get_read::<LastItem>(usage_pk(id), table::LAST, false)
+                .await?
+            {
                 let last = LastUse {
                     last_used_at: item.last_used_at,
                     last_refused_at: item.last_refused_at,
@@ -987,7 +1003,7 @@ impl UsageStore for DynamoStore {
                     ])
                 })
                 .collect();
-            for item in self.batch_get::<LastItem>(keys).await? {
+            for item in self.batch_get::<LastItem>(keys, false).await? {
                 let id = item
                     .pk
                     .strip_prefix(table::USAGE_PREFIX)
@@ -1178,7 +1194,7 @@ impl KeyStore for DynamoStore {
         }
         let mut keys = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(MAX_BATCH_GET) {
-            keys.extend(self.batch_get::<Key>(chunk.to_vec()).await?);
+            keys.extend(self.batch_get::<Key>(chunk.to_vec(), true).await?);
         }
         keys.sort_by(|a, b| (a.next_due_at(), &a.id).cmp(&(b.next_due_at(), &b.id)));
         Ok(keys)
