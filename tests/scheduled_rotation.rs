@@ -1192,11 +1192,11 @@ async fn a_key_quiet_in_its_grace_is_recorded_once(on: On) {
     assert_eq!(
         b.run(minutes(100)).await,
         Report::default(),
-        "not looked at again before its last use is an hour old"
+        "not looked at again before 14:00, when the 12:00 hour of its last use has left the hours read"
     );
     presented(&b, &old, false, minutes(105)).await;
     presented(&b, &new, true, minutes(108)).await;
-    let looked = b.run(minutes(110)).await;
+    let looked = b.run(minutes(121)).await;
     assert_eq!(
         (looked.watched, looked.grace_idle),
         (1, 0),
@@ -1210,7 +1210,12 @@ async fn a_key_quiet_in_its_grace_is_recorded_once(on: On) {
     );
 
     presented(&b, &new, true, minutes(160)).await;
-    let (one, two) = tokio::join!(b.run(minutes(166)), b.run(minutes(166)));
+    assert_eq!(
+        b.run(minutes(166)).await,
+        Report::default(),
+        "not before 15:00, two hours after the start of the hour it was refused in"
+    );
+    let (one, two) = tokio::join!(b.run(minutes(181)), b.run(minutes(181)));
     assert_eq!(one.grace_idle + two.grace_idle, 1, "{one:?} {two:?}");
     for later in [minutes(200), minutes(60 * 24)] {
         let r = b.run(later).await;
@@ -1221,7 +1226,7 @@ async fn a_key_quiet_in_its_grace_is_recorded_once(on: On) {
     let entry = &entries[0];
     assert_eq!(
         (&entry.key_id, &entry.actor, entry.at),
-        (&old.id, &rule(), minutes(166))
+        (&old.id, &rule(), minutes(181))
     );
     assert_eq!(
         entry.event,
@@ -1233,11 +1238,39 @@ async fn a_key_quiet_in_its_grace_is_recorded_once(on: On) {
         }
     );
     let stored = b.store.key(&old.id).await.unwrap().unwrap();
-    assert_eq!(stored.grace_idle_at, Some(minutes(166)));
+    assert_eq!(stored.grace_idle_at, Some(minutes(181)));
     assert_eq!(
         stored.expires_at, old.expires_at,
         "the grace is the user's to cut"
     );
+}
+
+/// A key whose successor was itself rotated (or revoked) is not watched on: the successor will
+/// not take over, so waiting for it would only look at the key every quarter of an hour.
+async fn a_key_whose_successor_was_replaced_is_no_longer_watched(on: On) {
+    let b = on.backend().await;
+    let (first, _) = b.key("billing", None, None, t0()).await;
+    let grace = GracePeriod::parse("7d").unwrap();
+    let second = rotate(&first, grace, Actor::operator("test"), &b.mint, t0()).unwrap();
+    b.store.apply(&second.change).await.unwrap();
+    let third = rotate(&second.key, grace, Actor::operator("test"), &b.mint, t0()).unwrap();
+    b.store.apply(&third.change).await.unwrap();
+    presented(&b, &third.key, true, t0() + TimeDelta::minutes(90)).await;
+    let looked = b.run(t0() + TimeDelta::minutes(100)).await;
+    assert_eq!(
+        (looked.watched, looked.grace_idle),
+        (1, 1),
+        "the first key, whose successor was replaced, is looked at and left; the second, quiet while the third is used, is idle: {looked:?}"
+    );
+    assert_eq!(
+        b.run(t0() + TimeDelta::hours(5)).await,
+        Report::default(),
+        "the first key is not looked at again"
+    );
+    let idle = b.entries(Action::GraceIdle).await;
+    assert_eq!(idle.len(), 1);
+    assert_eq!(idle[0].key_id, second.key.id);
+    assert_eq!(b.run(t0() + TimeDelta::days(2)).await, Report::default());
 }
 
 /// Which backends a case runs on.
@@ -1281,6 +1314,7 @@ macro_rules! cases {
 
 cases!(
     a_key_quiet_in_its_grace_is_recorded_once,
+    a_key_whose_successor_was_replaced_is_no_longer_watched,
     due_keys_rotate_and_their_secrets_land_where_services_read_them,
     a_crash_after_any_step_and_a_rerun_leave_one_new_key_and_a_current_secret,
     two_overlapping_runs_rotate_each_key_once,

@@ -816,6 +816,59 @@ async fn last_use_only_moves_forward(store: Arc<dyn KeyStore>) {
     );
 }
 
+async fn postponing_moves_a_key_in_the_due_index_only_at_the_version_read(
+    store: Arc<dyn KeyStore>,
+) {
+    let clock = Clock::new();
+    environment(&*store, "production", &clock).await;
+    let stored = key(&*store, "production", "watched", &clock).await;
+    let at = clock.now();
+    let rotated = rotate(&stored, grace("7d"), actor(), &clock.mint, at).unwrap();
+    store.apply(&rotated.change).await.unwrap();
+    let old = rotated.previous;
+    let watch = at + TimeDelta::hours(1);
+    let due = |now| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .due_keys(now, 100)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|k| k.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(due(watch).await, std::slice::from_ref(&old.id));
+    let later = watch + TimeDelta::minutes(30);
+    store.postpone(&old, later).await.unwrap();
+    assert!(due(watch).await.is_empty(), "moved on");
+    assert_eq!(due(later).await, std::slice::from_ref(&old.id));
+    assert_eq!(
+        store.key(&old.id).await.unwrap().unwrap(),
+        old,
+        "the key is unchanged"
+    );
+
+    store
+        .postpone(&stored, later + TimeDelta::hours(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        due(later).await,
+        std::slice::from_ref(&old.id),
+        "a postponement at a version that is no longer the key's does nothing"
+    );
+    let changed =
+        change_grace_period(&old, grace("3d"), actor(), &clock.mint, clock.now()).unwrap();
+    store.apply(&changed.change).await.unwrap();
+    assert_eq!(
+        due(watch).await,
+        std::slice::from_ref(&old.id),
+        "a change puts the key where its record says"
+    );
+}
+
 /// Runs every contract case against one adapter; `$store` makes a fresh, empty store.
 macro_rules! contract {
     ($adapter:ident, $store:expr) => {
@@ -836,7 +889,8 @@ macro_rules! contract {
                 a_policy_stored_before_claims_keeps_its_secret,
                 a_stale_claim_passes_only_to_a_key_holding_the_old_keys_scopes,
                 usage_adds_up_by_hour_apart_from_the_key,
-                last_use_only_moves_forward
+                last_use_only_moves_forward,
+                postponing_moves_a_key_in_the_due_index_only_at_the_version_read
             );
         }
     };

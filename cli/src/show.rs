@@ -289,8 +289,7 @@ pub fn usage(
     let start = own.len().saturating_sub(shown);
     let rows: Vec<Vec<String>> = own[start..]
         .iter()
-        .enumerate()
-        .map(|(i, hour)| {
+        .map(|hour| {
             let at = hour["hour"]
                 .as_str()
                 .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
@@ -304,7 +303,7 @@ pub fn usage(
                 count(Some(hour), "refused"),
             ];
             if successor.is_some() {
-                let same = theirs.get(start + i).filter(|t| t["hour"] == hour["hour"]);
+                let same = theirs.iter().find(|t| t["hour"] == hour["hour"]);
                 row.push(count(same, "accepted"));
                 row.push(count(same, "refused"));
             }
@@ -335,7 +334,7 @@ pub fn usage(
             time(&next["last_used_at"]).is_some_and(|at| now - at < chrono::TimeDelta::hours(1));
         if key["status"] == "in_grace" && quiet && taken_over {
             out.push_str(&format!(
-                "\n{} has not been presented for an hour while its successor has: its grace can be cut with\n  keyward keys grace {} --grace now\n",
+                "\n{} has no presentation recorded for an hour while its successor has (a service that calls less than hourly, or behind a cached authorizer, would not show): its grace can be cut with\n  keyward keys grace {} --grace now\n",
                 text(&key["id"]),
                 text(&key["id"])
             ));
@@ -434,8 +433,11 @@ fn details(entry: &Value, now: DateTime<Utc>) -> String {
             at("retry_at")
         ),
         "key.grace_idle" => format!(
-            "quiet since {} while {} was used {}; grace ends {}",
-            last(&entry["last_presented_at"], now),
+            "no presentation recorded since {} while {} was used {}; grace ends {}",
+            match &entry["last_presented_at"] {
+                Value::Null => "it was made".to_owned(),
+                at => last(at, now),
+            },
             field("new_key_id"),
             last(&entry["successor_last_used_at"], now),
             expiry(&entry["expires_at"], now)
@@ -635,7 +637,7 @@ mod tests {
             (
                 json!({"action": "key.grace_idle", "new_key_id": "key_2", "last_presented_at": "2026-11-28T10:40:00Z",
                        "successor_last_used_at": "2026-11-28T11:59:00Z", "expires_at": "2026-11-30T12:00:00Z"}),
-                "quiet since 2026-11-28 10:40 UTC (1h ago) while key_2 was used 2026-11-28 11:59 UTC (1m ago); grace ends 2026-11-30 12:00:00 UTC (in 2d)",
+                "no presentation recorded since 2026-11-28 10:40 UTC (1h ago) while key_2 was used 2026-11-28 11:59 UTC (1m ago); grace ends 2026-11-30 12:00:00 UTC (in 2d)",
             ),
             (json!({"action": "key.unheard_of"}), "-"),
         ] {

@@ -34,7 +34,7 @@ pub use lifecycle::{
 pub use mint::{Entropy, Mint};
 pub use names::{ActivityId, EnvName, InputError, KeyId, KeyName, Kind, Scope, Scopes};
 pub use schedule::{
-    Due, GRACE_IDLE_AFTER, GRACE_WATCH_EVERY, GraceWatch, delivery_failed, expiry_notice,
+    Due, GRACE_IDLE_AFTER, GRACE_WATCH_EVERY, GraceWatch, Seen, delivery_failed, expiry_notice,
     scheduled_rotation, secret_delivered, watch_grace,
 };
 pub use token::{KeyHash, MalformedKey, PresentedKey, Secret};

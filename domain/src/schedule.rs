@@ -11,7 +11,7 @@ use super::activity::{ActivityEntry, Actor, Event};
 use super::key::{DeliveryFailures, ExpiryNotice, ExpiryStage, Key, RotationPolicy, Status};
 use super::lifecycle::{Change, LifecycleError, Rotated, rotate, update};
 use super::mint::Mint;
-use super::usage::LastUse;
+use super::usage::{HourlyUsage, LastUse, hour_of};
 
 /// What a scheduled run should do with a key now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -257,31 +257,67 @@ pub fn expiry_notice(key: &Key, actor: Actor, mint: &Mint, now: Timestamp) -> Op
 /// What a run makes of a key whose grace is due to be looked at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GraceWatch {
-    /// The key has gone quiet while its successor is used: record `key.grace_idle`.
+    /// No presentation of the key is recorded for an hour while its successor's use is:
+    /// record `key.grace_idle`.
     Idle(Box<Change>),
     /// Not yet: look again then.
     NotYet(Timestamp),
 }
 
-/// Whether `key`, in its grace, has gone quiet: not presented (accepted or refused) for
-/// [`GRACE_IDLE_AFTER`], while its successor has been used within it. If so, the change that
-/// records `key.grace_idle` once; if not, when to look again: when the key's last
-/// presentation is an hour old (it cannot be quiet before), or, if it is quiet already and
+/// What the store has recorded of one key's use, as a run reads it to watch a grace: its last
+/// use, and its hourly counts from the hour an hour before now on. The hours are read strongly
+/// consistent from the hour items that every usage write adds to; the last use may lag them
+/// (on DynamoDB the table's stream carries it), so both must say quiet for a key to be quiet.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Seen {
+    /// Its last use.
+    pub last: LastUse,
+    /// Its hourly counts, oldest first, from [`Seen::since`] on.
+    pub hours: Vec<HourlyUsage>,
+}
+
+impl Seen {
+    /// The first hour a run reads at `now`: the one an hour before now falls in, so that the
+    /// hours cover at least the last hour.
+    pub fn since(now: Timestamp) -> Timestamp {
+        hour_of(now - GRACE_IDLE_AFTER)
+    }
+
+    /// The latest of those hours with a check that `counts`.
+    fn latest(&self, now: Timestamp, counts: impl Fn(&HourlyUsage) -> bool) -> Option<Timestamp> {
+        self.hours
+            .iter()
+            .filter(|h| h.hour >= Self::since(now) && counts(h))
+            .map(|h| h.hour)
+            .max()
+    }
+}
+
+/// Whether `key`, in its grace, has gone quiet: no presentation of it (accepted or refused) is
+/// recorded for [`GRACE_IDLE_AFTER`], in its hours or its last use, while its successor's use
+/// is recorded within it. Hours count whole, so a key is quiet an hour to two after its last
+/// recorded presentation. If so, the change that records `key.grace_idle` once; if not, when
+/// to look again: when its latest recorded presentation has left the hours read (two hours
+/// after the start of its hour) and its last use is an hour old, or, if it is quiet already and
 /// only its successor is not used yet, after [`GRACE_WATCH_EVERY`]; never sooner than a
 /// minute, the resolution of last use.
 pub fn watch_grace(
     key: &Key,
-    own: LastUse,
-    successor: LastUse,
+    own: &Seen,
+    successor: &Seen,
     actor: Actor,
     mint: &Mint,
     now: Timestamp,
 ) -> GraceWatch {
-    let presented = own.last_presented_at();
-    let quiet = presented.is_none_or(|at| now - at >= GRACE_IDLE_AFTER);
-    let used = successor
+    let presented = own.last.last_presented_at();
+    let presented_hour = own.latest(now, |h| h.accepted + h.refused > 0);
+    let quiet = presented_hour.is_none() && presented.is_none_or(|at| now - at >= GRACE_IDLE_AFTER);
+    let used_hour = successor.latest(now, |h| h.accepted > 0);
+    let used_last = successor
+        .last
         .last_used_at
         .filter(|at| now - *at < GRACE_IDLE_AFTER);
+    let used = used_last.max(used_hour);
     match (quiet, used, &key.rotated_to) {
         (true, Some(used), Some(new_key_id)) => {
             let (recorded, write) = update(Key {
@@ -302,9 +338,14 @@ pub fn watch_grace(
             }))
         }
         _ => {
-            let quiet_at = presented
-                .map(|at| at + GRACE_IDLE_AFTER)
-                .filter(|at| *at > now);
+            let quiet_at = [
+                presented_hour.map(|h| h + TimeDelta::hours(2)),
+                presented.map(|at| at + GRACE_IDLE_AFTER),
+            ]
+            .into_iter()
+            .flatten()
+            .max()
+            .filter(|at| *at > now);
             let next = quiet_at.unwrap_or(now + GRACE_WATCH_EVERY);
             GraceWatch::NotYet(next.max(now + TimeDelta::minutes(1)))
         }
@@ -734,13 +775,28 @@ mod tests {
         .unwrap();
         let previous = &rotated.previous;
         let now = t0() + TimeDelta::hours(3);
-        let watch = |own: LastUse, theirs: LastUse| {
+        // What a run reads: each minute of a last use is also a check in its hour.
+        let seen = |last: LastUse| Seen {
+            last,
+            hours: [(last.last_used_at, (1, 0)), (last.last_refused_at, (0, 1))]
+                .into_iter()
+                .filter_map(|(at, (accepted, refused))| {
+                    at.map(|at| HourlyUsage {
+                        hour: hour_of(at),
+                        accepted,
+                        refused,
+                    })
+                })
+                .collect(),
+        };
+        let watch = |own: &Seen, theirs: &Seen| {
             watch_grace(previous, own, theirs, schedule(), test_mint(), now)
         };
-
-        let GraceWatch::Idle(change) =
-            watch(used(Some(now - minutes(61))), used(Some(now - minutes(2))))
-        else {
+        let (own, theirs) = (
+            seen(used(Some(now - minutes(61)))),
+            seen(used(Some(now - minutes(2)))),
+        );
+        let GraceWatch::Idle(change) = watch(&own, &theirs) else {
             panic!("quiet for an hour while its successor is used")
         };
         assert_eq!(change.activity.event.action(), Action::GraceIdle);
@@ -773,18 +829,16 @@ mod tests {
         );
         assert_eq!(
             recorded.next_due_at(),
-            previous
-                .next_due_at()
-                .filter(|_| false)
-                .or(recorded.expires_at.map(|e| e - TimeDelta::hours(24))),
-            "recorded once: no longer watched"
+            recorded.expires_at.map(|e| e - TimeDelta::hours(24)),
+            "recorded once: no longer watched, only its expiry notices"
         );
         assert!(
             previous.decides_like(recorded),
             "a user's change decided on the key before still holds"
         );
 
-        let never = watch(used(None), used(Some(now - minutes(5))));
+        let recent = seen(used(Some(now - minutes(5))));
+        let never = watch(&Seen::default(), &recent);
         assert!(
             matches!(never, GraceWatch::Idle(_)),
             "a key never presented is quiet"
@@ -794,33 +848,44 @@ mod tests {
             last_refused_at: Some(now - minutes(10)),
         };
         assert_eq!(
-            watch(refused_lately, used(Some(now - minutes(5)))),
-            GraceWatch::NotYet(now + minutes(50)),
-            "a refused presentation is a service still sending it: looked at again when it is an hour old"
+            watch(&seen(refused_lately), &recent),
+            GraceWatch::NotYet(now + minutes(60)),
+            "a refused presentation is a service still sending it: looked at again when its hour has left the hours read"
         );
         assert_eq!(
-            watch(used(Some(now - minutes(50))), used(Some(now))),
-            GraceWatch::NotYet(now + minutes(10)),
-            "looked at again when its last use is an hour old"
+            watch(&seen(used(Some(now - minutes(50)))), &seen(used(Some(now)))),
+            GraceWatch::NotYet(now + minutes(60)),
+            "a presentation at 14:10 keeps the key busy until 16:00, when its hour is two hours old"
         );
+        let lagging = Seen {
+            last: used(Some(now - TimeDelta::hours(2))),
+            hours: vec![HourlyUsage {
+                hour: hour_of(now),
+                accepted: 3,
+                refused: 0,
+            }],
+        };
+        assert!(
+            matches!(watch(&lagging, &recent), GraceWatch::NotYet(_)),
+            "a presentation the hours hold and the last use does not yet (the stream behind) counts"
+        );
+        let two_hours_ago = seen(used(Some(now - TimeDelta::hours(2))));
         assert_eq!(
-            watch(used(Some(now - TimeDelta::hours(2))), used(None)),
+            watch(&two_hours_ago, &Seen::default()),
             GraceWatch::NotYet(now + minutes(15)),
             "quiet, but its successor is not used yet: looked at again soon"
         );
         assert_eq!(
-            watch(
-                used(Some(now - TimeDelta::hours(2))),
-                used(Some(now - minutes(90)))
-            ),
+            watch(&two_hours_ago, &seen(used(Some(now - minutes(90))))),
             GraceWatch::NotYet(now + minutes(15)),
             "nothing uses the successor either: no sign that services switched"
         );
+        let last_only = Seen {
+            last: used(Some(now - minutes(59) - TimeDelta::seconds(30))),
+            hours: Vec::new(),
+        };
         assert_eq!(
-            watch(
-                used(Some(now - minutes(59) - TimeDelta::seconds(30))),
-                used(Some(now))
-            ),
+            watch(&last_only, &recent),
             GraceWatch::NotYet(now + minutes(1)),
             "never sooner than a minute"
         );

@@ -32,7 +32,7 @@ pub const UNKNOWN_ENVIRONMENT: &str = "unknown";
 pub struct Check<'a> {
     /// What came of it: a `/v1/verify` code (`valid`, `not_found`, `malformed`, `expired`,
     /// `revoked`, `wrong_environment`, `insufficient_scope`), or the authorizer's `missing`
-    /// (no key at all) or `unlisted_route`.
+    /// (no key at all), `unlisted_route` or `error` (the store could not be read).
     pub outcome: &'static str,
     /// The environment of the key that was found, else of the authorizer.
     pub environment: Option<&'a EnvName>,

@@ -215,7 +215,9 @@ fn usage_never_makes_a_rotation_or_a_revocation_conflict_on_dynamodb() {
 }
 
 /// Four threads check one key as fast as they can, its counts written every second, while it
-/// is rotated, its grace changed, and it is revoked: each change succeeds at the first try.
+/// is rotated, its grace changed, and it is revoked: each change succeeds (usage never bumps a
+/// key's version, so there is nothing for it to conflict with; `apply_deciding` would hide a
+/// conflict with a background write by deciding again, but none is possible here).
 fn usage_never_makes_a_change_conflict(backend: Backend) {
     let server = Server::start_with_env(
         backend,

@@ -456,7 +456,16 @@ pub async fn handler(
         environment,
     } = decide(config, store, usage, &ask, required, now)
         .await
-        .inspect_err(|e| tracing::error!(error = %keyward::error_chain(e), "cannot check a key"))?;
+        .inspect_err(|e| {
+            tracing::error!(error = %keyward::error_chain(e), "cannot check a key");
+            // A store that fails shows on the dashboard as an outcome of its own.
+            let failed = metrics::Check {
+                outcome: "error",
+                environment: config.environment.as_ref(),
+                latency: started.elapsed(),
+            };
+            metrics::publish(&failed, now);
+        })?;
     metrics::publish(
         &metrics::Check {
             outcome,

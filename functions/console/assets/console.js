@@ -748,7 +748,7 @@ function detailsOf(entry) {
     case "key.rotation_policy_changed": return entry.rotation_policy ? `Policy: ${policyText(entry.rotation_policy)}` : "Policy cleared";
     case "key.secret_delivered": return `Delivered to ${entry.secret_id}, version ${entry.version_id}`;
     case "key.secret_delivery_failed": return `Delivery to ${entry.secret_id} failed ${entry.failures} times in a row; retried ${whenText(entry.retry_at)}`;
-    case "key.grace_idle": return `Not presented since ${lastUseText(entry.last_presented_at)} while its successor ${entry.new_key_id} was used ${lastUseText(entry.successor_last_used_at)}: its grace, which ends ${entry.expires_at ? whenText(entry.expires_at) : "never"}, can be cut`;
+    case "key.grace_idle": return `No presentation recorded ${entry.last_presented_at ? `since ${lastUseText(entry.last_presented_at)}` : "since it was made"} while its successor ${entry.new_key_id} was used ${lastUseText(entry.successor_last_used_at)}; its grace ends ${entry.expires_at ? whenText(entry.expires_at) : "never"}`;
     default: return "";
   }
 }
@@ -874,7 +874,11 @@ async function renderKey(id, tab) {
     panel.replaceChildren(...list.nodes);
     await list.load();
   } else if (tab === "usage") {
+    // Focus stays on the tab that was chosen while its three reads are on their way.
+    if (routed.focusTab) document.getElementById(`tab-${tab}`).focus();
+    panel.setAttribute("aria-busy", "true");
     panel.replaceChildren(...(await usagePanel(key)));
+    panel.removeAttribute("aria-busy");
   } else {
     panel.replaceChildren(fields);
   }
@@ -920,7 +924,7 @@ async function usagePanel(key) {
     if (key.status === "in_grace" && quiet && takenOver) {
       const cut = h("button", { type: "button", onclick: (event) => graceDialog(key, event.currentTarget) }, "Change grace period");
       nodes.push(h("div", { class: "callout", role: "note" },
-        h("p", {}, "This key has not been presented for an hour while its successor has: the services have switched, and its grace can be cut."), cut));
+        h("p", {}, "No presentation of this key is recorded for an hour while its successor's is: the services seen have switched, and its grace can be cut. A service that calls less often than hourly, or that sits behind an authorizer with a result cache, would not show here."), cut));
     }
   }
   nodes.push(table, h("p", { class: "sub" }, "Checks reach keyward up to a minute or so after they are made, so the current hour is still filling."));

@@ -16,8 +16,8 @@ use aws_lambda_events::eventbridge::EventBridgeEvent;
 use futures_util::StreamExt;
 use keyward::delivery::{self, DeliveryError};
 use keyward::domain::{
-    Actor, Due, ExpiryStage, GraceWatch, Key, Mint, Timestamp, expiry_notice, scheduled_rotation,
-    watch_grace,
+    Actor, Due, ExpiryStage, GRACE_WATCH_EVERY, GraceWatch, Key, Mint, Seen, Status, Timestamp,
+    expiry_notice, scheduled_rotation, watch_grace,
 };
 use keyward::error_chain;
 use keyward::secrets::SecretSink;
@@ -261,7 +261,9 @@ async fn step(
 
 /// Looks whether a key in its grace has gone quiet while its successor is used: records
 /// `key.grace_idle` if so, or else moves the key's watch in the due index to when it next
-/// could be, without changing the key.
+/// could be, without changing the key. A successor that is no longer active (rotated or revoked
+/// in turn) will not take over, so the key stops being watched. A read that fails still moves
+/// the watch on by [`GRACE_WATCH_EVERY`], so that a failing key cannot stay first in the index.
 async fn watch(
     store: &dyn KeyStore,
     mint: &Mint,
@@ -272,12 +274,37 @@ async fn watch(
     let Some(successor) = &key.rotated_to else {
         return Ok(Outcome::Skipped);
     };
-    let mut found = store.last_use(&[&key.id, successor]).await?;
-    let (own, theirs) = (
-        found.remove(&key.id).unwrap_or_default(),
-        found.remove(successor).unwrap_or_default(),
-    );
-    match watch_grace(key, own, theirs, actor.clone(), mint, now) {
+    let read = async {
+        let next = store.key(successor).await?;
+        let mut last = store.last_use(&[&key.id, successor]).await?;
+        let hours = |id| store.hourly_usage(id, Seen::since(now));
+        let (own, theirs) = (hours(&key.id).await?, hours(successor).await?);
+        let own = Seen {
+            last: last.remove(&key.id).unwrap_or_default(),
+            hours: own,
+        };
+        let theirs = Seen {
+            last: last.remove(successor).unwrap_or_default(),
+            hours: theirs,
+        };
+        Ok::<_, StoreError>((next, own, theirs))
+    };
+    let (next, own, theirs) = match read.await {
+        Ok(read) => read,
+        Err(e) => {
+            if let Some(due) = key.next_due_after_watch(now + GRACE_WATCH_EVERY) {
+                let _ = store.postpone(key, due).await;
+            }
+            return Err(e.into());
+        }
+    };
+    if next.is_none_or(|k| k.status(now) != Status::Active) {
+        if let Some(due) = key.next_due_after_watch(key.expires_at.unwrap_or(now)) {
+            store.postpone(key, due).await?;
+        }
+        return Ok(Outcome::Watched);
+    }
+    match watch_grace(key, &own, &theirs, actor.clone(), mint, now) {
         GraceWatch::Idle(change) => {
             if !applied(store, &change).await? {
                 return Ok(Outcome::Skipped);

@@ -102,12 +102,13 @@ impl Table {
 }
 
 /// Lambda freezes an instance between requests, thaws it to shut it down, sends `SIGTERM`,
-/// and kills it 500 ms later. The promise: a shutdown loses nothing. A hundred keys are
-/// checked once each (each first check is written at once, on a task of its own) and one of
-/// them 39 times more (held), and the instance is frozen at once, with those first writes
-/// still on their way. The test waits for the process to end by itself rather than killing
-/// it at 500 ms, so that a slow machine cannot fail it; it prints how long the shutdown took
-/// (BENCHMARKS.md records it).
+/// and kills it 500 ms later. The promise: a shutdown loses nothing, unless its writes cannot
+/// finish in that time. A hundred keys are checked once each (each first check is written at
+/// once, on a task of its own) and one of them 39 times more (held), and the instance is
+/// frozen right after (the test prints how many first writes had not landed by then). The
+/// function gives its shutdown writes 400 ms, as on Lambda, so a machine too loaded to write
+/// 140 checks to moto in 400 ms would fail this; it measured 11 ms (BENCHMARKS.md). The test
+/// waits for the process to end rather than killing it at 500 ms.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_shutdown_after_a_freeze_loses_no_check() {
     const KEYS: usize = 100;
@@ -120,6 +121,15 @@ async fn a_shutdown_after_a_freeze_loses_no_check() {
         table.check(&lambda, 0);
     }
     lambda.signal("STOP");
+    let mut landed = 0;
+    for n in 1..KEYS {
+        landed += usize::from(table.stored(n).await > 0);
+    }
+    eprintln!(
+        "frozen with {} of {} first writes not landed yet",
+        KEYS - 1 - landed,
+        KEYS - 1
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     lambda.signal("CONT");
     let asked = Instant::now();
@@ -153,31 +163,24 @@ async fn a_shutdown_after_a_freeze_loses_no_check() {
 }
 
 /// An instance that dies without a shutdown (a timeout, running out of memory) loses what it
-/// held: the checks since each key's last write, never one that was written. With writes at
-/// most once every five seconds: five checks (the first written at once, four held), a pause
-/// past the interval, one check that writes all five and itself, then seven more, made well
-/// within the interval and so held, before the kill.
+/// held: the checks since each key's last write, never one that was written. Twelve checks
+/// within the minute: the first is written at once, the other eleven are held, and the kill
+/// loses exactly those.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_instance_loses_only_the_checks_since_the_keys_last_write() {
     let table = table("kill", 1).await;
-    let mut lambda = table.function("5");
-    for _ in 0..5 {
+    let mut lambda = table.function("60");
+    for _ in 0..12 {
         table.check(&lambda, 0);
     }
     assert_eq!(table.stored_reaching(0, 1).await, 1);
-    tokio::time::sleep(Duration::from_millis(5100)).await;
-    table.check(&lambda, 0);
-    assert_eq!(table.stored_reaching(0, 6).await, 6, "{}", lambda.log());
-    for _ in 0..7 {
-        table.check(&lambda, 0);
-    }
     lambda.signal("KILL");
     lambda
         .wait(Duration::from_secs(10))
         .expect("a killed process ends");
     assert_eq!(
         table.stored(0).await,
-        6,
-        "what was written stays written, once; the seven held checks are lost"
+        1,
+        "what was written stays written, once; the eleven held checks are lost"
     );
 }

@@ -1196,7 +1196,17 @@ impl KeyStore for DynamoStore {
         for chunk in ids.chunks(MAX_BATCH_GET) {
             keys.extend(self.batch_get::<Key>(chunk.to_vec(), true).await?);
         }
-        keys.sort_by(|a, b| (a.next_due_at(), &a.id).cmp(&(b.next_due_at(), &b.id)));
+        // In the index's order, which is where each key's due time put it: a key whose grace
+        // watch a run moved on sits there, not at the time its record alone would give.
+        let order: HashMap<String, usize> = ids
+            .iter()
+            .enumerate()
+            .filter_map(|(n, item)| match item.get(table::PK) {
+                Some(AttributeValue::S(pk)) => Some((pk.clone(), n)),
+                _ => None,
+            })
+            .collect();
+        keys.sort_by_key(|k| order.get(&key_pk(&k.id)).copied().unwrap_or(usize::MAX));
         Ok(keys)
     }
 
