@@ -176,8 +176,8 @@ impl Usage {
 
     /// Writes `tallies`, each hour of each as one write of its own, up to [`WRITES_AT_ONCE`]
     /// at a time; a write that fails is put back whole, and one that succeeds is never put
-    /// back, so that no check is counted twice for a failure (a write that the SDK sends again
-    /// after losing its answer can be).
+    /// back. A write that failed after it had landed (its answer lost) counts twice: the safe
+    /// direction, since a key in use never looks quiet for it.
     async fn write(&self, tallies: Vec<UsageTally>) {
         let writes = tallies.into_iter().flat_map(UsageTally::by_hour);
         futures_util::stream::iter(writes)
