@@ -58,6 +58,7 @@ fn rows() -> Vec<(&'static str, &'static str, Target)> {
         "revoke",
         "set policy",
         "get",
+        "key usage",
         "key activity",
     ] {
         rows.extend(KEY_TARGETS.iter().map(|&(name, t)| (action, name, t)));
@@ -148,6 +149,7 @@ impl World<'_> {
                         ),
                     ),
                     "get" => ("GET", format!("/v1/keys/{id}"), None),
+                    "key usage" => ("GET", format!("/v1/keys/{id}/usage"), None),
                     "key activity" => ("GET", format!("/v1/keys/{id}/activity"), None),
                     other => unreachable!("no action {other}"),
                 }
