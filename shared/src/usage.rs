@@ -101,6 +101,11 @@ struct Tallies {
     next_due: Option<Timestamp>,
 }
 
+/// The earlier of a due time so far, if there is one, and another.
+fn earliest(so_far: Option<Timestamp>, due: Timestamp) -> Timestamp {
+    so_far.map_or(due, |n| n.min(due))
+}
+
 impl Tallies {
     /// Takes the tallies due at `now` (all of them with `every_one`), marks them taken, drops
     /// the keys that hold nothing and could be written at once anyway, and works out when the
@@ -115,7 +120,7 @@ impl Tallies {
                     let empty = UsageTally::new(pending.tally.key_id.clone());
                     taken.push(std::mem::replace(&mut pending.tally, empty));
                 }
-                Some(due) => next_due = Some(next_due.map_or(due, |n| n.min(due))),
+                Some(due) => next_due = Some(earliest(next_due, due)),
                 None => {}
             }
             pending.tally.checks() > 0 || pending.taken_at.is_some_and(|at| at + every > now)
@@ -170,7 +175,7 @@ impl Usage {
             });
         pending.tally.merge(tally);
         if let Some(due) = pending.due_at(every) {
-            tallies.next_due = Some(tallies.next_due.map_or(due, |n| n.min(due)));
+            tallies.next_due = Some(earliest(tallies.next_due, due));
         }
     }
 
@@ -261,9 +266,8 @@ impl Counter for Usage {
                 return;
             };
             pending.tally.count(accepted, now);
-            let due = pending.due_at(every);
-            if let Some(due) = due {
-                tallies.next_due = Some(tallies.next_due.map_or(due, |n| n.min(due)));
+            if let Some(due) = pending.due_at(every) {
+                tallies.next_due = Some(earliest(tallies.next_due, due));
             }
             // Every tally that has fallen due goes now, this key's and any other's, so that a
             // held count waits no longer than the interval while the process takes checks.
