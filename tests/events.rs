@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use aws_sdk_dynamodbstreams::types::{Record, ShardIteratorType};
+use keyward::aws::calls::acting_as;
 use keyward::domain::{Actor, create_environment};
 use keyward::events::{EventBridgeBus, EventsConfig, lambda_event};
 use keyward::store::{DynamoStore, KeyStore};
@@ -262,11 +263,14 @@ async fn every_activity_entry_reaches_an_sqs_queue_through_eventbridge_in_order(
             source: "keyward".into(),
         },
     );
-    let response = activity_publisher::handler(
-        &publisher,
-        &store,
-        &keyward::mint(),
-        publisher_event(&records),
+    let response = acting_as(
+        "ActivityPublisher",
+        activity_publisher::handler(
+            &publisher,
+            &store,
+            &keyward::mint(),
+            publisher_event(&records),
+        ),
     )
     .await
     .unwrap();
@@ -340,11 +344,14 @@ async fn when_eventbridge_fails_every_record_is_reported_and_a_rerun_loses_nothi
             source: "keyward".into(),
         },
     );
-    let response = activity_publisher::handler(
-        &missing,
-        &store,
-        &keyward::mint(),
-        publisher_event(&records),
+    let response = acting_as(
+        "ActivityPublisher",
+        activity_publisher::handler(
+            &missing,
+            &store,
+            &keyward::mint(),
+            publisher_event(&records),
+        ),
     )
     .await
     .unwrap();
@@ -364,11 +371,14 @@ async fn when_eventbridge_fails_every_record_is_reported_and_a_rerun_loses_nothi
             source: "keyward".into(),
         },
     );
-    let response = activity_publisher::handler(
-        &unreachable,
-        &store,
-        &keyward::mint(),
-        publisher_event(&records),
+    let response = acting_as(
+        "ActivityPublisher",
+        activity_publisher::handler(
+            &unreachable,
+            &store,
+            &keyward::mint(),
+            publisher_event(&records),
+        ),
     )
     .await
     .unwrap();
@@ -386,11 +396,14 @@ async fn when_eventbridge_fails_every_record_is_reported_and_a_rerun_loses_nothi
             source: "keyward".into(),
         },
     );
-    let response = activity_publisher::handler(
-        &working,
-        &store,
-        &keyward::mint(),
-        publisher_event(&records),
+    let response = acting_as(
+        "ActivityPublisher",
+        activity_publisher::handler(
+            &working,
+            &store,
+            &keyward::mint(),
+            publisher_event(&records),
+        ),
     )
     .await
     .unwrap();
@@ -544,11 +557,14 @@ async fn a_key_quiet_in_its_grace_is_one_grace_idle_event() {
     let publish = |records: Vec<Record>| {
         let (publisher, store) = (&publisher, &store);
         async move {
-            let response = activity_publisher::handler(
-                publisher,
-                store,
-                &keyward::mint(),
-                publisher_event(&records),
+            let response = acting_as(
+                "ActivityPublisher",
+                activity_publisher::handler(
+                    publisher,
+                    store,
+                    &keyward::mint(),
+                    publisher_event(&records),
+                ),
             )
             .await
             .unwrap();

@@ -266,6 +266,9 @@ fn every_variable_a_function_reads_is_set_for_it_and_no_other() {
         Settings::SECRET_PREFIX_VAR,
         TlsRoots::VAR,
         WRITE_EVERY_VAR,
+        // Read by every function, set only by ./scripts/test: the record of AWS calls for the
+        // IAM check. `set == needed` below keeps it out of the template.
+        keyward::aws::calls::VAR,
     ]
     .into();
     for name in variables_named_in_code() {
@@ -433,7 +436,7 @@ fn the_api_authorizer_caches_nothing_and_the_routes_are_serves_routes() {
                 p["Path"].as_str().unwrap().to_owned(),
             );
             let public = p["Auth"]["Authorizer"] == "NONE";
-            routes.insert((route.0.clone(), route.1.clone()));
+            routes.insert((route.0.clone(), route.1.clone(), resource.clone()));
             assert_eq!(
                 public,
                 ["/v1/verify", "/v1/openapi.json", "/", "/console/{asset}"]
@@ -442,12 +445,19 @@ fn the_api_authorizer_caches_nothing_and_the_routes_are_serves_routes() {
             );
         }
     }
-    let mut expected: BTreeSet<(String, String)> = keyward_cli::ROUTES
+    // serve records each route's AWS calls as the function's that serves it here.
+    let mut expected: BTreeSet<(String, String, String)> = keyward_cli::ROUTES
         .iter()
         .chain(keyward_cli::CONSOLE_ROUTES)
-        .map(|(method, path, _)| (method.to_string(), (*path).to_owned()))
+        .map(|(method, path, _, function)| {
+            (
+                method.to_string(),
+                (*path).to_owned(),
+                (*function).to_owned(),
+            )
+        })
         .collect();
-    expected.insert(("GET".to_owned(), "/hello".to_owned()));
+    expected.insert(("GET".to_owned(), "/hello".to_owned(), "Hello".to_owned()));
     assert_eq!(routes, expected);
 }
 

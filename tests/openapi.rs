@@ -45,7 +45,7 @@ fn the_served_json_says_what_the_yaml_says() {
 fn the_operations_are_exactly_the_routes_of_serve_and_of_the_template() {
     let serve: BTreeSet<(String, String)> = keyward_cli::ROUTES
         .iter()
-        .map(|(method, path, _)| (method.to_string(), (*path).to_owned()))
+        .map(|(method, path, _, _)| (method.to_string(), (*path).to_owned()))
         .collect();
     assert_eq!(operations(&document()), serve);
 

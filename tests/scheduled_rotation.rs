@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use chrono::{TimeDelta, TimeZone, Utc};
+use keyward::aws::calls::acting_as;
 use keyward::domain::{
     Action, Actor, Change, EnvName, FIRST_RETRY_WAIT, GracePeriod, HourlyUsage, Key, KeyHash,
     KeyId, KeyName, Kind, LastUse, Mint, NewKey, PresentedKey, RETRY_SLACK, RotationPolicy, Scopes,
@@ -130,10 +131,11 @@ impl Backend {
         (issued.key, issued.secret)
     }
 
+    /// One scheduled run, whose AWS calls are recorded as the scheduled-rotation function's.
     async fn run(&self, now: Timestamp) -> Report {
-        run(&*self.store, &*self.sink, &self.mint, &rule(), now)
-            .await
-            .unwrap()
+        let rule = rule();
+        let run = run(&*self.store, &*self.sink, &self.mint, &rule, now);
+        acting_as("ScheduledRotation", run).await.unwrap()
     }
 
     /// Rotates `key` through the rotate route's handler, as the default key would from API
@@ -157,7 +159,8 @@ impl Backend {
             usage: &keyward::usage::NotCounted,
         };
         let vars = [("KEY_ID", key.id.as_str()), ("KEY", self.admin.expose())];
-        let response = rotate_key::handler(context, event(ROTATE_BY_HAND, &vars), now).await;
+        let rotate = rotate_key::handler(context, event(ROTATE_BY_HAND, &vars), now);
+        let response = acting_as("RotateKey", rotate).await;
         (response.status().as_u16(), body_json(&response))
     }
 
@@ -299,7 +302,7 @@ async fn aws() -> Backend {
         Arc::new(store),
         Arc::new(SecretsManagerSink::new(client.clone())),
         Reader::SecretsManager(client),
-        prefix,
+        format!("keyward/{prefix}"),
     )
     .await
 }

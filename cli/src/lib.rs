@@ -22,6 +22,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
+use keyward::aws::calls::acting_as;
 use keyward::domain::{
     Actor, EnvName, Issued, Mint, PresentedKey, Timestamp, Verdict, check, create_environment,
 };
@@ -36,59 +37,77 @@ use lambda_http::http::{Method, StatusCode, header};
 use lambda_http::{Body, RequestExt};
 use tokio::net::TcpListener;
 
-/// The HTTP API's routes: method, path pattern with `{param}` segments, and handler.
-pub const ROUTES: &[(Method, &str, Handler)] = &[
+/// A route of `keyward serve` and the template's function that serves it on AWS, whose role
+/// its AWS calls are recorded and checked against.
+pub type Route = (Method, &'static str, Handler, &'static str);
+
+/// The HTTP API's routes: method, path pattern with `{param}` segments, handler, and the
+/// function that serves the route in `infra/template.yaml` (whose role its AWS calls use).
+pub const ROUTES: &[Route] = &[
     (
         Method::POST,
         "/v1/environments/{env}/keys",
         create_key::handler,
+        "CreateKey",
     ),
     (
         Method::GET,
         "/v1/environments/{env}/keys",
         list_keys::handler,
+        "ListKeys",
     ),
     (
         Method::GET,
         "/v1/environments/{env}/activity",
         environment_activity::handler,
+        "EnvironmentActivity",
     ),
-    (Method::GET, "/v1/keys/{key_id}", get_key::handler),
+    (Method::GET, "/v1/keys/{key_id}", get_key::handler, "GetKey"),
     (
         Method::POST,
         "/v1/keys/{key_id}/rotate",
         rotate_key::handler,
+        "RotateKey",
     ),
     (
         Method::PUT,
         "/v1/keys/{key_id}/grace-period",
         change_grace_period::handler,
+        "ChangeGracePeriod",
     ),
     (
         Method::PUT,
         "/v1/keys/{key_id}/rotation-policy",
         set_rotation_policy::handler,
+        "SetRotationPolicy",
     ),
     (
         Method::POST,
         "/v1/keys/{key_id}/revoke",
         revoke_key::handler,
+        "RevokeKey",
     ),
     (
         Method::GET,
         "/v1/keys/{key_id}/activity",
         key_activity::handler,
+        "KeyActivity",
     ),
-    (Method::GET, "/v1/keys/{key_id}/usage", key_usage::handler),
-    (Method::POST, "/v1/verify", verify_key::handler),
-    (Method::GET, "/v1/openapi.json", console_file),
+    (
+        Method::GET,
+        "/v1/keys/{key_id}/usage",
+        key_usage::handler,
+        "KeyUsage",
+    ),
+    (Method::POST, "/v1/verify", verify_key::handler, "VerifyKey"),
+    (Method::GET, "/v1/openapi.json", console_file, "Console"),
 ];
 
 /// The console's routes outside the API: its page and its files, public like the API's
 /// description.
-pub const CONSOLE_ROUTES: &[(Method, &str, Handler)] = &[
-    (Method::GET, "/", console_file),
-    (Method::GET, "/console/{asset}", console_file),
+pub const CONSOLE_ROUTES: &[Route] = &[
+    (Method::GET, "/", console_file, "Console"),
+    (Method::GET, "/console/{asset}", console_file, "Console"),
 ];
 
 /// The console's page and files and the API's description, the same bytes the console
@@ -116,8 +135,9 @@ fn matches(pattern: &str, path: &str) -> Option<HashMap<String, String>> {
 /// Where a request goes.
 #[derive(Debug)]
 pub enum Routed {
-    /// To this handler, with these path parameters, by this route pattern.
-    Found(Handler, HashMap<String, String>, &'static str),
+    /// To this handler, with these path parameters, by this route pattern, served on AWS by
+    /// this function of the template.
+    Found(Handler, HashMap<String, String>, &'static str, &'static str),
     /// Nowhere: no route has this path (`404`).
     NotFound,
     /// Nowhere: the path is known, but only with these methods (`405`).
@@ -127,10 +147,10 @@ pub enum Routed {
 /// Finds the handler for a request.
 pub fn route(method: &Method, path: &str) -> Routed {
     let mut allowed = Vec::new();
-    for (m, pattern, handler) in ROUTES.iter().chain(CONSOLE_ROUTES) {
+    for (m, pattern, handler, function) in ROUTES.iter().chain(CONSOLE_ROUTES) {
         if let Some(params) = matches(pattern, path) {
             if m == method {
-                return Routed::Found(*handler, params, pattern);
+                return Routed::Found(*handler, params, pattern, function);
             }
             allowed.push(m.clone());
         }
@@ -155,6 +175,10 @@ fn to_hyper(response: lambda_http::Response<Body>) -> hyper::Response<Full<Bytes
 
 /// The API's routes that take no key, as the template marks them `Authorizer: NONE`.
 const PUBLIC_ROUTES: &[&str] = &["/v1/verify", "/v1/openapi.json", "/", "/console/{asset}"];
+
+/// The template's authorizer in front of keyward's own API, whose role [`count_caller`]'s
+/// reads use on AWS.
+const API_AUTHORIZER: &str = "ApiAuthorizer";
 
 /// Counts the caller's key as the API's authorizer does on AWS before any other route's
 /// handler runs: accepted unless it is revoked or expired (the handler then checks its
@@ -203,7 +227,7 @@ async fn handle(
             }
             response
         }
-        Routed::Found(handler, params, pattern) => {
+        Routed::Found(handler, params, pattern, function) => {
             route_name = pattern;
             match Limited::new(body, MAX_BODY_BYTES).collect().await {
                 Err(_) => ApiError::payload_too_large().into_response(),
@@ -221,9 +245,9 @@ async fn handle(
                         .with_query_string_parameters(query);
                     let now = keyward::now();
                     if !PUBLIC_ROUTES.contains(&pattern) {
-                        count_caller(context, &request, now).await;
+                        acting_as(API_AUTHORIZER, count_caller(context, &request, now)).await;
                     }
-                    handler(context, request, now).await
+                    acting_as(function, handler(context, request, now)).await
                 }
             }
         }
@@ -234,6 +258,9 @@ async fn handle(
 
 /// Who the local schedule's changes name as their actor.
 pub const LOCAL_SCHEDULE: &str = "keyward serve";
+
+/// The template's function that the schedule rule invokes, whose role a run's calls use.
+const SCHEDULED_ROTATION: &str = "ScheduledRotation";
 
 /// Runs the scheduled rotation every `period`, the first time at once, as the schedule rule
 /// does on AWS. A run that cannot read its due keys is logged, and the next one tries again.
@@ -248,7 +275,8 @@ pub async fn run_schedule(
     let actor = Actor::schedule(LOCAL_SCHEDULE);
     loop {
         ticks.tick().await;
-        if let Err(e) = scheduled_rotation::run(store, sink, mint, &actor, keyward::now()).await {
+        let run = scheduled_rotation::run(store, sink, mint, &actor, keyward::now());
+        if let Err(e) = acting_as(SCHEDULED_ROTATION, run).await {
             tracing::error!(error = %keyward::error_chain(&e), "the scheduled run cannot read its due keys");
         }
     }
@@ -365,16 +393,21 @@ mod tests {
 
     #[test]
     fn routes_match_their_patterns_only() {
-        let Routed::Found(_, params, _) = route(&Method::POST, "/v1/keys/key_abc/rotate") else {
+        let Routed::Found(_, params, _, function) = route(&Method::POST, "/v1/keys/key_abc/rotate")
+        else {
             panic!("no route")
         };
-        assert_eq!(params.get("key_id").map(String::as_str), Some("key_abc"));
-        let Routed::Found(_, params, _) = route(&Method::GET, "/v1/environments/prod/activity")
+        assert_eq!(
+            (params.get("key_id").map(String::as_str), function),
+            (Some("key_abc"), "RotateKey")
+        );
+        let Routed::Found(_, params, _, _) = route(&Method::GET, "/v1/environments/prod/activity")
         else {
             panic!("no route")
         };
         assert_eq!(params.get("env").map(String::as_str), Some("prod"));
-        let Routed::Found(_, params, pattern) = route(&Method::GET, "/console/console.js") else {
+        let Routed::Found(_, params, pattern, _) = route(&Method::GET, "/console/console.js")
+        else {
             panic!("no route")
         };
         assert_eq!(

@@ -9,10 +9,15 @@ use std::time::Duration;
 
 use aws_sdk_dynamodbstreams::Client;
 use aws_sdk_dynamodbstreams::types::{Record, ShardIteratorType};
+use keyward::aws::calls::acting_as;
 use keyward::domain::Mint;
 use keyward::events::{EventBus, lambda_event};
 use keyward::store::KeyStore;
 use lambda_http::lambda_runtime::{Context, LambdaEvent};
+
+/// The template's function whose event source mapping reads the stream on AWS, and whose role
+/// its publishing uses.
+const ACTIVITY_PUBLISHER: &str = "ActivityPublisher";
 
 /// How long the poller waits between reads of each shard.
 const POLL: Duration = Duration::from_secs(1);
@@ -144,13 +149,13 @@ impl StreamPoller {
                         continue;
                     }
                 };
-                let Ok(response) = activity_publisher::handler(
+                let publish = activity_publisher::handler(
                     bus,
                     store,
                     mint,
                     LambdaEvent::new(event, Context::default()),
-                )
-                .await;
+                );
+                let Ok(response) = acting_as(ACTIVITY_PUBLISHER, publish).await;
                 let failed: Vec<&str> = response
                     .batch_item_failures
                     .iter()

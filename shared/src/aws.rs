@@ -19,6 +19,8 @@
 //! tenth of the authorizer's cold start (BENCHMARKS.md). Without them, the whole chain is
 //! kept, so profiles and SSO still work on a laptop.
 
+pub mod calls;
+
 use aws_config::environment::EnvironmentVariableCredentialsProvider;
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_smithy_http_client::proxy::ProxyConfig;

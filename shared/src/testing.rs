@@ -262,11 +262,18 @@ fn read_request(reader: &mut impl std::io::BufRead) -> Option<(String, Vec<u8>)>
     Some((line.trim_end().to_owned(), body))
 }
 
-/// Runs a Lambda function's binary against a stand-in for Lambda's Runtime API on
-/// loopback, hands it `event` once, and returns its answer and its whole log. The process
-/// gets this process's environment, the variables Lambda sets, and `vars`.
-pub fn invoke_lambda(binary: &str, vars: &[(&str, &str)], event: &str) -> Invocation {
+/// Runs a Lambda function's binary as the template's `function` against a stand-in for
+/// Lambda's Runtime API on loopback, hands it `event` once, and returns its answer and its
+/// whole log. The process gets this process's environment, the variables Lambda sets, and
+/// `vars`.
+pub fn invoke_lambda(
+    function: &str,
+    binary: &str,
+    vars: &[(&str, &str)],
+    event: &str,
+) -> Invocation {
     invoke_lambda_with(
+        function,
         binary,
         |command| {
             command.envs(vars.iter().copied());
@@ -278,11 +285,12 @@ pub fn invoke_lambda(binary: &str, vars: &[(&str, &str)], event: &str) -> Invoca
 /// [`invoke_lambda`], with the process's environment set by `environment` instead, which can
 /// also remove variables that this process has.
 pub fn invoke_lambda_with(
+    function: &str,
     binary: &str,
     environment: impl FnOnce(&mut std::process::Command),
     event: &str,
 ) -> Invocation {
-    let lambda = LambdaProcess::start(binary, environment);
+    let lambda = LambdaProcess::start(function, binary, environment);
     let answer = lambda.invoke(event);
     // Lambda freezes a function once it answers; here the process is simply ended.
     let log = lambda.stop();
@@ -305,9 +313,14 @@ pub struct LambdaProcess {
 }
 
 impl LambdaProcess {
-    /// Starts `binary` with this process's environment, the variables Lambda sets, and what
-    /// `environment` changes.
-    pub fn start(binary: &str, environment: impl FnOnce(&mut std::process::Command)) -> Self {
+    /// Starts `binary` as the template's function named `function` (its
+    /// `AWS_LAMBDA_FUNCTION_NAME`, under which its AWS calls are recorded), with this process's
+    /// environment, the variables Lambda sets, and what `environment` changes.
+    pub fn start(
+        function: &str,
+        binary: &str,
+        environment: impl FnOnce(&mut std::process::Command),
+    ) -> Self {
         use std::net::TcpListener;
         use std::process::{Command, Stdio};
         use std::sync::{Arc, Mutex, mpsc};
@@ -323,7 +336,7 @@ impl LambdaProcess {
         let mut command = Command::new(binary);
         command
             .env("AWS_LAMBDA_RUNTIME_API", address.to_string())
-            .env("AWS_LAMBDA_FUNCTION_NAME", "under-test")
+            .env("AWS_LAMBDA_FUNCTION_NAME", function)
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
             .env("AWS_LAMBDA_FUNCTION_VERSION", "1");
         environment(&mut command);
@@ -336,11 +349,13 @@ impl LambdaProcess {
         let (events, queued) = mpsc::channel::<String>();
         let (answer, answers) = mpsc::channel::<String>();
         let queued = Arc::new(Mutex::new(queued));
+        let name: Arc<str> = Arc::from(function);
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { return };
-                let (answer, queued) = (answer.clone(), Arc::clone(&queued));
-                std::thread::spawn(move || serve_runtime_api(stream, &queued, &answer));
+                let (answer, queued, name) =
+                    (answer.clone(), Arc::clone(&queued), Arc::clone(&name));
+                std::thread::spawn(move || serve_runtime_api(stream, &name, &queued, &answer));
             }
         });
         Self {
@@ -409,6 +424,7 @@ impl Drop for LambdaProcess {
 /// accepted, and its wait for an event never returns.
 fn serve_runtime_api(
     stream: std::net::TcpStream,
+    function: &str,
     queued: &std::sync::Mutex<std::sync::mpsc::Receiver<String>>,
     answer: &std::sync::mpsc::Sender<String>,
 ) {
@@ -422,12 +438,11 @@ fn serve_runtime_api(
             let Ok(Ok(event)) = event else { return };
             let deadline = chrono::Utc::now().timestamp_millis() + 60_000;
             format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nLambda-Runtime-Aws-Request-Id: test-request\r\nLambda-Runtime-Deadline-Ms: {deadline}\r\nLambda-Runtime-Invoked-Function-Arn: arn:aws:lambda:us-east-1:123456789012:function:under-test\r\nLambda-Runtime-Trace-Id: Root=1-00000000-000000000000000000000000\r\nContent-Length: {}\r\n\r\n{event}",
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nLambda-Runtime-Aws-Request-Id: test-request\r\nLambda-Runtime-Deadline-Ms: {deadline}\r\nLambda-Runtime-Invoked-Function-Arn: arn:aws:lambda:us-east-1:123456789012:function:{function}\r\nLambda-Runtime-Trace-Id: Root=1-00000000-000000000000000000000000\r\nContent-Length: {}\r\n\r\n{event}",
                 event.len()
             )
         } else if line.contains("/extension/register") {
-            let registered =
-                r#"{"functionName":"under-test","functionVersion":"1","handler":"bootstrap"}"#;
+            let registered = serde_json::json!({"functionName": function, "functionVersion": "1", "handler": "bootstrap"}).to_string();
             format!(
                 "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nLambda-Extension-Identifier: test-extension\r\nContent-Length: {}\r\n\r\n{registered}",
                 registered.len()

@@ -53,7 +53,7 @@ pub fn check(method: &str, path: &str, status: u16, body: &str) {
     let Ok(method) = Method::from_bytes(method.as_bytes()) else {
         return;
     };
-    let keyward_cli::Routed::Found(_, _, pattern) = keyward_cli::route(&method, path) else {
+    let keyward_cli::Routed::Found(_, _, pattern, _) = keyward_cli::route(&method, path) else {
         return;
     };
     if !pattern.starts_with("/v1/") {

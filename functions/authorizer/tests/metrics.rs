@@ -50,7 +50,7 @@ async fn one_check_of_each_outcome_writes_one_metric_line() {
     store.apply(&change).await.unwrap();
     let unknown = keyward::domain::Secret::generate(&mint, Kind::Secret, &production);
 
-    let lambda = LambdaProcess::start(env!("CARGO_BIN_EXE_authorizer"), |command| {
+    let lambda = LambdaProcess::start("Authorizer", env!("CARGO_BIN_EXE_authorizer"), |command| {
         command
             .env("KEYWARD_STORE", format!("dynamodb:{table}"))
             .env("KEYWARD_ENVIRONMENT", "production")
@@ -123,7 +123,7 @@ async fn one_check_of_each_outcome_writes_one_metric_line() {
                 }
             }
         }
-        assert_eq!(line[FUNCTION_DIMENSION], "under-test");
+        assert_eq!(line[FUNCTION_DIMENSION], "Authorizer");
         assert_eq!(
             line["Environment"], "production",
             "a key of another environment, or none, never names its own: {line}"

@@ -121,7 +121,12 @@ fn check(proxy: &Proxy, roots: Option<&str>, ca: &Path) -> Invocation {
             None => command.env_remove("KEYWARD_TLS_ROOTS"),
         };
     };
-    invoke_lambda_with(env!("CARGO_BIN_EXE_authorizer"), environment, &event)
+    invoke_lambda_with(
+        "Authorizer",
+        env!("CARGO_BIN_EXE_authorizer"),
+        environment,
+        &event,
+    )
 }
 
 #[test]

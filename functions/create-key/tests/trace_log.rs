@@ -26,6 +26,7 @@ async fn a_key_created_at_trace_level_leaves_no_secret_in_the_log() {
         .replace("{{KEY}}", admin.secret.expose());
     let store_var = format!("dynamodb:{table}");
     let run = invoke_lambda(
+        "CreateKey",
         env!("CARGO_BIN_EXE_create-key"),
         &[
             ("KEYWARD_STORE", &store_var),

@@ -50,6 +50,7 @@ async fn a_run_at_trace_level_delivers_only_inside_the_environment_and_logs_no_s
 
     let store_var = format!("dynamodb:{table}");
     let run = invoke_lambda(
+        "ScheduledRotation",
         env!("CARGO_BIN_EXE_scheduled-rotation"),
         &[
             ("KEYWARD_STORE", &store_var),
@@ -81,7 +82,10 @@ async fn a_run_at_trace_level_delivers_only_inside_the_environment_and_logs_no_s
             &metrics[0][scheduled_rotation::FAILED_METRIC],
             &metrics[0][scheduled_rotation::FUNCTION_DIMENSION]
         ),
-        (&serde_json::json!(1), &serde_json::json!("under-test")),
+        (
+            &serde_json::json!(1),
+            &serde_json::json!("ScheduledRotation")
+        ),
         "the failed delivery reaches CloudWatch as a metric"
     );
     let aws = aws_config::load_from_env().await;

@@ -58,7 +58,7 @@ impl Table {
     /// `verify-key` on this table, writing a key's counts at most once `every` seconds.
     fn function(&self, every: &str) -> LambdaProcess {
         let store = format!("dynamodb:{}", self.name);
-        LambdaProcess::start(env!("CARGO_BIN_EXE_verify-key"), |command| {
+        LambdaProcess::start("VerifyKey", env!("CARGO_BIN_EXE_verify-key"), |command| {
             command
                 .env("KEYWARD_STORE", &store)
                 .env("KEYWARD_USAGE_WRITE_EVERY", every);

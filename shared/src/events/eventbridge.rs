@@ -19,8 +19,13 @@ impl EventBridgeBus {
         Self::new(Client::new(aws), config)
     }
 
-    /// A bus with this client.
+    /// A bus with this client, which records its calls when the call log is on
+    /// (`crate::aws::calls`).
     pub fn new(client: Client, config: EventsConfig) -> Self {
+        let client = match crate::aws::calls::call_log() {
+            Some(log) => Client::from_conf(client.config().to_builder().interceptor(log).build()),
+            None => client,
+        };
         Self { client, config }
     }
 }

@@ -21,8 +21,13 @@ impl SecretsManagerSink {
         Self::new(Client::new(aws))
     }
 
-    /// A sink on this client.
+    /// A sink on this client, which records its calls when the call log is on
+    /// (`crate::aws::calls`).
     pub fn new(client: Client) -> Self {
+        let client = match crate::aws::calls::call_log() {
+            Some(log) => Client::from_conf(client.config().to_builder().interceptor(log).build()),
+            None => client,
+        };
         Self { client }
     }
 

@@ -281,8 +281,13 @@ impl DynamoStore {
         Self::new(Client::new(aws), table)
     }
 
-    /// A store on `table` with this client.
+    /// A store on `table` with this client, which records its calls when the call log is on
+    /// (`crate::aws::calls`).
     pub fn new(client: Client, table: &str) -> Self {
+        let client = match crate::aws::calls::call_log() {
+            Some(log) => Client::from_conf(client.config().to_builder().interceptor(log).build()),
+            None => client,
+        };
         Self {
             client,
             table: table.to_owned(),
@@ -1255,6 +1260,14 @@ mod tests {
         Actor, KeyName, Kind, NewKey, PolicyChange, RotationPolicy, Scopes, create_environment,
         create_key, set_rotation_policy,
     };
+
+    #[test]
+    fn the_call_log_reads_leading_keys_from_this_tables_partition_keys() {
+        assert_eq!(
+            crate::aws::calls::PARTITION_KEYS,
+            [table::PK, table::GSI1_PK, table::GSI2_PK]
+        );
+    }
 
     fn policy(secret_id: &str) -> Option<RotationPolicy> {
         let json =
