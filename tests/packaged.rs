@@ -1,0 +1,563 @@
+//! Every packaged function runs as deployed: the `bootstrap` unpacked from each zip that
+//! `scripts/package` builds, under a stand-in for Lambda's Runtime and Extensions APIs, with
+//! exactly the variables `infra/template.yaml` gives that function (and those Lambda itself
+//! sets), against moto, answering the events the template routes to it: one API Gateway
+//! request per route, a REQUEST authorizer event to each authorizer, a DynamoDB Streams batch
+//! to the publisher and the schedule's event to scheduled rotation.
+//!
+//! This catches what the in-process tests cannot: a variable the template forgot, a cargo
+//! feature a function was built without, a panic at start-up. With `KEYWARD_AWS_CALL_LOG`
+//! set, each function's calls are recorded under its template name for the IAM check.
+//!
+//! It needs the zips, so `cargo test` skips it; `./scripts/test` packages the functions for
+//! this machine and then runs it with `--ignored`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use chrono::TimeDelta;
+use keyward::domain::{
+    Actor, EnvName, KeyName, Kind, NewKey, RotationPolicy, Scopes, create_environment, create_key,
+};
+use keyward::store::{DynamoStore, KeyStore};
+use keyward::testing::LambdaProcess;
+use serde_json::{Value, json};
+use serde_norway::Value as Yaml;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+const ENVIRONMENT: &str = "production";
+
+/// What the stack is deployed with where a parameter has no default, or where the default
+/// leaves the exported authorizer nothing to allow (every route is closed unless listed).
+const PARAMETERS: [(&str, &str); 2] = [
+    ("AuthorizerEnvironment", ENVIRONMENT),
+    ("AuthorizerRouteScopes", r#"{"GET /orders": "orders:read"}"#),
+];
+
+/// The template's functions: each one's crate and its variables, resolved.
+struct Stack {
+    functions: BTreeMap<String, (String, BTreeMap<String, String>)>,
+}
+
+impl Stack {
+    /// Reads the template, resolving `!Ref` and `!Sub` against the parameters' defaults (and
+    /// [`PARAMETERS`]), this test's table and its bus. Anything else is refused, so that a
+    /// variable is never guessed.
+    fn read(table: &str, bus: &str) -> Self {
+        let text = std::fs::read_to_string(root().join("infra/template.yaml")).unwrap();
+        let template: Yaml = serde_norway::from_str(&text).unwrap();
+        let mut names: BTreeMap<String, String> = template["Parameters"]
+            .as_mapping()
+            .unwrap()
+            .iter()
+            .filter_map(|(name, p)| Some((name.as_str()?.to_owned(), scalar(&p["Default"])?)))
+            .collect();
+        for (name, value) in PARAMETERS {
+            names.insert(name.to_owned(), value.to_owned());
+        }
+        names.insert("Table".to_owned(), table.to_owned());
+        names.insert("EventBus".to_owned(), bus.to_owned());
+        let functions = template["Resources"]
+            .as_mapping()
+            .unwrap()
+            .iter()
+            .filter(|(_, r)| r["Type"] == "AWS::Serverless::Function")
+            .map(|(name, r)| {
+                let name = name.as_str().unwrap().to_owned();
+                let uri = r["Properties"]["CodeUri"].as_str().unwrap();
+                let krate = uri
+                    .trim_start_matches("../target/lambda/")
+                    .trim_end_matches("/bootstrap.zip")
+                    .to_owned();
+                let variables = r["Properties"]["Environment"]["Variables"]
+                    .as_mapping()
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| {
+                        let k = k.as_str().unwrap().to_owned();
+                        let v = resolve(v, &names).unwrap_or_else(|| panic!("{name}: {k}"));
+                        (k, v)
+                    })
+                    .collect();
+                (name, (krate, variables))
+            })
+            .collect();
+        Self { functions }
+    }
+}
+
+fn scalar(value: &Yaml) -> Option<String> {
+    match value {
+        Yaml::String(s) => Some(s.clone()),
+        Yaml::Number(n) => Some(n.to_string()),
+        Yaml::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn resolve(value: &Yaml, names: &BTreeMap<String, String>) -> Option<String> {
+    let Yaml::Tagged(tagged) = value else {
+        return scalar(value);
+    };
+    let text = tagged.value.as_str()?;
+    match tagged.tag.to_string().as_str() {
+        "!Ref" => names.get(text).cloned(),
+        "!Sub" => {
+            let mut out = String::new();
+            let mut rest = text;
+            while let Some(start) = rest.find("${") {
+                let end = start + rest[start..].find('}')?;
+                out.push_str(&rest[..start]);
+                out.push_str(names.get(&rest[start + 2..end])?);
+                rest = &rest[end + 1..];
+            }
+            out.push_str(rest);
+            Some(out)
+        }
+        _ => None,
+    }
+}
+
+/// Unpacks `crate`'s zip as Lambda does (the file's mode kept) and answers its `bootstrap`.
+fn unpack(krate: &str, into: &Path) -> PathBuf {
+    let zip = root().join(format!("target/lambda/{krate}/bootstrap.zip"));
+    assert!(
+        zip.exists(),
+        "{} is missing: run scripts/package first (./scripts/test does)",
+        zip.display()
+    );
+    let folder = into.join(krate);
+    let script = "import os, sys, zipfile\n\
+        z = zipfile.ZipFile(sys.argv[1])\n\
+        for info in z.infolist():\n\
+        \x20   path = z.extract(info, sys.argv[2])\n\
+        \x20   os.chmod(path, (info.external_attr >> 16) & 0o777)\n";
+    let status = Command::new("python3")
+        .args(["-c", script])
+        .arg(&zip)
+        .arg(&folder)
+        .status()
+        .expect("python3 runs");
+    assert!(status.success(), "{krate}: the zip unpacks");
+    folder.join("bootstrap")
+}
+
+/// Variables Lambda sets itself, beside the template's, and the stand-ins for AWS.
+fn lambda_variables(function: &str) -> Vec<(String, String)> {
+    let mut vars = vec![
+        ("AWS_LAMBDA_FUNCTION_NAME", function.to_owned()),
+        ("AWS_REGION", "us-east-1".to_owned()),
+        ("AWS_DEFAULT_REGION", "us-east-1".to_owned()),
+        // Lambda hands a function its role's credentials in these three.
+        ("AWS_ACCESS_KEY_ID", "ASIAPACKAGEDEXAMPLE0".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", "packaged-example".to_owned()),
+        ("AWS_SESSION_TOKEN", "packaged-example-token".to_owned()),
+        ("AWS_LAMBDA_LOG_FORMAT", "JSON".to_owned()),
+        ("LAMBDA_TASK_ROOT", "/var/task".to_owned()),
+        ("_HANDLER", "bootstrap".to_owned()),
+        ("PATH", "/usr/local/bin:/usr/bin/:/bin".to_owned()),
+    ];
+    for name in ["AWS_ENDPOINT_URL", keyward::aws::calls::VAR] {
+        if let Ok(value) = std::env::var(name) {
+            vars.push((name, value));
+        }
+    }
+    vars.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
+/// One running function of the stack.
+struct Deployed<'a> {
+    stack: &'a Stack,
+    dir: &'a Path,
+}
+
+impl Deployed<'_> {
+    /// Starts `function` as Lambda would, with nothing of this process's environment.
+    fn start(&self, function: &str) -> LambdaProcess {
+        let (krate, variables) = &self.stack.functions[function];
+        let bootstrap = unpack(krate, self.dir);
+        let mut vars = variables.clone();
+        vars.extend(lambda_variables(function));
+        LambdaProcess::start(function, bootstrap.to_str().unwrap(), |command| {
+            for (name, _) in std::env::vars_os() {
+                if !name.to_str().is_some_and(|n| n.starts_with("AWS_LAMBDA_")) {
+                    command.env_remove(name);
+                }
+            }
+            command.envs(&vars);
+        })
+    }
+
+    /// Hands `function` each event, then stops it as Lambda shuts an environment down
+    /// (`SIGTERM`, so that what it holds is written), and answers what it answered.
+    fn invoke(&self, function: &str, events: &[String]) -> Vec<Value> {
+        let mut lambda = self.start(function);
+        let answers: Vec<Value> = events
+            .iter()
+            .map(|event| {
+                let answer = lambda.invoke(event).unwrap_or_else(|| {
+                    panic!("{function} never answered; its log:\n{}", lambda.log())
+                });
+                serde_json::from_str(&answer).unwrap_or_else(|_| {
+                    panic!("{function} answered {answer}; its log:\n{}", lambda.log())
+                })
+            })
+            .collect();
+        lambda.signal("TERM");
+        let ended = lambda.wait(std::time::Duration::from_secs(10));
+        assert!(
+            ended.is_some_and(|status| status.success()),
+            "{function} ends cleanly on SIGTERM ({ended:?}); its log:\n{}",
+            lambda.log()
+        );
+        answers
+    }
+
+    /// A route's one answer, whose status must be `status`: its body as JSON.
+    fn answer(&self, function: &str, event: String, status: u64) -> Value {
+        let answer = self.invoke(function, &[event]).remove(0);
+        assert_eq!(answer["statusCode"], status, "{function}: {answer}");
+        let body = answer["body"].as_str().unwrap_or_default();
+        serde_json::from_str(body).unwrap_or(Value::Null)
+    }
+}
+
+/// An API Gateway REST API request to `resource` (with its `{param}`s filled from `params`),
+/// carrying `key` and `body`: the create-key fixture with its route changed.
+fn rest(method: &str, resource: &str, params: &[(&str, &str)], key: &str, body: Value) -> String {
+    let mut event: Value =
+        serde_json::from_str(include_str!("../functions/create-key/fixtures/rest.json")).unwrap();
+    let path = params
+        .iter()
+        .fold(resource.to_owned(), |path, (name, value)| {
+            path.replace(&format!("{{{name}}}"), value)
+        });
+    event["resource"] = json!(resource);
+    event["path"] = json!(path);
+    event["httpMethod"] = json!(method);
+    event["requestContext"]["resourcePath"] = json!(resource);
+    event["requestContext"]["httpMethod"] = json!(method);
+    event["requestContext"]["path"] = json!(format!("/prod{path}"));
+    event["pathParameters"] = params
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), json!(v)))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    let authorization = format!("Bearer {key}");
+    event["headers"]["Authorization"] = json!(authorization);
+    event["multiValueHeaders"]["Authorization"] = json!([authorization]);
+    event["body"] = if body.is_null() {
+        Value::Null
+    } else {
+        json!(body.to_string())
+    };
+    event.to_string()
+}
+
+/// A REQUEST authorizer event for `method path` carrying `key`.
+fn authorizer_request(method: &str, path: &str, key: &str) -> String {
+    include_str!("../functions/authorizer/fixtures/request.json")
+        .replace("{{METHOD}}", method)
+        .replace("{{PATH}}", path)
+        .replace("{{HEADER}}", "Authorization")
+        .replace("{{VALUE}}", &format!("Bearer {key}"))
+}
+
+fn policy(secret: &str) -> Value {
+    json!({"every": "P30D", "grace_period": "24h", "secret_id": format!("keyward/{ENVIRONMENT}/{secret}")})
+}
+
+/// A key with `policy`, stored as it was `days` ago, so that its rotation is due now; stored
+/// as the domain makes it, with no claim on its secret, as a key written before claims were.
+async fn due_policy_key(store: &DynamoStore, secret: &str, days: i64) -> keyward::domain::Key {
+    let input = NewKey {
+        name: KeyName::parse(secret).unwrap(),
+        kind: Kind::Secret,
+        scopes: Scopes::parse(&["orders:read"]).unwrap(),
+        expires_at: None,
+        rotation_policy: Some(RotationPolicy::from_json(&policy(secret)).unwrap()),
+    };
+    let env = EnvName::parse(ENVIRONMENT).unwrap();
+    let then = keyward::now() - TimeDelta::days(days);
+    let issued = create_key(&env, input, Actor::operator("t"), &keyward::mint(), then).unwrap();
+    store.apply(&issued.change).await.unwrap();
+    issued.key
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the zips of scripts/package; ./scripts/test packages them, then runs this"]
+async fn every_packaged_function_starts_and_answers_as_the_template_wires_it() {
+    assert!(
+        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
+        "AWS_ENDPOINT_URL is not set: run ./scripts/test, which starts moto's server"
+    );
+    let aws = aws_config::load_from_env().await;
+    let table = format!("packaged-{}", std::process::id());
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), &table);
+    store.create_table().await.unwrap();
+    let bus = format!("packaged-{}", std::process::id());
+    aws_sdk_eventbridge::Client::new(&aws)
+        .create_event_bus()
+        .name(&bus)
+        .send()
+        .await
+        .unwrap();
+    let env = EnvName::parse(ENVIRONMENT).unwrap();
+    let root_key = create_environment(&env, Actor::operator("t"), &keyward::mint(), keyward::now());
+    store.apply(&root_key.change).await.unwrap();
+    let admin = root_key.secret.expose().to_owned();
+    let unclaimed = due_policy_key(&store, "unclaimed", 1).await;
+    due_policy_key(&store, "scheduled", 40).await;
+
+    let stack = Stack::read(&table, &bus);
+    let dir = std::env::temp_dir().join(format!("keyward-packaged-{}", std::process::id()));
+    let deployed = Deployed {
+        stack: &stack,
+        dir: &dir,
+    };
+    let mut tested = Vec::new();
+    let mut ran = |function: &str| tested.push(function.to_owned());
+
+    // keyward's own API, behind its authorizer.
+    let allowed = deployed.invoke(
+        "ApiAuthorizer",
+        &[authorizer_request("GET", "/v1/keys/key_x", &admin)],
+    );
+    assert_eq!(
+        allowed[0]["policyDocument"]["Statement"][0]["Effect"], "Allow",
+        "{}",
+        allowed[0]
+    );
+    ran("ApiAuthorizer");
+
+    let keys = "/v1/environments/{env}/keys";
+    let env_param = [("env", ENVIRONMENT)];
+    let created = deployed.answer(
+        "CreateKey",
+        rest("POST", keys, &env_param, &admin, json!({"name": "billing", "scopes": ["orders:read"], "rotation_policy": policy("billing")})),
+        201,
+    );
+    let billing = created["key"]["id"].as_str().unwrap().to_owned();
+    let billing_secret = created["secret"].as_str().unwrap().to_owned();
+    ran("CreateKey");
+
+    let listed = deployed.answer(
+        "ListKeys",
+        rest("GET", keys, &env_param, &admin, Value::Null),
+        200,
+    );
+    assert!(listed["keys"].as_array().unwrap().len() >= 3, "{listed}");
+    ran("ListKeys");
+
+    let id = [("key_id", billing.as_str())];
+    let got = deployed.answer(
+        "GetKey",
+        rest("GET", "/v1/keys/{key_id}", &id, &admin, Value::Null),
+        200,
+    );
+    assert_eq!(got["key"]["id"], billing);
+    ran("GetKey");
+
+    let verified = deployed.answer(
+        "VerifyKey",
+        rest(
+            "POST",
+            "/v1/verify",
+            &[],
+            &admin,
+            json!({"key": billing_secret, "scopes": ["orders:read"]}),
+        ),
+        200,
+    );
+    assert_eq!(verified["valid"], true, "{verified}");
+    ran("VerifyKey");
+
+    let orders = deployed.invoke(
+        "Authorizer",
+        &[authorizer_request("GET", "/orders", &billing_secret)],
+    );
+    assert_eq!(
+        orders[0]["policyDocument"]["Statement"][0]["Effect"], "Allow",
+        "{}",
+        orders[0]
+    );
+    ran("Authorizer");
+
+    // A rotation delivers the new secret into Secrets Manager; the key whose policy was
+    // stored before claims existed reads its environment's keys first.
+    let rotate = "/v1/keys/{key_id}/rotate";
+    let rotated = deployed.answer(
+        "RotateKey",
+        rest("POST", rotate, &id, &admin, json!({"grace_period": "1h"})),
+        201,
+    );
+    let successor = rotated["key"]["id"].as_str().unwrap().to_owned();
+    let by_hand = [("key_id", unclaimed.id.as_str())];
+    deployed.answer(
+        "RotateKey",
+        rest(
+            "POST",
+            rotate,
+            &by_hand,
+            &admin,
+            json!({"grace_period": "now"}),
+        ),
+        201,
+    );
+    ran("RotateKey");
+
+    let grace = deployed.answer(
+        "ChangeGracePeriod",
+        rest(
+            "PUT",
+            "/v1/keys/{key_id}/grace-period",
+            &id,
+            &admin,
+            json!({"grace_period": "24h"}),
+        ),
+        200,
+    );
+    assert_eq!(grace["key"]["status"], "in_grace", "{grace}");
+    ran("ChangeGracePeriod");
+
+    // The successor holds the secret's claim; once it is revoked, a key created with a
+    // policy on that secret, and then a policy set on another key, each take the claim over,
+    // on the condition that the key they take it from is unchanged.
+    let revoke = "/v1/keys/{key_id}/revoke";
+    let successor_id = [("key_id", successor.as_str())];
+    let revoked = deployed.answer(
+        "RevokeKey",
+        rest("POST", revoke, &successor_id, &admin, Value::Null),
+        200,
+    );
+    assert_eq!(revoked["key"]["status"], "revoked", "{revoked}");
+    let worker = deployed.answer(
+        "CreateKey",
+        rest("POST", keys, &env_param, &admin, json!({"name": "worker", "scopes": ["orders:read"], "rotation_policy": policy("billing")})),
+        201,
+    );
+    let worker_id = [("key_id", worker["key"]["id"].as_str().unwrap())];
+    deployed.answer(
+        "RevokeKey",
+        rest("POST", revoke, &worker_id, &admin, Value::Null),
+        200,
+    );
+    ran("RevokeKey");
+    let spare = deployed.answer(
+        "CreateKey",
+        rest(
+            "POST",
+            keys,
+            &env_param,
+            &admin,
+            json!({"name": "spare", "scopes": ["orders:read"]}),
+        ),
+        201,
+    );
+    let spare_id = [("key_id", spare["key"]["id"].as_str().unwrap())];
+    let set_policy = "/v1/keys/{key_id}/rotation-policy";
+    let taken = deployed.answer(
+        "SetRotationPolicy",
+        rest(
+            "PUT",
+            set_policy,
+            &spare_id,
+            &admin,
+            json!({"rotation_policy": policy("billing")}),
+        ),
+        200,
+    );
+    assert_eq!(
+        taken["key"]["rotation_policy"]["secret_id"], "keyward/production/billing",
+        "{taken}"
+    );
+    ran("SetRotationPolicy");
+
+    let activity = deployed.answer(
+        "KeyActivity",
+        rest(
+            "GET",
+            "/v1/keys/{key_id}/activity",
+            &id,
+            &admin,
+            Value::Null,
+        ),
+        200,
+    );
+    assert!(
+        !activity["activity"].as_array().unwrap().is_empty(),
+        "{activity}"
+    );
+    ran("KeyActivity");
+    deployed.answer(
+        "EnvironmentActivity",
+        rest(
+            "GET",
+            "/v1/environments/{env}/activity",
+            &env_param,
+            &admin,
+            Value::Null,
+        ),
+        200,
+    );
+    ran("EnvironmentActivity");
+    deployed.answer(
+        "KeyUsage",
+        rest("GET", "/v1/keys/{key_id}/usage", &id, &admin, Value::Null),
+        200,
+    );
+    ran("KeyUsage");
+
+    for (resource, params) in [
+        ("/", vec![]),
+        ("/console/{asset}", vec![("asset", "console.js")]),
+        ("/v1/openapi.json", vec![]),
+    ] {
+        let answer = deployed.invoke(
+            "Console",
+            &[rest("GET", resource, &params, "", Value::Null)],
+        );
+        assert_eq!(answer[0]["statusCode"], 200, "{resource}");
+    }
+    ran("Console");
+    let hello = deployed.invoke(
+        "Hello",
+        &[include_str!("../functions/hello/fixtures/rest.json").to_owned()],
+    );
+    assert_eq!(hello[0]["statusCode"], 200, "{}", hello[0]);
+    ran("Hello");
+
+    let report = deployed.invoke(
+        "ScheduledRotation",
+        &[
+            include_str!("../functions/scheduled-rotation/fixtures/scheduled-event.json")
+                .to_owned(),
+        ],
+    );
+    assert_eq!(
+        report[0]["rotated"], 1,
+        "the key due 40 days ago: {}",
+        report[0]
+    );
+    assert_eq!(report[0]["failed"], 0, "{}", report[0]);
+    ran("ScheduledRotation");
+
+    let published = deployed.invoke(
+        "ActivityPublisher",
+        &[include_str!("../functions/activity-publisher/fixtures/stream-batch.json").to_owned()],
+    );
+    assert_eq!(published[0], json!({"batchItemFailures": []}));
+    ran("ActivityPublisher");
+
+    tested.sort();
+    let deployed_functions: Vec<String> = stack.functions.keys().cloned().collect();
+    assert_eq!(
+        tested, deployed_functions,
+        "every function of the template ran"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
