@@ -209,9 +209,13 @@ impl Deployed<'_> {
             .collect();
         lambda.signal("TERM");
         let ended = lambda.wait(std::time::Duration::from_secs(10));
+        // Lambda sends SIGTERM only to a function with an extension, and the functions that
+        // count checks register one so that they write their counts and exit; the others
+        // simply end.
+        let flushes = ["Authorizer", "ApiAuthorizer", "VerifyKey"].contains(&function);
         assert!(
-            ended.is_some_and(|status| status.success()),
-            "{function} ends cleanly on SIGTERM ({ended:?}); its log:\n{}",
+            ended.is_some_and(|status| status.success() || !flushes),
+            "{function} ends on SIGTERM ({ended:?}); its log:\n{}",
             lambda.log()
         );
         answers
@@ -283,7 +287,8 @@ async fn due_policy_key(store: &DynamoStore, secret: &str, days: i64) -> keyward
     };
     let env = EnvName::parse(ENVIRONMENT).unwrap();
     let then = keyward::now() - TimeDelta::days(days);
-    let issued = create_key(&env, input, Actor::operator("t"), &keyward::mint(), then).unwrap();
+    let mut issued = create_key(&env, input, Actor::operator("t"), &keyward::mint(), then).unwrap();
+    issued.change.secret_claim = None;
     store.apply(&issued.change).await.unwrap();
     issued.key
 }
@@ -489,7 +494,7 @@ async fn every_packaged_function_starts_and_answers_as_the_template_wires_it() {
         200,
     );
     assert!(
-        !activity["activity"].as_array().unwrap().is_empty(),
+        !activity["entries"].as_array().unwrap().is_empty(),
         "{activity}"
     );
     ran("KeyActivity");
