@@ -55,53 +55,65 @@ async fn table_with_a_lifecycle() -> (DynamoStore, Vec<String>) {
         mint: &mint,
         usage: &keyward::usage::NotCounted,
     };
-    let created = create_key::handler(
-        context,
-        api_request(
-            "POST",
-            &[("env", "production")],
-            &[],
-            admin.expose(),
-            json!({"name": "worker", "scopes": ["orders:read"]}),
+    let created = acting_as(
+        "CreateKey",
+        create_key::handler(
+            context,
+            api_request(
+                "POST",
+                &[("env", "production")],
+                &[],
+                admin.expose(),
+                json!({"name": "worker", "scopes": ["orders:read"]}),
+            ),
+            keyward::now(),
         ),
-        keyward::now(),
     )
     .await;
     assert_eq!(created.status(), 201);
     let created: Value = serde_json::from_slice(created.body().as_ref()).unwrap();
     let id = created["key"]["id"].as_str().unwrap().to_owned();
     let path = [("key_id", id.as_str())];
-    let rotated = rotate_key::handler(
-        context,
-        api_request(
-            "POST",
-            &path,
-            &[],
-            admin.expose(),
-            json!({"grace_period": "24h"}),
+    let rotated = acting_as(
+        "RotateKey",
+        rotate_key::handler(
+            context,
+            api_request(
+                "POST",
+                &path,
+                &[],
+                admin.expose(),
+                json!({"grace_period": "24h"}),
+            ),
+            keyward::now(),
         ),
-        keyward::now(),
     )
     .await;
     assert_eq!(rotated.status(), 201);
     let rotated: Value = serde_json::from_slice(rotated.body().as_ref()).unwrap();
-    let changed = change_grace_period::handler(
-        context,
-        api_request(
-            "PUT",
-            &path,
-            &[],
-            admin.expose(),
-            json!({"grace_period": "1h"}),
+    let changed = acting_as(
+        "ChangeGracePeriod",
+        change_grace_period::handler(
+            context,
+            api_request(
+                "PUT",
+                &path,
+                &[],
+                admin.expose(),
+                json!({"grace_period": "1h"}),
+            ),
+            keyward::now(),
         ),
-        keyward::now(),
     )
     .await;
     assert_eq!(changed.status(), 200);
-    let revoked = revoke_key::handler(
-        context,
-        api_request("POST", &path, &[], admin.expose(), json!({})),
-        keyward::now(),
+    let revoked = acting_as(
+        "RevokeKey",
+        revoke_key::handler(
+            context,
+            api_request("POST", &path, &[], admin.expose(), json!({})),
+            keyward::now(),
+        ),
     )
     .await;
     assert_eq!(revoked.status(), 200);

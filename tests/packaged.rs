@@ -50,6 +50,10 @@ impl Stack {
     fn read(table: &str, bus: &str) -> Self {
         let text = std::fs::read_to_string(root().join("infra/template.yaml")).unwrap();
         let template: Yaml = serde_norway::from_str(&text).unwrap();
+        assert!(
+            template["Globals"]["Function"]["Environment"].is_null(),
+            "the template gives every function variables in Globals, which this test does not add"
+        );
         let mut names: BTreeMap<String, String> = template["Parameters"]
             .as_mapping()
             .unwrap()
@@ -123,8 +127,11 @@ fn resolve(value: &Yaml, names: &BTreeMap<String, String>) -> Option<String> {
 }
 
 /// Unpacks `crate`'s zip as Lambda does (the file's mode kept) and answers its `bootstrap`.
+/// The zips are where `KEYWARD_PACKAGED` says (`scripts/package --into`), by default where
+/// the template's `CodeUri` finds them.
 fn unpack(krate: &str, into: &Path) -> PathBuf {
-    let zip = root().join(format!("target/lambda/{krate}/bootstrap.zip"));
+    let folder = std::env::var("KEYWARD_PACKAGED").unwrap_or_else(|_| "target/lambda".to_owned());
+    let zip = root().join(folder).join(krate).join("bootstrap.zip");
     assert!(
         zip.exists(),
         "{} is missing: run scripts/package first (./scripts/test does)",
@@ -146,10 +153,10 @@ fn unpack(krate: &str, into: &Path) -> PathBuf {
     folder.join("bootstrap")
 }
 
-/// Variables Lambda sets itself, beside the template's, and the stand-ins for AWS.
-fn lambda_variables(function: &str) -> Vec<(String, String)> {
+/// Variables Lambda sets itself, beside the template's and those of the Runtime API that
+/// `LambdaProcess` sets, and the stand-ins for AWS.
+fn lambda_variables() -> Vec<(String, String)> {
     let mut vars = vec![
-        ("AWS_LAMBDA_FUNCTION_NAME", function.to_owned()),
         ("AWS_REGION", "us-east-1".to_owned()),
         ("AWS_DEFAULT_REGION", "us-east-1".to_owned()),
         // Lambda hands a function its role's credentials in these three.
@@ -176,19 +183,15 @@ struct Deployed<'a> {
 }
 
 impl Deployed<'_> {
-    /// Starts `function` as Lambda would, with nothing of this process's environment.
+    /// Starts `function` as Lambda would: the template's variables and Lambda's, and nothing
+    /// of this process's environment.
     fn start(&self, function: &str) -> LambdaProcess {
         let (krate, variables) = &self.stack.functions[function];
         let bootstrap = unpack(krate, self.dir);
         let mut vars = variables.clone();
-        vars.extend(lambda_variables(function));
+        vars.extend(lambda_variables());
         LambdaProcess::start(function, bootstrap.to_str().unwrap(), |command| {
-            for (name, _) in std::env::vars_os() {
-                if !name.to_str().is_some_and(|n| n.starts_with("AWS_LAMBDA_")) {
-                    command.env_remove(name);
-                }
-            }
-            command.envs(&vars);
+            command.env_clear().envs(&vars);
         })
     }
 
@@ -275,11 +278,17 @@ fn policy(secret: &str) -> Value {
     json!({"every": "P30D", "grace_period": "24h", "secret_id": format!("keyward/{ENVIRONMENT}/{secret}")})
 }
 
-/// A key with `policy`, stored as it was `days` ago, so that its rotation is due now; stored
-/// as the domain makes it, with no claim on its secret, as a key written before claims were.
-async fn due_policy_key(store: &DynamoStore, secret: &str, days: i64) -> keyward::domain::Key {
+/// A key named `name` whose policy delivers to `secret`, stored as it was `days` ago (so that
+/// after 30 its rotation is due), with no claim on its secret, as a key written before
+/// claims were.
+async fn legacy_policy_key(
+    store: &DynamoStore,
+    name: &str,
+    secret: &str,
+    days: i64,
+) -> keyward::domain::Key {
     let input = NewKey {
-        name: KeyName::parse(secret).unwrap(),
+        name: KeyName::parse(name).unwrap(),
         kind: Kind::Secret,
         scopes: Scopes::parse(&["orders:read"]).unwrap(),
         expires_at: None,
@@ -315,8 +324,8 @@ async fn every_packaged_function_starts_and_answers_as_the_template_wires_it() {
     let root_key = create_environment(&env, Actor::operator("t"), &keyward::mint(), keyward::now());
     store.apply(&root_key.change).await.unwrap();
     let admin = root_key.secret.expose().to_owned();
-    let unclaimed = due_policy_key(&store, "unclaimed", 1).await;
-    due_policy_key(&store, "scheduled", 40).await;
+    let unclaimed = legacy_policy_key(&store, "unclaimed", "unclaimed", 1).await;
+    legacy_policy_key(&store, "scheduled", "scheduled", 40).await;
 
     let stack = Stack::read(&table, &bus);
     let dir = std::env::temp_dir().join(format!("keyward-packaged-{}", std::process::id()));
@@ -482,6 +491,27 @@ async fn every_packaged_function_starts_and_answers_as_the_template_wires_it() {
     );
     ran("SetRotationPolicy");
 
+    // A rotation by hand of a key whose policy was stored before claims, on the secret whose
+    // claim a revoked key holds, takes the claim over on the same condition.
+    deployed.answer(
+        "RevokeKey",
+        rest("POST", revoke, &spare_id, &admin, Value::Null),
+        200,
+    );
+    let legacy = legacy_policy_key(&store, "legacy", "billing", 0).await;
+    let legacy_id = [("key_id", legacy.id.as_str())];
+    deployed.answer(
+        "RotateKey",
+        rest(
+            "POST",
+            rotate,
+            &legacy_id,
+            &admin,
+            json!({"grace_period": "now"}),
+        ),
+        201,
+    );
+
     let activity = deployed.answer(
         "KeyActivity",
         rest(
@@ -559,6 +589,7 @@ async fn every_packaged_function_starts_and_answers_as_the_template_wires_it() {
     ran("ActivityPublisher");
 
     tested.sort();
+    tested.dedup();
     let deployed_functions: Vec<String> = stack.functions.keys().cloned().collect();
     assert_eq!(
         tested, deployed_functions,

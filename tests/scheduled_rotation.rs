@@ -198,9 +198,12 @@ impl Backend {
             .await;
         let second = delivered.created_at + TimeDelta::days(7);
         let (store, _) = self.crashing_after(Step::CommitRotation);
-        let report = run(&store, &*self.sink, &self.mint, &rule(), second)
-            .await
-            .unwrap();
+        let report = acting_as(
+            "ScheduledRotation",
+            run(&store, &*self.sink, &self.mint, &rule(), second),
+        )
+        .await
+        .unwrap();
         assert_eq!(report.failed, 1, "{report:?}");
         let stranded = self
             .all_keys()
@@ -572,7 +575,12 @@ async fn crash_after(b: Backend, step: Step) {
     let (key, _) = b.policy_key(&name, "P7D", "24h", t0()).await;
     let now = t0() + TimeDelta::days(7);
     let (store, sink) = b.crashing_after(step);
-    let report = run(&store, &sink, &b.mint, &rule(), now).await.unwrap();
+    let report = acting_as(
+        "ScheduledRotation",
+        run(&store, &sink, &b.mint, &rule(), now),
+    )
+    .await
+    .unwrap();
     assert_eq!(report.failed, 1, "{name}: the crash is seen: {report:?}");
     let committed = step != Step::PutPending;
     assert_eq!(
@@ -755,7 +763,12 @@ async fn a_rotation_by_hand_racing_a_delivery_leaves_its_own_key_current(on: On)
         at,
         answer: std::sync::Mutex::new(None),
     };
-    run(&*b.store, &racing, &b.mint, &rule(), at).await.unwrap();
+    acting_as(
+        "ScheduledRotation",
+        run(&*b.store, &racing, &b.mint, &rule(), at),
+    )
+    .await
+    .unwrap();
     let (status, body) = racing.answer.lock().unwrap().take().expect("the race ran");
     assert_eq!(status, 201, "{body}");
     let by_hand = b
@@ -847,9 +860,12 @@ async fn every_key_left_in_the_due_index_has_something_to_do(on: On) {
     let mut failed = 0;
     for hours in runs {
         let now = t0() + TimeDelta::hours(i64::try_from(hours).unwrap());
-        let report = run(&*b.store, &refusing, &b.mint, &rule(), now)
-            .await
-            .unwrap();
+        let report = acting_as(
+            "ScheduledRotation",
+            run(&*b.store, &refusing, &b.mint, &rule(), now),
+        )
+        .await
+        .unwrap();
         failed += report.failed;
         let far = t0() + TimeDelta::days(3650);
         for key in b.store.due_keys(far, 10_000).await.unwrap() {
@@ -909,7 +925,12 @@ async fn one_failing_key_does_not_stop_the_others(on: On) {
         inner: Arc::clone(&b.sink),
         refused: b.secret_id("refused"),
     };
-    let report = run(&*b.store, &sink, &b.mint, &rule(), now).await.unwrap();
+    let report = acting_as(
+        "ScheduledRotation",
+        run(&*b.store, &sink, &b.mint, &rule(), now),
+    )
+    .await
+    .unwrap();
     assert_eq!((report.rotated, report.failed), (3, 1), "{report:?}");
     for (name, key) in &fine {
         b.assert_rotated_once_and_delivered(key, name, now).await;
@@ -1021,15 +1042,21 @@ async fn a_due_key_behind_1200_failing_ones_is_rotated_within_two_runs(on: On) {
         refused: b.secret_id("failing-"),
     };
     let first = t0() + TimeDelta::days(1) + TimeDelta::minutes(2);
-    let report = run_at_most(&*b.store, &sink, &b.mint, &rule(), first, limit)
-        .await
-        .unwrap();
+    let report = acting_as(
+        "ScheduledRotation",
+        run_at_most(&*b.store, &sink, &b.mint, &rule(), first, limit),
+    )
+    .await
+    .unwrap();
     assert_eq!((report.rotated, report.failed), (0, limit), "{report:?}");
 
     let second = first + TimeDelta::minutes(5);
-    let report = run_at_most(&*b.store, &sink, &b.mint, &rule(), second, limit)
-        .await
-        .unwrap();
+    let report = acting_as(
+        "ScheduledRotation",
+        run_at_most(&*b.store, &sink, &b.mint, &rule(), second, limit),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         (report.rotated, report.failed),
         (1, limit - 1),

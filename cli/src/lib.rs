@@ -30,8 +30,8 @@ use keyward::http::{
     ApiError, Context, Handler, HandlerFuture, MAX_BODY_BYTES, Settings, key_from_headers,
 };
 use keyward::secrets::SecretSink;
-use keyward::store::{KeyStore, StoreError};
-use keyward::usage::Usage;
+use keyward::store::{KeyStore, StoreError, UsageStore};
+use keyward::usage::{Counter, Usage};
 use lambda_http::aws_lambda_events::query_map::QueryMap;
 use lambda_http::http::{Method, StatusCode, header};
 use lambda_http::{Body, RequestExt};
@@ -99,7 +99,7 @@ pub const ROUTES: &[Route] = &[
         key_usage::handler,
         "KeyUsage",
     ),
-    (Method::POST, "/v1/verify", verify_key::handler, "VerifyKey"),
+    (Method::POST, "/v1/verify", verify_key::handler, VERIFY_KEY),
     (Method::GET, "/v1/openapi.json", console_file, "Console"),
 ];
 
@@ -180,11 +180,19 @@ const PUBLIC_ROUTES: &[&str] = &["/v1/verify", "/v1/openapi.json", "/", "/consol
 /// reads use on AWS.
 const API_AUTHORIZER: &str = "ApiAuthorizer";
 
+/// The template's function behind `POST /v1/verify`, which counts the keys it checks.
+const VERIFY_KEY: &str = "VerifyKey";
+
 /// Counts the caller's key as the API's authorizer does on AWS before any other route's
 /// handler runs: accepted unless it is revoked or expired (the handler then checks its
 /// environment and scopes). `keyward serve` has no authorizer in front, so without this a key
 /// used only for the API would read as never used locally. It costs one more read of the key.
-async fn count_caller(context: Context<'_>, req: &lambda_http::Request, now: Timestamp) {
+async fn count_caller(
+    context: Context<'_>,
+    callers: &Usage,
+    req: &lambda_http::Request,
+    now: Timestamp,
+) {
     let Some(presented) = key_from_headers(req.headers()).and_then(|k| PresentedKey::parse(k).ok())
     else {
         return;
@@ -192,13 +200,14 @@ async fn count_caller(context: Context<'_>, req: &lambda_http::Request, now: Tim
     if let Ok(Some(key)) = context.store.key_by_hash(&presented.hash).await {
         let none: [&str; 0] = [];
         let accepted = check(&key, None, &none, now) == Verdict::Valid;
-        context.usage.count(&key.id, accepted, now);
+        callers.count(&key.id, accepted, now);
     }
 }
 
 /// Answers one request with the handler its route names.
 async fn handle(
     context: Context<'_>,
+    callers: &Usage,
     req: hyper::Request<Incoming>,
 ) -> hyper::Response<Full<Bytes>> {
     let started = Instant::now();
@@ -245,7 +254,8 @@ async fn handle(
                         .with_query_string_parameters(query);
                     let now = keyward::now();
                     if !PUBLIC_ROUTES.contains(&pattern) {
-                        acting_as(API_AUTHORIZER, count_caller(context, &request, now)).await;
+                        let counting = count_caller(context, callers, &request, now);
+                        acting_as(API_AUTHORIZER, counting).await;
                     }
                     acting_as(function, handler(context, request, now)).await
                 }
@@ -282,10 +292,49 @@ pub async fn run_schedule(
     }
 }
 
+/// `keyward serve`'s usage counters: one for each function that counts checks on AWS, so that
+/// each one's writes are that function's, as deployed (and recorded as its AWS calls).
+#[derive(Clone)]
+pub struct Counters {
+    /// The API authorizer's, for the caller of every management route.
+    pub api_authorizer: Usage,
+    /// `POST /v1/verify`'s.
+    pub verify_key: Usage,
+}
+
+impl Counters {
+    /// Both, writing to `store` at the interval that `KEYWARD_USAGE_WRITE_EVERY` sets.
+    pub fn from_env(store: Arc<dyn UsageStore>) -> Result<Self, String> {
+        let every = keyward::usage::write_every_from_env()?;
+        Ok(Self {
+            api_authorizer: Usage::for_function(Arc::clone(&store), every, API_AUTHORIZER),
+            verify_key: Usage::for_function(store, every, VERIFY_KEY),
+        })
+    }
+
+    /// Writes what falls due, on both, until the process ends (see [`sweep_usage`]).
+    pub async fn sweep(&self) {
+        tokio::join!(
+            sweep_usage(&self.api_authorizer),
+            sweep_usage(&self.verify_key)
+        );
+    }
+
+    /// Writes everything both hold, for at most `within`; answers the checks not known to be
+    /// written.
+    pub async fn flush_all(&self, within: Duration) -> u64 {
+        let (api, verify) = tokio::join!(
+            self.api_authorizer.flush_all(within),
+            self.verify_key.flush_all(within)
+        );
+        api + verify
+    }
+}
+
 /// Writes the usage that is due every ten seconds (or every interval between writes, if that
 /// is shorter), so that an idle server's counts go out soon after they fall due, as a busy
 /// one's do with its next check.
-pub async fn sweep_usage(usage: &Usage) {
+async fn sweep_usage(usage: &Usage) {
     let every = usage.every().to_std().unwrap_or(Duration::from_secs(10));
     let mut ticks = tokio::time::interval(every.min(Duration::from_secs(10)));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -297,14 +346,14 @@ pub async fn sweep_usage(usage: &Usage) {
 
 /// Serves the HTTP API on `listener` until the process ends; rotations of keys with a policy
 /// deliver to `secrets`, everything new comes from the process's one `mint`, and checks
-/// of known keys are counted in `usage`.
+/// of known keys are counted in `counters`.
 pub async fn serve(
     listener: TcpListener,
     store: Arc<dyn KeyStore>,
     settings: Settings,
     secrets: Arc<dyn SecretSink>,
     mint: Arc<Mint>,
-    usage: Usage,
+    counters: Counters,
 ) -> std::io::Result<()> {
     let settings = Arc::new(settings);
     loop {
@@ -315,21 +364,21 @@ pub async fn serve(
                 continue;
             }
         };
-        let (store, settings, secrets, mint, usage) = (
+        let (store, settings, secrets, mint, counters) = (
             Arc::clone(&store),
             Arc::clone(&settings),
             Arc::clone(&secrets),
             Arc::clone(&mint),
-            usage.clone(),
+            counters.clone(),
         );
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                let (store, settings, secrets, mint, usage) = (
+                let (store, settings, secrets, mint, counters) = (
                     Arc::clone(&store),
                     Arc::clone(&settings),
                     Arc::clone(&secrets),
                     Arc::clone(&mint),
-                    usage.clone(),
+                    counters.clone(),
                 );
                 async move {
                     let context = Context {
@@ -337,9 +386,10 @@ pub async fn serve(
                         settings: &settings,
                         secrets: &*secrets,
                         mint: &mint,
-                        usage: &usage,
+                        usage: &counters.verify_key,
                     };
-                    Ok::<_, Infallible>(handle(context, req).await)
+                    let callers = &counters.api_authorizer;
+                    Ok::<_, Infallible>(handle(context, callers, req).await)
                 }
             });
             if let Err(e) = http1::Builder::new()

@@ -15,12 +15,11 @@ use keyward::events::{EventBridgeBus, EventsConfig};
 use keyward::http::Settings;
 use keyward::secrets::{FileSink, PrefixedSink, SecretSink, SecretsManagerSink};
 use keyward::store::{DynamoStore, KeyStore, StoreConfig, UsageStore};
-use keyward::usage::Usage;
 use keyward_cli::api::Failure;
 use keyward_cli::client::{self, ActivityArgs, KeysCommand, VerifyArgs};
 use keyward_cli::{
-    CreateEnvironmentError, StreamPoller, create_environment_in, operator, run_schedule, serve,
-    sweep_usage,
+    Counters, CreateEnvironmentError, StreamPoller, create_environment_in, operator, run_schedule,
+    serve,
 };
 use tokio::signal::unix::SignalKind;
 
@@ -311,7 +310,7 @@ async fn run(command: Command) -> Result<(), Failure> {
                     None => std::future::pending().await,
                 }
             };
-            let usage = Usage::from_env(Arc::clone(&store) as Arc<dyn UsageStore>)?;
+            let counters = Counters::from_env(Arc::clone(&store) as Arc<dyn UsageStore>)?;
             let mut terminate = tokio::signal::unix::signal(SignalKind::terminate())
                 .map_err(|e| format!("cannot wait for SIGTERM: {e}"))?;
             let outcome = tokio::select! {
@@ -321,15 +320,15 @@ async fn run(command: Command) -> Result<(), Failure> {
                     settings,
                     Arc::clone(&secrets),
                     Arc::clone(&mint),
-                    usage.clone(),
+                    counters.clone(),
                 ) => served.map_err(|e| Failure::Failed(e.to_string())),
                 () = publishing => Ok(()),
                 () = scheduling => Ok(()),
-                () = sweep_usage(&usage) => Ok(()),
+                () = counters.sweep() => Ok(()),
                 _ = tokio::signal::ctrl_c() => Ok(()),
                 _ = terminate.recv() => Ok(()),
             };
-            let left = usage.flush_all(Duration::from_secs(5)).await;
+            let left = counters.flush_all(Duration::from_secs(5)).await;
             if left > 0 {
                 eprintln!("warning: {left} counted checks could not be written to the store");
             }

@@ -315,7 +315,8 @@ pub struct LambdaProcess {
 impl LambdaProcess {
     /// Starts `binary` as the template's function named `function` (its
     /// `AWS_LAMBDA_FUNCTION_NAME`, under which its AWS calls are recorded), with this process's
-    /// environment, the variables Lambda sets, and what `environment` changes.
+    /// environment as `environment` changes it (it may clear it), then the variables Lambda
+    /// sets.
     pub fn start(
         function: &str,
         binary: &str,
@@ -334,12 +335,12 @@ impl LambdaProcess {
         ));
         let log_file = std::fs::File::create(&logs).expect("a log file");
         let mut command = Command::new(binary);
+        environment(&mut command);
         command
             .env("AWS_LAMBDA_RUNTIME_API", address.to_string())
             .env("AWS_LAMBDA_FUNCTION_NAME", function)
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
             .env("AWS_LAMBDA_FUNCTION_VERSION", "1");
-        environment(&mut command);
         let child = command
             .stdout(log_file.try_clone().expect("a second handle"))
             .stderr(log_file)

@@ -86,6 +86,11 @@ const WRITES_AT_ONCE: usize = 32;
 struct Inner {
     store: Arc<dyn UsageStore>,
     every: TimeDelta,
+    /// The template's function whose writes these are, where one process counts for more
+    /// than one (`keyward serve`); a Lambda function's are its own anyway. Only the record of
+    /// AWS calls reads it.
+    #[cfg_attr(not(feature = "aws"), allow(dead_code))]
+    function: Option<&'static str>,
     pending: Mutex<Tallies>,
     /// Writes started and not yet finished, so that [`Usage::flush_all`] can wait for them.
     writing: AtomicUsize,
@@ -137,9 +142,28 @@ pub struct Usage(Arc<Inner>);
 impl Usage {
     /// A counter that writes each key's counts to `store` at most once `every`.
     pub fn new(store: Arc<dyn UsageStore>, every: TimeDelta) -> Self {
+        Self::counting(store, every, None)
+    }
+
+    /// [`Usage::new`] for the checks that the template's `function` makes, in a process that
+    /// counts for several: its writes are recorded as that function's AWS calls.
+    pub fn for_function(
+        store: Arc<dyn UsageStore>,
+        every: TimeDelta,
+        function: &'static str,
+    ) -> Self {
+        Self::counting(store, every, Some(function))
+    }
+
+    fn counting(
+        store: Arc<dyn UsageStore>,
+        every: TimeDelta,
+        function: Option<&'static str>,
+    ) -> Self {
         Self(Arc::new(Inner {
             store,
             every,
+            function,
             pending: Mutex::new(Tallies::default()),
             writing: AtomicUsize::new(0),
             in_flight: AtomicU64::new(0),
@@ -208,12 +232,15 @@ impl Usage {
         self.0.writing.fetch_add(1, Ordering::SeqCst);
         self.0.in_flight.fetch_add(checks, Ordering::SeqCst);
         let usage = self.clone();
-        runtime.spawn(async move {
+        let work = async move {
             usage.write(tallies).await;
             usage.0.in_flight.fetch_sub(checks, Ordering::SeqCst);
             usage.0.writing.fetch_sub(1, Ordering::SeqCst);
             usage.0.finished.notify_waiters();
-        });
+        };
+        #[cfg(feature = "aws")]
+        let work = crate::aws::calls::acting_as_if(self.0.function, work);
+        runtime.spawn(work);
     }
 
     /// Writes every tally that is due at `now`, in the background: what `keyward serve`'s

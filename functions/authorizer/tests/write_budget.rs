@@ -12,6 +12,7 @@ use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::error::BoxError;
 use chrono::TimeDelta;
 use futures_util::StreamExt;
+use keyward::aws::calls::acting_as;
 use keyward::domain::{
     Actor, EnvName, KeyName, Kind, NewKey, Scopes, create_environment, create_key, hour_of,
 };
@@ -103,7 +104,7 @@ async fn ten_thousand_checks_in_a_minute_cost_one_read_each_and_one_usage_write(
         routes: RouteScopes::parse(r#"{"GET /orders": "orders:read"}"#).unwrap(),
         allow_unlisted: false,
     };
-    let usage = Usage::new(Arc::new(store.clone()), DEFAULT_WRITE_EVERY);
+    let usage = Usage::for_function(Arc::new(store.clone()), DEFAULT_WRITE_EVERY, "Authorizer");
     let event = json!({
         "type": "TOKEN",
         "authorizationToken": format!("Bearer {}", issued.secret.expose()),
@@ -116,7 +117,10 @@ async fn ten_thousand_checks_in_a_minute_cost_one_read_each_and_one_usage_write(
     let first = hour_of(start) + TimeDelta::minutes(61);
     let checks = futures_util::stream::iter(0..CHECKS).map(|i| {
         let now = first + TimeDelta::milliseconds(5 * i as i64);
-        handler(&config, &store, &usage, event.clone(), now)
+        acting_as(
+            "Authorizer",
+            handler(&config, &store, &usage, event.clone(), now),
+        )
     });
     let answers: Vec<_> = checks.buffer_unordered(16).collect().await;
     for answer in answers {
@@ -151,9 +155,12 @@ async fn ten_thousand_checks_in_a_minute_cost_one_read_each_and_one_usage_write(
     // A minute after that write (whichever check of the first sixteen made it), the next
     // check writes everything held, itself included.
     let later = first + TimeDelta::seconds(50) + DEFAULT_WRITE_EVERY;
-    handler(&config, &store, &usage, event.clone(), later)
-        .await
-        .unwrap();
+    acting_as(
+        "Authorizer",
+        handler(&config, &store, &usage, event.clone(), later),
+    )
+    .await
+    .unwrap();
     assert_eq!(settle(&operations, "UpdateItem", 2).await, 2);
     assert_eq!(usage.flush_all(Duration::from_secs(10)).await, 0);
     assert_eq!(

@@ -52,6 +52,14 @@ pub async fn acting_as<F: Future>(function: &'static str, work: F) -> F::Output 
     FUNCTION.scope(function, work).await
 }
 
+/// [`acting_as`] when `function` names one, or else `work` as it is.
+pub async fn acting_as_if<F: Future>(function: Option<&'static str>, work: F) -> F::Output {
+    match function {
+        Some(function) => acting_as(function, work).await,
+        None => work.await,
+    }
+}
+
 /// The interceptor that writes the record: one per process, shared by every client.
 #[derive(Debug, Clone)]
 pub struct CallLog {
