@@ -266,8 +266,9 @@ fn every_variable_a_function_reads_is_set_for_it_and_no_other() {
         Settings::SECRET_PREFIX_VAR,
         TlsRoots::VAR,
         WRITE_EVERY_VAR,
-        // Read by every function, set only by ./scripts/test: the record of AWS calls for the
-        // IAM check. `set == needed` below keeps it out of the template.
+        // Read by every function that builds an AWS client, set only by ./scripts/test: the
+        // record of AWS calls for the IAM check. `set == needed` below keeps it out of the
+        // template.
         keyward::aws::calls::VAR,
     ]
     .into();

@@ -6,14 +6,18 @@
 // authorization: {"function", "action", "resource", "context"}. This tool
 //   1. replays every recorded call (deduplicated) against its function's role and fails on
 //      any call the role does not allow;
-//   2. fails on any statement of any role that allowed no recorded call (except statements
-//      that only name the stream and on-failure destination of the function's own DynamoDB
-//      event, which Lambda's event source mapping uses with the role, not the code);
-//   3. fails on a fixed list of requests the roles must deny (least privilege): the key
-//      checkers write only usage items, only the rotating functions touch secrets and only
-//      under the prefix, and Console and Hello may make no call at all;
+//   2. fails on any action of any statement, on any of its resources, that allowed no
+//      recorded call, and on any NotAction, NotResource or "*" (except statements that only
+//      name the stream and on-failure queue of the function's own DynamoDB event, which
+//      Lambda's event source mapping uses with the role, not the code; those may hold only
+//      the actions the mapping needs);
+//   3. fails on a list of requests the roles must deny (least privilege): the key checkers
+//      write only usage items, the publisher updates and scheduled rotation queries only
+//      usage partitions, no LeadingKeys condition admits a key's own items, only the rotating
+//      functions touch secrets and only under the prefix, and Console and Hello may make no
+//      call at all;
 //   4. with --mutations, also proves the check has teeth: three small breakages of the
-//      template must each make it fail.
+//      template must each make it fail the way that breakage should.
 // Policies are evaluated by @cloud-copilot/iam-simulate; nothing here matches policies by
 // hand. The template's intrinsics are resolved for one stack named "keyward" in account
 // 123456789012, us-east-1, and the recorded calls are mapped onto that stack's resources.
@@ -52,7 +56,15 @@ const EVENT_BUS = 'EventBus'
 const KEY_CHECKERS = ['Authorizer', 'ApiAuthorizer', 'VerifyKey']
 const SECRET_WRITERS = ['RotateKey', 'ScheduledRotation']
 const NO_AWS_CALLS = ['Console', 'Hello']
+// Beside the key checkers, what may touch only usage partitions: the publisher moves a key's
+// last use forward, and scheduled rotation reads a key's hourly usage.
+const USAGE_ONLY = [['ActivityPublisher', 'dynamodb:UpdateItem'], ['ScheduledRotation', 'dynamodb:Query']]
 const ITEM_WRITES = ['PutItem', 'UpdateItem', 'DeleteItem', 'BatchWriteItem', 'ConditionCheckItem']
+// What Lambda's event source mapping does with the function's role: reads the stream, and
+// sends a failed batch's record to the on-failure queue.
+const MAPPING_STREAM_ACTIONS = ['dynamodb:DescribeStream', 'dynamodb:GetRecords', 'dynamodb:GetShardIterator',
+  'dynamodb:ListStreams']
+const MAPPING_QUEUE_ACTIONS = ['sqs:SendMessage']
 // The DynamoDB actions IAM evaluates dynamodb:LeadingKeys for, which a record must carry.
 const ITEM_LEVEL = new Set(['GetItem', 'PutItem', 'UpdateItem', 'DeleteItem', 'ConditionCheckItem',
   'BatchGetItem', 'BatchWriteItem', 'Query'].map((a) => `dynamodb:${a}`))
@@ -345,6 +357,14 @@ async function simulate(role, action, resource, context) {
   return {
     allowed: response.overallResult === 'Allowed',
     allowedBy: allowStatements.map((s) => role.bySimulatorId.get(s.explain.identifier)),
+    // "<statement id> <action> <resource>" for each action and Resource entry that matched.
+    grantsUsed: allowStatements.flatMap(({ explain }) => {
+      const id = role.bySimulatorId.get(explain.identifier)
+      // A single Action or Resource is explained as one object, a list as an array.
+      const matched = (list) => [].concat(list ?? []).filter((entry) => entry.matches)
+      return matched(explain.actions).flatMap(({ action }) =>
+        matched(explain.resources).map(({ resource }) => `${id} ${action} ${resource}`))
+    }),
   }
 }
 
@@ -385,28 +405,41 @@ async function checkCallsAllowed(stack, calls, report) {
       report.fail(`denied: ${call.function} ${request}`)
     }
     call.allowedBy = result.allowedBy ?? []
-    for (const id of call.allowedBy) used.add(`${id} ${call.action}`)
+    for (const grant of result.grantsUsed ?? []) used.add(grant)
   }
   return used
 }
 
 /**
- * Check 2: every action of every statement allowed a call, or the statement is the event
- * source mapping's. `used` holds "<statement id> <action>" pairs.
+ * Check 2: every action of every statement, on every one of its resources, allowed a call;
+ * or the statement is the event source mapping's, with exactly the actions that Lambda uses
+ * there. `used` holds "<statement id> <action> <resource>" triples.
  */
 function checkStatementsUsed(stack, used, report) {
   for (const role of stack.roles.values()) {
     for (const { id, statement } of role.statements) {
       const resources = statement.Resource === undefined ? [] : [].concat(statement.Resource)
-      if (resources.length > 0 && resources.every((r) => role.mappingResources.has(r))) {
-        report.note(`used by the event source mapping: ${id}`)
+      const actions = [].concat(statement.Action ?? statement.NotAction)
+      if (statement.NotAction !== undefined || statement.NotResource !== undefined || resources.includes('*')) {
+        report.counts.unused += 1
+        report.fail(`unused: ${id} grants NotAction, NotResource or every resource, which no call can use up`)
         continue
       }
-      const idle = [].concat(statement.Action ?? statement.NotAction).filter((a) => !used.has(`${id} ${a}`))
+      if (resources.length > 0 && resources.every((r) => role.mappingResources.has(r))) {
+        const allowed = resources.every((r) => r.includes(':sqs:')) ? MAPPING_QUEUE_ACTIONS : MAPPING_STREAM_ACTIONS
+        const extra = actions.filter((a) => !allowed.includes(a))
+        if (extra.length) {
+          report.counts.unused += 1
+          report.fail(`unused: ${id} ${extra.join(',')}: the event source mapping uses only ${allowed.join(', ')}`)
+        } else {
+          report.note(`used by the event source mapping: ${id}`)
+        }
+        continue
+      }
+      const idle = actions.flatMap((a) => resources.filter((r) => !used.has(`${id} ${a} ${r}`)).map((r) => `${a} on ${r}`))
       if (idle.length === 0) continue
       report.counts.unused += 1
-      report.fail(`unused: ${id} ${idle.join(',')} ` +
-        `${resources.join(',') || JSON.stringify(statement.NotResource)}`)
+      report.fail(`unused: ${id} ${idle.join(', ')}`)
     }
   }
 }
@@ -436,6 +469,23 @@ function forbiddenRequests(stack, calls) {
     if (writer) deny(fn, 'secretsmanager:GetSecretValue', secret(`${stack.secretPrefix}production/x`))
   }
 
+  for (const [fn, action] of USAGE_ONLY) {
+    deny(fn, action, stack.tableArn, { 'dynamodb:LeadingKeys': ['KEY#key_x'] })
+  }
+
+  // A statement limited to some partitions by a LeadingKeys condition allows none of its
+  // actions on a key's own items.
+  for (const role of stack.roles.values()) {
+    for (const { statement } of role.statements) {
+      if (!JSON.stringify(statement.Condition ?? {}).includes('dynamodb:LeadingKeys')) continue
+      for (const action of [].concat(statement.Action)) {
+        for (const resource of [].concat(statement.Resource)) {
+          deny(role.name, action, resource, { 'dynamodb:LeadingKeys': ['KEY#key_x'] })
+        }
+      }
+    }
+  }
+
   const everyCall = new Map(calls.map((c) => [describeRequest(c.action, c.resource, c.context), c]))
   for (const fn of NO_AWS_CALLS) {
     for (const { action, resource, context } of everyCall.values()) deny(fn, action, resource, context)
@@ -445,7 +495,7 @@ function forbiddenRequests(stack, calls) {
 
 /** Check 3: least privilege. */
 async function checkLeastPrivilege(stack, calls, report) {
-  for (const fn of [...KEY_CHECKERS, ...SECRET_WRITERS, ...NO_AWS_CALLS]) {
+  for (const fn of [...KEY_CHECKERS, ...SECRET_WRITERS, ...NO_AWS_CALLS, ...USAGE_ONLY.map(([fn]) => fn)]) {
     if (!stack.roles.has(fn)) report.fail(`error: the least-privilege checks name ${fn}, which the template lacks`)
   }
   for (const fn of NO_AWS_CALLS) {
@@ -517,6 +567,7 @@ function rawStatements(template, fn) {
 const MUTATIONS = [
   {
     name: 'dynamodb:GetItem dropped from GetKey',
+    caughtAs: 'denied: GetKey dynamodb:GetItem ',
     apply(template) {
       const found = rawStatements(template, 'GetKey')
         .find(({ statement }) => [].concat(statement.Action).includes('dynamodb:GetItem'))
@@ -528,6 +579,7 @@ const MUTATIONS = [
   },
   {
     name: 'ListKeys queries gsi1 with the table as its Resource',
+    caughtAs: 'denied: ListKeys dynamodb:Query ',
     apply(template) {
       const index = { 'Fn::Sub': '${Table.Arn}/index/gsi1' }
       const table = { 'Fn::GetAtt': ['Table', 'Arn'] }
@@ -542,6 +594,7 @@ const MUTATIONS = [
   },
   {
     name: "the USAGE#* condition removed from Authorizer",
+    caughtAs: 'breach: Authorizer may dynamodb:UpdateItem ',
     apply(template) {
       const found = rawStatements(template, 'Authorizer')
         .find(({ statement }) => JSON.stringify(statement.Condition ?? null).includes('USAGE#*'))
@@ -566,8 +619,9 @@ async function runMutations(template, records) {
       continue
     }
     const report = await check(mutated, records)
-    if (report.failures.length > 0) {
-      lines.push(`mutation caught: ${mutation.name} (${report.failures[0]})`)
+    const caught = report.failures.find((failure) => failure.startsWith(mutation.caughtAs))
+    if (caught) {
+      lines.push(`mutation caught: ${mutation.name} (${caught})`)
     } else {
       allCaught = false
       lines.push(`mutation NOT caught: ${mutation.name}`)

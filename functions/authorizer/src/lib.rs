@@ -514,6 +514,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use async_trait::async_trait;
+    use keyward::aws::calls::acting_as;
     use keyward::domain::{
         Actor, GracePeriod, KeyHash, KeyName, Kind, NewKey, Revocation, Scopes, Secret,
         create_environment, create_key, revoke, rotate,
@@ -524,6 +525,9 @@ mod tests {
     use keyward::usage::{DEFAULT_WRITE_EVERY, NotCounted, Usage};
 
     use super::*;
+
+    /// The template's function these tests' AWS calls are recorded as (`keyward::aws::calls`).
+    const AUTHORIZER: &str = "Authorizer";
 
     const TOKEN: &str = include_str!("../fixtures/token.json");
     const REQUEST: &str = include_str!("../fixtures/request.json");
@@ -818,14 +822,9 @@ mod tests {
                     inner: store,
                     reads: AtomicUsize::new(0),
                 };
-                let answer = handler(
-                    &config,
-                    &counting,
-                    &NotCounted,
-                    event(fixture, method, path, *token),
-                    keyward::now(),
-                )
-                .await;
+                let asked = event(fixture, method, path, *token);
+                let checking = handler(&config, &counting, &NotCounted, asked, keyward::now());
+                let answer = acting_as(AUTHORIZER, checking).await;
                 let shape = &fixture[..40];
                 assert_eq!(
                     outcome(fixture, &answer, &format!("/{method}{path}")),
@@ -890,7 +889,8 @@ mod tests {
             .unwrap();
             store.apply(&issued.change).await.unwrap();
             let ask = || event(fixture, "GET", "/orders", Some(issued.secret.expose()));
-            let before = handler(&config, store, &NotCounted, ask(), keyward::now()).await;
+            let checking = handler(&config, store, &NotCounted, ask(), keyward::now());
+            let before = acting_as(AUTHORIZER, checking).await;
             assert_eq!(outcome(fixture, &before, "/GET/orders"), Outcome::Allow);
             let Revocation::Revoked { change, .. } =
                 revoke(&issued.key, Actor::operator("t"), &mint, keyward::now()).unwrap()
@@ -898,7 +898,8 @@ mod tests {
                 panic!()
             };
             store.apply(&change).await.unwrap();
-            let after = handler(&config, store, &NotCounted, ask(), keyward::now()).await;
+            let checking = handler(&config, store, &NotCounted, ask(), keyward::now());
+            let after = acting_as(AUTHORIZER, checking).await;
             assert_eq!(
                 outcome(fixture, &after, "/GET/orders"),
                 Outcome::Unauthorized,
@@ -928,7 +929,11 @@ mod tests {
     /// prefix alone (another environment, a bad checksum) is never read, so nothing counts.
     async fn every_check_of_a_known_key_counts(store: Arc<dyn KeyStore>) {
         let k = keys(&*store).await;
-        let usage = Usage::new(store.clone() as Arc<dyn UsageStore>, DEFAULT_WRITE_EVERY);
+        let usage = Usage::for_function(
+            store.clone() as Arc<dyn UsageStore>,
+            DEFAULT_WRITE_EVERY,
+            AUTHORIZER,
+        );
         let now = keyward::now();
         let revoked = store
             .key_by_hash(&PresentedKey::parse(k.revoked.expose()).unwrap().hash)
@@ -969,7 +974,9 @@ mod tests {
             for (method, path, token, times, expected) in &cases {
                 for _ in 0..*times {
                     let asked = event(fixture, method, path, Some(token));
-                    let answer = handler(&config(), &*store, &usage, asked, now).await;
+                    let config = config();
+                    let checking = handler(&config, &*store, &usage, asked, now);
+                    let answer = acting_as(AUTHORIZER, checking).await;
                     assert_eq!(
                         &outcome(fixture, &answer, &format!("/{method}{path}")),
                         expected

@@ -17,8 +17,9 @@
 //!   keys the call touches.
 //! - `function` is the template's name for the function that made the call: the one that
 //!   [`acting_as`] names around a handler (as `keyward serve` does for each route), or else
-//!   `AWS_LAMBDA_FUNCTION_NAME`, which Lambda (and a stand-in for it) sets; `null` for a call
-//!   a test makes outside any function.
+//!   `AWS_LAMBDA_FUNCTION_NAME`, which the tests' stand-in for Lambda sets to the template's
+//!   name (on Lambda itself it is the deployed name, but nothing records there); `null` for a
+//!   call a test makes outside any function.
 //!
 //! Only names, keys and hashes are written, never an item's other attributes or a secret's
 //! value. Without the variable no client carries the interceptor, and nothing is written.
