@@ -278,7 +278,20 @@ fn the_whole_key_lifecycle_over_http_leaks_no_secret(backend: Backend) {
         None,
     );
     assert_eq!(again.status, 200);
-    assert_eq!(again.json, revoked.json, "revoking twice changes nothing");
+    // Last use is not the key's state: the refused checks just above may have been written
+    // between the two answers (serve, like AWS, writes each function's counts on its own).
+    let state = |answer: &Value| {
+        let mut key = answer["key"].clone();
+        for usage in ["last_used_at", "last_refused_at"] {
+            key.as_object_mut().unwrap().remove(usage);
+        }
+        key
+    };
+    assert_eq!(
+        state(&again.json),
+        state(&revoked.json),
+        "revoking twice changes nothing"
+    );
 
     // The default key's own activity, newest first, with who acted.
     let entries = all_pages(
