@@ -1,7 +1,8 @@
 //! Publishes the table's stream: each new outbox item becomes one EventBridge event, and each
 //! TTL removal of an expired key becomes a `key.expired` entry (and so, one batch later, an
-//! event). The answer names exactly the records that did not get out, so Lambda retries only
-//! those (`ReportBatchItemFailures`).
+//! event). The answer names the records that did not get out (`ReportBatchItemFailures`), and
+//! Lambda retries the batch from the first of them: records after it that did get out are
+//! sent again, so a consumer sees each entry at least once and dedupes on its `id`.
 
 use std::convert::Infallible;
 

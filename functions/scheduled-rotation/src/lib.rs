@@ -12,6 +12,8 @@
 //! a secret that cannot be written is recorded on its key, which then waits before the next
 //! attempt (`keyward::domain::DeliveryFailures`), so failing keys never crowd out the rest.
 
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use futures_util::StreamExt;
 use keyward::delivery::{self, DeliveryError};
@@ -30,6 +32,10 @@ pub const MAX_KEYS_PER_RUN: usize = 1000;
 
 /// How many keys one run handles at a time.
 const CONCURRENCY: usize = 8;
+
+/// How long before its deadline a run stops taking keys: room for the keys it has started
+/// (each a few calls) and for its report, so that Lambda never cuts a run off mid-key.
+pub const STOP_TAKING_KEYS_BEFORE: Duration = Duration::from_secs(30);
 
 /// What one run did, as the function answers and logs it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -50,6 +56,8 @@ pub struct Report {
     pub skipped: usize,
     /// Keys whose step failed; each failure is logged.
     pub failed: usize,
+    /// Due keys not taken because the run neared its deadline; they stay due for the next.
+    pub deferred: usize,
 }
 
 /// What happened to one key.
@@ -60,6 +68,7 @@ enum Outcome {
     GraceIdle,
     Watched,
     Skipped,
+    Deferred,
 }
 
 /// Why one key's step failed, for the log.
@@ -122,16 +131,26 @@ pub async fn handler(
         .ok_or("the event names no schedule rule in its resources: is it a Scheduled Event?")?;
     let now = keyward::now();
     let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_default();
-    let report = run(store, sink, mint, &Actor::schedule(rule.as_str()), now)
-        .await
-        .inspect_err(|_| {
-            // A run that cannot even read its due keys is a failure the alarm must see.
-            let failed = Report {
-                failed: 1,
-                ..Report::default()
-            };
-            println!("{}", metrics_line(&failed, &function, now));
-        })?;
+    let stop_taking_at = stop_taking_keys_at(event.context.deadline, SystemTime::now());
+    let actor = Actor::schedule(rule.as_str());
+    let report = run_until(
+        store,
+        sink,
+        mint,
+        &actor,
+        now,
+        MAX_KEYS_PER_RUN,
+        stop_taking_at,
+    )
+    .await
+    .inspect_err(|_| {
+        // A run that cannot even read its due keys is a failure the alarm must see.
+        let failed = Report {
+            failed: 1,
+            ..Report::default()
+        };
+        println!("{}", metrics_line(&failed, &function, now));
+    })?;
     println!("{}", metrics_line(&report, &function, now));
     Ok(report)
 }
@@ -147,6 +166,17 @@ pub async fn run(
     run_at_most(store, sink, mint, actor, now, MAX_KEYS_PER_RUN).await
 }
 
+/// When a run whose invocation ends at `deadline` (Lambda's, in milliseconds since the epoch)
+/// stops taking keys, seen at `clock`; `None` where there is no deadline (0, outside Lambda).
+pub fn stop_taking_keys_at(deadline: u64, clock: SystemTime) -> Option<Instant> {
+    if deadline == 0 {
+        return None;
+    }
+    let since_epoch = clock.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let left = Duration::from_millis(deadline).saturating_sub(since_epoch);
+    Some(Instant::now() + left.saturating_sub(STOP_TAKING_KEYS_BEFORE))
+}
+
 /// [`run`], handling at most `limit` keys: a test scales a run down to what an emulator
 /// can hold.
 pub async fn run_at_most(
@@ -157,10 +187,27 @@ pub async fn run_at_most(
     now: Timestamp,
     limit: usize,
 ) -> Result<Report, StoreError> {
+    run_until(store, sink, mint, actor, now, limit, None).await
+}
+
+/// [`run_at_most`], taking no key once `stop_taking_at` has passed: those are left due, for
+/// the next run, and counted as deferred.
+pub async fn run_until(
+    store: &dyn KeyStore,
+    sink: &dyn SecretSink,
+    mint: &Mint,
+    actor: &Actor,
+    now: Timestamp,
+    limit: usize,
+    stop_taking_at: Option<Instant>,
+) -> Result<Report, StoreError> {
     let keys = store.due_keys(now, limit).await?;
     let found = keys.len();
     let outcomes: Vec<Result<Outcome, StepError>> = futures_util::stream::iter(keys)
         .map(|key| async move {
+            if stop_taking_at.is_some_and(|at| Instant::now() >= at) {
+                return Ok(Outcome::Deferred);
+            }
             let result = step(store, sink, mint, actor, &key, now).await;
             if let Err(e) = &result {
                 tracing::error!(key_id = %key.id, error = %error_chain(e), "a due key failed");
@@ -180,6 +227,7 @@ pub async fn run_at_most(
             Ok(Outcome::GraceIdle) => report.grace_idle += 1,
             Ok(Outcome::Watched) => report.watched += 1,
             Ok(Outcome::Skipped) => report.skipped += 1,
+            Ok(Outcome::Deferred) => report.deferred += 1,
             Err(_) => report.failed += 1,
         }
     }
@@ -193,6 +241,7 @@ pub async fn run_at_most(
         watched = report.watched,
         skipped = report.skipped,
         failed = report.failed,
+        deferred = report.deferred,
         "scheduled run"
     );
     Ok(report)
@@ -420,6 +469,70 @@ mod tests {
             "arn:aws:events:us-east-1:123456789012:rule/my-scheduled-rule"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_run_stops_taking_keys_thirty_seconds_before_its_deadline_and_without_one_never() {
+        let clock = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let deadline_in = |left: Duration| (clock + left).duration_since(UNIX_EPOCH).unwrap();
+        assert_eq!(
+            stop_taking_keys_at(0, clock),
+            None,
+            "no deadline outside Lambda"
+        );
+        let before = Instant::now();
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap();
+        let stop = stop_taking_keys_at(ms(deadline_in(Duration::from_secs(240))), clock).unwrap();
+        let after = Instant::now();
+        let taking = Duration::from_secs(240) - STOP_TAKING_KEYS_BEFORE;
+        assert!(stop >= before + taking && stop <= after + taking);
+        let late = stop_taking_keys_at(ms(deadline_in(Duration::from_secs(10))), clock).unwrap();
+        assert!(
+            late <= Instant::now(),
+            "ten seconds before the deadline, no key is taken"
+        );
+    }
+
+    #[tokio::test]
+    async fn keys_left_at_the_deadline_stay_due_and_the_next_run_takes_them() {
+        let made = keyward::now() - TimeDelta::days(2);
+        let s = seeded("production", made).await;
+        for name in ["billing", "shipping"] {
+            let policy =
+                serde_json::json!({"every": "P1D", "grace_period": "1h", "secret_id": name});
+            let input = NewKey {
+                name: KeyName::parse(name).unwrap(),
+                kind: Kind::Secret,
+                scopes: Scopes::parse(&["orders:read"]).unwrap(),
+                expires_at: None,
+                rotation_policy: Some(RotationPolicy::from_json(&policy).unwrap()),
+            };
+            let issued = create_key(
+                &s.environment,
+                input,
+                Actor::operator("test"),
+                &s.mint,
+                made,
+            )
+            .unwrap();
+            s.store.apply(&issued.change).await.unwrap();
+        }
+        let sink = FileSink::new(
+            std::env::temp_dir().join(format!("keyward-deadline-{}.json", std::process::id())),
+        );
+        let actor = Actor::schedule("rule");
+        let now = keyward::now();
+        let passed = Some(Instant::now());
+        let late = run_until(&s.store, &sink, &s.mint, &actor, now, 10, passed).await;
+        assert_eq!(
+            late.unwrap(),
+            Report {
+                deferred: 2,
+                ..Report::default()
+            }
+        );
+        let next = run(&s.store, &sink, &s.mint, &actor, now).await.unwrap();
+        assert_eq!((next.rotated, next.deferred), (2, 0), "{next:?}");
     }
 
     #[tokio::test]

@@ -95,6 +95,22 @@ pub mod table {
     pub const LAST: &str = "LAST";
 }
 
+/// How long one usage write may take. A write that fails or runs out is put back and goes
+/// with the next one, so it is never retried in place, and it is short enough that every
+/// write of the shutdown flush, run at once, ends within `usage::SHUTDOWN_BUDGET`.
+pub const USAGE_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// The client settings of a usage write: one attempt, within [`USAGE_WRITE_TIMEOUT`].
+fn usage_write_config() -> aws_sdk_dynamodb::config::Builder {
+    aws_sdk_dynamodb::config::Builder::default()
+        .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
+        .timeout_config(
+            aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
+                .operation_timeout(USAGE_WRITE_TIMEOUT)
+                .build(),
+        )
+}
+
 /// The DynamoDB store.
 #[derive(Clone, Debug)]
 pub struct DynamoStore {
@@ -930,6 +946,8 @@ impl UsageStore for DynamoStore {
                     "ADD accepted :a, refused :r SET {}",
                     set.join(", ")
                 ))
+                .customize()
+                .config_override(usage_write_config())
                 .send()
                 .await
                 .map_err(backend)?;
@@ -1260,6 +1278,44 @@ mod tests {
         Actor, KeyName, Kind, NewKey, PolicyChange, RotationPolicy, Scopes, create_environment,
         create_key, set_rotation_policy,
     };
+
+    /// A usage write is tried once and gives up within its timeout: against an endpoint that
+    /// takes the connection and never answers, it fails after one connection. The SDK's own
+    /// settings would retry, and wait without end, past the shutdown flush's budget.
+    #[tokio::test]
+    async fn a_usage_write_is_one_attempt_that_gives_up_in_time() {
+        const { assert!(USAGE_WRITE_TIMEOUT.as_millis() < crate::usage::SHUTDOWN_BUDGET.as_millis()) };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = std::sync::Arc::clone(&connections);
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                held.push(stream);
+            }
+        });
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                "id", "secret", None, None, "test",
+            ))
+            .endpoint_url(format!("http://{address}"))
+            .build();
+        let store = DynamoStore::new(Client::from_conf(config), "silent");
+        let mut tally = UsageTally::new(KeyId::generate(&crate::mint(), crate::now()));
+        tally.count(true, crate::now());
+        let written = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            UsageStore::add_usage(&store, &tally),
+        )
+        .await
+        .expect("the write gives up by itself");
+        assert!(written.is_err());
+        assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
 
     #[test]
     fn the_call_log_reads_leading_keys_from_this_tables_partition_keys() {
