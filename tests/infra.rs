@@ -1,9 +1,10 @@
 //! The SAM template and the code agree: one function per crate (two of the authorizer), the
 //! variables each function reads are set, the table is the one the DynamoDB adapter uses, the
-//! authorizer's cache is off, the exported authorizer fails closed, the gateway responses are
-//! JSON, the routes are `keyward serve`'s, and no policy grants every action. And each
-//! function's dependency tree holds only the adapters it uses, and the domain's nothing that
-//! does I/O.
+//! authorizer's cache is off, the exported authorizer fails closed and other accounts' APIs
+//! may invoke it, the gateway responses are answers openapi.yaml documents, the routes are
+//! `keyward serve`'s, every failure sets off an alarm, scheduled runs never overlap, and no
+//! policy grants every action. And each function's dependency tree holds only the adapters it
+//! uses, and the domain's nothing that does I/O.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -526,55 +527,109 @@ fn no_policy_grants_every_action_and_the_checking_functions_write_only_usage() {
     assert!(hello.is_empty(), "the example backend needs nothing");
 }
 
-/// A response template as API Gateway sends it: each `$context.x` replaced by its value.
-/// The `...String` variables come quoted (API Gateway documents them as "the quoted value");
-/// whether it also escapes a `"` inside a message is not documented, so the sample message
-/// here is escaped JSON, and the templates put no other variable inside a JSON string that
-/// could hold one.
-fn substitute(template: &str) -> String {
-    let mut out = String::new();
-    let mut rest = template;
-    while let Some(at) = rest.find("$context.") {
-        out.push_str(&rest[..at]);
-        let name: String = rest[at + 1..]
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '.')
-            .collect();
-        let value = if name.ends_with("String") {
-            serde_json::to_string("Missing \"Authentication\" Token").unwrap()
-        } else {
-            "Missing Authentication Token".to_owned()
-        };
-        out.push_str(&value);
-        rest = &rest[at + 1 + name.len()..];
+/// Every code a `code` schema's `enum` lists under `value`.
+fn enumerated_codes(value: &Value, found: &mut Vec<String>) {
+    match value {
+        Value::Mapping(map) => {
+            for (key, value) in map {
+                if key == "code" {
+                    let codes = value["enum"].as_sequence().into_iter().flatten();
+                    found.extend(codes.filter_map(Value::as_str).map(str::to_owned));
+                }
+                enumerated_codes(value, found);
+            }
+        }
+        Value::Sequence(list) => list.iter().for_each(|v| enumerated_codes(v, found)),
+        _ => {}
     }
-    out.push_str(rest);
-    out
 }
 
+/// Every (status, code) that openapi.yaml documents: each operation's responses, through
+/// their `$ref`, with the codes their schemas list, and each `` `NNN code` `` its description
+/// names (the router's own answers and API Gateway's).
+fn documented_errors() -> BTreeSet<(u64, String)> {
+    let text = std::fs::read_to_string(root().join("openapi.yaml")).unwrap();
+    let document: Value = serde_norway::from_str(&text).unwrap();
+    let mut pairs = BTreeSet::new();
+    let operations = document["paths"]
+        .as_mapping()
+        .unwrap()
+        .values()
+        .filter_map(Value::as_mapping)
+        .flat_map(|item| item.values());
+    for operation in operations {
+        for (status, response) in operation["responses"].as_mapping().into_iter().flatten() {
+            let Some(status) = status.as_str().and_then(|s| s.parse::<u64>().ok()) else {
+                continue;
+            };
+            let response = match response["$ref"].as_str() {
+                Some(at) => &document["components"]["responses"][at.rsplit('/').next().unwrap()],
+                None => response,
+            };
+            let mut codes = Vec::new();
+            enumerated_codes(response, &mut codes);
+            pairs.extend(codes.into_iter().map(|code| (status, code)));
+        }
+    }
+    let description = document["info"]["description"].as_str().unwrap();
+    for named in description.split('`').skip(1).step_by(2) {
+        if let Some((status, code)) = named.split_once(' ')
+            && let Ok(status) = status.parse::<u64>()
+            && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+        {
+            pairs.insert((status, code.to_owned()));
+        }
+    }
+    pairs
+}
+
+/// The answers API Gateway makes itself are the API's: each has its own status, is the error
+/// shape with a status and code that openapi.yaml documents, and carries nothing of the
+/// request (no `$` variable at all: `$context.error.messageString` repeats request text, a
+/// pasted key among it). Each type the API can meet is answered explicitly.
 #[test]
-fn every_gateway_response_is_the_api_error_shape_after_substitution() {
+fn every_gateway_response_is_one_the_api_documents_and_holds_no_request_text() {
     let template = template();
     let responses = resources(&template)["Api"]["Properties"]["GatewayResponses"]
         .as_mapping()
         .unwrap();
-    assert!(responses.len() >= 4, "{responses:?}");
+    let documented = documented_errors();
+    assert!(
+        documented.contains(&(404, "route_not_found".to_owned()))
+            && documented.contains(&(401, "invalid_api_key".to_owned())),
+        "the document's pairs are read: {documented:?}"
+    );
     for (name, response) in responses {
         let body = response["ResponseTemplates"]["application/json"]
             .as_str()
             .unwrap();
-        let sent = substitute(body);
-        let json: serde_json::Value = serde_json::from_str(&sent)
-            .unwrap_or_else(|e| panic!("{name:?} is not JSON once substituted: {e}: {sent}"));
+        assert!(!body.contains('$'), "{name:?} carries a variable: {body}");
+        let json: serde_json::Value = serde_json::from_str(body)
+            .unwrap_or_else(|e| panic!("{name:?} is not JSON: {e}: {body}"));
+        assert!(json["error"]["message"].is_string(), "{name:?}: {body}");
+        let status = response["StatusCode"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{name:?} keeps API Gateway's own status"));
+        let code = json["error"]["code"].as_str().unwrap().to_owned();
         assert!(
-            json["error"]["code"].is_string() && json["error"]["message"].is_string(),
-            "{name:?}: {sent}"
+            documented.contains(&(status, code.clone())),
+            "{name:?} answers {status} {code}, which openapi.yaml does not list"
         );
     }
-    assert_eq!(
-        substitute("{\"m\": $context.error.messageString, \"id\": \"$context.requestId\"}"),
-        "{\"m\": \"Missing \\\"Authentication\\\" Token\", \"id\": \"Missing Authentication Token\"}"
-    );
+    let answered: BTreeSet<&str> = responses.keys().filter_map(Value::as_str).collect();
+    for kind in [
+        "UNAUTHORIZED",
+        "ACCESS_DENIED",
+        "MISSING_AUTHENTICATION_TOKEN",
+        "RESOURCE_NOT_FOUND",
+        "THROTTLED",
+        "QUOTA_EXCEEDED",
+        "REQUEST_TOO_LARGE",
+        "DEFAULT_4XX",
+        "DEFAULT_5XX",
+    ] {
+        assert!(answered.contains(kind), "no gateway response for {kind}");
+    }
 }
 
 #[test]
@@ -778,4 +833,248 @@ fn the_checks_dashboard_and_the_refusal_alarm_name_the_metrics_the_checks_publis
         !text.contains("${"),
         "every variable is substituted: {text}"
     );
+}
+
+/// A `Fn::ForEach::<name>` block of the template: its collection and the one fragment it
+/// repeats, as `(the identifier, the collection, the fragment's logical id, the fragment)`.
+fn for_each<'a>(template: &'a Value, name: &str) -> (&'a str, &'a Value, &'a str, &'a Value) {
+    let block = &resources(template)[format!("Fn::ForEach::{name}").as_str()];
+    let identifier = block[0].as_str().expect("an identifier");
+    let fragment = block[2].as_mapping().expect("a fragment");
+    assert_eq!(fragment.len(), 1, "{name} repeats one resource");
+    let (id, resource) = fragment.iter().next().unwrap();
+    (identifier, &block[1], id.as_str().unwrap(), resource)
+}
+
+/// The names a `Fn::ForEach` collection lists.
+fn listed(collection: &Value) -> BTreeSet<String> {
+    collection
+        .as_sequence()
+        .expect("a literal list")
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn every_function_has_a_log_group_with_a_retention_and_an_alarm_on_its_failures() {
+    let template = template();
+    let every: BTreeSet<String> = functions(&template).keys().cloned().collect();
+
+    let (identifier, collection, id, logs) = for_each(&template, "FunctionLogs");
+    assert_eq!(listed(collection), every, "one log group per function");
+    assert_eq!(id, format!("${{{identifier}}}Logs"));
+    assert_eq!(logs["Type"], "AWS::Logs::LogGroup");
+    assert_eq!(logs["DeletionPolicy"], "Delete");
+    assert_eq!(
+        tagged(&logs["Properties"]["RetentionInDays"]),
+        Some(("!Ref".to_owned(), "LogRetentionDays".to_owned()))
+    );
+    for (name, function) in functions(&template) {
+        assert_eq!(
+            tagged(&function["Properties"]["LoggingConfig"]["LogGroup"]),
+            Some(("!Ref".to_owned(), format!("{name}Logs"))),
+            "{name} logs to its own group"
+        );
+    }
+
+    let authorizers: BTreeSet<String> = ["ApiAuthorizer", "Authorizer"].map(str::to_owned).into();
+    let (identifier, collection, id, alarm) = for_each(&template, "FunctionErrors");
+    let plain: BTreeSet<String> = every.difference(&authorizers).cloned().collect();
+    assert_eq!(
+        listed(collection),
+        plain,
+        "every function but the authorizers"
+    );
+    assert_eq!(id, format!("${{{identifier}}}ErrorsAlarm"));
+    let p = &alarm["Properties"];
+    assert_eq!(
+        (&p["Namespace"], &p["MetricName"]),
+        (&"AWS/Lambda".into(), &"Errors".into())
+    );
+    assert_eq!(
+        tagged(&p["Dimensions"][0]["Value"]),
+        Some(("!Sub".to_owned(), format!("${{${{{identifier}}}}}")))
+    );
+    assert_eq!(
+        (&p["Threshold"], &p["ComparisonOperator"]),
+        (&0.into(), &"GreaterThanThreshold".into())
+    );
+
+    // An authorizer's Unauthorized is an error to Lambda, so its alarm counts invocations
+    // that made no check: the metric every check writes, by function.
+    let (identifier, collection, _, alarm) = for_each(&template, "AuthorizerFailures");
+    assert_eq!(listed(collection), authorizers);
+    let metrics = alarm["Properties"]["Metrics"].as_sequence().unwrap();
+    let stat = |id: &str| &metrics.iter().find(|m| m["Id"] == id).unwrap()["MetricStat"]["Metric"];
+    assert_eq!(stat("invocations")["MetricName"], "Invocations");
+    assert_eq!(stat("checks")["Namespace"], keyward::metrics::NAMESPACE);
+    assert_eq!(stat("checks")["MetricName"], keyward::metrics::CHECKS);
+    for id in ["invocations", "checks"] {
+        assert_eq!(
+            tagged(&stat(id)["Dimensions"][0]["Value"]),
+            Some(("!Sub".to_owned(), format!("${{${{{identifier}}}}}")))
+        );
+    }
+    assert_eq!(
+        metrics[0]["Expression"],
+        "invocations - FILL(checks, 0) + FILL(errors, 0)"
+    );
+    let errors = stat("errors");
+    assert_eq!(errors["MetricName"], keyward::metrics::CHECKS);
+    assert_eq!(errors["Dimensions"][1]["Name"], "Outcome");
+    assert_eq!(
+        errors["Dimensions"][1]["Value"], "error",
+        "the outcome of a store failure"
+    );
+}
+
+#[test]
+fn a_schedule_that_stopped_a_lagging_stream_and_server_errors_each_set_off_an_alarm() {
+    let template = template();
+    let resources = resources(&template);
+    let heartbeat = &resources["ScheduledRotationHeartbeatAlarm"]["Properties"];
+    assert_eq!(heartbeat["MetricName"], "Invocations");
+    assert_eq!(
+        tagged(&heartbeat["Dimensions"][0]["Value"]),
+        Some(("!Ref".to_owned(), "ScheduledRotation".to_owned()))
+    );
+    assert_eq!(heartbeat["ComparisonOperator"], "LessThanThreshold");
+    assert_eq!(heartbeat["Threshold"], 1);
+    assert_eq!(
+        heartbeat["TreatMissingData"], "breaching",
+        "a schedule that never fires writes no data at all"
+    );
+    assert_eq!(
+        template["Parameters"]["RotationHeartbeatSeconds"]["Default"],
+        900
+    );
+
+    let lag = &resources["StreamIteratorAgeAlarm"]["Properties"];
+    assert_eq!(lag["MetricName"], "IteratorAge");
+    assert_eq!(
+        tagged(&lag["Dimensions"][0]["Value"]),
+        Some(("!Ref".to_owned(), "ActivityPublisher".to_owned()))
+    );
+
+    let api = &resources["Api"]["Properties"];
+    let server = &resources["ApiServerErrorsAlarm"]["Properties"];
+    assert_eq!(
+        (&server["Namespace"], &server["MetricName"]),
+        (&"AWS/ApiGateway".into(), &"5XXError".into())
+    );
+    assert_eq!(
+        tagged(&server["Dimensions"][0]["Value"]),
+        tagged(&api["Name"])
+    );
+    assert_eq!(
+        tagged(&server["Dimensions"][1]["Value"]),
+        Some(("!Ref".to_owned(), "StageName".to_owned()))
+    );
+}
+
+#[test]
+fn scheduled_runs_are_never_retried_and_end_before_the_next_one() {
+    let template = template();
+    let function = &resources(&template)["ScheduledRotation"]["Properties"];
+    assert_eq!(function["EventInvokeConfig"]["MaximumRetryAttempts"], 0);
+    let schedule = &function["Events"]["Schedule"]["Properties"];
+    assert_eq!(schedule["RetryPolicy"]["MaximumRetryAttempts"], 0);
+    let timeout = function["Timeout"].as_u64().unwrap();
+    assert!(
+        timeout < 300,
+        "below the default schedule's period of five minutes"
+    );
+    assert!(
+        scheduled_rotation::STOP_TAKING_KEYS_BEFORE.as_secs() < timeout,
+        "a run takes keys for a while before it stops"
+    );
+    assert_eq!(
+        template["Parameters"]["RotationSchedule"]["Default"],
+        "rate(5 minutes)"
+    );
+}
+
+#[test]
+fn consumers_in_any_account_may_invoke_the_exported_authorizer_and_nothing_is_imported() {
+    let template = template();
+    let (identifier, collection, id, permission) = for_each(&template, "AuthorizerConsumer");
+    assert_eq!(
+        tagged(collection),
+        Some(("!Ref".to_owned(), "AuthorizerConsumers".to_owned()))
+    );
+    assert_eq!(
+        template["Parameters"]["AuthorizerConsumers"]["Type"],
+        "CommaDelimitedList"
+    );
+    assert_eq!(id, format!("AuthorizerInvokedBy&{{{identifier}}}"));
+    assert_eq!(permission["Type"], "AWS::Lambda::Permission");
+    assert_eq!(permission["Condition"], "HasAuthorizerConsumers");
+    let p = &permission["Properties"];
+    assert_eq!(p["Principal"], "apigateway.amazonaws.com");
+    assert_eq!(p["Action"], "lambda:InvokeFunction");
+    assert_eq!(
+        tagged(&p["FunctionName"]),
+        Some(("!GetAtt".to_owned(), "Authorizer.Arn".to_owned())),
+        "only the exported authorizer, never keyward's own"
+    );
+    assert_eq!(
+        tagged(&p["SourceArn"]),
+        Some(("!Ref".to_owned(), identifier.to_owned()))
+    );
+    let outputs = template["Outputs"].as_mapping().unwrap();
+    assert!(
+        outputs["AuthorizerArn"]["Export"].is_null(),
+        "an import would block updates"
+    );
+}
+
+#[test]
+fn the_api_has_one_stage_and_throttles_the_routes_that_take_no_key_on_their_own() {
+    let template = template();
+    let api = &resources(&template)["Api"]["Properties"];
+    assert!(
+        api["OpenApiVersion"].is_string(),
+        "without it SAM adds a stage named Stage"
+    );
+    let settings = api["MethodSettings"].as_sequence().unwrap();
+    let throttled: BTreeSet<(String, String)> = settings
+        .iter()
+        .filter(|s| !s["ThrottlingRateLimit"].is_null())
+        .map(|s| {
+            let path = s["ResourcePath"].as_str().unwrap().replace("~1", "/");
+            let path = path
+                .strip_prefix('/')
+                .filter(|p| !p.is_empty())
+                .unwrap_or("/");
+            (
+                s["HttpMethod"].as_str().unwrap().to_owned(),
+                path.to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        throttled.contains(&("*".to_owned(), "*".to_owned())),
+        "{throttled:?}"
+    );
+    for function in functions(&template).values() {
+        for event in function["Properties"]["Events"]
+            .as_mapping()
+            .into_iter()
+            .flatten()
+            .map(|(_, e)| e)
+        {
+            let p = &event["Properties"];
+            if event["Type"] == "Api" && p["Auth"]["Authorizer"] == "NONE" {
+                let route = (
+                    p["Method"].as_str().unwrap().to_uppercase(),
+                    p["Path"].as_str().unwrap().to_owned(),
+                );
+                assert!(
+                    throttled.contains(&route),
+                    "{route:?} has no throttle of its own: {throttled:?}"
+                );
+            }
+        }
+    }
 }
