@@ -920,6 +920,12 @@ fn every_function_has_a_log_group_with_a_retention_and_an_alarm_on_its_failures(
         metrics[0]["Expression"],
         "invocations - FILL(checks, 0) + FILL(errors, 0)"
     );
+    let p = &alarm["Properties"];
+    assert_eq!(
+        (&p["EvaluationPeriods"], &p["DatapointsToAlarm"]),
+        (&3.into(), &2.into()),
+        "the two metrics arrive apart: one late period alone is not an alarm"
+    );
     let errors = stat("errors");
     assert_eq!(errors["MetricName"], keyward::metrics::CHECKS);
     assert_eq!(errors["Dimensions"][1]["Name"], "Outcome");
@@ -978,6 +984,10 @@ fn scheduled_runs_are_never_retried_and_end_before_the_next_one() {
     let template = template();
     let function = &resources(&template)["ScheduledRotation"]["Properties"];
     assert_eq!(function["EventInvokeConfig"]["MaximumRetryAttempts"], 0);
+    assert_eq!(
+        function["EventInvokeConfig"]["MaximumEventAgeInSeconds"], 60,
+        "an invocation Lambda could not start soon is dropped, not run late"
+    );
     let schedule = &function["Events"]["Schedule"]["Properties"];
     assert_eq!(schedule["RetryPolicy"]["MaximumRetryAttempts"], 0);
     let timeout = function["Timeout"].as_u64().unwrap();
@@ -1003,10 +1013,25 @@ fn consumers_in_any_account_may_invoke_the_exported_authorizer_and_nothing_is_im
         tagged(collection),
         Some(("!Ref".to_owned(), "AuthorizerConsumers".to_owned()))
     );
-    assert_eq!(
-        template["Parameters"]["AuthorizerConsumers"]["Type"],
-        "CommaDelimitedList"
-    );
+    let consumers = &template["Parameters"]["AuthorizerConsumers"];
+    assert_eq!(consumers["Type"], "CommaDelimitedList");
+    let pattern = consumers["AllowedPattern"].as_str().unwrap();
+    for (source, allowed) in [
+        ("", true),
+        (
+            "arn:aws:execute-api:eu-west-1:222233334444:a1b2c3d4e5/authorizers/*",
+            true,
+        ),
+        ("arn:aws:execute-api:*:222233334444:*/authorizers/*", true),
+        ("arn:aws:execute-api:*:*:*", false),
+        ("arn:aws:execute-api:*:*:*/authorizers/*", false),
+        (
+            "arn:aws:execute-api:eu-west-1:222233334444:a1b2c3d4e5/*",
+            false,
+        ),
+    ] {
+        assert_eq!(fully_matches(pattern, source), allowed, "{source}");
+    }
     assert_eq!(id, format!("AuthorizerInvokedBy&{{{identifier}}}"));
     assert_eq!(permission["Type"], "AWS::Lambda::Permission");
     assert_eq!(permission["Condition"], "HasAuthorizerConsumers");
@@ -1077,4 +1102,18 @@ fn the_api_has_one_stage_and_throttles_the_routes_that_take_no_key_on_their_own(
             }
         }
     }
+}
+
+/// Whether `text` matches `pattern` whole, as CloudFormation applies an `AllowedPattern`:
+/// Python's `re.fullmatch`, which reads the same syntax.
+fn fully_matches(pattern: &str, text: &str) -> bool {
+    std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import re, sys; sys.exit(0 if re.fullmatch(sys.argv[1], sys.argv[2]) else 1)",
+        ])
+        .args([pattern, text])
+        .status()
+        .expect("python3 runs")
+        .success()
 }

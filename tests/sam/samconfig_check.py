@@ -19,8 +19,10 @@ It prints `samconfig: N passed, N failed` last.
 
 import os
 import re
+import shlex
 import sys
 import tempfile
+import tomllib
 
 import yaml
 from samcli.commands.deploy.command import cli as sam_deploy
@@ -37,11 +39,12 @@ def deploy_parameters(filename="samconfig.toml", args=()):
 
 def written(path):
     """The overrides as the file's author wrote them: each entry split at its first `=`,
-    one pair of wrapping quotes removed, as SAM CLI documents."""
-    import tomllib
-
+    one pair of wrapping quotes removed, as SAM CLI documents. `sam deploy --guided` saves
+    them as one string instead of a list, whose entries are split as a shell splits words."""
     with open(path, "rb") as f:
         entries = tomllib.load(f)["default"]["deploy"]["parameters"]["parameter_overrides"]
+    if isinstance(entries, str):
+        entries = shlex.split(entries)
     pairs = {}
     for entry in entries:
         key, _, value = entry.partition("=")

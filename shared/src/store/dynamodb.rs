@@ -1279,21 +1279,15 @@ mod tests {
         create_key, set_rotation_policy,
     };
 
-    /// A usage write is tried once and gives up within its timeout: against an endpoint that
-    /// takes the connection and never answers, it fails after one connection. The SDK's own
-    /// settings would retry, and wait without end, past the shutdown flush's budget.
-    #[tokio::test]
-    async fn a_usage_write_is_one_attempt_that_gives_up_in_time() {
-        const { assert!(USAGE_WRITE_TIMEOUT.as_millis() < crate::usage::SHUTDOWN_BUDGET.as_millis()) };
+    /// A DynamoDB store on a loopback endpoint that `answer` serves, and a tally to write.
+    async fn store_on(
+        answer: impl Fn(tokio::net::TcpStream) + Send + 'static,
+    ) -> (DynamoStore, UsageTally) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
-        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counted = std::sync::Arc::clone(&connections);
         tokio::spawn(async move {
-            let mut held = Vec::new();
             while let Ok((stream, _)) = listener.accept().await {
-                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                held.push(stream);
+                answer(stream);
             }
         });
         let config = aws_sdk_dynamodb::Config::builder()
@@ -1304,17 +1298,39 @@ mod tests {
             ))
             .endpoint_url(format!("http://{address}"))
             .build();
-        let store = DynamoStore::new(Client::from_conf(config), "silent");
         let mut tally = UsageTally::new(KeyId::generate(&crate::mint(), crate::now()));
         tally.count(true, crate::now());
+        (DynamoStore::new(Client::from_conf(config), "usage"), tally)
+    }
+
+    /// A usage write that fails is not tried again (it goes with the next write instead),
+    /// and runs out within its timeout, whatever the function's client would do.
+    #[test]
+    fn a_usage_write_is_one_attempt_with_a_timeout_of_its_own() {
+        let config = usage_write_config().build();
+        assert_eq!(config.retry_config().map(|r| r.max_attempts()), Some(1));
+        assert_eq!(
+            config.timeout_config().and_then(|t| t.operation_timeout()),
+            Some(USAGE_WRITE_TIMEOUT)
+        );
+    }
+
+    /// A usage write to an endpoint that never answers gives up by itself, where the SDK's own
+    /// settings would wait without end, past the shutdown flush's budget.
+    #[tokio::test]
+    async fn a_usage_write_gives_up_on_an_endpoint_that_never_answers() {
+        const { assert!(USAGE_WRITE_TIMEOUT.as_millis() < crate::usage::SHUTDOWN_BUDGET.as_millis()) };
+        let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let holding = std::sync::Arc::clone(&held);
+        let (store, tally) = store_on(move |stream| holding.lock().unwrap().push(stream)).await;
         let written = tokio::time::timeout(
             std::time::Duration::from_secs(60),
             UsageStore::add_usage(&store, &tally),
         )
         .await
-        .expect("the write gives up by itself");
+        .expect("the write gives up by itself, long before this guard");
         assert!(written.is_err());
-        assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+        drop(held);
     }
 
     #[test]
