@@ -90,6 +90,9 @@ pub const METRICS_NAMESPACE: &str = keyward::metrics::NAMESPACE;
 pub const FAILED_METRIC: &str = "ScheduledRotationFailed";
 /// The metric that counts the keys a run rotated.
 pub const ROTATED_METRIC: &str = "ScheduledRotationRotated";
+/// The metric that counts the due keys a run left for the next because it neared its
+/// deadline: a backlog that never clears shows here.
+pub const DEFERRED_METRIC: &str = "ScheduledRotationDeferred";
 /// The dimension that names the function, so that two stacks' metrics stay apart.
 pub const FUNCTION_DIMENSION: &str = keyward::metrics::FUNCTION_DIMENSION;
 
@@ -106,12 +109,14 @@ pub fn metrics_line(report: &Report, function: &str, at: Timestamp) -> String {
                 "Metrics": [
                     {"Name": FAILED_METRIC, "Unit": "Count"},
                     {"Name": ROTATED_METRIC, "Unit": "Count"},
+                    {"Name": DEFERRED_METRIC, "Unit": "Count"},
                 ],
             }],
         },
         FUNCTION_DIMENSION: function,
         FAILED_METRIC: report.failed,
         ROTATED_METRIC: report.rotated,
+        DEFERRED_METRIC: report.deferred,
     })
     .to_string()
 }
@@ -390,6 +395,7 @@ mod tests {
         let report = Report {
             rotated: 3,
             failed: 2,
+            deferred: 4,
             ..Report::default()
         };
         let at = keyward::now();
@@ -408,9 +414,10 @@ mod tests {
             .iter()
             .map(|m| m["Name"].as_str().unwrap())
             .collect();
-        assert_eq!(names, [FAILED_METRIC, ROTATED_METRIC]);
+        assert_eq!(names, [FAILED_METRIC, ROTATED_METRIC, DEFERRED_METRIC]);
         assert_eq!(line[FAILED_METRIC], 2);
         assert_eq!(line[ROTATED_METRIC], 3);
+        assert_eq!(line[DEFERRED_METRIC], 4);
         assert_eq!(line[FUNCTION_DIMENSION], "keyward-ScheduledRotation");
     }
 
