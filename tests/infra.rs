@@ -584,9 +584,10 @@ fn documented_errors() -> BTreeSet<(u64, String)> {
 }
 
 /// The answers API Gateway makes itself are the API's: each has its own status, is the error
-/// shape with a status and code that openapi.yaml documents, and carries nothing of the
-/// request (no `$` variable at all: `$context.error.messageString` repeats request text, a
-/// pasted key among it). Each type the API can meet is answered explicitly.
+/// shape with a status and code that openapi.yaml documents, carries the API's headers (no
+/// cache keeps it, no browser sniffs it), and carries nothing of the request (no `$` variable
+/// at all: `$context.error.messageString` repeats request text, a pasted key among it). Each
+/// type the API can meet is answered explicitly.
 #[test]
 fn every_gateway_response_is_one_the_api_documents_and_holds_no_request_text() {
     let template = template();
@@ -604,6 +605,14 @@ fn every_gateway_response_is_one_the_api_documents_and_holds_no_request_text() {
             .as_str()
             .unwrap();
         assert!(!body.contains('$'), "{name:?} carries a variable: {body}");
+        let headers = &response["ResponseParameters"]["Headers"];
+        for (header, value) in [
+            ("Content-Type", "'application/json'"),
+            ("Cache-Control", "'no-store'"),
+            ("X-Content-Type-Options", "'nosniff'"),
+        ] {
+            assert_eq!(headers[header], value, "{name:?}: {header}");
+        }
         let json: serde_json::Value = serde_json::from_str(body)
             .unwrap_or_else(|e| panic!("{name:?} is not JSON: {e}: {body}"));
         assert!(json["error"]["message"].is_string(), "{name:?}: {body}");

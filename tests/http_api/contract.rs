@@ -239,3 +239,41 @@ fn each_operation_needs_exactly_the_scope_the_document_names() {
     }
     assert_eq!(checked, 10, "every operation that needs a key");
 }
+
+/// Every answer of every route of the API, an error's too, may not be kept by any cache, and
+/// is read only as the JSON it is: a create or a rotation answers with a new secret. The
+/// router's own `404` and `405`, and a body over the limit, carry the same headers.
+#[test]
+fn every_answer_of_the_api_is_neither_cached_nor_sniffed() {
+    let server = Server::start(Backend::Sqlite);
+    let key = server.default_key.clone();
+    let id = server.default_key_id.clone();
+    let mut asked: Vec<(String, String, Option<Value>)> = keyward_cli::ROUTES
+        .iter()
+        .filter(|(_, pattern, _, _)| *pattern != "/v1/openapi.json")
+        .map(|(method, pattern, _, _)| {
+            let path = pattern
+                .replace("{env}", "development")
+                .replace("{key_id}", &id);
+            (method.to_string(), path, Some(json!({})))
+        })
+        .collect();
+    asked.push(("GET".to_owned(), "/v1/no-such-route".to_owned(), None));
+    asked.push(("DELETE".to_owned(), format!("/v1/keys/{id}"), None));
+    asked.push((
+        "POST".to_owned(),
+        "/v1/environments/development/keys".to_owned(),
+        Some(json!({"name": "x".repeat(70_000)})),
+    ));
+    for (method, path, body) in asked {
+        let reply = server.call(&method, &path, &key, body);
+        let headers = reply.headers.to_ascii_lowercase();
+        for header in ["cache-control: no-store", "x-content-type-options: nosniff"] {
+            assert!(
+                headers.contains(header),
+                "{method} {path} ({}) lacks {header}: {headers}",
+                reply.status
+            );
+        }
+    }
+}

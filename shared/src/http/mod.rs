@@ -78,15 +78,31 @@ impl Settings {
     }
 }
 
-/// A JSON response.
+/// The headers of every answer of the API: nothing may keep one (a create or a rotation
+/// carries a new secret), a browser may not read one as anything but JSON, nor frame it, nor
+/// send its address on. The API shares the console's origin, so it gets the same care.
+pub const API_HEADERS: [(header::HeaderName, &str); 6] = [
+    (header::CONTENT_TYPE, "application/json"),
+    (header::CACHE_CONTROL, "no-store"),
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; frame-ancestors 'none'",
+    ),
+    (header::X_FRAME_OPTIONS, "DENY"),
+    (header::REFERRER_POLICY, "no-referrer"),
+];
+
+/// A JSON response, with [`API_HEADERS`].
 pub fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response<Body> {
     let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
     let mut response = Response::new(Body::Text(String::from_utf8(bytes).unwrap_or_default()));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
+    for (name, value) in API_HEADERS {
+        response
+            .headers_mut()
+            .insert(name, header::HeaderValue::from_static(value));
+    }
     response
 }
 
