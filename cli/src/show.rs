@@ -46,10 +46,20 @@ pub fn relative(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
 }
 
 /// A string from the API with any control character replaced, so that nothing it holds can
-/// move the terminal's cursor or change its colours.
+/// move the terminal's cursor or change its colours, and any invisible format character
+/// (a bidi control, a zero-width space) shown escaped, so that a name stored before such
+/// names were refused cannot read as something else.
 pub fn clean(text: &str) -> String {
     text.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
+        .map(|c| {
+            if c.is_control() {
+                "?".to_owned()
+            } else if keyward::domain::is_format_character(c) {
+                format!("\\u{{{:04x}}}", u32::from(c))
+            } else {
+                c.to_string()
+            }
+        })
         .collect()
 }
 
@@ -474,6 +484,22 @@ mod tests {
 
     fn at(text: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(text).unwrap().into()
+    }
+
+    #[test]
+    fn a_name_stored_with_hidden_characters_is_shown_escaped_in_a_table() {
+        let now = at("2026-11-28T12:00:00Z");
+        let spoof = "test \u{202e}yek noitcudorp\u{200b}";
+        assert_eq!(clean(spoof), "test \\u{202e}yek noitcudorp\\u{200b}");
+        assert_eq!(clean("café\u{1b}]0;pwned\u{7}"), "café?]0;pwned?");
+        let key = json!({"id": "key_x", "name": spoof, "kind": "secret", "status": "active",
+            "scopes": [], "default": false, "created_at": "2026-11-28T11:00:00Z",
+            "expires_at": null, "hint": "kw_sk_x...abcd", "rotation_policy": null});
+        let row = key_row(&key, now).join(" ");
+        assert!(row.contains("test \\u{202e}yek noitcudorp"), "{row}");
+        assert!(!row.contains('\u{202e}'), "{row}");
+        let fields = self::key(&key, now);
+        assert!(!fields.contains('\u{202e}'), "{fields}");
     }
 
     #[test]

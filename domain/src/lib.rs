@@ -32,7 +32,9 @@ pub use lifecycle::{
     rotate, set_rotation_policy,
 };
 pub use mint::{Entropy, Mint};
-pub use names::{ActivityId, EnvName, InputError, KeyId, KeyName, Kind, Scope, Scopes};
+pub use names::{
+    ActivityId, EnvName, InputError, KeyId, KeyName, Kind, Scope, Scopes, is_format_character,
+};
 pub use schedule::{
     Due, GRACE_IDLE_AFTER, GRACE_WATCH_EVERY, GraceWatch, Seen, delivery_failed, expiry_notice,
     scheduled_rotation, secret_delivered, watch_grace,

@@ -186,11 +186,48 @@ impl From<ActivityId> for String {
 #[serde(try_from = "String", into = "String")]
 pub struct KeyName(String);
 
+/// The ranges of Unicode's general category `Cf` (format characters, Unicode 15.1): bidi
+/// controls, zero-width characters and the like, which a terminal or a page does not show
+/// but obeys, so that `"test \u{202e}yek noitcudorp"` reads as "test production key".
+const FORMAT_CHARACTERS: [(char, char); 21] = [
+    ('\u{00AD}', '\u{00AD}'),
+    ('\u{0600}', '\u{0605}'),
+    ('\u{061C}', '\u{061C}'),
+    ('\u{06DD}', '\u{06DD}'),
+    ('\u{070F}', '\u{070F}'),
+    ('\u{0890}', '\u{0891}'),
+    ('\u{08E2}', '\u{08E2}'),
+    ('\u{180E}', '\u{180E}'),
+    ('\u{200B}', '\u{200F}'),
+    ('\u{202A}', '\u{202E}'),
+    ('\u{2060}', '\u{2064}'),
+    ('\u{2066}', '\u{206F}'),
+    ('\u{FEFF}', '\u{FEFF}'),
+    ('\u{FFF9}', '\u{FFFB}'),
+    ('\u{110BD}', '\u{110BD}'),
+    ('\u{110CD}', '\u{110CD}'),
+    ('\u{13430}', '\u{1343F}'),
+    ('\u{1BCA0}', '\u{1BCA3}'),
+    ('\u{1D173}', '\u{1D17A}'),
+    ('\u{E0001}', '\u{E0001}'),
+    ('\u{E0020}', '\u{E007F}'),
+];
+
+/// Whether `c` is an invisible format character (general category `Cf`), which a name may
+/// not hold and which is shown escaped wherever a name from before that rule is printed.
+pub fn is_format_character(c: char) -> bool {
+    FORMAT_CHARACTERS
+        .iter()
+        .any(|(first, last)| (*first..=*last).contains(&c))
+}
+
 impl KeyName {
-    /// Checks a candidate name; surrounding white space is trimmed first.
+    /// Checks a candidate name; surrounding white space is trimmed first. Control and
+    /// invisible format characters are refused, so that a name cannot hide what it says.
     pub fn parse(s: &str) -> Result<Self, InputError> {
         let s = s.trim();
-        let ok = (1..=128).contains(&s.chars().count()) && !s.chars().any(char::is_control);
+        let ok = (1..=128).contains(&s.chars().count())
+            && !s.chars().any(|c| c.is_control() || is_format_character(c));
         if ok {
             Ok(Self(s.to_owned()))
         } else {
@@ -484,6 +521,30 @@ mod tests {
         assert_eq!(KeyName::parse("  billing  ").unwrap().as_str(), "billing");
         assert_eq!(KeyName::parse("   "), Err(InputError::InvalidName));
         assert_eq!(KeyName::parse("a\nb"), Err(InputError::InvalidName));
+        for hidden in [
+            '\u{202E}',
+            '\u{200B}',
+            '\u{2066}',
+            '\u{FEFF}',
+            '\u{00AD}',
+            '\u{E0041}',
+        ] {
+            let name = format!("test {hidden}yek noitcudorp");
+            assert_eq!(
+                KeyName::parse(&name),
+                Err(InputError::InvalidName),
+                "{hidden:?}"
+            );
+        }
+        for shown in [
+            "billing worker",
+            "café",
+            "Zürich – prod",
+            "日本",
+            "\u{05D0}\u{05D1}",
+        ] {
+            assert!(KeyName::parse(shown).is_ok(), "{shown}");
+        }
         assert!(KeyName::parse(&"é".repeat(128)).is_ok());
         assert_eq!(
             KeyName::parse(&"é".repeat(129)),
