@@ -1,6 +1,8 @@
 """The console in real Chromium, found by role and name as a person with a screen reader
 would find it, against `keyward serve` on a fresh SQLite store."""
 
+import os
+import sqlite3
 import time
 
 from playwright.sync_api import expect
@@ -366,3 +368,22 @@ def test_a_dialog_waiting_for_a_new_secret_stays_open(page, keyward):
     assert len(held) == 1
     held[0].continue_()
     expect(page.get_by_label("The new key's secret")).to_have_value(SECRET)
+
+
+def test_a_name_stored_with_hidden_characters_is_shown_escaped(page, keyward):
+    """keyward refuses bidi controls and zero-width characters in names (400 invalid_name);
+    one stored before that rule, written here straight into the store, is shown escaped."""
+    refused = keyward.call("POST", "/v1/environments/development/keys", {"name": "test \u202eyek noitcudorp"})
+    assert refused[0] == 400 and refused[1]["error"]["code"] == "invalid_name", refused
+    made = keyward.create("placeholder", ["orders:read"])
+    spoof = "test \u202eyek noitcudorp"
+    with sqlite3.connect(os.path.join(keyward.folder, "keyward.db")) as db:
+        changed = db.execute(
+            "UPDATE keys SET record = json_set(record, '$.name', ?) WHERE id = ?",
+            (spoof, made["key"]["id"]),
+        ).rowcount
+    assert changed == 1
+    sign_in(page, keyward.admin)
+    shown = row(page, made["key"]["id"])
+    expect(shown).to_contain_text("test \\u{202e}yek noitcudorp")
+    assert "\u202e" not in page.content()

@@ -101,6 +101,23 @@ function environmentOf(key) {
   return match ? match[1].replaceAll("_", "-") : null;
 }
 
+// Invisible format characters (Unicode's category Cf: bidi controls, zero-width spaces),
+// which keyward refuses in names since they can make one read as another. A name stored
+// before that rule is shown with each of them escaped, never obeyed.
+const HIDDEN = /\p{Cf}/gu;
+
+/** `value` with every string in it showing its hidden characters as `\u{...}`. */
+function revealHidden(value) {
+  if (typeof value === "string") {
+    return value.replace(HIDDEN, (c) => `\\u{${c.codePointAt(0).toString(16)}}`);
+  }
+  if (Array.isArray(value)) return value.map(revealHidden);
+  if (value && typeof value === "object") {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, revealHidden(v)]));
+  }
+  return value;
+}
+
 async function api(method, path, body, key = signedInKey()) {
   const init = { method, headers: { Authorization: `Bearer ${key}` } };
   if (body !== undefined) {
@@ -113,7 +130,7 @@ async function api(method, path, body, key = signedInKey()) {
   } catch {
     throw new ApiError(0, "unreachable", "keyward could not be reached. Check your connection and try again.");
   }
-  const json = await response.json().catch(() => null);
+  const json = revealHidden(await response.json().catch(() => null));
   if (response.ok && json) return json;
   const error = json && json.error ? json.error : {};
   const failure = new ApiError(
