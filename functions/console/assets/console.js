@@ -1,9 +1,11 @@
 // The keyward console: every key action of the HTTP API, in a browser. Plain JavaScript, no
-// build step and no request to any origin but its own. The signed-in key lives in
-// sessionStorage only, and goes out only in `Authorization: Bearer`. A new secret is shown
-// once, in its dialog, and removed from the page when the dialog closes.
+// build step and no request to any origin but its own. The signed-in key lives in this
+// page's memory only (never in sessionStorage, which a browser restores with a reopened tab or
+// session), and goes out only in `Authorization: Bearer`. A new secret is shown once, in its
+// dialog, and removed from the page when the dialog closes.
 
-const KEY_STORE = "keyward.key";
+/** The key signed in with, while this page lives; `null` when signed out. */
+let signedIn = null;
 const BASE = new URL(".", location.href);
 const PAGE = 20;
 const ACTIONS = [
@@ -93,7 +95,7 @@ class ApiError extends Error {
 }
 
 function signedInKey() {
-  return sessionStorage.getItem(KEY_STORE);
+  return signedIn;
 }
 
 function environmentOf(key) {
@@ -153,7 +155,7 @@ function describe(error) {
 // ---- Signing in and out.
 
 function signOut(message) {
-  sessionStorage.removeItem(KEY_STORE);
+  signedIn = null;
   closeDialogs(true);
   history.replaceState(null, "", location.pathname + location.search);
   renderSignIn(message);
@@ -170,7 +172,7 @@ function renderSignIn(message) {
   });
   const form = h("form", { class: "signin", onsubmit: (event) => signIn(event, input, error) },
     h("h2", {}, "Sign in"),
-    h("p", {}, "Paste an API key of the environment you manage. It is kept in this tab only, and forgotten when the tab closes or you sign out."),
+    h("p", {}, "Paste an API key of the environment you manage. It is kept in this page only, and forgotten when you sign out, reload or leave the page, or close the tab."),
     h("label", { for: "signin-key" }, "API key"),
     input,
     error,
@@ -197,7 +199,7 @@ async function signIn(event, input, error) {
     return;
   }
   input.value = "";
-  sessionStorage.setItem(KEY_STORE, key);
+  signedIn = key;
   if (!location.hash || location.hash === "#/") location.hash = "#/keys";
   route();
 }
