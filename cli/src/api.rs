@@ -109,11 +109,23 @@ pub struct Api {
     http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
+/// Whether `host` (from a URL, so an IPv6 address comes in brackets) is this machine's
+/// loopback, where plain HTTP never leaves the machine.
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 impl Api {
     /// A client of the keyward at `url` (`http://` or `https://`, with an optional path
     /// prefix such as an API Gateway stage). HTTPS trusts the system's roots, which
-    /// `SSL_CERT_FILE` and `SSL_CERT_DIR` can replace.
-    pub fn new(url: &str, key: Option<CallerKey>) -> Result<Self, Failure> {
+    /// `SSL_CERT_FILE` and `SSL_CERT_DIR` can replace. Plain `http://` is refused to any host
+    /// but this machine's loopback unless `insecure_http` says otherwise, because every request
+    /// carries a key.
+    pub fn new(url: &str, key: Option<CallerKey>, insecure_http: bool) -> Result<Self, Failure> {
         let base = url.trim_end_matches('/').to_owned();
         let uri: Uri = base
             .parse()
@@ -133,9 +145,14 @@ impl Api {
                     .to_owned(),
             ));
         }
-        if uri.host().is_none() || uri.query().is_some() {
+        let Some(host) = uri.host().filter(|_| uri.query().is_none()) else {
             return Err(Failure::Usage(format!(
                 "--url {url} needs a host and no query"
+            )));
+        };
+        if !https && !insecure_http && !is_loopback(host) {
+            return Err(Failure::Usage(format!(
+                "--url {url} is plain http:// to {host}, which is not this machine: the key would cross the network in clear. Use https://, or add --insecure-http to send it anyway"
             )));
         }
         let provider = rustls::crypto::aws_lc_rs::default_provider();
@@ -407,10 +424,33 @@ mod tests {
             "not a url",
             "https://user:secret@x",
         ] {
-            let failure = Api::new(bad, None).err().expect(bad);
+            let failure = Api::new(bad, None, false).err().expect(bad);
             assert_eq!(failure.exit_status(), 2, "{bad}: {failure}");
         }
-        assert!(Api::new("http://127.0.0.1:8080/", None).is_ok());
+        assert!(Api::new("http://127.0.0.1:8080/", None, false).is_ok());
+        for here in [
+            "http://localhost:8080",
+            "http://127.0.0.2",
+            "http://[::1]:8080/prod",
+        ] {
+            assert!(Api::new(here, None, false).is_ok(), "{here}");
+        }
+        for away in [
+            "http://10.0.0.5:8080",
+            "http://keyward.example.com",
+            "http://[2001:db8::1]",
+        ] {
+            let refused = Api::new(away, None, false).err().expect(away);
+            assert!(
+                matches!(&refused, Failure::Usage(m) if m.contains("--insecure-http")),
+                "{away}: {refused:?}"
+            );
+            assert!(
+                Api::new(away, None, true).is_ok(),
+                "{away} with --insecure-http"
+            );
+        }
+        assert!(Api::new("https://keyward.example.com/prod", None, false).is_ok());
     }
 
     #[test]

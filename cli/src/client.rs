@@ -40,6 +40,9 @@ pub struct Target {
         default_value = "http://127.0.0.1:8080"
     )]
     url: String,
+    /// Sends requests, and so the key, over plain http:// to a host other than this machine
+    #[arg(long)]
+    insecure_http: bool,
 }
 
 /// The keyward to talk to, and the key to act with.
@@ -78,7 +81,7 @@ impl Connection {
                 }
             }
         };
-        Api::new(&self.target.url, Some(key))
+        Api::new(&self.target.url, Some(key), self.target.insecure_http)
     }
 }
 
@@ -102,13 +105,50 @@ pub struct Output {
 }
 
 /// How a command that makes a key prints it.
-#[derive(Debug, Clone, Copy, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct SecretOutput {
     #[command(flatten)]
     output: Output,
-    /// Prints only the new secret and a newline: for `> new.key`
-    #[arg(long, conflicts_with = "json")]
+    /// Prints only the new secret and a newline, for a pipe; to keep it in a file, use
+    /// --secret-file, which no other user can read
+    #[arg(long, conflicts_with_all = ["json", "secret_file"])]
     secret_only: bool,
+    /// Writes the new secret to this file, made readable by its owner only (mode 0600); an
+    /// existing file is refused, before the key is made
+    #[arg(long, value_name = "PATH")]
+    secret_file: Option<PathBuf>,
+}
+
+/// The file a new secret goes to, made before the key is, so that a key is never made whose
+/// secret has nowhere to go: owner-only, and never one that exists (it may be another's).
+fn secret_file(path: &std::path::Path) -> Result<std::fs::File, Failure> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| {
+            Failure::Usage(format!(
+                "--secret-file {}: {e} (it must not exist yet; no key was made)",
+                path.display()
+            ))
+        })
+}
+
+/// Writes to stdout, or says which key was made when stdout is gone (a closed pipe), so that
+/// a script knows to revoke it; never its secret.
+fn to_stdout(answer: &Value, text: &str) -> Result<(), Failure> {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(|e| {
+            Failure::Failed(format!(
+                "the key {} was made, but its answer could not be written to stdout: {e}",
+                show::clean(answer["key"]["id"].as_str().unwrap_or("-"))
+            ))
+        })
 }
 
 fn env_name(s: &str) -> Result<EnvName, String> {
@@ -464,10 +504,12 @@ async fn on_key(
 
 /// Prints a JSON value as the API sent it, indented.
 fn print_json(value: &Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).expect("JSON values always serialize")
-    );
+    println!("{}", pretty(value));
+}
+
+/// `value` as indented JSON.
+fn pretty(value: &Value) -> String {
+    serde_json::to_string_pretty(value).expect("JSON values always serialize")
 }
 
 /// Prints a list read by [`pages`]: a table, with a note on stderr when more remain, or with
@@ -505,35 +547,65 @@ fn print_key(answer: &Value, output: Output) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Prints an answer that holds a new secret: the secret alone with `--secret-only`, else the
-/// answer with a warning on stderr that names no secret.
+/// Removes the secret file made for a key that was not made, so that a retry can use it.
+fn remove_unused(output: &SecretOutput) {
+    if let Some(path) = &output.secret_file {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// Prints an answer that holds a new secret: to `file` (made by [`secret_file`] before the
+/// request) with the answer on stdout without it, or the secret alone with `--secret-only`,
+/// or else the answer with a warning on stderr that names no secret. A secret that is not a
+/// key's is refused, so that no server can write terminal controls through it.
 fn print_with_secret(
     answer: &Value,
-    output: SecretOutput,
+    output: &SecretOutput,
+    file: Option<std::fs::File>,
     describe: impl FnOnce(DateTime<Utc>) -> String,
 ) -> Result<(), Failure> {
-    let Some(secret) = answer["secret"].as_str() else {
+    let Some(secret) = answer["secret"]
+        .as_str()
+        .filter(|s| PresentedKey::parse(s).is_ok())
+    else {
         return Err(not_keyward("secret"));
     };
-    if output.secret_only {
-        let mut stdout = std::io::stdout().lock();
-        return writeln!(stdout, "{secret}")
-            .and_then(|()| stdout.flush())
+    if let (Some(mut file), Some(path)) = (file, &output.secret_file) {
+        writeln!(file, "{secret}")
+            .and_then(|()| file.sync_all())
             .map_err(|e| {
                 Failure::Failed(format!(
-                    "the key {} was made, but its secret could not be written to stdout: {e}",
-                    answer["key"]["id"].as_str().unwrap_or("-")
+                    "the key {} was made, but its secret could not be written to {}: {e}",
+                    show::clean(answer["key"]["id"].as_str().unwrap_or("-")),
+                    path.display()
                 ))
-            });
+            })?;
+        let mut shown = answer.clone();
+        shown["secret"] = json!(format!("written to {}", path.display()));
+        return if output.output.json {
+            to_stdout(answer, &format!("{}\n", pretty(&shown)))
+        } else {
+            let text = format!(
+                "{}secret  written to {}\n",
+                describe(Utc::now()),
+                path.display()
+            );
+            to_stdout(answer, &text)
+        };
+    }
+    if output.secret_only {
+        return to_stdout(answer, &format!("{secret}\n"));
     }
     if output.output.json {
-        print_json(answer);
+        to_stdout(answer, &format!("{}\n", pretty(answer)))?;
     } else {
-        print!("{}", describe(Utc::now()));
-        println!("secret  {secret}");
+        to_stdout(
+            answer,
+            &format!("{}secret  {secret}\n", describe(Utc::now())),
+        )?;
     }
     eprintln!(
-        "warning: the secret is shown only this once and cannot be read again: store it now (--secret-only prints it alone)"
+        "warning: the secret is shown only this once and cannot be read again: store it now (--secret-file PATH keeps it readable by you only)"
     );
     Ok(())
 }
@@ -592,6 +664,7 @@ pub async fn keys(command: KeysCommand) -> Result<(), Failure> {
         } => {
             let api = connection.open()?;
             let env = environment(env, &api)?;
+            let file = output.secret_file.as_deref().map(secret_file).transpose()?;
             let mut body = json!({
                 "name": name,
                 "kind": match kind { KindArg::Secret => "secret", KindArg::Publishable => "publishable" },
@@ -607,8 +680,9 @@ pub async fn keys(command: KeysCommand) -> Result<(), Failure> {
                     json!({"every": every, "grace_period": grace, "secret_id": secret});
             }
             let path = format!("/v1/environments/{env}/keys");
-            let answer = api.send(Method::POST, &path, Some(&body)).await?;
-            print_with_secret(&answer, output, |now| show::key(&answer["key"], now))
+            let answer = api.send(Method::POST, &path, Some(&body)).await;
+            let answer = answer.inspect_err(|_| remove_unused(&output))?;
+            print_with_secret(&answer, &output, file, |now| show::key(&answer["key"], now))
         }
         KeysCommand::Get {
             key_id,
@@ -656,9 +730,11 @@ pub async fn keys(command: KeysCommand) -> Result<(), Failure> {
             connection,
         } => {
             let api = connection.open()?;
+            let file = output.secret_file.as_deref().map(secret_file).transpose()?;
             let body = json!({"grace_period": grace});
-            let answer = on_key(&api, Method::POST, &key_id, "/rotate", Some(body)).await?;
-            print_with_secret(&answer, output, |now| {
+            let answer = on_key(&api, Method::POST, &key_id, "/rotate", Some(body)).await;
+            let answer = answer.inspect_err(|_| remove_unused(&output))?;
+            print_with_secret(&answer, &output, file, |now| {
                 format!(
                     "{}{}",
                     show::key(&answer["key"], now),
@@ -877,7 +953,7 @@ fn refusal(code: &str) -> &'static str {
 
 /// Runs `keyward verify`: exit status 0 only for a valid key.
 pub async fn verify(args: VerifyArgs) -> Result<(), Failure> {
-    let api = Api::new(&args.target.url, None)?;
+    let api = Api::new(&args.target.url, None, args.target.insecure_http)?;
     if std::io::stdin().is_terminal() {
         eprintln!("Paste the key to check, then press Enter:");
     }
@@ -948,6 +1024,7 @@ mod tests {
             Api::new(
                 "http://127.0.0.1:1",
                 Some(CallerKey::new(text, "KEYWARD_API_KEY").unwrap()),
+                false,
             )
             .unwrap()
         };

@@ -93,7 +93,7 @@ fn status(key: &Value, now: DateTime<Utc>) -> String {
             Some(at) => format!("in grace, ends {}", relative(at.with_timezone(&Utc), now)),
             None => "in grace".to_owned(),
         },
-        Some(other) => other.to_owned(),
+        Some(other) => clean(other),
         None => "-".to_owned(),
     }
 }
@@ -484,6 +484,13 @@ mod tests {
 
     fn at(text: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(text).unwrap().into()
+    }
+
+    #[test]
+    fn a_status_from_the_server_cannot_write_terminal_controls() {
+        let now = at("2026-11-28T12:00:00Z");
+        let key = json!({"status": "\u{1b}]0;pwned\u{7}"});
+        assert_eq!(status(&key, now), "?]0;pwned?");
     }
 
     #[test]

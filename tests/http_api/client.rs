@@ -441,6 +441,103 @@ fn secret_only_prints_exactly_the_secret_and_a_newline() {
     assert_eq!(conflict.code, 2, "{conflict:?}");
 }
 
+/// `--secret-file` keeps a new secret where no other user can read it (a shell's `> file`
+/// makes a file of mode 0644), and never overwrites a file: it refuses one that exists
+/// before it makes the key, so no key is made whose secret has nowhere to go.
+#[test]
+fn a_secret_file_is_the_owners_alone_and_never_overwritten() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = Server::start(Backend::Sqlite);
+    let cli = Client::new(&server, &server.default_key);
+    let dir = std::env::temp_dir().join(format!("keyward-secret-file-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("billing.key");
+    let path = path.to_str().unwrap();
+    let created = cli.run(&["keys", "create", "--name", "billing", "--secret-file", path]);
+    assert_eq!(created.code, 0, "{created:?}");
+    let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let secret = std::fs::read_to_string(path).unwrap();
+    let secret = secret.strip_suffix('\n').expect("the secret and a newline");
+    assert!(!created.stdout.contains(secret) && !created.stderr.contains(secret));
+    assert!(
+        created.stdout.contains(&format!("written to {path}")),
+        "{}",
+        created.stdout
+    );
+    assert_eq!(cli.run_with(&["verify"], secret).code, 0);
+
+    let listed = |cli: &Client| {
+        let run = cli.run(&["keys", "list", "--all", "--json"]);
+        serde_json::from_str::<Value>(&run.stdout).unwrap()["keys"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let before = listed(&cli);
+    let again = cli.run(&["keys", "create", "--name", "second", "--secret-file", path]);
+    assert_eq!(again.code, 2, "{again:?}");
+    assert!(again.stderr.contains("no key was made"), "{}", again.stderr);
+    assert_eq!(listed(&cli), before, "no key was made");
+    assert_eq!(
+        std::fs::read_to_string(path).unwrap(),
+        format!("{secret}\n")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A create or a rotation whose stdout is closed (a pipe whose reader left) has made its key:
+/// it exits 1 and names the key, so that a script knows to revoke it, and shows no secret.
+#[test]
+fn a_closed_stdout_after_a_create_names_the_key_that_was_made() {
+    let server = Server::start(Backend::Sqlite);
+    let mut child = keyward()
+        .args(["keys", "create", "--name", "orphan"])
+        .env("KEYWARD_URL", server.url())
+        .env("KEYWARD_API_KEY", &server.default_key)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader leaves before the answer comes back: the client's request takes a round trip.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the key key_") && stderr.contains("was made"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("kw_sk_development_"),
+        "no secret: {stderr}"
+    );
+}
+
+/// Plain `http://` to a host that is not this machine's loopback would send the key in clear:
+/// refused with exit 2 before anything is sent, and the message says how to proceed. (The
+/// address is 0.0.0.0, which Linux routes to this machine, so that the test could send
+/// nothing elsewhere even if the check were gone.)
+#[test]
+fn plain_http_to_another_host_is_refused_before_anything_is_sent() {
+    let run = keyward()
+        .args(["keys", "list", "--url", "http://0.0.0.0:9"])
+        .env(
+            "KEYWARD_API_KEY",
+            "kw_sk_development_0000000000000000000000000000000000000000",
+        )
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--insecure-http") && stderr.contains("https://"),
+        "{stderr}"
+    );
+}
+
 /// Every other command, with the caller's key in `KEYWARD_API_KEY`, puts no secret on
 /// stderr: not that key, not a secret it was shown, nothing shaped like a key.
 #[test]
