@@ -568,7 +568,15 @@ fn print_with_secret(
         .as_str()
         .filter(|s| PresentedKey::parse(s).is_ok())
     else {
-        return Err(not_keyward("secret"));
+        remove_unused(output);
+        return Err(match answer["key"]["id"].as_str() {
+            // A key was made, so this is no answer to retry blindly: say which to revoke.
+            Some(id) => Failure::Failed(format!(
+                "the key {} was made, but the answer's secret is not a keyward key: revoke it",
+                show::clean(id)
+            )),
+            None => not_keyward("secret"),
+        });
     };
     if let (Some(mut file), Some(path)) = (file, &output.secret_file) {
         writeln!(file, "{secret}")
@@ -581,17 +589,23 @@ fn print_with_secret(
                 ))
             })?;
         let mut shown = answer.clone();
-        shown["secret"] = json!(format!("written to {}", path.display()));
-        return if output.output.json {
-            to_stdout(answer, &format!("{}\n", pretty(&shown)))
+        shown["secret"] = Value::Null;
+        shown["secret_file"] = json!(path.display().to_string());
+        let text = if output.output.json {
+            format!("{}\n", pretty(&shown))
         } else {
-            let text = format!(
+            format!(
                 "{}secret  written to {}\n",
                 describe(Utc::now()),
                 path.display()
-            );
-            to_stdout(answer, &text)
+            )
         };
+        // The secret is safe in its file already: a closed stdout loses only the description.
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout
+            .write_all(text.as_bytes())
+            .and_then(|()| stdout.flush());
+        return Ok(());
     }
     if output.secret_only {
         return to_stdout(answer, &format!("{secret}\n"));
@@ -604,7 +618,8 @@ fn print_with_secret(
             &format!("{}secret  {secret}\n", describe(Utc::now())),
         )?;
     }
-    eprintln!(
+    let _ = writeln!(
+        std::io::stderr(),
         "warning: the secret is shown only this once and cannot be read again: store it now (--secret-file PATH keeps it readable by you only)"
     );
     Ok(())

@@ -252,7 +252,8 @@ impl KeyName {
 }
 
 /// How a stored key's name is read back (serde): by [`KeyName::stored`]'s rule, never by
-/// [`KeyName::parse`]'s newer one, which is for names that come in.
+/// [`KeyName::parse`]'s newer one, which is for names that come in. So a request body must
+/// never deserialize a `KeyName`: it takes a `String` and calls [`KeyName::parse`].
 impl TryFrom<String> for KeyName {
     type Error = InputError;
     fn try_from(s: String) -> Result<Self, Self::Error> {

@@ -516,6 +516,46 @@ fn a_closed_stdout_after_a_create_names_the_key_that_was_made() {
     );
 }
 
+/// A server that answers a create with a "secret" that is no key (here, terminal controls)
+/// has made a key by its own account: the client prints nothing of it, exits 1 (not a
+/// failure to retry) naming the key to revoke, and leaves no secret file behind.
+#[test]
+fn a_secret_that_is_no_key_is_refused_and_the_key_named() {
+    let answer =
+        r#"{"key": {"id": "key_08EAAAAAAAAAAAAAAAAAAA"}, "secret": "\u001b]0;pwned\u0007"}"#;
+    let url = answering("201 Created", "application/json", answer);
+    let dir = std::env::temp_dir().join(format!("keyward-bad-secret-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("new.key");
+    let key = keyward::domain::Secret::generate(
+        &keyward::mint(),
+        keyward::domain::Kind::Secret,
+        &keyward::domain::EnvName::parse("development").unwrap(),
+    );
+    for extra in [vec![], vec!["--secret-file", file.to_str().unwrap()]] {
+        let out = keyward()
+            .args(["keys", "create", "--name", "x"])
+            .args(&extra)
+            .env("KEYWARD_URL", &url)
+            .env("KEYWARD_API_KEY", key.expose())
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert_eq!(out.status.code(), Some(1), "{extra:?}: {stderr}");
+        assert!(stderr.contains("key_08EAAAAAAAAAAAAAAAAAAA"), "{stderr}");
+        assert!(
+            !stdout.contains('\u{1b}') && !stderr.contains('\u{1b}'),
+            "{stdout}{stderr}"
+        );
+        assert!(!file.exists(), "no secret file is left behind");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Plain `http://` to a host that is not this machine's loopback would send the key in clear:
 /// refused with exit 2 before anything is sent, and the message says how to proceed. (The
 /// address is 0.0.0.0, which Linux routes to this machine, so that the test could send

@@ -6,6 +6,11 @@
 
 /** The key signed in with, while this page lives; `null` when signed out. */
 let signedIn = null;
+
+// A page the browser keeps for its back button keeps its memory too: leaving it forgets the
+// key, and coming back to it asks to sign in again.
+addEventListener("pagehide", () => { signedIn = null; });
+addEventListener("pageshow", (event) => { if (event.persisted) signOut(); });
 const BASE = new URL(".", location.href);
 const PAGE = 20;
 const ACTIONS = [
@@ -111,7 +116,7 @@ const HIDDEN = /\p{Cf}/gu;
 /** `value` with every string in it showing its hidden characters as `\u{...}`. */
 function revealHidden(value) {
   if (typeof value === "string") {
-    return value.replace(HIDDEN, (c) => `\\u{${c.codePointAt(0).toString(16)}}`);
+    return value.replace(HIDDEN, (c) => `\\u{${c.codePointAt(0).toString(16).padStart(4, "0")}}`);
   }
   if (Array.isArray(value)) return value.map(revealHidden);
   if (value && typeof value === "object") {
