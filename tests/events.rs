@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use aws_sdk_dynamodbstreams::types::{Record, ShardIteratorType};
 use keyward::aws::calls::acting_as;
 use keyward::domain::{Actor, create_environment};
-use keyward::events::{EventBridgeBus, EventsConfig, lambda_event};
+use keyward::events::{EventBridgeBus, EventBus, EventsConfig, lambda_event};
 use keyward::store::{DynamoStore, KeyStore};
 use keyward::testing::api_request;
 use lambda_http::lambda_runtime::{Context, LambdaEvent};
@@ -247,11 +247,21 @@ async fn drain(aws: &aws_config::SdkConfig, queue: &str) -> Vec<Value> {
     messages
 }
 
-fn publisher_event(records: &[Record]) -> LambdaEvent<aws_lambda_events::dynamodb::Event> {
-    LambdaEvent::new(
+/// The publisher's handler given `records` as Lambda hands them over, its AWS calls recorded
+/// as the template's `ActivityPublisher`'s.
+async fn publish(
+    bus: &dyn EventBus,
+    store: &dyn KeyStore,
+    records: &[Record],
+) -> aws_lambda_events::streams::DynamoDbEventResponse {
+    let event = LambdaEvent::new(
         lambda_event(records).expect("records convert to a Lambda event"),
         Context::default(),
-    )
+    );
+    let mint = keyward::mint();
+    let handled = activity_publisher::handler(bus, store, &mint, event);
+    let Ok(response) = acting_as("ActivityPublisher", handled).await;
+    response
 }
 
 fn failed(response: &aws_lambda_events::streams::DynamoDbEventResponse) -> Vec<String> {
@@ -275,17 +285,7 @@ async fn every_activity_entry_reaches_an_sqs_queue_through_eventbridge_in_order(
             source: "keyward".into(),
         },
     );
-    let response = acting_as(
-        "ActivityPublisher",
-        activity_publisher::handler(
-            &publisher,
-            &store,
-            &keyward::mint(),
-            publisher_event(&records),
-        ),
-    )
-    .await
-    .unwrap();
+    let response = publish(&publisher, &store, &records).await;
     assert!(failed(&response).is_empty(), "{:?}", failed(&response));
 
     let events = drain(&aws, &queue).await;
@@ -356,17 +356,7 @@ async fn when_eventbridge_fails_every_record_is_reported_and_a_rerun_loses_nothi
             source: "keyward".into(),
         },
     );
-    let response = acting_as(
-        "ActivityPublisher",
-        activity_publisher::handler(
-            &missing,
-            &store,
-            &keyward::mint(),
-            publisher_event(&records),
-        ),
-    )
-    .await
-    .unwrap();
+    let response = publish(&missing, &store, &records).await;
     assert_eq!(
         failed(&response),
         outbox_records,
@@ -383,17 +373,7 @@ async fn when_eventbridge_fails_every_record_is_reported_and_a_rerun_loses_nothi
             source: "keyward".into(),
         },
     );
-    let response = acting_as(
-        "ActivityPublisher",
-        activity_publisher::handler(
-            &unreachable,
-            &store,
-            &keyward::mint(),
-            publisher_event(&records),
-        ),
-    )
-    .await
-    .unwrap();
+    let response = publish(&unreachable, &store, &records).await;
     assert_eq!(
         failed(&response),
         outbox_records,
@@ -408,17 +388,7 @@ async fn when_eventbridge_fails_every_record_is_reported_and_a_rerun_loses_nothi
             source: "keyward".into(),
         },
     );
-    let response = acting_as(
-        "ActivityPublisher",
-        activity_publisher::handler(
-            &working,
-            &store,
-            &keyward::mint(),
-            publisher_event(&records),
-        ),
-    )
-    .await
-    .unwrap();
+    let response = publish(&working, &store, &records).await;
     assert!(failed(&response).is_empty());
     let events = drain(&aws, &queue).await;
     let ids: Vec<&str> = events
@@ -566,24 +536,14 @@ async fn a_key_quiet_in_its_grace_is_one_grace_idle_event() {
             source: "keyward".into(),
         },
     );
-    let publish = |records: Vec<Record>| {
+    let publish_all = |records: Vec<Record>| {
         let (publisher, store) = (&publisher, &store);
         async move {
-            let response = acting_as(
-                "ActivityPublisher",
-                activity_publisher::handler(
-                    publisher,
-                    store,
-                    &keyward::mint(),
-                    publisher_event(&records),
-                ),
-            )
-            .await
-            .unwrap();
+            let response = publish(publisher, store, &records).await;
             assert!(failed(&response).is_empty(), "{:?}", failed(&response));
         }
     };
-    publish(records.clone()).await;
+    publish_all(records.clone()).await;
     let last = store
         .last_use(&[&old.key.id, &rotated.key.id])
         .await
@@ -599,7 +559,7 @@ async fn a_key_quiet_in_its_grace_is_one_grace_idle_event() {
         assert_eq!(report.failed, 0, "{report:?}");
     }
     let all = stream_records(&store, &aws).await;
-    publish(all[records.len()..].to_vec()).await;
+    publish_all(all[records.len()..].to_vec()).await;
     let events = drain(&aws, &queue).await;
     let idle: Vec<&Value> = events
         .iter()

@@ -502,27 +502,11 @@ mod tests {
 
     #[tokio::test]
     async fn keys_left_at_the_deadline_stay_due_and_the_next_run_takes_them() {
-        let made = keyward::now() - TimeDelta::days(2);
+        // The harness's policy keys rotate every 30 days: made 31 days ago, both are due.
+        let made = keyward::now() - TimeDelta::days(31);
         let s = seeded("production", made).await;
-        for name in ["billing", "shipping"] {
-            let policy =
-                serde_json::json!({"every": "P1D", "grace_period": "1h", "secret_id": name});
-            let input = NewKey {
-                name: KeyName::parse(name).unwrap(),
-                kind: Kind::Secret,
-                scopes: Scopes::parse(&["orders:read"]).unwrap(),
-                expires_at: None,
-                rotation_policy: Some(RotationPolicy::from_json(&policy).unwrap()),
-            };
-            let issued = create_key(
-                &s.environment,
-                input,
-                Actor::operator("test"),
-                &s.mint,
-                made,
-            )
-            .unwrap();
-            s.store.apply(&issued.change).await.unwrap();
+        for secret in ["billing", "shipping"] {
+            s.policy_key(secret, made).await;
         }
         let sink = FileSink::new(
             std::env::temp_dir().join(format!("keyward-deadline-{}.json", std::process::id())),
