@@ -16,8 +16,10 @@ pub enum InputError {
     /// A key id that is not of the form `key_` followed by 22 letters and digits.
     #[error("a key id is key_ followed by 22 letters and digits")]
     InvalidKeyId,
-    /// A key name that is empty, too long or holds control characters.
-    #[error("a key name is 1 to 128 characters with no control characters")]
+    /// A key name that is empty, too long, or holds control or invisible format characters.
+    #[error(
+        "a key name is 1 to 128 characters with no control characters and no invisible format characters (such as a bidi control or a zero-width space)"
+    )]
     InvalidName,
     /// A scope that is not lowercase words joined by `:`, or `*`.
     #[error(
