@@ -522,7 +522,7 @@ async fn a_key_quiet_in_its_grace_is_one_grace_idle_event() {
         (&old.key, now - chrono::TimeDelta::hours(2)),
         (&rotated.key, now - chrono::TimeDelta::minutes(5)),
     ] {
-        let mut tally = UsageTally::new(key.id.clone());
+        let mut tally = UsageTally::new(key.environment.clone(), key.id.clone());
         tally.count(true, at);
         store.add_usage(&tally).await.unwrap();
     }
@@ -545,7 +545,7 @@ async fn a_key_quiet_in_its_grace_is_one_grace_idle_event() {
     };
     publish_all(records.clone()).await;
     let last = store
-        .last_use(&[&old.key.id, &rotated.key.id])
+        .last_use(&production, &[&old.key.id, &rotated.key.id])
         .await
         .unwrap();
     assert_eq!(last.len(), 2, "the stream carried both keys' last use");

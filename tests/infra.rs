@@ -508,9 +508,15 @@ fn no_policy_grants_every_action_and_the_checking_functions_write_only_usage() {
             actions(statement, &mut found);
             seen.push((found, statement["Condition"].clone()));
         }
-        let usage_only: Value = serde_norway::from_str(
-            r#"{"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["USAGE#*"]}}"#,
-        )
+        // The exported authorizer checks one environment's keys, so it writes only that
+        // environment's usage; keyward's own checkers write every environment's.
+        let partitions = match name {
+            "Authorizer" => r#"[!Sub "USAGE#${AuthorizerEnvironment}#*"]"#,
+            _ => r#"["USAGE#*#*"]"#,
+        };
+        let usage_only: Value = serde_norway::from_str(&format!(
+            r#"{{"ForAllValues:StringLike": {{"dynamodb:LeadingKeys": {partitions}}}}}"#
+        ))
         .unwrap();
         assert_eq!(
             seen,
@@ -518,7 +524,7 @@ fn no_policy_grants_every_action_and_the_checking_functions_write_only_usage() {
                 (vec!["dynamodb:GetItem".to_owned()], Value::Null),
                 (vec!["dynamodb:UpdateItem".to_owned()], usage_only),
             ],
-            "{name} reads items and writes only usage items, whose keys start {}",
+            "{name} reads items and writes only usage items, whose keys start {}<env>#",
             table::USAGE_PREFIX
         );
     }

@@ -21,7 +21,7 @@ use keyward::http::{Context, Settings};
 use keyward::secrets::{FileSink, SecretError, SecretSink, SecretValue, SecretsManagerSink};
 use keyward::store::{
     ActivityFilter, DynamoStore, KeyLookup, KeyStore, Page, PageRequest, SqliteStore, StoreError,
-    UsageStore,
+    UsageOwner, UsageStore,
 };
 use keyward::testing::{body_json, event};
 use scheduled_rotation::{MAX_KEYS_PER_RUN, Report, run, run_at_most};
@@ -492,16 +492,21 @@ impl UsageStore for CrashingStore {
     }
     async fn hourly_usage(
         &self,
+        environment: &EnvName,
         id: &KeyId,
         since: Timestamp,
     ) -> Result<Vec<HourlyUsage>, StoreError> {
-        self.inner.hourly_usage(id, since).await
+        self.inner.hourly_usage(environment, id, since).await
     }
-    async fn last_use(&self, ids: &[&KeyId]) -> Result<HashMap<KeyId, LastUse>, StoreError> {
-        self.inner.last_use(ids).await
+    async fn last_use(
+        &self,
+        environment: &EnvName,
+        ids: &[&KeyId],
+    ) -> Result<HashMap<KeyId, LastUse>, StoreError> {
+        self.inner.last_use(environment, ids).await
     }
-    async fn record_last_use(&self, id: &KeyId, last: LastUse) -> Result<(), StoreError> {
-        self.inner.record_last_use(id, last).await
+    async fn record_last_use(&self, owner: &UsageOwner, last: LastUse) -> Result<(), StoreError> {
+        self.inner.record_last_use(owner, last).await
     }
 }
 
@@ -1181,10 +1186,11 @@ async fn each_expiry_warning_is_recorded_exactly_once(on: On) {
 /// Records that `key` was presented at `at`, accepted or not, as a flush of the checking
 /// functions would, with its last use moved forward as the stream (or SQLite) does.
 async fn presented(b: &Backend, key: &Key, accepted: bool, at: Timestamp) {
-    let mut tally = UsageTally::new(key.id.clone());
+    let mut tally = UsageTally::new(key.environment.clone(), key.id.clone());
     tally.count(accepted, at);
     b.store.add_usage(&tally).await.unwrap();
-    b.store.record_last_use(&key.id, tally.last).await.unwrap();
+    let owner = UsageOwner::Key(key.environment.clone(), key.id.clone());
+    b.store.record_last_use(&owner, tally.last).await.unwrap();
 }
 
 /// A rotated key is watched from an hour after its rotation: while it is still presented it is

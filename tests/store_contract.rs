@@ -11,6 +11,7 @@ use keyward::domain::{
 };
 use keyward::store::{
     ActivityFilter, DynamoStore, KeyLookup, KeyStore, PageRequest, SqliteStore, StoreError,
+    UsageOwner, UsageStore,
 };
 
 /// A clock for one test, with the test's own mint: each call is one millisecond after the
@@ -737,7 +738,7 @@ async fn accepted_and_refused(
     since: &str,
 ) -> Vec<(String, u64, u64)> {
     store
-        .hourly_usage(&key.id, at(since))
+        .hourly_usage(&key.environment, &key.id, at(since))
         .await
         .unwrap()
         .into_iter()
@@ -749,12 +750,12 @@ async fn usage_adds_up_by_hour_apart_from_the_key(store: Arc<dyn KeyStore>) {
     let clock = Clock::new();
     environment(&*store, "production", &clock).await;
     let stored = key(&*store, "production", "counted", &clock).await;
-    let mut first = UsageTally::new(stored.id.clone());
+    let mut first = UsageTally::new(stored.environment.clone(), stored.id.clone());
     first.count(true, at("2026-11-27T10:59:30Z"));
     first.count(true, at("2026-11-27T11:00:10Z"));
     first.count(false, at("2026-11-27T11:05:00Z"));
     store.add_usage(&first).await.unwrap();
-    let mut second = UsageTally::new(stored.id.clone());
+    let mut second = UsageTally::new(stored.environment.clone(), stored.id.clone());
     second.count(true, at("2026-11-27T11:20:00Z"));
     second.count(false, at("2026-11-27T11:03:00Z"));
     store.add_usage(&second).await.unwrap();
@@ -794,18 +795,28 @@ async fn last_use_only_moves_forward(store: Arc<dyn KeyStore>) {
         key(&*store, "production", "a", &clock).await,
         key(&*store, "production", "b", &clock).await,
     );
-    assert!(store.last_use(&[&a.id, &b.id]).await.unwrap().is_empty());
+    assert!(
+        store
+            .last_use(&a.environment, &[&a.id, &b.id])
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let later = LastUse {
         last_used_at: Some(at("2026-11-27T11:20:00Z")),
         last_refused_at: None,
     };
-    store.record_last_use(&a.id, later).await.unwrap();
+    let owner = UsageOwner::Key(a.environment.clone(), a.id.clone());
+    store.record_last_use(&owner, later).await.unwrap();
     let earlier = LastUse {
         last_used_at: Some(at("2026-11-27T11:19:00Z")),
         last_refused_at: Some(at("2026-11-27T09:00:00Z")),
     };
-    store.record_last_use(&a.id, earlier).await.unwrap();
-    let found = store.last_use(&[&a.id, &b.id]).await.unwrap();
+    store.record_last_use(&owner, earlier).await.unwrap();
+    let found = store
+        .last_use(&a.environment, &[&a.id, &b.id])
+        .await
+        .unwrap();
     assert_eq!(found.len(), 1, "b was never presented");
     assert_eq!(
         found[&a.id],
@@ -943,15 +954,7 @@ async fn a_failing_dynamodb_call_is_a_backend_error_not_a_conflict() {
 /// it would only wait for TTL again, and come down the stream as a second removal.
 #[tokio::test]
 async fn recording_an_expiry_after_ttl_removed_the_hash_item_does_not_bring_it_back() {
-    assert!(
-        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
-        "AWS_ENDPOINT_URL is not set: run ./scripts/test, which starts moto's server for these tests"
-    );
-    let config = aws_config::load_from_env().await;
-    let client = aws_sdk_dynamodb::Client::new(&config);
-    let table = format!("ttl-{}", std::process::id());
-    let store = DynamoStore::new(client.clone(), &table);
-    store.create_table().await.unwrap();
+    let (store, client, table) = dynamodb_with_client("ttl").await;
     let clock = Clock::new();
     let made = create_environment(&env("production"), actor(), &clock.mint, clock.now());
     store.apply(&made.change).await.unwrap();
@@ -1152,6 +1155,141 @@ async fn a_filtered_activity_page_reads_a_bounded_number_of_items() {
     );
     assert_eq!(found, [rare.id], "the one match, once");
     assert!(requests >= 2002 / bound, "{requests} requests");
+}
+
+/// Usage is kept under its key's environment (`USAGE#<env>#<key id>`), so that a role may be
+/// limited to one environment's usage; what versions before wrote under the key alone is read
+/// beside it, and the stream's records of such items still move their last use.
+#[tokio::test]
+async fn usage_is_kept_by_environment_and_read_beside_what_earlier_versions_wrote() {
+    use aws_sdk_dynamodb::types::AttributeValue::{N, S};
+    let (store, client, table) = dynamodb_with_client("usage-layout").await;
+    let clock = Clock::new();
+    environment(&store, "production", &clock).await;
+    let (counted, other) = (
+        key(&store, "production", "counted", &clock).await,
+        key(&store, "production", "other", &clock).await,
+    );
+    let production = &counted.environment;
+    let mut tally = UsageTally::new(production.clone(), counted.id.clone());
+    tally.count(true, at("2026-11-27T11:20:00Z"));
+    store.add_usage(&tally).await.unwrap();
+    let partition = |pk: String| {
+        let client = client.clone();
+        let table = table.clone();
+        async move {
+            client
+                .query()
+                .table_name(table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", S(pk))
+                .send()
+                .await
+                .unwrap()
+                .items
+                .unwrap_or_default()
+        }
+    };
+    let written = partition(format!("USAGE#production#{}", counted.id)).await;
+    assert_eq!(written.len(), 1, "{written:?}");
+    assert_eq!(written[0]["sk"], S("H#2026-11-27T11:00:00.000Z".to_owned()));
+    assert!(partition(format!("USAGE#{}", counted.id)).await.is_empty());
+
+    let earlier = [
+        (
+            "H#2026-11-27T10:00:00.000Z",
+            vec![("accepted", N("5".into())), ("refused", N("0".into()))],
+        ),
+        (
+            "H#2026-11-27T11:00:00.000Z",
+            vec![("accepted", N("2".into())), ("refused", N("1".into()))],
+        ),
+        (
+            "LAST",
+            vec![
+                ("last_used_at", S("2026-11-27T10:50:00.000Z".into())),
+                ("last_refused_at", S("2026-11-27T10:40:00.000Z".into())),
+            ],
+        ),
+    ];
+    for (sk, attributes) in earlier {
+        let mut item: std::collections::HashMap<String, _> = attributes
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), value))
+            .collect();
+        item.insert("pk".to_owned(), S(format!("USAGE#{}", counted.id)));
+        item.insert("sk".to_owned(), S(sk.to_owned()));
+        client
+            .put_item()
+            .table_name(&table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        accepted_and_refused(&store, &counted, "2026-11-27T09:00:00Z").await,
+        [
+            ("2026-11-27T10:00:00+00:00".to_owned(), 5, 0),
+            ("2026-11-27T11:00:00+00:00".to_owned(), 3, 1),
+        ],
+        "an hour counted in both places is their sum"
+    );
+
+    let owner = UsageOwner::Key(production.clone(), counted.id.clone());
+    store.record_last_use(&owner, tally.last).await.unwrap();
+    let expected = LastUse {
+        last_used_at: Some(at("2026-11-27T11:20:00Z")),
+        last_refused_at: Some(at("2026-11-27T10:40:00Z")),
+    };
+    let one = store.last_use(production, &[&counted.id]).await.unwrap();
+    assert_eq!(
+        one[&counted.id], expected,
+        "a time the new item lacks is the earlier one's"
+    );
+    let page = store
+        .last_use(production, &[&counted.id, &other.id])
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 1, "{page:?}");
+    assert_eq!(page[&counted.id], expected);
+
+    let unpartitioned = UsageOwner::Unpartitioned(counted.id.clone());
+    let refused_later = LastUse {
+        last_used_at: None,
+        last_refused_at: Some(at("2026-11-27T10:45:00Z")),
+    };
+    store
+        .record_last_use(&unpartitioned, refused_later)
+        .await
+        .unwrap();
+    let moved = store.last_use(production, &[&counted.id]).await.unwrap();
+    assert_eq!(
+        moved[&counted.id].last_refused_at,
+        refused_later.last_refused_at
+    );
+    assert_eq!(
+        partition(format!("USAGE#production#{}", counted.id))
+            .await
+            .len(),
+        2,
+        "the hour and its last use, and nothing else, under the environment"
+    );
+}
+
+/// A store on a fresh table named `<name>-<pid>`, with a client of its own beside it for
+/// what a test must read or write past the store, and the table's name.
+async fn dynamodb_with_client(name: &str) -> (DynamoStore, aws_sdk_dynamodb::Client, String) {
+    assert!(
+        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
+        "AWS_ENDPOINT_URL is not set: run ./scripts/test, which starts moto's server for these tests"
+    );
+    let config = aws_config::load_from_env().await;
+    let client = aws_sdk_dynamodb::Client::new(&config);
+    let table = format!("{name}-{}", std::process::id());
+    let store = DynamoStore::new(client.clone(), &table);
+    store.create_table().await.unwrap();
+    (store, client, table)
 }
 
 /// A store on a table that does not exist: every call fails.

@@ -200,7 +200,7 @@ async fn count_caller(
     if let Ok(Some(key)) = context.store.key_by_hash(&presented.hash).await {
         let none: [&str; 0] = [];
         let accepted = check(&key, None, &none, now) == Verdict::Valid;
-        callers.count(&key.id, accepted, now);
+        callers.count(&key.environment, &key.id, accepted, now);
     }
 }
 

@@ -9,7 +9,7 @@ use chrono::{DurationRound, TimeDelta};
 use serde::{Deserialize, Serialize};
 
 use super::Timestamp;
-use super::names::KeyId;
+use super::names::{EnvName, KeyId};
 
 /// How long hourly counts are kept: the longest preset grace period, so that a rotation's
 /// whole grace can be read.
@@ -86,6 +86,9 @@ impl LastUse {
 /// The counts of one key gathered since its last write: what one usage write adds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageTally {
+    /// The environment of the key: part of where its usage is kept, so that what may count
+    /// one environment's checks cannot write another's.
+    pub environment: EnvName,
     /// The key that was presented.
     pub key_id: KeyId,
     /// Accepted and refused checks, by the start of their hour.
@@ -96,8 +99,9 @@ pub struct UsageTally {
 
 impl UsageTally {
     /// A tally with nothing in it yet.
-    pub fn new(key_id: KeyId) -> Self {
+    pub fn new(environment: EnvName, key_id: KeyId) -> Self {
         Self {
+            environment,
             key_id,
             hours: BTreeMap::new(),
             last: LastUse::default(),
@@ -139,6 +143,7 @@ impl UsageTally {
         self.hours
             .into_iter()
             .map(|(hour, counts)| UsageTally {
+                environment: self.environment.clone(),
                 key_id: self.key_id.clone(),
                 hours: BTreeMap::from([(hour, counts)]),
                 last: LastUse {
@@ -160,7 +165,10 @@ mod tests {
 
     #[test]
     fn a_tally_counts_by_hour_and_keeps_the_latest_minute_of_each_kind() {
-        let mut tally = UsageTally::new(KeyId::parse("key_0123456789abcdefghijkl").unwrap());
+        let mut tally = UsageTally::new(
+            EnvName::parse("production").unwrap(),
+            KeyId::parse("key_0123456789abcdefghijkl").unwrap(),
+        );
         tally.count(true, at("2026-11-29T10:59:59.900Z"));
         tally.count(true, at("2026-11-29T10:15:00Z"));
         tally.count(false, at("2026-11-29T11:00:01Z"));
@@ -171,7 +179,7 @@ mod tests {
         assert_eq!(tally.last.last_refused_at, Some(at("2026-11-29T11:00:00Z")));
         assert_eq!(tally.checks(), 3);
 
-        let mut later = UsageTally::new(tally.key_id.clone());
+        let mut later = UsageTally::new(tally.environment.clone(), tally.key_id.clone());
         later.count(true, at("2026-11-29T10:01:00Z"));
         tally.merge(later);
         assert_eq!(tally.hours[&at("2026-11-29T10:00:00Z")], (3, 0));
@@ -219,7 +227,10 @@ mod tests {
 
     #[test]
     fn a_tally_splits_into_one_per_hour_and_adds_up_to_itself() {
-        let mut tally = UsageTally::new(KeyId::parse("key_0123456789abcdefghijkl").unwrap());
+        let mut tally = UsageTally::new(
+            EnvName::parse("production").unwrap(),
+            KeyId::parse("key_0123456789abcdefghijkl").unwrap(),
+        );
         tally.count(true, at("2026-11-29T10:59:00Z"));
         tally.count(false, at("2026-11-29T10:10:00Z"));
         tally.count(true, at("2026-11-29T12:01:00Z"));
@@ -234,7 +245,7 @@ mod tests {
             Some(at("2026-11-29T10:10:00Z"))
         );
         assert_eq!(parts[1].last.last_used_at, Some(at("2026-11-29T12:01:00Z")));
-        let mut whole = UsageTally::new(tally.key_id.clone());
+        let mut whole = UsageTally::new(tally.environment.clone(), tally.key_id.clone());
         for part in parts {
             assert_eq!(part.hours.len(), 1);
             whole.merge(part);

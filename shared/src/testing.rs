@@ -508,26 +508,28 @@ impl crate::store::UsageStore for Interfering<'_> {
     }
     async fn hourly_usage(
         &self,
+        environment: &EnvName,
         id: &crate::domain::KeyId,
         since: Timestamp,
     ) -> Result<Vec<crate::domain::HourlyUsage>, crate::store::StoreError> {
-        self.inner.hourly_usage(id, since).await
+        self.inner.hourly_usage(environment, id, since).await
     }
     async fn last_use(
         &self,
+        environment: &EnvName,
         ids: &[&crate::domain::KeyId],
     ) -> Result<
         std::collections::HashMap<crate::domain::KeyId, crate::domain::LastUse>,
         crate::store::StoreError,
     > {
-        self.inner.last_use(ids).await
+        self.inner.last_use(environment, ids).await
     }
     async fn record_last_use(
         &self,
-        id: &crate::domain::KeyId,
+        owner: &crate::store::UsageOwner,
         last: crate::domain::LastUse,
     ) -> Result<(), crate::store::StoreError> {
-        self.inner.record_last_use(id, last).await
+        self.inner.record_last_use(owner, last).await
     }
 }
 

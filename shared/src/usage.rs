@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use chrono::TimeDelta;
 use futures_util::StreamExt;
 
-use crate::domain::{KeyId, Timestamp, UsageTally};
+use crate::domain::{EnvName, KeyId, Timestamp, UsageTally};
 use crate::store::UsageStore;
 
 /// The least time between two writes of one key's counts from one process, by default.
@@ -50,8 +50,9 @@ fn parse_write_every(value: Option<&str>) -> Result<TimeDelta, String> {
 
 /// Where a check reports the key it saw. [`Usage`] counts; [`NotCounted`] does nothing.
 pub trait Counter: Send + Sync {
-    /// Counts one check of `key` at `now`, accepted or refused. It never waits on the store.
-    fn count(&self, key: &KeyId, accepted: bool, now: Timestamp);
+    /// Counts one check at `now` of `key`, a key of `environment`, accepted or refused. It
+    /// never waits on the store.
+    fn count(&self, environment: &EnvName, key: &KeyId, accepted: bool, now: Timestamp);
 }
 
 /// A counter that counts nothing, for tools and tests that check keys without usage.
@@ -59,7 +60,7 @@ pub trait Counter: Send + Sync {
 pub struct NotCounted;
 
 impl Counter for NotCounted {
-    fn count(&self, _: &KeyId, _: bool, _: Timestamp) {}
+    fn count(&self, _: &EnvName, _: &KeyId, _: bool, _: Timestamp) {}
 }
 
 /// One key's counts not yet written.
@@ -122,7 +123,10 @@ impl Tallies {
             match pending.due_at(every) {
                 Some(due) if every_one || due <= now => {
                     pending.taken_at = Some(now);
-                    let empty = UsageTally::new(pending.tally.key_id.clone());
+                    let empty = UsageTally::new(
+                        pending.tally.environment.clone(),
+                        pending.tally.key_id.clone(),
+                    );
                     taken.push(std::mem::replace(&mut pending.tally, empty));
                 }
                 Some(due) => next_due = Some(earliest(next_due, due)),
@@ -194,7 +198,7 @@ impl Usage {
             .keys
             .entry(tally.key_id.clone())
             .or_insert_with(|| Pending {
-                tally: UsageTally::new(tally.key_id.clone()),
+                tally: UsageTally::new(tally.environment.clone(), tally.key_id.clone()),
                 taken_at: None,
             });
         pending.tally.merge(tally);
@@ -277,14 +281,14 @@ impl Usage {
 }
 
 impl Counter for Usage {
-    fn count(&self, key: &KeyId, accepted: bool, now: Timestamp) {
+    fn count(&self, environment: &EnvName, key: &KeyId, accepted: bool, now: Timestamp) {
         let every = self.0.every;
         let due = {
             let mut tallies = self.tallies();
             // The key is cloned only the first time it is seen, not on every check.
             if !tallies.keys.contains_key(key) {
                 let fresh = Pending {
-                    tally: UsageTally::new(key.clone()),
+                    tally: UsageTally::new(environment.clone(), key.clone()),
                     taken_at: None,
                 };
                 tallies.keys.insert(key.clone(), fresh);
@@ -337,7 +341,7 @@ mod tests {
 
     use super::*;
     use crate::domain::{HourlyUsage, LastUse, Mint, hour_of};
-    use crate::store::{SqliteStore, StoreError};
+    use crate::store::{SqliteStore, StoreError, UsageOwner};
 
     /// SQLite, with every usage write counted, and the writes failing while `failing` is set,
     /// or those of the hour `failing_hour` names.
@@ -362,17 +366,30 @@ mod tests {
         }
         async fn hourly_usage(
             &self,
+            environment: &EnvName,
             id: &KeyId,
             since: Timestamp,
         ) -> Result<Vec<HourlyUsage>, StoreError> {
-            self.inner.hourly_usage(id, since).await
+            self.inner.hourly_usage(environment, id, since).await
         }
-        async fn last_use(&self, ids: &[&KeyId]) -> Result<HashMap<KeyId, LastUse>, StoreError> {
-            self.inner.last_use(ids).await
+        async fn last_use(
+            &self,
+            environment: &EnvName,
+            ids: &[&KeyId],
+        ) -> Result<HashMap<KeyId, LastUse>, StoreError> {
+            self.inner.last_use(environment, ids).await
         }
-        async fn record_last_use(&self, id: &KeyId, last: LastUse) -> Result<(), StoreError> {
-            self.inner.record_last_use(id, last).await
+        async fn record_last_use(
+            &self,
+            owner: &UsageOwner,
+            last: LastUse,
+        ) -> Result<(), StoreError> {
+            self.inner.record_last_use(owner, last).await
         }
+    }
+
+    fn production() -> EnvName {
+        EnvName::parse("production").unwrap()
     }
 
     fn watched() -> Arc<Watched> {
@@ -393,7 +410,7 @@ mod tests {
 
     async fn accepted(store: &Watched, id: &KeyId, now: Timestamp) -> u64 {
         let hours = store
-            .hourly_usage(id, now - TimeDelta::days(1))
+            .hourly_usage(&production(), id, now - TimeDelta::days(1))
             .await
             .unwrap();
         hours.iter().map(|h| h.accepted).sum()
@@ -407,7 +424,7 @@ mod tests {
         let now: Timestamp = "2026-11-29T10:00:30Z".parse().unwrap();
         let key = KeyId::generate(&mint, now);
         for _ in 0..10_000 {
-            usage.count(&key, true, now);
+            usage.count(&production(), &key, true, now);
         }
         settled(&usage).await;
         assert_eq!(
@@ -419,7 +436,7 @@ mod tests {
         assert_eq!(usage.unwritten(), 9_999);
 
         let almost = now + DEFAULT_WRITE_EVERY - TimeDelta::milliseconds(1);
-        usage.count(&key, true, almost);
+        usage.count(&production(), &key, true, almost);
         settled(&usage).await;
         assert_eq!(
             store.writes.load(Ordering::SeqCst),
@@ -428,12 +445,12 @@ mod tests {
         );
 
         let later = now + DEFAULT_WRITE_EVERY;
-        usage.count(&key, false, later);
+        usage.count(&production(), &key, false, later);
         settled(&usage).await;
         assert_eq!(store.writes.load(Ordering::SeqCst), 2);
         assert_eq!(accepted(&store, &key, now).await, 10_001);
         assert_eq!(usage.unwritten(), 0);
-        let last = store.last_use(&[&key]).await.unwrap()[&key];
+        let last = store.last_use(&production(), &[&key]).await.unwrap()[&key];
         assert_eq!(last.last_used_at, Some(minute("2026-11-29T10:01:00Z")));
         assert_eq!(last.last_refused_at, Some(minute("2026-11-29T10:01:00Z")));
         assert_eq!(hour_of(later), minute("2026-11-29T10:00:00Z"));
@@ -451,13 +468,13 @@ mod tests {
         let now: Timestamp = "2026-11-29T10:00:00Z".parse().unwrap();
         let (quiet, busy) = (KeyId::generate(&mint, now), KeyId::generate(&mint, now));
         store.failing.store(true, Ordering::SeqCst);
-        usage.count(&quiet, true, now);
-        usage.count(&quiet, true, now);
+        usage.count(&production(), &quiet, true, now);
+        usage.count(&production(), &quiet, true, now);
         settled(&usage).await;
         assert_eq!(usage.unwritten(), 2, "the failed write is put back");
 
         store.failing.store(false, Ordering::SeqCst);
-        usage.count(&busy, true, now + TimeDelta::seconds(61));
+        usage.count(&production(), &busy, true, now + TimeDelta::seconds(61));
         settled(&usage).await;
         assert_eq!(
             accepted(&store, &quiet, now).await,
@@ -466,7 +483,7 @@ mod tests {
         );
         assert_eq!(usage.unwritten(), 0);
 
-        usage.count(&quiet, true, now + TimeDelta::seconds(70));
+        usage.count(&production(), &quiet, true, now + TimeDelta::seconds(70));
         usage.sweep(now + TimeDelta::seconds(80));
         settled(&usage).await;
         assert_eq!(usage.unwritten(), 1, "written a minute ago: it waits");
@@ -487,7 +504,7 @@ mod tests {
         let keys: Vec<KeyId> = (0..5).map(|_| KeyId::generate(&mint, now)).collect();
         for key in &keys {
             for _ in 0..3 {
-                usage.count(key, true, now);
+                usage.count(&production(), key, true, now);
             }
         }
         assert_eq!(usage.flush_all(std::time::Duration::from_secs(5)).await, 0);
@@ -495,7 +512,7 @@ mod tests {
             assert_eq!(accepted(&store, key, now).await, 3);
         }
         store.failing.store(true, Ordering::SeqCst);
-        usage.count(&keys[0], false, now + TimeDelta::hours(1));
+        usage.count(&production(), &keys[0], false, now + TimeDelta::hours(1));
         assert_eq!(
             usage.flush_all(std::time::Duration::from_secs(5)).await,
             1,
@@ -510,12 +527,12 @@ mod tests {
         let mint = Mint::new(Box::new(crate::OsEntropy));
         let t0: Timestamp = "2026-11-29T10:00:00Z".parse().unwrap();
         let keys: Vec<KeyId> = (0..3).map(|_| KeyId::generate(&mint, t0)).collect();
-        usage.count(&keys[0], true, t0);
-        usage.count(&keys[0], true, t0 + TimeDelta::seconds(1));
-        usage.count(&keys[1], true, t0 + TimeDelta::seconds(59));
+        usage.count(&production(), &keys[0], true, t0);
+        usage.count(&production(), &keys[0], true, t0 + TimeDelta::seconds(1));
+        usage.count(&production(), &keys[1], true, t0 + TimeDelta::seconds(59));
         settled(&usage).await;
         assert_eq!(accepted(&store, &keys[0], t0).await, 1, "not due yet");
-        usage.count(&keys[2], true, t0 + TimeDelta::seconds(60));
+        usage.count(&production(), &keys[2], true, t0 + TimeDelta::seconds(60));
         settled(&usage).await;
         assert_eq!(
             accepted(&store, &keys[0], t0).await,
@@ -531,10 +548,10 @@ mod tests {
         let usage = Usage::new(store.clone(), DEFAULT_WRITE_EVERY);
         let mint = Mint::new(Box::new(crate::OsEntropy));
         let key = KeyId::generate(&mint, crate::now());
-        usage.count(&key, true, minute("2026-11-29T10:59:30Z"));
+        usage.count(&production(), &key, true, minute("2026-11-29T10:59:30Z"));
         settled(&usage).await;
-        usage.count(&key, true, minute("2026-11-29T10:59:50Z"));
-        usage.count(&key, true, minute("2026-11-29T11:00:10Z"));
+        usage.count(&production(), &key, true, minute("2026-11-29T10:59:50Z"));
+        usage.count(&production(), &key, true, minute("2026-11-29T11:00:10Z"));
         *store.failing_hour.lock().unwrap() = Some(minute("2026-11-29T11:00:00Z"));
         let within = std::time::Duration::from_secs(5);
         assert_eq!(
@@ -561,8 +578,8 @@ mod tests {
         let now = crate::now();
         let keys: Vec<KeyId> = (0..300).map(|_| KeyId::generate(&mint, now)).collect();
         for key in &keys {
-            usage.count(key, true, now);
-            usage.count(key, true, now);
+            usage.count(&production(), key, true, now);
+            usage.count(&production(), key, true, now);
         }
         assert_eq!(usage.flush_all(std::time::Duration::from_secs(30)).await, 0);
         for key in &keys {
@@ -570,7 +587,7 @@ mod tests {
         }
         store.failing.store(true, Ordering::SeqCst);
         for key in &keys[..10] {
-            usage.count(key, false, now + TimeDelta::seconds(1));
+            usage.count(&production(), key, false, now + TimeDelta::seconds(1));
         }
         assert_eq!(
             usage.flush_all(std::time::Duration::from_secs(30)).await,

@@ -12,11 +12,12 @@
 //      Lambda's event source mapping uses with the role, not the code; those may hold only
 //      the actions the mapping needs);
 //   3. fails on a list of requests the roles must deny (least privilege): the key checkers
-//      write only usage items, the publisher updates and scheduled rotation queries only
+//      write only usage items kept by environment, the exported authorizer only its own
+//      environment's, the publisher updates and scheduled rotation queries only
 //      usage partitions, no LeadingKeys condition admits a key's own items, only the rotating
 //      functions touch secrets and only under the prefix, and Console and Hello may make no
 //      call at all;
-//   4. with --mutations, also proves the check has teeth: three small breakages of the
+//   4. with --mutations, also proves the check has teeth: four small breakages of the
 //      template must each make it fail the way that breakage should.
 // Policies are evaluated by @cloud-copilot/iam-simulate; nothing here matches policies by
 // hand. The template's intrinsics are resolved for one stack named "keyward" in account
@@ -44,7 +45,10 @@ const PSEUDO_PARAMETERS = {
   'AWS::URLSuffix': 'amazonaws.com',
 }
 // Parameters without a Default, and the value the check deploys them with.
-const PARAMETER_VALUES = { AuthorizerEnvironment: 'production' }
+const AUTHORIZER_ENVIRONMENT = 'production'
+const PARAMETER_VALUES = { AuthorizerEnvironment: AUTHORIZER_ENVIRONMENT }
+// Environments other than the exported authorizer's.
+const OTHER_ENVIRONMENTS = ['staging', `${AUTHORIZER_ENVIRONMENT}-eu`]
 const STREAM_LABEL = '2026-01-01T00:00:00.000'
 const NO_VALUE = Symbol('AWS::NoValue')
 
@@ -449,15 +453,22 @@ function forbiddenRequests(stack, calls) {
   const forbidden = []
   const deny = (fn, action, resource, context = {}) => forbidden.push({ fn, action, resource, context })
 
+  const usage = (environment) => `USAGE#${environment}#key_x`
   for (const fn of KEY_CHECKERS) {
     for (const action of ITEM_WRITES) {
-      for (const keys of [['KEY#key_x'], ['HASH#00'], ['USAGE#key_x', 'KEY#key_x']]) {
+      for (const keys of [['KEY#key_x'], ['HASH#00'], [usage(AUTHORIZER_ENVIRONMENT), 'KEY#key_x'],
+        ['USAGE#key_x']]) {
         deny(fn, `dynamodb:${action}`, stack.tableArn, { 'dynamodb:LeadingKeys': keys })
       }
     }
     for (const action of ['PutItem', 'DeleteItem']) {
-      deny(fn, `dynamodb:${action}`, stack.tableArn, { 'dynamodb:LeadingKeys': ['USAGE#key_x'] })
+      deny(fn, `dynamodb:${action}`, stack.tableArn, { 'dynamodb:LeadingKeys': [usage(AUTHORIZER_ENVIRONMENT)] })
     }
+  }
+  // The exported authorizer counts only its own environment's checks: no other environment's
+  // usage, not even one whose name starts with its own.
+  for (const other of OTHER_ENVIRONMENTS) {
+    deny('Authorizer', 'dynamodb:UpdateItem', stack.tableArn, { 'dynamodb:LeadingKeys': [usage(other)] })
   }
 
   const secret = (name) => `arn:aws:secretsmanager:${REGION}:${ACCOUNT}:secret:${name}-AbCdEf`
@@ -554,6 +565,14 @@ async function check(template, records, { explain = false } = {}) {
 // ---------------------------------------------------------------------------------------
 // Mutations (check 4): each must make the check fail.
 
+/** A function's one statement limited by a dynamodb:LeadingKeys condition, unresolved. */
+function usageStatement(template, fn) {
+  const found = rawStatements(template, fn)
+    .filter(({ statement }) => JSON.stringify(statement.Condition ?? null).includes('dynamodb:LeadingKeys'))
+  if (found.length !== 1) throw new Fail(`${fn} has ${found.length} statements with a LeadingKeys condition, not one`)
+  return found[0].statement
+}
+
 /** A function's statements, unresolved, with the Policies element each sits in. */
 function rawStatements(template, fn) {
   const policies = template.Resources?.[fn]?.Properties?.Policies
@@ -593,13 +612,20 @@ const MUTATIONS = [
     },
   },
   {
-    name: "the USAGE#* condition removed from Authorizer",
+    name: 'the usage condition removed from Authorizer',
     caughtAs: 'breach: Authorizer may dynamodb:UpdateItem ',
     apply(template) {
-      const found = rawStatements(template, 'Authorizer')
-        .find(({ statement }) => JSON.stringify(statement.Condition ?? null).includes('USAGE#*'))
-      if (!found) throw new Fail('no statement of Authorizer has a USAGE#* condition')
-      delete found.statement.Condition
+      delete usageStatement(template, 'Authorizer').Condition
+    },
+  },
+  {
+    name: "Authorizer's usage condition widened to every environment (USAGE#*)",
+    caughtAs: 'breach: Authorizer may dynamodb:UpdateItem ',
+    mentioning: `USAGE#${OTHER_ENVIRONMENTS[0]}#`,
+    apply(template) {
+      usageStatement(template, 'Authorizer').Condition = {
+        'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': ['USAGE#*'] },
+      }
     },
   },
 ]
@@ -619,7 +645,8 @@ async function runMutations(template, records) {
       continue
     }
     const report = await check(mutated, records)
-    const caught = report.failures.find((failure) => failure.startsWith(mutation.caughtAs))
+    const caught = report.failures.find((failure) => failure.startsWith(mutation.caughtAs) &&
+      failure.includes(mutation.mentioning ?? ''))
     if (caught) {
       lines.push(`mutation caught: ${mutation.name} (${caught})`)
     } else {

@@ -310,17 +310,17 @@ mod tests {
         assert!(bus.sent.lock().unwrap().is_empty());
     }
 
-    /// A usage item for one hour, as the stream carries its insert, change or TTL removal.
+    /// A usage item for one hour of the partition `pk`, as the stream carries its insert,
+    /// change or TTL removal.
     fn usage_record(
         sequence: &str,
         name: &str,
-        key: &str,
+        pk: &str,
         used: Option<&str>,
         refused: Option<&str>,
     ) -> Value {
         let minute = |t: Option<&str>| t.map_or(json!({"NULL": true}), |t| json!({"S": t}));
-        let keys =
-            json!({"pk": {"S": format!("USAGE#{key}")}, "sk": {"S": "H#2026-11-27T11:00:00.000Z"}});
+        let keys = json!({"pk": {"S": pk}, "sk": {"S": "H#2026-11-27T11:00:00.000Z"}});
         let mut image = keys.clone();
         image["accepted"] = json!({"N": "12"});
         image["refused"] = json!({"N": "3"});
@@ -353,7 +353,9 @@ mod tests {
     #[tokio::test]
     async fn a_usage_write_moves_its_keys_last_use_forward_and_never_back() {
         let s = seeded("production", keyward::now()).await;
-        let key = s.key.id.as_str();
+        let key = &format!("USAGE#production#{}", s.key.id);
+        // Written by a version before usage was kept by environment, during a deploy.
+        let unpartitioned = &format!("USAGE#{}", s.key.id);
         let records = [
             usage_record("1", "INSERT", key, Some("2026-11-27T11:05:00.000Z"), None),
             usage_record(
@@ -365,6 +367,13 @@ mod tests {
             ),
             usage_record("3", "MODIFY", key, Some("2026-11-27T11:10:00.000Z"), None),
             usage_record("4", "REMOVE", key, Some("2026-11-27T11:59:00.000Z"), None),
+            usage_record(
+                "5",
+                "INSERT",
+                unpartitioned,
+                Some("2026-11-27T11:15:00.000Z"),
+                Some("2026-11-27T11:07:00.000Z"),
+            ),
         ];
         let batch = json!({"Records": records});
         let bus = RecordingBus::default();
@@ -373,7 +382,11 @@ mod tests {
             .unwrap();
         assert!(failures(&response).is_empty());
         assert!(bus.sent.lock().unwrap().is_empty(), "usage is not an event");
-        let last = s.store.last_use(&[&s.key.id]).await.unwrap()[&s.key.id];
+        let last = s
+            .store
+            .last_use(&s.environment, &[&s.key.id])
+            .await
+            .unwrap()[&s.key.id];
         let at = |t: &str| t.parse().ok();
         assert_eq!(
             last,
@@ -391,14 +404,25 @@ mod tests {
             .await
             .unwrap();
         assert!(failures(&response).is_empty());
-        let last = s.store.last_use(&[&s.key.id]).await.unwrap()[&s.key.id];
+        let last = s
+            .store
+            .last_use(&s.environment, &[&s.key.id])
+            .await
+            .unwrap()[&s.key.id];
         assert_eq!(
             last.last_used_at,
             at("2026-11-27T12:01:00Z"),
             "a time ahead of the stream's clock is held to a minute after the write"
         );
 
-        let unreadable = json!({"Records": [usage_record("5", "MODIFY", "key_short", Some("2026-11-27T11:30:00.000Z"), None)]});
+        let unreadable: Vec<Value> = [
+            "USAGE#key_short",
+            "USAGE#Production#key_0123456789abcdefghijkl",
+        ]
+        .iter()
+        .map(|pk| usage_record("7", "MODIFY", pk, Some("2026-11-27T11:30:00.000Z"), None))
+        .collect();
+        let unreadable = json!({"Records": unreadable});
         let response = handler(
             &bus,
             &s.store,

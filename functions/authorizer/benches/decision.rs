@@ -15,7 +15,7 @@ use keyward::domain::{
     Actor, EnvName, HourlyUsage, Key, KeyHash, KeyId, KeyName, Kind, LastUse, NewKey, Scopes,
     Timestamp, UsageTally, create_key,
 };
-use keyward::store::{KeyLookup, StoreError, UsageStore};
+use keyward::store::{KeyLookup, StoreError, UsageOwner, UsageStore};
 use keyward::usage::{Counter, DEFAULT_WRITE_EVERY, NotCounted, Usage};
 use sha2::{Digest, Sha256};
 
@@ -30,13 +30,22 @@ impl UsageStore for Dropped {
     async fn add_usage(&self, _: &UsageTally) -> Result<(), StoreError> {
         Ok(())
     }
-    async fn hourly_usage(&self, _: &KeyId, _: Timestamp) -> Result<Vec<HourlyUsage>, StoreError> {
+    async fn hourly_usage(
+        &self,
+        _: &EnvName,
+        _: &KeyId,
+        _: Timestamp,
+    ) -> Result<Vec<HourlyUsage>, StoreError> {
         Ok(Vec::new())
     }
-    async fn last_use(&self, _: &[&KeyId]) -> Result<HashMap<KeyId, LastUse>, StoreError> {
+    async fn last_use(
+        &self,
+        _: &EnvName,
+        _: &[&KeyId],
+    ) -> Result<HashMap<KeyId, LastUse>, StoreError> {
         Ok(HashMap::new())
     }
-    async fn record_last_use(&self, _: &KeyId, _: LastUse) -> Result<(), StoreError> {
+    async fn record_last_use(&self, _: &UsageOwner, _: LastUse) -> Result<(), StoreError> {
         Ok(())
     }
 }

@@ -406,7 +406,7 @@ async fn decide(
         Requirement::AnyValidKey | Requirement::Unlisted => &[],
     };
     let verdict = check(&key, config.environment.as_ref(), scopes, now);
-    let (id, environment) = (key.id.clone(), Some(key.environment.clone()));
+    let (id, environment) = (key.id.clone(), key.environment.clone());
     let (decision, outcome) = match verdict {
         Verdict::Valid if required == Requirement::Unlisted && !config.allow_unlisted => {
             (Decision::Deny(key), "unlisted_route")
@@ -415,11 +415,16 @@ async fn decide(
         Verdict::InsufficientScope => (Decision::Deny(key), verdict.code()),
         _ => (Decision::Unauthorized, verdict.code()),
     };
-    usage.count(&id, matches!(decision, Decision::Allow(_)), now);
+    usage.count(
+        &environment,
+        &id,
+        matches!(decision, Decision::Allow(_)),
+        now,
+    );
     Ok(Checked {
         decision,
         outcome,
-        environment,
+        environment: Some(environment),
     })
 }
 
@@ -515,11 +520,11 @@ mod tests {
 
     use async_trait::async_trait;
     use keyward::aws::calls::acting_as;
+    use keyward::domain::hour_of;
     use keyward::domain::{
         Actor, GracePeriod, KeyHash, KeyName, Kind, NewKey, Revocation, Scopes, Secret,
         create_environment, create_key, revoke, rotate,
     };
-    use keyward::domain::{KeyId, hour_of};
     use keyward::store::UsageStore;
     use keyward::store::{DynamoStore, KeyStore, SqliteStore};
     use keyward::usage::{DEFAULT_WRITE_EVERY, NotCounted, Usage};
@@ -985,18 +990,21 @@ mod tests {
             }
         }
         assert_eq!(usage.flush_all(std::time::Duration::from_secs(30)).await, 0);
-        let counts = |id: KeyId| {
+        let counts = |key: Key| {
             let store = Arc::clone(&store);
             async move {
-                let hours = store.hourly_usage(&id, hour_of(now)).await.unwrap();
+                let hours = store
+                    .hourly_usage(&key.environment, &key.id, hour_of(now))
+                    .await
+                    .unwrap();
                 hours
                     .iter()
                     .fold((0, 0), |(a, r), h| (a + h.accepted, r + h.refused))
             }
         };
-        assert_eq!(counts(k.reader_key.id.clone()).await, (21, 6));
-        assert_eq!(counts(revoked.id).await, (0, 9));
-        assert_eq!(counts(staging.id).await, (0, 0));
+        assert_eq!(counts(k.reader_key.clone()).await, (21, 6));
+        assert_eq!(counts(revoked).await, (0, 9));
+        assert_eq!(counts(staging).await, (0, 0));
     }
 
     #[tokio::test]

@@ -169,7 +169,7 @@ async fn ten_thousand_checks_in_a_minute_cost_one_read_each_and_one_usage_write(
         "nothing was left to flush"
     );
     let hours = store
-        .hourly_usage(&issued.key.id, hour_of(start))
+        .hourly_usage(&issued.key.environment, &issued.key.id, hour_of(start))
         .await
         .unwrap();
     let accepted: u64 = hours.iter().map(|h| h.accepted).sum();

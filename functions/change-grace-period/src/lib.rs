@@ -37,7 +37,7 @@ async fn change(context: Context<'_>, req: &Request, now: Timestamp) -> Result<V
     })
     .await?;
     tracing::info!(grace_period = %grace, "grace period changed");
-    let last = last_use_after_change(store, &changed.id).await;
+    let last = last_use_after_change(store, &changed).await;
     Ok(json!({"key": KeyView::new(&changed, last, now)}))
 }
 

@@ -17,7 +17,7 @@ pub fn handler(context: Context<'_>, req: Request, now: Timestamp) -> HandlerFut
 #[tracing::instrument(name = "get_key", skip_all, fields(caller, key_id))]
 async fn get(store: &dyn KeyStore, req: &Request, now: Timestamp) -> Result<Value, ApiError> {
     let (_, key) = authorize_key(store, req, now, Scope::KEYS_READ).await?;
-    let last = last_use_of(store, &key.id).await?;
+    let last = last_use_of(store, &key).await?;
     Ok(json!({"key": KeyView::new(&key, last, now)}))
 }
 

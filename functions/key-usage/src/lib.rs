@@ -18,7 +18,7 @@ pub fn handler(context: Context<'_>, req: Request, now: Timestamp) -> HandlerFut
 async fn usage(store: &dyn KeyStore, req: &Request, now: Timestamp) -> Result<Value, ApiError> {
     let (_, key) = authorize_key(store, req, now, Scope::KEYS_READ).await?;
     let since = hour_of(now) - USAGE_RETENTION;
-    let stored = store.hourly_usage(&key.id, since).await?;
+    let stored = store.hourly_usage(&key.environment, &key.id, since).await?;
     Ok(json!({"hours": usage_window(&stored, now)}))
 }
 
@@ -35,7 +35,7 @@ mod tests {
     async fn a_key_shows_a_week_of_hours_with_what_was_written_for_it() {
         let now: Timestamp = "2026-11-29T10:42:00Z".parse().unwrap();
         let s = seeded("production", now).await;
-        let mut tally = UsageTally::new(s.key.id.clone());
+        let mut tally = UsageTally::new(s.environment.clone(), s.key.id.clone());
         for minutes in [0, 1, 2] {
             tally.count(true, now - TimeDelta::minutes(minutes));
         }

@@ -33,7 +33,7 @@ async fn revoke_key(
     if revoked {
         tracing::info!("key revoked");
     }
-    let last = last_use_after_change(store, &key.id).await;
+    let last = last_use_after_change(store, &key).await;
     Ok(json!({"key": KeyView::new(&key, last, now)}))
 }
 

@@ -107,7 +107,7 @@ async fn rotate_key(
     Ok(json!({
         "key": KeyView::new(&new_key, LastUse::default(), now),
         "secret": rotated.secret.expose(),
-        "previous": KeyView::new(&rotated.previous, last_use_after_change(store, &rotated.previous.id).await, now),
+        "previous": KeyView::new(&rotated.previous, last_use_after_change(store, &rotated.previous).await, now),
     }))
 }
 

@@ -330,8 +330,10 @@ async fn watch(
     };
     let read = async {
         let next = store.key(successor).await?;
-        let mut last = store.last_use(&[&key.id, successor]).await?;
-        let hours = |id| store.hourly_usage(id, Seen::since(now));
+        // A rotation's successor is of its predecessor's environment.
+        let environment = &key.environment;
+        let mut last = store.last_use(environment, &[&key.id, successor]).await?;
+        let hours = |id| store.hourly_usage(environment, id, Seen::since(now));
         let (own, theirs) = (hours(&key.id).await?, hours(successor).await?);
         let own = Seen {
             last: last.remove(&key.id).unwrap_or_default(),

@@ -52,7 +52,7 @@ async fn set_policy(
         }
         PolicyChange::Unchanged(key) => key,
     };
-    let last = last_use_after_change(store, &key.id).await;
+    let last = last_use_after_change(store, &key).await;
     Ok(json!({"key": KeyView::new(&key, last, now)}))
 }
 

@@ -63,7 +63,7 @@ async fn verify(
         },
     };
     if let Some(key) = &key {
-        usage.count(&key.id, verdict == Verdict::Valid, now);
+        usage.count(&key.environment, &key.id, verdict == Verdict::Valid, now);
     }
     metrics::publish(
         &metrics::Check {

@@ -81,7 +81,7 @@ impl Table {
         let since = hour_of(keyward::now()) - chrono::TimeDelta::hours(1);
         let hours = self
             .store
-            .hourly_usage(&self.keys[n].0.id, since)
+            .hourly_usage(&self.keys[n].0.environment, &self.keys[n].0.id, since)
             .await
             .unwrap();
         hours.iter().map(|h| h.accepted).sum()

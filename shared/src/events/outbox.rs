@@ -6,9 +6,9 @@ use aws_lambda_events::dynamodb::{Event as StreamEvent, EventRecord};
 use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 
 use super::{EventBus, MAX_ENTRIES_PER_CALL, OutgoingEvent, TTL_ACTOR};
-use crate::domain::{Actor, Key, KeyId, LastUse, Mint, Timestamp, expiry_notice};
-use crate::store::dynamodb::table;
-use crate::store::{KeyStore, StoreError};
+use crate::domain::{Actor, Key, LastUse, Mint, Timestamp, expiry_notice};
+use crate::store::dynamodb::{table, usage_owner};
+use crate::store::{KeyStore, StoreError, UsageOwner};
 
 impl OutgoingEvent {
     /// The event that carries a stored outbox item as it is, without the table's own
@@ -52,7 +52,7 @@ enum Work {
     /// whose outbox insert then comes down the stream and is published like any entry.
     RecordExpiry(Box<Key>),
     /// A usage item for one hour was written: move its key's last use forward to the hour's.
-    RecordLastUse(KeyId, LastUse),
+    RecordLastUse(UsageOwner, LastUse),
 }
 
 /// The usage item's key and what its write moved forward: each of the hour's latest minutes
@@ -68,7 +68,7 @@ fn last_use(
         last_used_at: Option<Timestamp>,
         last_refused_at: Option<Timestamp>,
     }
-    let id = KeyId::parse(pk.trim_start_matches(table::USAGE_PREFIX))?;
+    let owner = usage_owner(pk).ok_or("a usage item whose partition key names no key")?;
     let new: Hour = serde_dynamo::from_item(record.change.new_image.clone())?;
     let old: Hour = serde_dynamo::from_item(record.change.old_image.clone()).unwrap_or_default();
     let written = record.change.approximate_creation_date_time;
@@ -84,7 +84,7 @@ fn last_use(
     if last == LastUse::default() {
         return Ok(Work::Nothing);
     }
-    Ok(Work::RecordLastUse(id, last))
+    Ok(Work::RecordLastUse(owner, last))
 }
 
 fn sk_of(record: &EventRecord) -> Option<&str> {
@@ -145,7 +145,7 @@ pub async fn publish_stream(
 ) -> DynamoDbEventResponse {
     let mut failed: Vec<String> = Vec::new();
     let mut outgoing: Vec<(String, OutgoingEvent)> = Vec::new();
-    let mut last_uses: std::collections::BTreeMap<KeyId, (LastUse, Vec<String>)> =
+    let mut last_uses: std::collections::BTreeMap<UsageOwner, (LastUse, Vec<String>)> =
         std::collections::BTreeMap::new();
     for record in &event.records {
         let id = record
@@ -156,8 +156,8 @@ pub async fn publish_stream(
         match work(record) {
             Ok(Work::Nothing) => {}
             Ok(Work::Publish(event)) => outgoing.push((id, event)),
-            Ok(Work::RecordLastUse(key_id, last)) => {
-                let (seen, ids) = last_uses.entry(key_id).or_default();
+            Ok(Work::RecordLastUse(owner, last)) => {
+                let (seen, ids) = last_uses.entry(owner).or_default();
                 *seen = seen.merge(last);
                 ids.push(id);
             }
@@ -183,9 +183,9 @@ pub async fn publish_stream(
     }
     // One write per key for the whole batch, of the latest of its records' minutes; if it
     // fails, every record that asked for it is retried.
-    for (key_id, (last, ids)) in last_uses {
-        if let Err(e) = store.record_last_use(&key_id, last).await {
-            tracing::error!(%key_id, error = %crate::error_chain(&e), "cannot record a last use");
+    for (owner, (last, ids)) in last_uses {
+        if let Err(e) = store.record_last_use(&owner, last).await {
+            tracing::error!(key_id = %owner.key_id(), error = %crate::error_chain(&e), "cannot record a last use");
             failed.extend(ids);
         }
     }

@@ -1,6 +1,8 @@
 //! What the API shows of a key: the stored record with its status and its last use, and
 //! never its hash.
 
+use std::collections::{BTreeMap, HashMap};
+
 use serde::Serialize;
 
 use super::ApiError;
@@ -63,8 +65,17 @@ impl<'a> KeyView<'a> {
         keys: &'a [Key],
         now: Timestamp,
     ) -> Result<Vec<Self>, ApiError> {
-        let ids: Vec<&KeyId> = keys.iter().map(|k| &k.id).collect();
-        let mut last = store.last_use(&ids).await?;
+        let mut by_environment: BTreeMap<&EnvName, Vec<&KeyId>> = BTreeMap::new();
+        for key in keys {
+            by_environment
+                .entry(&key.environment)
+                .or_default()
+                .push(&key.id);
+        }
+        let mut last = HashMap::new();
+        for (environment, ids) in by_environment {
+            last.extend(store.last_use(environment, &ids).await?);
+        }
         Ok(keys
             .iter()
             .map(|k| Self::new(k, last.remove(&k.id).unwrap_or_default(), now))
@@ -73,18 +84,19 @@ impl<'a> KeyView<'a> {
 }
 
 /// A key's last use, for a read of the key.
-pub async fn last_use_of(store: &dyn UsageStore, id: &KeyId) -> Result<LastUse, ApiError> {
-    Ok(store.last_use(&[id]).await?.remove(id).unwrap_or_default())
+pub async fn last_use_of(store: &dyn UsageStore, key: &Key) -> Result<LastUse, ApiError> {
+    let found = store.last_use(&key.environment, &[&key.id]).await?;
+    Ok(found.get(&key.id).copied().unwrap_or_default())
 }
 
 /// A key's last use, for the answer of a change already made: a read that fails is logged and
 /// shown as none, so that it can never fail an answer that a client needs (a revocation's, or
 /// a rotation's, whose secret is shown only once).
-pub async fn last_use_after_change(store: &dyn UsageStore, id: &KeyId) -> LastUse {
-    match store.last_use(&[id]).await {
-        Ok(mut found) => found.remove(id).unwrap_or_default(),
+pub async fn last_use_after_change(store: &dyn UsageStore, key: &Key) -> LastUse {
+    match store.last_use(&key.environment, &[&key.id]).await {
+        Ok(found) => found.get(&key.id).copied().unwrap_or_default(),
         Err(e) => {
-            tracing::warn!(key_id = %id, error = %crate::error_chain(&e), "the key's last use could not be read for the answer");
+            tracing::warn!(key_id = %key.id, error = %crate::error_chain(&e), "the key's last use could not be read for the answer");
             LastUse::default()
         }
     }

@@ -8,8 +8,12 @@
 //! | activity (outbox) | `ENVACT#<env>` | `<activity id>` | | the entry; the stream publishes these |
 //! | activity per key | `KEYACT#<key id>` | `<activity id>` | | a copy of the entry, for the key and for a rotation's new key |
 //! | secret claim | `CLAIM#<env>#<secret>` | `CLAIM` | | `holder`: the key that delivers to the secret (see `SecretClaim`) |
-//! | usage per hour | `USAGE#<key id>` | `H#<hour>` | | `accepted`, `refused`, the hour's latest `last_used_at` and `last_refused_at`, and `ttl` |
-//! | last use | `USAGE#<key id>` | `LAST` | | `last_used_at`, `last_refused_at`, moved forward by the stream publisher |
+//! | usage per hour | `USAGE#<env>#<key id>` | `H#<hour>` | | `accepted`, `refused`, the hour's latest `last_used_at` and `last_refused_at`, and `ttl` |
+//! | last use | `USAGE#<env>#<key id>` | `LAST` | | `last_used_at`, `last_refused_at`, moved forward by the stream publisher |
+//!
+//! Usage is kept by environment so that a role that counts one environment's checks (the
+//! exported authorizer's) may be limited to `USAGE#<env>#*`. Versions before wrote
+//! `USAGE#<key id>` ([`UsageOwner::Unpartitioned`]); those items are read beside the new.
 //!
 //! Access patterns and their cost (see BENCHMARKS.md for the counts):
 //! - check a key: one strongly consistent `GetItem` on its hash item;
@@ -22,9 +26,11 @@
 //!   process writes a key's counts at most once a minute), never on the key's own items, so that
 //!   usage cannot make a lifecycle change conflict; the stream publisher then moves the key's
 //!   last use forward (one conditional `UpdateItem` per key and batch, when a minute moved);
-//! - a key's hourly usage: one `Query` on its usage partition; a key's last use: one
-//!   eventually consistent `GetItem`, and a page of keys': one eventually consistent
-//!   `BatchGetItem` per 100 keys (last use lags its checks anyway);
+//! - a key's hourly usage: one `Query` on its usage partition and one on the partition
+//!   earlier versions wrote; a key's last use: one eventually consistent `GetItem`, and a
+//!   page of keys': one eventually consistent `BatchGetItem` per 100 keys (last use lags its
+//!   checks anyway), then the same again on the earlier partition for the keys whose last use
+//!   lacks a time;
 //! - every lifecycle change: one `TransactWriteItems` with the key's version as condition;
 //!   one that claims a secret first reads the claim (one `GetItem`) and, when another key
 //!   holds it, that key (a second), and conditions the transaction on both being unchanged.
@@ -50,8 +56,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{
-    ActivityFilter, KeyLookup, KeyStore, Page, PageRequest, StoreConfig, StoreError, UsageStore,
-    due_sort_key,
+    ActivityFilter, KeyLookup, KeyStore, Page, PageRequest, StoreConfig, StoreError, UsageOwner,
+    UsageStore, due_sort_key,
 };
 use crate::domain::{
     ActivityEntry, Change, EnvName, Environment, EnvironmentWrite, HourlyUsage, Key, KeyHash,
@@ -86,8 +92,8 @@ pub mod table {
     pub const HASH_PREFIX: &str = "HASH#";
     /// Prefix of the activity items that the stream publisher turns into events.
     pub const OUTBOX_PREFIX: &str = "ENVACT#";
-    /// Prefix of a key's usage items; the stream publisher moves its last use forward when
-    /// an hour's item is written.
+    /// Prefix of a key's usage items, `USAGE#<env>#<key id>`; the stream publisher moves its
+    /// last use forward when an hour's item is written.
     pub const USAGE_PREFIX: &str = "USAGE#";
     /// Prefix of the sort key of a usage item for one hour.
     pub const HOUR_PREFIX: &str = "H#";
@@ -166,8 +172,23 @@ fn key_activity_pk(id: &KeyId) -> String {
     format!("KEYACT#{id}")
 }
 
-fn usage_pk(id: &KeyId) -> String {
-    format!("{}{id}", table::USAGE_PREFIX)
+fn usage_pk(owner: &UsageOwner) -> String {
+    match owner {
+        UsageOwner::Key(environment, id) => format!("{}{environment}#{id}", table::USAGE_PREFIX),
+        UsageOwner::Unpartitioned(id) => format!("{}{id}", table::USAGE_PREFIX),
+    }
+}
+
+/// Whose usage the item with partition key `pk` holds; `None` when it is no usage item.
+pub fn usage_owner(pk: &str) -> Option<UsageOwner> {
+    let rest = pk.strip_prefix(table::USAGE_PREFIX)?;
+    match rest.split_once('#') {
+        Some((environment, id)) => Some(UsageOwner::Key(
+            EnvName::parse(environment).ok()?,
+            KeyId::parse(id).ok()?,
+        )),
+        None => KeyId::parse(rest).ok().map(UsageOwner::Unpartitioned),
+    }
 }
 
 fn hour_sk(hour: Timestamp) -> String {
@@ -611,6 +632,92 @@ impl DynamoStore {
         self.get_read(pk, sk, true).await
     }
 
+    /// One usage partition's hourly counts from the hour of `since` on, oldest first.
+    async fn usage_hours(
+        &self,
+        owner: &UsageOwner,
+        since: Timestamp,
+    ) -> Result<Vec<HourlyUsage>, StoreError> {
+        let mut hours = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("#pk = :pk AND #sk BETWEEN :from AND :to")
+                .expression_attribute_names("#pk", table::PK)
+                .expression_attribute_names("#sk", table::SK)
+                .expression_attribute_values(":pk", s(usage_pk(owner)))
+                .expression_attribute_values(":from", s(hour_sk(hour_of(since))))
+                .expression_attribute_values(":to", s(format!("{}~", table::HOUR_PREFIX)))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(backend)?;
+            for item in out.items.unwrap_or_default() {
+                let item: HourItem = from_item(item)?;
+                let hour = item
+                    .sk
+                    .strip_prefix(table::HOUR_PREFIX)
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                    .ok_or_else(|| backend(std::io::Error::other("a usage item without its hour")))?
+                    .to_utc();
+                hours.push(HourlyUsage {
+                    hour,
+                    accepted: item.accepted,
+                    refused: item.refused,
+                });
+            }
+            match out.last_evaluated_key {
+                Some(last) => start = Some(last),
+                None => break,
+            }
+        }
+        Ok(hours)
+    }
+
+    /// The last use items of these usage partitions, by key; one without an item is left out.
+    async fn last_items(
+        &self,
+        owners: &[UsageOwner],
+    ) -> Result<HashMap<KeyId, LastUse>, StoreError> {
+        let last = |item: &LastItem| LastUse {
+            last_used_at: item.last_used_at,
+            last_refused_at: item.last_refused_at,
+        };
+        let mut found = HashMap::new();
+        // One key, as every route but the list asks: a GetItem, which every function may send.
+        if let [owner] = owners {
+            if let Some(item) = self
+                .get_read::<LastItem>(usage_pk(owner), table::LAST, false)
+                .await?
+            {
+                found.insert(owner.key_id().clone(), last(&item));
+            }
+            return Ok(found);
+        }
+        for chunk in owners.chunks(MAX_BATCH_GET) {
+            let keys = chunk
+                .iter()
+                .map(|owner| {
+                    Item::from([
+                        (table::PK.to_owned(), s(usage_pk(owner))),
+                        (table::SK.to_owned(), s(table::LAST)),
+                    ])
+                })
+                .collect();
+            for item in self.batch_get::<LastItem>(keys, false).await? {
+                let owner = usage_owner(&item.pk).ok_or_else(|| {
+                    backend(std::io::Error::other("a last use item without its key"))
+                })?;
+                found.insert(owner.key_id().clone(), last(&item));
+            }
+        }
+        Ok(found)
+    }
+
     /// [`DynamoStore::get`], strongly consistent or not: a last use, which lags its checks
     /// anyway, is read eventually consistent, for half the read units.
     async fn get_read<T: DeserializeOwned>(
@@ -920,7 +1027,13 @@ impl UsageStore for DynamoStore {
                 .client
                 .update_item()
                 .table_name(&self.table)
-                .key(table::PK, s(usage_pk(&tally.key_id)))
+                .key(
+                    table::PK,
+                    s(usage_pk(&UsageOwner::Key(
+                        tally.environment.clone(),
+                        tally.key_id.clone(),
+                    ))),
+                )
                 .key(table::SK, s(hour_sk(*hour)))
                 .expression_attribute_names("#ttl", table::TTL)
                 .expression_attribute_values(":a", AttributeValue::N(accepted.to_string()))
@@ -957,94 +1070,62 @@ impl UsageStore for DynamoStore {
 
     async fn hourly_usage(
         &self,
+        environment: &EnvName,
         id: &KeyId,
         since: Timestamp,
     ) -> Result<Vec<HourlyUsage>, StoreError> {
-        let mut hours = Vec::new();
-        let mut start = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("#pk = :pk AND #sk BETWEEN :from AND :to")
-                .expression_attribute_names("#pk", table::PK)
-                .expression_attribute_names("#sk", table::SK)
-                .expression_attribute_values(":pk", s(usage_pk(id)))
-                .expression_attribute_values(":from", s(hour_sk(hour_of(since))))
-                .expression_attribute_values(":to", s(format!("{}~", table::HOUR_PREFIX)))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(backend)?;
-            for item in out.items.unwrap_or_default() {
-                let item: HourItem = from_item(item)?;
-                let hour = item
-                    .sk
-                    .strip_prefix(table::HOUR_PREFIX)
-                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                    .ok_or_else(|| backend(std::io::Error::other("a usage item without its hour")))?
-                    .to_utc();
-                hours.push(HourlyUsage {
-                    hour,
-                    accepted: item.accepted,
-                    refused: item.refused,
-                });
-            }
-            match out.last_evaluated_key {
-                Some(last) => start = Some(last),
-                None => break,
+        let mut hours = self
+            .usage_hours(&UsageOwner::Key(environment.clone(), id.clone()), since)
+            .await?;
+        let earlier = self
+            .usage_hours(&UsageOwner::Unpartitioned(id.clone()), since)
+            .await?;
+        if earlier.is_empty() {
+            return Ok(hours);
+        }
+        // An hour that a version before and this one both counted (while a deploy rolls out)
+        // is the sum of the two.
+        for old in earlier {
+            match hours.iter_mut().find(|h| h.hour == old.hour) {
+                Some(hour) => {
+                    hour.accepted += old.accepted;
+                    hour.refused += old.refused;
+                }
+                None => hours.push(old),
             }
         }
+        hours.sort_by_key(|h| h.hour);
         Ok(hours)
     }
 
-    async fn last_use(&self, ids: &[&KeyId]) -> Result<HashMap<KeyId, LastUse>, StoreError> {
-        let mut found = HashMap::new();
-        // One key, as every route but the list asks: a GetItem, which every function may send.
-        if let [id] = ids {
-            if let Some(item) = self
-                .get_read::<LastItem>(usage_pk(id), table::LAST, false)
-                .await?
-            {
-                let last = LastUse {
-                    last_used_at: item.last_used_at,
-                    last_refused_at: item.last_refused_at,
-                };
-                found.insert((*id).clone(), last);
-            }
-            return Ok(found);
-        }
-        for chunk in ids.chunks(MAX_BATCH_GET) {
-            let keys = chunk
-                .iter()
-                .map(|id| {
-                    Item::from([
-                        (table::PK.to_owned(), s(usage_pk(id))),
-                        (table::SK.to_owned(), s(table::LAST)),
-                    ])
-                })
-                .collect();
-            for item in self.batch_get::<LastItem>(keys, false).await? {
-                let id = item
-                    .pk
-                    .strip_prefix(table::USAGE_PREFIX)
-                    .and_then(|id| KeyId::parse(id).ok())
-                    .ok_or_else(|| {
-                        backend(std::io::Error::other("a last use item without its key"))
-                    })?;
-                let last = LastUse {
-                    last_used_at: item.last_used_at,
-                    last_refused_at: item.last_refused_at,
-                };
-                found.insert(id, last);
-            }
+    async fn last_use(
+        &self,
+        environment: &EnvName,
+        ids: &[&KeyId],
+    ) -> Result<HashMap<KeyId, LastUse>, StoreError> {
+        let owners: Vec<UsageOwner> = ids
+            .iter()
+            .map(|id| UsageOwner::Key(environment.clone(), (*id).clone()))
+            .collect();
+        let mut found = self.last_items(&owners).await?;
+        // A time not moved since usage was kept by environment is where that version left it.
+        let earlier: Vec<UsageOwner> = ids
+            .iter()
+            .filter(|id| {
+                found
+                    .get(**id)
+                    .is_none_or(|l| l.last_used_at.is_none() || l.last_refused_at.is_none())
+            })
+            .map(|id| UsageOwner::Unpartitioned((*id).clone()))
+            .collect();
+        for (id, last) in self.last_items(&earlier).await? {
+            let merged = found.get(&id).copied().unwrap_or_default().merge(last);
+            found.insert(id, merged);
         }
         Ok(found)
     }
 
-    async fn record_last_use(&self, id: &KeyId, last: LastUse) -> Result<(), StoreError> {
+    async fn record_last_use(&self, owner: &UsageOwner, last: LastUse) -> Result<(), StoreError> {
         for (name, at) in [
             ("last_used_at", last.last_used_at),
             ("last_refused_at", last.last_refused_at),
@@ -1054,7 +1135,7 @@ impl UsageStore for DynamoStore {
                 .client
                 .update_item()
                 .table_name(&self.table)
-                .key(table::PK, s(usage_pk(id)))
+                .key(table::PK, s(usage_pk(owner)))
                 .key(table::SK, s(table::LAST))
                 .update_expression("SET #at = :at")
                 .condition_expression("attribute_not_exists(#at) OR #at < :at")
@@ -1298,7 +1379,10 @@ mod tests {
             ))
             .endpoint_url(format!("http://{address}"))
             .build();
-        let mut tally = UsageTally::new(KeyId::generate(&crate::mint(), crate::now()));
+        let mut tally = UsageTally::new(
+            EnvName::parse("production").unwrap(),
+            KeyId::generate(&crate::mint(), crate::now()),
+        );
         tally.count(true, crate::now());
         (DynamoStore::new(Client::from_conf(config), "usage"), tally)
     }

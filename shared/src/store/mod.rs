@@ -95,6 +95,27 @@ pub trait KeyLookup: Send + Sync {
     async fn key_by_hash(&self, hash: &KeyHash) -> Result<Option<Key>, StoreError>;
 }
 
+/// Whose usage a usage item holds.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum UsageOwner {
+    /// A key in its environment: where every usage write goes, so that a role may be limited
+    /// to one environment's usage.
+    Key(EnvName, KeyId),
+    /// A key alone: where versions before usage was kept by environment wrote it. Its hours
+    /// expire eight days after they end, but its last use stays, so both are read beside the
+    /// new ones.
+    Unpartitioned(KeyId),
+}
+
+impl UsageOwner {
+    /// The key whose usage it is.
+    pub fn key_id(&self) -> &KeyId {
+        match self {
+            Self::Key(_, id) | Self::Unpartitioned(id) => id,
+        }
+    }
+}
+
 /// Where usage counts go, kept apart from the key records so that counting can never make a
 /// lifecycle change conflict: no usage write touches a key's item or its version.
 #[async_trait]
@@ -104,17 +125,23 @@ pub trait UsageStore: Send + Sync {
     /// [`USAGE_RETENTION`](crate::domain::USAGE_RETENTION).
     async fn add_usage(&self, tally: &UsageTally) -> Result<(), StoreError>;
     /// A key's hourly counts from the hour of `since` on, oldest first; hours without checks
-    /// are left out.
+    /// are left out. `environment` is the key's.
     async fn hourly_usage(
         &self,
+        environment: &EnvName,
         id: &KeyId,
         since: Timestamp,
     ) -> Result<Vec<HourlyUsage>, StoreError>;
-    /// When each of these keys was last used and refused; a key never presented is left out.
-    async fn last_use(&self, ids: &[&KeyId]) -> Result<HashMap<KeyId, LastUse>, StoreError>;
+    /// When each of these keys, all of `environment`, was last used and refused; a key never
+    /// presented is left out.
+    async fn last_use(
+        &self,
+        environment: &EnvName,
+        ids: &[&KeyId],
+    ) -> Result<HashMap<KeyId, LastUse>, StoreError>;
     /// Moves a key's last use forward to `last`, never back. DynamoDB's stream calls it for
     /// each usage write, since one `UpdateItem` cannot also keep a maximum on another item.
-    async fn record_last_use(&self, id: &KeyId, last: LastUse) -> Result<(), StoreError>;
+    async fn record_last_use(&self, owner: &UsageOwner, last: LastUse) -> Result<(), StoreError>;
 }
 
 /// Everything the management API reads and writes.

@@ -16,7 +16,8 @@ use rusqlite::{
 };
 
 use super::{
-    ActivityFilter, KeyLookup, KeyStore, Page, PageRequest, StoreError, UsageStore, due_sort_key,
+    ActivityFilter, KeyLookup, KeyStore, Page, PageRequest, StoreError, UsageOwner, UsageStore,
+    due_sort_key,
 };
 use crate::domain::{
     ActivityEntry, Change, EnvName, Environment, EnvironmentWrite, HourlyUsage, Key, KeyHash,
@@ -642,8 +643,11 @@ impl UsageStore for SqliteStore {
         .await
     }
 
+    /// Key ids are unique across environments, and no role is limited here, so usage is kept
+    /// by key alone.
     async fn hourly_usage(
         &self,
+        _: &EnvName,
         id: &KeyId,
         since: Timestamp,
     ) -> Result<Vec<HourlyUsage>, StoreError> {
@@ -677,7 +681,11 @@ impl UsageStore for SqliteStore {
         .await
     }
 
-    async fn last_use(&self, ids: &[&KeyId]) -> Result<HashMap<KeyId, LastUse>, StoreError> {
+    async fn last_use(
+        &self,
+        _: &EnvName,
+        ids: &[&KeyId],
+    ) -> Result<HashMap<KeyId, LastUse>, StoreError> {
         let ids: Vec<KeyId> = ids.iter().map(|id| (*id).clone()).collect();
         self.with(move |conn| {
             let mut statement = conn
@@ -709,8 +717,8 @@ impl UsageStore for SqliteStore {
         .await
     }
 
-    async fn record_last_use(&self, id: &KeyId, last: LastUse) -> Result<(), StoreError> {
-        let id = id.clone();
+    async fn record_last_use(&self, owner: &UsageOwner, last: LastUse) -> Result<(), StoreError> {
+        let id = owner.key_id().clone();
         self.with(move |conn| raise_last_use(conn, &id, last)).await
     }
 }
