@@ -23,12 +23,8 @@ use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use keyward::aws::calls::acting_as;
-use keyward::domain::{
-    Actor, EnvName, Issued, Mint, PresentedKey, Timestamp, Verdict, check, create_environment,
-};
-use keyward::http::{
-    ApiError, Context, Handler, HandlerFuture, MAX_BODY_BYTES, Settings, key_from_headers,
-};
+use keyward::domain::{Actor, EnvName, Issued, Mint, Timestamp, create_environment};
+use keyward::http::{ApiError, Context, Handler, HandlerFuture, MAX_BODY_BYTES, Settings};
 use keyward::secrets::SecretSink;
 use keyward::store::{KeyStore, StoreError, UsageStore};
 use keyward::usage::{Counter, Usage};
@@ -173,41 +169,21 @@ fn to_hyper(response: lambda_http::Response<Body>) -> hyper::Response<Full<Bytes
     hyper::Response::from_parts(parts, Full::new(bytes))
 }
 
-/// The API's routes that take no key, as the template marks them `Authorizer: NONE`.
-const PUBLIC_ROUTES: &[&str] = &["/v1/verify", "/v1/openapi.json", "/", "/console/{asset}"];
+/// The route whose checks are `VerifyKey`'s to count; every other route that checks a caller
+/// counts it as the API's authorizer.
+const VERIFY_ROUTE: &str = "/v1/verify";
 
-/// The template's authorizer in front of keyward's own API, whose role [`count_caller`]'s
-/// reads use on AWS.
+/// The template's authorizer in front of keyward's own API, which counts every other route's
+/// caller on AWS, and whose role those counts' writes use.
 const API_AUTHORIZER: &str = "ApiAuthorizer";
 
 /// The template's function behind `POST /v1/verify`, which counts the keys it checks.
 const VERIFY_KEY: &str = "VerifyKey";
 
-/// Counts the caller's key as the API's authorizer does on AWS before any other route's
-/// handler runs: accepted unless it is revoked or expired (the handler then checks its
-/// environment and scopes). `keyward serve` has no authorizer in front, so without this a key
-/// used only for the API would read as never used locally. It costs one more read of the key.
-async fn count_caller(
-    context: Context<'_>,
-    callers: &Usage,
-    req: &lambda_http::Request,
-    now: Timestamp,
-) {
-    let Some(presented) = key_from_headers(req.headers()).and_then(|k| PresentedKey::parse(k).ok())
-    else {
-        return;
-    };
-    if let Ok(Some(key)) = context.store.key_by_hash(&presented.hash).await {
-        let none: [&str; 0] = [];
-        let accepted = check(&key, None, &none, now) == Verdict::Valid;
-        callers.count(&key.environment, &key.id, accepted, now);
-    }
-}
-
 /// Answers one request with the handler its route names.
 async fn handle(
     context: Context<'_>,
-    callers: &Usage,
+    counters: &Counters,
     req: hyper::Request<Incoming>,
 ) -> hyper::Response<Full<Bytes>> {
     let started = Instant::now();
@@ -253,10 +229,14 @@ async fn handle(
                         .with_path_parameters(params)
                         .with_query_string_parameters(query);
                     let now = keyward::now();
-                    if !PUBLIC_ROUTES.contains(&pattern) {
-                        let counting = count_caller(context, callers, &request, now);
-                        acting_as(API_AUTHORIZER, counting).await;
-                    }
+                    // `keyward serve` has no authorizer in front, so a route's own check of
+                    // its caller counts the key as the API's authorizer does on AWS.
+                    let usage: &dyn Counter = if pattern == VERIFY_ROUTE {
+                        &counters.verify_key
+                    } else {
+                        &counters.api_authorizer
+                    };
+                    let context = Context { usage, ..context };
                     acting_as(function, handler(context, request, now)).await
                 }
             }
@@ -388,8 +368,7 @@ pub async fn serve(
                         mint: &mint,
                         usage: &counters.verify_key,
                     };
-                    let callers = &counters.api_authorizer;
-                    Ok::<_, Infallible>(handle(context, callers, req).await)
+                    Ok::<_, Infallible>(handle(context, &counters, req).await)
                 }
             });
             if let Err(e) = http1::Builder::new()

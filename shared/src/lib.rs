@@ -6,6 +6,7 @@
 
 #[cfg(feature = "aws")]
 pub mod aws;
+pub mod check;
 pub mod delivery;
 pub mod events;
 pub mod http;

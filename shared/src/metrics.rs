@@ -11,6 +11,7 @@
 use std::io::Write;
 use std::sync::OnceLock;
 
+use crate::check::Outcome;
 use crate::domain::{EnvName, Timestamp};
 
 /// The CloudWatch namespace of keyward's metrics.
@@ -30,10 +31,9 @@ pub const UNKNOWN_ENVIRONMENT: &str = "unknown";
 /// One check, as a metric.
 #[derive(Debug, Clone, Copy)]
 pub struct Check<'a> {
-    /// What came of it: a `/v1/verify` code (`valid`, `not_found`, `malformed`, `expired`,
-    /// `revoked`, `wrong_environment`, `insufficient_scope`), or the authorizer's `missing`
-    /// (no key at all), `unlisted_route` or `error` (the store could not be read).
-    pub outcome: &'static str,
+    /// What came of it, named by its code (a `/v1/verify` code, `missing` or
+    /// `unlisted_route`); `None` when the store could not be read, named `error`.
+    pub outcome: Option<Outcome>,
     /// The environment of the key that was found, else of the authorizer.
     pub environment: Option<&'a EnvName>,
     /// How long it took.
@@ -71,9 +71,9 @@ fn line_after(function: &str, check: &Check<'_>, at: Timestamp) -> String {
         .map_or(UNKNOWN_ENVIRONMENT, EnvName::as_str);
     format!(
         r#"{{{function},"Outcome":"{}","Environment":"{environment}","{CHECKS}":1,"{CHECK_LATENCY}":{},"{REFUSED}":{},"_aws":{{"Timestamp":{},"CloudWatchMetrics":{DIRECTIVES}}}}}"#,
-        check.outcome,
+        check.outcome.map_or("error", Outcome::code),
         check.latency.as_secs_f64() * 1000.0,
-        u8::from(check.outcome != "valid"),
+        u8::from(!check.outcome.is_some_and(Outcome::accepted)),
         at.timestamp_millis(),
     )
 }
@@ -99,13 +99,14 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::domain::Verdict;
 
     #[test]
     fn a_line_is_embedded_metric_format_with_bounded_dimensions() {
         let production = EnvName::parse("production").unwrap();
         let at: Timestamp = "2026-11-29T10:00:00Z".parse().unwrap();
         let check = Check {
-            outcome: "revoked",
+            outcome: Some(Outcome::Checked(Verdict::Revoked)),
             environment: Some(&production),
             latency: std::time::Duration::from_micros(1500),
         };
@@ -130,7 +131,7 @@ mod tests {
             (&json!(1), &json!(1.5), &json!(1))
         );
         let unknown = Check {
-            outcome: "valid",
+            outcome: Some(Outcome::Checked(Verdict::Valid)),
             environment: None,
             latency: std::time::Duration::ZERO,
         };

@@ -118,7 +118,9 @@ fn decision(c: &mut Criterion) {
     );
     let production = EnvName::parse("production").unwrap();
     let check = keyward::metrics::Check {
-        outcome: "valid",
+        outcome: Some(keyward::check::Outcome::Checked(
+            keyward::domain::Verdict::Valid,
+        )),
         environment: Some(&production),
         latency: std::time::Duration::from_micros(4),
     };

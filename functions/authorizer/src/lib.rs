@@ -16,7 +16,8 @@ use aws_lambda_events::apigw::{
     ApiGatewayCustomAuthorizerRequest, ApiGatewayCustomAuthorizerRequestTypeRequest,
     ApiGatewayV2CustomAuthorizerV2Request,
 };
-use keyward::domain::{EnvName, Key, PresentedKey, Scope, Timestamp, Verdict, check};
+use keyward::check::{Checked, Needs, Outcome, check_presented};
+use keyward::domain::{EnvName, Key, Scope, Timestamp, Verdict};
 use keyward::http::key_from_headers;
 use keyward::metrics;
 use keyward::store::{KeyLookup, StoreError};
@@ -279,13 +280,14 @@ struct Ask {
     shape: Shape,
 }
 
-/// The method and path in a method or route ARN: `arn:...:api-id/stage/METHOD/path...`.
-fn method_and_path(arn: &str) -> (String, String) {
-    let resource = arn.splitn(6, ':').nth(5).unwrap_or_default();
+/// The method and path in a method or route ARN: `arn:...:api-id/stage/METHOD/path...`;
+/// `None` when it names no method, so that an event without one is never allowed.
+fn method_and_path(arn: &str) -> Option<(String, String)> {
+    let resource = arn.splitn(6, ':').nth(5)?;
     let mut parts = resource.splitn(4, '/');
-    let (_api, _stage) = (parts.next(), parts.next());
-    let method = parts.next().unwrap_or_default().to_owned();
-    (method, format!("/{}", parts.next().unwrap_or_default()))
+    let (_api, _stage) = (parts.next()?, parts.next()?);
+    let method = parts.next().filter(|m| !m.is_empty())?.to_owned();
+    Some((method, format!("/{}", parts.next().unwrap_or_default())))
 }
 
 fn bearer(value: &str) -> &str {
@@ -311,7 +313,11 @@ fn ask(event: Value) -> Result<Ask, AuthorizerError> {
         ("2.0", _) => {
             let e: ApiGatewayV2CustomAuthorizerV2Request =
                 serde_json::from_value(event).map_err(unknown)?;
-            let (method, path) = method_and_path(e.route_arn.as_deref().unwrap_or_default());
+            let (method, path) = e
+                .route_arn
+                .as_deref()
+                .and_then(method_and_path)
+                .ok_or(AuthorizerError::UnknownEvent)?;
             Ok(Ask {
                 token: key_from_headers(&e.headers).map(str::to_owned),
                 method,
@@ -323,7 +329,8 @@ fn ask(event: Value) -> Result<Ask, AuthorizerError> {
             let e: ApiGatewayCustomAuthorizerRequest =
                 serde_json::from_value(event).map_err(unknown)?;
             let method_arn = e.method_arn.unwrap_or_default();
-            let (method, path) = method_and_path(&method_arn);
+            let (method, path) =
+                method_and_path(&method_arn).ok_or(AuthorizerError::UnknownEvent)?;
             let token = e
                 .authorization_token
                 .as_deref()
@@ -341,7 +348,8 @@ fn ask(event: Value) -> Result<Ask, AuthorizerError> {
             let e: ApiGatewayCustomAuthorizerRequestTypeRequest =
                 serde_json::from_value(event).map_err(unknown)?;
             let method_arn = e.method_arn.unwrap_or_default();
-            let (method, path) = method_and_path(&method_arn);
+            let (method, path) =
+                method_and_path(&method_arn).ok_or(AuthorizerError::UnknownEvent)?;
             Ok(Ask {
                 token: key_from_headers(&e.headers).map(str::to_owned),
                 method,
@@ -360,11 +368,11 @@ enum Decision {
     Allow(Key),
 }
 
-/// What one check found: the decision, its outcome as the metrics name it, and the
-/// environment the metrics may name (the key's, once it is found, else the authorizer's).
-struct Checked {
+/// What one check found: the decision, its outcome, and the environment the metrics may name
+/// (the key's, once it is found, else the authorizer's).
+struct Decided {
     decision: Decision,
-    outcome: &'static str,
+    outcome: Outcome,
     environment: Option<EnvName>,
 }
 
@@ -375,56 +383,36 @@ async fn decide(
     ask: &Ask,
     required: Requirement<'_>,
     now: Timestamp,
-) -> Result<Checked, AuthorizerError> {
-    let refused = |outcome| Checked {
-        decision: Decision::Unauthorized,
-        outcome,
-        environment: config.environment.clone(),
+) -> Result<Decided, StoreError> {
+    let scope;
+    let needs = Needs {
+        environment: config.environment.as_ref(),
+        scopes: match required {
+            Requirement::Scope(required) => {
+                scope = [required.as_str()];
+                &scope
+            }
+            Requirement::AnyValidKey | Requirement::Unlisted => &[],
+        },
+        closed: required == Requirement::Unlisted && !config.allow_unlisted,
     };
-    let Some(token) = ask.token.as_deref() else {
-        return Ok(refused("missing"));
-    };
-    let Ok(presented) = PresentedKey::parse(token) else {
-        return Ok(refused(Verdict::Malformed.code()));
-    };
-    if config
-        .environment
+    let Checked { outcome, key } =
+        check_presented(store, usage, ask.token.as_deref(), needs, now).await?;
+    let environment = key
         .as_ref()
-        .is_some_and(|env| presented.environment != *env)
-    {
-        return Ok(refused(Verdict::WrongEnvironment.code()));
-    }
-    let Some(key) = store
-        .key_by_hash(&presented.hash)
-        .await
-        .map_err(AuthorizerError::Store)?
-    else {
-        return Ok(refused(Verdict::NotFound.code()));
-    };
-    let scopes: &[&str] = match required {
-        Requirement::Scope(scope) => &[scope.as_str()],
-        Requirement::AnyValidKey | Requirement::Unlisted => &[],
-    };
-    let verdict = check(&key, config.environment.as_ref(), scopes, now);
-    let (id, environment) = (key.id.clone(), key.environment.clone());
-    let (decision, outcome) = match verdict {
-        Verdict::Valid if required == Requirement::Unlisted && !config.allow_unlisted => {
-            (Decision::Deny(key), "unlisted_route")
+        .map(|k| k.environment.clone())
+        .or_else(|| config.environment.clone());
+    let decision = match (outcome, key) {
+        (Outcome::Checked(Verdict::Valid), Some(key)) => Decision::Allow(key),
+        (Outcome::Checked(Verdict::InsufficientScope) | Outcome::RouteClosed, Some(key)) => {
+            Decision::Deny(key)
         }
-        Verdict::Valid => (Decision::Allow(key), verdict.code()),
-        Verdict::InsufficientScope => (Decision::Deny(key), verdict.code()),
-        _ => (Decision::Unauthorized, verdict.code()),
+        _ => Decision::Unauthorized,
     };
-    usage.count(
-        &environment,
-        &id,
-        matches!(decision, Decision::Allow(_)),
-        now,
-    );
-    Ok(Checked {
+    Ok(Decided {
         decision,
         outcome,
-        environment: Some(environment),
+        environment,
     })
 }
 
@@ -455,17 +443,18 @@ pub async fn handler(
     let ask = ask(event).inspect_err(|_| tracing::warn!("not an authorizer event"))?;
     let required = config.routes.required(&ask.method, &ask.path);
     let started = std::time::Instant::now();
-    let Checked {
+    let Decided {
         decision,
         outcome,
         environment,
     } = decide(config, store, usage, &ask, required, now)
         .await
+        .map_err(AuthorizerError::Store)
         .inspect_err(|e| {
             tracing::error!(error = %keyward::error_chain(e), "cannot check a key");
             // A store that fails shows on the dashboard as an outcome of its own.
             let failed = metrics::Check {
-                outcome: "error",
+                outcome: None,
                 environment: config.environment.as_ref(),
                 latency: started.elapsed(),
             };
@@ -473,7 +462,7 @@ pub async fn handler(
         })?;
     metrics::publish(
         &metrics::Check {
-            outcome,
+            outcome: Some(outcome),
             environment: environment.as_ref(),
             latency: started.elapsed(),
         },
@@ -520,11 +509,11 @@ mod tests {
 
     use async_trait::async_trait;
     use keyward::aws::calls::acting_as;
-    use keyward::domain::hour_of;
     use keyward::domain::{
         Actor, GracePeriod, KeyHash, KeyName, Kind, NewKey, Revocation, Scopes, Secret,
         create_environment, create_key, revoke, rotate,
     };
+    use keyward::domain::{PresentedKey, hour_of};
     use keyward::store::UsageStore;
     use keyward::store::{DynamoStore, KeyStore, SqliteStore};
     use keyward::usage::{DEFAULT_WRITE_EVERY, NotCounted, Usage};
@@ -1113,6 +1102,48 @@ mod tests {
         );
     }
 
+    /// An event that names no method is no request of any route: even with unlisted routes
+    /// open it is refused as unknown, never allowed on an empty resource.
+    #[tokio::test]
+    async fn an_event_without_its_method_is_unknown_even_with_unlisted_routes_open() {
+        let store = SqliteStore::in_memory().unwrap();
+        let k = keys(&store).await;
+        let open = Config {
+            allow_unlisted: true,
+            ..config()
+        };
+        for fixture in [TOKEN, REQUEST, HTTP] {
+            let whole = event(fixture, "GET", "/orders", Some(k.reader.expose()));
+            let field = if fixture == HTTP {
+                "routeArn"
+            } else {
+                "methodArn"
+            };
+            let arn = whole[field].as_str().unwrap().to_owned();
+            let stage = arn.rsplitn(3, '/').nth(2).unwrap().to_owned();
+            for broken in [
+                None,
+                Some(String::new()),
+                Some(stage.clone()),
+                Some(format!("{stage}/")),
+            ] {
+                let mut asked = whole.clone();
+                match &broken {
+                    None => asked.as_object_mut().unwrap().remove(field),
+                    Some(arn) => asked
+                        .as_object_mut()
+                        .unwrap()
+                        .insert(field.into(), json!(arn)),
+                };
+                let answer = handler(&open, &store, &NotCounted, asked, keyward::now()).await;
+                assert!(
+                    matches!(answer, Err(AuthorizerError::UnknownEvent)),
+                    "{fixture:.40} with {field} {broken:?}: {answer:?}"
+                );
+            }
+        }
+    }
+
     #[tokio::test]
     async fn unlisted_routes_are_open_only_when_the_configuration_says_so() {
         let store = SqliteStore::in_memory().unwrap();
@@ -1320,12 +1351,12 @@ mod tests {
     fn method_and_path_come_from_the_arn() {
         assert_eq!(
             method_and_path("arn:aws:execute-api:us-east-1:1:api/prod/GET/orders/42"),
-            ("GET".into(), "/orders/42".into())
+            Some(("GET".into(), "/orders/42".into()))
         );
         assert_eq!(
             method_and_path("arn:aws:execute-api:us-east-1:1:api/prod/POST/"),
-            ("POST".into(), "/".into())
+            Some(("POST".into(), "/".into()))
         );
-        assert_eq!(method_and_path("garbage"), (String::new(), "/".into()));
+        assert_eq!(method_and_path("garbage"), None, "no method: no route");
     }
 }

@@ -27,7 +27,7 @@ pub fn handler(context: Context<'_>, req: Request, now: Timestamp) -> HandlerFut
 #[tracing::instrument(name = "change_grace_period", skip_all, fields(caller, key_id))]
 async fn change(context: Context<'_>, req: &Request, now: Timestamp) -> Result<Value, ApiError> {
     let store = context.store;
-    let (caller, key) = authorize_change(store, req, now).await?;
+    let (caller, key) = authorize_change(context, req, now).await?;
     let body: GraceBody = json_body(req, SHAPE)?;
     let grace = GracePeriod::from_json(&body.grace_period)?;
     let changed = apply_deciding(store, key, |key| {

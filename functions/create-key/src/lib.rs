@@ -72,7 +72,7 @@ pub fn handler(context: Context<'_>, req: Request, now: Timestamp) -> HandlerFut
 #[tracing::instrument(name = "create_key", skip_all, fields(caller, key_id))]
 async fn create(context: Context<'_>, req: &Request, now: Timestamp) -> Result<Value, ApiError> {
     let store = context.store;
-    let (caller, environment) = authorize_environment(store, req, now, Scope::KEYS_WRITE).await?;
+    let (caller, environment) = authorize_environment(context, req, now, Scope::KEYS_WRITE).await?;
     let input = json_body::<CreateBody>(req, SHAPE)?.parse(&environment, context.settings)?;
     caller.require_grant(&input.scopes)?;
     let issued = create_key(&environment, input, caller.actor(), context.mint, now)?;

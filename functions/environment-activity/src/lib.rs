@@ -5,14 +5,14 @@ use keyward::domain::{Action, ActivityId, KeyId, Scope, Timestamp};
 use keyward::http::{
     ApiError, Context, HandlerFuture, authorize_environment, page_request, query_param, respond,
 };
-use keyward::store::{ActivityFilter, KeyStore};
+use keyward::store::ActivityFilter;
 use lambda_http::Request;
 use lambda_http::http::StatusCode;
 use serde_json::{Value, json};
 
 /// The Lambda handler.
 pub fn handler(context: Context<'_>, req: Request, now: Timestamp) -> HandlerFuture<'_> {
-    Box::pin(async move { respond(StatusCode::OK, activity(context.store, &req, now).await) })
+    Box::pin(async move { respond(StatusCode::OK, activity(context, &req, now).await) })
 }
 
 fn filter(req: &Request) -> Result<ActivityFilter, ApiError> {
@@ -31,8 +31,9 @@ fn filter(req: &Request) -> Result<ActivityFilter, ApiError> {
 }
 
 #[tracing::instrument(name = "environment_activity", skip_all, fields(caller))]
-async fn activity(store: &dyn KeyStore, req: &Request, now: Timestamp) -> Result<Value, ApiError> {
-    let (_, environment) = authorize_environment(store, req, now, Scope::ACTIVITY_READ).await?;
+async fn activity(context: Context<'_>, req: &Request, now: Timestamp) -> Result<Value, ApiError> {
+    let store = context.store;
+    let (_, environment) = authorize_environment(context, req, now, Scope::ACTIVITY_READ).await?;
     let filter = filter(req)?;
     let page = page_request(req, |c| ActivityId::parse(c).is_some())?;
     let entries = store

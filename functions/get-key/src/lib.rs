@@ -4,19 +4,19 @@ use keyward::domain::{Scope, Timestamp};
 use keyward::http::{
     ApiError, Context, HandlerFuture, KeyView, authorize_key, last_use_of, respond,
 };
-use keyward::store::KeyStore;
 use lambda_http::Request;
 use lambda_http::http::StatusCode;
 use serde_json::{Value, json};
 
 /// The Lambda handler.
 pub fn handler(context: Context<'_>, req: Request, now: Timestamp) -> HandlerFuture<'_> {
-    Box::pin(async move { respond(StatusCode::OK, get(context.store, &req, now).await) })
+    Box::pin(async move { respond(StatusCode::OK, get(context, &req, now).await) })
 }
 
 #[tracing::instrument(name = "get_key", skip_all, fields(caller, key_id))]
-async fn get(store: &dyn KeyStore, req: &Request, now: Timestamp) -> Result<Value, ApiError> {
-    let (_, key) = authorize_key(store, req, now, Scope::KEYS_READ).await?;
+async fn get(context: Context<'_>, req: &Request, now: Timestamp) -> Result<Value, ApiError> {
+    let store = context.store;
+    let (_, key) = authorize_key(context, req, now, Scope::KEYS_READ).await?;
     let last = last_use_of(store, &key).await?;
     Ok(json!({"key": KeyView::new(&key, last, now)}))
 }
@@ -25,6 +25,8 @@ async fn get(store: &dyn KeyStore, req: &Request, now: Timestamp) -> Result<Valu
 mod tests {
     use keyward::domain::{Actor, delivery_failed, rotate};
     use keyward::testing::{api_request, body_json, seeded};
+
+    use keyward::store::KeyStore;
 
     use super::*;
 

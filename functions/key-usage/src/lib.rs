@@ -4,19 +4,19 @@
 
 use keyward::domain::{Scope, Timestamp, USAGE_RETENTION, hour_of, usage_window};
 use keyward::http::{ApiError, Context, HandlerFuture, authorize_key, respond};
-use keyward::store::KeyStore;
 use lambda_http::Request;
 use lambda_http::http::StatusCode;
 use serde_json::{Value, json};
 
 /// The Lambda handler.
 pub fn handler(context: Context<'_>, req: Request, now: Timestamp) -> HandlerFuture<'_> {
-    Box::pin(async move { respond(StatusCode::OK, usage(context.store, &req, now).await) })
+    Box::pin(async move { respond(StatusCode::OK, usage(context, &req, now).await) })
 }
 
 #[tracing::instrument(name = "key_usage", skip_all, fields(caller, key_id))]
-async fn usage(store: &dyn KeyStore, req: &Request, now: Timestamp) -> Result<Value, ApiError> {
-    let (_, key) = authorize_key(store, req, now, Scope::KEYS_READ).await?;
+async fn usage(context: Context<'_>, req: &Request, now: Timestamp) -> Result<Value, ApiError> {
+    let store = context.store;
+    let (_, key) = authorize_key(context, req, now, Scope::KEYS_READ).await?;
     let since = hour_of(now) - USAGE_RETENTION;
     let stored = store.hourly_usage(&key.environment, &key.id, since).await?;
     Ok(json!({"hours": usage_window(&stored, now)}))

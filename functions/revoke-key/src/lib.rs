@@ -22,7 +22,7 @@ async fn revoke_key(
     now: Timestamp,
 ) -> Result<Value, ApiError> {
     let store = context.store;
-    let (caller, key) = authorize_change(store, req, now).await?;
+    let (caller, key) = authorize_change(context, req, now).await?;
     let (key, revoked) = apply_deciding(store, key, |key| {
         Ok(match revoke(key, caller.actor(), context.mint, now)? {
             Revocation::Revoked { key, change } => ((key, true), Some(*change)),

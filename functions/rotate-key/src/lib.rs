@@ -63,7 +63,7 @@ async fn rotate_key(
     now: Timestamp,
 ) -> Result<Value, ApiError> {
     let (store, secrets, mint) = (context.store, context.secrets, context.mint);
-    let (caller, key) = authorize_change(store, req, now).await?;
+    let (caller, key) = authorize_change(context, req, now).await?;
     if let Some(policy) = &key.rotation_policy {
         let prefix = &context.settings.secret_prefix;
         if prefix.admits(&key.environment, &policy.secret_id).is_err() {

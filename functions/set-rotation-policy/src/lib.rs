@@ -2,10 +2,10 @@
 //! key rotates itself (scope `keys:write`). Setting the policy the key already has changes
 //! nothing and records nothing.
 
-use keyward::domain::{PolicyChange, Timestamp, set_rotation_policy};
+use keyward::domain::{Key, PolicyChange, Timestamp, set_rotation_policy};
 use keyward::http::{
-    ApiError, Context, HandlerFuture, KeyView, authorize_change, json_body, last_use_after_change,
-    respond, rotation_policy,
+    ApiError, Context, HandlerFuture, KeyView, apply_deciding, authorize_change, json_body,
+    last_use_after_change, respond, rotation_policy,
 };
 use lambda_http::Request;
 use lambda_http::http::StatusCode;
@@ -32,26 +32,30 @@ async fn set_policy(
     now: Timestamp,
 ) -> Result<Value, ApiError> {
     let store = context.store;
-    let (caller, key) = authorize_change(store, req, now).await?;
+    let (caller, key) = authorize_change(context, req, now).await?;
     let body: PolicyBody = json_body(req, SHAPE)?;
     let policy = match body.rotation_policy {
         Value::Null => None,
         value => Some(rotation_policy(&value, &key.environment, context.settings)?),
     };
-    let key = match set_rotation_policy(&key, policy, caller.actor(), context.mint, now)? {
-        PolicyChange::Changed { key, change } => {
-            if key.rotation_policy.is_some() {
-                caller.require_lifetime(None)?;
-            }
-            store.apply(&change).await?;
-            tracing::info!(
-                set = key.rotation_policy.is_some(),
-                "rotation policy changed"
-            );
-            key
-        }
-        PolicyChange::Unchanged(key) => key,
+    let decide = |key: &Key| {
+        Ok(
+            match set_rotation_policy(key, policy.clone(), caller.actor(), context.mint, now)? {
+                PolicyChange::Changed { key, change } => {
+                    if key.rotation_policy.is_some() {
+                        caller.require_lifetime(None)?;
+                    }
+                    ((key, true), Some(*change))
+                }
+                PolicyChange::Unchanged(key) => ((key, false), None),
+            },
+        )
     };
+    let (key, changed) = apply_deciding(store, key, decide).await?;
+    if changed {
+        let set = key.rotation_policy.is_some();
+        tracing::info!(set, "rotation policy changed");
+    }
     let last = last_use_after_change(store, &key).await;
     Ok(json!({"key": KeyView::new(&key, last, now)}))
 }
@@ -119,6 +123,28 @@ mod tests {
             assert_eq!(body_json(&cleared)["key"]["rotation_policy"], Value::Null);
             assert_eq!(entries(&s).await, 2);
         }
+    }
+
+    /// An expiry notice recorded between the handler's read and its write changes the key's
+    /// version but not the decision: the policy is decided again and set, as every other
+    /// change does, not answered `409`.
+    #[tokio::test]
+    async fn a_background_write_meanwhile_is_decided_again_not_a_conflict() {
+        let now = keyward::now();
+        let s = seeded("production", now).await;
+        let expiring = s.expiring_key(now).await;
+        let store = keyward::testing::Interfering::new(&s);
+        let vars = [
+            ("KEY_ID", expiring.key.id.as_str()),
+            ("KEY", s.secret.expose()),
+            ("BODY", POLICY),
+        ];
+        let response = handler(s.context_on(&store), event(REST, &vars), now).await;
+        assert_eq!(response.status(), 200, "{:?}", body_json(&response));
+        assert_eq!(
+            s.actions(&expiring.key.id).await,
+            ["key.rotation_policy_changed", "key.expiring", "key.created"]
+        );
     }
 
     #[tokio::test]

@@ -2,7 +2,8 @@
 //! credentials: the key in the body is the one checked, and the answer is always `200`
 //! with `valid` and a `code` unless the request itself is malformed.
 
-use keyward::domain::{EnvName, PresentedKey, Scopes, Timestamp, Verdict, check};
+use keyward::check::{Checked, Needs, check_presented};
+use keyward::domain::{EnvName, Scopes, Timestamp, Verdict};
 use keyward::http::{ApiError, Context, HandlerFuture, json_body, respond};
 use keyward::metrics;
 use keyward::store::KeyStore;
@@ -55,19 +56,17 @@ async fn verify(
         .transpose()?;
     let scopes = Scopes::parse(&body.scopes.unwrap_or_default())?;
     let required: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
-    let (verdict, key) = match PresentedKey::parse(&body.key) {
-        Err(_) => (Verdict::Malformed, None),
-        Ok(presented) => match store.key_by_hash(&presented.hash).await? {
-            None => (Verdict::NotFound, None),
-            Some(key) => (check(&key, environment.as_ref(), &required, now), Some(key)),
-        },
+    let needs = Needs {
+        environment: environment.as_ref(),
+        scopes: &required,
+        closed: false,
     };
-    if let Some(key) = &key {
-        usage.count(&key.environment, &key.id, verdict == Verdict::Valid, now);
-    }
+    let Checked { outcome, key } =
+        check_presented(store, usage, Some(&body.key), needs, now).await?;
+    let verdict = outcome.verdict();
     metrics::publish(
         &metrics::Check {
-            outcome: verdict.code(),
+            outcome: Some(outcome),
             environment: key.as_ref().map(|k| &k.environment),
             latency: started.elapsed(),
         },
@@ -129,10 +128,17 @@ mod tests {
             (json!({"key": unknown.expose()}), "not_found", false),
             (json!({"key": s.secret.expose()}), "expired", true),
             (json!({"key": doomed.secret.expose()}), "revoked", true),
+            // Another environment's key is refused on its prefix, before anything is read,
+            // as the authorizer refuses it: whether it exists is never looked up.
             (
                 json!({"key": live_secret, "environment": "staging"}),
                 "wrong_environment",
-                true,
+                false,
+            ),
+            (
+                json!({"key": unknown.expose(), "environment": "staging"}),
+                "wrong_environment",
+                false,
             ),
             (
                 json!({"key": live_secret, "scopes": ["orders:write"]}),

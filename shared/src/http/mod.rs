@@ -51,7 +51,9 @@ pub struct Context<'a> {
     pub secrets: &'a dyn SecretSink,
     /// Where new secrets and ids come from: one per process.
     pub mint: &'a Mint,
-    /// Where `/v1/verify` counts the checks of known keys.
+    /// Where the route counts the keys it checks: `/v1/verify`'s on Lambda, where the API's
+    /// authorizer counts every other route's caller; in `keyward serve`, which has no
+    /// authorizer in front, also the caller of every other route, as that authorizer would.
     pub usage: &'a dyn Counter,
 }
 

@@ -3,13 +3,13 @@
 use lambda_http::http::HeaderMap;
 use lambda_http::{Request, RequestExt};
 
-use super::ApiError;
-use super::Settings;
+use super::{ApiError, Context, Settings};
+use crate::check::{Needs, Outcome, check_presented};
 use crate::domain::{
-    Actor, EnvName, Key, KeyId, PresentedKey, RotationPolicy, Scope, Scopes, Timestamp, Verdict,
-    check,
+    Actor, EnvName, Key, KeyId, RotationPolicy, Scope, Scopes, Timestamp, Verdict,
 };
 use crate::store::{KeyLookup, KeyStore, PageRequest, StoreError};
+use crate::usage::Counter;
 
 /// The key that headers present: `Authorization: Bearer <key>`, or else `x-api-key`. The
 /// API and the authorizer both read keys this way.
@@ -130,43 +130,36 @@ impl Caller {
     }
 }
 
-/// Checks the caller's key with at most one store read; every failure is a `401`.
+/// Checks the caller's key with at most one store read ([`check_presented`], which also
+/// counts it in `usage`); every failure is a `401`.
 pub async fn authenticate(
     store: &dyn KeyLookup,
+    usage: &dyn Counter,
     req: &Request,
     now: Timestamp,
 ) -> Result<Caller, ApiError> {
-    let presented = key_from_headers(req.headers()).ok_or_else(|| {
-        ApiError::unauthorized(
-            "missing_api_key",
-            "send a key in Authorization: Bearer <key> or in x-api-key",
-        )
-    })?;
+    let token = key_from_headers(req.headers());
+    let checked = check_presented(store, usage, token, Needs::default(), now).await?;
     let invalid = || ApiError::unauthorized("invalid_api_key", "the key is not valid");
-    let presented = PresentedKey::parse(presented).map_err(|_| invalid())?;
-    let key = store
-        .key_by_hash(&presented.hash)
-        .await?
-        .ok_or_else(invalid)?;
-    let none: [&str; 0] = [];
-    match check(&key, None, &none, now) {
-        Verdict::Valid => {
+    match (checked.outcome, checked.key) {
+        (Outcome::Checked(Verdict::Valid), Some(key)) => {
             tracing::Span::current().record("caller", key.id.as_str());
             tracing::debug!(hint = %key.hint, "caller authenticated");
             Ok(Caller { key })
         }
-        Verdict::Revoked => Err(ApiError::unauthorized(
+        (Outcome::Missing, _) => Err(ApiError::unauthorized(
+            "missing_api_key",
+            "send a key in Authorization: Bearer <key> or in x-api-key",
+        )),
+        (Outcome::Checked(Verdict::Revoked), _) => Err(ApiError::unauthorized(
             "revoked_api_key",
             "the key was revoked",
         )),
-        Verdict::Expired => Err(ApiError::unauthorized(
+        (Outcome::Checked(Verdict::Expired), _) => Err(ApiError::unauthorized(
             "expired_api_key",
             "the key has expired",
         )),
-        Verdict::NotFound
-        | Verdict::Malformed
-        | Verdict::WrongEnvironment
-        | Verdict::InsufficientScope => Err(invalid()),
+        _ => Err(invalid()),
     }
 }
 
@@ -228,12 +221,13 @@ pub fn page_request(
 /// exactly like a key that does not exist, so an id reveals nothing outside the caller's
 /// environment.
 pub async fn authorize_key(
-    store: &dyn KeyStore,
+    context: Context<'_>,
     req: &Request,
     now: Timestamp,
     scope: &str,
 ) -> Result<(Caller, Key), ApiError> {
-    let caller = authenticate(store, req, now).await?;
+    let store = context.store;
+    let caller = authenticate(store, context.usage, req, now).await?;
     let id = key_id_param(req)?;
     tracing::Span::current().record("key_id", id.as_str());
     caller.require_scope(scope)?;
@@ -248,11 +242,11 @@ pub async fn authorize_key(
 /// The checks of every route that changes a key: those of [`authorize_key`] with
 /// `keys:write`, then that the caller may change this key (`403 scope_escalation`).
 pub async fn authorize_change(
-    store: &dyn KeyStore,
+    context: Context<'_>,
     req: &Request,
     now: Timestamp,
 ) -> Result<(Caller, Key), ApiError> {
-    let (caller, key) = authorize_key(store, req, now, Scope::KEYS_WRITE).await?;
+    let (caller, key) = authorize_key(context, req, now, Scope::KEYS_WRITE).await?;
     caller.require_control(&key)?;
     Ok((caller, key))
 }
@@ -262,12 +256,12 @@ pub async fn authorize_change(
 /// else is read, so it says nothing about whether another environment exists), then the
 /// scope (`403`). The caller's key lives in its environment, so that environment exists.
 pub async fn authorize_environment(
-    store: &dyn KeyStore,
+    context: Context<'_>,
     req: &Request,
     now: Timestamp,
     scope: &str,
 ) -> Result<(Caller, EnvName), ApiError> {
-    let caller = authenticate(store, req, now).await?;
+    let caller = authenticate(context.store, context.usage, req, now).await?;
     let environment = environment_param(req)?;
     caller.require_environment(&environment)?;
     caller.require_scope(scope)?;
