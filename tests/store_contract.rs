@@ -1275,6 +1275,42 @@ async fn usage_is_kept_by_environment_and_read_beside_what_earlier_versions_wrot
         2,
         "the hour and its last use, and nothing else, under the environment"
     );
+
+    // Each key's usage is read under its own environment: a page of keys of two
+    // environments reads each under its own.
+    environment(&store, "staging", &clock).await;
+    let staged = key(&store, "staging", "staged", &clock).await;
+    let mut staged_tally = UsageTally::new(staged.environment.clone(), staged.id.clone());
+    staged_tally.count(true, at("2026-11-27T11:40:00Z"));
+    store.add_usage(&staged_tally).await.unwrap();
+    let staged_owner = UsageOwner::Key(staged.environment.clone(), staged.id.clone());
+    store
+        .record_last_use(&staged_owner, staged_tally.last)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .last_use(production, &[&staged.id])
+            .await
+            .unwrap()
+            .is_empty(),
+        "not under another environment"
+    );
+    let both = [counted.clone(), staged];
+    let views = keyward::http::KeyView::read_all(&store, &both, clock.now())
+        .await
+        .unwrap();
+    let shown: Vec<serde_json::Value> = views
+        .iter()
+        .map(|view| serde_json::to_value(view).unwrap()["last_used_at"].clone())
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            serde_json::json!("2026-11-27T11:20:00Z"),
+            serde_json::json!("2026-11-27T11:40:00Z")
+        ]
+    );
 }
 
 /// A store on a fresh table named `<name>-<pid>`, with a client of its own beside it for

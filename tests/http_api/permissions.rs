@@ -416,6 +416,15 @@ fn a_key_that_expires_makes_nothing_that_outlives_it() {
             "201",
         ),
         (
+            // Its scheduled rotation would make a successor that never expires.
+            "create expiring before it, with a rotation policy",
+            outcome(create(
+                &temporary,
+                json!({"name": "d", "scopes": ["orders:read"], "expires_at": in_days(1), "rotation_policy": policy["rotation_policy"]}),
+            )),
+            "403 lifetime_escalation",
+        ),
+        (
             "rotate, which makes a key that never expires",
             outcome(server.call(
                 "POST",

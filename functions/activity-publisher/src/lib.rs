@@ -372,7 +372,7 @@ mod tests {
                 "INSERT",
                 unpartitioned,
                 Some("2026-11-27T11:15:00.000Z"),
-                Some("2026-11-27T11:07:00.000Z"),
+                Some("2026-11-27T11:30:00.000Z"),
             ),
         ];
         let batch = json!({"Records": records});
@@ -392,9 +392,10 @@ mod tests {
             last,
             LastUse {
                 last_used_at: at("2026-11-27T11:20:00Z"),
-                last_refused_at: at("2026-11-27T11:07:00Z"),
+                last_refused_at: at("2026-11-27T11:30:00Z"),
             },
-            "a late write's earlier minute, and TTL's removal, leave it as it was"
+            "a late write's earlier minute, and TTL's removal, leave it as it was; a write of \
+             the layout before usage was kept by environment moves it too"
         );
 
         let mut ahead = usage_record("6", "MODIFY", key, Some("2099-01-01T00:00:00.000Z"), None);
@@ -415,12 +416,14 @@ mod tests {
             "a time ahead of the stream's clock is held to a minute after the write"
         );
 
+        let id = &s.key.id;
         let unreadable: Vec<Value> = [
-            "USAGE#key_short",
-            "USAGE#Production#key_0123456789abcdefghijkl",
+            "USAGE#key_short".to_owned(),
+            format!("USAGE#Production#{id}"),
+            format!("USAGE#production#{id}#x"),
         ]
         .iter()
-        .map(|pk| usage_record("7", "MODIFY", pk, Some("2026-11-27T11:30:00.000Z"), None))
+        .map(|pk| usage_record("7", "MODIFY", pk, Some("2026-11-27T13:00:00.000Z"), None))
         .collect();
         let unreadable = json!({"Records": unreadable});
         let response = handler(
@@ -434,6 +437,12 @@ mod tests {
         assert!(
             failures(&response).is_empty(),
             "a usage record that cannot be read is skipped, not retried"
+        );
+        let last = s.store.last_use(&s.environment, &[id]).await.unwrap()[id];
+        assert_eq!(
+            last.last_used_at,
+            at("2026-11-27T12:01:00Z"),
+            "and it moves nothing"
         );
     }
 }

@@ -76,7 +76,13 @@ async fn create(context: Context<'_>, req: &Request, now: Timestamp) -> Result<V
     let input = json_body::<CreateBody>(req, SHAPE)?.parse(&environment, context.settings)?;
     caller.require_grant(&input.scopes)?;
     let issued = create_key(&environment, input, caller.actor(), context.mint, now)?;
-    caller.require_lifetime(issued.key.expires_at)?;
+    // A key with a rotation policy is followed by successors that never expire, as the
+    // policy's own setting on an existing key is (set-rotation-policy).
+    let lasts_until = match issued.key.rotation_policy {
+        Some(_) => None,
+        None => issued.key.expires_at,
+    };
+    caller.require_lifetime(lasts_until)?;
     store.apply(&issued.change).await?;
     tracing::Span::current().record("key_id", issued.key.id.as_str());
     tracing::info!("key created");

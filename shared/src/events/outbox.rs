@@ -181,7 +181,8 @@ pub async fn publish_stream(
             }
         }
     }
-    // One write per key for the whole batch, of the latest of its records' minutes; if it
+    // One write per usage partition for the whole batch (a key has two while versions that
+    // wrote the earlier layout still run), of the latest of its records' minutes; if it
     // fails, every record that asked for it is retried.
     for (owner, (last, ids)) in last_uses {
         if let Err(e) = store.record_last_use(&owner, last).await {

@@ -26,11 +26,11 @@
 //!   process writes a key's counts at most once a minute), never on the key's own items, so that
 //!   usage cannot make a lifecycle change conflict; the stream publisher then moves the key's
 //!   last use forward (one conditional `UpdateItem` per key and batch, when a minute moved);
-//! - a key's hourly usage: one `Query` on its usage partition and one on the partition
-//!   earlier versions wrote; a key's last use: one eventually consistent `GetItem`, and a
-//!   page of keys': one eventually consistent `BatchGetItem` per 100 keys (last use lags its
-//!   checks anyway), then the same again on the earlier partition for the keys whose last use
-//!   lacks a time;
+//! - a key's hourly usage: one `Query` on its usage partition, and at the same time one on
+//!   the partition earlier versions wrote; a key's last use: one eventually consistent
+//!   `GetItem`, and a page of keys': one eventually consistent `BatchGetItem` per 100 keys
+//!   (last use lags its checks anyway), each with the same again, at the same time, on the
+//!   earlier partitions, while a writer of that layout may still be running;
 //! - every lifecycle change: one `TransactWriteItems` with the key's version as condition;
 //!   one that claims a secret first reads the claim (one `GetItem`) and, when another key
 //!   holds it, that key (a second), and conditions the transaction on both being unchanged.
@@ -1074,12 +1074,14 @@ impl UsageStore for DynamoStore {
         id: &KeyId,
         since: Timestamp,
     ) -> Result<Vec<HourlyUsage>, StoreError> {
-        let mut hours = self
-            .usage_hours(&UsageOwner::Key(environment.clone(), id.clone()), since)
-            .await?;
-        let earlier = self
-            .usage_hours(&UsageOwner::Unpartitioned(id.clone()), since)
-            .await?;
+        let (partitioned, unpartitioned) = (
+            UsageOwner::Key(environment.clone(), id.clone()),
+            UsageOwner::Unpartitioned(id.clone()),
+        );
+        let (mut hours, earlier) = tokio::try_join!(
+            self.usage_hours(&partitioned, since),
+            self.usage_hours(&unpartitioned, since)
+        )?;
         if earlier.is_empty() {
             return Ok(hours);
         }
@@ -1107,18 +1109,16 @@ impl UsageStore for DynamoStore {
             .iter()
             .map(|id| UsageOwner::Key(environment.clone(), (*id).clone()))
             .collect();
-        let mut found = self.last_items(&owners).await?;
-        // A time not moved since usage was kept by environment is where that version left it.
+        // Versions before usage was kept by environment may still be counting (a second
+        // deployment of the authorizer not yet upgraded), so both are read, at once, and the
+        // later of each time is the key's.
         let earlier: Vec<UsageOwner> = ids
             .iter()
-            .filter(|id| {
-                found
-                    .get(**id)
-                    .is_none_or(|l| l.last_used_at.is_none() || l.last_refused_at.is_none())
-            })
             .map(|id| UsageOwner::Unpartitioned((*id).clone()))
             .collect();
-        for (id, last) in self.last_items(&earlier).await? {
+        let (mut found, before) =
+            tokio::try_join!(self.last_items(&owners), self.last_items(&earlier))?;
+        for (id, last) in before {
             let merged = found.get(&id).copied().unwrap_or_default().merge(last);
             found.insert(id, merged);
         }
@@ -1359,6 +1359,33 @@ mod tests {
         Actor, KeyName, Kind, NewKey, PolicyChange, RotationPolicy, Scopes, create_environment,
         create_key, set_rotation_policy,
     };
+
+    #[test]
+    fn a_usage_partition_names_its_key_in_either_layout_and_nothing_else_is_one() {
+        let production = EnvName::parse("production").unwrap();
+        let id = KeyId::parse("key_0123456789abcdefghijkl").unwrap();
+        for owner in [
+            UsageOwner::Key(production.clone(), id.clone()),
+            UsageOwner::Unpartitioned(id.clone()),
+        ] {
+            assert_eq!(usage_owner(&usage_pk(&owner)), Some(owner));
+        }
+        assert_eq!(
+            usage_pk(&UsageOwner::Key(production, id.clone())),
+            format!("USAGE#production#{id}")
+        );
+        for pk in [
+            "USAGE#",
+            "USAGE#production#",
+            "USAGE#production",
+            "USAGE#Production#key_0123456789abcdefghijkl",
+            "USAGE#production#key_0123456789abcdefghijkl#x",
+            "USAGE#key_0123456789abcdefghijkl#key_0123456789abcdefghijkl",
+            "KEY#key_0123456789abcdefghijkl",
+        ] {
+            assert_eq!(usage_owner(pk), None, "{pk}");
+        }
+    }
 
     /// A DynamoDB store on a loopback endpoint that `answer` serves, and a tally to write.
     async fn store_on(
