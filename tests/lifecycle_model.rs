@@ -1,6 +1,6 @@
 //! Random sequences of create, rotate, change grace, revoke and time passing, applied through
 //! the domain to a real store (SQLite, and DynamoDB on moto's server), checked step by step
-//! against a small in-memory model of DESIGN.md's lifecycle rules: the status is derived from
+//! against a small in-memory model of docs/design.md's lifecycle rules: the status is derived from
 //! the record and the time, an environment has one default key, a grace never runs past an
 //! expiry the key already had, and a revocation is final. The number of cases is bounded so
 //! that the DynamoDB run, a table per case, stays within seconds.
