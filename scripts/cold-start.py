@@ -4,7 +4,12 @@
 usage (no AWS endpoint is needed: nothing calls AWS before the first event):
     cargo build --release -p authorizer --example hello_bare --example hello_runtime
     cargo build --release -p authorizer --bin authorizer
-    python3 scripts/cold-start.py [RUNS]
+    python3 scripts/cold-start.py [RUNS] [--profile PROFILE] [--also PATH]...
+
+`--profile debug` measures the binaries of `cargo build` instead: what ./scripts/test does,
+with 3 runs, to show that the script and the binaries still work together; its figures are
+a debug build's and measure nothing. `--also PATH` adds another authorizer binary (such as one
+built from an earlier commit) to the same interleaved runs, with Amazon's roots.
 
 The examples build with the crate's dev-dependencies, whose features (SQLite among them) a
 build of examples and binary together would give the authorizer too; building the binary by
@@ -25,10 +30,11 @@ import sys
 import threading
 import time
 
-RELEASE = os.path.join(os.path.dirname(__file__), "..", "target", "release")
-AUTHORIZER = os.path.join(RELEASE, "authorizer")
-HELLO = os.path.join(RELEASE, "examples", "hello_runtime")
-BARE = os.path.join(RELEASE, "examples", "hello_bare")
+PROFILE = sys.argv[sys.argv.index("--profile") + 1] if "--profile" in sys.argv else "release"
+BUILT = os.path.join(os.path.dirname(__file__), "..", "target", PROFILE)
+AUTHORIZER = os.path.join(BUILT, "authorizer")
+HELLO = os.path.join(BUILT, "examples", "hello_runtime")
+BARE = os.path.join(BUILT, "examples", "hello_bare")
 # The operator's switch back to the system's roots (shared/src/aws.rs).
 SYSTEM_ROOTS = {"KEYWARD_TLS_ROOTS": "system"}
 # Without these, keyward's client builds the SDK's whole default credential chain.
@@ -36,17 +42,57 @@ NO_CREDENTIALS = {"AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None, "AWS
 
 
 class RuntimeApi(http.server.BaseHTTPRequestHandler):
+    """The Runtime API and, as Lambda answers them, the Extensions API's two calls: the
+    counting functions register an internal extension for the shutdown signal before they
+    ask for their first event, and that extension then waits on its own `next`."""
+
+    # Lambda's Runtime API keeps connections open, as HTTP/1.1 does.
+    protocol_version = "HTTP/1.1"
     first_next = None
     seen = threading.Event()
+    registered = 0
 
     def do_GET(self):
         if self.path.endswith("/runtime/invocation/next"):
             RuntimeApi.first_next = time.perf_counter()
             RuntimeApi.seen.set()
-        self.send_response(500)
-        self.end_headers()
+            self.send_response(500)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif self.path.endswith("/extension/event/next"):
+            # Lambda holds this until an invoke or the shutdown; the process is killed first.
+            time.sleep(10)
+        else:
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    def do_POST(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        if self.path.endswith("/extension/register"):
+            RuntimeApi.registered += 1
+            body = b'{"functionName": "cold-start", "functionVersion": "1", "handler": "bootstrap"}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Lambda-Extension-Identifier", "cold-start-extension")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        else:
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
 
     def log_message(self, *args):
+        pass
+
+
+class StandIn(http.server.ThreadingHTTPServer):
+    """The server: a process killed at its first `next` resets its connections, which is
+    expected, not an error to print."""
+
+    def handle_error(self, request, client_address):
         pass
 
 
@@ -63,8 +109,9 @@ def measure(command, env):
 
 
 def main():
-    runs = int(sys.argv[1]) if len(sys.argv) > 1 else 30
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RuntimeApi)
+    numbers = [a for a in sys.argv[1:2] if a.isdigit()]
+    runs = int(numbers[0]) if numbers else 30
+    server = StandIn(("127.0.0.1", 0), RuntimeApi)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
     base.update(
@@ -106,6 +153,11 @@ def main():
             },
         ),
     }
+    for i, arg in enumerate(sys.argv):
+        if arg == "--also":
+            path = sys.argv[i + 1]
+            variants[f"authorizer at {path}"] = ([path], {"KEYWARD_STORE": "dynamodb:keyward"})
+
     def environment(extra):
         env = {**base, **extra}
         return {k: v for k, v in env.items() if v is not None}
@@ -118,7 +170,7 @@ def main():
             times[name].append(measure(command, environment(extra)))
     bare = statistics.median(times["bare hello world (lambda_runtime, no logging set-up)"])
     hello = statistics.median(times["hello world with keyward's logging set-up"])
-    print(f"{runs} runs each, interleaved, {os.cpu_count()} cores")
+    print(f"{runs} runs each, interleaved, {os.cpu_count()} cores, {PROFILE} profile")
     print("| binary | median init | p10 to p90 | ratio to the bare hello world | ratio to the hello world with logging |")
     print("|---|---|---|---|---|")
     for name, values in times.items():

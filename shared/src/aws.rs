@@ -17,7 +17,9 @@
 //! they are set, the client reads them directly, and skips building the rest of that chain
 //! (an STS client for web identity, an IMDS client, the ECS and profile providers), about a
 //! tenth of the authorizer's cold start (BENCHMARKS.md). Without them, the whole chain is
-//! kept, so profiles and SSO still work on a laptop.
+//! kept, so profiles and SSO still work on a laptop. The region likewise: Lambda sets
+//! `AWS_REGION`, which the default region chain tries first, so when it is set it is named,
+//! and the chain's other providers (an IMDS client among them) are not built.
 
 pub mod calls;
 
@@ -67,6 +69,9 @@ struct Shortcuts {
     roots: Option<TlsRoots>,
     /// The credentials are in the environment, where the default chain would find them first.
     env_credentials: bool,
+    /// The region in `AWS_REGION`, where the default chain would find it first; naming it
+    /// spares building the chain's other providers (an IMDS client among them).
+    region: Option<String>,
 }
 
 impl Shortcuts {
@@ -74,7 +79,11 @@ impl Shortcuts {
         let (mut custom_endpoint, mut china) = (false, false);
         let (mut key_id, mut secret) = (false, false);
         let mut roots = TlsRoots::Amazon;
+        let mut region = None;
         for (name, value) in vars {
+            if name == "AWS_REGION" && !value.is_empty() {
+                region = Some(value.clone());
+            }
             if name == TlsRoots::VAR {
                 roots = TlsRoots::parse(&value)?;
             }
@@ -91,6 +100,7 @@ impl Shortcuts {
                 Some(roots)
             },
             env_credentials: key_id && secret,
+            region,
         })
     }
 }
@@ -134,6 +144,9 @@ pub async fn config() -> Result<SdkConfig, String> {
     }
     if shortcuts.env_credentials {
         loader = loader.credentials_provider(EnvironmentVariableCredentialsProvider::new());
+    }
+    if let Some(region) = shortcuts.region {
+        loader = loader.region(aws_config::Region::new(region));
     }
     Ok(loader.load().await)
 }
@@ -184,6 +197,21 @@ mod tests {
             let refused = roots(typo).unwrap_err();
             assert!(refused.starts_with("KEYWARD_TLS_ROOTS: "), "{refused}");
         }
+    }
+
+    #[test]
+    fn the_region_comes_straight_from_aws_region_when_it_is_set() {
+        let region = |pairs: &[(&str, &str)]| Shortcuts::from_vars(vars(pairs)).unwrap().region;
+        assert_eq!(
+            region(&[("AWS_REGION", "eu-west-1")]),
+            Some("eu-west-1".to_owned())
+        );
+        assert_eq!(region(&[("AWS_REGION", "")]), None);
+        assert_eq!(
+            region(&[("AWS_DEFAULT_REGION", "eu-west-1")]),
+            None,
+            "left to the chain"
+        );
     }
 
     #[test]

@@ -317,19 +317,112 @@ impl Counter for Usage {
 #[cfg(feature = "dynamodb")]
 pub const SHUTDOWN_BUDGET: std::time::Duration = std::time::Duration::from_millis(400);
 
-/// On Lambda, registers for the shutdown signal (which Lambda sends only to a function with an
-/// extension, so this registers an internal one that asks for no events) and writes every
-/// tally when it comes. Called once per cold start, before the runtime starts.
+/// The internal extension's name, unique within the function as Lambda requires.
 #[cfg(feature = "dynamodb")]
-pub async fn flush_on_shutdown(usage: &Usage) {
-    let usage = usage.clone();
-    lambda_runtime::spawn_graceful_shutdown_handler(move || async move {
-        let left = usage.flush_all(SHUTDOWN_BUDGET).await;
-        if left > 0 {
-            tracing::warn!(checks = left, "usage not written before shutdown");
-        }
-    })
-    .await;
+const EXTENSION_NAME: &str = "keyward-usage-flush";
+
+/// Why the shutdown flush's extension could not be registered; the cold start stops on it.
+#[cfg(feature = "dynamodb")]
+pub type ExtensionError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Registers the internal extension with Lambda's Extensions API, asking for no events, and
+/// then asks for its next event, which tells Lambda the extension is ready and is never
+/// answered. Both go over one HTTP/1.1 connection to the Runtime API (a second one if the
+/// first was closed), without the pool and layers of a general client: this is on the cold
+/// start's path.
+#[cfg(feature = "dynamodb")]
+async fn register_extension() -> Result<(), ExtensionError> {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    use hyper::client::conn::http1::SendRequest;
+
+    async fn connect(api: &str) -> Result<SendRequest<Full<Bytes>>, ExtensionError> {
+        let stream = tokio::net::TcpStream::connect(api).await?;
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let (sender, connection) = hyper::client::conn::http1::handshake(io).await?;
+        tokio::spawn(connection);
+        Ok(sender)
+    }
+
+    let api = std::env::var("AWS_LAMBDA_RUNTIME_API")
+        .map_err(|_| "AWS_LAMBDA_RUNTIME_API is not set: this runs only on Lambda")?;
+    let mut sender = connect(&api).await?;
+    let register = hyper::Request::post("/2020-01-01/extension/register")
+        .header(hyper::header::HOST, &api)
+        .header("Lambda-Extension-Name", EXTENSION_NAME)
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from_static(br#"{"events":[]}"#)))?;
+    let answer = sender.send_request(register).await?;
+    let status = answer.status();
+    let id = answer
+        .headers()
+        .get("Lambda-Extension-Identifier")
+        .and_then(|id| id.to_str().ok())
+        .map(str::to_owned);
+    answer.into_body().collect().await?;
+    let id = match id {
+        Some(id) if status.is_success() => id,
+        _ => return Err(format!("the Extensions API refused the registration: {status}").into()),
+    };
+    let next = hyper::Request::get("/2020-01-01/extension/event/next")
+        .header(hyper::header::HOST, &api)
+        .header("Lambda-Extension-Identifier", id)
+        .body(Full::default())?;
+    if sender.ready().await.is_err() {
+        sender = connect(&api).await?;
+    }
+    tokio::spawn(async move {
+        let _ = sender.send_request(next).await;
+    });
+    Ok(())
+}
+
+/// On Lambda, the shutdown flush: Lambda sends `SIGTERM` only to a function with an extension,
+/// so this registers an internal one that asks for no events, and writes every tally of the
+/// counter it is given when the signal comes. The registration, a call to the Extensions API,
+/// is begun first ([`ShutdownFlush::begin`]) and runs while the cold start builds its
+/// clients; [`ShutdownFlush::of`] then names the counter and waits for it, since an
+/// extension must be registered before the runtime asks for its first event.
+#[cfg(feature = "dynamodb")]
+pub struct ShutdownFlush {
+    registered: tokio::task::JoinHandle<Result<(), ExtensionError>>,
+    usage: Arc<std::sync::OnceLock<Usage>>,
+}
+
+#[cfg(feature = "dynamodb")]
+impl ShutdownFlush {
+    /// Starts registering the extension and listening for the signals, on a task of its own.
+    pub fn begin() -> Self {
+        let usage = Arc::new(std::sync::OnceLock::<Usage>::new());
+        let flushed = Arc::clone(&usage);
+        let registered = tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            register_extension().await?;
+            let mut terminate = signal(SignalKind::terminate())?;
+            let mut interrupt = signal(SignalKind::interrupt())?;
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = terminate.recv() => {}
+                    _ = interrupt.recv() => {}
+                }
+                if let Some(usage) = flushed.get() {
+                    let left = usage.flush_all(SHUTDOWN_BUDGET).await;
+                    if left > 0 {
+                        tracing::warn!(checks = left, "usage not written before shutdown");
+                    }
+                }
+                std::process::exit(0);
+            });
+            Ok(())
+        });
+        Self { registered, usage }
+    }
+
+    /// Names the counter that the signal flushes, and waits until the extension is registered.
+    pub async fn of(self, usage: &Usage) -> Result<(), ExtensionError> {
+        let _ = self.usage.set(usage.clone());
+        self.registered.await?
+    }
 }
 
 #[cfg(all(test, feature = "sqlite"))]

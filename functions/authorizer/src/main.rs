@@ -4,17 +4,24 @@ use authorizer::{Config, handler};
 use std::sync::Arc;
 
 use keyward::store::DynamoStore;
-use keyward::usage::{Usage, flush_on_shutdown};
+use keyward::usage::{ShutdownFlush, Usage};
 use lambda_http::lambda_runtime::{self, Error, LambdaEvent, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    let shutdown = ShutdownFlush::begin();
+    // The AWS client is most of a cold start's own work; it is built on another worker while
+    // this one sets up logging and reads the configuration.
+    let table = DynamoStore::table_from_env()?;
+    let store = tokio::spawn(async move {
+        let aws = keyward::aws::config().await?;
+        Ok::<_, String>(DynamoStore::from_config(&aws, &table))
+    });
     keyward::logging::init();
     let config = Config::from_env()?;
-    let table = DynamoStore::table_from_env()?;
-    let store = DynamoStore::from_config(&keyward::aws::config().await?, &table);
+    let store = store.await??;
     let usage = Usage::from_env(Arc::new(store.clone()))?;
-    flush_on_shutdown(&usage).await;
+    shutdown.of(&usage).await?;
     let (config, store, usage) = (&config, &store, &usage);
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {

@@ -1,7 +1,8 @@
 //! One scheduled run over 1,000 keys of which 100 are due: how long it takes, and which
 //! DynamoDB and Secrets Manager calls it makes, counted from the requests the SDK sends.
 //!
-//! `scripts/with-moto cargo bench -p scheduled-rotation --bench scheduled_run`
+//! `scripts/with-moto cargo bench -p scheduled-rotation --bench scheduled_run`; with
+//! `KEYWARD_BENCH_SMOKE=1`, one tiny run (./scripts/test's).
 //!
 //! Against moto's single-threaded server the time is mostly moto's; the call counts are
 //! what DynamoDB and Secrets Manager would bill. The same run on SQLite with the local
@@ -23,8 +24,17 @@ use keyward::secrets::{FileSink, SecretSink, SecretsManagerSink};
 use keyward::store::{DynamoStore, KeyStore, SqliteStore};
 use scheduled_rotation::{Report, run};
 
-const KEYS: usize = 1000;
-const DUE: usize = 100;
+/// The variable that makes every bench one tiny run, as ./scripts/test runs them: only to
+/// show that it still runs; its figures measure nothing.
+const SMOKE: &str = "KEYWARD_BENCH_SMOKE";
+
+/// How many keys, and how many of them due: 1,000 and 100, or 40 and 4 in a smoke run.
+fn size() -> (usize, usize) {
+    match std::env::var_os(SMOKE) {
+        Some(_) => (40, 4),
+        None => (1000, 100),
+    }
+}
 
 /// Counts each request by its operation, from the `x-amz-target` header both SDKs send.
 #[derive(Debug, Default, Clone)]
@@ -67,8 +77,9 @@ async fn fill(store: &dyn KeyStore, prefix: &str) {
         .await
         .unwrap();
     let mut changes: Vec<Change> = Vec::new();
-    for i in 0..KEYS {
-        let age = if i < DUE { 31 } else { 1 };
+    let (keys, due) = size();
+    for i in 0..keys {
+        let age = if i < due { 31 } else { 1 };
         let policy = serde_json::json!({"every": "P30D", "grace_period": "24h", "secret_id": format!("{prefix}/key-{i}")});
         let input = NewKey {
             name: KeyName::parse(&format!("service-{i}")).unwrap(),
@@ -101,7 +112,7 @@ async fn timed(store: &dyn KeyStore, sink: &dyn SecretSink) -> (Report, Duration
     .await
     .unwrap();
     let took = started.elapsed();
-    assert_eq!((report.rotated, report.failed), (DUE, 0), "{report:?}");
+    assert_eq!((report.rotated, report.failed), (size().1, 0), "{report:?}");
     (report, took)
 }
 
@@ -126,7 +137,7 @@ async fn on_aws(secrets_exist: bool) {
     fill(&seeding, &prefix).await;
     let plain_secrets = aws_sdk_secretsmanager::Client::new(&config);
     if secrets_exist {
-        for i in 0..DUE {
+        for i in 0..size().1 {
             plain_secrets
                 .create_secret()
                 .name(format!("{prefix}/key-{i}"))
@@ -151,8 +162,10 @@ async fn on_aws(secrets_exist: bool) {
     let sink = SecretsManagerSink::new(secrets);
     let (_, took) = timed(&store, &sink).await;
     println!(
-        "DynamoDB + Secrets Manager on moto, {label}: {} ms for {KEYS} keys, {DUE} due",
-        took.as_millis()
+        "DynamoDB + Secrets Manager on moto, {label}: {} ms for {} keys, {} due",
+        took.as_millis(),
+        size().0,
+        size().1
     );
     for (operation, count) in counter.calls.lock().unwrap().iter() {
         println!("  {operation:<26} {count:>5}");
@@ -163,7 +176,12 @@ async fn on_sqlite() {
     let dir = std::env::temp_dir().join(format!("keyward-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut times = Vec::new();
-    for round in 0..5 {
+    let rounds = if std::env::var_os(SMOKE).is_some() {
+        1
+    } else {
+        5
+    };
+    for round in 0..rounds {
         let store = SqliteStore::in_memory().unwrap();
         fill(&store, "local").await;
         let sink = FileSink::new(dir.join(format!("secrets-{round}.json")));
@@ -171,10 +189,10 @@ async fn on_sqlite() {
     }
     times.sort();
     println!(
-        "SQLite + secrets file: median {} ms of 5 runs (min {} ms, max {} ms)",
-        times[2].as_millis(),
+        "SQLite + secrets file: median {} ms of {rounds} runs (min {} ms, max {} ms)",
+        times[rounds / 2].as_millis(),
         times[0].as_millis(),
-        times[4].as_millis()
+        times[rounds - 1].as_millis()
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }

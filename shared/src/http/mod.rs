@@ -146,22 +146,32 @@ pub async fn run_delivering(handler: Handler) -> Result<(), lambda_http::Error> 
 #[cfg(feature = "dynamodb")]
 async fn run_lambda(
     handler: Handler,
-    sink: impl FnOnce(&aws_config::SdkConfig) -> Box<dyn SecretSink>,
+    sink: impl FnOnce(&aws_config::SdkConfig) -> Box<dyn SecretSink> + Send + 'static,
     counting: bool,
 ) -> Result<(), lambda_http::Error> {
+    let shutdown = counting.then(crate::usage::ShutdownFlush::begin);
+    // The AWS clients are most of a cold start's own work; they are built on another worker
+    // while this one sets up logging and reads the settings.
+    let table = crate::store::DynamoStore::table_from_env()?;
+    let clients = tokio::spawn(async move {
+        let aws = crate::aws::config().await?;
+        Ok::<_, String>((
+            crate::store::DynamoStore::from_config(&aws, &table),
+            sink(&aws),
+        ))
+    });
     crate::logging::init();
     let settings = Settings::from_env()?;
-    let table = crate::store::DynamoStore::table_from_env()?;
-    let aws = crate::aws::config().await?;
-    let store = crate::store::DynamoStore::from_config(&aws, &table);
-    let secrets = PrefixedSink::new(sink(&aws), settings.secret_prefix.clone());
+    let (store, sink) = clients.await??;
+    let secrets = PrefixedSink::new(sink, settings.secret_prefix.clone());
     let mint = crate::mint();
-    let usage: Box<dyn Counter> = if counting {
-        let usage = crate::usage::Usage::from_env(std::sync::Arc::new(store.clone()))?;
-        crate::usage::flush_on_shutdown(&usage).await;
-        Box::new(usage)
-    } else {
-        Box::new(crate::usage::NotCounted)
+    let usage: Box<dyn Counter> = match shutdown {
+        Some(shutdown) => {
+            let usage = crate::usage::Usage::from_env(std::sync::Arc::new(store.clone()))?;
+            shutdown.of(&usage).await?;
+            Box::new(usage)
+        }
+        None => Box::new(crate::usage::NotCounted),
     };
     let context = Context {
         store: &store,
