@@ -1,5 +1,7 @@
-"""Measures Lambda initialisation: from process start to the first call to the Runtime API's
-`next` endpoint, against a minimal Runtime API stand-in on 127.0.0.1.
+"""Measures Lambda initialisation: from process start to the end of init, which is the first
+call to the Runtime API's `next` endpoint, or, for a function that registers an extension, the
+later of that and the extension's own `next`, against a minimal Runtime API stand-in on
+127.0.0.1.
 
 usage (no AWS endpoint is needed: nothing calls AWS before the first event):
     cargo build --release -p authorizer --example hello_bare --example hello_runtime
@@ -50,7 +52,11 @@ class RuntimeApi(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     first_next = None
     seen = threading.Event()
-    registered = 0
+    # An extension's registration, and its own `next`: Lambda's init ends when the runtime and
+    # every registered extension have asked for their next event.
+    registered = threading.Event()
+    extension_next = None
+    extension_waits = threading.Event()
 
     def do_GET(self):
         if self.path.endswith("/runtime/invocation/next"):
@@ -60,6 +66,8 @@ class RuntimeApi(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
         elif self.path.endswith("/extension/event/next"):
+            RuntimeApi.extension_next = time.perf_counter()
+            RuntimeApi.extension_waits.set()
             # Lambda holds this until an invoke or the shutdown; the process is killed first.
             time.sleep(10)
         else:
@@ -71,7 +79,7 @@ class RuntimeApi(http.server.BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         self.rfile.read(length)
         if self.path.endswith("/extension/register"):
-            RuntimeApi.registered += 1
+            RuntimeApi.registered.set()
             body = b'{"functionName": "cold-start", "functionVersion": "1", "handler": "bootstrap"}'
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -97,15 +105,24 @@ class StandIn(http.server.ThreadingHTTPServer):
 
 
 def measure(command, env):
-    RuntimeApi.seen.clear()
+    """Milliseconds from process start to the end of init: the runtime's first `next`, or the
+    extension's `next` if it registered one and that came later."""
+    for event in (RuntimeApi.seen, RuntimeApi.registered, RuntimeApi.extension_waits):
+        event.clear()
     started = time.perf_counter()
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ok = RuntimeApi.seen.wait(timeout=10)
+    waited = not RuntimeApi.registered.is_set() or RuntimeApi.extension_waits.wait(timeout=10)
     process.kill()
     process.wait()
     if not ok:
         raise SystemExit(f"{command[0]} never asked for an event")
-    return (RuntimeApi.first_next - started) * 1000
+    if not waited:
+        raise SystemExit(f"{command[0]} registered an extension that never asked for an event")
+    end = RuntimeApi.first_next
+    if RuntimeApi.registered.is_set():
+        end = max(end, RuntimeApi.extension_next)
+    return (end - started) * 1000
 
 
 def main():

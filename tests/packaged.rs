@@ -210,12 +210,13 @@ impl Deployed<'_> {
                 })
             })
             .collect();
+        // Lambda sends SIGTERM only to a function with an extension, and the functions that
+        // count checks register one (which then waits for events, as Lambda's init needs) so
+        // that they write their counts and exit; the others have none and simply end.
+        let flushes = ["Authorizer", "ApiAuthorizer", "VerifyKey"].contains(&function);
+        assert_eq!(lambda.extension_waits(), flushes, "{function}'s extension");
         lambda.signal("TERM");
         let ended = lambda.wait(std::time::Duration::from_secs(10));
-        // Lambda sends SIGTERM only to a function with an extension, and the functions that
-        // count checks register one so that they write their counts and exit; the others
-        // simply end.
-        let flushes = ["Authorizer", "ApiAuthorizer", "VerifyKey"].contains(&function);
         assert!(
             ended.is_some_and(|status| status.success() || !flushes),
             "{function} ends on SIGTERM ({ended:?}); its log:\n{}",

@@ -1,4 +1,6 @@
-//! The one check behind `/v1/verify`, the API's own authentication and the authorizer.
+//! The verdict on a stored key: its state, environment and scopes. `keyward::check` applies
+//! it in the one check of a presented key, behind `/v1/verify`, the API's own authentication
+//! and the authorizer.
 
 use super::Timestamp;
 use super::key::{Key, Status};

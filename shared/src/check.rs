@@ -137,6 +137,12 @@ mod tests {
         let secret = s.secret.expose();
         let never_stored = create_environment(&staging, Actor::operator("test"), &s.mint, now);
         let unknown = never_stored.secret.expose();
+        let worker = s.worker_key(now).await;
+        let orders_only = worker.secret.expose();
+        let billing = Needs {
+            scopes: &["billing:write"],
+            ..Needs::default()
+        };
         let in_staging = Needs {
             environment: Some(&staging),
             ..Needs::default()
@@ -183,6 +189,12 @@ mod tests {
                 Outcome::Checked(Verdict::Valid),
                 true,
             ),
+            (
+                Some(orders_only),
+                billing,
+                Outcome::Checked(Verdict::InsufficientScope),
+                true,
+            ),
         ];
         let counted = Counted::default();
         for (token, needs, expected, found) in cases {
@@ -192,10 +204,15 @@ mod tests {
             assert_eq!(checked.outcome, expected, "{token:?}");
             assert_eq!(checked.key.is_some(), found, "{token:?}");
         }
-        let id = &s.key.id;
+        let (id, worker) = (&s.key.id, &worker.key.id);
         assert_eq!(
             *counted.0.lock().unwrap(),
-            [(id.clone(), true), (id.clone(), false), (id.clone(), true)],
+            [
+                (id.clone(), true),
+                (id.clone(), false),
+                (id.clone(), true),
+                (worker.clone(), false)
+            ],
             "a key found is counted, accepted only when it passes"
         );
     }

@@ -310,6 +310,9 @@ pub struct LambdaProcess {
     events: std::sync::mpsc::Sender<String>,
     answers: std::sync::mpsc::Receiver<String>,
     logs: PathBuf,
+    /// Set when a registered extension has asked for its next event, which Lambda's init
+    /// waits for as it waits for the runtime's.
+    extension_waits: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl LambdaProcess {
@@ -351,12 +354,20 @@ impl LambdaProcess {
         let (answer, answers) = mpsc::channel::<String>();
         let queued = Arc::new(Mutex::new(queued));
         let name: Arc<str> = Arc::from(function);
+        let extension_waits = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let waits = Arc::clone(&extension_waits);
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { return };
-                let (answer, queued, name) =
-                    (answer.clone(), Arc::clone(&queued), Arc::clone(&name));
-                std::thread::spawn(move || serve_runtime_api(stream, &name, &queued, &answer));
+                let (answer, queued, name, waits) = (
+                    answer.clone(),
+                    Arc::clone(&queued),
+                    Arc::clone(&name),
+                    Arc::clone(&waits),
+                );
+                std::thread::spawn(move || {
+                    serve_runtime_api(stream, &name, &queued, &answer, &waits)
+                });
             }
         });
         Self {
@@ -364,6 +375,7 @@ impl LambdaProcess {
             events,
             answers,
             logs,
+            extension_waits,
         }
     }
 
@@ -399,6 +411,13 @@ impl LambdaProcess {
         }
     }
 
+    /// Whether an extension the function registered now waits for its next event, as
+    /// Lambda needs before the function's init is over.
+    pub fn extension_waits(&self) -> bool {
+        self.extension_waits
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Everything the process has logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.logs).unwrap_or_default()
@@ -428,6 +447,7 @@ fn serve_runtime_api(
     function: &str,
     queued: &std::sync::Mutex<std::sync::mpsc::Receiver<String>>,
     answer: &std::sync::mpsc::Sender<String>,
+    extension_waits: &std::sync::atomic::AtomicBool,
 ) {
     use std::io::{BufReader, Write};
 
@@ -449,6 +469,7 @@ fn serve_runtime_api(
                 registered.len()
             )
         } else if line.contains("/extension/event/next") {
+            extension_waits.store(true, std::sync::atomic::Ordering::SeqCst);
             loop {
                 std::thread::park();
             }

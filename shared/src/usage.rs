@@ -325,11 +325,16 @@ const EXTENSION_NAME: &str = "keyward-usage-flush";
 #[cfg(feature = "dynamodb")]
 pub type ExtensionError = Box<dyn std::error::Error + Send + Sync>;
 
+/// How long the registration may take before the cold start stops on it.
+#[cfg(feature = "dynamodb")]
+const REGISTRATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Registers the internal extension with Lambda's Extensions API, asking for no events, and
 /// then asks for its next event, which tells Lambda the extension is ready and is never
-/// answered. Both go over one HTTP/1.1 connection to the Runtime API (a second one if the
-/// first was closed), without the pool and layers of a general client: this is on the cold
-/// start's path.
+/// answered. Both go over one HTTP/1.1 connection to the Runtime API, without the pool and
+/// layers of a general client: this is on the cold start's path. A wait that fails (its
+/// connection dropped) is sent again on a new one, twice at most, and said on stderr, since
+/// Lambda's init ends only when every extension waits.
 #[cfg(feature = "dynamodb")]
 async fn register_extension() -> Result<(), ExtensionError> {
     use http_body_util::{BodyExt, Full};
@@ -346,33 +351,56 @@ async fn register_extension() -> Result<(), ExtensionError> {
 
     let api = std::env::var("AWS_LAMBDA_RUNTIME_API")
         .map_err(|_| "AWS_LAMBDA_RUNTIME_API is not set: this runs only on Lambda")?;
-    let mut sender = connect(&api).await?;
-    let register = hyper::Request::post("/2020-01-01/extension/register")
-        .header(hyper::header::HOST, &api)
-        .header("Lambda-Extension-Name", EXTENSION_NAME)
-        .header(hyper::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from_static(br#"{"events":[]}"#)))?;
-    let answer = sender.send_request(register).await?;
-    let status = answer.status();
-    let id = answer
-        .headers()
-        .get("Lambda-Extension-Identifier")
-        .and_then(|id| id.to_str().ok())
-        .map(str::to_owned);
-    answer.into_body().collect().await?;
-    let id = match id {
-        Some(id) if status.is_success() => id,
-        _ => return Err(format!("the Extensions API refused the registration: {status}").into()),
+    let registering = async {
+        let mut sender = connect(&api).await?;
+        let register = hyper::Request::post("/2020-01-01/extension/register")
+            .header(hyper::header::HOST, &api)
+            .header("Lambda-Extension-Name", EXTENSION_NAME)
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from_static(br#"{"events":[]}"#)))?;
+        let answer = sender.send_request(register).await?;
+        let status = answer.status();
+        let id = answer
+            .headers()
+            .get("Lambda-Extension-Identifier")
+            .and_then(|id| id.to_str().ok())
+            .map(str::to_owned);
+        let body = answer.into_body().collect().await?.to_bytes();
+        if !status.is_success() {
+            let body = String::from_utf8_lossy(&body);
+            return Err(
+                format!("the Extensions API refused the registration: {status} {body}").into(),
+            );
+        }
+        let id = id.ok_or("the Extensions API accepted the registration without an identifier")?;
+        Ok::<_, ExtensionError>((sender, id))
     };
-    let next = hyper::Request::get("/2020-01-01/extension/event/next")
-        .header(hyper::header::HOST, &api)
-        .header("Lambda-Extension-Identifier", id)
-        .body(Full::default())?;
-    if sender.ready().await.is_err() {
-        sender = connect(&api).await?;
-    }
+    let (mut sender, id) = tokio::time::timeout(REGISTRATION_TIMEOUT, registering)
+        .await
+        .map_err(|_| "the Extensions API did not answer the registration within 2 s")??;
     tokio::spawn(async move {
-        let _ = sender.send_request(next).await;
+        let next = || {
+            hyper::Request::get("/2020-01-01/extension/event/next")
+                .header(hyper::header::HOST, &api)
+                .header("Lambda-Extension-Identifier", &id)
+                .body(Full::default())
+        };
+        for attempt in 1..=3 {
+            if attempt > 1 {
+                match connect(&api).await {
+                    Ok(fresh) => sender = fresh,
+                    Err(e) => {
+                        eprintln!("keyward: the usage flush's extension cannot reconnect: {e}");
+                        continue;
+                    }
+                }
+            }
+            let Ok(request) = next() else { return };
+            // Answered only if Lambda ever sends this extension an event, which it does not.
+            if let Err(e) = sender.send_request(request).await {
+                eprintln!("keyward: the usage flush's extension lost its wait for events: {e}");
+            }
+        }
     });
     Ok(())
 }

@@ -116,9 +116,9 @@ pub fn respond<T: Serialize>(status: StatusCode, result: Result<T, ApiError>) ->
     }
 }
 
-/// The whole `main` of a function that delivers no secrets: logging, the settings, the
-/// DynamoDB table that `KEYWARD_STORE` names (built once per cold start; a bad value stops
-/// the start with a clear message), then the Lambda runtime.
+/// The whole `main` of a function that delivers no secrets: the DynamoDB table that
+/// `KEYWARD_STORE` names (its client built once per cold start, beside the rest; a bad value
+/// stops the start with a clear message), logging, the settings, then the Lambda runtime.
 #[cfg(feature = "dynamodb")]
 pub async fn run(handler: Handler) -> Result<(), lambda_http::Error> {
     run_lambda(handler, |_| Box::new(NoSecrets), false).await
