@@ -226,8 +226,10 @@ pub fn is_format_character(c: char) -> bool {
 impl KeyName {
     /// Checks a candidate name; surrounding white space is trimmed first. Control and
     /// invisible format characters are refused, so that a name cannot hide what it says.
+    /// The 128 characters bound what is sent, as the OpenAPI schema's `maxLength` does,
+    /// so a name the schema refuses is never accepted because its spaces were trimmed.
     pub fn parse(s: &str) -> Result<Self, InputError> {
-        if s.chars().any(is_format_character) {
+        if s.chars().count() > 128 || s.chars().any(is_format_character) {
             return Err(InputError::InvalidName);
         }
         Self::stored(s)
@@ -567,6 +569,11 @@ mod tests {
         assert_eq!(
             KeyName::parse(&"é".repeat(129)),
             Err(InputError::InvalidName)
+        );
+        assert_eq!(
+            KeyName::parse(&format!("\u{00A0}{}", "*".repeat(128))),
+            Err(InputError::InvalidName),
+            "the bound is on what is sent, before trimming"
         );
     }
 }
