@@ -109,18 +109,24 @@ impl RotationPolicy {
     /// policies deliver to one secret exactly when these are equal, which is what a
     /// secret claim compares.
     pub fn secret(&self) -> &str {
-        if !self.secret_id.starts_with("arn:") {
-            return &self.secret_id;
-        }
-        let name = secret_name(&self.secret_id);
-        let suffixed = |at: usize| {
-            let suffix = &name.as_bytes()[at..];
-            at > 0 && suffix[0] == b'-' && suffix[1..].iter().all(u8::is_ascii_alphanumeric)
-        };
-        match name.len().checked_sub(7) {
-            Some(at) if suffixed(at) => &name[..at],
-            _ => name,
-        }
+        secret_of(&self.secret_id)
+    }
+}
+
+/// [`RotationPolicy::secret`]'s rule for any `secret_id`: the secret it names, however it
+/// names it.
+fn secret_of(secret_id: &str) -> &str {
+    if !secret_id.starts_with("arn:") {
+        return secret_id;
+    }
+    let name = secret_name(secret_id);
+    let suffixed = |at: usize| {
+        let suffix = &name.as_bytes()[at..];
+        at > 0 && suffix[0] == b'-' && suffix[1..].iter().all(u8::is_ascii_alphanumeric)
+    };
+    match name.len().checked_sub(7) {
+        Some(at) if suffixed(at) => &name[..at],
+        _ => name,
     }
 }
 
@@ -270,6 +276,7 @@ impl Key {
     /// Whether the key, at `now`, is the one that delivers its new secrets to `secret` (as
     /// [`RotationPolicy::secret`] names it): it is active and its policy names that secret. A
     /// key in its grace has handed that to its successor.
+    /// Every question of whether a key delivers to a secret is this one.
     pub fn delivers_to(&self, secret: &str, now: Timestamp) -> bool {
         self.status(now) == Status::Active
             && self
@@ -364,6 +371,12 @@ pub struct PendingDelivery {
 }
 
 impl PendingDelivery {
+    /// The secret this version waits in, as [`RotationPolicy::secret`] names a secret, so it
+    /// can be asked of [`Key::delivers_to`].
+    pub fn secret(&self) -> &str {
+        secret_of(&self.secret_id)
+    }
+
     /// The secret version id of `key`'s secret: 34 characters, within Secrets Manager's 32 to
     /// 64 for a `ClientRequestToken`, and the same however often it is asked for.
     pub fn version_id_for(key: &KeyId) -> String {

@@ -55,7 +55,9 @@ impl Key {
     /// Whether a rotation's secret still has to be made current: only while the key
     /// is active. A key revoked or rotated meanwhile must never become what services read.
     /// (A key with a pending delivery is a rotation's new key, which has no expiry of its own,
-    /// so revocation and rotation are all that can end it.)
+    /// so revocation and rotation are all that can end it.) It is [`Key::delivers_to`] without
+    /// the time, since the due time it sets is stored, and it stays with the secret the version
+    /// was staged in even if the policy names another one meanwhile.
     fn delivery_pending(&self) -> bool {
         self.pending_delivery.is_some() && self.revoked_at.is_none() && self.rotated_to.is_none()
     }

@@ -83,7 +83,7 @@ pub async fn finish(
     match store.apply(&change).await {
         Ok(()) => {}
         Err(StoreError::Conflict) => {
-            restore_successor(store, sink, &key, &pending.secret_id).await?;
+            restore_successor(store, sink, &key, &pending, now).await?;
             return Ok(None);
         }
         Err(e) => return Err(e.into()),
@@ -105,7 +105,8 @@ async fn restore_successor(
     store: &dyn KeyStore,
     sink: &dyn SecretSink,
     key: &Key,
-    secret_id: &str,
+    pending: &PendingDelivery,
+    now: Timestamp,
 ) -> Result<(), DeliveryError> {
     let Some(mut newest) = store.key(&key.id).await? else {
         return Ok(());
@@ -119,16 +120,12 @@ async fn restore_successor(
             None => return Ok(()),
         }
     }
-    let delivers_here = newest
-        .rotation_policy
-        .as_ref()
-        .is_some_and(|p| p.secret_id == secret_id);
-    if newest.id == key.id || newest.rotated_to.is_some() || newest.revoked_at.is_some() {
-        return Ok(());
-    }
-    if delivers_here {
-        let version = PendingDelivery::version_id_for(&newest.id);
-        sink.promote(secret_id, &version).await?;
+    if newest.id != key.id && newest.delivers_to(pending.secret(), now) {
+        sink.promote(
+            &pending.secret_id,
+            &PendingDelivery::version_id_for(&newest.id),
+        )
+        .await?;
         tracing::warn!(key_id = %key.id, successor = %newest.id, "a successor rotated meanwhile is current again");
     }
     Ok(())
