@@ -1,6 +1,6 @@
 //! `openapi.yaml` against the code: the JSON that is served says what the YAML says, its
 //! operations are exactly the routes of `keyward serve` and of the template, and every error
-//! code the API's code can give is listed in it. (What the server answers, route by route, is
+//! code of `ErrorCode` is listed in it under its one status. (What the server answers, route by route, is
 //! held against it by the HTTP tests, through `tests/http_api/contract.rs`, and by
 //! schemathesis in `./scripts/test`.)
 
@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use keyward::domain::{Action, ActorType, Kind, Status, Verdict};
+use keyward::http::ErrorCode;
 use serde_json::Value;
 
 fn root() -> PathBuf {
@@ -100,116 +101,80 @@ fn each_operation_says_who_may_call_it() {
     }
 }
 
-/// The string literal that starts at `text`'s first `"`, if it is a snake_case code.
-fn first_code(text: &str) -> Option<&str> {
-    let start = text.find('"')? + 1;
-    let end = start + text[start..].find('"')?;
-    let code = &text[start..end];
-    let snake = !code.is_empty()
-        && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
-        && !code.starts_with('_');
-    snake.then_some(code)
-}
-
-/// Every error code in the API's code: the first string of each `ApiError` constructor,
-/// and each code that `error.rs` maps a domain error to. Test modules are left out, and so
-/// are the authorizer and the example backend behind it, which are not routes of `/v1`.
-fn codes_in_code() -> BTreeSet<String> {
-    let mut files = vec![root().join("cli/src/lib.rs")];
-    for dir in ["shared/src/http", "functions"] {
-        let mut stack = vec![root().join(dir)];
-        while let Some(dir) = stack.pop() {
-            for entry in std::fs::read_dir(&dir).unwrap() {
-                let path = entry.unwrap().path();
-                let not_api = ["hello", "authorizer"].iter().any(|f| path.ends_with(f));
-                if path.is_dir() && !not_api {
-                    stack.push(path);
-                } else if path.extension().is_some_and(|e| e == "rs") {
-                    files.push(path);
+/// The error codes each documented response lists, with its status: `(status, code)`.
+fn documented_codes(document: &Value) -> BTreeSet<(u16, String)> {
+    fn listed(value: &Value, found: &mut BTreeSet<String>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(codes) = map
+                    .get("error")
+                    .and_then(|e| e["properties"]["code"]["enum"].as_array())
+                {
+                    found.extend(codes.iter().filter_map(Value::as_str).map(str::to_owned));
                 }
+                map.values().for_each(|v| listed(v, found));
+            }
+            Value::Array(items) => items.iter().for_each(|v| listed(v, found)),
+            _ => {}
+        }
+    }
+    let mut found = BTreeSet::new();
+    for item in document["paths"].as_object().unwrap().values() {
+        for operation in item.as_object().unwrap().values() {
+            let Some(responses) = operation["responses"].as_object() else {
+                continue;
+            };
+            for (status, response) in responses {
+                let Ok(status) = status.parse::<u16>() else {
+                    continue;
+                };
+                let response = match response["$ref"].as_str() {
+                    Some(at) => document.pointer(at.trim_start_matches('#')).unwrap(),
+                    None => response,
+                };
+                let mut codes = BTreeSet::new();
+                listed(response, &mut codes);
+                found.extend(codes.into_iter().map(|code| (status, code)));
             }
         }
     }
-    let mut codes = BTreeSet::new();
-    for file in files {
-        let text = std::fs::read_to_string(&file).unwrap();
-        let text = text.split("#[cfg(test)]").next().unwrap();
-        let constructors = [
-            "new(",
-            "bad_request(",
-            "unauthorized(",
-            "forbidden(",
-            "not_found(",
-        ];
-        for call in constructors
-            .iter()
-            .flat_map(|c| [format!("ApiError::{c}"), format!("Self::{c}")])
-        {
-            for (at, _) in text.match_indices(&call) {
-                let args = &text[at + call.len()..];
-                let args = &args[..args.find(')').unwrap_or(args.len())];
-                codes.extend(first_code(args).map(str::to_owned));
-            }
-        }
-        if file.ends_with("shared/src/http/error.rs") {
-            for (at, _) in text.match_indices("=> \"") {
-                codes.extend(first_code(&text[at..]).map(str::to_owned));
-            }
-        }
-    }
-    codes
-}
-
-/// Every code that some response of the document lists.
-fn documented_codes(value: &Value, found: &mut BTreeSet<String>) {
-    match value {
-        Value::Object(map) => {
-            if let Some(codes) = map
-                .get("error")
-                .and_then(|e| e["properties"]["code"]["enum"].as_array())
-            {
-                found.extend(codes.iter().filter_map(Value::as_str).map(str::to_owned));
-            }
-            map.values().for_each(|v| documented_codes(v, found));
-        }
-        Value::Array(items) => items.iter().for_each(|v| documented_codes(v, found)),
-        _ => {}
-    }
+    found
 }
 
 #[test]
-fn every_error_code_the_code_can_give_is_in_the_document() {
-    let in_code = codes_in_code();
-    for code in [
-        "invalid_scope",
-        "secret_in_use",
-        "key_not_found",
-        "route_not_found",
-    ] {
-        assert!(in_code.contains(code), "the scan finds {code}: {in_code:?}");
-    }
-    let mut documented = BTreeSet::new();
-    documented_codes(&document(), &mut documented);
+fn every_error_code_is_in_the_document_with_its_one_status() {
+    let documented = documented_codes(&document());
+    assert!(
+        documented.contains(&(409, "secret_in_use".to_owned())),
+        "the walk finds the codes of each response: {documented:?}"
+    );
     let description = document()["info"]["description"]
         .as_str()
         .unwrap()
         .to_owned();
-    // Only a scheduled rotation of a key without a policy meets this; no route can.
-    let no_route = ["no_rotation_policy"];
-    let missing: Vec<&String> = in_code
-        .iter()
-        .filter(|code| !documented.contains(*code) && !no_route.contains(&code.as_str()))
-        .filter(|code| !description.contains(&format!("`{}", code_with_status(code))))
-        .collect();
-    assert!(missing.is_empty(), "not in openapi.yaml: {missing:?}");
-}
-
-/// How the document's description names the router's own answers.
-fn code_with_status(code: &str) -> String {
-    match code {
-        "route_not_found" => "404 route_not_found".to_owned(),
-        "method_not_allowed" => "405 method_not_allowed".to_owned(),
-        other => other.to_owned(),
+    // No route can give these: only a scheduled rotation of a key without a policy meets
+    // the first, and only the example backend behind the authorizer answers the second.
+    let no_route = [
+        ErrorCode::NoRotationPolicy,
+        ErrorCode::MissingAuthorizerContext,
+    ];
+    for code in ErrorCode::ALL.iter().filter(|c| !no_route.contains(c)) {
+        let pair = (code.status().as_u16(), code.as_str().to_owned());
+        let in_description = description.contains(&format!("`{} {}`", pair.0, pair.1))
+            || description.contains(&format!("`{}`", pair.1));
+        assert!(
+            documented.contains(&pair) || in_description,
+            "not in openapi.yaml with its status: {pair:?}"
+        );
+    }
+    for (status, code) in &documented {
+        if let Some(known) = ErrorCode::ALL.iter().find(|c| c.as_str() == code) {
+            assert_eq!(
+                known.status().as_u16(),
+                *status,
+                "{code} has one status, and the document lists it under another"
+            );
+        }
     }
 }
 

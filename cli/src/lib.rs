@@ -24,12 +24,14 @@ use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use keyward::aws::calls::acting_as;
 use keyward::domain::{Actor, EnvName, Issued, Mint, Timestamp, create_environment};
-use keyward::http::{ApiError, Context, Handler, HandlerFuture, MAX_BODY_BYTES, Settings};
+use keyward::http::{
+    ApiError, Context, ErrorCode, Handler, HandlerFuture, MAX_BODY_BYTES, Settings,
+};
 use keyward::secrets::SecretSink;
 use keyward::store::{KeyStore, StoreError, UsageStore};
 use keyward::usage::{Counter, Usage};
 use lambda_http::aws_lambda_events::query_map::QueryMap;
-use lambda_http::http::{Method, StatusCode, header};
+use lambda_http::http::{Method, header};
 use lambda_http::{Body, RequestExt};
 use tokio::net::TcpListener;
 
@@ -193,12 +195,11 @@ async fn handle(
     let mut route_name = "unrouted";
     let response = match route(&parts.method, parts.uri.path()) {
         Routed::NotFound => {
-            ApiError::not_found("route_not_found", "no route has this path").into_response()
+            ApiError::new(ErrorCode::RouteNotFound, "no route has this path").into_response()
         }
         Routed::WrongMethod(allowed) => {
             let error = ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+                ErrorCode::MethodNotAllowed,
                 "this route does not take this method",
             );
             let mut response = error.into_response();

@@ -5,8 +5,8 @@ use keyward::domain::{
     EnvName, KeyName, Kind, LastUse, NewKey, Scope, Scopes, Timestamp, create_key,
 };
 use keyward::http::{
-    ApiError, Context, HandlerFuture, KeyView, Settings, authorize_environment, json_body, respond,
-    rotation_policy,
+    ApiError, Context, ErrorCode, HandlerFuture, KeyView, Settings, authorize_environment,
+    json_body, respond, rotation_policy,
 };
 use lambda_http::Request;
 use lambda_http::http::StatusCode;
@@ -31,8 +31,8 @@ impl CreateBody {
             None | Some("secret") => Kind::Secret,
             Some("publishable") => Kind::Publishable,
             Some(_) => {
-                return Err(ApiError::bad_request(
-                    "invalid_kind",
+                return Err(ApiError::new(
+                    ErrorCode::InvalidKind,
                     "kind is secret or publishable",
                 ));
             }
@@ -43,8 +43,8 @@ impl CreateBody {
                 DateTime::parse_from_rfc3339(&s)
                     .map(|t| keyward::truncate_to_millis(t.to_utc()))
                     .map_err(|_| {
-                        ApiError::bad_request(
-                            "invalid_expires_at",
+                        ApiError::new(
+                            ErrorCode::InvalidExpiresAt,
                             "expires_at is an RFC 3339 time such as 2027-01-31T00:00:00Z",
                         )
                     })

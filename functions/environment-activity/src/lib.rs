@@ -3,7 +3,8 @@
 
 use keyward::domain::{Action, ActivityId, KeyId, Scope, Timestamp};
 use keyward::http::{
-    ApiError, Context, HandlerFuture, authorize_environment, page_request, query_param, respond,
+    ApiError, Context, ErrorCode, HandlerFuture, authorize_environment, page_request, query_param,
+    respond,
 };
 use keyward::store::ActivityFilter;
 use lambda_http::Request;
@@ -19,8 +20,7 @@ fn filter(req: &Request) -> Result<ActivityFilter, ApiError> {
     let action = query_param(req, "action")
         .map(|a| {
             Action::parse(a).ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_action",
+                ApiError::new(ErrorCode::InvalidAction,
                     "action is one of key.created, key.rotated, key.grace_period_changed, key.revoked, key.expired, key.expiring",
                 )
             })

@@ -3,7 +3,7 @@
 //! REST APIs put that context in `requestContext.authorizer`; HTTP APIs nest it under
 //! `requestContext.authorizer.lambda`.
 
-use keyward::http::{ApiError, json_response};
+use keyward::http::{ApiError, ErrorCode, json_response};
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::{Map, Value, json};
@@ -31,8 +31,8 @@ pub fn handler(req: &Request) -> Response<Body> {
                 "scopes": context.get("scopes"),
             }),
         ),
-        None => ApiError::unauthorized(
-            "missing_authorizer_context",
+        None => ApiError::new(
+            ErrorCode::MissingAuthorizerContext,
             "this route must sit behind keyward's authorizer",
         )
         .into_response(),

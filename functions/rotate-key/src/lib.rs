@@ -6,8 +6,8 @@ use keyward::delivery;
 use keyward::domain::{GracePeriod, Key, LastUse, Rotated, Timestamp, rotate};
 use keyward::error_chain;
 use keyward::http::{
-    ApiError, Context, HandlerFuture, KeyView, Prepare, apply_prepared, authorize_change,
-    json_body, last_use_after_change, respond,
+    ApiError, Context, ErrorCode, HandlerFuture, KeyView, Prepare, apply_prepared,
+    authorize_change, json_body, last_use_after_change, respond,
 };
 use keyward::secrets::SecretSink;
 use lambda_http::Request;
@@ -31,8 +31,7 @@ pub fn handler(context: Context<'_>, req: Request, now: Timestamp) -> HandlerFut
 /// `502`: the new secret could not be stored in the policy's secret, so nothing was rotated.
 fn not_staged() -> ApiError {
     ApiError::new(
-        StatusCode::BAD_GATEWAY,
-        "secret_delivery_failed",
+        ErrorCode::SecretDeliveryFailed,
         "the new key could not be stored in the secret its rotation policy names, so the key \
          was not rotated; try again, or correct the policy",
     )
@@ -68,8 +67,7 @@ async fn rotate_key(
         let prefix = &context.settings.secret_prefix;
         if prefix.admits(&key.environment, &policy.secret_id).is_err() {
             return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "invalid_rotation_policy",
+                ErrorCode::RotationPolicyOutsideEnvironment,
                 "the key's rotation policy names a secret outside its environment, so its new \
                  secret cannot be delivered; set a policy that names one inside it first",
             ));
@@ -175,7 +173,7 @@ mod tests {
         let response = handler(s.context(), event(REST, &vars), now).await;
         assert_eq!(response.status(), 409);
         let body = body_json(&response);
-        assert_eq!(body["error"]["code"], "invalid_rotation_policy");
+        assert_eq!(body["error"]["code"], "rotation_policy_outside_environment");
         assert!(!body.to_string().contains("staging"), "{body}");
         assert_eq!(s.store.key(&key.id).await.unwrap().unwrap(), key);
         assert!(!s.secrets_file.exists(), "nothing was written");

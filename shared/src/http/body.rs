@@ -10,7 +10,7 @@ use serde::de::value::MapDeserializer;
 use serde::de::{DeserializeOwned, Deserializer, IntoDeserializer, Visitor};
 use serde_json::Value;
 
-use super::{ApiError, MAX_BODY_BYTES};
+use super::{ApiError, ErrorCode, MAX_BODY_BYTES};
 
 /// Parses a JSON object body into `T`, whose fields should be plain strings, lists and JSON
 /// values so that the domain can say precisely what is wrong. `shape` describes the body.
@@ -20,14 +20,14 @@ pub fn json_body<T: DeserializeOwned>(req: &Request, shape: &str) -> Result<T, A
         return Err(ApiError::payload_too_large());
     }
     let value: Value = serde_json::from_slice(bytes).map_err(|_| {
-        ApiError::bad_request(
-            "invalid_json",
+        ApiError::new(
+            ErrorCode::InvalidJson,
             format!("the body is not valid JSON; expected {shape}"),
         )
     })?;
     let Value::Object(object) = value else {
-        return Err(ApiError::bad_request(
-            "invalid_json",
+        return Err(ApiError::new(
+            ErrorCode::InvalidJson,
             format!("the body is not a JSON object; expected {shape}"),
         ));
     };
@@ -59,12 +59,12 @@ impl BodyError {
     /// The `400` that tells the caller what is wrong, against the body's `shape`.
     fn into_api_error(self, shape: &str) -> ApiError {
         match self {
-            Self::Missing(field) => ApiError::bad_request(
-                "missing_field",
+            Self::Missing(field) => ApiError::new(
+                ErrorCode::MissingField,
                 format!("the field {field} is required; expected {shape}"),
             ),
-            Self::Unknown => ApiError::bad_request(
-                "unknown_field",
+            Self::Unknown => ApiError::new(
+                ErrorCode::UnknownField,
                 format!("a field is not part of this request; expected {shape}"),
             ),
             Self::Invalid(field) => {
@@ -72,8 +72,8 @@ impl BodyError {
                     || "a field".to_owned(),
                     |field| format!("the field {field}"),
                 );
-                ApiError::bad_request(
-                    "invalid_field",
+                ApiError::new(
+                    ErrorCode::InvalidField,
                     format!("{name} has the wrong type; expected {shape}"),
                 )
             }

@@ -7,50 +7,137 @@ use serde_json::json;
 use crate::domain::{InputError, LifecycleError};
 use crate::store::StoreError;
 
-/// A failed request: a status, a stable snake_case code and a sentence for people.
+/// Declares [`ErrorCode`]: each variant with its code and its one status, written once.
+macro_rules! error_codes {
+    ($($(#[$doc:meta])* $variant:ident = $code:literal, $status:ident;)+) => {
+        /// Every error code the API answers with. Each has one status, so a client can rely
+        /// on the pair, and the OpenAPI test lists the codes from [`ErrorCode::ALL`].
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $($(#[$doc])* $variant,)+
+        }
+
+        impl ErrorCode {
+            /// Every code, for the tests that hold the document to them.
+            pub const ALL: &[ErrorCode] = &[$(ErrorCode::$variant),+];
+
+            /// The code as the error body spells it.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $code,)+
+                }
+            }
+
+            /// The one status this code is answered with.
+            pub fn status(self) -> StatusCode {
+                match self {
+                    $(ErrorCode::$variant => StatusCode::$status,)+
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    /// The body is not a JSON object.
+    InvalidJson = "invalid_json", BAD_REQUEST;
+    /// A required field is absent.
+    MissingField = "missing_field", BAD_REQUEST;
+    /// A field is not part of the request.
+    UnknownField = "unknown_field", BAD_REQUEST;
+    /// A field has the wrong type.
+    InvalidField = "invalid_field", BAD_REQUEST;
+    /// An environment name breaks its rule.
+    InvalidEnvironment = "invalid_environment", BAD_REQUEST;
+    /// A key id breaks its rule.
+    InvalidKeyId = "invalid_key_id", BAD_REQUEST;
+    /// A key name breaks its rule.
+    InvalidName = "invalid_name", BAD_REQUEST;
+    /// A kind is neither `secret` nor `publishable`.
+    InvalidKind = "invalid_kind", BAD_REQUEST;
+    /// A scope breaks its rule, or there are too many.
+    InvalidScope = "invalid_scope", BAD_REQUEST;
+    /// A publishable key was asked for a reserved scope.
+    ScopeNotAllowed = "scope_not_allowed", BAD_REQUEST;
+    /// A grace period is not one the API takes.
+    InvalidGracePeriod = "invalid_grace_period", BAD_REQUEST;
+    /// A rotation policy as sent breaks its rule.
+    InvalidRotationPolicy = "invalid_rotation_policy", BAD_REQUEST;
+    /// An expiry is not a future RFC 3339 time.
+    InvalidExpiresAt = "invalid_expires_at", BAD_REQUEST;
+    /// A page's limit is not from 1 to 100.
+    InvalidLimit = "invalid_limit", BAD_REQUEST;
+    /// A cursor is not one a page gave.
+    InvalidCursor = "invalid_cursor", BAD_REQUEST;
+    /// An activity filter names no action.
+    InvalidAction = "invalid_action", BAD_REQUEST;
+    /// No key was sent.
+    MissingApiKey = "missing_api_key", UNAUTHORIZED;
+    /// The key sent is unknown, malformed or of another kind.
+    InvalidApiKey = "invalid_api_key", UNAUTHORIZED;
+    /// The key sent was revoked.
+    RevokedApiKey = "revoked_api_key", UNAUTHORIZED;
+    /// The key sent has expired.
+    ExpiredApiKey = "expired_api_key", UNAUTHORIZED;
+    /// The example backend was called without keyward's authorizer in front of it.
+    MissingAuthorizerContext = "missing_authorizer_context", UNAUTHORIZED;
+    /// The caller's key lacks the route's scope.
+    InsufficientScope = "insufficient_scope", FORBIDDEN;
+    /// The caller's key belongs to another environment.
+    WrongEnvironment = "wrong_environment", FORBIDDEN;
+    /// The caller would grant or change scopes it does not hold.
+    ScopeEscalation = "scope_escalation", FORBIDDEN;
+    /// An expiring caller would make a credential that outlives it.
+    LifetimeEscalation = "lifetime_escalation", FORBIDDEN;
+    /// No key has this id in this environment.
+    KeyNotFound = "key_not_found", NOT_FOUND;
+    /// No route has this path.
+    RouteNotFound = "route_not_found", NOT_FOUND;
+    /// The route does not take this method.
+    MethodNotAllowed = "method_not_allowed", METHOD_NOT_ALLOWED;
+    /// The key changed while the request was applied.
+    Conflict = "conflict", CONFLICT;
+    /// Another key of the environment holds the secret.
+    SecretInUse = "secret_in_use", CONFLICT;
+    /// The key is not active.
+    KeyNotActive = "key_not_active", CONFLICT;
+    /// The key is not in its grace period.
+    KeyNotInGrace = "key_not_in_grace", CONFLICT;
+    /// The default key is rotated, never revoked.
+    DefaultKeyMustBeRotated = "default_key_must_be_rotated", CONFLICT;
+    /// A scheduled rotation met a key without a policy; no route gives it.
+    NoRotationPolicy = "no_rotation_policy", CONFLICT;
+    /// The key's stored policy names a secret outside its environment.
+    RotationPolicyOutsideEnvironment = "rotation_policy_outside_environment", CONFLICT;
+    /// The body is over the limit.
+    PayloadTooLarge = "payload_too_large", PAYLOAD_TOO_LARGE;
+    /// Something failed on keyward's side.
+    InternalError = "internal_error", INTERNAL_SERVER_ERROR;
+    /// A rotation's new secret could not be stored in its policy's secret.
+    SecretDeliveryFailed = "secret_delivery_failed", BAD_GATEWAY;
+}
+
+/// A failed request: a code (which fixes the status) and a sentence for people.
 /// Messages never hold a secret, nor any value the caller sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
+    code: ErrorCode,
     message: String,
 }
 
 impl ApiError {
-    /// An error with the given status, code and message.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// An error with the given code and message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
-            status,
             code,
             message: message.into(),
         }
     }
 
-    /// `400` for bad input.
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, message)
-    }
-
-    /// `401` for a missing, unknown, malformed, expired or revoked key.
-    pub fn unauthorized(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, code, message)
-    }
-
-    /// `403` for a valid key that may not do this.
-    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, code, message)
-    }
-
-    /// `404` for an unknown key or environment.
-    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, code, message)
-    }
-
     /// `413` for a body over the limit.
     pub fn payload_too_large() -> Self {
         Self::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            ErrorCode::PayloadTooLarge,
             format!(
                 "the body is over the limit of {} bytes",
                 super::MAX_BODY_BYTES
@@ -61,55 +148,54 @@ impl ApiError {
     /// `500`, with nothing about the cause: that goes to the log.
     pub fn internal() -> Self {
         Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
+            ErrorCode::InternalError,
             "something went wrong on our side; try again",
         )
     }
 
-    /// The HTTP status.
+    /// The HTTP status, the code's.
     pub fn status(&self) -> StatusCode {
-        self.status
+        self.code.status()
     }
 
-    /// The error code.
+    /// The error code as the body spells it.
     pub fn code(&self) -> &'static str {
-        self.code
+        self.code.as_str()
     }
 
     /// The response that carries this error.
     pub fn into_response(self) -> Response<Body> {
-        let body = json!({"error": {"code": self.code, "message": self.message}});
-        super::json_response(self.status, &body)
+        let body = json!({"error": {"code": self.code.as_str(), "message": self.message}});
+        super::json_response(self.status(), &body)
     }
 }
 
 impl From<InputError> for ApiError {
     fn from(e: InputError) -> Self {
         let code = match e {
-            InputError::InvalidEnvironment => "invalid_environment",
-            InputError::InvalidKeyId => "invalid_key_id",
-            InputError::InvalidName => "invalid_name",
-            InputError::InvalidScope { .. } | InputError::TooManyScopes => "invalid_scope",
-            InputError::ScopeNotAllowed(_) => "scope_not_allowed",
-            InputError::InvalidGracePeriod(_) => "invalid_grace_period",
-            InputError::InvalidRotationPolicy(_) => "invalid_rotation_policy",
-            InputError::ExpiresAtNotInFuture => "invalid_expires_at",
+            InputError::InvalidEnvironment => ErrorCode::InvalidEnvironment,
+            InputError::InvalidKeyId => ErrorCode::InvalidKeyId,
+            InputError::InvalidName => ErrorCode::InvalidName,
+            InputError::InvalidScope { .. } | InputError::TooManyScopes => ErrorCode::InvalidScope,
+            InputError::ScopeNotAllowed(_) => ErrorCode::ScopeNotAllowed,
+            InputError::InvalidGracePeriod(_) => ErrorCode::InvalidGracePeriod,
+            InputError::InvalidRotationPolicy(_) => ErrorCode::InvalidRotationPolicy,
+            InputError::ExpiresAtNotInFuture => ErrorCode::InvalidExpiresAt,
         };
-        Self::bad_request(code, e.to_string())
+        Self::new(code, e.to_string())
     }
 }
 
 impl From<LifecycleError> for ApiError {
     fn from(e: LifecycleError) -> Self {
         let code = match e {
-            LifecycleError::NotActive(_) => "key_not_active",
-            LifecycleError::NotInGrace(_) => "key_not_in_grace",
-            LifecycleError::DefaultKeyMustBeRotated => "default_key_must_be_rotated",
-            LifecycleError::NoRotationPolicy => "no_rotation_policy",
+            LifecycleError::NotActive(_) => ErrorCode::KeyNotActive,
+            LifecycleError::NotInGrace(_) => ErrorCode::KeyNotInGrace,
+            LifecycleError::DefaultKeyMustBeRotated => ErrorCode::DefaultKeyMustBeRotated,
+            LifecycleError::NoRotationPolicy => ErrorCode::NoRotationPolicy,
             LifecycleError::Input(input) => return input.into(),
         };
-        Self::new(StatusCode::CONFLICT, code, e.to_string())
+        Self::new(code, e.to_string())
     }
 }
 
@@ -117,13 +203,11 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict => Self::new(
-                StatusCode::CONFLICT,
-                "conflict",
+                ErrorCode::Conflict,
                 "the key changed while this request was applied; read it again and retry",
             ),
             StoreError::SecretClaimed => Self::new(
-                StatusCode::CONFLICT,
-                "secret_in_use",
+                ErrorCode::SecretInUse,
                 "another key of this environment holds this secret: one that delivers to it, or \
                  one that did and holds scopes this key lacks; a secret has one key, so name another",
             ),

@@ -14,7 +14,7 @@ use lambda_http::{Body, Request, Response};
 use serde::Serialize;
 
 pub use body::json_body;
-pub use error::ApiError;
+pub use error::{ApiError, ErrorCode};
 pub use request::{
     Caller, Prepare, apply_deciding, apply_prepared, authenticate, authorize_change,
     authorize_environment, authorize_key, key_from_headers, page_request, query_param,

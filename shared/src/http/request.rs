@@ -3,7 +3,7 @@
 use lambda_http::http::HeaderMap;
 use lambda_http::{Request, RequestExt};
 
-use super::{ApiError, Context, Settings};
+use super::{ApiError, Context, ErrorCode, Settings};
 use crate::check::{Needs, Outcome, check_presented};
 use crate::domain::{
     Actor, EnvName, Key, KeyId, RotationPolicy, Scope, Scopes, Timestamp, Verdict,
@@ -46,8 +46,8 @@ impl Caller {
         if self.key.scopes.grants(scope) {
             Ok(())
         } else {
-            Err(ApiError::forbidden(
-                "insufficient_scope",
+            Err(ApiError::new(
+                ErrorCode::InsufficientScope,
                 format!("this key lacks the scope {scope}"),
             ))
         }
@@ -59,8 +59,8 @@ impl Caller {
         if self.key.environment == *environment {
             Ok(())
         } else {
-            Err(ApiError::forbidden(
-                "wrong_environment",
+            Err(ApiError::new(
+                ErrorCode::WrongEnvironment,
                 "this key belongs to another environment",
             ))
         }
@@ -71,8 +71,8 @@ impl Caller {
     pub fn require_grant(&self, scopes: &Scopes) -> Result<(), ApiError> {
         match scopes.first_not_granted_by(&self.key.scopes) {
             None => Ok(()),
-            Some(missing) => Err(ApiError::forbidden(
-                "scope_escalation",
+            Some(missing) => Err(ApiError::new(
+                ErrorCode::ScopeEscalation,
                 format!(
                     "a key can grant only scopes it holds, and this key does not hold {}",
                     missing.as_str()
@@ -93,8 +93,8 @@ impl Caller {
         if self.key.scopes.is_all() || until.is_some_and(|t| t <= own) {
             Ok(())
         } else {
-            Err(ApiError::forbidden(
-                "lifetime_escalation",
+            Err(ApiError::new(
+                ErrorCode::LifetimeEscalation,
                 "this key expires, so it can make only credentials that stop working no later than it does",
             ))
         }
@@ -108,8 +108,8 @@ impl Caller {
             return Ok(());
         }
         if target.default || target.scopes.is_all() {
-            return Err(ApiError::forbidden(
-                "scope_escalation",
+            return Err(ApiError::new(
+                ErrorCode::ScopeEscalation,
                 format!(
                     "only a key with {} can change the default key or a key with {}",
                     Scope::ALL,
@@ -121,8 +121,8 @@ impl Caller {
             .scopes
             .first_not_granted_by(&self.key.scopes)
             .map_or("", |scope| scope.as_str());
-        Err(ApiError::forbidden(
-            "scope_escalation",
+        Err(ApiError::new(
+            ErrorCode::ScopeEscalation,
             format!(
                 "a key can change only keys whose scopes it holds, and this key does not hold {missing}"
             ),
@@ -140,23 +140,23 @@ pub async fn authenticate(
 ) -> Result<Caller, ApiError> {
     let token = key_from_headers(req.headers());
     let checked = check_presented(store, usage, token, Needs::default(), now).await?;
-    let invalid = || ApiError::unauthorized("invalid_api_key", "the key is not valid");
+    let invalid = || ApiError::new(ErrorCode::InvalidApiKey, "the key is not valid");
     match (checked.outcome, checked.key) {
         (Outcome::Checked(Verdict::Valid), Some(key)) => {
             tracing::Span::current().record("caller", key.id.as_str());
             tracing::debug!(hint = %key.hint, "caller authenticated");
             Ok(Caller { key })
         }
-        (Outcome::Missing, _) => Err(ApiError::unauthorized(
-            "missing_api_key",
+        (Outcome::Missing, _) => Err(ApiError::new(
+            ErrorCode::MissingApiKey,
             "send a key in Authorization: Bearer <key> or in x-api-key",
         )),
-        (Outcome::Checked(Verdict::Revoked), _) => Err(ApiError::unauthorized(
-            "revoked_api_key",
+        (Outcome::Checked(Verdict::Revoked), _) => Err(ApiError::new(
+            ErrorCode::RevokedApiKey,
             "the key was revoked",
         )),
-        (Outcome::Checked(Verdict::Expired), _) => Err(ApiError::unauthorized(
-            "expired_api_key",
+        (Outcome::Checked(Verdict::Expired), _) => Err(ApiError::new(
+            ErrorCode::ExpiredApiKey,
             "the key has expired",
         )),
         _ => Err(invalid()),
@@ -200,15 +200,18 @@ pub fn page_request(
             .ok()
             .filter(|n| (1..=100).contains(n))
             .ok_or_else(|| {
-                ApiError::bad_request("invalid_limit", "limit is a whole number from 1 to 100")
+                ApiError::new(
+                    ErrorCode::InvalidLimit,
+                    "limit is a whole number from 1 to 100",
+                )
             })?,
     };
     let after = match query_param(req, "cursor") {
         None => None,
         Some(c) if valid_cursor(c) => Some(c.to_owned()),
         Some(_) => {
-            return Err(ApiError::bad_request(
-                "invalid_cursor",
+            return Err(ApiError::new(
+                ErrorCode::InvalidCursor,
                 "cursor is the next_cursor of a previous page of this list",
             ));
         }
@@ -236,7 +239,7 @@ pub async fn authorize_key(
         .await?
         .filter(|key| key.environment == caller.key.environment)
         .map(|key| (caller, key))
-        .ok_or_else(|| ApiError::not_found("key_not_found", "no key has this id"))
+        .ok_or_else(|| ApiError::new(ErrorCode::KeyNotFound, "no key has this id"))
 }
 
 /// The checks of every route that changes a key: those of [`authorize_key`] with
