@@ -10,6 +10,7 @@ use keyward::domain::{Actor, create_environment};
 use keyward::events::{EventBridgeBus, EventBus, EventsConfig, lambda_event};
 use keyward::store::{DynamoStore, KeyStore};
 use keyward::testing::api_request;
+use keyward::testing::orders_key;
 use lambda_http::lambda_runtime::{Context, LambdaEvent};
 use serde_json::{Value, json};
 
@@ -23,19 +24,14 @@ fn unique(prefix: &str) -> String {
 }
 
 async fn aws() -> aws_config::SdkConfig {
-    assert!(
-        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
-        "AWS_ENDPOINT_URL is not set: run ./scripts/test, which starts moto's server for these tests"
-    );
-    aws_config::load_from_env().await
+    keyward::testing::moto_config().await
 }
 
 /// A table with an environment, and one key taken through create, rotate, grace change and
 /// revoke by the functions' handlers. Returns the store, the secrets issued and the actions.
 async fn table_with_a_lifecycle() -> (DynamoStore, Vec<String>) {
     let mint = keyward::mint();
-    let store = DynamoStore::from_env(&unique("events")).await.unwrap();
-    store.create_table().await.expect("a table");
+    let store = keyward::testing::moto_table("events").await.store;
     let now = keyward::now();
     let env = create_environment(
         &keyward::domain::EnvName::parse("production").unwrap(),
@@ -485,27 +481,18 @@ async fn serve_on_dynamodb_publishes_the_stream_as_the_lambda_does() {
 /// usage writes that the stream also carries move last use and publish nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_quiet_in_its_grace_is_one_grace_idle_event() {
-    use keyward::domain::{
-        GracePeriod, KeyName, Kind, NewKey, Scopes, UsageTally, create_key, rotate,
-    };
+    use keyward::domain::{GracePeriod, UsageTally, create_key, rotate};
     use keyward::store::UsageStore;
 
     let aws = aws().await;
     let mint = keyward::mint();
-    let store = DynamoStore::from_env(&unique("idle")).await.unwrap();
-    store.create_table().await.expect("a table");
+    let store = keyward::testing::moto_table("idle").await.store;
     let now = keyward::now();
     let rotated_at = now - chrono::TimeDelta::hours(3);
     let production = keyward::domain::EnvName::parse("production").unwrap();
     let env = create_environment(&production, Actor::operator("ops"), &mint, rotated_at);
     store.apply(&env.change).await.unwrap();
-    let input = NewKey {
-        name: KeyName::parse("billing").unwrap(),
-        kind: Kind::Secret,
-        scopes: Scopes::parse(&["orders:read"]).unwrap(),
-        expires_at: None,
-        rotation_policy: None,
-    };
+    let input = orders_key("billing");
     let old = create_key(
         &production,
         input,

@@ -7,11 +7,11 @@
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use keyward::domain::{
-    Actor, EnvName, GracePeriod, Key, KeyId, KeyName, Kind, LifecycleError, Mint, NewKey,
-    Revocation, Scopes, Status, change_grace_period, create_environment, create_key, revoke,
-    rotate,
+    Actor, EnvName, GracePeriod, Key, KeyId, LifecycleError, Mint, NewKey, Revocation, Status,
+    change_grace_period, create_environment, create_key, revoke, rotate,
 };
-use keyward::store::{DynamoStore, KeyStore, PageRequest, SqliteStore};
+use keyward::store::{KeyStore, PageRequest, SqliteStore};
+use keyward::testing::orders_key;
 use proptest::prelude::*;
 
 type Timestamp = DateTime<Utc>;
@@ -106,11 +106,8 @@ impl Run<'_> {
         match *step {
             Step::Create { expires_in_hours } => {
                 let input = NewKey {
-                    name: KeyName::parse("modelled").unwrap(),
-                    kind: Kind::Secret,
-                    scopes: Scopes::parse(&["orders:read"]).unwrap(),
                     expires_at: expires_in_hours.map(|h| now + TimeDelta::hours(h)),
-                    rotation_policy: None,
+                    ..orders_key("modelled")
                 };
                 let issued = create_key(&self.env, input, Self::actor(), &self.mint, now).unwrap();
                 self.store.apply(&issued.change).await.unwrap();
@@ -288,17 +285,8 @@ proptest! {
 
     #[test]
     fn the_lifecycle_rules_hold_on_dynamodb(steps in prop::collection::vec(step(), 1..16)) {
-        assert!(
-            std::env::var_os("AWS_ENDPOINT_URL").is_some(),
-            "AWS_ENDPOINT_URL is not set: run ./scripts/test, which starts moto's server"
-        );
         runtime().block_on(async {
-            static TABLES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-            let n = TABLES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let store = DynamoStore::from_env(&format!("model-{}-{n}", std::process::id()))
-                .await
-                .unwrap();
-            store.create_table().await.unwrap();
+            let store = keyward::testing::moto_table("model").await.store;
             run(&store, &steps).await;
         });
     }

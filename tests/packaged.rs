@@ -17,11 +17,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use chrono::TimeDelta;
-use keyward::domain::{
-    Actor, EnvName, KeyName, Kind, NewKey, RotationPolicy, Scopes, create_environment, create_key,
-};
+use keyward::domain::{Actor, EnvName, NewKey, RotationPolicy, create_environment, create_key};
 use keyward::store::{DynamoStore, KeyStore};
 use keyward::testing::LambdaProcess;
+use keyward::testing::orders_key;
+use keyward::testing::{MotoTable, moto_table};
 use serde_json::{Value, json};
 use serde_norway::Value as Yaml;
 
@@ -289,11 +289,8 @@ async fn legacy_policy_key(
     days: i64,
 ) -> keyward::domain::Key {
     let input = NewKey {
-        name: KeyName::parse(name).unwrap(),
-        kind: Kind::Secret,
-        scopes: Scopes::parse(&["orders:read"]).unwrap(),
-        expires_at: None,
         rotation_policy: Some(RotationPolicy::from_json(&policy(secret)).unwrap()),
+        ..orders_key(name)
     };
     let env = EnvName::parse(ENVIRONMENT).unwrap();
     let then = keyward::now() - TimeDelta::days(days);
@@ -306,14 +303,10 @@ async fn legacy_policy_key(
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs the zips of scripts/package; ./scripts/test packages them, then runs this"]
 async fn every_packaged_function_starts_and_answers_as_the_template_wires_it() {
-    assert!(
-        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
-        "AWS_ENDPOINT_URL is not set: run ./scripts/test, which starts moto's server"
-    );
-    let aws = aws_config::load_from_env().await;
-    let table = format!("packaged-{}", std::process::id());
-    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), &table);
-    store.create_table().await.unwrap();
+    let aws = keyward::testing::moto_config().await;
+    let MotoTable {
+        store, name: table, ..
+    } = moto_table("packaged").await;
     let bus = format!("packaged-{}", std::process::id());
     aws_sdk_eventbridge::Client::new(&aws)
         .create_event_bus()

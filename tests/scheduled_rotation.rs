@@ -13,16 +13,16 @@ use chrono::{TimeDelta, TimeZone, Utc};
 use keyward::aws::calls::acting_as;
 use keyward::domain::{
     Action, Actor, Change, EnvName, FIRST_RETRY_WAIT, GracePeriod, HourlyUsage, Key, KeyHash,
-    KeyId, KeyName, Kind, LastUse, Mint, NewKey, PresentedKey, RETRY_SLACK, RotationPolicy, Scopes,
-    Secret, SecretPrefix, Timestamp, UsageTally, Verdict, check, create_environment, create_key,
-    rotate,
+    KeyId, LastUse, Mint, NewKey, PresentedKey, RETRY_SLACK, RotationPolicy, Secret, SecretPrefix,
+    Timestamp, UsageTally, Verdict, check, create_environment, create_key, rotate,
 };
 use keyward::http::{Context, Settings};
 use keyward::secrets::{FileSink, SecretError, SecretSink, SecretValue, SecretsManagerSink};
 use keyward::store::{
-    ActivityFilter, DynamoStore, KeyLookup, KeyStore, Page, PageRequest, SqliteStore, StoreError,
-    UsageOwner, UsageStore,
+    ActivityFilter, KeyLookup, KeyStore, Page, PageRequest, SqliteStore, StoreError, UsageOwner,
+    UsageStore,
 };
+use keyward::testing::orders_key;
 use keyward::testing::{body_json, event};
 use scheduled_rotation::{MAX_KEYS_PER_RUN, Report, run, run_at_most};
 use serde_json::Value;
@@ -120,11 +120,9 @@ impl Backend {
         at: Timestamp,
     ) -> (Key, Secret) {
         let input = NewKey {
-            name: KeyName::parse(name).unwrap(),
-            kind: Kind::Secret,
-            scopes: Scopes::parse(&["orders:read"]).unwrap(),
             expires_at,
             rotation_policy,
+            ..orders_key(name)
         };
         let issued = create_key(&env(), input, Actor::operator("test"), &self.mint, at).unwrap();
         self.store.apply(&issued.change).await.unwrap();
@@ -290,22 +288,14 @@ impl Backend {
 
 /// An empty environment on a fresh DynamoDB table, with Secrets Manager, both on moto.
 async fn aws() -> Backend {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    assert!(
-        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
-        "AWS_ENDPOINT_URL is not set: run ./scripts/test, which starts moto's server for these tests"
-    );
-    let n = N.fetch_add(1, Ordering::SeqCst);
-    let config = aws_config::load_from_env().await;
-    let prefix = format!("schedule-{}-{n}", std::process::id());
-    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), &prefix);
-    store.create_table().await.unwrap();
+    let config = keyward::testing::moto_config().await;
+    let table = keyward::testing::moto_table("schedule").await;
     let client = aws_sdk_secretsmanager::Client::new(&config);
     with_environment(
-        Arc::new(store),
+        Arc::new(table.store),
         Arc::new(SecretsManagerSink::new(client.clone())),
         Reader::SecretsManager(client),
-        format!("keyward/{prefix}"),
+        format!("keyward/{}", table.name),
     )
     .await
 }
@@ -985,11 +975,8 @@ async fn of_two_keys_stored_sharing_a_secret_only_the_claims_holder_rotates(on: 
     let (holder, _) = b.policy_key("shared", "P1D", "1h", t0()).await;
     let policy = holder.rotation_policy.clone();
     let input = NewKey {
-        name: KeyName::parse("intruder").unwrap(),
-        kind: Kind::Secret,
-        scopes: Scopes::parse(&["orders:read"]).unwrap(),
-        expires_at: None,
         rotation_policy: policy,
+        ..orders_key("intruder")
     };
     let mut intruder = create_key(&env(), input, Actor::operator("test"), &b.mint, t0()).unwrap();
     assert!(
@@ -1326,29 +1313,10 @@ impl On {
     }
 }
 
-/// Runs every case against both backends.
-macro_rules! cases {
-    ($($case:ident),*) => {
-        mod on_aws {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    super::$case(super::On::Aws).await
-                }
-            )*
-        }
-        mod on_sqlite_and_a_file {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    super::$case(super::On::Local).await
-                }
-            )*
-        }
-    };
-}
-
-cases!(
+// Every case, on AWS (moto) and on SQLite with a secrets file.
+keyward::on_both_stores!(
+    on_aws => On::Aws,
+    on_sqlite_and_a_file => On::Local;
     a_key_quiet_in_its_grace_is_recorded_once,
     a_key_whose_successor_was_replaced_is_no_longer_watched,
     due_keys_rotate_and_their_secrets_land_where_services_read_them,

@@ -5,14 +5,16 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use keyward::domain::{
-    Action, Actor, Change, EnvName, GracePeriod, Issued, Key, KeyName, Kind, LastUse, Mint, NewKey,
-    PolicyChange, Revocation, RotationPolicy, Scopes, UsageTally, change_grace_period,
-    create_environment, create_key, revoke, rotate, set_rotation_policy,
+    Action, Actor, Change, EnvName, GracePeriod, Issued, Key, LastUse, Mint, NewKey, PolicyChange,
+    Revocation, RotationPolicy, Scopes, UsageTally, change_grace_period, create_environment,
+    create_key, revoke, rotate, set_rotation_policy,
 };
 use keyward::store::{
     ActivityFilter, DynamoStore, KeyLookup, KeyStore, PageRequest, SqliteStore, StoreError,
     UsageOwner, UsageStore,
 };
+use keyward::testing::orders_key;
+use keyward::testing::{MotoTable, moto_table, moto_table_with};
 
 /// A clock for one test, with the test's own mint: each call is one millisecond after the
 /// last, so ids sort in the order things happened.
@@ -68,11 +70,9 @@ fn new_key(
     clock: &Clock,
 ) -> Issued {
     let input = NewKey {
-        name: KeyName::parse(name).unwrap(),
-        kind: Kind::Secret,
         scopes: Scopes::parse(scopes).unwrap(),
-        expires_at: None,
         rotation_policy,
+        ..orders_key(name)
     };
     create_key(&env(environment), input, actor(), &clock.mint, clock.now()).unwrap()
 }
@@ -630,9 +630,6 @@ async fn due_keys_come_from_the_index_earliest_first(store: Arc<dyn KeyStore>) {
         ("expiring", None, Some(TimeDelta::hours(30))),
     ] {
         let input = NewKey {
-            name: KeyName::parse(name).unwrap(),
-            kind: Kind::Secret,
-            scopes: Scopes::parse(&["orders:read"]).unwrap(),
             expires_at: expires_in.map(|d| start + d),
             rotation_policy: every.map(|every| {
                 RotationPolicy::from_json(&serde_json::json!({
@@ -640,6 +637,7 @@ async fn due_keys_come_from_the_index_earliest_first(store: Arc<dyn KeyStore>) {
                 }))
                 .unwrap()
             }),
+            ..orders_key(name)
         };
         let issued =
             create_key(&env("production"), input, actor(), &clock.mint, clock.now()).unwrap();
@@ -682,11 +680,8 @@ async fn due_keys_come_from_the_index_earliest_first(store: Arc<dyn KeyStore>) {
 /// A stored `orders:read` key of `production` that expires an hour after `made`.
 async fn short_lived_key(store: &dyn KeyStore, mint: &Mint, made: DateTime<Utc>) -> Issued {
     let input = NewKey {
-        name: KeyName::parse("short-lived").unwrap(),
-        kind: Kind::Secret,
-        scopes: Scopes::parse(&["orders:read"]).unwrap(),
         expires_at: Some(made + TimeDelta::hours(1)),
-        rotation_policy: None,
+        ..orders_key("short-lived")
     };
     let issued = create_key(&env("production"), input, actor(), mint, made).unwrap();
     store.apply(&issued.change).await.unwrap();
@@ -880,54 +875,9 @@ async fn postponing_moves_a_key_in_the_due_index_only_at_the_version_read(
     );
 }
 
-/// Runs every contract case against one adapter; `$store` makes a fresh, empty store.
-macro_rules! contract {
-    ($adapter:ident, $store:expr) => {
-        mod $adapter {
-            use super::*;
-            contract!(@cases $store;
-                an_environment_is_made_once,
-                a_stale_change_conflicts_and_writes_nothing,
-                a_key_id_or_hash_is_never_stored_twice,
-                the_default_moves_only_from_the_current_default,
-                keys_are_listed_newest_first_a_page_at_a_time,
-                activity_is_newest_first_and_filtered,
-                of_sixteen_racing_rotations_exactly_one_is_applied,
-                due_keys_come_from_the_index_earliest_first,
-                an_expiry_seen_twice_is_recorded_once,
-                one_active_key_delivers_to_a_secret_and_a_rotation_hands_it_on,
-                of_sixteen_keys_racing_for_one_secret_exactly_one_gets_it,
-                a_policy_stored_before_claims_keeps_its_secret,
-                a_stale_claim_passes_only_to_a_key_holding_the_old_keys_scopes,
-                usage_adds_up_by_hour_apart_from_the_key,
-                last_use_only_moves_forward,
-                postponing_moves_a_key_in_the_due_index_only_at_the_version_read
-            );
-        }
-    };
-    (@cases $store:expr; $($case:ident),*) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $case() {
-                super::$case($store).await
-            }
-        )*
-    };
-}
-
 /// A fresh table on the DynamoDB endpoint that `./scripts/test` starts (moto's server).
 async fn dynamodb() -> Arc<dyn KeyStore> {
-    static TABLES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    assert!(
-        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
-        "AWS_ENDPOINT_URL is not set: run ./scripts/test, which starts moto's server for these tests"
-    );
-    let n = TABLES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let store = DynamoStore::from_env(&format!("contract-{}-{n}", std::process::id()))
-        .await
-        .unwrap();
-    store.create_table().await.expect("the table is created");
-    Arc::new(store)
+    Arc::new(moto_table("contract").await.store)
 }
 
 #[tokio::test]
@@ -954,7 +904,11 @@ async fn a_failing_dynamodb_call_is_a_backend_error_not_a_conflict() {
 /// it would only wait for TTL again, and come down the stream as a second removal.
 #[tokio::test]
 async fn recording_an_expiry_after_ttl_removed_the_hash_item_does_not_bring_it_back() {
-    let (store, client, table) = dynamodb_with_client("ttl").await;
+    let MotoTable {
+        store,
+        client,
+        name: table,
+    } = moto_table("ttl").await;
     let clock = Clock::new();
     let made = create_environment(&env("production"), actor(), &clock.mint, clock.now());
     store.apply(&made.change).await.unwrap();
@@ -1050,19 +1004,16 @@ impl aws_sdk_dynamodb::config::Intercept for ItemsRead {
 /// entries than asked for; following the cursors finds every match, once.
 #[tokio::test]
 async fn a_filtered_activity_page_reads_a_bounded_number_of_items() {
-    assert!(
-        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
-        "AWS_ENDPOINT_URL is not set: run ./scripts/test, which starts moto's server for these tests"
-    );
     let read = ItemsRead::default();
-    let aws = aws_config::load_from_env().await;
+    let aws = keyward::testing::moto_config().await;
     let config = aws_sdk_dynamodb::config::Builder::from(&aws)
         .interceptor(read.clone())
         .build();
-    let client = aws_sdk_dynamodb::Client::from_conf(config);
-    let table = format!("busy-{}", std::process::id());
-    let store = DynamoStore::new(client.clone(), &table);
-    store.create_table().await.unwrap();
+    let MotoTable {
+        store,
+        name: table,
+        client,
+    } = moto_table_with("busy", aws_sdk_dynamodb::Client::from_conf(config)).await;
     let clock = Clock::new();
     let production = env("production");
     let made = create_environment(&production, actor(), &clock.mint, clock.now());
@@ -1163,7 +1114,11 @@ async fn a_filtered_activity_page_reads_a_bounded_number_of_items() {
 #[tokio::test]
 async fn usage_is_kept_by_environment_and_read_beside_what_earlier_versions_wrote() {
     use aws_sdk_dynamodb::types::AttributeValue::{N, S};
-    let (store, client, table) = dynamodb_with_client("usage-layout").await;
+    let MotoTable {
+        store,
+        client,
+        name: table,
+    } = moto_table("usage-layout").await;
     let clock = Clock::new();
     environment(&store, "production", &clock).await;
     let (counted, other) = (
@@ -1313,30 +1268,10 @@ async fn usage_is_kept_by_environment_and_read_beside_what_earlier_versions_wrot
     );
 }
 
-/// A store on a fresh table named `<name>-<pid>`, with a client of its own beside it for
-/// what a test must read or write past the store, and the table's name.
-async fn dynamodb_with_client(name: &str) -> (DynamoStore, aws_sdk_dynamodb::Client, String) {
-    assert!(
-        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
-        "AWS_ENDPOINT_URL is not set: run ./scripts/test, which starts moto's server for these tests"
-    );
-    let config = aws_config::load_from_env().await;
-    let client = aws_sdk_dynamodb::Client::new(&config);
-    let table = format!("{name}-{}", std::process::id());
-    let store = DynamoStore::new(client.clone(), &table);
-    store.create_table().await.unwrap();
-    (store, client, table)
-}
-
 /// A store on a table that does not exist: every call fails.
 async fn dynamodb_without_table() -> DynamoStore {
-    assert!(
-        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
-        "AWS_ENDPOINT_URL is not set: run ./scripts/test, which starts moto's server for these tests"
-    );
-    DynamoStore::from_env(&format!("no-such-table-{}", std::process::id()))
-        .await
-        .unwrap()
+    let aws = keyward::testing::moto_config().await;
+    DynamoStore::from_config(&aws, &format!("no-such-table-{}", std::process::id()))
 }
 
 /// A store on a file of its own, so that its one-row reads go through its read-only
@@ -1350,6 +1285,25 @@ fn sqlite_file() -> Arc<SqliteStore> {
     Arc::new(SqliteStore::open(&dir.join(format!("{n}.db"))).unwrap())
 }
 
-contract!(sqlite, Arc::new(SqliteStore::in_memory().unwrap()));
-contract!(sqlite_file, sqlite_file());
-contract!(dynamodb, dynamodb().await);
+// Every contract case, on each adapter; each expression makes a fresh, empty store.
+keyward::on_both_stores!(
+    sqlite => Arc::new(SqliteStore::in_memory().unwrap()),
+    sqlite_file => sqlite_file(),
+    dynamodb => dynamodb().await;
+    an_environment_is_made_once,
+    a_stale_change_conflicts_and_writes_nothing,
+    a_key_id_or_hash_is_never_stored_twice,
+    the_default_moves_only_from_the_current_default,
+    keys_are_listed_newest_first_a_page_at_a_time,
+    activity_is_newest_first_and_filtered,
+    of_sixteen_racing_rotations_exactly_one_is_applied,
+    due_keys_come_from_the_index_earliest_first,
+    an_expiry_seen_twice_is_recorded_once,
+    one_active_key_delivers_to_a_secret_and_a_rotation_hands_it_on,
+    of_sixteen_keys_racing_for_one_secret_exactly_one_gets_it,
+    a_policy_stored_before_claims_keeps_its_secret,
+    a_stale_claim_passes_only_to_a_key_holding_the_old_keys_scopes,
+    usage_adds_up_by_hour_apart_from_the_key,
+    last_use_only_moves_forward,
+    postponing_moves_a_key_in_the_due_index_only_at_the_version_read
+);

@@ -6,7 +6,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use lambda_http::{Body, Request, Response};
 
-use crate::domain::{Actor, EnvName, Key, Mint, Secret, Timestamp, create_environment};
+use crate::domain::{
+    Actor, EnvName, GracePeriod, Issued, Key, KeyName, Kind, Mint, NewKey, Revocation, Scopes,
+    Secret, Timestamp, create_environment, create_key, revoke, rotate,
+};
 use crate::http::{Context, Settings};
 use crate::secrets::{FileSink, PrefixedSink};
 use crate::store::{KeyStore, SqliteStore};
@@ -97,26 +100,12 @@ impl Seeded {
         rotation_policy: Option<crate::domain::RotationPolicy>,
         now: Timestamp,
     ) -> crate::domain::Issued {
-        let input = crate::domain::NewKey {
-            name: crate::domain::KeyName::parse(name).expect("a valid name"),
-            kind: crate::domain::Kind::Secret,
-            scopes: crate::domain::Scopes::parse(&["orders:read"]).expect("a valid scope"),
+        let input = NewKey {
             expires_at,
             rotation_policy,
+            ..orders_key(name)
         };
-        let issued = crate::domain::create_key(
-            &self.environment,
-            input,
-            Actor::operator("t"),
-            &self.mint,
-            now,
-        )
-        .expect("a valid key");
-        self.store
-            .apply(&issued.change)
-            .await
-            .expect("a fresh key is stored");
-        issued
+        stored_key(&self.store, &self.environment, input, &self.mint, now).await
     }
 
     /// The actions in a key's activity, newest first.
@@ -172,6 +161,191 @@ pub async fn seeded(name: &str, now: Timestamp) -> Seeded {
         secrets_file,
         mint,
     }
+}
+
+/// The key most tests make: a secret key named `name` with `orders:read`, no expiry and no
+/// policy. A test changes what it is about with struct update syntax, `..orders_key(name)`.
+pub fn orders_key(name: &str) -> NewKey {
+    NewKey {
+        name: KeyName::parse(name).expect("a valid name"),
+        kind: Kind::Secret,
+        scopes: Scopes::parse(&["orders:read"]).expect("a valid scope"),
+        expires_at: None,
+        rotation_policy: None,
+    }
+}
+
+/// Creates `input` in `environment` at `now`, by an operator, and stores it.
+pub async fn stored_key(
+    store: &dyn KeyStore,
+    environment: &EnvName,
+    input: NewKey,
+    mint: &Mint,
+    now: Timestamp,
+) -> Issued {
+    let issued =
+        create_key(environment, input, Actor::operator("t"), mint, now).expect("a valid key");
+    store
+        .apply(&issued.change)
+        .await
+        .expect("a fresh key is stored");
+    issued
+}
+
+/// Makes the environment `name` on `store` unless it exists, and answers its default key if
+/// it was made now.
+async fn environment_on(
+    store: &dyn KeyStore,
+    name: &str,
+    mint: &Mint,
+    now: Timestamp,
+) -> Option<Issued> {
+    let name = EnvName::parse(name).expect("a valid environment name");
+    if store
+        .environment(&name)
+        .await
+        .expect("the store answers")
+        .is_some()
+    {
+        return None;
+    }
+    let made = create_environment(&name, Actor::operator("t"), mint, now);
+    store
+        .apply(&made.change)
+        .await
+        .expect("a fresh environment is stored");
+    Some(made)
+}
+
+/// Keys of `production` in every state a key check must tell apart, and a key of
+/// `staging`, another environment: what [`keys_in_every_state`] makes.
+pub struct KeysInEveryState {
+    /// An active `orders:read` key.
+    pub reader: Issued,
+    /// A key rotated with no grace: expired.
+    pub expired: Issued,
+    /// A revoked key.
+    pub revoked: Issued,
+    /// An active key of `staging`.
+    pub staging: Issued,
+}
+
+/// Makes [`KeysInEveryState`] on `store` at `now`, and the environments `production` and
+/// `staging` unless they exist.
+pub async fn keys_in_every_state(
+    store: &dyn KeyStore,
+    mint: &Mint,
+    now: Timestamp,
+) -> KeysInEveryState {
+    environment_on(store, "production", mint, now).await;
+    environment_on(store, "staging", mint, now).await;
+    let production = EnvName::parse("production").expect("a valid environment name");
+    let staging = EnvName::parse("staging").expect("a valid environment name");
+    let reader = stored_key(store, &production, orders_key("reader"), mint, now).await;
+    let expired = stored_key(store, &production, orders_key("expiring"), mint, now).await;
+    let rotated = rotate(
+        &expired.key,
+        GracePeriod::NOW,
+        Actor::operator("t"),
+        mint,
+        now,
+    )
+    .expect("an active key rotates");
+    store
+        .apply(&rotated.change)
+        .await
+        .expect("the rotation is stored");
+    let revoked = stored_key(store, &production, orders_key("doomed"), mint, now).await;
+    let Revocation::Revoked { change, .. } =
+        revoke(&revoked.key, Actor::operator("t"), mint, now).expect("an active key is revoked")
+    else {
+        panic!("an active key that is not the default is revoked")
+    };
+    store
+        .apply(&change)
+        .await
+        .expect("the revocation is stored");
+    let staging = stored_key(store, &staging, orders_key("staging"), mint, now).await;
+    KeysInEveryState {
+        reader,
+        expired,
+        revoked,
+        staging,
+    }
+}
+
+/// A fresh table on the moto server that `./scripts/test` starts, and its name.
+#[cfg(feature = "dynamodb")]
+pub struct MotoTable {
+    /// The store on it.
+    pub store: crate::store::DynamoStore,
+    /// The table's name, `<prefix>-<process>-<n>`, for a function's `KEYWARD_STORE`.
+    pub name: String,
+    /// The store's client, for what a test reads or writes past the store.
+    pub client: aws_sdk_dynamodb::Client,
+}
+
+/// [`MotoTable`] with a client from the standard AWS configuration.
+#[cfg(feature = "dynamodb")]
+pub async fn moto_table(prefix: &str) -> MotoTable {
+    let aws = moto_config().await;
+    moto_table_with(prefix, aws_sdk_dynamodb::Client::new(&aws)).await
+}
+
+/// [`MotoTable`] on `client`, such as one that counts its calls.
+#[cfg(feature = "dynamodb")]
+pub async fn moto_table_with(prefix: &str, client: aws_sdk_dynamodb::Client) -> MotoTable {
+    static TABLES: AtomicUsize = AtomicUsize::new(0);
+    let name = format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        TABLES.fetch_add(1, Ordering::Relaxed)
+    );
+    let store = crate::store::DynamoStore::new(client.clone(), &name);
+    store.create_table().await.expect("the table is created");
+    MotoTable {
+        store,
+        name,
+        client,
+    }
+}
+
+/// The AWS configuration of the moto server that `./scripts/test` starts, from the
+/// environment; a test run without it stops here and says how to run it.
+#[cfg(feature = "aws")]
+pub async fn moto_config() -> aws_config::SdkConfig {
+    assert!(
+        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
+        "AWS_ENDPOINT_URL is not set: run ./scripts/test, which starts moto's server for these tests"
+    );
+    crate::aws::config()
+        .await
+        .expect("the AWS configuration loads")
+}
+
+/// Runs each case on every store named: one module per store, one test per case in it, each
+/// case called with a fresh store from that store's expression. Written once, so that a case
+/// added to a suite runs on SQLite and DynamoDB alike:
+/// `on_both_stores!(sqlite => fresh_sqlite(), dynamodb => fresh_table().await; case_a, case_b);`
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($store:ident => $fresh:expr),+ ; $($case:ident),+ $(,)?) => {
+        $crate::on_both_stores!(@stores [$($case),+] $($store => $fresh),+);
+    };
+    (@stores [$($case:ident),+] $store:ident => $fresh:expr $(, $rest:ident => $rest_fresh:expr)*) => {
+        mod $store {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::$case($fresh).await
+                }
+            )+
+        }
+        $crate::on_both_stores!(@stores [$($case),+] $($rest => $rest_fresh),*);
+    };
+    (@stores [$($case:ident),+]) => {};
 }
 
 /// Parses an API Gateway event (REST v1 or HTTP API v2) after replacing each `{{NAME}}`.

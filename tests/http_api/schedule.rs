@@ -5,8 +5,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use chrono::TimeDelta;
-use keyward::domain::{Actor, EnvName, KeyName, Kind, NewKey, RotationPolicy, Scopes, create_key};
+use keyward::domain::{Actor, EnvName, NewKey, RotationPolicy, create_key};
 use keyward::store::StoreConfig;
+use keyward::testing::orders_key;
 use serde_json::{Value, json};
 
 use crate::support::{Backend, Server};
@@ -38,16 +39,13 @@ fn serve_rotates_an_overdue_key_and_delivers_its_secret(backend: Backend) {
             .await
             .unwrap();
         let input = NewKey {
-            name: KeyName::parse("nightly-export").unwrap(),
-            kind: Kind::Secret,
-            scopes: Scopes::parse(&["orders:read"]).unwrap(),
-            expires_at: None,
             rotation_policy: Some(
                 RotationPolicy::from_json(
                     &json!({"every": "P1D", "grace_period": "1h", "secret_id": secret_id}),
                 )
                 .unwrap(),
             ),
+            ..orders_key("nightly-export")
         };
         let made = keyward::now() - TimeDelta::days(2);
         let environment = EnvName::parse("development").unwrap();

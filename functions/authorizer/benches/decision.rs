@@ -13,10 +13,10 @@ use async_trait::async_trait;
 use authorizer::{Config, RouteScopes, handler};
 use criterion::{Criterion, criterion_group, criterion_main};
 use keyward::domain::{
-    Actor, EnvName, HourlyUsage, Key, KeyHash, KeyId, KeyName, Kind, LastUse, NewKey, Scopes,
-    Timestamp, UsageTally, create_key,
+    Actor, EnvName, HourlyUsage, Key, KeyHash, KeyId, LastUse, Timestamp, UsageTally, create_key,
 };
 use keyward::store::{KeyLookup, StoreError, UsageOwner, UsageStore};
+use keyward::testing::orders_key;
 use keyward::usage::{Counter, DEFAULT_WRITE_EVERY, NotCounted, Usage};
 use sha2::{Digest, Sha256};
 
@@ -63,13 +63,7 @@ impl KeyLookup for InMemory {
 fn decision(c: &mut Criterion) {
     let mint = keyward::mint();
     let env = EnvName::parse("production").unwrap();
-    let input = NewKey {
-        name: KeyName::parse("bench").unwrap(),
-        kind: Kind::Secret,
-        scopes: Scopes::parse(&["orders:read"]).unwrap(),
-        expires_at: None,
-        rotation_policy: None,
-    };
+    let input = orders_key("bench");
     let issued = create_key(&env, input, Actor::operator("bench"), &mint, keyward::now()).unwrap();
     let store = InMemory(HashMap::from([(
         issued.key.hash.to_hex(),

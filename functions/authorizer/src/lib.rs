@@ -509,13 +509,12 @@ mod tests {
 
     use async_trait::async_trait;
     use keyward::aws::calls::acting_as;
-    use keyward::domain::{
-        Actor, GracePeriod, KeyHash, KeyName, Kind, NewKey, Revocation, Scopes, Secret,
-        create_environment, create_key, revoke, rotate,
-    };
+    use keyward::domain::{Actor, KeyHash, Kind, NewKey, Revocation, Secret, create_key, revoke};
     use keyward::domain::{PresentedKey, hour_of};
     use keyward::store::UsageStore;
-    use keyward::store::{DynamoStore, KeyStore, SqliteStore};
+    use keyward::store::{KeyStore, SqliteStore};
+    use keyward::testing::orders_key;
+    use keyward::testing::{KeysInEveryState, keys_in_every_state, moto_table};
     use keyward::usage::{DEFAULT_WRITE_EVERY, NotCounted, Usage};
 
     use super::*;
@@ -566,72 +565,9 @@ mod tests {
         }
     }
 
-    /// Keys in every state the authorizer must tell apart.
-    struct Keys {
-        reader: Secret,
-        expired: Secret,
-        revoked: Secret,
-        staging: Secret,
-        reader_key: Key,
-    }
-
-    async fn keys(store: &dyn KeyStore) -> Keys {
-        let mint = keyward::mint();
-        let now = keyward::now();
-        let ops = || Actor::operator("test");
-        let production =
-            create_environment(&EnvName::parse("production").unwrap(), ops(), &mint, now);
-        store.apply(&production.change).await.unwrap();
-        let staging = create_environment(&EnvName::parse("staging").unwrap(), ops(), &mint, now);
-        store.apply(&staging.change).await.unwrap();
-        let new = |name: &str| NewKey {
-            name: KeyName::parse(name).unwrap(),
-            kind: Kind::Secret,
-            scopes: Scopes::parse(&["orders:read"]).unwrap(),
-            expires_at: None,
-            rotation_policy: None,
-        };
-        let reader = create_key(
-            &production.key.environment,
-            new("reader"),
-            ops(),
-            &mint,
-            now,
-        )
-        .unwrap();
-        store.apply(&reader.change).await.unwrap();
-        let expiring = create_key(
-            &production.key.environment,
-            new("expiring"),
-            ops(),
-            &mint,
-            now,
-        )
-        .unwrap();
-        store.apply(&expiring.change).await.unwrap();
-        let rotated = rotate(&expiring.key, GracePeriod::NOW, ops(), &mint, now).unwrap();
-        store.apply(&rotated.change).await.unwrap();
-        let doomed = create_key(
-            &production.key.environment,
-            new("doomed"),
-            ops(),
-            &mint,
-            now,
-        )
-        .unwrap();
-        store.apply(&doomed.change).await.unwrap();
-        let Revocation::Revoked { change, .. } = revoke(&doomed.key, ops(), &mint, now).unwrap()
-        else {
-            panic!()
-        };
-        store.apply(&change).await.unwrap();
-        Keys {
-            reader: reader.secret,
-            expired: expiring.secret,
-            revoked: doomed.secret,
-            staging: staging.secret,
-            reader_key: reader.key,
-        }
+    /// Keys in every state the authorizer must tell apart, on `store`.
+    async fn keys(store: &dyn KeyStore) -> KeysInEveryState {
+        keys_in_every_state(store, &keyward::mint(), keyward::now()).await
     }
 
     /// The event of `fixture` for `method path`, presenting `token` (or nothing).
@@ -689,7 +625,8 @@ mod tests {
         }
     }
 
-    async fn every_outcome_on_every_shape(store: &dyn KeyStore) {
+    async fn every_outcome_on_every_shape(store: Arc<dyn KeyStore>) {
+        let store = &*store;
         let mint = keyward::mint();
         let k = keys(store).await;
         let config = config();
@@ -707,7 +644,7 @@ mod tests {
                 .with_writer(std::io::sink)
                 .finish(),
         );
-        let reader = k.reader.expose();
+        let reader = k.reader.secret.expose();
         let bad_checksum = format!("{}000000", &reader[..reader.len() - 6]);
         let unknown = Secret::generate(&mint, Kind::Secret, config.environment.as_ref().unwrap());
         let pasted_path = format!("/echo/{reader}");
@@ -731,7 +668,7 @@ mod tests {
             ),
             (
                 "another environment",
-                Some(k.staging.expose()),
+                Some(k.staging.secret.expose()),
                 "GET",
                 "/orders",
                 Outcome::Unauthorized,
@@ -747,7 +684,7 @@ mod tests {
             ),
             (
                 "expired",
-                Some(k.expired.expose()),
+                Some(k.expired.secret.expose()),
                 "GET",
                 "/orders",
                 Outcome::Unauthorized,
@@ -755,7 +692,7 @@ mod tests {
             ),
             (
                 "revoked",
-                Some(k.revoked.expose()),
+                Some(k.revoked.secret.expose()),
                 "GET",
                 "/orders",
                 Outcome::Unauthorized,
@@ -833,12 +770,12 @@ mod tests {
                 if *expected == Outcome::Allow {
                     assert_eq!(
                         answer.as_ref().unwrap()["context"],
-                        json!({"keyId": k.reader_key.id, "environment": "production", "kind": "secret", "scopes": "orders:read"})
+                        json!({"keyId": k.reader.key.id, "environment": "production", "kind": "secret", "scopes": "orders:read"})
                     );
                     if fixture != HTTP {
                         assert_eq!(
                             answer.as_ref().unwrap()["principalId"],
-                            k.reader_key.id.as_str()
+                            k.reader.key.id.as_str()
                         );
                     }
                 }
@@ -846,14 +783,14 @@ mod tests {
         }
         let logged = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
         assert!(
-            logged.contains("allowed") && logged.contains(k.reader_key.id.as_str()),
+            logged.contains("allowed") && logged.contains(k.reader.key.id.as_str()),
             "the log was captured: {logged}"
         );
         for secret in [
             reader,
-            k.expired.expose(),
-            k.revoked.expose(),
-            k.staging.expose(),
+            k.expired.secret.expose(),
+            k.revoked.secret.expose(),
+            k.staging.secret.expose(),
             unknown.expose(),
             &bad_checksum,
         ] {
@@ -861,18 +798,13 @@ mod tests {
         }
     }
 
-    async fn revocation_holds_on_the_next_call(store: &dyn KeyStore) {
+    async fn revocation_holds_on_the_next_call(store: Arc<dyn KeyStore>) {
+        let store = &*store;
         let mint = keyward::mint();
         keys(store).await;
         let config = config();
         for fixture in [TOKEN, REQUEST, HTTP] {
-            let input = NewKey {
-                name: KeyName::parse("short-lived").unwrap(),
-                kind: Kind::Secret,
-                scopes: Scopes::parse(&["orders:read"]).unwrap(),
-                expires_at: None,
-                rotation_policy: None,
-            };
+            let input = orders_key("short-lived");
             let issued = create_key(
                 config.environment.as_ref().unwrap(),
                 input,
@@ -902,22 +834,6 @@ mod tests {
         }
     }
 
-    async fn dynamodb() -> DynamoStore {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        assert!(
-            std::env::var_os("AWS_ENDPOINT_URL").is_some(),
-            "AWS_ENDPOINT_URL is not set: run ./scripts/test, which starts moto's server for these tests"
-        );
-        let table = format!(
-            "authorizer-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        );
-        let store = DynamoStore::from_env(&table).await.unwrap();
-        store.create_table().await.unwrap();
-        store
-    }
-
     /// Every shape counts each check of a known key: allowed ones as accepted, denied and
     /// unauthorized ones (a missing scope, a revoked key) as refused. A key refused on its
     /// prefix alone (another environment, a bad checksum) is never read, so nothing counts.
@@ -930,29 +846,41 @@ mod tests {
         );
         let now = keyward::now();
         let revoked = store
-            .key_by_hash(&PresentedKey::parse(k.revoked.expose()).unwrap().hash)
+            .key_by_hash(&PresentedKey::parse(k.revoked.secret.expose()).unwrap().hash)
             .await
             .unwrap()
             .unwrap();
         let staging = store
-            .key_by_hash(&PresentedKey::parse(k.staging.expose()).unwrap().hash)
+            .key_by_hash(&PresentedKey::parse(k.staging.secret.expose()).unwrap().hash)
             .await
             .unwrap()
             .unwrap();
         let cases = [
-            ("GET", "/orders", k.reader.expose(), 7, Outcome::Allow),
-            ("POST", "/orders/1", k.reader.expose(), 2, Outcome::Deny),
             (
                 "GET",
                 "/orders",
-                k.revoked.expose(),
+                k.reader.secret.expose(),
+                7,
+                Outcome::Allow,
+            ),
+            (
+                "POST",
+                "/orders/1",
+                k.reader.secret.expose(),
+                2,
+                Outcome::Deny,
+            ),
+            (
+                "GET",
+                "/orders",
+                k.revoked.secret.expose(),
                 3,
                 Outcome::Unauthorized,
             ),
             (
                 "GET",
                 "/orders",
-                k.staging.expose(),
+                k.staging.secret.expose(),
                 4,
                 Outcome::Unauthorized,
             ),
@@ -991,40 +919,18 @@ mod tests {
                     .fold((0, 0), |(a, r), h| (a + h.accepted, r + h.refused))
             }
         };
-        assert_eq!(counts(k.reader_key.clone()).await, (21, 6));
+        assert_eq!(counts(k.reader.key.clone()).await, (21, 6));
         assert_eq!(counts(revoked).await, (0, 9));
         assert_eq!(counts(staging).await, (0, 0));
     }
 
-    #[tokio::test]
-    async fn every_check_of_a_known_key_counts_on_sqlite() {
-        every_check_of_a_known_key_counts(Arc::new(SqliteStore::in_memory().unwrap())).await;
-    }
-
-    #[tokio::test]
-    async fn every_check_of_a_known_key_counts_on_dynamodb() {
-        every_check_of_a_known_key_counts(Arc::new(dynamodb().await)).await;
-    }
-
-    #[tokio::test]
-    async fn every_outcome_on_every_shape_on_sqlite() {
-        every_outcome_on_every_shape(&SqliteStore::in_memory().unwrap()).await;
-    }
-
-    #[tokio::test]
-    async fn every_outcome_on_every_shape_on_dynamodb() {
-        every_outcome_on_every_shape(&dynamodb().await).await;
-    }
-
-    #[tokio::test]
-    async fn revocation_holds_on_the_next_call_on_sqlite() {
-        revocation_holds_on_the_next_call(&SqliteStore::in_memory().unwrap()).await;
-    }
-
-    #[tokio::test]
-    async fn revocation_holds_on_the_next_call_on_dynamodb() {
-        revocation_holds_on_the_next_call(&dynamodb().await).await;
-    }
+    keyward::on_both_stores!(
+        on_sqlite => Arc::new(SqliteStore::in_memory().unwrap()),
+        on_dynamodb => Arc::new(moto_table("authorizer").await.store);
+        every_check_of_a_known_key_counts,
+        every_outcome_on_every_shape,
+        revocation_holds_on_the_next_call
+    );
 
     #[tokio::test]
     async fn with_any_environment_a_valid_key_of_each_environment_is_allowed() {
@@ -1040,7 +946,7 @@ mod tests {
                 &any,
                 &store,
                 &NotCounted,
-                ask(k.staging.expose()),
+                ask(k.staging.secret.expose()),
                 keyward::now(),
             )
             .await;
@@ -1050,7 +956,7 @@ mod tests {
                 &config(),
                 &store,
                 &NotCounted,
-                ask(k.staging.expose()),
+                ask(k.staging.secret.expose()),
                 keyward::now(),
             )
             .await;
@@ -1062,7 +968,7 @@ mod tests {
                 &any,
                 &store,
                 &NotCounted,
-                ask(k.revoked.expose()),
+                ask(k.revoked.secret.expose()),
                 keyward::now(),
             )
             .await;
@@ -1113,7 +1019,7 @@ mod tests {
             ..config()
         };
         for fixture in [TOKEN, REQUEST, HTTP] {
-            let whole = event(fixture, "GET", "/orders", Some(k.reader.expose()));
+            let whole = event(fixture, "GET", "/orders", Some(k.reader.secret.expose()));
             let field = if fixture == HTTP {
                 "routeArn"
             } else {
@@ -1158,7 +1064,7 @@ mod tests {
                 &config(),
                 &store,
                 &NotCounted,
-                ask(k.reader.expose()),
+                ask(k.reader.secret.expose()),
                 keyward::now(),
             )
             .await;
@@ -1167,7 +1073,7 @@ mod tests {
                 &open,
                 &store,
                 &NotCounted,
-                ask(k.reader.expose()),
+                ask(k.reader.secret.expose()),
                 keyward::now(),
             )
             .await;
@@ -1179,7 +1085,7 @@ mod tests {
                 &open,
                 &store,
                 &NotCounted,
-                ask(k.revoked.expose()),
+                ask(k.revoked.secret.expose()),
                 keyward::now(),
             )
             .await;
@@ -1188,7 +1094,7 @@ mod tests {
                 Outcome::Unauthorized,
                 "an open route still needs a valid key"
             );
-            let scoped = event(fixture, "POST", "/orders/1", Some(k.reader.expose()));
+            let scoped = event(fixture, "POST", "/orders/1", Some(k.reader.secret.expose()));
             let denied = handler(&open, &store, &NotCounted, scoped, keyward::now()).await;
             assert_eq!(
                 outcome(fixture, &denied, "/POST/orders/1"),
@@ -1204,11 +1110,8 @@ mod tests {
         let store = SqliteStore::in_memory().unwrap();
         keys(&store).await;
         let input = NewKey {
-            name: KeyName::parse("browser").unwrap(),
             kind: Kind::Publishable,
-            scopes: Scopes::parse(&["orders:read"]).unwrap(),
-            expires_at: None,
-            rotation_policy: None,
+            ..orders_key("browser")
         };
         let production = EnvName::parse("production").unwrap();
         let issued = create_key(

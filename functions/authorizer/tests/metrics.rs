@@ -4,50 +4,20 @@
 //! is what CloudWatch turns into metrics.
 
 use chrono::TimeDelta;
-use keyward::domain::{
-    Actor, EnvName, GracePeriod, KeyName, Kind, NewKey, Revocation, Scopes, create_environment,
-    create_key, revoke, rotate,
-};
+use keyward::domain::{EnvName, Kind};
 use keyward::metrics::{CHECK_LATENCY, CHECKS, FUNCTION_DIMENSION, NAMESPACE, REFUSED};
-use keyward::store::{DynamoStore, KeyStore};
-use keyward::testing::LambdaProcess;
+use keyward::testing::{LambdaProcess, MotoTable, keys_in_every_state, moto_table};
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_check_of_each_outcome_writes_one_metric_line() {
-    assert!(
-        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
-        "AWS_ENDPOINT_URL is not set: run ./scripts/test, which starts moto's server for these tests"
-    );
-    let table = format!("metrics-{}", std::process::id());
-    let store = DynamoStore::from_env(&table).await.unwrap();
-    store.create_table().await.unwrap();
-    let (mint, ops) = (keyward::mint(), || Actor::operator("t"));
-    let now = keyward::now();
+    let MotoTable {
+        store, name: table, ..
+    } = moto_table("metrics").await;
+    let (mint, now) = (keyward::mint(), keyward::now());
     let production = EnvName::parse("production").unwrap();
-    let made = create_environment(&production, ops(), &mint, now);
-    store.apply(&made.change).await.unwrap();
-    let staging = create_environment(&EnvName::parse("staging").unwrap(), ops(), &mint, now);
-    store.apply(&staging.change).await.unwrap();
-    let new = |name: &str| NewKey {
-        name: KeyName::parse(name).unwrap(),
-        kind: Kind::Secret,
-        scopes: Scopes::parse(&["orders:read"]).unwrap(),
-        expires_at: None,
-        rotation_policy: None,
-    };
-    let reader = create_key(&production, new("reader"), ops(), &mint, now).unwrap();
-    store.apply(&reader.change).await.unwrap();
-    let old = create_key(&production, new("old"), ops(), &mint, now).unwrap();
-    store.apply(&old.change).await.unwrap();
-    let rotated = rotate(&old.key, GracePeriod::NOW, ops(), &mint, now).unwrap();
-    store.apply(&rotated.change).await.unwrap();
-    let doomed = create_key(&production, new("doomed"), ops(), &mint, now).unwrap();
-    store.apply(&doomed.change).await.unwrap();
-    let Revocation::Revoked { change, .. } = revoke(&doomed.key, ops(), &mint, now).unwrap() else {
-        panic!("an active key is revoked")
-    };
-    store.apply(&change).await.unwrap();
+    let k = keys_in_every_state(&store, &mint, now).await;
+    let (reader, old, doomed, staging) = (k.reader, k.expired, k.revoked, k.staging);
     let unknown = keyward::domain::Secret::generate(&mint, Kind::Secret, &production);
 
     let lambda = LambdaProcess::start("Authorizer", env!("CARGO_BIN_EXE_authorizer"), |command| {
@@ -86,15 +56,18 @@ async fn one_check_of_each_outcome_writes_one_metric_line() {
         ),
         (None, "GET/orders", "missing"),
     ];
+    let mut took = Vec::new();
     for (token, route, _) in &cases {
         let event = json!({
             "type": "TOKEN",
             "authorizationToken": token.map(|t| format!("Bearer {t}")).unwrap_or_default(),
             "methodArn": format!("arn:aws:execute-api:us-east-1:123456789012:abcdef1234/prod/{route}"),
         });
+        let started = std::time::Instant::now();
         lambda
             .invoke(&event.to_string())
             .expect("the authorizer answers");
+        took.push(started.elapsed());
     }
     let log = lambda.stop();
     let lines: Vec<Value> = log
@@ -108,7 +81,7 @@ async fn one_check_of_each_outcome_writes_one_metric_line() {
         .collect();
     let expected: Vec<&str> = cases.iter().map(|c| c.2).collect();
     assert_eq!(outcomes, expected, "{log}");
-    for line in &lines {
+    for (line, took) in lines.iter().zip(&took) {
         let directives = line["_aws"]["CloudWatchMetrics"].as_array().unwrap();
         for directive in directives {
             assert_eq!(directive["Namespace"], NAMESPACE);
@@ -129,7 +102,14 @@ async fn one_check_of_each_outcome_writes_one_metric_line() {
             "a key of another environment, or none, never names its own: {line}"
         );
         assert_eq!(line[CHECKS], 1);
-        assert!(line[CHECK_LATENCY].as_f64().unwrap() >= 0.0);
+        // In milliseconds, and within the invocation it was measured in: a latency in another
+        // unit, or one measured over more than the check, is out of these bounds.
+        let latency = line[CHECK_LATENCY].as_f64().unwrap();
+        let invocation = took.as_secs_f64() * 1000.0;
+        assert!(
+            latency > 0.0 && latency <= invocation,
+            "{latency} ms within an invocation of {invocation} ms: {line}"
+        );
         assert_eq!(
             line[REFUSED],
             u8::from(line["Outcome"] != "valid"),

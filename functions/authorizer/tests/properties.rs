@@ -7,8 +7,9 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use authorizer::{Config, RouteScopes, handler};
-use keyward::domain::{Actor, EnvName, Key, KeyHash, KeyName, Kind, NewKey, Scopes, create_key};
+use keyward::domain::{Actor, EnvName, Key, KeyHash, NewKey, Scopes, create_key};
 use keyward::store::{KeyLookup, StoreError};
+use keyward::testing::orders_key;
 use keyward::usage::NotCounted;
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
@@ -25,11 +26,8 @@ impl KeyLookup for OneKey {
 /// A store with one valid `*` key of `production`, and that key's secret.
 fn store() -> (OneKey, String) {
     let input = NewKey {
-        name: KeyName::parse("the one").unwrap(),
-        kind: Kind::Secret,
         scopes: Scopes::parse(&["*"]).unwrap(),
-        expires_at: None,
-        rotation_policy: None,
+        ..orders_key("the one")
     };
     let env = EnvName::parse("production").unwrap();
     let issued = create_key(

@@ -13,10 +13,9 @@ use aws_sdk_dynamodb::error::BoxError;
 use chrono::TimeDelta;
 use futures_util::StreamExt;
 use keyward::aws::calls::acting_as;
-use keyward::domain::{
-    Actor, EnvName, KeyName, Kind, NewKey, Scopes, create_environment, create_key, hour_of,
-};
-use keyward::store::{DynamoStore, KeyStore, UsageStore};
+use keyward::domain::{Actor, EnvName, create_environment, create_key, hour_of};
+use keyward::store::{KeyStore, UsageStore};
+use keyward::testing::orders_key;
 use keyward::usage::{DEFAULT_WRITE_EVERY, Usage};
 use serde_json::json;
 
@@ -72,31 +71,22 @@ async fn settle(operations: &Operations, name: &str, expected: usize) -> usize {
 #[tokio::test(flavor = "multi_thread")]
 async fn ten_thousand_checks_in_a_minute_cost_one_read_each_and_one_usage_write() {
     const CHECKS: usize = 10_000;
-    assert!(
-        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
-        "AWS_ENDPOINT_URL is not set: run ./scripts/test, which starts moto's server for these tests"
-    );
     let operations = Operations::default();
-    let aws = keyward::aws::config().await.unwrap();
+    let aws = keyward::testing::moto_config().await;
     let client = aws_sdk_dynamodb::Client::from_conf(
         aws_sdk_dynamodb::config::Builder::from(&aws)
             .interceptor(operations.clone())
             .build(),
     );
-    let store = DynamoStore::new(client, &format!("budget-{}", std::process::id()));
-    store.create_table().await.unwrap();
+    let store = keyward::testing::moto_table_with("budget", client)
+        .await
+        .store;
     let mint = keyward::mint();
     let start = keyward::now();
     let production = EnvName::parse("production").unwrap();
     let environment = create_environment(&production, Actor::operator("t"), &mint, start);
     store.apply(&environment.change).await.unwrap();
-    let input = NewKey {
-        name: KeyName::parse("busy").unwrap(),
-        kind: Kind::Secret,
-        scopes: Scopes::parse(&["orders:read"]).unwrap(),
-        expires_at: None,
-        rotation_policy: None,
-    };
+    let input = orders_key("busy");
     let issued = create_key(&production, input, Actor::operator("t"), &mint, start).unwrap();
     store.apply(&issued.change).await.unwrap();
     let config = Config {

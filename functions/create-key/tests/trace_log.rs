@@ -4,19 +4,16 @@
 //! API Gateway event, and writes to DynamoDB on moto's server (started by `./scripts/test`).
 
 use keyward::domain::{Actor, EnvName, create_environment};
-use keyward::store::{DynamoStore, KeyStore};
+use keyward::store::KeyStore;
+use keyward::testing::{MotoTable, moto_table};
 use keyward::testing::{invoke_lambda, log_holds};
 
 #[tokio::test]
 async fn a_key_created_at_trace_level_leaves_no_secret_in_the_log() {
-    assert!(
-        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
-        "AWS_ENDPOINT_URL is not set: run ./scripts/test, which starts moto's server for these tests"
-    );
     let mint = keyward::mint();
-    let table = format!("trace-create-{}", std::process::id());
-    let store = DynamoStore::from_env(&table).await.unwrap();
-    store.create_table().await.unwrap();
+    let MotoTable {
+        store, name: table, ..
+    } = moto_table("trace-create").await;
     let environment = EnvName::parse("production").unwrap();
     let admin = create_environment(&environment, Actor::operator("test"), &mint, keyward::now());
     store.apply(&admin.change).await.unwrap();

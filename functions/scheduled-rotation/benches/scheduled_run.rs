@@ -17,11 +17,11 @@ use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::error::BoxError;
 use chrono::{TimeDelta, TimeZone, Utc};
 use keyward::domain::{
-    Actor, Change, EnvName, KeyName, Kind, NewKey, RotationPolicy, Scopes, Timestamp,
-    create_environment, create_key,
+    Actor, Change, EnvName, NewKey, RotationPolicy, Timestamp, create_environment, create_key,
 };
 use keyward::secrets::{FileSink, SecretSink, SecretsManagerSink};
 use keyward::store::{DynamoStore, KeyStore, SqliteStore};
+use keyward::testing::orders_key;
 use scheduled_rotation::{Report, run};
 
 /// The variable that makes every bench one tiny run, as ./scripts/test runs them: only to
@@ -82,11 +82,8 @@ async fn fill(store: &dyn KeyStore, prefix: &str) {
         let age = if i < due { 31 } else { 1 };
         let policy = serde_json::json!({"every": "P30D", "grace_period": "24h", "secret_id": format!("{prefix}/key-{i}")});
         let input = NewKey {
-            name: KeyName::parse(&format!("service-{i}")).unwrap(),
-            kind: Kind::Secret,
-            scopes: Scopes::parse(&["orders:read"]).unwrap(),
-            expires_at: None,
             rotation_policy: Some(RotationPolicy::from_json(&policy).unwrap()),
+            ..orders_key(&format!("service-{i}"))
         };
         let at = now() - TimeDelta::days(age) + TimeDelta::milliseconds(i as i64);
         let issued = create_key(&env, input, Actor::operator("bench"), &mint, at).unwrap();

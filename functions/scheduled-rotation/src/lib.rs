@@ -380,11 +380,10 @@ async fn watch(
 #[cfg(test)]
 mod tests {
     use chrono::TimeDelta;
-    use keyward::domain::{
-        Action, ActorType, KeyName, Kind, NewKey, RotationPolicy, Scopes, create_key,
-    };
+    use keyward::domain::{Action, ActorType, NewKey, RotationPolicy, create_key};
     use keyward::secrets::FileSink;
     use keyward::store::{ActivityFilter, PageRequest};
+    use keyward::testing::orders_key;
     use keyward::testing::seeded;
     use lambda_http::lambda_runtime::Context;
 
@@ -432,14 +431,11 @@ mod tests {
         let made = keyward::now() - TimeDelta::days(2);
         let s = seeded("production", made).await;
         let input = NewKey {
-            name: KeyName::parse("billing").unwrap(),
-            kind: Kind::Secret,
-            scopes: Scopes::parse(&["orders:read"]).unwrap(),
-            expires_at: None,
             rotation_policy: Some(
                 RotationPolicy::from_json(&serde_json::json!({"every": "P1D", "grace_period": "1h", "secret_id": "billing"}))
                     .unwrap(),
             ),
+            ..orders_key("billing")
         };
         let issued = create_key(
             &s.environment,

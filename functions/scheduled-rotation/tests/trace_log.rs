@@ -6,22 +6,18 @@
 //! `./scripts/test`).
 
 use chrono::TimeDelta;
-use keyward::domain::{
-    Actor, EnvName, KeyName, Kind, NewKey, RotationPolicy, Scopes, create_environment, create_key,
-};
-use keyward::store::{DynamoStore, KeyStore};
+use keyward::domain::{Actor, EnvName, NewKey, RotationPolicy, create_environment, create_key};
+use keyward::store::KeyStore;
+use keyward::testing::orders_key;
+use keyward::testing::{MotoTable, moto_table};
 use keyward::testing::{invoke_lambda, log_holds};
 
 #[tokio::test]
 async fn a_run_at_trace_level_delivers_only_inside_the_environment_and_logs_no_secret() {
     let mint = keyward::mint();
-    assert!(
-        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
-        "AWS_ENDPOINT_URL is not set: run ./scripts/test, which starts moto's server for these tests"
-    );
-    let table = format!("trace-{}", std::process::id());
-    let store = DynamoStore::from_env(&table).await.unwrap();
-    store.create_table().await.unwrap();
+    let MotoTable {
+        store, name: table, ..
+    } = moto_table("trace").await;
     let made = keyward::now() - TimeDelta::days(2);
     let environment = EnvName::parse("production").unwrap();
     let admin = create_environment(&environment, Actor::operator("test"), &mint, made);
@@ -30,16 +26,13 @@ async fn a_run_at_trace_level_delivers_only_inside_the_environment_and_logs_no_s
     let staging_secret_id = format!("keyward/staging/trace-{}", std::process::id());
     let policy_key = |secret_id: &str| {
         let input = NewKey {
-            name: KeyName::parse("billing").unwrap(),
-            kind: Kind::Secret,
-            scopes: Scopes::parse(&["orders:read"]).unwrap(),
-            expires_at: None,
             rotation_policy: Some(
                 RotationPolicy::from_json(
                     &serde_json::json!({"every": "P1D", "grace_period": "1h", "secret_id": secret_id}),
                 )
                 .unwrap(),
             ),
+            ..orders_key("billing")
         };
         create_key(&environment, input, Actor::operator("test"), &mint, made).unwrap()
     };

@@ -91,10 +91,8 @@ async fn verify(
 
 #[cfg(test)]
 mod tests {
-    use keyward::domain::{
-        Actor, GracePeriod, KeyName, Kind, NewKey, Revocation, Secret, create_key, revoke, rotate,
-    };
-    use keyward::testing::{api_request, body_json, seeded};
+    use keyward::domain::{Kind, Secret};
+    use keyward::testing::{api_request, body_json, keys_in_every_state, seeded};
 
     use super::*;
 
@@ -102,32 +100,14 @@ mod tests {
     async fn every_verdict_has_its_code_and_only_a_valid_key_shows_its_details() {
         let now = keyward::now();
         let s = seeded("production", now).await;
-        let ops = || Actor::operator("t");
-        let rotated = rotate(&s.key, GracePeriod::NOW, ops(), &s.mint, now).unwrap();
-        s.store.apply(&rotated.change).await.unwrap();
-        let reader = |name: &str| NewKey {
-            name: KeyName::parse(name).unwrap(),
-            kind: Kind::Secret,
-            scopes: Scopes::parse(&["orders:read"]).unwrap(),
-            expires_at: None,
-            rotation_policy: None,
-        };
-        let live = create_key(&s.environment, reader("live"), ops(), &s.mint, now).unwrap();
-        s.store.apply(&live.change).await.unwrap();
-        let doomed = create_key(&s.environment, reader("doomed"), ops(), &s.mint, now).unwrap();
-        s.store.apply(&doomed.change).await.unwrap();
-        let Revocation::Revoked { change, .. } = revoke(&doomed.key, ops(), &s.mint, now).unwrap()
-        else {
-            panic!("an active key is revoked")
-        };
-        s.store.apply(&change).await.unwrap();
-        let live_secret = live.secret.expose();
+        let k = keys_in_every_state(&s.store, &s.mint, now).await;
+        let live_secret = k.reader.secret.expose();
         let unknown = Secret::generate(&s.mint, Kind::Secret, &s.environment);
         let cases = [
             (json!({"key": "hello"}), "malformed", false),
             (json!({"key": unknown.expose()}), "not_found", false),
-            (json!({"key": s.secret.expose()}), "expired", true),
-            (json!({"key": doomed.secret.expose()}), "revoked", true),
+            (json!({"key": k.expired.secret.expose()}), "expired", true),
+            (json!({"key": k.revoked.secret.expose()}), "revoked", true),
             // Another environment's key is refused on its prefix, before anything is read,
             // as the authorizer refuses it: whether it exists is never looked up.
             (

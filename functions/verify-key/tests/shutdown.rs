@@ -6,12 +6,11 @@
 
 use std::time::{Duration, Instant};
 
-use keyward::domain::{
-    Actor, EnvName, Key, KeyName, Kind, NewKey, Scopes, Secret, create_environment, create_key,
-    hour_of,
-};
+use keyward::domain::{Actor, EnvName, Key, Secret, create_environment, create_key, hour_of};
 use keyward::store::{DynamoStore, KeyStore, UsageStore};
 use keyward::testing::LambdaProcess;
+use keyward::testing::orders_key;
+use keyward::testing::{MotoTable, moto_table};
 
 const REST: &str = include_str!("../fixtures/rest.json");
 
@@ -23,26 +22,14 @@ struct Table {
 }
 
 async fn table(test: &str, keys: usize) -> Table {
-    assert!(
-        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
-        "AWS_ENDPOINT_URL is not set: run ./scripts/test, which starts moto's server for these tests"
-    );
-    let name = format!("shutdown-{test}-{}", std::process::id());
-    let store = DynamoStore::from_env(&name).await.unwrap();
-    store.create_table().await.unwrap();
+    let MotoTable { store, name, .. } = moto_table(&format!("shutdown-{test}")).await;
     let (mint, now) = (keyward::mint(), keyward::now());
     let production = EnvName::parse("production").unwrap();
     let issued = create_environment(&production, Actor::operator("test"), &mint, now);
     store.apply(&issued.change).await.unwrap();
     let mut made = vec![(issued.key, issued.secret)];
     for n in 1..keys {
-        let input = NewKey {
-            name: KeyName::parse(&format!("service {n}")).unwrap(),
-            kind: Kind::Secret,
-            scopes: Scopes::parse(&["orders:read"]).unwrap(),
-            expires_at: None,
-            rotation_policy: None,
-        };
+        let input = orders_key(&format!("service {n}"));
         let issued = create_key(&production, input, Actor::operator("test"), &mint, now).unwrap();
         store.apply(&issued.change).await.unwrap();
         made.push((issued.key, issued.secret));
