@@ -4,163 +4,25 @@
 // session), and goes out only in `Authorization: Bearer`. A new secret is shown once, in its
 // dialog, and removed from the page when the dialog closes.
 
-/** The key signed in with, while this page lives; `null` when signed out. */
-let signedIn = null;
+import { api, describe, environmentOf, setSignedIn, signedInKey, whenKeyFails } from "./api.js";
+import { buttons, closeDialogs, dialog, graceChoices, graceSubmit, held, secretPanel, textField } from "./dialogs.js";
+import { h, uid } from "./dom.js";
+import { lastUse, lastUseText, relative, utc, when, whenText } from "./time.js";
 
 // A page the browser keeps for its back button keeps its memory too: leaving it forgets the
 // key, and coming back to it asks to sign in again.
-addEventListener("pagehide", () => { signedIn = null; });
+addEventListener("pagehide", () => { setSignedIn(null); });
 addEventListener("pageshow", (event) => { if (event.persisted) signOut(); });
-const BASE = new URL(".", location.href);
 const PAGE = 20;
 const ACTIONS = [
   "key.created", "key.rotated", "key.grace_period_changed", "key.revoked", "key.expired",
   "key.expiring", "key.rotation_policy_changed", "key.secret_delivered", "key.secret_delivery_failed", "key.grace_idle",
 ];
-const GRACES = [
-  ["now", "Now", 0],
-  ["1h", "In 1 hour", 3600],
-  ["24h", "In 24 hours", 86400],
-  ["3d", "In 3 days", 259200],
-  ["7d", "In 7 days", 604800],
-];
-
-// ---- The smallest DOM builder: text is always text, never HTML.
-
-function h(tag, attrs = {}, ...children) {
-  const el = document.createElement(tag);
-  for (const [name, value] of Object.entries(attrs)) {
-    if (value === false || value === null || value === undefined) continue;
-    if (name.startsWith("on")) el.addEventListener(name.slice(2), value);
-    else if (value === true) el.setAttribute(name, "");
-    else el.setAttribute(name, String(value));
-  }
-  for (const child of children.flat()) {
-    if (child === null || child === undefined || child === false) continue;
-    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
-  }
-  return el;
-}
-
-let ids = 0;
-function uid(prefix) {
-  ids += 1;
-  return `${prefix}-${ids}`;
-}
-
-// ---- Times: UTC, and relative to now, as the CLI shows them.
-
-function relative(iso) {
-  const seconds = Math.round((Date.parse(iso) - Date.now()) / 1000);
-  const span = Math.abs(seconds);
-  let amount;
-  if (span === 0) return "now";
-  if (span < 60) amount = `${span}s`;
-  else if (Math.round(span / 60) < 60) amount = `${Math.round(span / 60)}m`;
-  else if (Math.round(span / 3600) < 48) amount = `${Math.round(span / 3600)}h`;
-  else amount = `${Math.round(span / 86400)}d`;
-  return seconds > 0 ? `in ${amount}` : `${amount} ago`;
-}
-
-function utc(iso) {
-  return new Date(iso).toISOString().replace("T", " ").slice(0, 19) + " UTC";
-}
-
-function when(iso, none = "—") {
-  if (!iso) return none;
-  return h("time", { datetime: iso }, utc(iso), h("span", { class: "sub" }, relative(iso)));
-}
-
-// A last use is kept to the minute: shown as its minute, and "this minute" while it lasts.
-function minuteAgo(iso) {
-  return Date.now() - Date.parse(iso) < 60000 ? "this minute" : relative(iso);
-}
-
-function lastUse(iso) {
-  if (!iso) return "Never";
-  return h("time", { datetime: iso }, utc(iso).slice(0, 16) + " UTC", h("span", { class: "sub" }, minuteAgo(iso)));
-}
-
-function lastUseText(iso) {
-  return iso ? `${utc(iso).slice(0, 16)} UTC (${minuteAgo(iso)})` : "never";
-}
-
-function whenText(iso) {
-  return `${utc(iso)} (${relative(iso)})`;
-}
-
-// ---- The API.
-
-class ApiError extends Error {
-  constructor(status, code, message) {
-    super(message);
-    this.status = status;
-    this.code = code;
-  }
-}
-
-function signedInKey() {
-  return signedIn;
-}
-
-function environmentOf(key) {
-  const match = /^kw_(?:sk|pk)_([a-z0-9_]{1,32})_[A-Za-z0-9]{38}$/.exec(key);
-  return match ? match[1].replaceAll("_", "-") : null;
-}
-
-// Invisible format characters (Unicode's category Cf: bidi controls, zero-width spaces),
-// which keyward refuses in names since they can make one read as another. A name stored
-// before that rule is shown with each of them escaped, never obeyed.
-const HIDDEN = /\p{Cf}/gu;
-
-/** `value` with every string in it showing its hidden characters as `\u{...}`. */
-function revealHidden(value) {
-  if (typeof value === "string") {
-    return value.replace(HIDDEN, (c) => `\\u{${c.codePointAt(0).toString(16).padStart(4, "0")}}`);
-  }
-  if (Array.isArray(value)) return value.map(revealHidden);
-  if (value && typeof value === "object") {
-    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, revealHidden(v)]));
-  }
-  return value;
-}
-
-async function api(method, path, body, key = signedInKey()) {
-  const init = { method, headers: { Authorization: `Bearer ${key}` } };
-  if (body !== undefined) {
-    init.headers["Content-Type"] = "application/json";
-    init.body = JSON.stringify(body);
-  }
-  let response;
-  try {
-    response = await fetch(new URL(path.replace(/^\//, ""), BASE), init);
-  } catch {
-    throw new ApiError(0, "unreachable", "keyward could not be reached. Check your connection and try again.");
-  }
-  const json = revealHidden(await response.json().catch(() => null));
-  if (response.ok && json) return json;
-  const error = json && json.error ? json.error : {};
-  const failure = new ApiError(
-    response.status,
-    error.code || `http_${response.status}`,
-    error.message || (json && json.message) || `keyward answered ${response.status}.`,
-  );
-  if (response.status === 401 && key === signedInKey()) {
-    signOut(`Your key no longer works (${failure.code}: ${failure.message}). Sign in with another key.`);
-  }
-  throw failure;
-}
-
-function describe(error) {
-  if (!(error instanceof ApiError)) return `Something went wrong: ${error.message}`;
-  if (error.status === 403) return `Not allowed: ${error.message} (${error.code}).`;
-  return `${error.message} (${error.code}).`;
-}
 
 // ---- Signing in and out.
 
 function signOut(message) {
-  signedIn = null;
+  setSignedIn(null);
   closeDialogs(true);
   history.replaceState(null, "", location.pathname + location.search);
   renderSignIn(message);
@@ -204,7 +66,7 @@ async function signIn(event, input, error) {
     return;
   }
   input.value = "";
-  signedIn = key;
+  setSignedIn(key);
   if (!location.hash || location.hash === "#/") location.hash = "#/keys";
   route();
 }
@@ -409,170 +271,6 @@ document.addEventListener("click", (event) => {
   if (!event.target.closest(".menu-wrap")) closeMenus(null);
 });
 
-// ---- Dialogs: native modal dialogs, which keep focus inside; focus goes back on close.
-
-// Closes every dialog but one waiting for a secret, unless `all` (signing out).
-function closeDialogs(all = false) {
-  for (const dialog of document.querySelectorAll("dialog")) {
-    if (all || !dialog.dataset.busy) dialog.close();
-  }
-}
-
-function dialog(title, build, returnTo) {
-  const titleId = uid("title");
-  const box = h("dialog", { "aria-labelledby": titleId });
-  const heading = h("h2", { id: titleId }, title);
-  box.addEventListener("close", () => {
-    box.remove();
-    if (returnTo && returnTo.isConnected) returnTo.focus();
-    else if (!document.activeElement || document.activeElement === document.body) {
-      document.getElementById("page-title")?.focus();
-    }
-  });
-  box.addEventListener("keydown", (event) => {
-    if (event.key !== "Tab") return;
-    const focusable = [...box.querySelectorAll("a[href], button, input, select, textarea")]
-      .filter((el) => !el.disabled && el.offsetParent !== null);
-    if (!focusable.length) return;
-    const first = focusable[0];
-    const last = focusable[focusable.length - 1];
-    if (event.shiftKey && document.activeElement === first) {
-      event.preventDefault();
-      last.focus();
-    } else if (!event.shiftKey && document.activeElement === last) {
-      event.preventDefault();
-      first.focus();
-    }
-  });
-  // While a create or rotate is on its way, the dialog stays open: its answer holds a
-  // secret that is shown nowhere else.
-  box.addEventListener("cancel", (event) => {
-    if (box.dataset.busy) event.preventDefault();
-  });
-  document.body.append(box);
-  const close = () => {
-    if (!box.dataset.busy) box.close();
-  };
-  box.replaceChildren(heading, ...build(close, box, heading));
-  box.showModal();
-  const first = box.querySelector("input:not([disabled]), select, button.primary") || box.querySelector("button");
-  if (first) first.focus();
-  return box;
-}
-
-// Waits for a request whose answer holds a secret, with its dialog kept open meanwhile.
-async function held(box, request) {
-  box.dataset.busy = "yes";
-  try {
-    return await request;
-  } finally {
-    delete box.dataset.busy;
-  }
-}
-
-function buttons(...list) {
-  return h("div", { class: "actions" }, ...list);
-}
-
-// The secret, shown once: a read-only field, a copy button, a warning. Closing the dialog
-// removes all of it from the page.
-function secretPanel(secret, label) {
-  const id = uid("secret");
-  const field = h("input", { type: "text", id, readonly: true, class: "mono", spellcheck: "false" });
-  field.value = secret;
-  const said = h("p", { role: "status", class: "hint" });
-  const copy = h("button", {
-    type: "button",
-    onclick: async () => {
-      try {
-        await navigator.clipboard.writeText(field.value);
-        said.textContent = "Copied.";
-      } catch {
-        field.select();
-        said.textContent = "The browser did not allow copying: the secret is selected, copy it with your keyboard.";
-      }
-    },
-  }, "Copy");
-  return [
-    h("label", { for: id }, label),
-    h("div", { class: "secret" }, field, copy),
-    said,
-    h("p", { class: "warning" }, "This secret is shown only this once. Store it now: keyward keeps only its hash, and cannot show it again."),
-  ];
-}
-
-function graceChoices(name, onchange) {
-  const labelId = uid("grace-label");
-  const customId = uid("custom");
-  const custom = h("input", { type: "text", id: customId, disabled: true, placeholder: "P14D, PT36H or 5400", "aria-describedby": `${customId}-hint` });
-  const radios = [];
-  const radio = (value, text) => {
-    const input = h("input", { type: "radio", name, value });
-    input.addEventListener("change", () => {
-      custom.disabled = value !== "custom";
-      if (value === "custom") custom.focus();
-      onchange();
-    });
-    radios.push(input);
-    return h("label", {}, input, text);
-  };
-  const group = h("div", { role: "radiogroup", "aria-labelledby": labelId, class: "choices" },
-    h("p", { class: "radiogroup-label", id: labelId }, "Grace period"),
-    ...GRACES.map(([value, text]) => radio(value, text)),
-    radio("custom", "Custom"),
-    h("label", { for: customId }, "Custom grace period"),
-    custom,
-    h("p", { class: "hint", id: `${customId}-hint` }, "An ISO-8601 duration (P14D, PT36H) or a number of seconds, up to 365 days."),
-  );
-  custom.addEventListener("input", onchange);
-  return {
-    group,
-    value() {
-      const chosen = radios.find((r) => r.checked);
-      if (!chosen) return null;
-      if (chosen.value !== "custom") return chosen.value;
-      const text = custom.value.trim();
-      return /^\d+$/.test(text) ? Number(text) : text;
-    },
-    seconds() {
-      const chosen = radios.find((r) => r.checked);
-      if (!chosen) return null;
-      const preset = GRACES.find(([value]) => value === chosen.value);
-      if (preset) return preset[2];
-      return parseDuration(custom.value.trim());
-    },
-  };
-}
-
-// Seconds in an ISO-8601 duration of weeks, days, hours, minutes and seconds, or in a number.
-function parseDuration(text) {
-  if (/^\d+$/.test(text)) return Number(text);
-  const match = /^P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$/.exec(text);
-  if (!match || text === "P" || text.endsWith("T")) return null;
-  const [w, d, hr, m, s] = match.slice(1).map((n) => Number(n || 0));
-  return (((w * 7 + d) * 24 + hr) * 60 + m) * 60 + s;
-}
-
-// A grace dialog's submit handler: it asks for a choice when none is made, sends the chosen
-// grace, and shows a refusal in the dialog, where the user acted.
-function graceSubmit(choices, error, submit, failed, send) {
-  return async (event) => {
-    event.preventDefault();
-    const grace = choices.value();
-    if (grace === null || grace === "") {
-      error.textContent = "Choose a grace period first.";
-      return;
-    }
-    submit.disabled = true;
-    try {
-      await send(grace);
-    } catch (failure) {
-      error.textContent = `${failed}: ${describe(failure)}`;
-      submit.disabled = false;
-    }
-  };
-}
-
 function rotateDialog(key, returnTo) {
   dialog(`Rotate key “${key.name}”`, (close, box, heading) => {
     const explain = h("p", { "aria-live": "polite" }, "Choose how long the old key keeps working.");
@@ -654,15 +352,6 @@ function revokeDialog(key, returnTo) {
       buttons(h("button", { type: "button", onclick: close }, "Cancel"), submit),
     ];
   }, returnTo);
-}
-
-function textField(label, name, value, hint) {
-  const id = uid(name);
-  return [
-    h("label", { for: id }, label),
-    hint ? h("p", { class: "hint", id: `${id}-hint` }, hint) : null,
-    h("input", { type: "text", id, name, value: value || "", "aria-describedby": hint ? `${id}-hint` : false }),
-  ];
 }
 
 function policyDialog(key, returnTo) {
@@ -954,6 +643,8 @@ async function usagePanel(key) {
   nodes.push(table, h("p", { class: "sub" }, "Checks reach keyward up to a minute or so after they are made, so the current hour is still filling."));
   return nodes;
 }
+
+whenKeyFails(signOut);
 
 // ---- Routing by the URL's fragment.
 

@@ -14,12 +14,33 @@ pub const OPENAPI_JSON: &str = include_str!("../../../openapi.json");
 /// The console's page, served at `/`.
 pub const INDEX_HTML: &str = include_str!("../assets/index.html");
 
-/// The console's files under `/console/`: name, content type and bytes.
+/// The console's files under `/console/`: name, content type and bytes. `console.js` is the
+/// page's module; it imports the others by their relative names.
 pub const ASSETS: &[(&str, &str, &str)] = &[
     (
         "console.js",
         "text/javascript; charset=utf-8",
         include_str!("../assets/console.js"),
+    ),
+    (
+        "api.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/api.js"),
+    ),
+    (
+        "dialogs.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/dialogs.js"),
+    ),
+    (
+        "dom.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/dom.js"),
+    ),
+    (
+        "time.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/time.js"),
     ),
     (
         "console.css",

@@ -1,0 +1,84 @@
+// The API: the signed-in key, requests made with it, and their failures.
+
+let signedIn = null;
+const BASE = new URL(".", location.href);
+
+export class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+/** The key signed in with, while this page lives; `null` when signed out. */
+export function signedInKey() {
+  return signedIn;
+}
+
+/** Signs in with `key`, or out with `null`; the key stays in this module's memory only. */
+export function setSignedIn(key) {
+  signedIn = key;
+}
+
+// What happens when the signed-in key stops working: the page registers its sign-out.
+let keyFailed = () => {};
+
+/** Registers what happens when the signed-in key stops working (the page's sign-out). */
+export function whenKeyFails(handler) {
+  keyFailed = handler;
+}
+
+export function environmentOf(key) {
+  const match = /^kw_(?:sk|pk)_([a-z0-9_]{1,32})_[A-Za-z0-9]{38}$/.exec(key);
+  return match ? match[1].replaceAll("_", "-") : null;
+}
+
+// Invisible format characters (Unicode's category Cf: bidi controls, zero-width spaces),
+// which keyward refuses in names since they can make one read as another. A name stored
+// before that rule is shown with each of them escaped, never obeyed.
+const HIDDEN = /\p{Cf}/gu;
+
+/** `value` with every string in it showing its hidden characters as `\u{...}`. */
+export function revealHidden(value) {
+  if (typeof value === "string") {
+    return value.replace(HIDDEN, (c) => `\\u{${c.codePointAt(0).toString(16).padStart(4, "0")}}`);
+  }
+  if (Array.isArray(value)) return value.map(revealHidden);
+  if (value && typeof value === "object") {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, revealHidden(v)]));
+  }
+  return value;
+}
+
+export async function api(method, path, body, key = signedInKey()) {
+  const init = { method, headers: { Authorization: `Bearer ${key}` } };
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(new URL(path.replace(/^\//, ""), BASE), init);
+  } catch {
+    throw new ApiError(0, "unreachable", "keyward could not be reached. Check your connection and try again.");
+  }
+  const json = revealHidden(await response.json().catch(() => null));
+  if (response.ok && json) return json;
+  const error = json && json.error ? json.error : {};
+  const failure = new ApiError(
+    response.status,
+    error.code || `http_${response.status}`,
+    error.message || (json && json.message) || `keyward answered ${response.status}.`,
+  );
+  if (response.status === 401 && key === signedInKey()) {
+    keyFailed(`Your key no longer works (${failure.code}: ${failure.message}). Sign in with another key.`);
+  }
+  throw failure;
+}
+
+export function describe(error) {
+  if (!(error instanceof ApiError)) return `Something went wrong: ${error.message}`;
+  if (error.status === 403) return `Not allowed: ${error.message} (${error.code}).`;
+  return `${error.message} (${error.code}).`;
+}
