@@ -274,6 +274,67 @@ pub async fn keys_in_every_state(
     }
 }
 
+/// The operations an AWS client sends, in order, by the name in their `x-amz-target`
+/// header (DynamoDB's and Secrets Manager's): an interceptor a test or benchmark adds to a
+/// client to count what a run costs.
+#[cfg(feature = "aws")]
+#[derive(Debug, Default, Clone)]
+pub struct Operations(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+#[cfg(feature = "aws")]
+impl Operations {
+    /// How many of `name` were sent.
+    pub fn count(&self, name: &str) -> usize {
+        self.sent().iter().filter(|o| *o == name).count()
+    }
+
+    /// How many operations were sent.
+    pub fn total(&self) -> usize {
+        self.sent().len()
+    }
+
+    /// Each operation sent, with how often.
+    pub fn counts(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut counts = std::collections::BTreeMap::new();
+        for operation in self.sent().iter() {
+            *counts.entry(operation.clone()).or_default() += 1;
+        }
+        counts
+    }
+
+    /// Forgets what was sent so far.
+    pub fn clear(&self) {
+        self.sent().clear();
+    }
+
+    fn sent(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.0.lock().expect("no test panicked while holding it")
+    }
+}
+
+#[cfg(feature = "aws")]
+impl aws_smithy_runtime_api::client::interceptors::Intercept for Operations {
+    fn name(&self) -> &'static str {
+        "operations"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef<'_>,
+        _: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        _: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        let target = context
+            .request()
+            .headers()
+            .get("x-amz-target")
+            .unwrap_or("?");
+        let operation = target.rsplit('.').next().unwrap_or(target).to_owned();
+        self.sent().push(operation);
+        Ok(())
+    }
+}
+
 /// A fresh table on the moto server that `./scripts/test` starts, and its name.
 #[cfg(feature = "dynamodb")]
 pub struct MotoTable {

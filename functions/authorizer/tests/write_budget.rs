@@ -3,59 +3,18 @@
 //! within a minute from one process cost one `GetItem` each and, together, one usage write;
 //! BENCHMARKS.md records the figures.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use authorizer::{Config, RouteScopes, handler};
-use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
-use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
-use aws_sdk_dynamodb::error::BoxError;
 use chrono::TimeDelta;
 use futures_util::StreamExt;
 use keyward::aws::calls::acting_as;
 use keyward::domain::{Actor, EnvName, create_environment, create_key, hour_of};
 use keyward::store::{KeyStore, UsageStore};
-use keyward::testing::orders_key;
+use keyward::testing::{Operations, orders_key};
 use keyward::usage::{DEFAULT_WRITE_EVERY, Usage};
 use serde_json::json;
-
-/// The operations the client sends, by their `x-amz-target`.
-#[derive(Debug, Default, Clone)]
-struct Operations(Arc<Mutex<Vec<String>>>);
-
-impl Operations {
-    fn count(&self, name: &str) -> usize {
-        self.0.lock().unwrap().iter().filter(|o| *o == name).count()
-    }
-    fn total(&self) -> usize {
-        self.0.lock().unwrap().len()
-    }
-    fn clear(&self) {
-        self.0.lock().unwrap().clear();
-    }
-}
-
-impl Intercept for Operations {
-    fn name(&self) -> &'static str {
-        "operation-counter"
-    }
-
-    fn read_before_transmit(
-        &self,
-        ctx: &BeforeTransmitInterceptorContextRef<'_>,
-        _: &RuntimeComponents,
-        _: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        let target = ctx
-            .request()
-            .headers()
-            .get("x-amz-target")
-            .unwrap_or_default();
-        let operation = target.rsplit('.').next().unwrap_or_default().to_owned();
-        self.0.lock().unwrap().push(operation);
-        Ok(())
-    }
-}
 
 /// Waits until `operations` has sent `expected` of `name`, or 20 seconds have passed, then a
 /// little longer, so that a write that should not come has had its chance to.
@@ -125,18 +84,7 @@ async fn ten_thousand_checks_in_a_minute_cost_one_read_each_and_one_usage_write(
         writes, 1,
         "the first check's write, and no other within the minute"
     );
-    assert_eq!(
-        operations.total(),
-        CHECKS + 1,
-        "{:?}",
-        operations
-            .0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|o| *o != "GetItem")
-            .collect::<Vec<_>>()
-    );
+    assert_eq!(operations.total(), CHECKS + 1, "{:?}", operations.counts());
     eprintln!(
         "{CHECKS} checks in 50 s: {} GetItem, {writes} UpdateItem",
         operations.count("GetItem")

@@ -8,20 +8,15 @@
 //! what DynamoDB and Secrets Manager would bill. The same run on SQLite with the local
 //! secrets file shows keyward's own cost.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
-use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
-use aws_sdk_dynamodb::error::BoxError;
 use chrono::{TimeDelta, TimeZone, Utc};
 use keyward::domain::{
     Actor, Change, EnvName, NewKey, RotationPolicy, Timestamp, create_environment, create_key,
 };
 use keyward::secrets::{FileSink, SecretSink, SecretsManagerSink};
 use keyward::store::{DynamoStore, KeyStore, SqliteStore};
-use keyward::testing::orders_key;
+use keyward::testing::{Operations, orders_key};
 use scheduled_rotation::{Report, run};
 
 /// The variable that makes every bench one tiny run, as ./scripts/test runs them: only to
@@ -33,30 +28,6 @@ fn size() -> (usize, usize) {
     match std::env::var_os(SMOKE) {
         Some(_) => (40, 4),
         None => (1000, 100),
-    }
-}
-
-/// Counts each request by its operation, from the `x-amz-target` header both SDKs send.
-#[derive(Debug, Default, Clone)]
-struct Counter {
-    calls: Arc<Mutex<BTreeMap<String, usize>>>,
-}
-
-impl Intercept for Counter {
-    fn name(&self) -> &'static str {
-        "call-counter"
-    }
-
-    fn read_before_transmit(
-        &self,
-        ctx: &BeforeTransmitInterceptorContextRef<'_>,
-        _: &RuntimeComponents,
-        _: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        let target = ctx.request().headers().get("x-amz-target").unwrap_or("?");
-        let operation = target.rsplit('.').next().unwrap_or(target).to_owned();
-        *self.calls.lock().unwrap().entry(operation).or_default() += 1;
-        Ok(())
     }
 }
 
@@ -144,7 +115,7 @@ async fn on_aws(secrets_exist: bool) {
                 .unwrap();
         }
     }
-    let counter = Counter::default();
+    let counter = Operations::default();
     let dynamodb = aws_sdk_dynamodb::Client::from_conf(
         aws_sdk_dynamodb::config::Builder::from(&config)
             .interceptor(counter.clone())
@@ -164,7 +135,7 @@ async fn on_aws(secrets_exist: bool) {
         size().0,
         size().1
     );
-    for (operation, count) in counter.calls.lock().unwrap().iter() {
+    for (operation, count) in counter.counts() {
         println!("  {operation:<26} {count:>5}");
     }
 }
