@@ -147,3 +147,103 @@ pub async fn record_failure(
         tracing::warn!(key_id = %key.id, error = %error_chain(&e), "the failed delivery was not recorded");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::domain::{
+        EnvName, GracePeriod, NewKey, PolicyChange, Revocation, RotationPolicy, create_environment,
+        create_key, revoke, rotate, set_rotation_policy,
+    };
+    use crate::store::SqliteStore;
+
+    /// A sink that records each version it is asked to make current.
+    #[derive(Default)]
+    struct Promotions(Mutex<Vec<(String, String)>>);
+
+    #[async_trait::async_trait]
+    impl SecretSink for Promotions {
+        async fn put_pending(
+            &self,
+            _: &str,
+            _: &str,
+            _: &SecretValue<'_>,
+        ) -> Result<(), SecretError> {
+            Ok(())
+        }
+
+        async fn promote(&self, secret_id: &str, version_id: &str) -> Result<(), SecretError> {
+            let promoted = (secret_id.to_owned(), version_id.to_owned());
+            self.0.lock().unwrap().push(promoted);
+            Ok(())
+        }
+    }
+
+    fn policy(secret_id: &str) -> Option<RotationPolicy> {
+        let json =
+            serde_json::json!({"every": "P30D", "grace_period": "24h", "secret_id": secret_id});
+        Some(RotationPolicy::from_json(&json).unwrap())
+    }
+
+    /// A key rotated by hand after its version was made current: its successor's version is
+    /// made current again when the successor delivers to the same secret, named by its name
+    /// or by its ARN (Secrets Manager's six characters after it), and not once the successor
+    /// is revoked.
+    #[tokio::test]
+    async fn a_successor_is_made_current_again_only_while_it_delivers_to_that_secret() {
+        let store = SqliteStore::in_memory().unwrap();
+        let (mint, now, ops) = (crate::mint(), crate::now(), || Actor::operator("t"));
+        let env = EnvName::parse("production").unwrap();
+        let made = create_environment(&env, ops(), &mint, now);
+        store.apply(&made.change).await.unwrap();
+        let name = "keyward/production/billing";
+        let input = NewKey {
+            rotation_policy: policy(name),
+            ..crate::testing::orders_key("billing")
+        };
+        let first = create_key(&env, input, ops(), &mint, now).unwrap();
+        store.apply(&first.change).await.unwrap();
+        let grace = GracePeriod::parse("24h").unwrap();
+        let rotated = rotate(&first.key, grace, ops(), &mint, now).unwrap();
+        store.apply(&rotated.change).await.unwrap();
+        let arn = format!("arn:aws:secretsmanager:us-east-1:123456789012:secret:{name}-AbCdEf");
+        let PolicyChange::Changed {
+            key: successor,
+            change,
+        } = set_rotation_policy(&rotated.key, policy(&arn), ops(), &mint, now).unwrap()
+        else {
+            panic!("the policy names the secret another way")
+        };
+        store.apply(&change).await.unwrap();
+        let pending = PendingDelivery {
+            secret_id: name.to_owned(),
+            version_id: PendingDelivery::version_id_for(&first.key.id),
+        };
+        let sink = Promotions::default();
+
+        restore_successor(&store, &sink, &first.key, &pending, now)
+            .await
+            .unwrap();
+        let again = (
+            name.to_owned(),
+            PendingDelivery::version_id_for(&successor.id),
+        );
+        assert_eq!(*sink.0.lock().unwrap(), std::slice::from_ref(&again));
+
+        let Revocation::Revoked { change, .. } = revoke(&successor, ops(), &mint, now).unwrap()
+        else {
+            panic!("an active key is revoked")
+        };
+        store.apply(&change).await.unwrap();
+        restore_successor(&store, &sink, &first.key, &pending, now)
+            .await
+            .unwrap();
+        assert_eq!(
+            *sink.0.lock().unwrap(),
+            [again],
+            "a revoked successor is never made current"
+        );
+    }
+}

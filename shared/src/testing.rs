@@ -1,5 +1,7 @@
-//! Helpers for handler tests in the function crates (feature `testing`): a store seeded with
-//! an environment, and real API Gateway event fixtures with placeholders filled in.
+//! The one test harness (feature `testing`): a store seeded with an environment, the key most
+//! tests make and keys in every state, a fresh table on moto's server, an interceptor that
+//! counts AWS operations, `on_both_stores!` to run a suite on SQLite and DynamoDB alike, and
+//! real API Gateway event fixtures with placeholders filled in.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -70,7 +72,7 @@ impl Seeded {
     /// A stored `orders:read` key that expires two hours after `now`, so that an expiry
     /// notice is due on it at `now`.
     pub async fn expiring_key(&self, now: Timestamp) -> crate::domain::Issued {
-        self.orders_key(
+        self.stored_orders_key(
             "expiring",
             Some(now + chrono::TimeDelta::hours(2)),
             None,
@@ -85,15 +87,16 @@ impl Seeded {
         let policy =
             serde_json::json!({"every": "P30D", "grace_period": "24h", "secret_id": secret_id});
         let policy = crate::domain::RotationPolicy::from_json(&policy).expect("a valid policy");
-        self.orders_key("billing", None, Some(policy), now).await
+        self.stored_orders_key("billing", None, Some(policy), now)
+            .await
     }
 
     /// A stored `orders:read` key named `worker`, with no expiry and no policy.
     pub async fn worker_key(&self, now: Timestamp) -> crate::domain::Issued {
-        self.orders_key("worker", None, None, now).await
+        self.stored_orders_key("worker", None, None, now).await
     }
 
-    async fn orders_key(
+    async fn stored_orders_key(
         &self,
         name: &str,
         expires_at: Option<Timestamp>,
@@ -388,25 +391,33 @@ pub async fn moto_config() -> aws_config::SdkConfig {
 /// case called with a fresh store from that store's expression. Written once, so that a case
 /// added to a suite runs on SQLite and DynamoDB alike:
 /// `on_both_stores!(sqlite => fresh_sqlite(), dynamodb => fresh_table().await; case_a, case_b);`
+/// Cases run on four worker threads; `on_both_stores!(one_thread: ...)` runs them on the
+/// test's own thread, for a case that captures what every task logs.
 #[macro_export]
 macro_rules! on_both_stores {
-    ($($store:ident => $fresh:expr),+ ; $($case:ident),+ $(,)?) => {
-        $crate::on_both_stores!(@stores [$($case),+] $($store => $fresh),+);
+    (@with [$test:meta] $($store:ident => $fresh:expr),+ ; $($case:ident),+ $(,)?) => {
+        $crate::on_both_stores!(@stores [$test] [$($case),+] $($store => $fresh),+);
     };
-    (@stores [$($case:ident),+] $store:ident => $fresh:expr $(, $rest:ident => $rest_fresh:expr)*) => {
+    (@stores [$test:meta] [$($case:ident),+] $store:ident => $fresh:expr $(, $rest:ident => $rest_fresh:expr)*) => {
         mod $store {
             #[allow(unused_imports)]
             use super::*;
             $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                #[$test]
                 async fn $case() {
                     super::$case($fresh).await
                 }
             )+
         }
-        $crate::on_both_stores!(@stores [$($case),+] $($rest => $rest_fresh),*);
+        $crate::on_both_stores!(@stores [$test] [$($case),+] $($rest => $rest_fresh),*);
     };
-    (@stores [$($case:ident),+]) => {};
+    (@stores [$test:meta] [$($case:ident),+]) => {};
+    (one_thread: $($rest:tt)+) => {
+        $crate::on_both_stores!(@with [tokio::test] $($rest)+);
+    };
+    ($($rest:tt)+) => {
+        $crate::on_both_stores!(@with [tokio::test(flavor = "multi_thread", worker_threads = 4)] $($rest)+);
+    };
 }
 
 /// Parses an API Gateway event (REST v1 or HTTP API v2) after replacing each `{{NAME}}`.

@@ -46,6 +46,7 @@ fn bearer(value: &str) -> &str {
     }
 }
 
+/// Reads an authorizer event of any of the three shapes; any other is `UnknownEvent`.
 pub(crate) fn ask(event: Value) -> Result<Ask, AuthorizerError> {
     let kind = event
         .get("type")

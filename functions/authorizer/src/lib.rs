@@ -623,6 +623,7 @@ mod tests {
     }
 
     keyward::on_both_stores!(
+        one_thread:
         on_sqlite => Arc::new(SqliteStore::in_memory().unwrap()),
         on_dynamodb => Arc::new(moto_table("authorizer").await.store);
         every_check_of_a_known_key_counts,

@@ -3,7 +3,8 @@
 let signedIn = null;
 const BASE = new URL(".", location.href);
 
-export class ApiError extends Error {
+/** A refusal or failure of the API, with its status and error code. */
+class ApiError extends Error {
   constructor(status, code, message) {
     super(message);
     this.status = status;
@@ -29,6 +30,7 @@ export function whenKeyFails(handler) {
   keyFailed = handler;
 }
 
+/** The environment a key's prefix names, or `null` for what is no keyward key. */
 export function environmentOf(key) {
   const match = /^kw_(?:sk|pk)_([a-z0-9_]{1,32})_[A-Za-z0-9]{38}$/.exec(key);
   return match ? match[1].replaceAll("_", "-") : null;
@@ -40,7 +42,7 @@ export function environmentOf(key) {
 const HIDDEN = /\p{Cf}/gu;
 
 /** `value` with every string in it showing its hidden characters as `\u{...}`. */
-export function revealHidden(value) {
+function revealHidden(value) {
   if (typeof value === "string") {
     return value.replace(HIDDEN, (c) => `\\u{${c.codePointAt(0).toString(16).padStart(4, "0")}}`);
   }
@@ -51,6 +53,7 @@ export function revealHidden(value) {
   return value;
 }
 
+/** Calls the API with `key` (the signed-in one by default); a refusal is thrown as ApiError. */
 export async function api(method, path, body, key = signedInKey()) {
   const init = { method, headers: { Authorization: `Bearer ${key}` } };
   if (body !== undefined) {
@@ -72,11 +75,14 @@ export async function api(method, path, body, key = signedInKey()) {
     error.message || (json && json.message) || `keyward answered ${response.status}.`,
   );
   if (response.status === 401 && key === signedInKey()) {
+    // Forgotten here first, so that no registration elsewhere is needed to drop a dead key.
+    signedIn = null;
     keyFailed(`Your key no longer works (${failure.code}: ${failure.message}). Sign in with another key.`);
   }
   throw failure;
 }
 
+/** A failure said for people: its message and its code. */
 export function describe(error) {
   if (!(error instanceof ApiError)) return `Something went wrong: ${error.message}`;
   if (error.status === 403) return `Not allowed: ${error.message} (${error.code}).`;

@@ -13,6 +13,8 @@ import { lastUse, lastUseText, relative, utc, when, whenText } from "./time.js";
 // key, and coming back to it asks to sign in again.
 addEventListener("pagehide", () => { setSignedIn(null); });
 addEventListener("pageshow", (event) => { if (event.persisted) signOut(); });
+// A key that stops working (a 401) signs out, and says why.
+whenKeyFails(signOut);
 const PAGE = 20;
 const ACTIONS = [
   "key.created", "key.rotated", "key.grace_period_changed", "key.revoked", "key.expired",
@@ -643,8 +645,6 @@ async function usagePanel(key) {
   nodes.push(table, h("p", { class: "sub" }, "Checks reach keyward up to a minute or so after they are made, so the current hour is still filling."));
   return nodes;
 }
-
-whenKeyFails(signOut);
 
 // ---- Routing by the URL's fragment.
 

@@ -19,6 +19,7 @@ export function closeDialogs(all = false) {
   }
 }
 
+/** Opens a modal dialog titled `title`, its content from `build(close, box, heading)`. */
 export function dialog(title, build, returnTo) {
   const titleId = uid("title");
   const box = h("dialog", { "aria-labelledby": titleId });
@@ -71,6 +72,7 @@ export async function held(box, request) {
   }
 }
 
+/** A dialog's row of buttons. */
 export function buttons(...list) {
   return h("div", { class: "actions" }, ...list);
 }
@@ -102,6 +104,7 @@ export function secretPanel(secret, label) {
   ];
 }
 
+/** The grace choices (presets and a custom duration), with the chosen value and its seconds. */
 export function graceChoices(name, onchange) {
   const labelId = uid("grace-label");
   const customId = uid("custom");
@@ -146,7 +149,7 @@ export function graceChoices(name, onchange) {
 }
 
 // Seconds in an ISO-8601 duration of weeks, days, hours, minutes and seconds, or in a number.
-export function parseDuration(text) {
+function parseDuration(text) {
   if (/^\d+$/.test(text)) return Number(text);
   const match = /^P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$/.exec(text);
   if (!match || text === "P" || text.endsWith("T")) return null;
@@ -174,6 +177,7 @@ export function graceSubmit(choices, error, submit, failed, send) {
   };
 }
 
+/** A labelled text field, with its hint tied to it. */
 export function textField(label, name, value, hint) {
   const id = uid(name);
   return [

@@ -1,5 +1,6 @@
 // The smallest DOM builder: text is always text, never HTML.
 
+/** An element `tag` with these attributes (`on...` are listeners) and children as text or nodes. */
 export function h(tag, attrs = {}, ...children) {
   const el = document.createElement(tag);
   for (const [name, value] of Object.entries(attrs)) {
@@ -16,6 +17,7 @@ export function h(tag, attrs = {}, ...children) {
 }
 
 let ids = 0;
+/** An id unique in this page, for labels and ARIA references. */
 export function uid(prefix) {
   ids += 1;
   return `${prefix}-${ids}`;

@@ -20,8 +20,10 @@ fn filter(req: &Request) -> Result<ActivityFilter, ApiError> {
     let action = query_param(req, "action")
         .map(|a| {
             Action::parse(a).ok_or_else(|| {
-                ApiError::new(ErrorCode::InvalidAction,
-                    "action is one of key.created, key.rotated, key.grace_period_changed, key.revoked, key.expired, key.expiring",
+                let actions: Vec<&str> = Action::ALL.iter().map(|a| a.as_str()).collect();
+                ApiError::new(
+                    ErrorCode::InvalidAction,
+                    format!("action is one of {}", actions.join(", ")),
                 )
             })
         })

@@ -69,7 +69,7 @@ error_codes! {
     InvalidLimit = "invalid_limit", BAD_REQUEST;
     /// A cursor is not one a page gave.
     InvalidCursor = "invalid_cursor", BAD_REQUEST;
-    /// An activity filter names no action.
+    /// An activity filter names an action that does not exist.
     InvalidAction = "invalid_action", BAD_REQUEST;
     /// No key was sent.
     MissingApiKey = "missing_api_key", UNAUTHORIZED;

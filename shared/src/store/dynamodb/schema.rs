@@ -35,25 +35,25 @@ pub mod table {
     /// The attribute DynamoDB's TTL reads on hash items, in epoch seconds.
     pub const TTL: &str = "ttl";
     /// Prefix of key items' partition keys, `KEY#<key id>`.
-    pub const KEY_PREFIX: &str = "KEY#";
+    pub(crate) const KEY_PREFIX: &str = "KEY#";
     /// The sort key of a key item.
-    pub const KEY_SK: &str = "KEY";
+    pub(crate) const KEY_SK: &str = "KEY";
     /// Prefix of hash items' partition keys; the stream publisher watches their removal.
     pub const HASH_PREFIX: &str = "HASH#";
     /// The sort key of a hash item.
-    pub const HASH_SK: &str = "HASH";
+    pub(crate) const HASH_SK: &str = "HASH";
     /// Prefix of environment items' partition keys, and of their keys' `gsi1pk`.
-    pub const ENV_PREFIX: &str = "ENV#";
+    pub(crate) const ENV_PREFIX: &str = "ENV#";
     /// The sort key of an environment item.
-    pub const ENV_SK: &str = "ENV";
+    pub(crate) const ENV_SK: &str = "ENV";
     /// The `gsi1pk` of every environment item: the list of environments.
-    pub const ENVIRONMENTS: &str = "ENVIRONMENTS";
+    pub(crate) const ENVIRONMENTS: &str = "ENVIRONMENTS";
     /// Prefix of a key's activity items, `KEYACT#<key id>`.
-    pub const KEY_ACTIVITY_PREFIX: &str = "KEYACT#";
+    pub(crate) const KEY_ACTIVITY_PREFIX: &str = "KEYACT#";
     /// Prefix of secret claim items' partition keys, `CLAIM#<env>#<secret>`.
-    pub const CLAIM_PREFIX: &str = "CLAIM#";
+    pub(crate) const CLAIM_PREFIX: &str = "CLAIM#";
     /// The sort key of a secret claim item.
-    pub const CLAIM_SK: &str = "CLAIM";
+    pub(crate) const CLAIM_SK: &str = "CLAIM";
     /// Prefix of the activity items that the stream publisher turns into events.
     pub const OUTBOX_PREFIX: &str = "ENVACT#";
     /// Prefix of a key's usage items, `USAGE#<env>#<key id>`; the stream publisher moves its

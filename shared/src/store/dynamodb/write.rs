@@ -420,8 +420,8 @@ impl DynamoStore {
 mod tests {
     use super::*;
     use crate::domain::{
-        Actor, EnvName, KeyName, Kind, NewKey, PolicyChange, RotationPolicy, Scopes,
-        create_environment, create_key, set_rotation_policy,
+        Actor, EnvName, NewKey, PolicyChange, RotationPolicy, create_environment, create_key,
+        set_rotation_policy,
     };
 
     fn policy(secret_id: &str) -> Option<RotationPolicy> {
@@ -443,25 +443,15 @@ mod tests {
     /// check of the holder's version stops it; judged again, the claim is refused.
     #[tokio::test]
     async fn a_takeover_racing_the_holder_taking_its_secret_back_is_refused() {
-        assert!(
-            std::env::var_os("AWS_ENDPOINT_URL").is_some(),
-            "AWS_ENDPOINT_URL is not set: run ./scripts/test, which starts moto's server"
-        );
-        let store = DynamoStore::from_env(&format!("claims-{}", std::process::id()))
-            .await
-            .unwrap();
-        store.create_table().await.unwrap();
+        let store = crate::testing::moto_table("claims").await.store;
         let (mint, now) = (crate::mint(), crate::now());
         let env = EnvName::parse("production").unwrap();
         let made = create_environment(&env, Actor::operator("t"), &mint, now);
         store.apply(&made.change).await.unwrap();
         let secret = "keyward/production/orders";
         let new_key = |name: &str| NewKey {
-            name: KeyName::parse(name).unwrap(),
-            kind: Kind::Secret,
-            scopes: Scopes::parse(&["orders:read"]).unwrap(),
-            expires_at: None,
             rotation_policy: policy(secret),
+            ..crate::testing::orders_key(name)
         };
         let holder = create_key(&env, new_key("holder"), Actor::operator("t"), &mint, now).unwrap();
         store.apply(&holder.change).await.unwrap();
