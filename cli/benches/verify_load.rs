@@ -5,7 +5,9 @@
 //! alternating), and the bench prints each one's rate and the ratio between them.
 //!
 //! `cargo bench -p keyward-cli --bench verify_load` (or `-- REQUESTS CONNECTIONS ROUNDS`).
-//! It sends traffic only to loopback, and stops after the count or after 120 seconds.
+//! It sends traffic only to loopback, and stops after the count or after 120 seconds. The
+//! server runs as a user runs it, logging at `info`, and is asked what `wrk` asked in
+//! BENCHMARKS.md: a valid key with a scope.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -78,10 +80,16 @@ impl Target {
     async fn start(name: &'static str, mut command: Command, connections: usize) -> (Self, String) {
         let mut child = command
             .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("the server starts");
+        // The server logs as it does for a user, a line or two per request: read and dropped
+        // here, as a terminal would take them, so that a full pipe never holds the server up.
+        let log = BufReader::new(child.stderr.take().expect("piped"));
+        std::thread::spawn(move || log.lines().for_each(drop));
         let (mut key, mut addr) = (String::new(), String::new());
-        for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+        for line in lines.by_ref() {
             let line = line.expect("a line");
             if line.starts_with("kw_") {
                 key = line;
@@ -90,6 +98,7 @@ impl Target {
                 break;
             }
         }
+        std::thread::spawn(move || lines.for_each(drop));
         let mut senders = Vec::with_capacity(connections);
         for _ in 0..connections {
             let stream = tokio::net::TcpStream::connect(&addr)
@@ -217,14 +226,15 @@ async fn main() {
     let mut serve = Command::new(env!("CARGO_BIN_EXE_keyward"));
     serve
         .args(["serve", "--no-schedule", "--listen", "127.0.0.1:0", "--db"])
-        .arg(dir.join("bench.db"))
-        .env("RUST_LOG", "warn");
+        .arg(dir.join("bench.db"));
     let (mut keyward, key) = Target::start("keyward serve, SQLite store", serve, connections).await;
     let mut bare = Command::new(std::env::current_exe().expect("this bench"));
     bare.arg(BARE);
     let (mut floor, _) = Target::start("bare hyper 1 server", bare, connections).await;
-    let body =
-        Bytes::from(serde_json::json!({"key": key, "environment": "development"}).to_string());
+    let body = Bytes::from(
+        serde_json::json!({"key": key, "environment": "development", "scopes": ["keys:read"]})
+            .to_string(),
+    );
     let deadline = Instant::now() + TIME_CAP;
     for round in 0..rounds {
         let share = requests / rounds + usize::from(round < requests % rounds);
