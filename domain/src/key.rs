@@ -275,8 +275,8 @@ impl Key {
 
     /// Whether the key, at `now`, is the one that delivers its new secrets to `secret` (as
     /// [`RotationPolicy::secret`] names it): it is active and its policy names that secret. A
-    /// key in its grace has handed that to its successor.
-    /// Every question of whether a key delivers to a secret is this one.
+    /// key in its grace has handed that to its successor. Every question of whether a key
+    /// delivers to a secret is this one.
     pub fn delivers_to(&self, secret: &str, now: Timestamp) -> bool {
         self.status(now) == Status::Active
             && self

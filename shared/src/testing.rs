@@ -195,14 +195,8 @@ pub async fn stored_key(
     issued
 }
 
-/// Makes the environment `name` on `store` unless it exists, and answers its default key if
-/// it was made now.
-async fn environment_on(
-    store: &dyn KeyStore,
-    name: &str,
-    mint: &Mint,
-    now: Timestamp,
-) -> Option<Issued> {
+/// Makes the environment `name` on `store` unless it exists.
+async fn environment_on(store: &dyn KeyStore, name: &str, mint: &Mint, now: Timestamp) {
     let name = EnvName::parse(name).expect("a valid environment name");
     if store
         .environment(&name)
@@ -210,14 +204,13 @@ async fn environment_on(
         .expect("the store answers")
         .is_some()
     {
-        return None;
+        return;
     }
     let made = create_environment(&name, Actor::operator("t"), mint, now);
     store
         .apply(&made.change)
         .await
         .expect("a fresh environment is stored");
-    Some(made)
 }
 
 /// Keys of `production` in every state a key check must tell apart, and a key of
