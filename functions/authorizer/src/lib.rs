@@ -263,6 +263,15 @@ mod tests {
         }
     }
 
+    /// What the authorizer answers `event` with under `config`, counting nothing.
+    async fn answered(
+        config: &Config,
+        store: &dyn KeyLookup,
+        event: Value,
+    ) -> Result<Value, AuthorizerError> {
+        handler(config, store, &NotCounted, event, keyward::now()).await
+    }
+
     /// Keys in every state the authorizer must tell apart, on `store`.
     async fn keys(store: &dyn KeyStore) -> KeysInEveryState {
         keys_in_every_state(store, &keyward::mint(), keyward::now()).await
@@ -513,7 +522,7 @@ mod tests {
             .unwrap();
             store.apply(&issued.change).await.unwrap();
             let ask = || event(fixture, "GET", "/orders", Some(issued.secret.expose()));
-            let checking = handler(&config, store, &NotCounted, ask(), keyward::now());
+            let checking = answered(&config, store, ask());
             let before = acting_as(AUTHORIZER, checking).await;
             assert_eq!(outcome(fixture, &before, "/GET/orders"), Outcome::Allow);
             let Revocation::Revoked { change, .. } =
@@ -522,7 +531,7 @@ mod tests {
                 panic!()
             };
             store.apply(&change).await.unwrap();
-            let checking = handler(&config, store, &NotCounted, ask(), keyward::now());
+            let checking = answered(&config, store, ask());
             let after = acting_as(AUTHORIZER, checking).await;
             assert_eq!(
                 outcome(fixture, &after, "/GET/orders"),
@@ -641,36 +650,15 @@ mod tests {
         };
         for fixture in [TOKEN, REQUEST, HTTP] {
             let ask = |token: &str| event(fixture, "GET", "/orders", Some(token));
-            let allowed = handler(
-                &any,
-                &store,
-                &NotCounted,
-                ask(k.staging.secret.expose()),
-                keyward::now(),
-            )
-            .await;
+            let allowed = answered(&any, &store, ask(k.staging.secret.expose())).await;
             assert_eq!(outcome(fixture, &allowed, "/GET/orders"), Outcome::Allow);
             assert_eq!(allowed.unwrap()["context"]["environment"], "staging");
-            let refused = handler(
-                &config(),
-                &store,
-                &NotCounted,
-                ask(k.staging.secret.expose()),
-                keyward::now(),
-            )
-            .await;
+            let refused = answered(&config(), &store, ask(k.staging.secret.expose())).await;
             assert_eq!(
                 outcome(fixture, &refused, "/GET/orders"),
                 Outcome::Unauthorized
             );
-            let revoked = handler(
-                &any,
-                &store,
-                &NotCounted,
-                ask(k.revoked.secret.expose()),
-                keyward::now(),
-            )
-            .await;
+            let revoked = answered(&any, &store, ask(k.revoked.secret.expose())).await;
             assert_eq!(
                 outcome(fixture, &revoked, "/GET/orders"),
                 Outcome::Unauthorized
@@ -687,14 +675,7 @@ mod tests {
             json!([1, 2]),
             json!({"type": "WEBSOCKET"}),
         ] {
-            let answer = handler(
-                &config(),
-                &store,
-                &NotCounted,
-                event.clone(),
-                keyward::now(),
-            )
-            .await;
+            let answer = answered(&config(), &store, event.clone()).await;
             assert!(
                 matches!(answer, Err(AuthorizerError::UnknownEvent)),
                 "{event}"
@@ -740,7 +721,7 @@ mod tests {
                         .unwrap()
                         .insert(field.into(), json!(arn)),
                 };
-                let answer = handler(&open, &store, &NotCounted, asked, keyward::now()).await;
+                let answer = answered(&open, &store, asked).await;
                 assert!(
                     matches!(answer, Err(AuthorizerError::UnknownEvent)),
                     "{fixture:.40} with {field} {broken:?}: {answer:?}"
@@ -759,42 +740,21 @@ mod tests {
         };
         for fixture in [TOKEN, REQUEST, HTTP] {
             let ask = |token: &str| event(fixture, "GET", "/unlisted/7", Some(token));
-            let closed = handler(
-                &config(),
-                &store,
-                &NotCounted,
-                ask(k.reader.secret.expose()),
-                keyward::now(),
-            )
-            .await;
+            let closed = answered(&config(), &store, ask(k.reader.secret.expose())).await;
             assert_eq!(outcome(fixture, &closed, "/GET/unlisted/7"), Outcome::Deny);
-            let allowed = handler(
-                &open,
-                &store,
-                &NotCounted,
-                ask(k.reader.secret.expose()),
-                keyward::now(),
-            )
-            .await;
+            let allowed = answered(&open, &store, ask(k.reader.secret.expose())).await;
             assert_eq!(
                 outcome(fixture, &allowed, "/GET/unlisted/7"),
                 Outcome::Allow
             );
-            let revoked = handler(
-                &open,
-                &store,
-                &NotCounted,
-                ask(k.revoked.secret.expose()),
-                keyward::now(),
-            )
-            .await;
+            let revoked = answered(&open, &store, ask(k.revoked.secret.expose())).await;
             assert_eq!(
                 outcome(fixture, &revoked, "/GET/unlisted/7"),
                 Outcome::Unauthorized,
                 "an open route still needs a valid key"
             );
             let scoped = event(fixture, "POST", "/orders/1", Some(k.reader.secret.expose()));
-            let denied = handler(&open, &store, &NotCounted, scoped, keyward::now()).await;
+            let denied = answered(&open, &store, scoped).await;
             assert_eq!(
                 outcome(fixture, &denied, "/POST/orders/1"),
                 Outcome::Deny,
@@ -824,9 +784,7 @@ mod tests {
         store.apply(&issued.change).await.unwrap();
         for fixture in [TOKEN, REQUEST, HTTP] {
             let ask = event(fixture, "GET", "/orders", Some(issued.secret.expose()));
-            let answer = handler(&config(), &store, &NotCounted, ask, keyward::now())
-                .await
-                .unwrap();
+            let answer = answered(&config(), &store, ask).await.unwrap();
             assert_eq!(answer["context"]["kind"], "publishable");
         }
     }
