@@ -196,17 +196,16 @@ pub async fn stored_key(
 }
 
 /// Makes the environment `name` on `store` unless it exists.
-async fn environment_on(store: &dyn KeyStore, name: &str, mint: &Mint, now: Timestamp) {
-    let name = EnvName::parse(name).expect("a valid environment name");
+async fn environment_on(store: &dyn KeyStore, name: &EnvName, mint: &Mint, now: Timestamp) {
     if store
-        .environment(&name)
+        .environment(name)
         .await
         .expect("the store answers")
         .is_some()
     {
         return;
     }
-    let made = create_environment(&name, Actor::operator("t"), mint, now);
+    let made = create_environment(name, Actor::operator("t"), mint, now);
     store
         .apply(&made.change)
         .await
@@ -233,10 +232,10 @@ pub async fn keys_in_every_state(
     mint: &Mint,
     now: Timestamp,
 ) -> KeysInEveryState {
-    environment_on(store, "production", mint, now).await;
-    environment_on(store, "staging", mint, now).await;
     let production = EnvName::parse("production").expect("a valid environment name");
     let staging = EnvName::parse("staging").expect("a valid environment name");
+    environment_on(store, &production, mint, now).await;
+    environment_on(store, &staging, mint, now).await;
     let reader = stored_key(store, &production, orders_key("reader"), mint, now).await;
     let expired = stored_key(store, &production, orders_key("expiring"), mint, now).await;
     let rotated = rotate(

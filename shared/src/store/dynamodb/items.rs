@@ -26,8 +26,8 @@ pub(super) fn from_item<T: DeserializeOwned>(item: Item) -> Result<T, StoreError
     serde_dynamo::from_item(item).map_err(backend)
 }
 
-/// A key item's partition key.
-pub(super) fn key_pk(id: &KeyId) -> String {
+/// A key item's partition key, from a key id or a page's cursor (the last key id read).
+pub(super) fn key_pk(id: impl std::fmt::Display) -> String {
     format!("{}{id}", table::KEY_PREFIX)
 }
 

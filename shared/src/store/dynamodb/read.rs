@@ -240,10 +240,7 @@ impl KeyStore for DynamoStore {
             pk: env.clone(),
             start: Box::new(move |after| {
                 HashMap::from([
-                    (
-                        table::PK.to_owned(),
-                        s(format!("{}{after}", table::KEY_PREFIX)),
-                    ),
+                    (table::PK.to_owned(), s(key_pk(after))),
                     (table::SK.to_owned(), s(table::KEY_SK)),
                     (table::GSI1_PK.to_owned(), s(env.clone())),
                     (table::GSI1_SK.to_owned(), s(after)),
