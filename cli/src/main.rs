@@ -14,7 +14,7 @@ use keyward::error_chain;
 use keyward::events::{EventBridgeBus, EventsConfig};
 use keyward::http::Settings;
 use keyward::secrets::{FileSink, PrefixedSink, SecretSink, SecretsManagerSink};
-use keyward::store::{DynamoStore, KeyStore, StoreConfig, UsageStore};
+use keyward::store::{DynamoStore, StoreConfig, UsageStore};
 use keyward_cli::api::Failure;
 use keyward_cli::client::{self, ActivityArgs, KeysCommand, VerifyArgs};
 use keyward_cli::{
@@ -157,11 +157,8 @@ const SECRETS_FILE: &str = "keyward-secrets.json";
 /// The environment `serve` makes on an empty store.
 const FIRST_ENVIRONMENT: &str = "development";
 
-async fn open(store: &StoreConfig) -> Result<Arc<dyn KeyStore>, String> {
-    store
-        .open()
-        .await
-        .map_err(|e| format!("cannot open the store: {}", error_chain(&e)))
+fn cannot_open(e: keyward::store::StoreError) -> String {
+    format!("cannot open the store: {}", error_chain(&e))
 }
 
 fn print_default_key(name: &EnvName, issued: &Issued) {
@@ -244,7 +241,7 @@ async fn run(command: Command) -> Result<(), Failure> {
         Command::Env {
             command: EnvCommand::Create { name, json, store },
         } => {
-            let store = open(&store.config()).await?;
+            let store = store.config().open().await.map_err(cannot_open)?;
             let issued = create_environment_in(&*store, &name, operator(), &keyward::mint())
                 .await
                 .map_err(|e| Failure::Failed(error_chain(&e)))?;
@@ -268,7 +265,7 @@ async fn run(command: Command) -> Result<(), Failure> {
             let mint = Arc::new(keyward::mint());
             let config = store.config();
             let schedule_every = (!no_schedule).then(|| Duration::from_secs(schedule_every));
-            let store = open(&config).await?;
+            let store = config.open_to_serve().await.map_err(cannot_open)?;
             let publisher = match &config {
                 StoreConfig::DynamoDb(table) => Some(stream_publisher(table).await?),
                 StoreConfig::Sqlite(_) => None,

@@ -112,3 +112,15 @@ fn a_store_that_cannot_be_opened_fails_with_its_cause() {
     assert_eq!(code, 1);
     assert!(stderr.contains("cannot open the store"), "{stderr}");
 }
+
+#[test]
+fn a_second_serve_of_one_file_stops_at_once_and_env_create_runs_beside_the_first() {
+    let server = Server::start(Backend::Sqlite);
+    let second = server.keyward(&["serve", "--listen", "127.0.0.1:0", "--no-schedule"]);
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("another process serves"), "{stderr}");
+    let staging = server.create_environment("staging");
+    let listed = server.call("GET", "/v1/environments/staging/keys", &staging, None);
+    assert_eq!(listed.status, 200, "{listed:?}");
+}

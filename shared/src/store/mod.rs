@@ -232,8 +232,23 @@ impl StoreConfig {
     /// [`DynamoStore::table_from_env`].
     #[cfg(all(feature = "sqlite", feature = "dynamodb"))]
     pub async fn open(&self) -> Result<std::sync::Arc<dyn KeyStore>, StoreError> {
+        self.open_with(SqliteStore::open).await
+    }
+
+    /// Opens the store as [`StoreConfig::open`] does, for the one process that serves it: an
+    /// SQLite file is opened with [`SqliteStore::open_owned`], which refuses a second server.
+    #[cfg(all(feature = "sqlite", feature = "dynamodb"))]
+    pub async fn open_to_serve(&self) -> Result<std::sync::Arc<dyn KeyStore>, StoreError> {
+        self.open_with(SqliteStore::open_owned).await
+    }
+
+    #[cfg(all(feature = "sqlite", feature = "dynamodb"))]
+    async fn open_with(
+        &self,
+        sqlite: fn(&std::path::Path) -> Result<SqliteStore, StoreError>,
+    ) -> Result<std::sync::Arc<dyn KeyStore>, StoreError> {
         match self {
-            Self::Sqlite(path) => Ok(std::sync::Arc::new(SqliteStore::open(path)?)),
+            Self::Sqlite(path) => Ok(std::sync::Arc::new(sqlite(path)?)),
             Self::DynamoDb(table) => Ok(std::sync::Arc::new(DynamoStore::new(
                 aws_sdk_dynamodb::Client::new(
                     &crate::aws::config()

@@ -122,6 +122,58 @@ pub struct SqliteStore {
     /// checkpoints the WAL into the file.
     readers: Arc<[Mutex<Connection>]>,
     conn: Arc<Mutex<Connection>>,
+    /// Keys read by hash, when this store is the only one that writes its database.
+    known: Option<Arc<KnownKeys>>,
+    /// The lock on `<database>.lock` that [`SqliteStore::open_owned`] holds while the store
+    /// lives, so that no second owner writes the file behind `known`.
+    _owner: Option<Arc<std::fs::File>>,
+}
+
+/// The keys a store has read by hash since its last write, so that checking a known key,
+/// the hot path of `keyward serve`, asks SQLite nothing. Every write through the store empties
+/// it once the write has committed, so a revocation holds from the next request; a read that
+/// began before a write keeps nothing. Only keys found are kept (an unknown secret costs a read
+/// each time and no memory), at most [`KNOWN_KEYS`] of them. It is sound only while no other
+/// process writes the file, which is why [`SqliteStore::open_owned`] takes the file's lock.
+#[derive(Default)]
+struct KnownKeys(Mutex<Known>);
+
+#[derive(Default)]
+struct Known {
+    /// How many writes have emptied the map: a read keeps its key only if none came between.
+    writes: u64,
+    keys: HashMap<KeyHash, Key>,
+}
+
+/// How many keys [`KnownKeys`] holds before it starts again from empty.
+const KNOWN_KEYS: usize = 4_096;
+
+impl KnownKeys {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Known> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, hash: &KeyHash) -> Result<Option<Key>, u64> {
+        let known = self.lock();
+        known.keys.get(hash).cloned().map(Some).ok_or(known.writes)
+    }
+
+    fn keep(&self, read_after: u64, key: &Key) {
+        let mut known = self.lock();
+        if known.writes != read_after {
+            return;
+        }
+        if known.keys.len() >= KNOWN_KEYS {
+            known.keys.clear();
+        }
+        known.keys.insert(key.hash.clone(), key.clone());
+    }
+
+    fn forget(&self) {
+        let mut known = self.lock();
+        known.writes += 1;
+        known.keys.clear();
+    }
 }
 
 /// How many read-only connections a file-backed store keeps.
@@ -327,9 +379,48 @@ impl SqliteStore {
         })
     }
 
-    /// A private in-memory database, for tests.
+    /// Opens the database file at `path` for the one process that serves it, as `keyward
+    /// serve` does: it holds an exclusive lock on `<path>.lock` until the store is dropped,
+    /// refusing a second owner, and keeps the keys it reads by hash in memory
+    /// ([`KnownKeys`]). Another process may still add environments (`keyward env create`);
+    /// none may change a key.
+    pub fn open_owned(path: &Path) -> Result<Self, StoreError> {
+        if path.as_os_str().is_empty() || path == Path::new(":memory:") {
+            return Self::in_memory();
+        }
+        let mut lock_path = path.as_os_str().to_owned();
+        lock_path.push(".lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(backend)?;
+        lock.try_lock().map_err(|e| match e {
+            std::fs::TryLockError::WouldBlock => StoreError::Backend(
+                format!(
+                    "another process serves {} (it holds {})",
+                    path.display(),
+                    Path::new(&lock_path).display()
+                )
+                .into(),
+            ),
+            std::fs::TryLockError::Error(e) => backend(e),
+        })?;
+        Ok(Self {
+            known: Some(Arc::default()),
+            _owner: Some(Arc::new(lock)),
+            ..Self::open(path)?
+        })
+    }
+
+    /// A private in-memory database, for tests; no other connection can write it, so it keeps
+    /// the keys it reads by hash as [`SqliteStore::open_owned`] does.
     pub fn in_memory() -> Result<Self, StoreError> {
-        Self::init(Connection::open_in_memory().map_err(backend)?)
+        Ok(Self {
+            known: Some(Arc::default()),
+            ..Self::init(Connection::open_in_memory().map_err(backend)?)?
+        })
     }
 
     fn init(mut conn: Connection) -> Result<Self, StoreError> {
@@ -343,6 +434,8 @@ impl SqliteStore {
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             readers: Arc::new([]),
+            known: None,
+            _owner: None,
         })
     }
 
@@ -393,8 +486,18 @@ impl SqliteStore {
 #[async_trait]
 impl KeyLookup for SqliteStore {
     async fn key_by_hash(&self, hash: &KeyHash) -> Result<Option<Key>, StoreError> {
-        self.one("SELECT record FROM keys WHERE hash = ?1", hash.to_hex())
-            .await
+        let read_after = match self.known.as_deref().map(|known| known.get(hash)) {
+            Some(Ok(key)) => return Ok(key),
+            Some(Err(writes)) => Some(writes),
+            None => None,
+        };
+        let key: Option<Key> = self
+            .one("SELECT record FROM keys WHERE hash = ?1", hash.to_hex())
+            .await?;
+        if let (Some(known), Some(writes), Some(key)) = (&self.known, read_after, &key) {
+            known.keep(writes, key);
+        }
+        Ok(key)
     }
 }
 
@@ -527,6 +630,7 @@ impl KeyStore for SqliteStore {
 
     async fn apply(&self, change: &Change) -> Result<(), StoreError> {
         let change = change.clone();
+        let known = self.known.clone();
         self.with(move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -552,7 +656,13 @@ impl KeyStore for SqliteStore {
                 ],
             )
             .map_err(write_error)?;
-            tx.commit().map_err(backend)
+            let committed = tx.commit().map_err(backend);
+            // Here rather than after the await: the write commits even if the caller has
+            // stopped waiting for it.
+            if let Some(known) = known {
+                known.forget();
+            }
+            committed
         })
         .await
     }
@@ -725,7 +835,10 @@ impl UsageStore for SqliteStore {
 
 #[cfg(test)]
 mod tests {
-    use crate::domain::{Actor, EnvName, create_environment};
+    use crate::domain::{
+        Actor, EnvName, Issued, Revocation, create_environment, create_key, revoke,
+    };
+    use crate::testing::orders_key;
 
     use super::*;
 
@@ -737,6 +850,116 @@ mod tests {
         store.apply(&issued.change).await.unwrap();
         let read = store.key_by_hash(&issued.key.hash).await.unwrap();
         assert_eq!(read.map(|k| k.id), Some(issued.key.id));
+    }
+
+    /// Stores a fresh `orders:read` key of `production` in `store`, the environment first.
+    async fn stored(store: &SqliteStore) -> Issued {
+        let (mint, now) = (crate::mint(), crate::now());
+        let production = EnvName::parse("production").unwrap();
+        let made = create_environment(&production, Actor::operator("t"), &mint, now);
+        store.apply(&made.change).await.unwrap();
+        crate::testing::stored_key(store, &production, orders_key("k"), &mint, now).await
+    }
+
+    #[tokio::test]
+    async fn a_key_read_by_hash_is_kept_until_the_next_write_and_a_revocation_holds_at_once() {
+        let store = SqliteStore::in_memory().unwrap();
+        let issued = stored(&store).await;
+        let hash = &issued.key.hash;
+        assert_eq!(
+            store.key_by_hash(hash).await.unwrap(),
+            Some(issued.key.clone())
+        );
+        // Kept: the row is gone from under it and the store still answers it.
+        store
+            .conn
+            .lock()
+            .unwrap()
+            .execute("DELETE FROM keys WHERE hash = ?1", [hash.to_hex()])
+            .unwrap();
+        assert_eq!(
+            store.key_by_hash(hash).await.unwrap(),
+            Some(issued.key.clone())
+        );
+
+        let store = SqliteStore::in_memory().unwrap();
+        let issued = stored(&store).await;
+        let hash = &issued.key.hash;
+        assert!(
+            store
+                .key_by_hash(hash)
+                .await
+                .unwrap()
+                .unwrap()
+                .revoked_at
+                .is_none()
+        );
+        let Revocation::Revoked { change, .. } = revoke(
+            &issued.key,
+            Actor::operator("t"),
+            &crate::mint(),
+            crate::now(),
+        )
+        .unwrap() else {
+            panic!("an active key is revoked")
+        };
+        store.apply(&change).await.unwrap();
+        let read = store.key_by_hash(hash).await.unwrap().unwrap();
+        assert!(
+            read.revoked_at.is_some(),
+            "the next check reads the revocation"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_read_that_a_write_overtook_keeps_nothing_and_an_unknown_hash_is_never_kept() {
+        let store = SqliteStore::in_memory().unwrap();
+        let issued = stored(&store).await;
+        let known = store.known.as_deref().unwrap();
+        let Err(before) = known.get(&issued.key.hash) else {
+            panic!("nothing is kept before a read")
+        };
+        known.forget();
+        known.keep(before, &issued.key);
+        assert_eq!(known.get(&issued.key.hash), Err(before + 1));
+
+        let production = EnvName::parse("production").unwrap();
+        let (mint, now) = (crate::mint(), crate::now());
+        let never_stored = create_key(
+            &production,
+            orders_key("u"),
+            Actor::operator("t"),
+            &mint,
+            now,
+        )
+        .unwrap();
+        assert_eq!(
+            store.key_by_hash(&never_stored.key.hash).await.unwrap(),
+            None
+        );
+        assert!(known.lock().keys.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_file_has_one_owner_and_only_the_owner_keeps_keys() {
+        let dir = std::env::temp_dir().join(format!("keyward-owned-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("owned.db");
+        let owner = SqliteStore::open_owned(&path).unwrap();
+        let Err(refused) = SqliteStore::open_owned(&path) else {
+            panic!("a second owner is refused")
+        };
+        assert!(
+            crate::error_chain(&refused).contains("another process serves"),
+            "{}",
+            crate::error_chain(&refused)
+        );
+        let beside = SqliteStore::open(&path).unwrap();
+        assert!(owner.known.is_some() && beside.known.is_none());
+        drop(owner);
+        SqliteStore::open_owned(&path).expect("the lock goes with its owner");
+        drop(beside);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[tokio::test]
