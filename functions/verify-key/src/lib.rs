@@ -71,9 +71,10 @@ async fn verify(
         },
         now,
     );
-    // A valid key is counted in usage and the metrics, and its call is in the access log; a
-    // refusal may need somebody's attention, so it has a line of its own at `info`. One line
-    // for each valid check would cost `keyward serve` a fifth of its verify throughput.
+    // A valid key is counted in usage and the metrics (and on `keyward serve` its call is in
+    // the access line); a refusal may need somebody's attention, so it has a line of its own
+    // at `info`. One line for each valid check would cost `keyward serve` about a sixth of its
+    // verify throughput, and each Lambda invocation a CloudWatch line.
     let key_id = key.as_ref().map(|k| k.id.as_str());
     if verdict == Verdict::Valid {
         tracing::debug!(key_id, code = verdict.code(), "key verified");
