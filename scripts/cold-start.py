@@ -5,12 +5,14 @@ later of that and the extension's own `next`, against a minimal Runtime API stan
 
 usage (no AWS endpoint is needed: nothing calls AWS before the first event):
     cargo build --release -p authorizer --example hello_bare --example hello_runtime
-    cargo build --release -p authorizer --bin authorizer
+    cargo build --profile fast-start -p authorizer --bin authorizer
     python3 scripts/cold-start.py [RUNS] [--profile PROFILE] [--also PATH]...
 
-`--profile debug` measures the binaries of `cargo build` instead: what ./scripts/test does,
-with 3 runs, to show that the script and the binaries still work together; its figures are
-a debug build's and measure nothing. `--also PATH` adds another authorizer binary (such as one
+The authorizer is measured as scripts/package builds it, with the fast-start profile
+(Cargo.toml); `--also target/release/authorizer` adds it as the release profile builds it.
+`--profile debug` measures the binaries of `cargo build` instead, the authorizer's too: what
+./scripts/test does, with 3 runs, to show that the script and the binaries still work
+together; its figures are a debug build's and measure nothing. `--also PATH` adds another authorizer binary (such as one
 built from an earlier commit) to the same interleaved runs, with Amazon's roots.
 
 The examples build with the crate's dev-dependencies, whose features (SQLite among them) a
@@ -33,8 +35,9 @@ import threading
 import time
 
 PROFILE = sys.argv[sys.argv.index("--profile") + 1] if "--profile" in sys.argv else "release"
-BUILT = os.path.join(os.path.dirname(__file__), "..", "target", PROFILE)
-AUTHORIZER = os.path.join(BUILT, "authorizer")
+TARGET = os.path.join(os.path.dirname(__file__), "..", "target")
+BUILT = os.path.join(TARGET, PROFILE)
+AUTHORIZER = os.path.join(TARGET, "debug" if PROFILE == "debug" else "fast-start", "authorizer")
 HELLO = os.path.join(BUILT, "examples", "hello_runtime")
 BARE = os.path.join(BUILT, "examples", "hello_bare")
 # The operator's switch back to the system's roots (shared/src/aws.rs).
@@ -187,7 +190,8 @@ def main():
             times[name].append(measure(command, environment(extra)))
     bare = statistics.median(times["bare hello world (lambda_runtime, no logging set-up)"])
     hello = statistics.median(times["hello world with keyward's logging set-up"])
-    print(f"{runs} runs each, interleaved, {os.cpu_count()} cores, {PROFILE} profile")
+    authorizer_profile = os.path.basename(os.path.dirname(AUTHORIZER))
+    print(f"{runs} runs each, interleaved, {os.cpu_count()} cores, {PROFILE} profile, the authorizer's {authorizer_profile}")
     print("| binary | median init | p10 to p90 | ratio to the bare hello world | ratio to the hello world with logging |")
     print("|---|---|---|---|---|")
     for name, values in times.items():
