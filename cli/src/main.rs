@@ -76,7 +76,7 @@ enum Command {
         /// How often the scheduled rotation runs, in seconds from 1 to 86400
         #[arg(long, value_name = "SECONDS", default_value = "60", value_parser = schedule_seconds)]
         schedule_every: u64,
-        /// Runs no scheduled rotation: for a second serve on the same store, or a store you only inspect
+        /// Runs no scheduled rotation: for a DynamoDB store that another serve already rotates, or a store you only inspect
         #[arg(long, conflicts_with = "schedule_every")]
         no_schedule: bool,
     },

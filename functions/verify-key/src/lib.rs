@@ -73,8 +73,9 @@ async fn verify(
     );
     // A valid key is counted in usage and the metrics (and on `keyward serve` its call is in
     // the access line); a refusal may need somebody's attention, so it has a line of its own
-    // at `info`. One line for each valid check would cost `keyward serve` about a sixth of its
-    // verify throughput, and each Lambda invocation a CloudWatch line.
+    // at `info`. One line for each valid check cost `keyward serve` about a fifth of its CPU
+    // time per check (28.5 against 22 µs), and would cost each Lambda invocation a CloudWatch
+    // line.
     let key_id = key.as_ref().map(|k| k.id.as_str());
     if verdict == Verdict::Valid {
         tracing::debug!(key_id, code = verdict.code(), "key verified");

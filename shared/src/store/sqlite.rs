@@ -7,8 +7,9 @@
 //! columns that queries filter and order on.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rusqlite::{
@@ -133,8 +134,10 @@ pub struct SqliteStore {
 /// the hot path of `keyward serve`, asks SQLite nothing. Every write through the store empties
 /// it once the write has committed, so a revocation holds from the next request; a read that
 /// began before a write keeps nothing. Only keys found are kept (an unknown secret costs a read
-/// each time and no memory), at most [`KNOWN_KEYS`] of them. It is sound only while no other
-/// process writes the file, which is why [`SqliteStore::open_owned`] takes the file's lock.
+/// each time and no memory), at most [`KNOWN_KEYS`] of them, each for at most [`KNOWN_FOR`].
+/// No other process may change a key in the file, which is why [`SqliteStore::open_owned`]
+/// takes the file's lock; the time limit bounds what a write that takes no lock (the `sqlite3`
+/// shell, a backup restored over the file) can leave stale.
 #[derive(Default)]
 struct KnownKeys(Mutex<Known>);
 
@@ -142,23 +145,36 @@ struct KnownKeys(Mutex<Known>);
 struct Known {
     /// How many writes have emptied the map: a read keeps its key only if none came between.
     writes: u64,
-    keys: HashMap<KeyHash, Key>,
+    /// Each key, and when it was read.
+    keys: HashMap<KeyHash, (Key, Instant)>,
 }
 
 /// How many keys [`KnownKeys`] holds before it starts again from empty.
 const KNOWN_KEYS: usize = 4_096;
+
+/// How long [`KnownKeys`] trusts a key it read: a key changed behind the store's back is seen
+/// within this, at the cost of one read per key and period.
+const KNOWN_FOR: Duration = Duration::from_secs(1);
 
 impl KnownKeys {
     fn lock(&self) -> std::sync::MutexGuard<'_, Known> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn get(&self, hash: &KeyHash) -> Result<Option<Key>, u64> {
+    /// The key kept for `hash` if it was read less than [`KNOWN_FOR`] before `at`; else the
+    /// count of writes so far, for [`KnownKeys::keep`].
+    fn get(&self, hash: &KeyHash, at: Instant) -> Result<Option<Key>, u64> {
         let known = self.lock();
-        known.keys.get(hash).cloned().map(Some).ok_or(known.writes)
+        match known.keys.get(hash) {
+            Some((key, read)) if at.saturating_duration_since(*read) < KNOWN_FOR => {
+                Ok(Some(key.clone()))
+            }
+            _ => Err(known.writes),
+        }
     }
 
-    fn keep(&self, read_after: u64, key: &Key) {
+    /// Keeps `key`, read at `at`, unless a write came after the read began.
+    fn keep(&self, read_after: u64, key: &Key, at: Instant) {
         let mut known = self.lock();
         if known.writes != read_after {
             return;
@@ -166,7 +182,7 @@ impl KnownKeys {
         if known.keys.len() >= KNOWN_KEYS {
             known.keys.clear();
         }
-        known.keys.insert(key.hash.clone(), key.clone());
+        known.keys.insert(key.hash.clone(), (key.clone(), at));
     }
 
     fn forget(&self) {
@@ -174,6 +190,27 @@ impl KnownKeys {
         known.writes += 1;
         known.keys.clear();
     }
+}
+
+/// `<database>.lock`, beside the file that `path` resolves to, so that every spelling of one
+/// database (a relative path, a symbolic link) names one lock.
+fn lock_path(path: &Path) -> std::io::Result<PathBuf> {
+    let real = match std::fs::canonicalize(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let folder = match path.parent() {
+                Some(folder) if !folder.as_os_str().is_empty() => folder,
+                _ => Path::new("."),
+            };
+            let name = path
+                .file_name()
+                .ok_or_else(|| std::io::Error::other("the path names no file"))?;
+            std::fs::canonicalize(folder)?.join(name)
+        }
+        resolved => resolved?,
+    };
+    let mut lock = real.into_os_string();
+    lock.push(".lock");
+    Ok(lock.into())
 }
 
 /// How many read-only connections a file-backed store keeps.
@@ -388,24 +425,32 @@ impl SqliteStore {
         if path.as_os_str().is_empty() || path == Path::new(":memory:") {
             return Self::in_memory();
         }
-        let mut lock_path = path.as_os_str().to_owned();
-        lock_path.push(".lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(backend)?;
+        let lock_path = lock_path(path).map_err(|e| {
+            StoreError::Backend(format!("cannot name {}'s lock: {e}", path.display()).into())
+        })?;
+        let cannot_lock = |e: std::io::Error| {
+            StoreError::Backend(format!("cannot lock {}: {e}", lock_path.display()).into())
+        };
+        // A lock file that exists is only read, so one left by another user still serves.
+        let lock = match std::fs::File::open(&lock_path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path),
+            opened => opened,
+        }
+        .map_err(cannot_lock)?;
         lock.try_lock().map_err(|e| match e {
             std::fs::TryLockError::WouldBlock => StoreError::Backend(
                 format!(
                     "another process serves {} (it holds {})",
                     path.display(),
-                    Path::new(&lock_path).display()
+                    lock_path.display()
                 )
                 .into(),
             ),
-            std::fs::TryLockError::Error(e) => backend(e),
+            std::fs::TryLockError::Error(e) => cannot_lock(e),
         })?;
         Ok(Self {
             known: Some(Arc::default()),
@@ -486,7 +531,8 @@ impl SqliteStore {
 #[async_trait]
 impl KeyLookup for SqliteStore {
     async fn key_by_hash(&self, hash: &KeyHash) -> Result<Option<Key>, StoreError> {
-        let read_after = match self.known.as_deref().map(|known| known.get(hash)) {
+        let at = Instant::now();
+        let read_after = match self.known.as_deref().map(|known| known.get(hash, at)) {
             Some(Ok(key)) => return Ok(key),
             Some(Err(writes)) => Some(writes),
             None => None,
@@ -495,7 +541,7 @@ impl KeyLookup for SqliteStore {
             .one("SELECT record FROM keys WHERE hash = ?1", hash.to_hex())
             .await?;
         if let (Some(known), Some(writes), Some(key)) = (&self.known, read_after, &key) {
-            known.keep(writes, key);
+            known.keep(writes, key, at);
         }
         Ok(key)
     }
@@ -870,7 +916,7 @@ mod tests {
             store.key_by_hash(hash).await.unwrap(),
             Some(issued.key.clone())
         );
-        // Kept: the row is gone from under it and the store still answers it.
+        // Kept: the row is gone from under it and the store still answers it, for a while.
         store
             .conn
             .lock()
@@ -880,6 +926,12 @@ mod tests {
         assert_eq!(
             store.key_by_hash(hash).await.unwrap(),
             Some(issued.key.clone())
+        );
+        std::thread::sleep(KNOWN_FOR);
+        assert_eq!(
+            store.key_by_hash(hash).await.unwrap(),
+            None,
+            "a key changed behind the store's back is read again once its time is up"
         );
 
         let store = SqliteStore::in_memory().unwrap();
@@ -916,12 +968,12 @@ mod tests {
         let store = SqliteStore::in_memory().unwrap();
         let issued = stored(&store).await;
         let known = store.known.as_deref().unwrap();
-        let Err(before) = known.get(&issued.key.hash) else {
+        let Err(before) = known.get(&issued.key.hash, Instant::now()) else {
             panic!("nothing is kept before a read")
         };
         known.forget();
-        known.keep(before, &issued.key);
-        assert_eq!(known.get(&issued.key.hash), Err(before + 1));
+        known.keep(before, &issued.key, Instant::now());
+        assert_eq!(known.get(&issued.key.hash, Instant::now()), Err(before + 1));
 
         let production = EnvName::parse("production").unwrap();
         let (mint, now) = (crate::mint(), crate::now());
@@ -953,6 +1005,12 @@ mod tests {
             crate::error_chain(&refused).contains("another process serves"),
             "{}",
             crate::error_chain(&refused)
+        );
+        let link = dir.join("link.db");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        assert!(
+            SqliteStore::open_owned(&link).is_err(),
+            "another name for the same file is the same owner's"
         );
         let beside = SqliteStore::open(&path).unwrap();
         assert!(owner.known.is_some() && beside.known.is_none());
