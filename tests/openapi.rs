@@ -277,6 +277,8 @@ fn the_documents_enums_are_the_domains() {
         Verdict::Revoked,
         Verdict::WrongEnvironment,
         Verdict::InsufficientScope,
+        Verdict::IpNotAllowed,
+        Verdict::IpRequired,
     ];
     for verdict in verdicts {
         match verdict {
@@ -286,7 +288,9 @@ fn the_documents_enums_are_the_domains() {
             | Verdict::Expired
             | Verdict::Revoked
             | Verdict::WrongEnvironment
-            | Verdict::InsufficientScope => {}
+            | Verdict::InsufficientScope
+            | Verdict::IpNotAllowed
+            | Verdict::IpRequired => {}
         }
     }
     assert_eq!(

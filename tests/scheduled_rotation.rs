@@ -245,7 +245,7 @@ impl Backend {
     async fn verdict(&self, secret: &str, now: Timestamp) -> Verdict {
         let presented = PresentedKey::parse(secret).expect("a well-formed key");
         match self.store.key_by_hash(&presented.hash).await.unwrap() {
-            Some(key) => check(&key, Some(&env()), &[] as &[&str], now),
+            Some(key) => check(&key, Some(&env()), None, &[] as &[&str], now),
             None => Verdict::NotFound,
         }
     }

@@ -15,6 +15,7 @@ pub use stream::StreamPoller;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,8 +31,12 @@ use keyward::http::{
 use keyward::secrets::SecretSink;
 use keyward::store::{KeyStore, StoreError, UsageStore};
 use keyward::usage::{Counter, Usage};
+use lambda_http::aws_lambda_events::apigw::{
+    ApiGatewayProxyRequestContext, ApiGatewayRequestIdentity,
+};
 use lambda_http::aws_lambda_events::query_map::QueryMap;
 use lambda_http::http::{Method, header};
+use lambda_http::request::RequestContext;
 use lambda_http::{Body, RequestExt};
 use tokio::net::TcpListener;
 
@@ -183,9 +188,20 @@ const API_AUTHORIZER: &str = "ApiAuthorizer";
 const VERIFY_KEY: &str = "VerifyKey";
 
 /// Answers one request with the handler its route names.
+/// The request context API Gateway would give a request from `peer`; its `sourceIp` is the
+/// one part keyward reads, to hold a key to its allowed networks.
+fn from_peer(peer: SocketAddr) -> RequestContext {
+    let mut identity = ApiGatewayRequestIdentity::default();
+    identity.source_ip = Some(peer.ip().to_canonical().to_string());
+    let mut context = ApiGatewayProxyRequestContext::default();
+    context.identity = identity;
+    RequestContext::ApiGatewayV1(context)
+}
+
 async fn handle(
     context: Context<'_>,
     counters: &Counters,
+    peer: SocketAddr,
     req: hyper::Request<Incoming>,
 ) -> hyper::Response<Full<Bytes>> {
     let started = Instant::now();
@@ -228,7 +244,8 @@ async fn handle(
                         parts.uri.query().unwrap_or("").parse().unwrap_or_default();
                     let request = lambda_http::Request::from_parts(parts, body)
                         .with_path_parameters(params)
-                        .with_query_string_parameters(query);
+                        .with_query_string_parameters(query)
+                        .with_request_context(from_peer(peer));
                     let now = keyward::now();
                     // `keyward serve` has no authorizer in front, so a route's own check of
                     // its caller counts the key as the API's authorizer does on AWS.
@@ -338,7 +355,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let settings = Arc::new(settings);
     loop {
-        let (stream, _) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
@@ -369,7 +386,7 @@ pub async fn serve(
                         mint: &mint,
                         usage: &counters.verify_key,
                     };
-                    Ok::<_, Infallible>(handle(context, &counters, req).await)
+                    Ok::<_, Infallible>(handle(context, &counters, peer, req).await)
                 }
             });
             if let Err(e) = http1::Builder::new()

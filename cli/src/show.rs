@@ -128,6 +128,14 @@ fn ago(minute: DateTime<Utc>, now: DateTime<Utc>) -> String {
     }
 }
 
+/// A key's allowed networks, comma-separated, or `any address` for none.
+fn allowed_ips(value: &Value) -> String {
+    match value.as_array() {
+        Some(networks) if !networks.is_empty() => text(value),
+        _ => "any address".to_owned(),
+    }
+}
+
 /// A rotation policy in words, or `-`.
 fn policy(value: &Value) -> String {
     if value.is_null() {
@@ -237,6 +245,7 @@ pub fn key(key: &Value, now: DateTime<Utc>) -> String {
         ("rotated from", text(&key["rotated_from"])),
         ("rotated to", text(&key["rotated_to"])),
         ("rotation policy", policy(&key["rotation_policy"])),
+        ("allowed IPs", allowed_ips(&key["allowed_ips"])),
     ];
     if let Some(pending) = key["pending_delivery"].as_object() {
         pairs.push((
@@ -568,6 +577,13 @@ mod tests {
             "{shown}"
         );
         assert!(shown.contains("default          no\n"), "{shown}");
+        assert!(shown.contains("allowed IPs      any address\n"), "{shown}");
+        let pinned = json!({"allowed_ips": ["198.51.100.0/24", "2001:db8::7"]});
+        assert!(
+            super::key(&pinned, now).contains("allowed IPs      198.51.100.0/24,2001:db8::7\n"),
+            "{}",
+            super::key(&pinned, now)
+        );
         assert_eq!(
             previous(
                 &json!({"id": "key_1", "status": "in_grace", "expires_at": "2026-11-28T13:00:00Z"}),

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::Timestamp;
 use super::grace::{GracePeriod, RotationInterval};
 use super::names::{EnvName, InputError, KeyId, KeyName, Kind, Scopes};
+use super::network::AllowedIps;
 use super::token::KeyHash;
 
 /// Where a key is in its life. It is derived from the record and the time, never stored.
@@ -236,6 +237,9 @@ pub struct Key {
     pub expiry_limit: Option<Timestamp>,
     /// How the key rotates itself, if it does.
     pub rotation_policy: Option<RotationPolicy>,
+    /// The networks the key is accepted from; empty lets every address in.
+    #[serde(default, skip_serializing_if = "AllowedIps::is_empty")]
+    pub allowed_ips: AllowedIps,
     /// The last expiry notice recorded, so that each is recorded once.
     #[serde(default)]
     pub expiry_notice: Option<ExpiryNotice>,

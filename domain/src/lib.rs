@@ -15,6 +15,7 @@ mod key;
 mod lifecycle;
 mod mint;
 mod names;
+mod network;
 mod schedule;
 mod token;
 mod usage;
@@ -35,6 +36,7 @@ pub use mint::{Entropy, Mint};
 pub use names::{
     ActivityId, EnvName, InputError, KeyId, KeyName, Kind, Scope, Scopes, is_format_character,
 };
+pub use network::{AllowedIps, IpRange};
 pub use schedule::{
     Due, GRACE_IDLE_AFTER, GRACE_WATCH_EVERY, GraceWatch, Seen, delivery_failed, expiry_notice,
     scheduled_rotation, secret_delivered, watch_grace,
@@ -49,10 +51,11 @@ pub use verify::{Verdict, check};
 pub type Timestamp = chrono::DateTime<chrono::Utc>;
 
 /// The modules from the bottom up: each may use only the modules before it.
-pub const LAYERS: [&str; 11] = [
+pub const LAYERS: [&str; 12] = [
     "base62",
     "mint",
     "names",
+    "network",
     "usage",
     "token",
     "grace",
@@ -68,10 +71,11 @@ mod tests {
     use super::LAYERS;
 
     /// Each module's source, by name, as the compiler sees it.
-    const SOURCES: [(&str, &str); 11] = [
+    const SOURCES: [(&str, &str); 12] = [
         ("base62", include_str!("base62.rs")),
         ("mint", include_str!("mint.rs")),
         ("names", include_str!("names.rs")),
+        ("network", include_str!("network.rs")),
         ("usage", include_str!("usage.rs")),
         ("token", include_str!("token.rs")),
         ("grace", include_str!("grace.rs")),

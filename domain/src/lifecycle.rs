@@ -7,6 +7,7 @@ use super::grace::GracePeriod;
 use super::key::{Environment, Key, PendingDelivery, RotationPolicy, Status};
 use super::mint::Mint;
 use super::names::{EnvName, InputError, KeyId, KeyName, Kind, Scopes};
+use super::network::AllowedIps;
 use super::token::Secret;
 
 /// A key write, with the precondition the store must check.
@@ -153,6 +154,8 @@ pub struct NewKey {
     pub expires_at: Option<Timestamp>,
     /// How it rotates itself, if it does.
     pub rotation_policy: Option<RotationPolicy>,
+    /// The networks it is accepted from; empty lets every address in.
+    pub allowed_ips: AllowedIps,
 }
 
 /// A newly made key: the record, its secret to show once, and the change that stores it.
@@ -210,6 +213,7 @@ struct Draft<'a> {
     default: bool,
     expires_at: Option<Timestamp>,
     rotation_policy: Option<RotationPolicy>,
+    allowed_ips: AllowedIps,
     rotated_from: Option<KeyId>,
 }
 
@@ -232,6 +236,7 @@ impl Draft<'_> {
             rotated_to: None,
             expiry_limit: None,
             rotation_policy: self.rotation_policy,
+            allowed_ips: self.allowed_ips,
             expiry_notice: None,
             pending_delivery: None,
             delivery_failures: None,
@@ -299,6 +304,7 @@ pub fn create_key(
         default: false,
         expires_at: input.expires_at,
         rotation_policy: input.rotation_policy,
+        allowed_ips: input.allowed_ips,
         rotated_from: None,
     }
     .issue(mint, now);
@@ -325,6 +331,7 @@ pub fn create_environment(name: &EnvName, actor: Actor, mint: &Mint, now: Timest
         default: true,
         expires_at: None,
         rotation_policy: None,
+        allowed_ips: AllowedIps::default(),
         rotated_from: None,
     }
     .issue(mint, now);
@@ -378,6 +385,7 @@ pub fn rotate(
         default: old.default,
         expires_at: None,
         rotation_policy: old.rotation_policy.clone(),
+        allowed_ips: old.allowed_ips.clone(),
         rotated_from: Some(old.id.clone()),
     }
     .issue(mint, now);
@@ -575,6 +583,7 @@ mod tests {
             scopes: Scopes::parse(scopes).unwrap(),
             expires_at,
             rotation_policy: None,
+            allowed_ips: Default::default(),
         }
     }
 
@@ -1088,25 +1097,31 @@ mod tests {
     fn verification_checks_status_then_environment_then_scopes() {
         let key = active_key();
         let none: [&str; 0] = [];
-        assert_eq!(check(&key, None, &none, t0()), Verdict::Valid);
+        assert_eq!(check(&key, None, None, &none, t0()), Verdict::Valid);
         assert_eq!(
-            check(&key, Some(&env()), &["orders:read"], t0()),
+            check(&key, Some(&env()), None, &["orders:read"], t0()),
             Verdict::Valid
         );
         assert_eq!(
-            check(&key, Some(&EnvName::parse("staging").unwrap()), &none, t0()),
+            check(
+                &key,
+                Some(&EnvName::parse("staging").unwrap()),
+                None,
+                &none,
+                t0()
+            ),
             Verdict::WrongEnvironment
         );
         assert_eq!(
-            check(&key, None, &["orders:read", "orders:write"], t0()),
+            check(&key, None, None, &["orders:read", "orders:write"], t0()),
             Verdict::InsufficientScope
         );
         let in_grace = rotate(&key, grace("1h"), operator(), test_mint(), t0())
             .unwrap()
             .previous;
-        assert_eq!(check(&in_grace, None, &none, t0()), Verdict::Valid);
+        assert_eq!(check(&in_grace, None, None, &none, t0()), Verdict::Valid);
         assert_eq!(
-            check(&in_grace, None, &none, t0() + TimeDelta::hours(1)),
+            check(&in_grace, None, None, &none, t0() + TimeDelta::hours(1)),
             Verdict::Expired
         );
         let revoked = Key {
@@ -1118,10 +1133,63 @@ mod tests {
             check(
                 &revoked,
                 Some(&EnvName::parse("staging").unwrap()),
+                None,
                 &[Scope::ALL],
                 t0()
             ),
             Verdict::Revoked
+        );
+    }
+
+    #[test]
+    fn a_key_with_allowed_networks_is_checked_after_its_environment_and_before_its_scopes() {
+        let pinned = create_key(
+            &env(),
+            NewKey {
+                allowed_ips: AllowedIps::parse(&["198.51.100.0/24"]).unwrap(),
+                ..new_key(Kind::Secret, &["orders:read"], None)
+            },
+            operator(),
+            test_mint(),
+            t0(),
+        )
+        .unwrap()
+        .key;
+        let inside = Some("198.51.100.7".parse().unwrap());
+        let outside = Some("203.0.113.7".parse().unwrap());
+        let none: [&str; 0] = [];
+        assert_eq!(check(&pinned, None, inside, &none, t0()), Verdict::Valid);
+        assert_eq!(
+            check(&pinned, None, outside, &none, t0()),
+            Verdict::IpNotAllowed
+        );
+        assert_eq!(check(&pinned, None, None, &none, t0()), Verdict::IpRequired);
+        assert_eq!(
+            check(
+                &pinned,
+                Some(&EnvName::parse("staging").unwrap()),
+                outside,
+                &none,
+                t0()
+            ),
+            Verdict::WrongEnvironment
+        );
+        assert_eq!(
+            check(&pinned, None, outside, &["billing:write"], t0()),
+            Verdict::IpNotAllowed,
+            "an address outside is refused before a missing scope is"
+        );
+        let successor = rotate(&pinned, grace("1h"), operator(), test_mint(), t0())
+            .unwrap()
+            .key;
+        assert_eq!(
+            successor.allowed_ips, pinned.allowed_ips,
+            "rotation copies the list"
+        );
+        assert_eq!(
+            check(&active_key(), None, outside, &none, t0()),
+            Verdict::Valid,
+            "a key without a list is used from anywhere"
         );
     }
 }

@@ -35,6 +35,9 @@ pub enum InputError {
     /// A publishable key asked for a management scope or `*`.
     #[error("a publishable key may carry only custom scopes, not `{0}`")]
     ScopeNotAllowed(String),
+    /// An `allowed_ips` list with a bad entry, or too many.
+    #[error("{0}")]
+    InvalidAllowedIps(String),
     /// A grace period that is neither a preset, an ISO-8601 duration nor a number of seconds in range.
     #[error("{0}")]
     InvalidGracePeriod(String),

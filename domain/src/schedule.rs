@@ -389,6 +389,7 @@ mod tests {
             scopes: Scopes::parse(&["orders:read"]).unwrap(),
             expires_at,
             rotation_policy,
+            allowed_ips: Default::default(),
         };
         create_key(
             &EnvName::parse("production").unwrap(),

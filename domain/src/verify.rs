@@ -2,6 +2,8 @@
 //! it in the one check of a presented key, behind `/v1/verify`, the API's own authentication
 //! and the authorizer.
 
+use std::net::IpAddr;
+
 use super::Timestamp;
 use super::key::{Key, Status};
 use super::names::EnvName;
@@ -23,6 +25,10 @@ pub enum Verdict {
     WrongEnvironment,
     /// The key lacks a scope that was asked for.
     InsufficientScope,
+    /// The key is accepted only from networks that do not hold the request's address.
+    IpNotAllowed,
+    /// The key is accepted only from some networks, and the request's address is not known.
+    IpRequired,
 }
 
 impl Verdict {
@@ -36,15 +42,20 @@ impl Verdict {
             Verdict::Revoked => "revoked",
             Verdict::WrongEnvironment => "wrong_environment",
             Verdict::InsufficientScope => "insufficient_scope",
+            Verdict::IpNotAllowed => "ip_not_allowed",
+            Verdict::IpRequired => "ip_required",
         }
     }
 }
 
 /// Checks a stored key against where and how it is being used: revoked and expired keys fail
-/// whatever else holds; then the environment, if one is named; then every required scope.
+/// whatever else holds; then the environment, if one is named; then the request's address
+/// (`source`, `None` when it is not known) against the key's allowed networks; then every
+/// required scope.
 pub fn check<S: AsRef<str>>(
     key: &Key,
     environment: Option<&EnvName>,
+    source: Option<IpAddr>,
     required: &[S],
     now: Timestamp,
 ) -> Verdict {
@@ -54,6 +65,10 @@ pub fn check<S: AsRef<str>>(
         Status::Active | Status::InGrace => {
             if environment.is_some_and(|env| *env != key.environment) {
                 Verdict::WrongEnvironment
+            } else if !key.allowed_ips.is_empty() && source.is_none() {
+                Verdict::IpRequired
+            } else if source.is_some_and(|ip| !key.allowed_ips.allows(ip)) {
+                Verdict::IpNotAllowed
             } else if !required.iter().all(|s| key.scopes.grants(s.as_ref())) {
                 Verdict::InsufficientScope
             } else {

@@ -3,7 +3,7 @@
 //!
 //! In order: no key at all; a key that is not well formed; a key whose prefix names another
 //! environment than the one asked for (refused before anything is read); a key no stored key
-//! has the hash of; then the stored key's own state, environment and scopes
+//! has the hash of; then the stored key's own state, environment, allowed networks and scopes
 //! ([`check`](crate::domain::check)); and last a route that admits no key. Every check that
 //! found a key is counted, as accepted only when the key is let through.
 
@@ -16,6 +16,9 @@ use crate::usage::Counter;
 pub struct Needs<'a> {
     /// The one environment whose keys pass; `None` lets every environment's keys pass.
     pub environment: Option<&'a EnvName>,
+    /// The address the request came from, as the platform saw it (never a header the caller
+    /// writes); `None` when it is not known, which refuses a key that allows some networks only.
+    pub source: Option<std::net::IpAddr>,
     /// The scopes the key must hold, every one.
     pub scopes: &'a [&'a str],
     /// Whether the route admits no key at all: an authorizer's unlisted route when such
@@ -100,7 +103,7 @@ pub async fn check_presented(
     let Some(key) = store.key_by_hash(&presented.hash).await? else {
         return Ok(refused(Verdict::NotFound));
     };
-    let outcome = match check(&key, needs.environment, needs.scopes, now) {
+    let outcome = match check(&key, needs.environment, needs.source, needs.scopes, now) {
         Verdict::Valid if needs.closed => Outcome::RouteClosed,
         verdict => Outcome::Checked(verdict),
     };
@@ -153,6 +156,7 @@ mod tests {
         };
         let exacting = Needs {
             environment: Some(&s.environment),
+            source: None,
             scopes: &["orders:read", "billing:write"],
             closed: false,
         };

@@ -175,6 +175,7 @@ pub fn orders_key(name: &str) -> NewKey {
         scopes: Scopes::parse(&["orders:read"]).expect("a valid scope"),
         expires_at: None,
         rotation_policy: None,
+        allowed_ips: Default::default(),
     }
 }
 

@@ -394,3 +394,20 @@ def test_a_name_stored_with_hidden_characters_is_shown_escaped(page, keyward):
     shown = row(page, made["key"]["id"])
     expect(shown).to_contain_text("test \\u{202e}yek noitcudorp")
     assert "\u202e" not in page.content()
+
+
+def test_a_key_held_to_networks_shows_them_and_an_open_key_says_any_address(page, keyward):
+    status, pinned = keyward.call(
+        "POST",
+        "/v1/environments/development/keys",
+        {"name": "runner", "scopes": ["orders:read"], "allowed_ips": ["198.51.100.0/24", "2001:db8::7"]},
+    )
+    assert status == 201, pinned
+    sign_in(page, keyward.admin)
+    page.goto(f"{keyward.url}#/keys/{pinned['key']['id']}")
+    expect(page.get_by_role("heading", name="runner")).to_be_visible()
+    details = page.get_by_role("tabpanel")
+    expect(details).to_contain_text(re.compile(r"Allowed IPs\s*198\.51\.100\.0/24, 2001:db8::7"))
+    no_serious_violations(page, "a key held to networks")
+    page.goto(f"{keyward.url}#/keys/{keyward.admin_id}")
+    expect(page.get_by_role("tabpanel")).to_contain_text(re.compile(r"Allowed IPs\s*Any address"))

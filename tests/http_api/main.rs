@@ -1,5 +1,6 @@
 //! The HTTP API end to end, over real HTTP, against the `keyward serve` binary.
 
+mod allowed_ips;
 mod bad_input;
 mod cli;
 mod client;

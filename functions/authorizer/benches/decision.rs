@@ -13,7 +13,8 @@ use async_trait::async_trait;
 use authorizer::{Config, RouteScopes, handler};
 use criterion::{Criterion, criterion_group, criterion_main};
 use keyward::domain::{
-    Actor, EnvName, HourlyUsage, Key, KeyHash, KeyId, LastUse, Timestamp, UsageTally, create_key,
+    Actor, AllowedIps, EnvName, HourlyUsage, Key, KeyHash, KeyId, LastUse, NewKey, Timestamp,
+    UsageTally, create_key,
 };
 use keyward::store::{KeyLookup, StoreError, UsageOwner, UsageStore};
 use keyward::testing::orders_key;
@@ -65,10 +66,28 @@ fn decision(c: &mut Criterion) {
     let env = EnvName::parse("production").unwrap();
     let input = orders_key("bench");
     let issued = create_key(&env, input, Actor::operator("bench"), &mint, keyward::now()).unwrap();
-    let store = InMemory(HashMap::from([(
-        issued.key.hash.to_hex(),
-        issued.key.clone(),
-    )]));
+    // The longest list a key may have, whose last range alone holds the caller: 50 IPv6 and 50
+    // IPv4 networks, every one tried.
+    let networks: Vec<String> = (0..50)
+        .map(|i| format!("2001:db8:{i:x}::/48"))
+        .chain((0..50).map(|i| format!("10.{i}.0.0/16")))
+        .collect();
+    let pinned_input = NewKey {
+        allowed_ips: AllowedIps::parse(&networks).unwrap(),
+        ..orders_key("pinned")
+    };
+    let pinned = create_key(
+        &env,
+        pinned_input,
+        Actor::operator("bench"),
+        &mint,
+        keyward::now(),
+    )
+    .unwrap();
+    let store = InMemory(HashMap::from([
+        (issued.key.hash.to_hex(), issued.key.clone()),
+        (pinned.key.hash.to_hex(), pinned.key.clone()),
+    ]));
     let config = Config {
         environment: Some(env),
         routes: RouteScopes::parse(r#"{"GET /orders": "orders:read"}"#).unwrap(),
@@ -84,6 +103,17 @@ fn decision(c: &mut Criterion) {
         .to_string()
     };
     let valid = event(&secret);
+    let from = |token: &str| {
+        serde_json::json!({
+            "type": "REQUEST",
+            "methodArn": "arn:aws:execute-api:us-west-2:123456789012:ymy8tbxw7b/prod/GET/orders",
+            "headers": {"authorization": format!("Bearer {token}")},
+            "requestContext": {"identity": {"sourceIp": "10.49.7.9"}},
+        })
+        .to_string()
+    };
+    let open_request = from(&secret);
+    let pinned_request = from(pinned.secret.expose());
     let bad_checksum = event(&format!("{}000000", &secret[..secret.len() - 6]));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -120,6 +150,21 @@ fn decision(c: &mut Criterion) {
     assert!(
         dropped.0.load(Ordering::SeqCst) > 0,
         "the checks were counted"
+    );
+    assert!(run(&open_request).contains("\"Allow\""));
+    assert!(run(&pinned_request).contains("\"Allow\""));
+    c.bench_function(
+        "authorizer: REQUEST event, a key with no allowed networks",
+        |b| b.iter(|| run(black_box(&open_request))),
+    );
+    c.bench_function(
+        "authorizer: REQUEST event, a key with 100 allowed networks, the caller in the last",
+        |b| b.iter(|| run(black_box(&pinned_request))),
+    );
+    let caller: std::net::IpAddr = "10.49.7.9".parse().unwrap();
+    c.bench_function(
+        "100 allowed networks, the caller in the last (the match alone)",
+        |b| b.iter(|| black_box(&pinned.key.allowed_ips).allows(black_box(caller))),
     );
     c.bench_function(
         "authorizer: bad checksum, no store read (event JSON to Unauthorized)",

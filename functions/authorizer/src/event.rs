@@ -4,6 +4,8 @@ use aws_lambda_events::apigw::{
     ApiGatewayCustomAuthorizerRequest, ApiGatewayCustomAuthorizerRequestTypeRequest,
     ApiGatewayV2CustomAuthorizerV2Request,
 };
+use std::net::IpAddr;
+
 use keyward::http::key_from_headers;
 use serde_json::Value;
 
@@ -25,6 +27,9 @@ pub(crate) struct Ask {
     pub(crate) method: String,
     /// The path asked for.
     pub(crate) path: String,
+    /// The caller's address as API Gateway saw it (`sourceIp`, never `X-Forwarded-For`);
+    /// `None` for a `TOKEN` event, which carries none.
+    pub(crate) source: Option<IpAddr>,
     /// How to answer.
     pub(crate) shape: Shape,
 }
@@ -37,6 +42,11 @@ fn method_and_path(arn: &str) -> Option<(String, String)> {
     let (_api, _stage) = (parts.next()?, parts.next()?);
     let method = parts.next().filter(|m| !m.is_empty())?.to_owned();
     Some((method, format!("/{}", parts.next().unwrap_or_default())))
+}
+
+/// An event's `sourceIp`, if it is an address.
+fn address(source_ip: Option<&str>) -> Option<IpAddr> {
+    source_ip?.parse().ok()
 }
 
 fn bearer(value: &str) -> &str {
@@ -72,6 +82,7 @@ pub(crate) fn ask(event: Value) -> Result<Ask, AuthorizerError> {
                 token: key_from_headers(&e.headers).map(str::to_owned),
                 method,
                 path,
+                source: address(e.request_context.http.source_ip.as_deref()),
                 shape: Shape::Http,
             })
         }
@@ -91,6 +102,7 @@ pub(crate) fn ask(event: Value) -> Result<Ask, AuthorizerError> {
                 token,
                 method,
                 path,
+                source: None,
                 shape: Shape::Rest { method_arn },
             })
         }
@@ -100,10 +112,12 @@ pub(crate) fn ask(event: Value) -> Result<Ask, AuthorizerError> {
             let method_arn = e.method_arn.unwrap_or_default();
             let (method, path) =
                 method_and_path(&method_arn).ok_or(AuthorizerError::UnknownEvent)?;
+            let source = e.request_context.identity.as_ref();
             Ok(Ask {
                 token: key_from_headers(&e.headers).map(str::to_owned),
                 method,
                 path,
+                source: address(source.and_then(|i| i.source_ip.as_deref())),
                 shape: Shape::Rest { method_arn },
             })
         }

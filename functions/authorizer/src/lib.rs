@@ -4,7 +4,10 @@
 //! REST `TOKEN` and `REQUEST` authorizers get an IAM policy, or the error `Unauthorized`
 //! (API Gateway's `401`); HTTP API payload 2.0 authorizers get a simple `isAuthorized`.
 //! A missing, malformed, unknown, expired or revoked key, or a key of another environment, is
-//! unauthorized; a valid key without the route's scope gets a Deny policy (`403`). An allow
+//! unauthorized; a valid key without the route's scope, or used from outside its allowed
+//! networks (`sourceIp`, never `X-Forwarded-For`; a `TOKEN` event carries no address, so a key
+//! with allowed networks is denied there), gets a Deny policy (`403`) whose context names the
+//! `reason` (`insufficient_scope`, `unlisted_route`, `ip_not_allowed`, `ip_required`). An allow
 //! covers exactly the method that was asked for, so a cached policy opens nothing else, and
 //! passes `keyId`, `environment` and `scopes` (space-separated) to the backend.
 //!
@@ -85,6 +88,7 @@ async fn decide(
     let scope;
     let needs = Needs {
         environment: config.environment.as_ref(),
+        source: ask.source,
         scopes: match required {
             Requirement::Scope(required) => {
                 scope = [required.as_str()];
@@ -102,9 +106,13 @@ async fn decide(
         .or_else(|| config.environment.clone());
     let decision = match (outcome, key) {
         (Outcome::Checked(Verdict::Valid), Some(key)) => Decision::Allow(key),
-        (Outcome::Checked(Verdict::InsufficientScope) | Outcome::RouteClosed, Some(key)) => {
-            Decision::Deny(key)
-        }
+        (
+            Outcome::Checked(
+                Verdict::InsufficientScope | Verdict::IpNotAllowed | Verdict::IpRequired,
+            )
+            | Outcome::RouteClosed,
+            Some(key),
+        ) => Decision::Deny(key),
         _ => Decision::Unauthorized,
     };
     Ok(Decided {
@@ -179,19 +187,26 @@ pub async fn handler(
             tracing::info!(key_id = %key.id, hint = %key.hint, method, scope, "allowed")
         }
         Decision::Deny(key) => {
-            tracing::info!(key_id = %key.id, hint = %key.hint, method, scope, "denied: scope")
+            let reason = outcome.code();
+            tracing::info!(key_id = %key.id, hint = %key.hint, method, scope, reason, "denied")
         }
         Decision::Unauthorized => tracing::info!(method, scope, "unauthorized"),
     }
     match (decision, ask.shape) {
         (Decision::Unauthorized, Shape::Rest { .. }) => Err(AuthorizerError::Unauthorized),
-        (Decision::Deny(key), Shape::Rest { method_arn }) => Ok(policy(&key, "Deny", &method_arn)),
+        (Decision::Deny(key), Shape::Rest { method_arn }) => {
+            let mut denied = policy(&key, "Deny", &method_arn);
+            denied["context"]["reason"] = json!(outcome.code());
+            Ok(denied)
+        }
         (Decision::Allow(key), Shape::Rest { method_arn }) => {
             Ok(policy(&key, "Allow", &method_arn))
         }
         (Decision::Unauthorized, Shape::Http) => Ok(json!({"isAuthorized": false})),
         (Decision::Deny(key), Shape::Http) => {
-            Ok(json!({"isAuthorized": false, "context": context(&key)}))
+            let mut context = context(&key);
+            context["reason"] = json!(outcome.code());
+            Ok(json!({"isAuthorized": false, "context": context}))
         }
         (Decision::Allow(key), Shape::Http) => {
             Ok(json!({"isAuthorized": true, "context": context(&key)}))
@@ -207,7 +222,9 @@ mod tests {
 
     use async_trait::async_trait;
     use keyward::aws::calls::acting_as;
-    use keyward::domain::{Actor, KeyHash, Kind, NewKey, Revocation, Secret, create_key, revoke};
+    use keyward::domain::{
+        Actor, AllowedIps, KeyHash, Kind, NewKey, Revocation, Secret, create_key, revoke,
+    };
     use keyward::domain::{PresentedKey, hour_of};
     use keyward::store::UsageStore;
     use keyward::store::{KeyStore, SqliteStore};
@@ -761,6 +778,54 @@ mod tests {
                 "opening unlisted routes leaves listed scopes in force"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_key_with_allowed_networks_is_held_to_the_address_api_gateway_saw_never_a_header() {
+        let store = SqliteStore::in_memory().unwrap();
+        keys(&store).await;
+        let input = NewKey {
+            allowed_ips: AllowedIps::parse(&["198.51.100.0/24"]).unwrap(),
+            ..orders_key("pinned")
+        };
+        let production = EnvName::parse("production").unwrap();
+        let pinned = create_key(
+            &production,
+            input,
+            Actor::operator("t"),
+            &keyward::mint(),
+            keyward::now(),
+        )
+        .unwrap();
+        store.apply(&pinned.change).await.unwrap();
+        let secret = pinned.secret.expose();
+        // The caller writes X-Forwarded-For, and names an allowed address in it.
+        let from = |fixture: &str, source: &str| {
+            let mut e = event(fixture, "GET", "/orders", Some(secret));
+            let context = if fixture == REQUEST {
+                "identity"
+            } else {
+                "http"
+            };
+            e["requestContext"][context]["sourceIp"] = json!(source);
+            e["headers"]["X-Forwarded-For"] = json!("198.51.100.7");
+            e
+        };
+        for fixture in [REQUEST, HTTP] {
+            let inside = answered(&config(), &store, from(fixture, "198.51.100.20")).await;
+            assert_eq!(outcome(fixture, &inside, "/GET/orders"), Outcome::Allow);
+            let outside = answered(&config(), &store, from(fixture, "203.0.113.9")).await;
+            assert_eq!(outcome(fixture, &outside, "/GET/orders"), Outcome::Deny);
+            assert_eq!(outside.unwrap()["context"]["reason"], "ip_not_allowed");
+        }
+        let token = event(TOKEN, "GET", "/orders", Some(secret));
+        let token = answered(&config(), &store, token).await;
+        assert_eq!(outcome(TOKEN, &token, "/GET/orders"), Outcome::Deny);
+        assert_eq!(
+            token.unwrap()["context"]["reason"],
+            "ip_required",
+            "a TOKEN event carries no address"
+        );
     }
 
     #[tokio::test]

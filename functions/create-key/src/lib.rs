@@ -2,7 +2,7 @@
 
 use chrono::DateTime;
 use keyward::domain::{
-    EnvName, KeyName, Kind, LastUse, NewKey, Scope, Scopes, Timestamp, create_key,
+    AllowedIps, EnvName, KeyName, Kind, LastUse, NewKey, Scope, Scopes, Timestamp, create_key,
 };
 use keyward::http::{
     ApiError, Context, ErrorCode, HandlerFuture, KeyView, Settings, authorize_environment,
@@ -13,7 +13,7 @@ use lambda_http::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-const SHAPE: &str = r#"{"name": string, "kind"?: "secret" or "publishable", "scopes"?: [string], "expires_at"?: RFC 3339 time, "rotation_policy"?: {"every", "grace_period", "secret_id"}}"#;
+const SHAPE: &str = r#"{"name": string, "kind"?: "secret" or "publishable", "scopes"?: [string], "expires_at"?: RFC 3339 time, "rotation_policy"?: {"every", "grace_period", "secret_id"}, "allowed_ips"?: [IPv4 or IPv6 address or CIDR range]}"#;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,6 +23,7 @@ struct CreateBody {
     scopes: Option<Vec<String>>,
     expires_at: Option<String>,
     rotation_policy: Option<Value>,
+    allowed_ips: Option<Vec<String>>,
 }
 
 impl CreateBody {
@@ -60,6 +61,7 @@ impl CreateBody {
             scopes: Scopes::parse(&self.scopes.unwrap_or_default())?,
             expires_at,
             rotation_policy,
+            allowed_ips: AllowedIps::parse(&self.allowed_ips.unwrap_or_default())?,
         })
     }
 }

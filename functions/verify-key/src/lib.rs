@@ -4,7 +4,9 @@
 
 use keyward::check::{Checked, Needs, check_presented};
 use keyward::domain::{EnvName, Scopes, Timestamp, Verdict};
-use keyward::http::{ApiError, Context, HandlerFuture, json_body, respond};
+use std::net::IpAddr;
+
+use keyward::http::{ApiError, Context, ErrorCode, HandlerFuture, json_body, respond};
 use keyward::metrics;
 use keyward::store::KeyStore;
 use keyward::usage::Counter;
@@ -13,7 +15,8 @@ use lambda_http::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-const SHAPE: &str = r#"{"key": string, "environment"?: string, "scopes"?: [string]}"#;
+const SHAPE: &str =
+    r#"{"key": string, "environment"?: string, "scopes"?: [string], "source_ip"?: string}"#;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -21,6 +24,8 @@ struct VerifyBody {
     key: String,
     environment: Option<String>,
     scopes: Option<Vec<String>>,
+    /// The address the checked request came from, for a key held to some networks.
+    source_ip: Option<String>,
 }
 
 /// The Lambda handler.
@@ -55,8 +60,21 @@ async fn verify(
         .transpose()?;
     let scopes = Scopes::parse(&body.scopes.unwrap_or_default())?;
     let required: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
+    let source = body
+        .source_ip
+        .as_deref()
+        .map(|ip| {
+            ip.parse::<IpAddr>().map_err(|_| {
+                ApiError::new(
+                    ErrorCode::InvalidSourceIp,
+                    "source_ip is an IPv4 or IPv6 address, without a port or a range",
+                )
+            })
+        })
+        .transpose()?;
     let needs = Needs {
         environment: environment.as_ref(),
+        source,
         scopes: &required,
         closed: false,
     };

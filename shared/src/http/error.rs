@@ -63,6 +63,10 @@ error_codes! {
     InvalidGracePeriod = "invalid_grace_period", BAD_REQUEST;
     /// A rotation policy as sent breaks its rule.
     InvalidRotationPolicy = "invalid_rotation_policy", BAD_REQUEST;
+    /// An `allowed_ips` list has a bad entry, or too many.
+    InvalidAllowedIps = "invalid_allowed_ips", BAD_REQUEST;
+    /// A `source_ip` is not an IPv4 or IPv6 address.
+    InvalidSourceIp = "invalid_source_ip", BAD_REQUEST;
     /// An expiry is not a future RFC 3339 time.
     InvalidExpiresAt = "invalid_expires_at", BAD_REQUEST;
     /// A page's limit is not from 1 to 100.
@@ -83,6 +87,8 @@ error_codes! {
     MissingAuthorizerContext = "missing_authorizer_context", UNAUTHORIZED;
     /// The caller's key lacks the route's scope.
     InsufficientScope = "insufficient_scope", FORBIDDEN;
+    /// The caller's key is accepted only from networks that do not hold the request's address.
+    IpNotAllowed = "ip_not_allowed", FORBIDDEN;
     /// The caller's key belongs to another environment.
     WrongEnvironment = "wrong_environment", FORBIDDEN;
     /// The caller would grant or change scopes it does not hold.
@@ -180,6 +186,7 @@ impl From<InputError> for ApiError {
             InputError::ScopeNotAllowed(_) => ErrorCode::ScopeNotAllowed,
             InputError::InvalidGracePeriod(_) => ErrorCode::InvalidGracePeriod,
             InputError::InvalidRotationPolicy(_) => ErrorCode::InvalidRotationPolicy,
+            InputError::InvalidAllowedIps(_) => ErrorCode::InvalidAllowedIps,
             InputError::ExpiresAtNotInFuture => ErrorCode::InvalidExpiresAt,
         };
         Self::new(code, e.to_string())

@@ -18,7 +18,7 @@ pub use error::{ApiError, ErrorCode};
 pub use request::{
     Caller, Prepare, apply_deciding, apply_prepared, authenticate, authorize_change,
     authorize_environment, authorize_key, key_from_headers, page_request, query_param,
-    rotation_policy,
+    rotation_policy, source_ip,
 };
 pub use view::{KeyView, last_use_after_change, last_use_of};
 

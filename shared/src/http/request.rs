@@ -1,6 +1,9 @@
 //! Reading requests: the caller's key, path and query parameters, and JSON bodies.
 
+use std::net::IpAddr;
+
 use lambda_http::http::HeaderMap;
+use lambda_http::request::RequestContext;
 use lambda_http::{Request, RequestExt};
 
 use super::{ApiError, Context, ErrorCode, Settings};
@@ -27,6 +30,18 @@ pub fn key_from_headers(headers: &HeaderMap) -> Option<&str> {
     bearer
         .or_else(|| header("x-api-key"))
         .filter(|k| !k.is_empty())
+}
+
+/// The address a request came from, as API Gateway saw it: `requestContext.identity.sourceIp`
+/// on a REST API, `requestContext.http.sourceIp` on an HTTP API (and the peer's address on
+/// `keyward serve`, which puts it there). Never `X-Forwarded-For`, which the caller writes.
+pub fn source_ip(req: &Request) -> Option<IpAddr> {
+    let text = match req.request_context_ref()? {
+        RequestContext::ApiGatewayV1(context) => context.identity.source_ip.as_deref(),
+        RequestContext::ApiGatewayV2(context) => context.http.source_ip.as_deref(),
+        _ => None,
+    }?;
+    text.parse().ok()
 }
 
 /// A caller whose key is valid now.
@@ -131,7 +146,8 @@ impl Caller {
 }
 
 /// Checks the caller's key with at most one store read ([`check_presented`], which also
-/// counts it in `usage`); every failure is a `401`.
+/// counts it in `usage`), from the request's address ([`source_ip`]); a key used from outside
+/// its allowed networks is a `403`, every other failure a `401`.
 pub async fn authenticate(
     store: &dyn KeyLookup,
     usage: &dyn Counter,
@@ -139,7 +155,11 @@ pub async fn authenticate(
     now: Timestamp,
 ) -> Result<Caller, ApiError> {
     let token = key_from_headers(req.headers());
-    let checked = check_presented(store, usage, token, Needs::default(), now).await?;
+    let needs = Needs {
+        source: source_ip(req),
+        ..Needs::default()
+    };
+    let checked = check_presented(store, usage, token, needs, now).await?;
     let invalid = || ApiError::new(ErrorCode::InvalidApiKey, "the key is not valid");
     match (checked.outcome, checked.key) {
         (Outcome::Checked(Verdict::Valid), Some(key)) => {
@@ -158,6 +178,10 @@ pub async fn authenticate(
         (Outcome::Checked(Verdict::Expired), _) => Err(ApiError::new(
             ErrorCode::ExpiredApiKey,
             "the key has expired",
+        )),
+        (Outcome::Checked(Verdict::IpNotAllowed | Verdict::IpRequired), _) => Err(ApiError::new(
+            ErrorCode::IpNotAllowed,
+            "the key is not accepted from this address",
         )),
         _ => Err(invalid()),
     }

@@ -7,8 +7,8 @@ use serde::Serialize;
 
 use super::ApiError;
 use crate::domain::{
-    DeliveryFailures, EnvName, Key, KeyId, KeyName, Kind, LastUse, PendingDelivery, RotationPolicy,
-    Scopes, Status, Timestamp,
+    AllowedIps, DeliveryFailures, EnvName, Key, KeyId, KeyName, Kind, LastUse, PendingDelivery,
+    RotationPolicy, Scopes, Status, Timestamp,
 };
 use crate::store::UsageStore;
 
@@ -31,6 +31,7 @@ pub struct KeyView<'a> {
     rotation_policy: Option<&'a RotationPolicy>,
     pending_delivery: Option<&'a PendingDelivery>,
     delivery_failures: Option<&'a DeliveryFailures>,
+    allowed_ips: &'a AllowedIps,
     #[serde(flatten)]
     last_use: LastUse,
 }
@@ -55,6 +56,7 @@ impl<'a> KeyView<'a> {
             rotation_policy: key.rotation_policy.as_ref(),
             pending_delivery: key.pending_delivery.as_ref(),
             delivery_failures: key.delivery_failures.as_ref(),
+            allowed_ips: &key.allowed_ips,
             last_use,
         }
     }
