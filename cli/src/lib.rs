@@ -187,7 +187,6 @@ const API_AUTHORIZER: &str = "ApiAuthorizer";
 /// The template's function behind `POST /v1/verify`, which counts the keys it checks.
 const VERIFY_KEY: &str = "VerifyKey";
 
-/// Answers one request with the handler its route names.
 /// The request context API Gateway would give a request from `peer`; its `sourceIp` is the
 /// one part keyward reads, to hold a key to its allowed networks.
 fn from_peer(peer: SocketAddr) -> RequestContext {
@@ -198,6 +197,7 @@ fn from_peer(peer: SocketAddr) -> RequestContext {
     RequestContext::ApiGatewayV1(context)
 }
 
+/// Answers one request with the handler its route names.
 async fn handle(
     context: Context<'_>,
     counters: &Counters,

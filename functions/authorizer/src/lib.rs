@@ -817,6 +817,10 @@ mod tests {
             let outside = answered(&config(), &store, from(fixture, "203.0.113.9")).await;
             assert_eq!(outcome(fixture, &outside, "/GET/orders"), Outcome::Deny);
             assert_eq!(outside.unwrap()["context"]["reason"], "ip_not_allowed");
+            // What API Gateway's console test puts there: no address, so no pass.
+            let unknown = answered(&config(), &store, from(fixture, "test-invoke-source-ip")).await;
+            assert_eq!(outcome(fixture, &unknown, "/GET/orders"), Outcome::Deny);
+            assert_eq!(unknown.unwrap()["context"]["reason"], "ip_required");
         }
         let token = event(TOKEN, "GET", "/orders", Some(secret));
         let token = answered(&config(), &store, token).await;

@@ -562,7 +562,7 @@ async function renderKey(id, tab) {
       ["Rotated from", link(key.rotated_from)],
       ["Rotated to", link(key.rotated_to)],
       ["Rotation policy", policyText(key.rotation_policy)],
-      ["Allowed IPs", key.allowed_ips.length ? h("span", { class: "mono" }, key.allowed_ips.join(", ")) : "Any address"],
+      ["Allowed IPs", key.allowed_ips?.length ? h("span", { class: "mono" }, key.allowed_ips.join(", ")) : "Any address"],
     ].flatMap(([term, value]) => [h("dt", {}, term), h("dd", {}, value)]));
   const tabs = [["details", "Details"], ["usage", "Usage"], ["activity", "Activity"]];
   const panelId = uid("panel");

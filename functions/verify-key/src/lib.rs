@@ -2,10 +2,10 @@
 //! credentials: the key in the body is the one checked, and the answer is always `200`
 //! with `valid` and a `code` unless the request itself is malformed.
 
-use keyward::check::{Checked, Needs, check_presented};
-use keyward::domain::{EnvName, Scopes, Timestamp, Verdict};
 use std::net::IpAddr;
 
+use keyward::check::{Checked, Needs, check_presented};
+use keyward::domain::{EnvName, Scopes, Timestamp, Verdict};
 use keyward::http::{ApiError, Context, ErrorCode, HandlerFuture, json_body, respond};
 use keyward::metrics;
 use keyward::store::KeyStore;
