@@ -59,6 +59,13 @@ impl IpRange {
         Ok(range)
     }
 
+    /// Whether every address of this network is in `outer`.
+    pub fn within(&self, outer: &IpRange) -> bool {
+        full_length(self.network) == full_length(outer.network)
+            && outer.prefix <= self.prefix
+            && masked(self.network, outer.prefix) == outer.network
+    }
+
     /// Whether `address` is in this network; an address of the other family never is.
     pub fn contains(&self, address: IpAddr) -> bool {
         match (self.network, address) {
@@ -142,6 +149,17 @@ impl AllowedIps {
     pub fn allows(&self, address: IpAddr) -> bool {
         let address = address.to_canonical();
         self.0.is_empty() || self.0.iter().any(|range| range.contains(address))
+    }
+
+    /// Whether every address `other` lets in, this list lets in too: a key held to this list
+    /// may make only keys held within it. An empty list lets in every address, so it covers
+    /// any list, and no other list covers it.
+    pub fn covers(&self, other: &AllowedIps) -> bool {
+        self.is_empty()
+            || (!other.is_empty()
+                && other
+                    .iter()
+                    .all(|inner| self.iter().any(|outer| inner.within(outer))))
     }
 
     /// The ranges, in their canonical form.
@@ -260,6 +278,30 @@ mod tests {
             "IPv4's /0 is not IPv6"
         );
         assert!(AllowedIps::default().allows(ip("203.0.113.9")));
+    }
+
+    #[test]
+    fn a_list_covers_another_when_each_of_its_networks_lies_inside_one_of_its_own() {
+        let list = |entries: &[&str]| AllowedIps::parse(entries).unwrap();
+        let runner = list(&["10.1.0.0/16", "2001:db8::/32"]);
+        assert!(runner.covers(&list(&["10.1.2.0/24", "10.1.0.0/16", "2001:db8:1::7"])));
+        assert!(!runner.covers(&list(&["10.0.0.0/8"])), "wider than its own");
+        assert!(!runner.covers(&list(&["10.2.0.1"])));
+        assert!(
+            runner.covers(&list(&["::ffff:10.1.0.0/112"])),
+            "mapped is its IPv4 form"
+        );
+        assert!(!runner.covers(&list(&["0.0.0.0/0"])));
+        assert!(
+            !runner.covers(&AllowedIps::default()),
+            "no list is every address"
+        );
+        assert!(AllowedIps::default().covers(&runner));
+        assert!(AllowedIps::default().covers(&AllowedIps::default()));
+        assert!(
+            !list(&["10.1.0.0/16"]).covers(&list(&["::a01:0/112"])),
+            "families apart"
+        );
     }
 
     /// A range of either family, as text, with its host bits clear.

@@ -91,6 +91,43 @@ fn a_key_held_to_some_networks(backend: Backend) {
         "a key without a list shows an empty one"
     );
 
+    // A caller held to networks makes, and rotates into, only keys held within them.
+    let ci = create(
+        json!({"name": "ci", "scopes": ["keys:read", "keys:write"], "allowed_ips": ["127.0.0.0/8", "::1"]}),
+    );
+    let ci = ci.json["secret"].as_str().unwrap().to_owned();
+    let by_ci = |body: Value| server.call("POST", "/v1/environments/staging/keys", &ci, Some(body));
+    for escaping in [
+        json!(null),
+        json!([]),
+        json!(["10.0.0.0/8"]),
+        json!(["126.0.0.0/7"]),
+    ] {
+        let reply =
+            by_ci(json!({"name": "escape", "scopes": ["keys:read"], "allowed_ips": escaping}));
+        assert_eq!(
+            (reply.status, reply.code()),
+            (403, "network_escalation"),
+            "{escaping}"
+        );
+    }
+    let held =
+        by_ci(json!({"name": "held", "scopes": ["keys:read"], "allowed_ips": ["127.0.0.1"]}));
+    assert_eq!(held.status, 201, "{:?}", held.json);
+    let rotate_by_ci = |key: &Value| {
+        let id = key["key"]["id"].as_str().unwrap();
+        server.call(
+            "POST",
+            &format!("/v1/keys/{id}/rotate"),
+            &ci,
+            Some(json!({"grace_period": "1h"})),
+        )
+    };
+    assert_eq!(rotate_by_ci(&held.json).status, 201);
+    let open_key = create(json!({"name": "open", "scopes": ["keys:read"]}));
+    let reply = rotate_by_ci(&open_key.json);
+    assert_eq!((reply.status, reply.code()), (403, "network_escalation"));
+
     let rotated = server.call(
         "POST",
         &format!("/v1/keys/{id}/rotate"),

@@ -85,6 +85,7 @@ async fn create(context: Context<'_>, req: &Request, now: Timestamp) -> Result<V
         None => issued.key.expires_at,
     };
     caller.require_lifetime(lasts_until)?;
+    caller.require_networks(&issued.key.allowed_ips)?;
     store.apply(&issued.change).await?;
     tracing::Span::current().record("key_id", issued.key.id.as_str());
     tracing::info!("key created");

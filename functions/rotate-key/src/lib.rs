@@ -79,6 +79,7 @@ async fn rotate_key(
     let decide = |key: &Key| {
         let rotated = rotate(key, grace, actor.clone(), mint, now)?;
         caller.require_lifetime(rotated.key.expires_at)?;
+        caller.require_networks(&rotated.key.allowed_ips)?;
         let change = rotated.change.clone();
         Ok((rotated, Some(change)))
     };

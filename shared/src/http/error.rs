@@ -95,6 +95,8 @@ error_codes! {
     ScopeEscalation = "scope_escalation", FORBIDDEN;
     /// An expiring caller would make a credential that outlives it.
     LifetimeEscalation = "lifetime_escalation", FORBIDDEN;
+    /// A caller held to some networks would make a key that works outside them.
+    NetworkEscalation = "network_escalation", FORBIDDEN;
     /// No key has this id in this environment.
     KeyNotFound = "key_not_found", NOT_FOUND;
     /// No route has this path.

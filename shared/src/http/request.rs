@@ -9,7 +9,7 @@ use lambda_http::{Request, RequestExt};
 use super::{ApiError, Context, ErrorCode, Settings};
 use crate::check::{Needs, Outcome, check_presented};
 use crate::domain::{
-    Actor, EnvName, Key, KeyId, RotationPolicy, Scope, Scopes, Timestamp, Verdict,
+    Actor, AllowedIps, EnvName, Key, KeyId, RotationPolicy, Scope, Scopes, Timestamp, Verdict,
 };
 use crate::store::{KeyLookup, KeyStore, PageRequest, StoreError};
 use crate::usage::Counter;
@@ -111,6 +111,20 @@ impl Caller {
             Err(ApiError::new(
                 ErrorCode::LifetimeEscalation,
                 "this key expires, so it can make only credentials that stop working no later than it does",
+            ))
+        }
+    }
+
+    /// `403 network_escalation` unless every address `networks` lets in, the caller's own key
+    /// lets in too: a key held to a CI runner's range cannot make, or rotate into, a key that
+    /// works from anywhere else. A caller with no list is not limited.
+    pub fn require_networks(&self, networks: &AllowedIps) -> Result<(), ApiError> {
+        if self.key.allowed_ips.covers(networks) {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                ErrorCode::NetworkEscalation,
+                "this key is held to some networks, so it can make only keys held within them",
             ))
         }
     }
