@@ -286,6 +286,15 @@ mod tests {
         let runner = list(&["10.1.0.0/16", "2001:db8::/32"]);
         assert!(runner.covers(&list(&["10.1.2.0/24", "10.1.0.0/16", "2001:db8:1::7"])));
         assert!(!runner.covers(&list(&["10.0.0.0/8"])), "wider than its own");
+        assert!(
+            !list(&["10.0.0.0/16"]).covers(&list(&["10.0.0.0/8"])),
+            "same start, wider"
+        );
+        assert!(!list(&["0.0.0.0/8"]).covers(&list(&["0.0.0.0/0"])));
+        assert!(
+            !runner.covers(&list(&["10.1.2.0/24", "10.2.0.1"])),
+            "every network must lie inside, not one"
+        );
         assert!(!runner.covers(&list(&["10.2.0.1"])));
         assert!(
             runner.covers(&list(&["::ffff:10.1.0.0/112"])),

@@ -102,6 +102,7 @@ fn a_key_held_to_some_networks(backend: Backend) {
         json!([]),
         json!(["10.0.0.0/8"]),
         json!(["126.0.0.0/7"]),
+        json!(["127.0.0.1", "0.0.0.0/0"]),
     ] {
         let reply =
             by_ci(json!({"name": "escape", "scopes": ["keys:read"], "allowed_ips": escaping}));
@@ -127,6 +128,29 @@ fn a_key_held_to_some_networks(backend: Backend) {
     let open_key = create(json!({"name": "open", "scopes": ["keys:read"]}));
     let reply = rotate_by_ci(&open_key.json);
     assert_eq!((reply.status, reply.code()), (403, "network_escalation"));
+    // A policy makes successors of a key by schedule, so on an open key it is the same
+    // escalation; on a key held within the caller's networks it is allowed.
+    let set_policy = |key: &Value| {
+        let id = key["key"]["id"].as_str().unwrap();
+        let policy = json!({"every": "P1D", "grace_period": "1h", "secret_id": format!("keyward/staging/{id}")});
+        server.call(
+            "PUT",
+            &format!("/v1/keys/{id}/rotation-policy"),
+            &ci,
+            Some(json!({"rotation_policy": policy})),
+        )
+    };
+    let reply = set_policy(&open_key.json);
+    assert_eq!(
+        (reply.status, reply.code()),
+        (403, "network_escalation"),
+        "{:?}",
+        reply.json
+    );
+    let held =
+        by_ci(json!({"name": "held too", "scopes": ["keys:read"], "allowed_ips": ["127.0.0.1"]}));
+    let reply = set_policy(&held.json);
+    assert_eq!(reply.status, 200, "{:?}", reply.json);
 
     let rotated = server.call(
         "POST",

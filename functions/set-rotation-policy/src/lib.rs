@@ -42,8 +42,10 @@ async fn set_policy(
         Ok(
             match set_rotation_policy(key, policy.clone(), caller.actor(), context.mint, now)? {
                 PolicyChange::Changed { key, change } => {
+                    // A policy makes successors, which keep the key's networks.
                     if key.rotation_policy.is_some() {
                         caller.require_lifetime(None)?;
+                        caller.require_networks(&key.allowed_ips)?;
                     }
                     ((key, true), Some(*change))
                 }
