@@ -416,13 +416,21 @@ fn details(entry: &Value, now: DateTime<Utc>) -> String {
     let at = |field: &str| when(&entry[field], now);
     let field = |name: &str| text(&entry[name]);
     match entry["action"].as_str().unwrap_or("") {
-        "key.created" => format!(
-            "name {}, kind {}, scopes {}, expires {}",
-            field("name"),
-            field("kind"),
-            field("scopes"),
-            expiry(&entry["expires_at"], now)
-        ),
+        "key.created" => {
+            let held = match entry["allowed_ips"].as_array() {
+                Some(networks) if !networks.is_empty() => {
+                    format!(", allowed IPs {}", field("allowed_ips"))
+                }
+                _ => String::new(),
+            };
+            format!(
+                "name {}, kind {}, scopes {}, expires {}{held}",
+                field("name"),
+                field("kind"),
+                field("scopes"),
+                expiry(&entry["expires_at"], now)
+            )
+        }
         "key.rotated" => format!(
             "new key {}, grace {}, old key expires {}",
             field("new_key_id"),
@@ -552,6 +560,23 @@ mod tests {
         assert_eq!(
             table(&["ID", "NAME"], &rows),
             "ID      NAME\nkey_1   a much longer name\nkey_22  b\n"
+        );
+    }
+
+    #[test]
+    fn a_created_entry_names_its_networks_only_when_it_has_some() {
+        let now = at("2026-11-28T12:00:00Z");
+        let created = json!({"action": "key.created", "name": "runner", "kind": "secret",
+            "scopes": ["orders:read"], "expires_at": null});
+        assert_eq!(
+            details(&created, now),
+            "name runner, kind secret, scopes orders:read, expires never"
+        );
+        let mut held = created.clone();
+        held["allowed_ips"] = json!(["198.51.100.0/24", "2001:db8::7"]);
+        assert_eq!(
+            details(&held, now),
+            "name runner, kind secret, scopes orders:read, expires never, allowed IPs 198.51.100.0/24,2001:db8::7"
         );
     }
 

@@ -9,6 +9,7 @@ use super::grace::GracePeriod;
 use super::key::{ExpiryStage, RotationPolicy};
 use super::mint::Mint;
 use super::names::{ActivityId, EnvName, KeyId, KeyName, Kind, Scopes};
+use super::network::AllowedIps;
 
 /// Who made a change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +84,9 @@ pub enum Event {
         scopes: Scopes,
         /// Its expiry, if it has one.
         expires_at: Option<Timestamp>,
+        /// The networks it is accepted from; left out when it is accepted from anywhere.
+        #[serde(default, skip_serializing_if = "AllowedIps::is_empty")]
+        allowed_ips: AllowedIps,
     },
     /// A key was replaced by a new one, and keeps working for its grace.
     #[serde(rename = "key.rotated")]

@@ -254,6 +254,7 @@ fn created(key: &Key, actor: Actor, mint: &Mint, now: Timestamp) -> ActivityEntr
         kind: key.kind,
         scopes: key.scopes.clone(),
         expires_at: key.expires_at,
+        allowed_ips: key.allowed_ips.clone(),
     };
     ActivityEntry::new(mint, &key.environment, &key.id, actor, event, now)
 }

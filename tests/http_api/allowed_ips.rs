@@ -46,6 +46,14 @@ fn a_key_held_to_some_networks(backend: Backend) {
     );
     let got = server.call("GET", &format!("/v1/keys/{id}"), &admin, None);
     assert_eq!(got.json["key"]["allowed_ips"], pinned);
+    let activity = server.call("GET", &format!("/v1/keys/{id}/activity"), &admin, None);
+    let entries = activity.json["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0]["action"], "key.created");
+    assert_eq!(
+        entries[0]["allowed_ips"], pinned,
+        "the entry records the list"
+    );
 
     for (source, code) in [
         (json!("198.51.100.20"), "valid"),

@@ -395,6 +395,47 @@ fn a_whole_rotation_from_the_command_line(backend: Backend) {
 }
 
 #[test]
+fn a_key_made_with_allowed_ips_shows_them_and_a_bad_one_is_refused_by_the_server() {
+    let server = Server::start(Backend::Sqlite);
+    let cli = Client::new(&server, &server.default_key);
+    let made = cli.json(&[
+        "keys",
+        "create",
+        "--name",
+        "runner",
+        "--scope",
+        "orders:read",
+        "--allowed-ip",
+        "198.51.100.0/24",
+        "--allowed-ip",
+        "::ffff:192.0.2.1",
+    ]);
+    assert_eq!(
+        made["key"]["allowed_ips"],
+        json!(["198.51.100.0/24", "192.0.2.1"])
+    );
+    let id = made["key"]["id"].as_str().unwrap();
+    let shown = cli.ok(&["keys", "get", id]);
+    assert_eq!(field(&shown, "allowed IPs"), "198.51.100.0/24,192.0.2.1");
+    let refused = cli.run(&[
+        "keys",
+        "create",
+        "--name",
+        "bad",
+        "--allowed-ip",
+        "10.0.0.1/8",
+    ]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused
+            .stderr
+            .contains("host bits set: the network is 10.0.0.0/8"),
+        "{}",
+        refused.stderr
+    );
+}
+
+#[test]
 fn secret_only_prints_exactly_the_secret_and_a_newline() {
     let server = Server::start(Backend::Sqlite);
     let cli = Client::new(&server, &server.default_key);

@@ -232,6 +232,10 @@ pub struct CreateArgs {
     /// The Secrets Manager secret each rotation delivers the new key to
     #[arg(long, value_name = "SECRET_ID", requires = "rotate_every")]
     pub(super) rotate_secret: Option<String>,
+    /// An IPv4 or IPv6 address or CIDR range the key is accepted from (repeat for more, up
+    /// to 100); any address by default
+    #[arg(long = "allowed-ip", value_name = "ADDRESS_OR_CIDR")]
+    pub(super) allowed_ips: Vec<String>,
     /// The environment (by default the one of the key you act with)
     #[arg(long, value_name = "ENV", value_parser = env_name)]
     pub(super) env: Option<EnvName>,

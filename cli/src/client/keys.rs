@@ -69,6 +69,9 @@ async fn create(args: CreateArgs) -> Result<(), Failure> {
         body["rotation_policy"] =
             json!({"every": every, "grace_period": grace, "secret_id": secret});
     }
+    if !args.allowed_ips.is_empty() {
+        body["allowed_ips"] = json!(args.allowed_ips);
+    }
     let path = format!("/v1/environments/{env}/keys");
     let answer = api.send(Method::POST, &path, Some(&body)).await;
     let answer = answer.inspect_err(|_| remove_unused(&output))?;

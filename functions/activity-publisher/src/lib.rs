@@ -102,6 +102,7 @@ mod tests {
             kind: key.kind,
             scopes: key.scopes.clone(),
             expires_at: None,
+            allowed_ips: key.allowed_ips.clone(),
         };
         let change = Change {
             keys: vec![KeyWrite::Insert(key.clone())],

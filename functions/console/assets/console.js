@@ -454,7 +454,7 @@ function actorText(actor) {
 
 function detailsOf(entry) {
   switch (entry.action) {
-    case "key.created": return `Name ${entry.name}, ${entry.kind}, scopes ${entry.scopes.length ? entry.scopes.join(", ") : "none"}, expires ${entry.expires_at ? whenText(entry.expires_at) : "never"}`;
+    case "key.created": return `Name ${entry.name}, ${entry.kind}, scopes ${entry.scopes.length ? entry.scopes.join(", ") : "none"}, expires ${entry.expires_at ? whenText(entry.expires_at) : "never"}${entry.allowed_ips?.length ? `, allowed IPs ${entry.allowed_ips.join(", ")}` : ""}`;
     case "key.rotated": return `New key ${entry.new_key_id}, grace ${entry.grace_period}: the old key works until ${whenText(entry.expires_at)}`;
     case "key.grace_period_changed": return `Grace ${entry.grace_period}: works until ${whenText(entry.expires_at)}, was ${entry.previous_expires_at ? whenText(entry.previous_expires_at) : "never"}`;
     case "key.revoked": return `Revoked ${whenText(entry.revoked_at)}`;
