@@ -311,6 +311,7 @@ fn the_documents_enums_are_the_domains() {
             | Action::Expired
             | Action::Expiring
             | Action::RotationPolicyChanged
+            | Action::AllowedIpsChanged
             | Action::SecretDelivered
             | Action::SecretDeliveryFailed
             | Action::GraceIdle => {}

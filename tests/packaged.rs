@@ -485,6 +485,24 @@ async fn every_packaged_function_starts_and_answers_as_the_template_wires_it() {
     );
     ran("SetRotationPolicy");
 
+    let pinned = deployed.answer(
+        "SetAllowedIps",
+        rest(
+            "PUT",
+            "/v1/keys/{key_id}/allowed-ips",
+            &spare_id,
+            &admin,
+            json!({"allowed_ips": ["198.51.100.0/24"]}),
+        ),
+        200,
+    );
+    assert_eq!(
+        pinned["key"]["allowed_ips"],
+        json!(["198.51.100.0/24"]),
+        "{pinned}"
+    );
+    ran("SetAllowedIps");
+
     // A rotation by hand of a key whose policy was stored before claims, on the secret whose
     // claim a revoked key holds, takes the claim over on the same condition.
     deployed.answer(

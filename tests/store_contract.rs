@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use keyward::domain::{
-    Action, Actor, Change, EnvName, GracePeriod, Issued, Key, LastUse, Mint, NewKey, PolicyChange,
-    Revocation, RotationPolicy, Scopes, UsageTally, change_grace_period, create_environment,
+    Action, Actor, Change, EnvName, GracePeriod, Issued, Key, LastUse, Mint, NewKey, Revocation,
+    RotationPolicy, Scopes, Setting, UsageTally, change_grace_period, create_environment,
     create_key, revoke, rotate, set_rotation_policy,
 };
 use keyward::store::{
@@ -478,8 +478,8 @@ fn set_policy(key: &Key, secret_id: Option<&str>, clock: &Clock) -> (Key, Change
     )
     .unwrap()
     {
-        PolicyChange::Changed { key, change } => (key, *change),
-        PolicyChange::Unchanged(_) => panic!("unchanged"),
+        Setting::Changed { key, change } => (key, *change),
+        Setting::Unchanged(_) => panic!("unchanged"),
     }
 }
 
@@ -664,7 +664,7 @@ async fn due_keys_come_from_the_index_earliest_first(store: Arc<dyn KeyStore>) {
     );
     let daily = store.due_keys(at(8), 100).await.unwrap().remove(1);
     assert_eq!(daily, made[0], "the record is read in full and current");
-    let PolicyChange::Changed { change, .. } =
+    let Setting::Changed { change, .. } =
         set_rotation_policy(&daily, None, actor(), &clock.mint, clock.now()).unwrap()
     else {
         panic!("the policy is cleared")

@@ -85,6 +85,12 @@ pub const ROUTES: &[Route] = &[
         "SetRotationPolicy",
     ),
     (
+        Method::PUT,
+        "/v1/keys/{key_id}/allowed-ips",
+        set_allowed_ips::handler,
+        "SetAllowedIps",
+    ),
+    (
         Method::POST,
         "/v1/keys/{key_id}/revoke",
         revoke_key::handler,

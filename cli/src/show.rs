@@ -450,6 +450,11 @@ fn details(entry: &Value, now: DateTime<Utc>) -> String {
             Value::Null => "policy cleared".to_owned(),
             p => format!("policy {}", policy(p)),
         },
+        "key.allowed_ips_changed" => format!(
+            "allowed IPs {}; was {}",
+            allowed_ips(&entry["allowed_ips"]),
+            allowed_ips(&entry["previous"])
+        ),
         "key.secret_delivered" => {
             format!("to {} version {}", field("secret_id"), field("version_id"))
         }
@@ -703,6 +708,14 @@ mod tests {
             (
                 json!({"action": "key.rotation_policy_changed", "rotation_policy": null}),
                 "policy cleared",
+            ),
+            (
+                json!({"action": "key.allowed_ips_changed", "previous": [], "allowed_ips": ["198.51.100.0/24", "2001:db8::7"]}),
+                "allowed IPs 198.51.100.0/24,2001:db8::7; was any address",
+            ),
+            (
+                json!({"action": "key.allowed_ips_changed", "previous": ["10.0.0.0/8"], "allowed_ips": []}),
+                "allowed IPs any address; was 10.0.0.0/8",
             ),
             (
                 json!({"action": "key.secret_delivery_failed", "secret_id": "s", "failures": 2, "retry_at": "2026-11-28T13:00:00Z"}),

@@ -138,6 +138,14 @@ pub enum Event {
         /// The policy after; `null` when cleared.
         rotation_policy: Option<RotationPolicy>,
     },
+    /// The networks a key is accepted from were replaced.
+    #[serde(rename = "key.allowed_ips_changed")]
+    AllowedIpsChanged {
+        /// The list before; empty when every address was let in.
+        previous: AllowedIps,
+        /// The list after; empty when every address is let in.
+        allowed_ips: AllowedIps,
+    },
     /// A scheduled rotation's new secret became the current version of the key's secret.
     #[serde(rename = "key.secret_delivered")]
     SecretDelivered {
@@ -183,6 +191,7 @@ impl Event {
             Event::Expired { .. } => Action::Expired,
             Event::Expiring { .. } => Action::Expiring,
             Event::RotationPolicyChanged { .. } => Action::RotationPolicyChanged,
+            Event::AllowedIpsChanged { .. } => Action::AllowedIpsChanged,
             Event::SecretDelivered { .. } => Action::SecretDelivered,
             Event::SecretDeliveryFailed { .. } => Action::SecretDeliveryFailed,
             Event::GraceIdle { .. } => Action::GraceIdle,
@@ -207,6 +216,8 @@ pub enum Action {
     Expiring,
     /// `key.rotation_policy_changed`
     RotationPolicyChanged,
+    /// `key.allowed_ips_changed`
+    AllowedIpsChanged,
     /// `key.secret_delivered`
     SecretDelivered,
     /// `key.secret_delivery_failed`
@@ -217,7 +228,7 @@ pub enum Action {
 
 impl Action {
     /// Every action, for whatever must list them (the parser, and the API's description).
-    pub const ALL: [Action; 10] = [
+    pub const ALL: [Action; 11] = [
         Action::Created,
         Action::Rotated,
         Action::GracePeriodChanged,
@@ -225,6 +236,7 @@ impl Action {
         Action::Expired,
         Action::Expiring,
         Action::RotationPolicyChanged,
+        Action::AllowedIpsChanged,
         Action::SecretDelivered,
         Action::SecretDeliveryFailed,
         Action::GraceIdle,
@@ -240,6 +252,7 @@ impl Action {
             Action::Expired => "key.expired",
             Action::Expiring => "key.expiring",
             Action::RotationPolicyChanged => "key.rotation_policy_changed",
+            Action::AllowedIpsChanged => "key.allowed_ips_changed",
             Action::SecretDelivered => "key.secret_delivered",
             Action::SecretDeliveryFailed => "key.secret_delivery_failed",
             Action::GraceIdle => "key.grace_idle",

@@ -28,9 +28,9 @@ pub use key::{
     MAX_RETRY_WAIT, PendingDelivery, RETRY_SLACK, RotationPolicy, SecretPrefix, Status,
 };
 pub use lifecycle::{
-    Change, EnvironmentWrite, GraceChanged, Issued, KeyWrite, LifecycleError, NewKey, PolicyChange,
-    Revocation, Rotated, SecretClaim, change_grace_period, create_environment, create_key, revoke,
-    rotate, set_rotation_policy,
+    Change, EnvironmentWrite, GraceChanged, Issued, KeyWrite, LifecycleError, NewKey, Revocation,
+    Rotated, SecretClaim, Setting, change_grace_period, create_environment, create_key, revoke,
+    rotate, set_allowed_ips, set_rotation_policy,
 };
 pub use mint::{Entropy, Mint};
 pub use names::{

@@ -130,6 +130,9 @@ pub enum LifecycleError {
     /// Only a key in its grace period can have its grace changed.
     #[error("only a key in its grace period can have its grace period changed; this key is {}", .0.as_str())]
     NotInGrace(Status),
+    /// A revoked or expired key no longer changes.
+    #[error("a revoked or expired key cannot be changed; this key is {}", .0.as_str())]
+    Ended(Status),
     /// The default key must be rotated before it can be revoked, so the environment keeps a key.
     #[error("the environment's default key must be rotated before it can be revoked")]
     DefaultKeyMustBeRotated,
@@ -504,17 +507,17 @@ pub fn revoke(
     })
 }
 
-/// The outcome of setting or clearing a key's rotation policy.
+/// The outcome of setting one of a key's settings: its rotation policy or its networks.
 #[derive(Debug)]
-pub enum PolicyChange {
-    /// The policy changed.
+pub enum Setting {
+    /// The setting changed.
     Changed {
-        /// The key with its new policy.
+        /// The key with its new setting.
         key: Key,
         /// What to apply.
         change: Box<Change>,
     },
-    /// The key already had this policy: nothing changes and nothing is recorded.
+    /// The key already had this setting: nothing changes and nothing is recorded.
     Unchanged(Key),
 }
 
@@ -528,13 +531,13 @@ pub fn set_rotation_policy(
     actor: Actor,
     mint: &Mint,
     now: Timestamp,
-) -> Result<PolicyChange, LifecycleError> {
+) -> Result<Setting, LifecycleError> {
     let status = key.status(now);
     if status != Status::Active {
         return Err(LifecycleError::NotActive(status));
     }
     if key.rotation_policy == policy {
-        return Ok(PolicyChange::Unchanged(key.clone()));
+        return Ok(Setting::Unchanged(key.clone()));
     }
     let event = Event::RotationPolicyChanged {
         previous: key.rotation_policy.clone(),
@@ -551,7 +554,45 @@ pub fn set_rotation_policy(
         secret_claim: SecretClaim::of(&changed),
         activity: ActivityEntry::new(mint, &key.environment, &key.id, actor, event, now),
     };
-    Ok(PolicyChange::Changed {
+    Ok(Setting::Changed {
+        key: changed,
+        change: Box::new(change),
+    })
+}
+
+/// Replaces the networks a key is accepted from; an empty list lets every address in. A key
+/// in its grace can be held too (a leaked key that services still use can be pinned to
+/// them), but a revoked or expired key no longer changes. Its successors keep their own
+/// lists: a rotation copied the list as it was.
+pub fn set_allowed_ips(
+    key: &Key,
+    allowed_ips: AllowedIps,
+    actor: Actor,
+    mint: &Mint,
+    now: Timestamp,
+) -> Result<Setting, LifecycleError> {
+    let status = key.status(now);
+    if !matches!(status, Status::Active | Status::InGrace) {
+        return Err(LifecycleError::Ended(status));
+    }
+    if key.allowed_ips == allowed_ips {
+        return Ok(Setting::Unchanged(key.clone()));
+    }
+    let event = Event::AllowedIpsChanged {
+        previous: key.allowed_ips.clone(),
+        allowed_ips: allowed_ips.clone(),
+    };
+    let (changed, write) = update(Key {
+        allowed_ips,
+        ..key.clone()
+    });
+    let change = Change {
+        keys: vec![write],
+        environment: None,
+        secret_claim: None,
+        activity: ActivityEntry::new(mint, &key.environment, &key.id, actor, event, now),
+    };
+    Ok(Setting::Changed {
         key: changed,
         change: Box::new(change),
     })
@@ -946,7 +987,7 @@ mod tests {
             &serde_json::json!({"every": "P30D", "grace_period": "24h", "secret_id": "keyward/billing"}),
         )
         .unwrap();
-        let PolicyChange::Changed { key: set, change } =
+        let Setting::Changed { key: set, change } =
             set_rotation_policy(&key, Some(policy.clone()), operator(), test_mint(), t0()).unwrap()
         else {
             panic!("not changed")
@@ -962,9 +1003,9 @@ mod tests {
         );
         assert!(matches!(
             set_rotation_policy(&set, Some(policy.clone()), operator(), test_mint(), t0()).unwrap(),
-            PolicyChange::Unchanged(k) if k == set
+            Setting::Unchanged(k) if k == set
         ));
-        let PolicyChange::Changed { key: cleared, .. } =
+        let Setting::Changed { key: cleared, .. } =
             set_rotation_policy(&set, None, operator(), test_mint(), t0()).unwrap()
         else {
             panic!("not cleared")
@@ -995,7 +1036,7 @@ mod tests {
             secret: "keyward/billing".to_owned(),
             holder: holder.id.clone(),
         };
-        let PolicyChange::Changed { key: set, change } =
+        let Setting::Changed { key: set, change } =
             set_rotation_policy(&key, Some(policy.clone()), operator(), test_mint(), t0()).unwrap()
         else {
             panic!("not changed")
@@ -1041,7 +1082,7 @@ mod tests {
                 .may_claim_from(&set.id, Some(&rotated.previous))
         );
 
-        let PolicyChange::Changed {
+        let Setting::Changed {
             change: cleared, ..
         } = set_rotation_policy(&rotated.key, None, operator(), test_mint(), t0()).unwrap()
         else {
@@ -1191,6 +1232,79 @@ mod tests {
             check(&active_key(), None, outside, &none, t0()),
             Verdict::Valid,
             "a key without a list is used from anywhere"
+        );
+    }
+
+    #[test]
+    fn networks_are_replaced_on_a_key_that_still_works_and_recorded_before_and_after() {
+        let key = active_key();
+        let ranges = AllowedIps::parse(&["198.51.100.0/24", "2001:db8::/32"]).unwrap();
+        let Setting::Changed { key: held, change } =
+            set_allowed_ips(&key, ranges.clone(), operator(), test_mint(), t0()).unwrap()
+        else {
+            panic!("not changed")
+        };
+        assert_eq!(held.allowed_ips, ranges);
+        assert_eq!(held.version, key.version + 1);
+        assert_eq!(
+            change.activity.event,
+            Event::AllowedIpsChanged {
+                previous: AllowedIps::default(),
+                allowed_ips: ranges.clone(),
+            }
+        );
+        assert_eq!(change.secret_claim, None);
+        assert!(matches!(
+            set_allowed_ips(&held, ranges.clone(), operator(), test_mint(), t0()).unwrap(),
+            Setting::Unchanged(k) if k == held
+        ));
+        let rotated = rotate(&held, grace("1h"), operator(), test_mint(), t0()).unwrap();
+        let Setting::Changed {
+            key: cleared,
+            change,
+        } = set_allowed_ips(
+            &rotated.previous,
+            AllowedIps::default(),
+            operator(),
+            test_mint(),
+            t0(),
+        )
+        .unwrap()
+        else {
+            panic!("a key in its grace is not changed")
+        };
+        assert!(cleared.allowed_ips.is_empty());
+        assert_eq!(
+            change.activity.event,
+            Event::AllowedIpsChanged {
+                previous: ranges.clone(),
+                allowed_ips: AllowedIps::default(),
+            }
+        );
+        assert_eq!(
+            rotated.key.allowed_ips, ranges,
+            "the successor keeps its own"
+        );
+        let Revocation::Revoked { key: revoked, .. } =
+            revoke(&rotated.key, operator(), test_mint(), t0()).unwrap()
+        else {
+            panic!("not revoked")
+        };
+        assert_eq!(
+            set_allowed_ips(
+                &revoked,
+                AllowedIps::default(),
+                operator(),
+                test_mint(),
+                t0()
+            )
+            .unwrap_err(),
+            LifecycleError::Ended(Status::Revoked)
+        );
+        let later = t0() + TimeDelta::hours(2);
+        assert_eq!(
+            set_allowed_ips(&rotated.previous, ranges, operator(), test_mint(), later).unwrap_err(),
+            LifecycleError::Ended(Status::Expired)
         );
     }
 }

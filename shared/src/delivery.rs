@@ -154,7 +154,7 @@ mod tests {
 
     use super::*;
     use crate::domain::{
-        EnvName, GracePeriod, NewKey, PolicyChange, Revocation, RotationPolicy, create_environment,
+        EnvName, GracePeriod, NewKey, Revocation, RotationPolicy, Setting, create_environment,
         create_key, revoke, rotate, set_rotation_policy,
     };
     use crate::store::SqliteStore;
@@ -209,7 +209,7 @@ mod tests {
         let rotated = rotate(&first.key, grace, ops(), &mint, now).unwrap();
         store.apply(&rotated.change).await.unwrap();
         let arn = format!("arn:aws:secretsmanager:us-east-1:123456789012:secret:{name}-AbCdEf");
-        let PolicyChange::Changed {
+        let Setting::Changed {
             key: successor,
             change,
         } = set_rotation_policy(&rotated.key, policy(&arn), ops(), &mint, now).unwrap()

@@ -34,6 +34,7 @@ const OWN_CRATES: &[&str] = &[
     "revoke_key",
     "rotate_key",
     "scheduled_rotation",
+    "set_allowed_ips",
     "set_rotation_policy",
     "verify_key",
 ];

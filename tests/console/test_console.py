@@ -411,3 +411,32 @@ def test_a_key_held_to_networks_shows_them_and_an_open_key_says_any_address(page
     no_serious_violations(page, "a key held to networks")
     page.goto(f"{keyward.url}#/keys/{keyward.admin_id}")
     expect(page.get_by_role("tabpanel")).to_contain_text(re.compile(r"Allowed IPs\s*Any address"))
+
+
+def test_the_allowlist_dialog_holds_a_key_to_networks_then_lets_any_address_in(page, keyward):
+    key = keyward.create("runner", ["orders:read"])["key"]
+    sign_in(page, keyward.admin)
+    open_menu(page, key["id"], "runner").get_by_role("menuitem", name="IP allowlist").click()
+    dialog = page.get_by_role("dialog", name="IP allowlist of “runner”")
+    no_serious_violations(page, "the allowlist dialog")
+    networks = dialog.get_by_label("Addresses and CIDR ranges")
+    networks.fill("10.0.0.1/8")
+    dialog.get_by_role("button", name="Save allowlist").click()
+    expect(dialog.get_by_role("alert")).to_contain_text("host bits")
+    screenshot(page, "allowlist-dialog.png")
+    assert keyward.key(key["id"])["allowed_ips"] == []
+    networks.fill("198.51.100.0/24\n::ffff:203.0.113.9")
+    dialog.get_by_role("button", name="Save allowlist").click()
+    expect(page.get_by_role("status")).to_contain_text("Saved the IP allowlist of runner")
+    assert keyward.key(key["id"])["allowed_ips"] == ["198.51.100.0/24", "203.0.113.9"]
+    open_menu(page, key["id"], "runner").get_by_role("menuitem", name="IP allowlist").click()
+    dialog = page.get_by_role("dialog", name="IP allowlist of “runner”")
+    expect(dialog.get_by_label("Addresses and CIDR ranges")).to_have_value("198.51.100.0/24\n203.0.113.9")
+    dialog.get_by_role("button", name="Allow any address").click()
+    expect(page.get_by_role("status")).to_contain_text("runner is accepted from any address")
+    assert keyward.key(key["id"])["allowed_ips"] == []
+    page.goto(f"{keyward.url}#/keys/{key['id']}")
+    page.get_by_role("tab", name="Activity").click()
+    expect(page.get_by_role("tabpanel")).to_contain_text(
+        "Allowed IPs any address, was 198.51.100.0/24, 203.0.113.9"
+    )

@@ -1,5 +1,5 @@
 //! A key held to some networks, on both stores: set at create and shown normalised, copied by
-//! a rotation, and checked against the address the platform saw, by `/v1/verify` (its
+//! a rotation, changed with immediate effect, and checked against the address the platform saw, by `/v1/verify` (its
 //! `source_ip`) and by the API itself (the caller's address; `keyward serve` is on loopback).
 
 use serde_json::{Value, json};
@@ -184,6 +184,65 @@ fn a_key_held_to_some_networks(backend: Backend) {
         verified(&server, &secret, json!("203.0.113.9"))["code"],
         "ip_not_allowed",
         "the old key in its grace keeps its list too"
+    );
+
+    // A change holds from the next request, for a key just checked (serve keeps those in
+    // memory) and for the API's own caller; a key in its grace can be changed too.
+    let set_ips = |key_id: &str, caller: &str, networks: Value| {
+        server.call(
+            "PUT",
+            &format!("/v1/keys/{key_id}/allowed-ips"),
+            caller,
+            Some(json!({"allowed_ips": networks})),
+        )
+    };
+    let opened = set_ips(&id, &admin, json!([]));
+    assert_eq!(opened.status, 200, "{:?}", opened.json);
+    assert_eq!(opened.json["key"]["status"], "in_grace");
+    assert_eq!(
+        verified(&server, &secret, json!("203.0.113.9"))["code"],
+        "valid",
+        "cleared: any address"
+    );
+    assert_eq!(verified(&server, &secret, json!(null))["code"], "valid");
+    assert_eq!(
+        verified(&server, successor, json!("203.0.113.9"))["code"],
+        "ip_not_allowed",
+        "the successor keeps the list the rotation gave it"
+    );
+    let local_id = local.json["key"]["id"].as_str().unwrap();
+    let elsewhere = set_ips(local_id, &admin, json!(["203.0.113.0/24"]));
+    assert_eq!(elsewhere.status, 200, "{:?}", elsewhere.json);
+    let listed = server.call("GET", "/v1/environments/staging/keys", local_secret, None);
+    assert_eq!((listed.status, listed.code()), (403, "ip_not_allowed"));
+    let reply = set_ips(local_id, &ci, json!([]));
+    assert_eq!(
+        (reply.status, reply.code()),
+        (403, "network_escalation"),
+        "a caller held to loopback cannot open a key to every address"
+    );
+    assert_eq!(set_ips(local_id, &ci, json!(["127.0.0.1"])).status, 200);
+    let listed = server.call("GET", "/v1/environments/staging/keys", local_secret, None);
+    assert_eq!(listed.status, 200, "{:?}", listed.json);
+    let activity = server.call(
+        "GET",
+        &format!("/v1/keys/{local_id}/activity"),
+        &admin,
+        None,
+    );
+    let changes: Vec<_> = activity.json["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "key.allowed_ips_changed")
+        .map(|e| (e["previous"].clone(), e["allowed_ips"].clone()))
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            (json!(["203.0.113.0/24"]), json!(["127.0.0.1"])),
+            (json!(["127.0.0.0/8", "::1"]), json!(["203.0.113.0/24"])),
+        ]
     );
 
     let too_many: Vec<String> = (0..=100).map(|i| format!("10.0.{i}.0/24")).collect();

@@ -417,6 +417,28 @@ fn a_key_made_with_allowed_ips_shows_them_and_a_bad_one_is_refused_by_the_server
     let id = made["key"]["id"].as_str().unwrap();
     let shown = cli.ok(&["keys", "get", id]);
     assert_eq!(field(&shown, "allowed IPs"), "198.51.100.0/24,192.0.2.1");
+    let changed = cli.ok(&["keys", "ips", id, "--set", "203.0.113.0/24", "2001:db8::7"]);
+    assert_eq!(field(&changed, "allowed IPs"), "203.0.113.0/24,2001:db8::7");
+    let cleared = cli.json(&["keys", "ips", id, "--clear"]);
+    assert_eq!(cleared["key"]["allowed_ips"], json!([]));
+    let activity = cli.ok(&[
+        "activity",
+        "--key",
+        id,
+        "--action",
+        "key.allowed_ips_changed",
+    ]);
+    assert!(
+        activity.contains("allowed IPs any address; was 203.0.113.0/24,2001:db8::7"),
+        "{activity}"
+    );
+    let refused = cli.run(&["keys", "ips", id, "--set", "192.0.2.1/16"]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused.stderr.contains("invalid_allowed_ips"),
+        "{}",
+        refused.stderr
+    );
     let refused = cli.run(&[
         "keys",
         "create",
@@ -920,6 +942,9 @@ fn each_class_of_failure_has_its_exit_status() {
         &[
             "keys", "policy", &id, "--clear", "--every", "P30D", "--grace", "1h", "--secret", "s",
         ],
+        &["keys", "ips", &id],
+        &["keys", "ips", &id, "--set"],
+        &["keys", "ips", &id, "--set", "10.0.0.0/8", "--clear"],
         &["keys", "list", "--limit", "0"],
         &["keys", "list", "--all", "--limit", "5"],
         &["keys", "list", "--env", "Prod"],

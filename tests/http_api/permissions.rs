@@ -57,6 +57,7 @@ fn rows() -> Vec<(&'static str, &'static str, Target)> {
         "change grace",
         "revoke",
         "set policy",
+        "set allowed IPs",
         "get",
         "key usage",
         "key activity",
@@ -147,6 +148,12 @@ impl World<'_> {
                         Some(
                             json!({"rotation_policy": {"every": "P30D", "grace_period": "24h", "secret_id": format!("{POLICY_SECRET}/{id}")}}),
                         ),
+                    ),
+                    // Loopback, where the test calls from, so a held caller keeps working.
+                    "set allowed IPs" => (
+                        "PUT",
+                        format!("/v1/keys/{id}/allowed-ips"),
+                        Some(json!({"allowed_ips": ["127.0.0.0/8", "::1"]})),
                     ),
                     "get" => ("GET", format!("/v1/keys/{id}"), None),
                     "key usage" => ("GET", format!("/v1/keys/{id}/usage"), None),
@@ -267,7 +274,7 @@ fn another_environment_answers_like_a_missing_one(backend: Backend) {
     assert_eq!(staging_key.status, 201);
     let theirs = staging_key.json["key"]["id"].as_str().unwrap().to_owned();
     let missing = format!("key_{}", "0".repeat(22));
-    let bodies: [(&str, &str, Option<Value>); 7] = [
+    let bodies: [(&str, &str, Option<Value>); 8] = [
         ("GET", "", None),
         ("POST", "/rotate", Some(json!({"grace_period": "1h"}))),
         ("PUT", "/grace-period", Some(json!({"grace_period": "1h"}))),
@@ -276,6 +283,7 @@ fn another_environment_answers_like_a_missing_one(backend: Backend) {
             "/rotation-policy",
             Some(json!({"rotation_policy": null})),
         ),
+        ("PUT", "/allowed-ips", Some(json!({"allowed_ips": []}))),
         ("POST", "/revoke", None),
         ("GET", "/activity", None),
         ("GET", "/activity?limit=5", None),
@@ -346,7 +354,7 @@ fn another_environment_answers_like_a_missing_one(backend: Backend) {
     for pair in raw.chunks(2) {
         assert_eq!(pair[0].body, pair[1].body, "byte for byte: {pair:?}");
     }
-    assert_eq!(compared, 11);
+    assert_eq!(compared, 12);
     assert_eq!(
         raw.len(),
         2 * compared,

@@ -188,6 +188,9 @@ pub enum KeysCommand {
     /// Sets or clears a key's rotation policy
     #[command(after_help = EXIT_STATUS, after_long_help = long_help(""))]
     Policy(PolicyArgs),
+    /// Replaces the networks a key is accepted from, or lets every address in again
+    #[command(after_help = EXIT_STATUS, after_long_help = long_help(IPS_HELP))]
+    Ips(IpsArgs),
 }
 
 /// The options of `keyward keys list`.
@@ -340,6 +343,31 @@ pub struct PolicyArgs {
     #[command(flatten)]
     pub(super) connection: Connection,
 }
+
+/// The options of `keyward keys ips`.
+#[derive(Debug, clap::Args)]
+pub struct IpsArgs {
+    /// The key's id, key_...
+    #[arg(value_parser = key_id)]
+    pub(super) key_id: KeyId,
+    /// The IPv4 and IPv6 addresses and CIDR ranges it is accepted from, up to 100; they
+    /// replace the list it has
+    #[arg(long, value_name = "ADDRESS_OR_CIDR", num_args = 1.., required_unless_present = "clear")]
+    pub(super) set: Vec<String>,
+    /// Accepts it from any address again
+    #[arg(long, conflicts_with = "set")]
+    pub(super) clear: bool,
+    #[command(flatten)]
+    pub(super) output: Output,
+    #[command(flatten)]
+    pub(super) connection: Connection,
+}
+
+const IPS_HELP: &str =
+    "The change holds from the key's next request: from an address outside the list the key is
+refused (ip_not_allowed). The authorizer judges the address API Gateway saw, never
+X-Forwarded-For, and only in a REQUEST authorizer. A key you act with that is itself held to
+networks can set only lists within them, and cannot clear one.";
 
 const GRACE_HELP: &str =
     "A grace is now, 1h, 24h, 3d or 7d, an ISO-8601 duration such as P14D or PT36H, or a

@@ -8,8 +8,8 @@ use keyward::domain::KeyId;
 use serde_json::{Value, json};
 
 use super::args::{
-    CreateArgs, GetArgs, GraceArgs, KeysCommand, KindArg, ListArgs, PolicyArgs, RevokeArgs,
-    RotateArgs, UsageArgs,
+    CreateArgs, GetArgs, GraceArgs, IpsArgs, KeysCommand, KindArg, ListArgs, PolicyArgs,
+    RevokeArgs, RotateArgs, UsageArgs,
 };
 use super::confirm;
 use super::paging::{environment, not_keyward, on_key, pages};
@@ -30,6 +30,7 @@ pub async fn keys(command: KeysCommand) -> Result<(), Failure> {
         KeysCommand::Grace(args) => grace(args).await,
         KeysCommand::Revoke(args) => revoke(args).await,
         KeysCommand::Policy(args) => policy(args).await,
+        KeysCommand::Ips(args) => ips(args).await,
     }
 }
 
@@ -182,5 +183,12 @@ async fn policy(args: PolicyArgs) -> Result<(), Failure> {
         Some(body),
     )
     .await?;
+    print_key(&answer, args.output)
+}
+
+async fn ips(args: IpsArgs) -> Result<(), Failure> {
+    let api = args.connection.open()?;
+    let body = json!({"allowed_ips": args.set});
+    let answer = on_key(&api, Method::PUT, &args.key_id, "/allowed-ips", Some(body)).await?;
     print_key(&answer, args.output)
 }

@@ -18,7 +18,7 @@ whenKeyFails(signOut);
 const PAGE = 20;
 const ACTIONS = [
   "key.created", "key.rotated", "key.grace_period_changed", "key.revoked", "key.expired",
-  "key.expiring", "key.rotation_policy_changed", "key.secret_delivered", "key.secret_delivery_failed", "key.grace_idle",
+  "key.expiring", "key.rotation_policy_changed", "key.allowed_ips_changed", "key.secret_delivered", "key.secret_delivery_failed", "key.grace_idle",
 ];
 
 // ---- Signing in and out.
@@ -122,6 +122,10 @@ function statusBadge(key) {
   return h("span", { class: `badge status-${key.status}` }, statusOf(key));
 }
 
+function networksText(networks) {
+  return networks?.length ? networks.join(", ") : "any address";
+}
+
 function policyText(policy) {
   return policy ? `Every ${policy.every}, grace ${policy.grace_period}, to ${policy.secret_id}` : "—";
 }
@@ -211,6 +215,7 @@ function actionsMenu(key) {
     item("Revoke key", !key.default && key.status !== "revoked", () => revokeDialog(key, button),
       key.default ? "Default keys must be rotated before they can be revoked." : null),
     item("Rotation policy", active, () => policyDialog(key, button)),
+    item("IP allowlist", active || key.status === "in_grace", () => allowlistDialog(key, button)),
     item("View activity", true, () => { location.hash = `#/keys/${key.id}/activity`; }),
   ];
   const menu = h("ul", { role: "menu", id: menuId, "aria-label": `Actions for ${key.name}`, hidden: true }, items);
@@ -390,6 +395,39 @@ function policyDialog(key, returnTo) {
   }, returnTo);
 }
 
+function allowlistDialog(key, returnTo) {
+  dialog(`IP allowlist of “${key.name}”`, (close) => {
+    const error = h("div", { class: "alert", role: "alert" });
+    const id = uid("networks");
+    const save = async (networks) => {
+      try {
+        await api("PUT", `/v1/keys/${key.id}/allowed-ips`, { allowed_ips: networks });
+        notices.text = networks.length ? `Saved the IP allowlist of ${key.name}.` : `${key.name} is accepted from any address.`;
+        close();
+        route();
+      } catch (failure) {
+        error.textContent = `The allowlist was not saved: ${describe(failure)}`;
+      }
+    };
+    const form = h("form", {
+      onsubmit: (event) => {
+        event.preventDefault();
+        save(new FormData(form).get("networks").split(/[\s,]+/).filter(Boolean));
+      },
+    },
+    h("p", {}, "The key is accepted only from these networks, from its next request. Leave it empty to accept it from any address."),
+    h("label", { for: id }, "Addresses and CIDR ranges"),
+    h("p", { class: "hint", id: `${id}-hint` }, "One per line, IPv4 or IPv6, such as 198.51.100.0/24; up to 100."),
+    h("textarea", { id, name: "networks", rows: "5", class: "mono", "aria-describedby": `${id}-hint` }, (key.allowed_ips || []).join("\n")),
+    error,
+    buttons(
+      h("button", { type: "button", onclick: close }, "Cancel"),
+      key.allowed_ips?.length ? h("button", { type: "button", onclick: () => save([]) }, "Allow any address") : null,
+      h("button", { type: "submit", class: "primary" }, "Save allowlist")));
+    return [form];
+  }, returnTo);
+}
+
 function createDialog(returnTo) {
   const env = environmentOf(signedInKey());
   dialog("Create key", (close, box, heading) => {
@@ -461,6 +499,7 @@ function detailsOf(entry) {
     case "key.expired": return `Expired ${whenText(entry.expires_at)}`;
     case "key.expiring": return `Expires ${whenText(entry.expires_at)} (within ${entry.within})`;
     case "key.rotation_policy_changed": return entry.rotation_policy ? `Policy: ${policyText(entry.rotation_policy)}` : "Policy cleared";
+    case "key.allowed_ips_changed": return `Allowed IPs ${networksText(entry.allowed_ips)}, was ${networksText(entry.previous)}`;
     case "key.secret_delivered": return `Delivered to ${entry.secret_id}, version ${entry.version_id}`;
     case "key.secret_delivery_failed": return `Delivery to ${entry.secret_id} failed ${entry.failures} times in a row; retried ${whenText(entry.retry_at)}`;
     case "key.grace_idle": return `No presentation recorded ${entry.last_presented_at ? `since ${lastUseText(entry.last_presented_at)}` : "since it was made"} while its successor ${entry.new_key_id} was used ${lastUseText(entry.successor_last_used_at)}; its grace ends ${entry.expires_at ? whenText(entry.expires_at) : "never"}`;
@@ -562,7 +601,7 @@ async function renderKey(id, tab) {
       ["Rotated from", link(key.rotated_from)],
       ["Rotated to", link(key.rotated_to)],
       ["Rotation policy", policyText(key.rotation_policy)],
-      ["Allowed IPs", key.allowed_ips?.length ? h("span", { class: "mono" }, key.allowed_ips.join(", ")) : "Any address"],
+      ["Allowed IPs", key.allowed_ips?.length ? h("span", { class: "mono" }, networksText(key.allowed_ips)) : "Any address"],
     ].flatMap(([term, value]) => [h("dt", {}, term), h("dd", {}, value)]));
   const tabs = [["details", "Details"], ["usage", "Usage"], ["activity", "Activity"]];
   const panelId = uid("panel");

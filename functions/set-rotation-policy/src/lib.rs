@@ -2,7 +2,7 @@
 //! key rotates itself (scope `keys:write`). Setting the policy the key already has changes
 //! nothing and records nothing.
 
-use keyward::domain::{Key, PolicyChange, Timestamp, set_rotation_policy};
+use keyward::domain::{Key, Setting, Timestamp, set_rotation_policy};
 use keyward::http::{
     ApiError, Context, HandlerFuture, KeyView, apply_deciding, authorize_change, json_body,
     last_use_after_change, respond, rotation_policy,
@@ -41,7 +41,7 @@ async fn set_policy(
     let decide = |key: &Key| {
         Ok(
             match set_rotation_policy(key, policy.clone(), caller.actor(), context.mint, now)? {
-                PolicyChange::Changed { key, change } => {
+                Setting::Changed { key, change } => {
                     // A policy makes successors, which keep the key's networks.
                     if key.rotation_policy.is_some() {
                         caller.require_lifetime(None)?;
@@ -49,7 +49,7 @@ async fn set_policy(
                     }
                     ((key, true), Some(*change))
                 }
-                PolicyChange::Unchanged(key) => ((key, false), None),
+                Setting::Unchanged(key) => ((key, false), None),
             },
         )
     };

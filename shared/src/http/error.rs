@@ -111,6 +111,8 @@ error_codes! {
     KeyNotActive = "key_not_active", CONFLICT;
     /// The key is not in its grace period.
     KeyNotInGrace = "key_not_in_grace", CONFLICT;
+    /// The key is revoked or expired, so it no longer changes.
+    KeyEnded = "key_ended", CONFLICT;
     /// The default key is rotated, never revoked.
     DefaultKeyMustBeRotated = "default_key_must_be_rotated", CONFLICT;
     /// A scheduled rotation met a key without a policy; no route gives it.
@@ -200,6 +202,7 @@ impl From<LifecycleError> for ApiError {
         let code = match e {
             LifecycleError::NotActive(_) => ErrorCode::KeyNotActive,
             LifecycleError::NotInGrace(_) => ErrorCode::KeyNotInGrace,
+            LifecycleError::Ended(_) => ErrorCode::KeyEnded,
             LifecycleError::DefaultKeyMustBeRotated => ErrorCode::DefaultKeyMustBeRotated,
             LifecycleError::NoRotationPolicy => ErrorCode::NoRotationPolicy,
             LifecycleError::Input(input) => return input.into(),

@@ -420,7 +420,7 @@ impl DynamoStore {
 mod tests {
     use super::*;
     use crate::domain::{
-        Actor, EnvName, NewKey, PolicyChange, RotationPolicy, create_environment, create_key,
+        Actor, EnvName, NewKey, RotationPolicy, Setting, create_environment, create_key,
         set_rotation_policy,
     };
 
@@ -433,8 +433,8 @@ mod tests {
     fn set(key: &Key, policy: Option<RotationPolicy>) -> (Key, Change) {
         let now = crate::now();
         match set_rotation_policy(key, policy, Actor::operator("t"), &crate::mint(), now).unwrap() {
-            PolicyChange::Changed { key, change } => (key, *change),
-            PolicyChange::Unchanged(_) => panic!("unchanged"),
+            Setting::Changed { key, change } => (key, *change),
+            Setting::Unchanged(_) => panic!("unchanged"),
         }
     }
 

@@ -1,0 +1,216 @@
+//! `PUT /v1/keys/{key_id}/allowed-ips`: replaces the networks a key is accepted from (scope
+//! `keys:write`); an empty list lets every address in. Sending the list the key already has
+//! changes nothing and records nothing.
+
+use keyward::domain::{AllowedIps, Key, Setting, Timestamp, set_allowed_ips};
+use keyward::http::{
+    ApiError, Context, HandlerFuture, KeyView, apply_deciding, authorize_change, json_body,
+    last_use_after_change, respond,
+};
+use lambda_http::Request;
+use lambda_http::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+const SHAPE: &str =
+    r#"{"allowed_ips": [IPv4 or IPv6 address or CIDR range], empty for every address}"#;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NetworksBody {
+    allowed_ips: Vec<String>,
+}
+
+/// The Lambda handler.
+pub fn handler(context: Context<'_>, req: Request, now: Timestamp) -> HandlerFuture<'_> {
+    Box::pin(async move { respond(StatusCode::OK, set_networks(context, &req, now).await) })
+}
+
+#[tracing::instrument(name = "set_allowed_ips", skip_all, fields(caller, key_id))]
+async fn set_networks(
+    context: Context<'_>,
+    req: &Request,
+    now: Timestamp,
+) -> Result<Value, ApiError> {
+    let store = context.store;
+    let (caller, key) = authorize_change(context, req, now).await?;
+    let body: NetworksBody = json_body(req, SHAPE)?;
+    let networks = AllowedIps::parse(&body.allowed_ips)?;
+    caller.require_networks(&networks)?;
+    let decide = |key: &Key| {
+        Ok(
+            match set_allowed_ips(key, networks.clone(), caller.actor(), context.mint, now)? {
+                Setting::Changed { key, change } => ((key, true), Some(*change)),
+                Setting::Unchanged(key) => ((key, false), None),
+            },
+        )
+    };
+    let (key, changed) = apply_deciding(store, key, decide).await?;
+    if changed {
+        let networks = key.allowed_ips.iter().count();
+        tracing::info!(networks, "allowed networks changed");
+    }
+    let last = last_use_after_change(store, &key).await;
+    Ok(json!({"key": KeyView::new(&key, last, now)}))
+}
+
+#[cfg(test)]
+mod tests {
+    use keyward::domain::{Action, Actor, NewKey, Scopes, revoke};
+    use keyward::store::{ActivityFilter, KeyStore, PageRequest};
+    use keyward::testing::{Seeded, body_json, event, orders_key, seeded, stored_key};
+
+    use super::*;
+
+    const REST: &str = include_str!("../fixtures/rest.json");
+    const HTTP: &str = include_str!("../fixtures/http.json");
+
+    async fn entries(s: &Seeded, key: &Key) -> Vec<Value> {
+        let filter = ActivityFilter {
+            action: Some(Action::AllowedIpsChanged),
+            key_id: Some(key.id.clone()),
+        };
+        let page = PageRequest {
+            limit: 10,
+            after: None,
+        };
+        s.store
+            .environment_activity(&s.environment, &filter, &page)
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|entry| serde_json::to_value(&entry.event).unwrap())
+            .collect()
+    }
+
+    fn put(fixture: &str, key: &Key, secret: &str, body: &str) -> Request {
+        event(
+            fixture,
+            &[("KEY_ID", key.id.as_str()), ("KEY", secret), ("BODY", body)],
+        )
+    }
+
+    #[tokio::test]
+    async fn a_list_is_set_through_either_api_shape_recorded_before_and_after_then_cleared() {
+        for fixture in [REST, HTTP] {
+            let now = keyward::now();
+            let s = seeded("production", now).await;
+            let worker = s.worker_key(now).await.key;
+            let secret = s.secret.expose();
+            let set = r#"{\"allowed_ips\": [\"203.0.113.9\", \"::ffff:198.51.100.0/120\"]}"#;
+            let response = handler(s.context(), put(fixture, &worker, secret, set), now).await;
+            assert_eq!(response.status(), 200, "{:?}", body_json(&response));
+            assert_eq!(
+                body_json(&response)["key"]["allowed_ips"],
+                json!(["203.0.113.9", "198.51.100.0/24"])
+            );
+            let stored = s.store.key(&worker.id).await.unwrap().unwrap();
+            assert_eq!(stored.allowed_ips.iter().count(), 2);
+            let again = handler(s.context(), put(fixture, &worker, secret, set), now).await;
+            assert_eq!(again.status(), 200);
+            assert_eq!(
+                entries(&s, &worker).await.len(),
+                1,
+                "the same list again records nothing"
+            );
+            let clear = r#"{\"allowed_ips\": []}"#;
+            let cleared = handler(s.context(), put(fixture, &worker, secret, clear), now).await;
+            assert_eq!(cleared.status(), 200);
+            assert_eq!(body_json(&cleared)["key"]["allowed_ips"], json!([]));
+            let recorded = entries(&s, &worker).await;
+            assert_eq!(recorded.len(), 2);
+            assert_eq!(
+                recorded[0],
+                json!({"action": "key.allowed_ips_changed",
+                       "previous": ["203.0.113.9", "198.51.100.0/24"], "allowed_ips": []})
+            );
+            assert_eq!(
+                recorded[1],
+                json!({"action": "key.allowed_ips_changed",
+                       "previous": [], "allowed_ips": ["203.0.113.9", "198.51.100.0/24"]})
+            );
+        }
+    }
+
+    /// The REST fixture's caller is at 192.168.196.186. A caller held to its /24 may hold a
+    /// key within that range, and nowhere else; clearing a list would let the key work from
+    /// anywhere, so that is refused too.
+    #[tokio::test]
+    async fn a_caller_held_to_networks_sets_only_lists_within_them() {
+        let now = keyward::now();
+        let s = seeded("production", now).await;
+        let worker = s.worker_key(now).await.key;
+        let held = NewKey {
+            scopes: Scopes::parse(&["keys:write", "orders:read"]).unwrap(),
+            allowed_ips: AllowedIps::parse(&["192.168.196.0/24"]).unwrap(),
+            ..orders_key("ci")
+        };
+        let caller = stored_key(&s.store, &s.environment, held, &s.mint, now).await;
+        let secret = caller.secret.expose();
+        for body in [
+            r#"{\"allowed_ips\": []}"#,
+            r#"{\"allowed_ips\": [\"192.168.0.0/16\"]}"#,
+            r#"{\"allowed_ips\": [\"192.168.196.7\", \"10.0.0.1\"]}"#,
+        ] {
+            let response = handler(s.context(), put(REST, &worker, secret, body), now).await;
+            assert_eq!(response.status(), 403, "{body}");
+            assert_eq!(
+                body_json(&response)["error"]["code"],
+                "network_escalation",
+                "{body}"
+            );
+        }
+        assert!(entries(&s, &worker).await.is_empty());
+        let within = r#"{\"allowed_ips\": [\"192.168.196.128/25\"]}"#;
+        let response = handler(s.context(), put(REST, &worker, secret, within), now).await;
+        assert_eq!(response.status(), 200, "{:?}", body_json(&response));
+        assert_eq!(entries(&s, &worker).await.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn bad_bodies_and_keys_that_ended_get_clear_errors_and_change_nothing() {
+        let now = keyward::now();
+        let s = seeded("production", now).await;
+        let worker = s.worker_key(now).await.key;
+        let secret = s.secret.expose();
+        for (body, status, code) in [
+            (r#"{}"#, 400, "missing_field"),
+            (r#"{\"allowed_ips\": null}"#, 400, "invalid_field"),
+            (r#"{\"allowed_ips\": \"10.0.0.0/8\"}"#, 400, "invalid_field"),
+            (
+                r#"{\"allowed_ips\": [\"10.0.0.1/8\"]}"#,
+                400,
+                "invalid_allowed_ips",
+            ),
+            (
+                r#"{\"allowed_ips\": [\"example.com\"]}"#,
+                400,
+                "invalid_allowed_ips",
+            ),
+            (
+                r#"{\"allowed_ips\": [], \"extra\": 1}"#,
+                400,
+                "unknown_field",
+            ),
+            (r#"[]"#, 400, "invalid_json"),
+        ] {
+            let response = handler(s.context(), put(REST, &worker, secret, body), now).await;
+            assert_eq!(response.status(), status, "{body}");
+            assert_eq!(body_json(&response)["error"]["code"], code, "{body}");
+        }
+        assert!(entries(&s, &worker).await.is_empty());
+        let keyward::domain::Revocation::Revoked { change, .. } =
+            revoke(&worker, Actor::operator("t"), &s.mint, now).unwrap()
+        else {
+            panic!("not revoked")
+        };
+        s.store.apply(&change).await.unwrap();
+        let body = r#"{\"allowed_ips\": [\"10.0.0.0/8\"]}"#;
+        let response = handler(s.context(), put(REST, &worker, secret, body), now).await;
+        assert_eq!(response.status(), 409);
+        assert_eq!(body_json(&response)["error"]["code"], "key_ended");
+        let stored = s.store.key(&worker.id).await.unwrap().unwrap();
+        assert!(stored.allowed_ips.is_empty());
+    }
+}
