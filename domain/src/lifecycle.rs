@@ -575,7 +575,7 @@ pub fn set_allowed_ips(
     if !matches!(status, Status::Active | Status::InGrace) {
         return Err(LifecycleError::Ended(status));
     }
-    if key.allowed_ips == allowed_ips {
+    if key.allowed_ips.same_ranges(&allowed_ips) {
         return Ok(Setting::Unchanged(key.clone()));
     }
     let event = Event::AllowedIpsChanged {
@@ -1258,6 +1258,14 @@ mod tests {
             set_allowed_ips(&held, ranges.clone(), operator(), test_mint(), t0()).unwrap(),
             Setting::Unchanged(k) if k == held
         ));
+        let reordered = AllowedIps::parse(&["2001:db8::/32", "198.51.100.0/24"]).unwrap();
+        assert!(
+            matches!(
+                set_allowed_ips(&held, reordered, operator(), test_mint(), t0()).unwrap(),
+                Setting::Unchanged(_)
+            ),
+            "the same ranges in another order change nothing"
+        );
         let rotated = rotate(&held, grace("1h"), operator(), test_mint(), t0()).unwrap();
         let Setting::Changed {
             key: cleared,
@@ -1274,16 +1282,16 @@ mod tests {
             panic!("a key in its grace is not changed")
         };
         assert!(cleared.allowed_ips.is_empty());
+        assert!(
+            matches!(&change.keys[..], [KeyWrite::Update { key, .. }] if key.id == rotated.previous.id),
+            "only the key in its grace is written, never its successor"
+        );
         assert_eq!(
             change.activity.event,
             Event::AllowedIpsChanged {
                 previous: ranges.clone(),
                 allowed_ips: AllowedIps::default(),
             }
-        );
-        assert_eq!(
-            rotated.key.allowed_ips, ranges,
-            "the successor keeps its own"
         );
         let Revocation::Revoked { key: revoked, .. } =
             revoke(&rotated.key, operator(), test_mint(), t0()).unwrap()

@@ -10,7 +10,7 @@ use super::names::InputError;
 
 /// One allowed network: an address with its host bits clear, and how many leading bits of it
 /// an address must share. A single address is the network of its full length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct IpRange {
     network: IpAddr,
     prefix: u8,
@@ -158,6 +158,17 @@ impl AllowedIps {
                 && other
                     .iter()
                     .all(|inner| self.iter().any(|outer| inner.within(outer))))
+    }
+
+    /// Whether both lists hold the same ranges, in whatever order: a change to this list
+    /// changes nothing.
+    pub fn same_ranges(&self, other: &AllowedIps) -> bool {
+        let sorted = |list: &AllowedIps| {
+            let mut ranges = list.0.clone();
+            ranges.sort_unstable();
+            ranges
+        };
+        sorted(self) == sorted(other)
     }
 
     /// The ranges, in their canonical form.

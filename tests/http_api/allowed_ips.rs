@@ -215,13 +215,19 @@ fn a_key_held_to_some_networks(backend: Backend) {
     assert_eq!(elsewhere.status, 200, "{:?}", elsewhere.json);
     let listed = server.call("GET", "/v1/environments/staging/keys", local_secret, None);
     assert_eq!((listed.status, listed.code()), (403, "ip_not_allowed"));
+    let reply = set_ips(local_id, &ci, json!(["127.0.0.1"]));
+    assert_eq!(
+        (reply.status, reply.code()),
+        (403, "network_escalation"),
+        "a key held elsewhere is out of the reach of a caller held to loopback"
+    );
+    assert_eq!(set_ips(local_id, &admin, json!(["127.0.0.1"])).status, 200);
     let reply = set_ips(local_id, &ci, json!([]));
     assert_eq!(
         (reply.status, reply.code()),
         (403, "network_escalation"),
         "a caller held to loopback cannot open a key to every address"
     );
-    assert_eq!(set_ips(local_id, &ci, json!(["127.0.0.1"])).status, 200);
     let listed = server.call("GET", "/v1/environments/staging/keys", local_secret, None);
     assert_eq!(listed.status, 200, "{:?}", listed.json);
     let activity = server.call(

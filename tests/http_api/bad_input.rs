@@ -75,6 +75,16 @@ fn every_bad_request_gets_its_status_and_code_and_none_gets_a_500(backend: Backe
         Some(json!({"grace_period": "1h"})),
     );
     assert_eq!(rotated.status, 201);
+    let (revoked_id, _) = create(json!({"name": "revoked"}));
+    let revoked = server.call(
+        "POST",
+        &format!("/v1/keys/{revoked_id}/revoke"),
+        admin,
+        None,
+    );
+    assert_eq!(revoked.status, 200);
+    let too_many: Vec<String> = (0..=100).map(|i| format!("10.0.{i}.0/24")).collect();
+    let too_many = json!({ "allowed_ips": too_many }).to_string();
     let staging = server.create_environment("staging");
     let unknown_but_well_formed =
         Secret::generate(&mint, Kind::Secret, &EnvName::parse("development").unwrap());
@@ -575,6 +585,78 @@ fn every_bad_request_gets_its_status_and_code_and_none_gets_a_500(backend: Backe
             format!("/v1/keys/{reader_id}/rotation-policy"),
             reader.as_str(),
             r#"{"rotation_policy": null}"#,
+            403,
+            "insufficient_scope",
+        ),
+        case(
+            "allowed IPs with host bits set",
+            "PUT",
+            format!("/v1/keys/{reader_id}/allowed-ips"),
+            admin,
+            r#"{"allowed_ips": ["10.0.0.1/8"]}"#,
+            400,
+            "invalid_allowed_ips",
+        ),
+        case(
+            "more than 100 allowed IPs",
+            "PUT",
+            format!("/v1/keys/{reader_id}/allowed-ips"),
+            admin,
+            too_many,
+            400,
+            "invalid_allowed_ips",
+        ),
+        case(
+            "allowed IPs as one string",
+            "PUT",
+            format!("/v1/keys/{reader_id}/allowed-ips"),
+            admin,
+            r#"{"allowed_ips": "10.0.0.0/8"}"#,
+            400,
+            "invalid_field",
+        ),
+        case(
+            "allowed IPs as numbers",
+            "PUT",
+            format!("/v1/keys/{reader_id}/allowed-ips"),
+            admin,
+            r#"{"allowed_ips": [1]}"#,
+            400,
+            "invalid_field",
+        ),
+        case(
+            "an allowed IPs body without the list",
+            "PUT",
+            format!("/v1/keys/{reader_id}/allowed-ips"),
+            admin,
+            r#"{}"#,
+            400,
+            "missing_field",
+        ),
+        case(
+            "allowed IPs for a revoked key",
+            "PUT",
+            format!("/v1/keys/{revoked_id}/allowed-ips"),
+            admin,
+            r#"{"allowed_ips": []}"#,
+            409,
+            "key_ended",
+        ),
+        case(
+            "the caller's own key held away from where it calls",
+            "PUT",
+            format!("/v1/keys/{}/allowed-ips", server.default_key_id),
+            admin,
+            r#"{"allowed_ips": ["203.0.113.0/24"]}"#,
+            409,
+            "would_lock_out",
+        ),
+        case(
+            "setting allowed IPs with a read-only key",
+            "PUT",
+            format!("/v1/keys/{reader_id}/allowed-ips"),
+            reader.as_str(),
+            r#"{"allowed_ips": []}"#,
             403,
             "insufficient_scope",
         ),

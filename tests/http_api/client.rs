@@ -417,7 +417,15 @@ fn a_key_made_with_allowed_ips_shows_them_and_a_bad_one_is_refused_by_the_server
     let id = made["key"]["id"].as_str().unwrap();
     let shown = cli.ok(&["keys", "get", id]);
     assert_eq!(field(&shown, "allowed IPs"), "198.51.100.0/24,192.0.2.1");
-    let changed = cli.ok(&["keys", "ips", id, "--set", "203.0.113.0/24", "2001:db8::7"]);
+    let changed = cli.ok(&[
+        "keys",
+        "ips",
+        id,
+        "--set",
+        "203.0.113.0/24,2001:db8::7",
+        "--set",
+        "::ffff:203.0.113.0/120",
+    ]);
     assert_eq!(field(&changed, "allowed IPs"), "203.0.113.0/24,2001:db8::7");
     let cleared = cli.json(&["keys", "ips", id, "--clear"]);
     assert_eq!(cleared["key"]["allowed_ips"], json!([]));

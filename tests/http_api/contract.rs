@@ -143,6 +143,7 @@ fn every_request_example_in_the_document_is_accepted() {
                 "PUT",
                 format!("/v1/keys/{}/rotation-policy", new_key(&name)),
             ),
+            "setAllowedIps" => ("PUT", format!("/v1/keys/{}/allowed-ips", new_key(&name))),
             "verifyKey" => ("POST", "/v1/verify".to_owned()),
             other => panic!("no way to send an example of {other}"),
         };
@@ -216,6 +217,7 @@ fn each_operation_needs_exactly_the_scope_the_document_names() {
                 "createKey" => Some(json!({"name": "made"})),
                 "rotateKey" | "changeGracePeriod" => Some(json!({"grace_period": "1h"})),
                 "setRotationPolicy" => Some(json!({"rotation_policy": null})),
+                "setAllowedIps" => Some(json!({"allowed_ips": []})),
                 _ => None,
             };
             let method = method.to_uppercase();
@@ -237,7 +239,7 @@ fn each_operation_needs_exactly_the_scope_the_document_names() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 10, "every operation that needs a key");
+    assert_eq!(checked, 11, "every operation that needs a key");
 }
 
 /// Every answer of every route of the API, an error's too, may not be kept by any cache, and

@@ -350,9 +350,14 @@ pub struct IpsArgs {
     /// The key's id, key_...
     #[arg(value_parser = key_id)]
     pub(super) key_id: KeyId,
-    /// The IPv4 and IPv6 addresses and CIDR ranges it is accepted from, up to 100; they
-    /// replace the list it has
-    #[arg(long, value_name = "ADDRESS_OR_CIDR", num_args = 1.., required_unless_present = "clear")]
+    /// An IPv4 or IPv6 address or CIDR range it is accepted from (repeat, or separate with
+    /// commas, for more, up to 100); together they replace the list it has
+    #[arg(
+        long,
+        value_name = "ADDRESS_OR_CIDR",
+        value_delimiter = ',',
+        required_unless_present = "clear"
+    )]
     pub(super) set: Vec<String>,
     /// Accepts it from any address again
     #[arg(long, conflicts_with = "set")]
@@ -367,7 +372,8 @@ const IPS_HELP: &str =
     "The change holds from the key's next request: from an address outside the list the key is
 refused (ip_not_allowed). The authorizer judges the address API Gateway saw, never
 X-Forwarded-For, and only in a REQUEST authorizer. A key you act with that is itself held to
-networks can set only lists within them, and cannot clear one.";
+networks changes only keys held within them, into lists within them, and cannot clear one.
+No key can hold itself away from the address it calls from (would_lock_out).";
 
 const GRACE_HELP: &str =
     "A grace is now, 1h, 24h, 3d or 7d, an ISO-8601 duration such as P14D or PT36H, or a

@@ -5,7 +5,7 @@
 use keyward::domain::{AllowedIps, Key, Setting, Timestamp, set_allowed_ips};
 use keyward::http::{
     ApiError, Context, HandlerFuture, KeyView, apply_deciding, authorize_change, json_body,
-    last_use_after_change, respond,
+    last_use_after_change, respond, source_ip,
 };
 use lambda_http::Request;
 use lambda_http::http::StatusCode;
@@ -36,11 +36,20 @@ async fn set_networks(
     let (caller, key) = authorize_change(context, req, now).await?;
     let body: NetworksBody = json_body(req, SHAPE)?;
     let networks = AllowedIps::parse(&body.allowed_ips)?;
-    caller.require_networks(&networks)?;
     let decide = |key: &Key| {
         Ok(
             match set_allowed_ips(key, networks.clone(), caller.actor(), context.mint, now)? {
-                Setting::Changed { key, change } => ((key, true), Some(*change)),
+                Setting::Changed {
+                    key: changed,
+                    change,
+                } => {
+                    // A caller held to networks reaches only keys within them, and keeps them
+                    // there: it can neither open a key nor move an open one into its range.
+                    caller.require_networks(&key.allowed_ips)?;
+                    caller.require_networks(&changed.allowed_ips)?;
+                    caller.require_reachable(&changed, source_ip(req))?;
+                    ((changed, true), Some(*change))
+                }
                 Setting::Unchanged(key) => ((key, false), None),
             },
         )
@@ -133,39 +142,126 @@ mod tests {
         }
     }
 
-    /// The REST fixture's caller is at 192.168.196.186. A caller held to its /24 may hold a
-    /// key within that range, and nowhere else; clearing a list would let the key work from
-    /// anywhere, so that is refused too.
+    /// The REST fixture's caller is at 192.168.196.186. A caller held to its /24 reaches only
+    /// keys held within it, and keeps them there: it cannot move an open key into its range,
+    /// clear a list or widen one. A revoked key answers as such before the networks are judged.
     #[tokio::test]
-    async fn a_caller_held_to_networks_sets_only_lists_within_them() {
+    async fn a_caller_held_to_networks_changes_only_keys_within_them_into_lists_within_them() {
         let now = keyward::now();
         let s = seeded("production", now).await;
-        let worker = s.worker_key(now).await.key;
-        let held = NewKey {
+        let open = s.worker_key(now).await.key;
+        let held = |name: &str, networks: &[&str]| NewKey {
             scopes: Scopes::parse(&["keys:write", "orders:read"]).unwrap(),
-            allowed_ips: AllowedIps::parse(&["192.168.196.0/24"]).unwrap(),
-            ..orders_key("ci")
+            allowed_ips: AllowedIps::parse(networks).unwrap(),
+            ..orders_key(name)
         };
-        let caller = stored_key(&s.store, &s.environment, held, &s.mint, now).await;
+        let caller = stored_key(
+            &s.store,
+            &s.environment,
+            held("ci", &["192.168.196.0/24"]),
+            &s.mint,
+            now,
+        )
+        .await;
+        let within = stored_key(
+            &s.store,
+            &s.environment,
+            held("job", &["192.168.196.0/25"]),
+            &s.mint,
+            now,
+        )
+        .await
+        .key;
         let secret = caller.secret.expose();
-        for body in [
-            r#"{\"allowed_ips\": []}"#,
-            r#"{\"allowed_ips\": [\"192.168.0.0/16\"]}"#,
-            r#"{\"allowed_ips\": [\"192.168.196.7\", \"10.0.0.1\"]}"#,
+        let inside = r#"{\"allowed_ips\": [\"192.168.196.128/25\"]}"#;
+        for (target, body) in [
+            (&open, inside),
+            (&within, r#"{\"allowed_ips\": []}"#),
+            (&within, r#"{\"allowed_ips\": [\"192.168.0.0/16\"]}"#),
+            (
+                &within,
+                r#"{\"allowed_ips\": [\"192.168.196.7\", \"10.0.0.1\"]}"#,
+            ),
         ] {
-            let response = handler(s.context(), put(REST, &worker, secret, body), now).await;
-            assert_eq!(response.status(), 403, "{body}");
+            let response = handler(s.context(), put(REST, target, secret, body), now).await;
+            assert_eq!(response.status(), 403, "{} {body}", target.id);
             assert_eq!(
                 body_json(&response)["error"]["code"],
                 "network_escalation",
-                "{body}"
+                "{} {body}",
+                target.id
             );
+            assert!(entries(&s, target).await.is_empty());
         }
-        assert!(entries(&s, &worker).await.is_empty());
-        let within = r#"{\"allowed_ips\": [\"192.168.196.128/25\"]}"#;
-        let response = handler(s.context(), put(REST, &worker, secret, within), now).await;
+        let response = handler(s.context(), put(REST, &within, secret, inside), now).await;
         assert_eq!(response.status(), 200, "{:?}", body_json(&response));
-        assert_eq!(entries(&s, &worker).await.len(), 1);
+        assert_eq!(entries(&s, &within).await.len(), 1);
+
+        let keyward::domain::Revocation::Revoked { change, .. } =
+            revoke(&open, Actor::operator("t"), &s.mint, now).unwrap()
+        else {
+            panic!("not revoked")
+        };
+        s.store.apply(&change).await.unwrap();
+        let response = handler(s.context(), put(REST, &open, secret, inside), now).await;
+        assert_eq!(
+            body_json(&response)["error"]["code"],
+            "key_ended",
+            "the key's state is judged before the caller's networks"
+        );
+    }
+
+    /// A key that would hold itself to networks that leave out where it is calling from is
+    /// refused, since it could not change itself back; from inside them, or for another key,
+    /// the change is made. The HTTP fixture's caller is at 1.2.3.4.
+    #[tokio::test]
+    async fn a_key_cannot_hold_itself_away_from_where_it_calls() {
+        let now = keyward::now();
+        let s = seeded("production", now).await;
+        let secret = s.secret.expose();
+        let away = r#"{\"allowed_ips\": [\"203.0.113.0/24\"]}"#;
+        let response = handler(s.context(), put(HTTP, &s.key, secret, away), now).await;
+        assert_eq!(response.status(), 409);
+        assert_eq!(body_json(&response)["error"]["code"], "would_lock_out");
+        assert!(
+            s.store
+                .key(&s.key.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .allowed_ips
+                .is_empty()
+        );
+        let worker = s.worker_key(now).await.key;
+        let response = handler(s.context(), put(HTTP, &worker, secret, away), now).await;
+        assert_eq!(response.status(), 200, "another key may be held anywhere");
+        let here = r#"{\"allowed_ips\": [\"1.2.3.0/24\", \"203.0.113.0/24\"]}"#;
+        let response = handler(s.context(), put(HTTP, &s.key, secret, here), now).await;
+        assert_eq!(response.status(), 200, "{:?}", body_json(&response));
+        let response = handler(s.context(), put(HTTP, &s.key, secret, away), now).await;
+        assert_eq!(
+            body_json(&response)["error"]["code"],
+            "would_lock_out",
+            "nor can it narrow itself away once held"
+        );
+    }
+
+    /// An expiry notice recorded between the handler's read and its write changes the key's
+    /// version but not the decision: the list is decided again and set, not answered `409`.
+    #[tokio::test]
+    async fn a_background_write_meanwhile_is_decided_again_not_a_conflict() {
+        let now = keyward::now();
+        let s = seeded("production", now).await;
+        let expiring = s.expiring_key(now).await.key;
+        let store = keyward::testing::Interfering::new(&s);
+        let body = r#"{\"allowed_ips\": [\"198.51.100.0/24\"]}"#;
+        let request = put(REST, &expiring, s.secret.expose(), body);
+        let response = handler(s.context_on(&store), request, now).await;
+        assert_eq!(response.status(), 200, "{:?}", body_json(&response));
+        assert_eq!(
+            s.actions(&expiring.id).await,
+            ["key.allowed_ips_changed", "key.expiring", "key.created"]
+        );
     }
 
     #[tokio::test]

@@ -113,6 +113,8 @@ error_codes! {
     KeyNotInGrace = "key_not_in_grace", CONFLICT;
     /// The key is revoked or expired, so it no longer changes.
     KeyEnded = "key_ended", CONFLICT;
+    /// The caller's key would no longer be accepted from where it is calling.
+    WouldLockOut = "would_lock_out", CONFLICT;
     /// The default key is rotated, never revoked.
     DefaultKeyMustBeRotated = "default_key_must_be_rotated", CONFLICT;
     /// A scheduled rotation met a key without a policy; no route gives it.

@@ -129,6 +129,24 @@ impl Caller {
         }
     }
 
+    /// `409 would_lock_out` when `target`, as it would be stored, is the caller's own key and
+    /// its networks leave out `source`, the address this request came from: the key would
+    /// refuse its own next request, and were it the environment's only full-access key,
+    /// nothing could change it back.
+    pub fn require_reachable(&self, target: &Key, source: Option<IpAddr>) -> Result<(), ApiError> {
+        let locked_out = target.id == self.key.id
+            && !target.allowed_ips.is_empty()
+            && !source.is_some_and(|ip| target.allowed_ips.allows(ip));
+        if locked_out {
+            Err(ApiError::new(
+                ErrorCode::WouldLockOut,
+                "these networks leave out the address this request comes from, so the key would refuse its own next request; change it from inside them, or with another key",
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
     /// `403 scope_escalation` unless the caller may change `target`: only a `*` key changes
     /// the default key or a `*` key, and any other key changes only keys whose scopes it
     /// holds, since a rotation hands the caller a secret with the target's scopes.
