@@ -222,6 +222,8 @@ fn a_key_held_to_some_networks(backend: Backend) {
         "a key held elsewhere is out of the reach of a caller held to loopback"
     );
     assert_eq!(set_ips(local_id, &admin, json!(["127.0.0.1"])).status, 200);
+    let within = set_ips(local_id, &ci, json!(["127.0.0.0/8"]));
+    assert_eq!(within.status, 200, "{:?}", within.json);
     let reply = set_ips(local_id, &ci, json!([]));
     assert_eq!(
         (reply.status, reply.code()),
@@ -246,6 +248,7 @@ fn a_key_held_to_some_networks(backend: Backend) {
     assert_eq!(
         changes,
         [
+            (json!(["127.0.0.1"]), json!(["127.0.0.0/8"])),
             (json!(["203.0.113.0/24"]), json!(["127.0.0.1"])),
             (json!(["127.0.0.0/8", "::1"]), json!(["203.0.113.0/24"])),
         ]

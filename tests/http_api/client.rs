@@ -422,7 +422,7 @@ fn a_key_made_with_allowed_ips_shows_them_and_a_bad_one_is_refused_by_the_server
         "ips",
         id,
         "--set",
-        "203.0.113.0/24,2001:db8::7",
+        "203.0.113.0/24, 2001:db8::7",
         "--set",
         "::ffff:203.0.113.0/120",
     ]);

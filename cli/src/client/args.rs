@@ -235,9 +235,9 @@ pub struct CreateArgs {
     /// The Secrets Manager secret each rotation delivers the new key to
     #[arg(long, value_name = "SECRET_ID", requires = "rotate_every")]
     pub(super) rotate_secret: Option<String>,
-    /// An IPv4 or IPv6 address or CIDR range the key is accepted from (repeat for more, up
-    /// to 100); any address by default
-    #[arg(long = "allowed-ip", value_name = "ADDRESS_OR_CIDR")]
+    /// An IPv4 or IPv6 address or CIDR range the key is accepted from (repeat, or separate
+    /// with commas, for more, up to 100); any address by default
+    #[arg(long = "allowed-ip", value_name = "ADDRESS_OR_CIDR", value_delimiter = ',', value_parser = trimmed)]
     pub(super) allowed_ips: Vec<String>,
     /// The environment (by default the one of the key you act with)
     #[arg(long, value_name = "ENV", value_parser = env_name)]
@@ -356,6 +356,7 @@ pub struct IpsArgs {
         long,
         value_name = "ADDRESS_OR_CIDR",
         value_delimiter = ',',
+        value_parser = trimmed,
         required_unless_present = "clear"
     )]
     pub(super) set: Vec<String>,
@@ -366,6 +367,11 @@ pub struct IpsArgs {
     pub(super) output: Output,
     #[command(flatten)]
     pub(super) connection: Connection,
+}
+
+/// A value with the spaces around it gone, as after a comma in `--set "a, b"`.
+fn trimmed(s: &str) -> Result<String, String> {
+    Ok(s.trim().to_owned())
 }
 
 const IPS_HELP: &str =

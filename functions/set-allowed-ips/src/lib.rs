@@ -1,6 +1,8 @@
 //! `PUT /v1/keys/{key_id}/allowed-ips`: replaces the networks a key is accepted from (scope
-//! `keys:write`); an empty list lets every address in. Sending the list the key already has
-//! changes nothing and records nothing.
+//! `keys:write`); an empty list lets every address in. Sending the ranges the key already has
+//! changes nothing and records nothing. A caller held to networks changes only keys within
+//! them, into lists within them; the caller's own key, its successor and the default key are
+//! never held away from the address of the request that changes them.
 
 use keyward::domain::{AllowedIps, Key, Setting, Timestamp, set_allowed_ips};
 use keyward::http::{
@@ -235,6 +237,42 @@ mod tests {
         let worker = s.worker_key(now).await.key;
         let response = handler(s.context(), put(HTTP, &worker, secret, away), now).await;
         assert_eq!(response.status(), 200, "another key may be held anywhere");
+        let full = NewKey {
+            scopes: Scopes::parse(&["*"]).unwrap(),
+            ..orders_key("ops")
+        };
+        let ops = stored_key(&s.store, &s.environment, full, &s.mint, now).await;
+        let response = handler(
+            s.context(),
+            put(HTTP, &s.key, ops.secret.expose(), away),
+            now,
+        )
+        .await;
+        assert_eq!(
+            body_json(&response)["error"]["code"],
+            "would_lock_out",
+            "nor is the default key, by another key that may expire or be revoked"
+        );
+        let rotated = keyward::domain::rotate(
+            &ops.key,
+            keyward::domain::GracePeriod::parse("1h").unwrap(),
+            Actor::operator("t"),
+            &s.mint,
+            now,
+        )
+        .unwrap();
+        s.store.apply(&rotated.change).await.unwrap();
+        let response = handler(
+            s.context(),
+            put(HTTP, &rotated.key, ops.secret.expose(), away),
+            now,
+        )
+        .await;
+        assert_eq!(
+            body_json(&response)["error"]["code"],
+            "would_lock_out",
+            "nor is the successor of the key that makes the change, in its grace"
+        );
         let here = r#"{\"allowed_ips\": [\"1.2.3.0/24\", \"203.0.113.0/24\"]}"#;
         let response = handler(s.context(), put(HTTP, &s.key, secret, here), now).await;
         assert_eq!(response.status(), 200, "{:?}", body_json(&response));

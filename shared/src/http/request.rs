@@ -129,18 +129,22 @@ impl Caller {
         }
     }
 
-    /// `409 would_lock_out` when `target`, as it would be stored, is the caller's own key and
-    /// its networks leave out `source`, the address this request came from: the key would
-    /// refuse its own next request, and were it the environment's only full-access key,
-    /// nothing could change it back.
+    /// `409 would_lock_out` when `target`, as it would be stored, has networks that leave out
+    /// `source`, the address this request came from, and is a key whose loss nobody could
+    /// undo from here: the caller's own key or its successor (it would refuse its own next
+    /// request), or the environment's default key (when the caller expires, or is revoked,
+    /// no key may be left that can change it back).
     pub fn require_reachable(&self, target: &Key, source: Option<IpAddr>) -> Result<(), ApiError> {
-        let locked_out = target.id == self.key.id
+        let guarded = target.id == self.key.id
+            || target.rotated_from.as_ref() == Some(&self.key.id)
+            || target.default;
+        let locked_out = guarded
             && !target.allowed_ips.is_empty()
             && !source.is_some_and(|ip| target.allowed_ips.allows(ip));
         if locked_out {
             Err(ApiError::new(
                 ErrorCode::WouldLockOut,
-                "these networks leave out the address this request comes from, so the key would refuse its own next request; change it from inside them, or with another key",
+                "these networks would not let in the address this request comes from, and the key is the one making it, its successor or the environment's default key; change it from inside them",
             ))
         } else {
             Ok(())
