@@ -274,6 +274,14 @@ mod tests {
             "nor is the successor of the key that makes the change, in its grace"
         );
         let here = r#"{\"allowed_ips\": [\"1.2.3.0/24\", \"203.0.113.0/24\"]}"#;
+        let nowhere = REST.replace(r#""sourceIp": "192.168.196.186""#, r#""sourceIp": null"#);
+        assert_ne!(nowhere, REST);
+        let response = handler(s.context(), put(&nowhere, &s.key, secret, here), now).await;
+        assert_eq!(
+            body_json(&response)["error"]["code"],
+            "would_lock_out",
+            "a request with no address cannot show that the key still lets it in"
+        );
         let response = handler(s.context(), put(HTTP, &s.key, secret, here), now).await;
         assert_eq!(response.status(), 200, "{:?}", body_json(&response));
         let response = handler(s.context(), put(HTTP, &s.key, secret, away), now).await;

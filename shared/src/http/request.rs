@@ -124,7 +124,7 @@ impl Caller {
         } else {
             Err(ApiError::new(
                 ErrorCode::NetworkEscalation,
-                "this key is held to some networks, so it can make only keys held within them",
+                "this key is held to some networks, so it can make and change only keys held within them",
             ))
         }
     }
