@@ -488,6 +488,14 @@ impl UsageStore for CrashingStore {
     ) -> Result<Vec<HourlyUsage>, StoreError> {
         self.inner.hourly_usage(environment, id, since).await
     }
+    async fn seen_addresses(
+        &self,
+        environment: &EnvName,
+        id: &KeyId,
+        since: Timestamp,
+    ) -> Result<Vec<(Timestamp, std::net::IpAddr)>, StoreError> {
+        self.inner.seen_addresses(environment, id, since).await
+    }
     async fn last_use(
         &self,
         environment: &EnvName,

@@ -783,6 +783,64 @@ async fn usage_adds_up_by_hour_apart_from_the_key(store: Arc<dyn KeyStore>) {
     store.apply(&rotated.change).await.unwrap();
 }
 
+/// The addresses accepted checks came from are kept by hour, each once; an hour stops taking
+/// them once it holds fifty (a write brings at most fifty, so an hour never holds a hundred),
+/// and they are read back from the hour of `since` on.
+async fn seen_addresses_are_kept_by_hour_at_most_fifty_each(store: Arc<dyn KeyStore>) {
+    let clock = Clock::new();
+    environment(&*store, "production", &clock).await;
+    let stored = key(&*store, "production", "seen", &clock).await;
+    let (ten, eleven) = (at("2026-11-27T10:15:00Z"), at("2026-11-27T11:15:00Z"));
+    let address = |i: u8| std::net::IpAddr::from([198, 51, 100, i]);
+    // Two writes of forty each in one hour are both taken; a third, once the hour holds
+    // fifty or more, is not.
+    for batch in [0..40u8, 40..80, 80..90] {
+        let mut tally = UsageTally::new(stored.environment.clone(), stored.id.clone());
+        for i in batch {
+            tally.count(true, ten);
+            tally.saw(address(i), ten);
+        }
+        store.add_usage(&tally).await.unwrap();
+    }
+    let mut again = UsageTally::new(stored.environment.clone(), stored.id.clone());
+    again.count(true, ten);
+    again.saw(address(0), ten);
+    again.count(true, eleven);
+    again.saw("2001:db8::7".parse().unwrap(), eleven);
+    store.add_usage(&again).await.unwrap();
+    let seen = store
+        .seen_addresses(&stored.environment, &stored.id, at("2026-11-27T10:30:00Z"))
+        .await
+        .unwrap();
+    let in_hour = |hour: &str| seen.iter().filter(|(h, _)| *h == at(hour)).count();
+    assert_eq!(in_hour("2026-11-27T10:00:00Z"), 80, "{seen:?}");
+    assert!(seen.contains(&(at("2026-11-27T10:00:00Z"), address(79))));
+    assert!(!seen.contains(&(at("2026-11-27T10:00:00Z"), address(80))));
+    assert!(seen.contains(&(at("2026-11-27T11:00:00Z"), "2001:db8::7".parse().unwrap())));
+    assert_eq!(seen.len(), 81, "each address once an hour");
+    let later = store
+        .seen_addresses(&stored.environment, &stored.id, eleven)
+        .await
+        .unwrap();
+    assert_eq!(later.len(), 1, "from the hour of `since` on");
+    assert_eq!(
+        accepted_and_refused(&*store, &stored, "2026-11-27T10:00:00Z").await,
+        [
+            ("2026-11-27T10:00:00+00:00".to_owned(), 91, 0),
+            ("2026-11-27T11:00:00+00:00".to_owned(), 1, 0),
+        ],
+        "the counts are written whole, however full the hour's addresses are"
+    );
+    let other = key(&*store, "production", "other", &clock).await;
+    assert!(
+        store
+            .seen_addresses(&other.environment, &other.id, ten)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 async fn last_use_only_moves_forward(store: Arc<dyn KeyStore>) {
     let clock = Clock::new();
     environment(&*store, "production", &clock).await;
@@ -1304,6 +1362,7 @@ keyward::on_both_stores!(
     a_policy_stored_before_claims_keeps_its_secret,
     a_stale_claim_passes_only_to_a_key_holding_the_old_keys_scopes,
     usage_adds_up_by_hour_apart_from_the_key,
+    seen_addresses_are_kept_by_hour_at_most_fifty_each,
     last_use_only_moves_forward,
     postponing_moves_a_key_in_the_due_index_only_at_the_version_read
 );

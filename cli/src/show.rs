@@ -136,6 +136,25 @@ fn allowed_ips(value: &Value) -> String {
     }
 }
 
+/// The addresses a key's accepted checks came from this week, each with its latest hour.
+fn seen_from(seen: &[Value]) -> String {
+    if seen.is_empty() {
+        return "no accepted check this week came with an address".to_owned();
+    }
+    seen.iter()
+        .map(|s| match minute(&s["last_seen_hour"]) {
+            Some(hour) => format!(
+                "{} (last in {}-{} UTC)",
+                text(&s["address"]),
+                hour.format("%Y-%m-%d %H:00"),
+                (hour + chrono::TimeDelta::hours(1)).format("%H:00")
+            ),
+            None => text(&s["address"]),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A rotation policy in words, or `-`.
 fn policy(value: &Value) -> String {
     if value.is_null() {
@@ -247,6 +266,9 @@ pub fn key(key: &Value, now: DateTime<Utc>) -> String {
         ("rotation policy", policy(&key["rotation_policy"])),
         ("allowed IPs", allowed_ips(&key["allowed_ips"])),
     ];
+    if let Some(seen) = key["seen_ips"].as_array() {
+        pairs.push(("seen from", seen_from(seen)));
+    }
     if let Some(pending) = key["pending_delivery"].as_object() {
         pairs.push((
             "pending delivery",
@@ -613,6 +635,24 @@ mod tests {
             super::key(&pinned, now).contains("allowed IPs      198.51.100.0/24,2001:db8::7\n"),
             "{}",
             super::key(&pinned, now)
+        );
+        assert!(
+            !shown.contains("seen from"),
+            "only keys get reads where a key was seen"
+        );
+        let seen = json!({"seen_ips": [
+            {"address": "198.51.100.7", "last_seen_hour": "2026-11-28T11:00:00Z"},
+            {"address": "2001:db8::7\u{1b}", "last_seen_hour": "2026-11-27T23:00:00Z"}]});
+        assert!(
+            super::key(&seen, now).contains(
+                "seen from        198.51.100.7 (last in 2026-11-28 11:00-12:00 UTC), 2001:db8::7? (last in 2026-11-27 23:00-00:00 UTC)\n"
+            ),
+            "{}",
+            super::key(&seen, now)
+        );
+        assert!(
+            super::key(&json!({"seen_ips": []}), now)
+                .contains("seen from        no accepted check this week came with an address\n")
         );
         assert_eq!(
             previous(

@@ -43,7 +43,8 @@ pub use schedule::{
 };
 pub use token::{KeyHash, MalformedKey, PresentedKey, Secret};
 pub use usage::{
-    HourlyUsage, LastUse, USAGE_RETENTION, UsageTally, hour_of, minute_of, usage_window,
+    HourlyUsage, LastUse, SEEN_LIMIT, SeenAddress, USAGE_RETENTION, UsageTally, hour_of, minute_of,
+    seen_window, usage_window,
 };
 pub use verify::{Verdict, check};
 

@@ -3,7 +3,8 @@
 //! each tally to the store in one write; the store keeps [`HourlyUsage`] for
 //! [`USAGE_RETENTION`] and a [`LastUse`] that only moves forward.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 
 use chrono::{DurationRound, TimeDelta};
 use serde::{Deserialize, Serialize};
@@ -14,6 +15,12 @@ use super::names::{EnvName, KeyId};
 /// How long hourly counts are kept: the longest preset grace period, so that a rotation's
 /// whole grace can be read.
 pub const USAGE_RETENTION: TimeDelta = TimeDelta::days(7);
+
+/// How many addresses a key is shown seen from, how many one write brings for an hour, and
+/// how many an hour's record holds before it takes no more (a list to build `allowed_ips`
+/// from, not a log: a key used from thousands of addresses in an hour keeps the first of
+/// them, fewer than twice this many, and its counts are written all the same).
+pub const SEEN_LIMIT: usize = 50;
 
 /// The start of the hour that `t` falls in.
 pub fn hour_of(t: Timestamp) -> Timestamp {
@@ -45,6 +52,41 @@ pub fn usage_window(stored: &[HourlyUsage], now: Timestamp) -> Vec<HourlyUsage> 
                 })
         })
         .collect()
+}
+
+/// An address a key was accepted from, and the latest hour it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SeenAddress {
+    /// The address, in its canonical form (an IPv4-mapped IPv6 address as IPv4).
+    pub address: IpAddr,
+    /// The start of the latest hour the key was accepted from it.
+    pub last_seen_hour: Timestamp,
+}
+
+/// The addresses `GET /v1/keys/{key_id}/usage` shows at `now`, from what the store holds
+/// (`(hour, address)` pairs): those of the hours [`usage_window`] shows, each once with its
+/// latest hour, newest first, at most [`SEEN_LIMIT`].
+pub fn seen_window(stored: &[(Timestamp, IpAddr)], now: Timestamp) -> Vec<SeenAddress> {
+    let first = hour_of(now) - USAGE_RETENTION + TimeDelta::hours(1);
+    let mut latest: BTreeMap<IpAddr, Timestamp> = BTreeMap::new();
+    for (hour, address) in stored.iter().filter(|(hour, _)| *hour >= first) {
+        let at = latest.entry(address.to_canonical()).or_insert(*hour);
+        *at = (*at).max(*hour);
+    }
+    let mut seen: Vec<SeenAddress> = latest
+        .into_iter()
+        .map(|(address, last_seen_hour)| SeenAddress {
+            address,
+            last_seen_hour,
+        })
+        .collect();
+    seen.sort_by(|a, b| {
+        b.last_seen_hour
+            .cmp(&a.last_seen_hour)
+            .then(a.address.cmp(&b.address))
+    });
+    seen.truncate(SEEN_LIMIT);
+    seen
 }
 
 /// The checks of one key in one hour.
@@ -95,6 +137,9 @@ pub struct UsageTally {
     pub hours: BTreeMap<Timestamp, (u64, u64)>,
     /// The latest minutes of each kind among them.
     pub last: LastUse,
+    /// The addresses accepted checks came from, by the start of their hour, at most
+    /// [`SEEN_LIMIT`] an hour.
+    pub seen: BTreeMap<Timestamp, BTreeSet<IpAddr>>,
 }
 
 impl UsageTally {
@@ -105,6 +150,16 @@ impl UsageTally {
             key_id,
             hours: BTreeMap::new(),
             last: LastUse::default(),
+            seen: BTreeMap::new(),
+        }
+    }
+
+    /// Notes that an accepted check at `at` came from `address`, unless its hour already
+    /// holds [`SEEN_LIMIT`] other addresses.
+    pub fn saw(&mut self, address: IpAddr, at: Timestamp) {
+        let addresses = self.seen.entry(hour_of(at)).or_default();
+        if addresses.len() < SEEN_LIMIT {
+            addresses.insert(address.to_canonical());
         }
     }
 
@@ -129,6 +184,11 @@ impl UsageTally {
             counts.1 += refused;
         }
         self.last = self.last.merge(other.last);
+        for (hour, addresses) in other.seen {
+            for address in addresses {
+                self.saw(address, hour);
+            }
+        }
     }
 
     /// How many checks the tally holds.
@@ -136,11 +196,12 @@ impl UsageTally {
         self.hours.values().map(|(a, r)| a + r).sum()
     }
 
-    /// The tally as one tally per hour, each with the latest minutes that fall in its hour,
-    /// so that each is one write that is made whole or not at all.
-    pub fn by_hour(self) -> Vec<UsageTally> {
+    /// The tally as one tally per hour, each with the latest minutes and the addresses that
+    /// fall in its hour, so that each is one write that is made whole or not at all.
+    pub fn by_hour(mut self) -> Vec<UsageTally> {
         let in_hour = |at: Option<Timestamp>, hour: Timestamp| at.filter(|t| hour_of(*t) == hour);
-        self.hours
+        let hours = std::mem::take(&mut self.hours);
+        hours
             .into_iter()
             .map(|(hour, counts)| UsageTally {
                 environment: self.environment.clone(),
@@ -150,6 +211,11 @@ impl UsageTally {
                     last_used_at: in_hour(self.last.last_used_at, hour),
                     last_refused_at: in_hour(self.last.last_refused_at, hour),
                 },
+                seen: self
+                    .seen
+                    .remove(&hour)
+                    .map(|addresses| BTreeMap::from([(hour, addresses)]))
+                    .unwrap_or_default(),
             })
             .collect()
     }
@@ -252,6 +318,93 @@ mod tests {
         }
         assert_eq!(whole.hours, tally.hours);
         assert_eq!(whole.last, tally.last);
+    }
+
+    #[test]
+    fn a_tally_notes_at_most_fifty_addresses_an_hour_and_keeps_them_through_merge_and_split() {
+        let mut tally = UsageTally::new(
+            EnvName::parse("production").unwrap(),
+            KeyId::parse("key_0123456789abcdefghijkl").unwrap(),
+        );
+        let ten = at("2026-11-29T10:05:00Z");
+        let eleven = at("2026-11-29T11:05:00Z");
+        for i in 0..60u8 {
+            tally.count(true, ten);
+            tally.saw(IpAddr::from([198, 51, 100, i]), ten);
+        }
+        tally.count(true, ten);
+        tally.saw("::ffff:198.51.100.1".parse().unwrap(), ten);
+        tally.count(true, eleven);
+        tally.saw("2001:db8::7".parse().unwrap(), eleven);
+        let hour = |t| tally.seen[&hour_of(t)].clone();
+        assert_eq!(hour(ten).len(), SEEN_LIMIT, "the first fifty of the hour");
+        assert!(
+            hour(ten).contains(&IpAddr::from([198, 51, 100, 1])),
+            "a mapped address is its IPv4 form, kept once"
+        );
+        assert!(!hour(ten).contains(&IpAddr::from([198, 51, 100, 55])));
+        let mut more = UsageTally::new(tally.environment.clone(), tally.key_id.clone());
+        more.count(true, ten);
+        more.saw(IpAddr::from([203, 0, 113, 9]), ten);
+        tally.merge(more);
+        assert_eq!(
+            tally.seen[&hour_of(ten)].len(),
+            SEEN_LIMIT,
+            "a merge keeps the limit"
+        );
+        let parts = tally.clone().by_hour();
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[0].seen.len(), 1);
+        assert_eq!(parts[0].seen[&hour_of(ten)].len(), SEEN_LIMIT);
+        assert_eq!(
+            parts[1].seen[&hour_of(eleven)],
+            BTreeSet::from(["2001:db8::7".parse::<IpAddr>().unwrap()])
+        );
+    }
+
+    #[test]
+    fn the_seen_window_is_each_address_once_at_its_latest_hour_newest_first() {
+        let now = at("2026-11-29T10:42:00Z");
+        let a: IpAddr = "198.51.100.7".parse().unwrap();
+        let b: IpAddr = "2001:db8::7".parse().unwrap();
+        let c: IpAddr = "203.0.113.9".parse().unwrap();
+        let stored = [
+            (at("2026-11-29T08:00:00Z"), a),
+            (at("2026-11-29T10:00:00Z"), a),
+            (at("2026-11-28T10:00:00Z"), b),
+            (at("2026-11-22T10:00:00Z"), c),
+            (
+                at("2026-11-29T10:00:00Z"),
+                "::ffff:203.0.113.10".parse().unwrap(),
+            ),
+        ];
+        let seen = seen_window(&stored, now);
+        assert_eq!(
+            seen,
+            [
+                SeenAddress {
+                    address: a,
+                    last_seen_hour: at("2026-11-29T10:00:00Z")
+                },
+                SeenAddress {
+                    address: "203.0.113.10".parse().unwrap(),
+                    last_seen_hour: at("2026-11-29T10:00:00Z")
+                },
+                SeenAddress {
+                    address: b,
+                    last_seen_hour: at("2026-11-28T10:00:00Z")
+                },
+            ],
+            "the hour a week ago is out, as in the usage window"
+        );
+        let many: Vec<(Timestamp, IpAddr)> = (0..80u8)
+            .map(|i| (at("2026-11-29T09:00:00Z"), IpAddr::from([10, 0, 0, i])))
+            .collect();
+        assert_eq!(seen_window(&many, now).len(), SEEN_LIMIT);
+        assert_eq!(
+            serde_json::to_value(seen[2]).unwrap(),
+            serde_json::json!({"address": "2001:db8::7", "last_seen_hour": "2026-11-28T10:00:00Z"})
+        );
     }
 
     #[test]

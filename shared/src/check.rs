@@ -107,7 +107,13 @@ pub async fn check_presented(
         Verdict::Valid if needs.closed => Outcome::RouteClosed,
         verdict => Outcome::Checked(verdict),
     };
-    usage.count(&key.environment, &key.id, outcome.accepted(), now);
+    usage.count(
+        &key.environment,
+        &key.id,
+        outcome.accepted(),
+        needs.source,
+        now,
+    );
     Ok(Checked {
         outcome,
         key: Some(key),
@@ -116,19 +122,27 @@ pub async fn check_presented(
 
 #[cfg(all(test, feature = "sqlite"))]
 mod tests {
+    use std::net::IpAddr;
     use std::sync::Mutex;
 
     use super::*;
     use crate::domain::{Actor, KeyId, create_environment};
     use crate::testing::seeded;
 
-    /// Every check counted, as (key, accepted).
+    /// Every check counted, as (key, accepted, source).
     #[derive(Default)]
-    struct Counted(Mutex<Vec<(KeyId, bool)>>);
+    struct Counted(Mutex<Vec<(KeyId, bool, Option<IpAddr>)>>);
 
     impl Counter for Counted {
-        fn count(&self, _: &EnvName, key: &KeyId, accepted: bool, _: Timestamp) {
-            self.0.lock().unwrap().push((key.clone(), accepted));
+        fn count(
+            &self,
+            _: &EnvName,
+            key: &KeyId,
+            accepted: bool,
+            source: Option<IpAddr>,
+            _: Timestamp,
+        ) {
+            self.0.lock().unwrap().push((key.clone(), accepted, source));
         }
     }
 
@@ -154,9 +168,10 @@ mod tests {
             closed: true,
             ..Needs::default()
         };
+        let from: IpAddr = "203.0.113.9".parse().unwrap();
         let exacting = Needs {
             environment: Some(&s.environment),
-            source: None,
+            source: Some(from),
             scopes: &["orders:read", "billing:write"],
             closed: false,
         };
@@ -212,12 +227,12 @@ mod tests {
         assert_eq!(
             *counted.0.lock().unwrap(),
             [
-                (id.clone(), true),
-                (id.clone(), false),
-                (id.clone(), true),
-                (worker.clone(), false)
+                (id.clone(), true, None),
+                (id.clone(), false, None),
+                (id.clone(), true, Some(from)),
+                (worker.clone(), false, None)
             ],
-            "a key found is counted, accepted only when it passes"
+            "a key found is counted, accepted only when it passes, with the address it came from"
         );
     }
 }

@@ -774,6 +774,14 @@ impl crate::store::UsageStore for Interfering<'_> {
     ) -> Result<Vec<crate::domain::HourlyUsage>, crate::store::StoreError> {
         self.inner.hourly_usage(environment, id, since).await
     }
+    async fn seen_addresses(
+        &self,
+        environment: &EnvName,
+        id: &crate::domain::KeyId,
+        since: Timestamp,
+    ) -> Result<Vec<(Timestamp, std::net::IpAddr)>, crate::store::StoreError> {
+        self.inner.seen_addresses(environment, id, since).await
+    }
     async fn last_use(
         &self,
         environment: &EnvName,

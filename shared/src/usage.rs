@@ -13,14 +13,15 @@
 //! What can be lost is what a process holds when it dies without [`Usage::flush_all`]: the
 //! checks since each key's last write. README.md, "Usage", says what that means on Lambda.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::TimeDelta;
 use futures_util::StreamExt;
 
-use crate::domain::{EnvName, KeyId, Timestamp, UsageTally};
+use crate::domain::{EnvName, KeyId, SEEN_LIMIT, Timestamp, UsageTally, hour_of};
 use crate::store::UsageStore;
 
 /// The least time between two writes of one key's counts from one process, by default.
@@ -50,9 +51,17 @@ fn parse_write_every(value: Option<&str>) -> Result<TimeDelta, String> {
 
 /// Where a check reports the key it saw. [`Usage`] counts; [`NotCounted`] does nothing.
 pub trait Counter: Send + Sync {
-    /// Counts one check at `now` of `key`, a key of `environment`, accepted or refused. It
-    /// never waits on the store.
-    fn count(&self, environment: &EnvName, key: &KeyId, accepted: bool, now: Timestamp);
+    /// Counts one check at `now` of `key`, a key of `environment`, accepted or refused, and
+    /// notes `source`, the address an accepted check came from, when the platform gave one.
+    /// It never waits on the store.
+    fn count(
+        &self,
+        environment: &EnvName,
+        key: &KeyId,
+        accepted: bool,
+        source: Option<IpAddr>,
+        now: Timestamp,
+    );
 }
 
 /// A counter that counts nothing, for tools and tests that check keys without usage.
@@ -60,7 +69,7 @@ pub trait Counter: Send + Sync {
 pub struct NotCounted;
 
 impl Counter for NotCounted {
-    fn count(&self, _: &EnvName, _: &KeyId, _: bool, _: Timestamp) {}
+    fn count(&self, _: &EnvName, _: &KeyId, _: bool, _: Option<IpAddr>, _: Timestamp) {}
 }
 
 /// One key's counts not yet written.
@@ -68,9 +77,35 @@ struct Pending {
     tally: UsageTally,
     /// When its counts were last taken for a write; `None` before the first.
     taken_at: Option<Timestamp>,
+    /// The addresses already put in a tally this hour (the hour, and at most [`SEEN_LIMIT`]
+    /// of them), so that a key checked from the same few addresses all hour costs one write
+    /// of them, not one a minute. A write that fails puts its addresses back in the tally.
+    noted: (Timestamp, BTreeSet<IpAddr>),
 }
 
 impl Pending {
+    /// A key's first check in this process, as a fresh entry.
+    fn new(environment: &EnvName, key: &KeyId) -> Self {
+        Self {
+            tally: UsageTally::new(environment.clone(), key.clone()),
+            taken_at: None,
+            noted: (Timestamp::MIN_UTC, BTreeSet::new()),
+        }
+    }
+
+    /// Puts `address` in the tally unless this hour's tallies already carried it.
+    fn saw(&mut self, address: IpAddr, now: Timestamp) {
+        let (hour, noted) = &mut self.noted;
+        if *hour != hour_of(now) {
+            *hour = hour_of(now);
+            noted.clear();
+        }
+        let address = address.to_canonical();
+        if noted.len() >= SEEN_LIMIT || noted.insert(address) {
+            self.tally.saw(address, now);
+        }
+    }
+
     /// When its held counts may next be written: at once before its first write, else an
     /// interval after the last. `None` when it holds nothing.
     fn due_at(&self, every: TimeDelta) -> Option<Timestamp> {
@@ -197,10 +232,7 @@ impl Usage {
         let pending = tallies
             .keys
             .entry(tally.key_id.clone())
-            .or_insert_with(|| Pending {
-                tally: UsageTally::new(tally.environment.clone(), tally.key_id.clone()),
-                taken_at: None,
-            });
+            .or_insert_with(|| Pending::new(&tally.environment, &tally.key_id));
         pending.tally.merge(tally);
         if let Some(due) = pending.due_at(every) {
             tallies.next_due = Some(earliest(tallies.next_due, due));
@@ -281,22 +313,30 @@ impl Usage {
 }
 
 impl Counter for Usage {
-    fn count(&self, environment: &EnvName, key: &KeyId, accepted: bool, now: Timestamp) {
+    fn count(
+        &self,
+        environment: &EnvName,
+        key: &KeyId,
+        accepted: bool,
+        source: Option<IpAddr>,
+        now: Timestamp,
+    ) {
         let every = self.0.every;
         let due = {
             let mut tallies = self.tallies();
             // The key is cloned only the first time it is seen, not on every check.
             if !tallies.keys.contains_key(key) {
-                let fresh = Pending {
-                    tally: UsageTally::new(environment.clone(), key.clone()),
-                    taken_at: None,
-                };
-                tallies.keys.insert(key.clone(), fresh);
+                tallies
+                    .keys
+                    .insert(key.clone(), Pending::new(environment, key));
             }
             let Some(pending) = tallies.keys.get_mut(key) else {
                 return;
             };
             pending.tally.count(accepted, now);
+            if let (true, Some(address)) = (accepted, source) {
+                pending.saw(address, now);
+            }
             if let Some(due) = pending.due_at(every) {
                 tallies.next_due = Some(earliest(tallies.next_due, due));
             }
@@ -469,6 +509,8 @@ mod tests {
     struct Watched {
         inner: SqliteStore,
         writes: AtomicUsize,
+        /// How many addresses the writes carried, all told.
+        addresses: AtomicUsize,
         failing: AtomicBool,
         failing_hour: Mutex<Option<Timestamp>>,
     }
@@ -477,6 +519,8 @@ mod tests {
     impl UsageStore for Watched {
         async fn add_usage(&self, tally: &UsageTally) -> Result<(), StoreError> {
             self.writes.fetch_add(1, Ordering::SeqCst);
+            let carried: usize = tally.seen.values().map(BTreeSet::len).sum();
+            self.addresses.fetch_add(carried, Ordering::SeqCst);
             let hour = *self.failing_hour.lock().unwrap();
             if self.failing.load(Ordering::SeqCst)
                 || hour.is_some_and(|h| tally.hours.contains_key(&h))
@@ -492,6 +536,14 @@ mod tests {
             since: Timestamp,
         ) -> Result<Vec<HourlyUsage>, StoreError> {
             self.inner.hourly_usage(environment, id, since).await
+        }
+        async fn seen_addresses(
+            &self,
+            environment: &EnvName,
+            id: &KeyId,
+            since: Timestamp,
+        ) -> Result<Vec<(Timestamp, std::net::IpAddr)>, StoreError> {
+            self.inner.seen_addresses(environment, id, since).await
         }
         async fn last_use(
             &self,
@@ -517,6 +569,7 @@ mod tests {
         Arc::new(Watched {
             inner: SqliteStore::in_memory().unwrap(),
             writes: AtomicUsize::new(0),
+            addresses: AtomicUsize::new(0),
             failing: AtomicBool::new(false),
             failing_hour: Mutex::new(None),
         })
@@ -545,7 +598,7 @@ mod tests {
         let now: Timestamp = "2026-11-29T10:00:30Z".parse().unwrap();
         let key = KeyId::generate(&mint, now);
         for _ in 0..10_000 {
-            usage.count(&production(), &key, true, now);
+            usage.count(&production(), &key, true, None, now);
         }
         settled(&usage).await;
         assert_eq!(
@@ -557,7 +610,7 @@ mod tests {
         assert_eq!(usage.unwritten(), 9_999);
 
         let almost = now + DEFAULT_WRITE_EVERY - TimeDelta::milliseconds(1);
-        usage.count(&production(), &key, true, almost);
+        usage.count(&production(), &key, true, None, almost);
         settled(&usage).await;
         assert_eq!(
             store.writes.load(Ordering::SeqCst),
@@ -566,7 +619,7 @@ mod tests {
         );
 
         let later = now + DEFAULT_WRITE_EVERY;
-        usage.count(&production(), &key, false, later);
+        usage.count(&production(), &key, false, None, later);
         settled(&usage).await;
         assert_eq!(store.writes.load(Ordering::SeqCst), 2);
         assert_eq!(accepted(&store, &key, now).await, 10_001);
@@ -589,13 +642,19 @@ mod tests {
         let now: Timestamp = "2026-11-29T10:00:00Z".parse().unwrap();
         let (quiet, busy) = (KeyId::generate(&mint, now), KeyId::generate(&mint, now));
         store.failing.store(true, Ordering::SeqCst);
-        usage.count(&production(), &quiet, true, now);
-        usage.count(&production(), &quiet, true, now);
+        usage.count(&production(), &quiet, true, None, now);
+        usage.count(&production(), &quiet, true, None, now);
         settled(&usage).await;
         assert_eq!(usage.unwritten(), 2, "the failed write is put back");
 
         store.failing.store(false, Ordering::SeqCst);
-        usage.count(&production(), &busy, true, now + TimeDelta::seconds(61));
+        usage.count(
+            &production(),
+            &busy,
+            true,
+            None,
+            now + TimeDelta::seconds(61),
+        );
         settled(&usage).await;
         assert_eq!(
             accepted(&store, &quiet, now).await,
@@ -604,7 +663,13 @@ mod tests {
         );
         assert_eq!(usage.unwritten(), 0);
 
-        usage.count(&production(), &quiet, true, now + TimeDelta::seconds(70));
+        usage.count(
+            &production(),
+            &quiet,
+            true,
+            None,
+            now + TimeDelta::seconds(70),
+        );
         usage.sweep(now + TimeDelta::seconds(80));
         settled(&usage).await;
         assert_eq!(usage.unwritten(), 1, "written a minute ago: it waits");
@@ -617,6 +682,57 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn only_an_accepted_checks_address_is_written_with_its_counts() {
+        let store = watched();
+        let usage = Usage::new(store.clone(), DEFAULT_WRITE_EVERY);
+        let now: Timestamp = "2026-11-29T10:15:00Z".parse().unwrap();
+        let key = KeyId::generate(&crate::mint(), now);
+        let (inside, outside): (IpAddr, IpAddr) = (
+            "198.51.100.7".parse().unwrap(),
+            "203.0.113.9".parse().unwrap(),
+        );
+        usage.count(&production(), &key, true, Some(inside), now);
+        usage.count(&production(), &key, false, Some(outside), now);
+        usage.count(&production(), &key, true, None, now);
+        assert_eq!(usage.flush_all(std::time::Duration::from_secs(5)).await, 0);
+        assert_eq!(accepted(&store, &key, now).await, 2);
+        let seen = store
+            .inner
+            .seen_addresses(&production(), &key, now)
+            .await
+            .unwrap();
+        assert_eq!(seen, [(crate::domain::hour_of(now), inside)]);
+        assert_eq!(store.addresses.load(Ordering::SeqCst), 1);
+
+        // The same address again within the hour goes with no write; a new one, or the
+        // same in the next hour, goes once.
+        let later = now + TimeDelta::seconds(1);
+        usage.count(&production(), &key, true, Some(inside), later);
+        usage.count(&production(), &key, true, Some(outside), later);
+        usage.count(&production(), &key, true, Some(outside), later);
+        assert_eq!(usage.flush_all(std::time::Duration::from_secs(5)).await, 0);
+        assert_eq!(store.addresses.load(Ordering::SeqCst), 2);
+        let next_hour = crate::domain::hour_of(now) + TimeDelta::hours(1);
+        usage.count(&production(), &key, true, Some(inside), next_hour);
+        assert_eq!(usage.flush_all(std::time::Duration::from_secs(5)).await, 0);
+        assert_eq!(store.addresses.load(Ordering::SeqCst), 3);
+
+        // A write that fails puts its address back, and the next write carries it.
+        store.failing.store(true, Ordering::SeqCst);
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        usage.count(&production(), &key, true, Some(v6), next_hour);
+        assert_eq!(usage.flush_all(std::time::Duration::from_secs(5)).await, 1);
+        store.failing.store(false, Ordering::SeqCst);
+        assert_eq!(usage.flush_all(std::time::Duration::from_secs(5)).await, 0);
+        let seen = store
+            .inner
+            .seen_addresses(&production(), &key, next_hour)
+            .await
+            .unwrap();
+        assert!(seen.contains(&(next_hour, v6)), "{seen:?}");
+    }
+
+    #[tokio::test]
     async fn flushing_writes_every_tally_due_or_not() {
         let store = watched();
         let usage = Usage::new(store.clone(), DEFAULT_WRITE_EVERY);
@@ -625,7 +741,7 @@ mod tests {
         let keys: Vec<KeyId> = (0..5).map(|_| KeyId::generate(&mint, now)).collect();
         for key in &keys {
             for _ in 0..3 {
-                usage.count(&production(), key, true, now);
+                usage.count(&production(), key, true, None, now);
             }
         }
         assert_eq!(usage.flush_all(std::time::Duration::from_secs(5)).await, 0);
@@ -633,7 +749,13 @@ mod tests {
             assert_eq!(accepted(&store, key, now).await, 3);
         }
         store.failing.store(true, Ordering::SeqCst);
-        usage.count(&production(), &keys[0], false, now + TimeDelta::hours(1));
+        usage.count(
+            &production(),
+            &keys[0],
+            false,
+            None,
+            now + TimeDelta::hours(1),
+        );
         assert_eq!(
             usage.flush_all(std::time::Duration::from_secs(5)).await,
             1,
@@ -648,12 +770,30 @@ mod tests {
         let mint = Mint::new(Box::new(crate::OsEntropy));
         let t0: Timestamp = "2026-11-29T10:00:00Z".parse().unwrap();
         let keys: Vec<KeyId> = (0..3).map(|_| KeyId::generate(&mint, t0)).collect();
-        usage.count(&production(), &keys[0], true, t0);
-        usage.count(&production(), &keys[0], true, t0 + TimeDelta::seconds(1));
-        usage.count(&production(), &keys[1], true, t0 + TimeDelta::seconds(59));
+        usage.count(&production(), &keys[0], true, None, t0);
+        usage.count(
+            &production(),
+            &keys[0],
+            true,
+            None,
+            t0 + TimeDelta::seconds(1),
+        );
+        usage.count(
+            &production(),
+            &keys[1],
+            true,
+            None,
+            t0 + TimeDelta::seconds(59),
+        );
         settled(&usage).await;
         assert_eq!(accepted(&store, &keys[0], t0).await, 1, "not due yet");
-        usage.count(&production(), &keys[2], true, t0 + TimeDelta::seconds(60));
+        usage.count(
+            &production(),
+            &keys[2],
+            true,
+            None,
+            t0 + TimeDelta::seconds(60),
+        );
         settled(&usage).await;
         assert_eq!(
             accepted(&store, &keys[0], t0).await,
@@ -669,10 +809,28 @@ mod tests {
         let usage = Usage::new(store.clone(), DEFAULT_WRITE_EVERY);
         let mint = Mint::new(Box::new(crate::OsEntropy));
         let key = KeyId::generate(&mint, crate::now());
-        usage.count(&production(), &key, true, minute("2026-11-29T10:59:30Z"));
+        usage.count(
+            &production(),
+            &key,
+            true,
+            None,
+            minute("2026-11-29T10:59:30Z"),
+        );
         settled(&usage).await;
-        usage.count(&production(), &key, true, minute("2026-11-29T10:59:50Z"));
-        usage.count(&production(), &key, true, minute("2026-11-29T11:00:10Z"));
+        usage.count(
+            &production(),
+            &key,
+            true,
+            None,
+            minute("2026-11-29T10:59:50Z"),
+        );
+        usage.count(
+            &production(),
+            &key,
+            true,
+            None,
+            minute("2026-11-29T11:00:10Z"),
+        );
         *store.failing_hour.lock().unwrap() = Some(minute("2026-11-29T11:00:00Z"));
         let within = std::time::Duration::from_secs(5);
         assert_eq!(
@@ -699,8 +857,8 @@ mod tests {
         let now = crate::now();
         let keys: Vec<KeyId> = (0..300).map(|_| KeyId::generate(&mint, now)).collect();
         for key in &keys {
-            usage.count(&production(), key, true, now);
-            usage.count(&production(), key, true, now);
+            usage.count(&production(), key, true, None, now);
+            usage.count(&production(), key, true, None, now);
         }
         assert_eq!(usage.flush_all(std::time::Duration::from_secs(30)).await, 0);
         for key in &keys {
@@ -708,7 +866,7 @@ mod tests {
         }
         store.failing.store(true, Ordering::SeqCst);
         for key in &keys[..10] {
-            usage.count(&production(), key, false, now + TimeDelta::seconds(1));
+            usage.count(&production(), key, false, None, now + TimeDelta::seconds(1));
         }
         assert_eq!(
             usage.flush_all(std::time::Duration::from_secs(30)).await,

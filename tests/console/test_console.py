@@ -403,14 +403,21 @@ def test_a_key_held_to_networks_shows_them_and_an_open_key_says_any_address(page
         {"name": "runner", "scopes": ["orders:read"], "allowed_ips": ["198.51.100.0/24", "2001:db8::7"]},
     )
     assert status == 201, pinned
+    key_id = pinned["key"]["id"]
+    verified = keyward.call("POST", "/v1/verify", {"key": pinned["secret"], "source_ip": "198.51.100.20"})
+    assert verified[1]["valid"] is True, verified
+    wait_until(lambda: keyward.call("GET", f"/v1/keys/{key_id}/usage")[1]["seen_ips"])
     sign_in(page, keyward.admin)
-    page.goto(f"{keyward.url}#/keys/{pinned['key']['id']}")
+    page.goto(f"{keyward.url}#/keys/{key_id}")
     expect(page.get_by_role("heading", name="runner")).to_be_visible()
     details = page.get_by_role("tabpanel")
     expect(details).to_contain_text(re.compile(r"Allowed IPs\s*198\.51\.100\.0/24, 2001:db8::7"))
+    expect(details).to_contain_text(re.compile(r"Seen from\s*198\.51\.100\.20 last in the hour from \d{4}-\d\d-\d\d \d\d:00"))
+    screenshot(page, "console-seen-from.png")
     no_serious_violations(page, "a key held to networks")
     page.goto(f"{keyward.url}#/keys/{keyward.admin_id}")
     expect(page.get_by_role("tabpanel")).to_contain_text(re.compile(r"Allowed IPs\s*Any address"))
+    expect(page.get_by_role("tabpanel")).to_contain_text(re.compile(r"Seen from\s*127\.0\.0\.1 last in the hour"))
 
 
 def test_the_allowlist_dialog_holds_a_key_to_networks_then_lets_any_address_in(page, keyward):

@@ -417,6 +417,30 @@ fn a_key_made_with_allowed_ips_shows_them_and_a_bad_one_is_refused_by_the_server
     let id = made["key"]["id"].as_str().unwrap();
     let shown = cli.ok(&["keys", "get", id]);
     assert_eq!(field(&shown, "allowed IPs"), "198.51.100.0/24,192.0.2.1");
+    assert_eq!(
+        field(&shown, "seen from"),
+        "no accepted check this week came with an address"
+    );
+    let secret = made["secret"].as_str().unwrap();
+    let verified = server.call(
+        "POST",
+        "/v1/verify",
+        "",
+        Some(json!({"key": secret, "source_ip": "198.51.100.20"})),
+    );
+    assert_eq!(verified.json["valid"], true, "{:?}", verified.json);
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let seen = loop {
+        let seen = field(&cli.ok(&["keys", "get", id]), "seen from");
+        if seen.starts_with("198.51.100.20 ") || std::time::Instant::now() > until {
+            break seen;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(
+        seen.starts_with("198.51.100.20 (last in ") && seen.ends_with(" UTC)"),
+        "{seen}"
+    );
     let changed = cli.ok(&[
         "keys",
         "ips",

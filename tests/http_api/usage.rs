@@ -25,11 +25,16 @@ fn create(server: &Server, name: &str, scopes: &[&str]) -> (String, String) {
 }
 
 fn verify(server: &Server, secret: &str, scopes: &[&str]) -> String {
+    verify_from(server, secret, scopes, Value::Null)
+}
+
+/// `/v1/verify` of a check made from `source_ip`.
+fn verify_from(server: &Server, secret: &str, scopes: &[&str], source_ip: Value) -> String {
     let reply = server.call(
         "POST",
         "/v1/verify",
         "",
-        Some(json!({"key": secret, "scopes": scopes})),
+        Some(json!({"key": secret, "scopes": scopes, "source_ip": source_ip})),
     );
     assert_eq!(reply.status, 200, "{:?}", reply.json);
     reply.json["code"].as_str().unwrap().to_owned()
@@ -111,12 +116,20 @@ fn checks_are_counted_and_shown(backend: Backend) {
     );
 
     let before = Utc::now();
-    for _ in 0..10 {
-        assert_eq!(verify(&server, &secret, &["orders:read"]), "valid");
+    for i in 0..10 {
+        let source = if i % 2 == 0 {
+            json!("::ffff:203.0.113.9")
+        } else {
+            Value::Null
+        };
+        assert_eq!(
+            verify_from(&server, &secret, &["orders:read"], source),
+            "valid"
+        );
     }
     for _ in 0..3 {
         assert_eq!(
-            verify(&server, &secret, &["orders:write"]),
+            verify_from(&server, &secret, &["orders:write"], json!("198.51.100.66")),
             "insufficient_scope"
         );
     }
@@ -137,6 +150,23 @@ fn checks_are_counted_and_shown(backend: Backend) {
         eventually(|| totals(&server, &reader), |t| *t == (10, 3)),
         (10, 3)
     );
+    let usage = server.call(
+        "GET",
+        &format!("/v1/keys/{reader}/usage"),
+        &server.default_key,
+        None,
+    );
+    let seen = usage.json["seen_ips"].as_array().unwrap().clone();
+    assert_eq!(
+        seen.iter()
+            .map(|s| s["address"].clone())
+            .collect::<Vec<_>>(),
+        [json!("203.0.113.9")],
+        "accepted checks' addresses, as IPv4; a refused check's is never listed"
+    );
+    let hour = time(&seen[0]["last_seen_hour"]);
+    assert_eq!(hour, hour.duration_trunc(TimeDelta::hours(1)).unwrap());
+    assert!(hour <= after && after - hour < TimeDelta::hours(2));
     assert_eq!(
         eventually(|| totals(&server, &doomed), |t| *t == (1, 4)),
         (1, 4)
@@ -184,6 +214,22 @@ fn checks_are_counted_and_shown(backend: Backend) {
     assert!(
         !admin["last_used_at"].is_null(),
         "the caller's own key is counted, as the API's authorizer counts it on AWS"
+    );
+    let own = eventually(
+        || {
+            let usage = server.call(
+                "GET",
+                &format!("/v1/keys/{}/usage", server.default_key_id),
+                &server.default_key,
+                None,
+            );
+            usage.json["seen_ips"].clone()
+        },
+        |seen| seen.as_array().is_some_and(|s| !s.is_empty()),
+    );
+    assert_eq!(
+        own[0]["address"], "127.0.0.1",
+        "the API's caller is seen from where it connects"
     );
 }
 

@@ -389,7 +389,8 @@ const USAGE_HELP: &str =
     "Counts reach keyward up to a minute or so after their check, so the current hour is still
 filling. A key rotated to another is shown beside it; when the old key has not been presented
 for an hour while the new one has, every service has switched and its grace can be cut.
---json prints the API's answer for the key alone: {\"hours\": [...]}.";
+--json prints the API's answer for the key alone: {\"hours\": [...], \"seen_ips\": [...]}.
+keys get shows the addresses (seen_ips) beside the key's allowed IPs.";
 
 const REVOKE_HELP: &str =
     "On a terminal it asks first; --yes skips the question. Without a terminal on stdin it

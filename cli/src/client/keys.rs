@@ -81,7 +81,15 @@ async fn create(args: CreateArgs) -> Result<(), Failure> {
 
 async fn get(args: GetArgs) -> Result<(), Failure> {
     let api = args.connection.open()?;
-    let answer = on_key(&api, Method::GET, &args.key_id, "", None).await?;
+    let mut answer = on_key(&api, Method::GET, &args.key_id, "", None).await?;
+    if !args.output.json {
+        // The addresses the key was seen from come with its usage, and are shown beside its
+        // allowed IPs, to build the list from.
+        let usage = on_key(&api, Method::GET, &args.key_id, "/usage", None).await?;
+        if let (Some(key), Some(seen)) = (answer["key"].as_object_mut(), usage.get("seen_ips")) {
+            key.insert("seen_ips".to_owned(), seen.clone());
+        }
+    }
     print_key(&answer, args.output)
 }
 

@@ -42,6 +42,14 @@ impl UsageStore for Dropped {
     ) -> Result<Vec<HourlyUsage>, StoreError> {
         Ok(Vec::new())
     }
+    async fn seen_addresses(
+        &self,
+        _: &EnvName,
+        _: &KeyId,
+        _: Timestamp,
+    ) -> Result<Vec<(Timestamp, std::net::IpAddr)>, StoreError> {
+        Ok(Vec::new())
+    }
     async fn last_use(
         &self,
         _: &EnvName,
@@ -156,6 +164,10 @@ fn decision(c: &mut Criterion) {
     c.bench_function(
         "authorizer: REQUEST event, a key with no allowed networks",
         |b| b.iter(|| run(black_box(&open_request))),
+    );
+    c.bench_function(
+        "authorizer: REQUEST event, a key with no allowed networks, usage counted with its address",
+        |b| b.iter(|| run_with(black_box(&open_request), &counted)),
     );
     c.bench_function(
         "authorizer: REQUEST event, a key with 100 allowed networks, the caller in the last",

@@ -635,10 +635,24 @@ async function renderKey(id, tab) {
     panel.replaceChildren(...(await usagePanel(key)));
     panel.removeAttribute("aria-busy");
   } else {
+    fields.append(h("dt", {}, "Seen from"), h("dd", {}, await seenFrom(key)));
     panel.replaceChildren(fields);
   }
   if (routed.focusTab) document.getElementById(`tab-${tab}`).focus();
   else refocus(document.getElementById("main"));
+}
+
+// The addresses the key's accepted checks came from this week, to build its allowlist from.
+async function seenFrom(key) {
+  let seen;
+  try {
+    seen = (await api("GET", `/v1/keys/${key.id}/usage`)).seen_ips;
+  } catch (failure) {
+    return `Could not be read: ${describe(failure)}`;
+  }
+  if (!seen.length) return "No accepted check this week came with an address";
+  return h("ul", { class: "seen" }, ...seen.map((s) =>
+    h("li", {}, h("span", { class: "mono" }, s.address), ` last in the hour from ${utc(s.last_seen_hour)}`)));
 }
 
 // ---- One key's usage: its checks per hour, beside its successor's while it is in its grace.

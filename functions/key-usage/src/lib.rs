@@ -1,8 +1,9 @@
 //! `GET /v1/keys/{key_id}/usage`: a key's accepted and refused checks in each hour of the last
 //! week, oldest first (scope `keys:read`), so that a rotation can be watched: the old key's
-//! checks falling to zero while its successor's rise.
+//! checks falling to zero while its successor's rise; and the addresses its accepted checks
+//! came from that week, to build its `allowed_ips` from.
 
-use keyward::domain::{Scope, Timestamp, USAGE_RETENTION, hour_of, usage_window};
+use keyward::domain::{Scope, Timestamp, USAGE_RETENTION, hour_of, seen_window, usage_window};
 use keyward::http::{ApiError, Context, HandlerFuture, authorize_key, respond};
 use lambda_http::Request;
 use lambda_http::http::StatusCode;
@@ -18,8 +19,11 @@ async fn usage(context: Context<'_>, req: &Request, now: Timestamp) -> Result<Va
     let store = context.store;
     let (_, key) = authorize_key(context, req, now, Scope::KEYS_READ).await?;
     let since = hour_of(now) - USAGE_RETENTION;
-    let stored = store.hourly_usage(&key.environment, &key.id, since).await?;
-    Ok(json!({"hours": usage_window(&stored, now)}))
+    let (stored, seen) = tokio::try_join!(
+        store.hourly_usage(&key.environment, &key.id, since),
+        store.seen_addresses(&key.environment, &key.id, since)
+    )?;
+    Ok(json!({"hours": usage_window(&stored, now), "seen_ips": seen_window(&seen, now)}))
 }
 
 #[cfg(test)]
@@ -39,6 +43,8 @@ mod tests {
         for minutes in [0, 1, 2] {
             tally.count(true, now - TimeDelta::minutes(minutes));
         }
+        tally.saw("203.0.113.9".parse().unwrap(), now);
+        tally.saw("2001:db8::7".parse().unwrap(), now - TimeDelta::days(8));
         tally.count(false, now - TimeDelta::hours(2));
         tally.count(true, now - TimeDelta::days(8));
         s.store.add_usage(&tally).await.unwrap();
@@ -60,6 +66,11 @@ mod tests {
         assert_eq!(hours[0]["hour"], "2026-11-22T11:00:00Z");
         let total: u64 = hours.iter().map(|h| h["accepted"].as_u64().unwrap()).sum();
         assert_eq!(total, 3, "the check eight days ago is outside the week");
+        assert_eq!(
+            body_json(&response)["seen_ips"],
+            json!([{"address": "203.0.113.9", "last_seen_hour": "2026-11-29T10:00:00Z"}]),
+            "an address seen eight days ago is outside the week too"
+        );
 
         let unknown = handler(
             s.context(),

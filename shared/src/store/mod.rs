@@ -132,6 +132,16 @@ pub trait UsageStore: Send + Sync {
         id: &KeyId,
         since: Timestamp,
     ) -> Result<Vec<HourlyUsage>, StoreError>;
+    /// The addresses a key's accepted checks came from, by hour, from the hour of `since` on,
+    /// as `(hour, address)` pairs in no order. An hour stops taking addresses once it holds
+    /// [`SEEN_LIMIT`](crate::domain::SEEN_LIMIT), and a write brings at most that many, so an
+    /// hour holds fewer than twice that. `environment` is the key's.
+    async fn seen_addresses(
+        &self,
+        environment: &EnvName,
+        id: &KeyId,
+        since: Timestamp,
+    ) -> Result<Vec<(Timestamp, std::net::IpAddr)>, StoreError>;
     /// When each of these keys, all of `environment`, was last used and refused; a key never
     /// presented is left out.
     async fn last_use(

@@ -22,7 +22,7 @@ use super::{
 };
 use crate::domain::{
     ActivityEntry, Change, EnvName, Environment, EnvironmentWrite, HourlyUsage, Key, KeyHash,
-    KeyId, KeyWrite, LastUse, Timestamp, USAGE_RETENTION, UsageTally, hour_of,
+    KeyId, KeyWrite, LastUse, SEEN_LIMIT, Timestamp, USAGE_RETENTION, UsageTally, hour_of,
 };
 
 const SCHEMA: &str = "
@@ -57,6 +57,12 @@ CREATE TABLE IF NOT EXISTS usage_hours (
     accepted INTEGER NOT NULL,
     refused INTEGER NOT NULL,
     PRIMARY KEY (key_id, hour)
+);
+CREATE TABLE IF NOT EXISTS usage_seen (
+    key_id TEXT NOT NULL,
+    hour TEXT NOT NULL,
+    address TEXT NOT NULL,
+    PRIMARY KEY (key_id, hour, address)
 );
 CREATE TABLE IF NOT EXISTS usage_last (
     key_id TEXT PRIMARY KEY,
@@ -782,17 +788,49 @@ impl UsageStore for SqliteStore {
                 })
                 .map_err(backend)?;
             }
-            raise_last_use(&tx, &tally.key_id, tally.last)?;
-            // What DynamoDB's TTL does to old hours, done here by the write that adds new ones.
-            if let Some(latest) = tally.hours.keys().next_back() {
-                tx.prepare_cached("DELETE FROM usage_hours WHERE key_id = ?1 AND hour < ?2")
+            // An hour stops taking addresses once it holds SEEN_LIMIT, as DynamoDB's condition
+            // on the hour's set does: a write is taken whole or not at all.
+            for (hour, addresses) in &tally.seen {
+                let hour = due_sort_key(*hour);
+                let held: i64 = tx
+                    .prepare_cached(
+                        "SELECT count(*) FROM usage_seen WHERE key_id = ?1 AND hour = ?2",
+                    )
+                    .and_then(|mut statement| {
+                        statement.query_row(params![tally.key_id.as_str(), hour], |row| row.get(0))
+                    })
+                    .map_err(backend)?;
+                if held >= SEEN_LIMIT as i64 {
+                    continue;
+                }
+                for address in addresses {
+                    tx.prepare_cached(
+                        "INSERT INTO usage_seen (key_id, hour, address) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (key_id, hour, address) DO NOTHING",
+                    )
                     .and_then(|mut statement| {
                         statement.execute(params![
                             tally.key_id.as_str(),
-                            due_sort_key(hour_of(*latest) - USAGE_RETENTION)
+                            hour,
+                            address.to_string()
                         ])
                     })
                     .map_err(backend)?;
+                }
+            }
+            raise_last_use(&tx, &tally.key_id, tally.last)?;
+            // What DynamoDB's TTL does to old hours, done here by the write that adds new ones.
+            if let Some(latest) = tally.hours.keys().next_back() {
+                let before = due_sort_key(hour_of(*latest) - USAGE_RETENTION);
+                for table in ["usage_hours", "usage_seen"] {
+                    tx.prepare_cached(&format!(
+                        "DELETE FROM {table} WHERE key_id = ?1 AND hour < ?2"
+                    ))
+                    .and_then(|mut statement| {
+                        statement.execute(params![tally.key_id.as_str(), before])
+                    })
+                    .map_err(backend)?;
+                }
             }
             tx.commit().map_err(backend)
         })
@@ -831,6 +869,34 @@ impl UsageStore for SqliteStore {
                     accepted,
                     refused,
                 })
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn seen_addresses(
+        &self,
+        _: &EnvName,
+        id: &KeyId,
+        since: Timestamp,
+    ) -> Result<Vec<(Timestamp, std::net::IpAddr)>, StoreError> {
+        let (id, since) = (id.to_string(), due_sort_key(hour_of(since)));
+        self.with(move |conn| {
+            let mut statement = conn
+                .prepare_cached(
+                    "SELECT hour, address FROM usage_seen WHERE key_id = ?1 AND hour >= ?2",
+                )
+                .map_err(backend)?;
+            let rows = statement
+                .query_map(params![id, since], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+                })
+                .map_err(backend)?;
+            rows.map(|row| {
+                let (hour, address) = row.map_err(backend)?;
+                let address = address.parse().map_err(backend)?;
+                Ok((time(&hour)?, address))
             })
             .collect()
         })

@@ -92,6 +92,11 @@ pub(super) fn hour_sk(hour: Timestamp) -> String {
     format!("{}{}", table::HOUR_PREFIX, due_sort_key(hour))
 }
 
+/// The sort key of the item of one hour's seen addresses.
+pub(super) fn seen_sk(hour: Timestamp) -> String {
+    format!("{}{}", table::SEEN_PREFIX, due_sort_key(hour))
+}
+
 /// A usage item for one hour, as read back.
 #[derive(serde::Deserialize)]
 pub(super) struct HourItem {

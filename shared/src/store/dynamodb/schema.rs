@@ -61,6 +61,10 @@ pub mod table {
     pub const USAGE_PREFIX: &str = "USAGE#";
     /// Prefix of the sort key of a usage item for one hour.
     pub const HOUR_PREFIX: &str = "H#";
+    /// Prefix of the sort key of the item that holds the addresses one hour's accepted checks
+    /// came from, beside the hour's counts and apart from them, so that its growth can never
+    /// fail the counts' write.
+    pub const SEEN_PREFIX: &str = "S#";
     /// The sort key of a key's last use item.
     pub const LAST: &str = "LAST";
 }

@@ -1,15 +1,17 @@
 //! Usage: each key's hourly counts and last use, beside its records and never in them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::items::{HourItem, LastItem, from_item, hour_sk, usage_owner, usage_pk};
+use super::items::{HourItem, LastItem, from_item, hour_sk, seen_sk, usage_owner, usage_pk};
 use super::read::MAX_BATCH_GET;
 use super::{DynamoStore, Item, backend, condition_failed, s, table};
 use crate::domain::{
-    EnvName, HourlyUsage, KeyId, LastUse, Timestamp, USAGE_RETENTION, UsageTally, hour_of,
+    EnvName, HourlyUsage, KeyId, LastUse, SEEN_LIMIT, Timestamp, USAGE_RETENTION, UsageTally,
+    hour_of,
 };
 use crate::store::{StoreError, UsageOwner, UsageStore, due_sort_key};
 
@@ -24,6 +26,9 @@ const USAGE_TTL: chrono::TimeDelta = USAGE_RETENTION
     .checked_add(&chrono::TimeDelta::days(1))
     .unwrap();
 
+/// The attribute of a seen item that holds its addresses.
+const SEEN_ATTRIBUTE: &str = "ips";
+
 /// The client settings of a usage write: one attempt, within [`USAGE_WRITE_TIMEOUT`].
 fn usage_write_config() -> aws_sdk_dynamodb::config::Builder {
     aws_sdk_dynamodb::config::Builder::default()
@@ -36,13 +41,15 @@ fn usage_write_config() -> aws_sdk_dynamodb::config::Builder {
 }
 
 impl DynamoStore {
-    /// One usage partition's hourly counts from the hour of `since` on, oldest first.
-    async fn usage_hours(
+    /// The items of the usage partition `pk` whose sort keys start with `prefix`, from the
+    /// one for the hour of `since` on, oldest first, every page read.
+    async fn usage_items(
         &self,
-        owner: &UsageOwner,
+        pk: String,
+        prefix: &str,
         since: Timestamp,
-    ) -> Result<Vec<HourlyUsage>, StoreError> {
-        let mut hours = Vec::new();
+    ) -> Result<Vec<Item>, StoreError> {
+        let mut items = Vec::new();
         let mut start = None;
         loop {
             let out = self
@@ -52,15 +59,37 @@ impl DynamoStore {
                 .key_condition_expression("#pk = :pk AND #sk BETWEEN :from AND :to")
                 .expression_attribute_names("#pk", table::PK)
                 .expression_attribute_names("#sk", table::SK)
-                .expression_attribute_values(":pk", s(usage_pk(owner)))
-                .expression_attribute_values(":from", s(hour_sk(hour_of(since))))
-                .expression_attribute_values(":to", s(format!("{}~", table::HOUR_PREFIX)))
+                .expression_attribute_values(":pk", s(pk.clone()))
+                .expression_attribute_values(
+                    ":from",
+                    s(format!("{prefix}{}", due_sort_key(hour_of(since)))),
+                )
+                .expression_attribute_values(":to", s(format!("{prefix}~")))
                 .consistent_read(true)
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
                 .map_err(backend)?;
-            for item in out.items.unwrap_or_default() {
+            items.extend(out.items.unwrap_or_default());
+            match out.last_evaluated_key {
+                Some(last) => start = Some(last),
+                None => return Ok(items),
+            }
+        }
+    }
+
+    /// One usage partition's hourly counts from the hour of `since` on, oldest first.
+    async fn usage_hours(
+        &self,
+        owner: &UsageOwner,
+        since: Timestamp,
+    ) -> Result<Vec<HourlyUsage>, StoreError> {
+        let items = self
+            .usage_items(usage_pk(owner), table::HOUR_PREFIX, since)
+            .await?;
+        items
+            .into_iter()
+            .map(|item| {
                 let item: HourItem = from_item(item)?;
                 let hour = item
                     .sk
@@ -68,18 +97,52 @@ impl DynamoStore {
                     .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
                     .ok_or_else(|| backend(std::io::Error::other("a usage item without its hour")))?
                     .to_utc();
-                hours.push(HourlyUsage {
+                Ok(HourlyUsage {
                     hour,
                     accepted: item.accepted,
                     refused: item.refused,
-                });
-            }
-            match out.last_evaluated_key {
-                Some(last) => start = Some(last),
-                None => break,
-            }
+                })
+            })
+            .collect()
+    }
+
+    /// Adds the addresses of one hour's accepted checks to that hour's seen item, a string set,
+    /// unless the set holds [`SEEN_LIMIT`] already: then the condition fails, which leaves it
+    /// as it is and is no error. Adding is idempotent, so a write put back and sent again
+    /// adds nothing twice.
+    async fn add_seen(
+        &self,
+        pk: &str,
+        hour: Timestamp,
+        addresses: &BTreeSet<IpAddr>,
+    ) -> Result<(), StoreError> {
+        let written = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(table::PK, s(pk.to_owned()))
+            .key(table::SK, s(seen_sk(hour)))
+            .update_expression("ADD #ips :ips SET #ttl = :ttl")
+            .condition_expression("attribute_not_exists(#ips) OR size(#ips) < :limit")
+            .expression_attribute_names("#ips", SEEN_ATTRIBUTE)
+            .expression_attribute_names("#ttl", table::TTL)
+            .expression_attribute_values(
+                ":ips",
+                AttributeValue::Ss(addresses.iter().map(ToString::to_string).collect()),
+            )
+            .expression_attribute_values(
+                ":ttl",
+                AttributeValue::N((hour + USAGE_TTL).timestamp().to_string()),
+            )
+            .expression_attribute_values(":limit", AttributeValue::N(SEEN_LIMIT.to_string()))
+            .customize()
+            .config_override(usage_write_config())
+            .send()
+            .await;
+        match written {
+            Err(e) if !condition_failed(&e) => Err(backend(e)),
+            _ => Ok(()),
         }
-        Ok(hours)
     }
 
     /// The last use items of these usage partitions, by key; one without an item is left out.
@@ -126,19 +189,22 @@ impl DynamoStore {
 #[async_trait]
 impl UsageStore for DynamoStore {
     async fn add_usage(&self, tally: &UsageTally) -> Result<(), StoreError> {
+        let pk = usage_pk(&UsageOwner::Key(
+            tally.environment.clone(),
+            tally.key_id.clone(),
+        ));
         for (hour, (accepted, refused)) in &tally.hours {
+            // The addresses go first: if their write fails, the hour is put back whole and
+            // its counts are not yet added, so nothing is counted twice.
+            if let Some(addresses) = tally.seen.get(hour).filter(|a| !a.is_empty()) {
+                self.add_seen(&pk, *hour, addresses).await?;
+            }
             let mut set = vec!["#ttl = :ttl".to_owned()];
             let mut update = self
                 .client
                 .update_item()
                 .table_name(&self.table)
-                .key(
-                    table::PK,
-                    s(usage_pk(&UsageOwner::Key(
-                        tally.environment.clone(),
-                        tally.key_id.clone(),
-                    ))),
-                )
+                .key(table::PK, s(pk.clone()))
                 .key(table::SK, s(hour_sk(*hour)))
                 .expression_attribute_names("#ttl", table::TTL)
                 .expression_attribute_values(":a", AttributeValue::N(accepted.to_string()))
@@ -203,6 +269,38 @@ impl UsageStore for DynamoStore {
         }
         hours.sort_by_key(|h| h.hour);
         Ok(hours)
+    }
+
+    async fn seen_addresses(
+        &self,
+        environment: &EnvName,
+        id: &KeyId,
+        since: Timestamp,
+    ) -> Result<Vec<(Timestamp, IpAddr)>, StoreError> {
+        let pk = usage_pk(&UsageOwner::Key(environment.clone(), id.clone()));
+        let unreadable = || {
+            backend(std::io::Error::other(
+                "a seen item without its hour or addresses",
+            ))
+        };
+        let mut seen = Vec::new();
+        for item in self.usage_items(pk, table::SEEN_PREFIX, since).await? {
+            let hour = match item.get(table::SK) {
+                Some(AttributeValue::S(sk)) => sk
+                    .strip_prefix(table::SEEN_PREFIX)
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                    .ok_or_else(unreadable)?
+                    .to_utc(),
+                _ => return Err(unreadable()),
+            };
+            let Some(AttributeValue::Ss(addresses)) = item.get(SEEN_ATTRIBUTE) else {
+                return Err(unreadable());
+            };
+            for address in addresses {
+                seen.push((hour, address.parse().map_err(|_| unreadable())?));
+            }
+        }
+        Ok(seen)
     }
 
     async fn last_use(
