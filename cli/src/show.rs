@@ -266,8 +266,10 @@ pub fn key(key: &Value, now: DateTime<Utc>) -> String {
         ("rotation policy", policy(&key["rotation_policy"])),
         ("allowed IPs", allowed_ips(&key["allowed_ips"])),
     ];
-    if let Some(seen) = key["seen_ips"].as_array() {
-        pairs.push(("seen from", seen_from(seen)));
+    match &key["seen_ips"] {
+        Value::Array(seen) => pairs.push(("seen from", seen_from(seen))),
+        Value::String(why) => pairs.push(("seen from", clean(why))),
+        _ => {}
     }
     if let Some(pending) = key["pending_delivery"].as_object() {
         pairs.push((
@@ -653,6 +655,10 @@ mod tests {
         assert!(
             super::key(&json!({"seen_ips": []}), now)
                 .contains("seen from        no accepted check this week came with an address\n")
+        );
+        assert!(
+            super::key(&json!({"seen_ips": "could not be read: x\u{7}"}), now)
+                .contains("seen from        could not be read: x?\n")
         );
         assert_eq!(
             previous(

@@ -78,8 +78,9 @@ struct Pending {
     /// When its counts were last taken for a write; `None` before the first.
     taken_at: Option<Timestamp>,
     /// The addresses already put in a tally this hour (the hour, and at most [`SEEN_LIMIT`]
-    /// of them), so that a key checked from the same few addresses all hour costs one write
-    /// of them, not one a minute. A write that fails puts its addresses back in the tally.
+    /// of them; later ones are not sent), so that a key checked from the same few addresses
+    /// all hour costs one write of them, not one a minute. On DynamoDB a write of them that
+    /// fails loses them until the next hour; on SQLite they go with the counts.
     noted: (Timestamp, BTreeSet<IpAddr>),
 }
 
@@ -100,8 +101,8 @@ impl Pending {
             *hour = hour_of(now);
             noted.clear();
         }
-        let address = address.to_canonical();
-        if noted.len() >= SEEN_LIMIT || noted.insert(address) {
+        // Past the limit the hour's record is full anyway: nothing more is sent.
+        if noted.len() < SEEN_LIMIT && noted.insert(address.to_canonical()) {
             self.tally.saw(address, now);
         }
     }

@@ -170,8 +170,8 @@ pub enum KeysCommand {
     /// Makes a key and prints its secret, the only time it is ever shown
     #[command(after_help = EXIT_STATUS, after_long_help = long_help(""))]
     Create(CreateArgs),
-    /// Shows one key
-    #[command(after_help = EXIT_STATUS, after_long_help = long_help(""))]
+    /// Shows one key, and the addresses its accepted checks came from this week
+    #[command(after_help = EXIT_STATUS, after_long_help = long_help(GET_HELP))]
     Get(GetArgs),
     /// Shows a key's checks per hour, beside its successor's while it is in its grace
     #[command(after_help = EXIT_STATUS, after_long_help = long_help(USAGE_HELP))]
@@ -385,12 +385,17 @@ const GRACE_HELP: &str =
     "A grace is now, 1h, 24h, 3d or 7d, an ISO-8601 duration such as P14D or PT36H, or a
 number of seconds, up to 365 days. It never runs past an expiry the key already had.";
 
+const GET_HELP: &str =
+    "Beside the key's allowed IPs, \"seen from\" lists the addresses its accepted checks came from
+this week (from its usage, GET /v1/keys/{key_id}/usage: each with the latest hour, at most 50),
+to build the list from what is really used. --json prints the key's answer alone, without
+them; keys usage --json has them.";
+
 const USAGE_HELP: &str =
     "Counts reach keyward up to a minute or so after their check, so the current hour is still
 filling. A key rotated to another is shown beside it; when the old key has not been presented
 for an hour while the new one has, every service has switched and its grace can be cut.
---json prints the API's answer for the key alone: {\"hours\": [...], \"seen_ips\": [...]}.
-keys get shows the addresses (seen_ips) beside the key's allowed IPs.";
+--json prints the API's answer for the key alone: {\"hours\": [...], \"seen_ips\": [...]}.";
 
 const REVOKE_HELP: &str =
     "On a terminal it asks first; --yes skips the question. Without a terminal on stdin it

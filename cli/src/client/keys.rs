@@ -85,9 +85,13 @@ async fn get(args: GetArgs) -> Result<(), Failure> {
     if !args.output.json {
         // The addresses the key was seen from come with its usage, and are shown beside its
         // allowed IPs, to build the list from.
-        let usage = on_key(&api, Method::GET, &args.key_id, "/usage", None).await?;
-        if let (Some(key), Some(seen)) = (answer["key"].as_object_mut(), usage.get("seen_ips")) {
-            key.insert("seen_ips".to_owned(), seen.clone());
+        // The key was read: a usage that cannot be says so in its line, not in a failure.
+        let seen = match on_key(&api, Method::GET, &args.key_id, "/usage", None).await {
+            Ok(usage) => usage.get("seen_ips").cloned().unwrap_or_default(),
+            Err(failure) => Value::String(format!("could not be read: {failure}")),
+        };
+        if let Some(key) = answer["key"].as_object_mut() {
+            key.insert("seen_ips".to_owned(), seen);
         }
     }
     print_key(&answer, args.output)

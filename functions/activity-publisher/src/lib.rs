@@ -328,6 +328,12 @@ mod tests {
         image["ttl"] = json!({"N": "1795000000"});
         image["last_used_at"] = minute(used);
         image["last_refused_at"] = minute(refused);
+        stream_record(sequence, name, keys, image)
+    }
+
+    /// The stream's record of the item `image` (whose key is `keys`) being inserted, changed
+    /// or removed (`name`).
+    fn stream_record(sequence: &str, name: &str, keys: Value, image: Value) -> Value {
         let (new, old) = if name == "REMOVE" {
             (json!({}), image)
         } else {
@@ -349,6 +355,37 @@ mod tests {
             },
             "eventSourceARN": "arn:aws:dynamodb:us-east-1:123456789012:table/keyward/stream/2026-11-27T00:00:00.000",
         })
+    }
+
+    /// The item of an hour's seen addresses sits in the usage partition; its writes and its
+    /// TTL removal are neither events nor a last use, and fail nothing.
+    #[tokio::test]
+    async fn a_seen_addresses_write_is_passed_over() {
+        let s = seeded("production", keyward::now()).await;
+        let pk = format!("USAGE#production#{}", s.key.id);
+        let keys = json!({"pk": {"S": pk}, "sk": {"S": "S#2026-11-27T11:00:00.000Z"}});
+        let mut image = keys.clone();
+        image["ips"] = json!({"SS": ["198.51.100.7", "2001:db8::7"]});
+        image["ttl"] = json!({"N": "1795000000"});
+        let records: Vec<Value> = [("1", "INSERT"), ("2", "MODIFY"), ("3", "REMOVE")]
+            .into_iter()
+            .map(|(sequence, name)| stream_record(sequence, name, keys.clone(), image.clone()))
+            .collect();
+        let batch = json!({"Records": records});
+        let bus = RecordingBus::default();
+        let response = handler(&bus, &s.store, &s.mint, lambda_event(&batch.to_string()))
+            .await
+            .unwrap();
+        assert!(failures(&response).is_empty());
+        assert!(bus.sent.lock().unwrap().is_empty());
+        assert!(
+            s.store
+                .last_use(&s.environment, &[&s.key.id])
+                .await
+                .unwrap()
+                .is_empty(),
+            "no last use comes of it"
+        );
     }
 
     #[tokio::test]

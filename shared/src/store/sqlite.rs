@@ -893,12 +893,15 @@ impl UsageStore for SqliteStore {
                     Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
                 })
                 .map_err(backend)?;
-            rows.map(|row| {
+            let mut seen = Vec::new();
+            for row in rows {
                 let (hour, address) = row.map_err(backend)?;
-                let address = address.parse().map_err(backend)?;
-                Ok((time(&hour)?, address))
-            })
-            .collect()
+                // A row that cannot be read is left out, as on DynamoDB.
+                if let (Ok(hour), Ok(address)) = (time(&hour), address.parse()) {
+                    seen.push((hour, address));
+                }
+            }
+            Ok(seen)
         })
         .await
     }

@@ -9,6 +9,7 @@
 //! | activity per key | `KEYACT#<key id>` | `<activity id>` | | a copy of the entry, for the key and for a rotation's new key |
 //! | secret claim | `CLAIM#<env>#<secret>` | `CLAIM` | | `holder`: the key that delivers to the secret (see `SecretClaim`) |
 //! | usage per hour | `USAGE#<env>#<key id>` | `H#<hour>` | | `accepted`, `refused`, the hour's latest `last_used_at` and `last_refused_at`, and `ttl` |
+//! | seen addresses | `USAGE#<env>#<key id>` | `S#<hour>` | | `ips`: a string set of the addresses the hour's accepted checks came from, added to while it holds fewer than `SEEN_LIMIT`; and `ttl` |
 //! | last use | `USAGE#<env>#<key id>` | `LAST` | | `last_used_at`, `last_refused_at`, moved forward by the stream publisher |
 //!
 //! Usage is kept by environment so that a role that counts one environment's checks (the

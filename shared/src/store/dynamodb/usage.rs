@@ -17,7 +17,8 @@ use crate::store::{StoreError, UsageOwner, UsageStore, due_sort_key};
 
 /// How long one usage write may take. A write that fails or runs out is put back and goes
 /// with the next one, so it is never retried in place, and it is short enough that every
-/// write of the shutdown flush, run at once, ends within `usage::SHUTDOWN_BUDGET`.
+/// write of the shutdown flush, run at once, ends within `usage::SHUTDOWN_BUDGET`, with the
+/// write of its hour's addresses after it ([`SEEN_WRITE_TIMEOUT`]).
 pub const USAGE_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// How long after its hour a usage item lives: the retention and a day, since DynamoDB's TTL
@@ -29,13 +30,17 @@ const USAGE_TTL: chrono::TimeDelta = USAGE_RETENTION
 /// The attribute of a seen item that holds its addresses.
 const SEEN_ATTRIBUTE: &str = "ips";
 
-/// The client settings of a usage write: one attempt, within [`USAGE_WRITE_TIMEOUT`].
-fn usage_write_config() -> aws_sdk_dynamodb::config::Builder {
+/// How long the write of an hour's addresses may take, after its counts': together they end
+/// within the shutdown flush's budget, and a slow one loses only addresses.
+pub const SEEN_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(80);
+
+/// The client settings of a usage write: one attempt, within `timeout`.
+fn usage_write_config(timeout: std::time::Duration) -> aws_sdk_dynamodb::config::Builder {
     aws_sdk_dynamodb::config::Builder::default()
         .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
         .timeout_config(
             aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
-                .operation_timeout(USAGE_WRITE_TIMEOUT)
+                .operation_timeout(timeout)
                 .build(),
         )
 }
@@ -136,7 +141,7 @@ impl DynamoStore {
             )
             .expression_attribute_values(":limit", AttributeValue::N(SEEN_LIMIT.to_string()))
             .customize()
-            .config_override(usage_write_config())
+            .config_override(usage_write_config(SEEN_WRITE_TIMEOUT))
             .send()
             .await;
         match written {
@@ -194,11 +199,6 @@ impl UsageStore for DynamoStore {
             tally.key_id.clone(),
         ));
         for (hour, (accepted, refused)) in &tally.hours {
-            // The addresses go first: if their write fails, the hour is put back whole and
-            // its counts are not yet added, so nothing is counted twice.
-            if let Some(addresses) = tally.seen.get(hour).filter(|a| !a.is_empty()) {
-                self.add_seen(&pk, *hour, addresses).await?;
-            }
             let mut set = vec!["#ttl = :ttl".to_owned()];
             let mut update = self
                 .client
@@ -231,10 +231,18 @@ impl UsageStore for DynamoStore {
                     set.join(", ")
                 ))
                 .customize()
-                .config_override(usage_write_config())
+                .config_override(usage_write_config(USAGE_WRITE_TIMEOUT))
                 .send()
                 .await
                 .map_err(backend)?;
+            // The addresses go after the counts, at their best: a failure is logged and
+            // lost (this process sends them again in a later hour), never put back with the
+            // counts, which would then be added twice, and never in their way.
+            if let Some(addresses) = tally.seen.get(hour).filter(|a| !a.is_empty())
+                && let Err(e) = self.add_seen(&pk, *hour, addresses).await
+            {
+                tracing::warn!(key_id = %tally.key_id, error = %crate::error_chain(&e), "the addresses of an hour's checks were not written");
+            }
         }
         Ok(())
     }
@@ -278,27 +286,27 @@ impl UsageStore for DynamoStore {
         since: Timestamp,
     ) -> Result<Vec<(Timestamp, IpAddr)>, StoreError> {
         let pk = usage_pk(&UsageOwner::Key(environment.clone(), id.clone()));
-        let unreadable = || {
-            backend(std::io::Error::other(
-                "a seen item without its hour or addresses",
-            ))
-        };
         let mut seen = Vec::new();
         for item in self.usage_items(pk, table::SEEN_PREFIX, since).await? {
             let hour = match item.get(table::SK) {
                 Some(AttributeValue::S(sk)) => sk
                     .strip_prefix(table::SEEN_PREFIX)
-                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                    .ok_or_else(unreadable)?
-                    .to_utc(),
-                _ => return Err(unreadable()),
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()),
+                _ => None,
             };
-            let Some(AttributeValue::Ss(addresses)) = item.get(SEEN_ATTRIBUTE) else {
-                return Err(unreadable());
+            let (Some(hour), Some(AttributeValue::Ss(addresses))) =
+                (hour, item.get(SEEN_ATTRIBUTE))
+            else {
+                // What cannot be read is left out, and the hours and the rest still answer.
+                tracing::warn!("a seen item without its hour or addresses is skipped");
+                continue;
             };
-            for address in addresses {
-                seen.push((hour, address.parse().map_err(|_| unreadable())?));
-            }
+            seen.extend(
+                addresses
+                    .iter()
+                    .filter_map(|a| a.parse().ok())
+                    .map(|address| (hour.to_utc(), address)),
+            );
         }
         Ok(seen)
     }
@@ -418,7 +426,7 @@ mod tests {
     /// and runs out within its timeout, whatever the function's client would do.
     #[test]
     fn a_usage_write_is_one_attempt_with_a_timeout_of_its_own() {
-        let config = usage_write_config().build();
+        let config = usage_write_config(USAGE_WRITE_TIMEOUT).build();
         assert_eq!(config.retry_config().map(|r| r.max_attempts()), Some(1));
         assert_eq!(
             config.timeout_config().and_then(|t| t.operation_timeout()),
@@ -430,7 +438,12 @@ mod tests {
     /// settings would wait without end, past the shutdown flush's budget.
     #[tokio::test]
     async fn a_usage_write_gives_up_on_an_endpoint_that_never_answers() {
-        const { assert!(USAGE_WRITE_TIMEOUT.as_millis() < crate::usage::SHUTDOWN_BUDGET.as_millis()) };
+        const {
+            assert!(
+                USAGE_WRITE_TIMEOUT.as_millis() + SEEN_WRITE_TIMEOUT.as_millis()
+                    < crate::usage::SHUTDOWN_BUDGET.as_millis()
+            )
+        };
         let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let holding = std::sync::Arc::clone(&held);
         let (store, tally) = store_on(move |stream| holding.lock().unwrap().push(stream)).await;
