@@ -97,8 +97,9 @@ impl Pending {
     /// Puts `address` in the tally unless this hour's tallies already carried it.
     fn saw(&mut self, address: IpAddr, now: Timestamp) {
         let (hour, noted) = &mut self.noted;
-        if *hour != hour_of(now) {
-            *hour = hour_of(now);
+        let current = hour_of(now);
+        if *hour != current {
+            *hour = current;
             noted.clear();
         }
         // Past the limit the hour's record is full anyway: nothing more is sent.

@@ -87,14 +87,18 @@ pub fn usage_owner(pk: &str) -> Option<UsageOwner> {
     }
 }
 
-/// The sort key of a usage item for one hour.
-pub(super) fn hour_sk(hour: Timestamp) -> String {
-    format!("{}{}", table::HOUR_PREFIX, due_sort_key(hour))
+/// The sort key of a usage partition's item of one hour, of the kind `prefix` names
+/// ([`table::HOUR_PREFIX`] for counts, [`table::SEEN_PREFIX`] for addresses).
+pub(super) fn usage_sk(prefix: &str, hour: Timestamp) -> String {
+    format!("{prefix}{}", due_sort_key(hour))
 }
 
-/// The sort key of the item of one hour's seen addresses.
-pub(super) fn seen_sk(hour: Timestamp) -> String {
-    format!("{}{}", table::SEEN_PREFIX, due_sort_key(hour))
+/// The hour a usage sort key of the kind `prefix` names; `None` for another kind or text.
+pub(super) fn usage_sk_hour(prefix: &str, sk: &str) -> Option<Timestamp> {
+    let text = sk.strip_prefix(prefix)?;
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.to_utc())
 }
 
 /// A usage item for one hour, as read back.

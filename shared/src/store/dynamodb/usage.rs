@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::items::{HourItem, LastItem, from_item, hour_sk, seen_sk, usage_owner, usage_pk};
+use super::items::{HourItem, LastItem, from_item, usage_owner, usage_pk, usage_sk, usage_sk_hour};
 use super::read::MAX_BATCH_GET;
 use super::{DynamoStore, Item, backend, condition_failed, s, table};
 use crate::domain::{
@@ -65,10 +65,7 @@ impl DynamoStore {
                 .expression_attribute_names("#pk", table::PK)
                 .expression_attribute_names("#sk", table::SK)
                 .expression_attribute_values(":pk", s(pk.clone()))
-                .expression_attribute_values(
-                    ":from",
-                    s(format!("{prefix}{}", due_sort_key(hour_of(since)))),
-                )
+                .expression_attribute_values(":from", s(usage_sk(prefix, hour_of(since))))
                 .expression_attribute_values(":to", s(format!("{prefix}~")))
                 .consistent_read(true)
                 .set_exclusive_start_key(start.take())
@@ -96,12 +93,9 @@ impl DynamoStore {
             .into_iter()
             .map(|item| {
                 let item: HourItem = from_item(item)?;
-                let hour = item
-                    .sk
-                    .strip_prefix(table::HOUR_PREFIX)
-                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                    .ok_or_else(|| backend(std::io::Error::other("a usage item without its hour")))?
-                    .to_utc();
+                let hour = usage_sk_hour(table::HOUR_PREFIX, &item.sk).ok_or_else(|| {
+                    backend(std::io::Error::other("a usage item without its hour"))
+                })?;
                 Ok(HourlyUsage {
                     hour,
                     accepted: item.accepted,
@@ -126,7 +120,7 @@ impl DynamoStore {
             .update_item()
             .table_name(&self.table)
             .key(table::PK, s(pk.to_owned()))
-            .key(table::SK, s(seen_sk(hour)))
+            .key(table::SK, s(usage_sk(table::SEEN_PREFIX, hour)))
             .update_expression("ADD #ips :ips SET #ttl = :ttl")
             .condition_expression("attribute_not_exists(#ips) OR size(#ips) < :limit")
             .expression_attribute_names("#ips", SEEN_ATTRIBUTE)
@@ -205,7 +199,7 @@ impl UsageStore for DynamoStore {
                 .update_item()
                 .table_name(&self.table)
                 .key(table::PK, s(pk.clone()))
-                .key(table::SK, s(hour_sk(*hour)))
+                .key(table::SK, s(usage_sk(table::HOUR_PREFIX, *hour)))
                 .expression_attribute_names("#ttl", table::TTL)
                 .expression_attribute_values(":a", AttributeValue::N(accepted.to_string()))
                 .expression_attribute_values(":r", AttributeValue::N(refused.to_string()))
@@ -289,9 +283,7 @@ impl UsageStore for DynamoStore {
         let mut seen = Vec::new();
         for item in self.usage_items(pk, table::SEEN_PREFIX, since).await? {
             let hour = match item.get(table::SK) {
-                Some(AttributeValue::S(sk)) => sk
-                    .strip_prefix(table::SEEN_PREFIX)
-                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()),
+                Some(AttributeValue::S(sk)) => usage_sk_hour(table::SEEN_PREFIX, sk),
                 _ => None,
             };
             let (Some(hour), Some(AttributeValue::Ss(addresses))) =
@@ -305,7 +297,7 @@ impl UsageStore for DynamoStore {
                 addresses
                     .iter()
                     .filter_map(|a| a.parse().ok())
-                    .map(|address| (hour.to_utc(), address)),
+                    .map(|address| (hour, address)),
             );
         }
         Ok(seen)
