@@ -10,6 +10,7 @@
 //! BENCHMARKS.md: a valid key with a scope.
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -77,16 +78,21 @@ struct Target {
 impl Target {
     /// Starts `command`, reads its address (and a printed key, if any) from its output, and
     /// opens `connections` keep-alive connections to it.
-    async fn start(name: &'static str, mut command: Command, connections: usize) -> (Self, String) {
+    async fn start(
+        name: &'static str,
+        mut command: Command,
+        log: &Path,
+        connections: usize,
+    ) -> (Self, String) {
+        // The server logs as it does for a user, a line per request, into a file as wrk's
+        // measurement in BENCHMARKS.md had it: a reader of a pipe here would be a third
+        // process on the two cores, charged to whichever server logs more.
+        let log = std::fs::File::create(log).expect("a log file");
         let mut child = command
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(log)
             .spawn()
             .expect("the server starts");
-        // The server logs as it does for a user, a line or two per request: read and dropped
-        // here, as a terminal would take them, so that a full pipe never holds the server up.
-        let log = BufReader::new(child.stderr.take().expect("piped"));
-        std::thread::spawn(move || log.lines().for_each(drop));
         let (mut key, mut addr) = (String::new(), String::new());
         let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
         for line in lines.by_ref() {
@@ -227,10 +233,22 @@ async fn main() {
     serve
         .args(["serve", "--no-schedule", "--listen", "127.0.0.1:0", "--db"])
         .arg(dir.join("bench.db"));
-    let (mut keyward, key) = Target::start("keyward serve, SQLite store", serve, connections).await;
+    let (mut keyward, key) = Target::start(
+        "keyward serve, SQLite store",
+        serve,
+        &dir.join("serve.log"),
+        connections,
+    )
+    .await;
     let mut bare = Command::new(std::env::current_exe().expect("this bench"));
     bare.arg(BARE);
-    let (mut floor, _) = Target::start("bare hyper 1 server", bare, connections).await;
+    let (mut floor, _) = Target::start(
+        "bare hyper 1 server",
+        bare,
+        &dir.join("bare.log"),
+        connections,
+    )
+    .await;
     let body = Bytes::from(
         serde_json::json!({"key": key, "environment": "development", "scopes": ["keys:read"]})
             .to_string(),
