@@ -435,6 +435,7 @@ async fn serve_on_dynamodb_publishes_the_stream_as_the_lambda_does() {
             "--no-schedule",
         ])
         .env("KEYWARD_EVENT_BUS", &bus)
+        .env_remove("KEYWARD_KEY_PREFIX")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()

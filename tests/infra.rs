@@ -195,16 +195,25 @@ fn every_function_crate_has_exactly_one_function_resource_and_every_resource_a_c
 
 /// The variables a function's `main` makes it read, from the calls that read them.
 fn variables_read(main: &str) -> BTreeSet<&'static str> {
-    let readers: [(&str, &[&'static str]); 8] = [
+    let readers: [(&str, &[&'static str]); 9] = [
         (
             "keyward::http::run",
-            &[StoreConfig::VAR, Settings::SECRET_PREFIX_VAR, TlsRoots::VAR],
+            &[
+                StoreConfig::VAR,
+                Settings::SECRET_PREFIX_VAR,
+                keyward::KEY_PREFIX_VAR,
+                TlsRoots::VAR,
+            ],
         ),
         ("keyward::http::run_counting", &[WRITE_EVERY_VAR]),
         ("Usage::from_env", &[WRITE_EVERY_VAR]),
         ("keyward::aws::config", &[TlsRoots::VAR]),
         ("DynamoStore::table_from_env", &[StoreConfig::VAR]),
-        ("Settings::from_env", &[Settings::SECRET_PREFIX_VAR]),
+        (
+            "Settings::from_env",
+            &[Settings::SECRET_PREFIX_VAR, keyward::KEY_PREFIX_VAR],
+        ),
+        ("key_prefix_from_env", &[keyward::KEY_PREFIX_VAR]),
         (
             "EventsConfig::from_env",
             &[EventsConfig::BUS_VAR, EventsConfig::SOURCE_VAR],
@@ -215,6 +224,7 @@ fn variables_read(main: &str) -> BTreeSet<&'static str> {
                 authorizer::Config::ENVIRONMENT_VAR,
                 authorizer::Config::ROUTE_SCOPES_VAR,
                 authorizer::Config::UNLISTED_ROUTES_VAR,
+                keyward::KEY_PREFIX_VAR,
             ],
         ),
     ];
@@ -265,6 +275,7 @@ fn every_variable_a_function_reads_is_set_for_it_and_no_other() {
         authorizer::Config::ROUTE_SCOPES_VAR,
         authorizer::Config::UNLISTED_ROUTES_VAR,
         Settings::SECRET_PREFIX_VAR,
+        keyward::KEY_PREFIX_VAR,
         TlsRoots::VAR,
         WRITE_EVERY_VAR,
         // Read by every function that builds an AWS client, set only by ./scripts/test: the
@@ -441,9 +452,15 @@ fn the_api_authorizer_caches_nothing_and_the_routes_are_serves_routes() {
             routes.insert((route.0.clone(), route.1.clone(), resource.clone()));
             assert_eq!(
                 public,
-                ["/v1/verify", "/v1/openapi.json", "/", "/console/{asset}"]
-                    .contains(&route.1.as_str()),
-                "{resource}: only /v1/verify, the API's description and the console's files skip the authorizer"
+                [
+                    "/v1/verify",
+                    "/v1/openapi.json",
+                    "/v1/token-format",
+                    "/",
+                    "/console/{asset}"
+                ]
+                .contains(&route.1.as_str()),
+                "{resource}: only /v1/verify, the API's description, the key format and the console's files skip the authorizer"
             );
         }
     }

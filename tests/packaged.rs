@@ -33,10 +33,20 @@ const ENVIRONMENT: &str = "production";
 
 /// What the stack is deployed with where a parameter has no default, or where the default
 /// leaves the exported authorizer nothing to allow (every route is closed unless listed).
-const PARAMETERS: [(&str, &str); 2] = [
+const PARAMETERS: [(&str, &str); 3] = [
     ("AuthorizerEnvironment", ENVIRONMENT),
     ("AuthorizerRouteScopes", r#"{"GET /orders": "orders:read"}"#),
+    ("KeyPrefix", KEY_PREFIX),
 ];
+
+/// The stack's key prefix here: not the default, so that a function that did not read it
+/// would make or refuse keys that the others take.
+const KEY_PREFIX: &str = "acme";
+
+/// A mint whose keys carry the stack's prefix, as every function's does.
+fn mint() -> keyward::domain::Mint {
+    keyward::mint().with_key_prefix(keyward::domain::KeyPrefix::parse(KEY_PREFIX).unwrap())
+}
 
 /// The template's functions: each one's crate and its variables, resolved.
 struct Stack {
@@ -294,7 +304,7 @@ async fn legacy_policy_key(
     };
     let env = EnvName::parse(ENVIRONMENT).unwrap();
     let then = keyward::now() - TimeDelta::days(days);
-    let mut issued = create_key(&env, input, Actor::operator("t"), &keyward::mint(), then).unwrap();
+    let mut issued = create_key(&env, input, Actor::operator("t"), &mint(), then).unwrap();
     issued.change.secret_claim = None;
     store.apply(&issued.change).await.unwrap();
     issued.key
@@ -315,7 +325,7 @@ async fn every_packaged_function_starts_and_answers_as_the_template_wires_it() {
         .await
         .unwrap();
     let env = EnvName::parse(ENVIRONMENT).unwrap();
-    let root_key = create_environment(&env, Actor::operator("t"), &keyward::mint(), keyward::now());
+    let root_key = create_environment(&env, Actor::operator("t"), &mint(), keyward::now());
     store.apply(&root_key.change).await.unwrap();
     let admin = root_key.secret.expose().to_owned();
     let unclaimed = legacy_policy_key(&store, "unclaimed", "unclaimed", 1).await;
@@ -340,6 +350,25 @@ async fn every_packaged_function_starts_and_answers_as_the_template_wires_it() {
         "{}",
         allowed[0]
     );
+    // A key of the default prefix, well formed and stored, is no key of this stack's.
+    let other = create_key(
+        &env,
+        orders_key("other prefix"),
+        Actor::operator("t"),
+        &keyward::mint(),
+        keyward::now(),
+    )
+    .unwrap();
+    store.apply(&other.change).await.unwrap();
+    let refused = deployed.invoke(
+        "ApiAuthorizer",
+        &[authorizer_request(
+            "GET",
+            "/v1/keys/key_x",
+            other.secret.expose(),
+        )],
+    );
+    assert_eq!(refused[0]["errorMessage"], "Unauthorized", "{}", refused[0]);
     ran("ApiAuthorizer");
 
     let keys = "/v1/environments/{env}/keys";
@@ -351,6 +380,7 @@ async fn every_packaged_function_starts_and_answers_as_the_template_wires_it() {
     );
     let billing = created["key"]["id"].as_str().unwrap().to_owned();
     let billing_secret = created["secret"].as_str().unwrap().to_owned();
+    assert!(billing_secret.starts_with("acme_sk_"), "the stack's prefix");
     ran("CreateKey");
 
     let listed = deployed.answer(
@@ -563,6 +593,7 @@ async fn every_packaged_function_starts_and_answers_as_the_template_wires_it() {
         ("/", vec![]),
         ("/console/{asset}", vec![("asset", "console.js")]),
         ("/v1/openapi.json", vec![]),
+        ("/v1/token-format", vec![]),
     ] {
         let answer = deployed.invoke(
             "Console",
@@ -570,6 +601,15 @@ async fn every_packaged_function_starts_and_answers_as_the_template_wires_it() {
         );
         assert_eq!(answer[0]["statusCode"], 200, "{resource}");
     }
+    let format = deployed.invoke(
+        "Console",
+        &[rest("GET", "/v1/token-format", &[], "", Value::Null)],
+    );
+    let format: Value = serde_json::from_str(format[0]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        format["prefix"], KEY_PREFIX,
+        "the template's KeyPrefix, as the function reads it: {format}"
+    );
     ran("Console");
     let hello = deployed.invoke(
         "Hello",

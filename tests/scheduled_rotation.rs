@@ -148,6 +148,7 @@ impl Backend {
     ) -> (u16, Value) {
         let settings = Settings {
             secret_prefix: SecretPrefix::parse(&format!("{}/", self.prefix)).unwrap(),
+            ..Settings::default()
         };
         let context = Context {
             store,
@@ -243,7 +244,8 @@ impl Backend {
 
     /// The verdict on a secret at `now`, as `/v1/verify` and the authorizer give it.
     async fn verdict(&self, secret: &str, now: Timestamp) -> Verdict {
-        let presented = PresentedKey::parse(secret).expect("a well-formed key");
+        let presented =
+            PresentedKey::parse(secret, &Default::default()).expect("a well-formed key");
         match self.store.key_by_hash(&presented.hash).await.unwrap() {
             Some(key) => check(&key, Some(&env()), None, &[] as &[&str], now),
             None => Verdict::NotFound,
@@ -280,7 +282,12 @@ impl Backend {
         assert_eq!(current["environment"], "production");
         assert!(current["rotated_at"].is_string());
         let secret = current["secret"].as_str().unwrap();
-        assert_eq!(PresentedKey::parse(secret).unwrap().hash, new.hash);
+        assert_eq!(
+            PresentedKey::parse(secret, &Default::default())
+                .unwrap()
+                .hash,
+            new.hash
+        );
         assert_eq!(self.verdict(secret, now).await, Verdict::Valid, "{name}");
         new
     }

@@ -89,6 +89,7 @@ impl Target {
         // process on the two cores, charged to whichever server logs more.
         let log = std::fs::File::create(log).expect("a log file");
         let mut child = command
+            .env_remove("KEYWARD_KEY_PREFIX")
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()

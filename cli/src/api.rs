@@ -12,6 +12,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use keyward::domain::KeyPrefix;
 use serde_json::Value;
 
 /// How long a connection may take to open.
@@ -192,6 +193,17 @@ impl Api {
         self.key.as_ref()
     }
 
+    /// The prefix of the deployment's keys, as the key acted with shows it: a deployment
+    /// takes only keys with its own prefix, so the caller's key names it, and no setting can
+    /// disagree with the server. Without a key, or with one of no known shape, the default.
+    pub fn key_prefix(&self) -> KeyPrefix {
+        self.key
+            .as_ref()
+            .and_then(|key| key.expose().split_once('_'))
+            .and_then(|(prefix, _)| KeyPrefix::parse(prefix).ok())
+            .unwrap_or_default()
+    }
+
     /// Sends one request to `path` (from `/v1`, with its query) and answers its JSON body:
     /// a `4xx` is [`Failure::Refused`], anything else that is not a `2xx` JSON answer is
     /// [`Failure::Unreachable`].
@@ -252,21 +264,22 @@ impl Api {
 
 /// Text from a server with anything shaped like a keyward key hidden, and control characters
 /// replaced: API Gateway repeats a bad `Authorization` header in its message, and a message
-/// goes to stderr, which CI logs keep.
+/// goes to stderr, which CI logs keep. Every word with `_sk_` or `_pk_` in it is hidden,
+/// whatever its prefix, so that a key of another deployment is never printed either.
 pub fn redact(text: &str) -> String {
+    let in_word = |c: char| c.is_ascii_alphanumeric() || c == '_';
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
-    while let Some(at) = ["kw_sk_", "kw_pk_"]
+    while let Some(at) = ["_sk_", "_pk_"]
         .iter()
-        .filter_map(|prefix| rest.find(prefix))
+        .filter_map(|kind| rest.find(kind))
         .min()
     {
-        out.push_str(&rest[..at]);
+        let start = rest[..at].trim_end_matches(in_word).len();
+        out.push_str(&rest[..start]);
         out.push_str("[a key]");
         let tail = &rest[at..];
-        let end = tail
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(tail.len());
+        let end = tail.find(|c: char| !in_word(c)).unwrap_or(tail.len());
         rest = &tail[end..];
     }
     out.push_str(rest);
@@ -460,6 +473,16 @@ mod tests {
             "a [a key] and [a key].?[2J"
         );
         assert_eq!(redact("no key here"), "no key here");
+        assert_eq!(
+            redact("'Bearer acme_sk_prod_Ab9' and (acme2_pk_x_y)"),
+            "'Bearer [a key]' and ([a key])",
+            "another deployment's keys too"
+        );
+        assert_eq!(
+            redact("\u{201c}acme_sk_prod_Ab9\u{201d} é_pk_x"),
+            "\u{201c}[a key]\u{201d} é[a key]",
+            "a key after a character of several bytes"
+        );
     }
 
     #[test]

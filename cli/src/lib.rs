@@ -110,6 +110,7 @@ pub const ROUTES: &[Route] = &[
     ),
     (Method::POST, "/v1/verify", verify_key::handler, VERIFY_KEY),
     (Method::GET, "/v1/openapi.json", console_file, "Console"),
+    (Method::GET, "/v1/token-format", console_file, "Console"),
 ];
 
 /// The console's routes outside the API: its page and its files, public like the API's
@@ -119,10 +120,14 @@ pub const CONSOLE_ROUTES: &[Route] = &[
     (Method::GET, "/console/{asset}", console_file, "Console"),
 ];
 
-/// The console's page and files and the API's description, the same bytes the console
-/// function serves on Lambda.
-fn console_file(_: Context<'_>, req: lambda_http::Request, _: Timestamp) -> HandlerFuture<'_> {
-    Box::pin(async move { console::handler(&req) })
+/// The console's page and files, the API's description and the key format, the same bytes
+/// the console function serves on Lambda.
+fn console_file(
+    context: Context<'_>,
+    req: lambda_http::Request,
+    _: Timestamp,
+) -> HandlerFuture<'_> {
+    Box::pin(async move { console::handler(&req, &context.settings.key_prefix) })
 }
 
 /// The path parameters of `path` if it fits `pattern`.

@@ -241,8 +241,9 @@ async fn run(command: Command) -> Result<(), Failure> {
         Command::Env {
             command: EnvCommand::Create { name, json, store },
         } => {
+            let mint = keyward::mint().with_key_prefix(keyward::key_prefix_from_env()?);
             let store = store.config().open().await.map_err(cannot_open)?;
-            let issued = create_environment_in(&*store, &name, operator(), &keyward::mint())
+            let issued = create_environment_in(&*store, &name, operator(), &mint)
                 .await
                 .map_err(|e| Failure::Failed(error_chain(&e)))?;
             if json {
@@ -262,7 +263,7 @@ async fn run(command: Command) -> Result<(), Failure> {
         } => {
             keyward::logging::init_with_writer(std::io::stderr);
             let settings = Settings::from_env()?;
-            let mint = Arc::new(keyward::mint());
+            let mint = Arc::new(keyward::mint().with_key_prefix(settings.key_prefix.clone()));
             let config = store.config();
             let schedule_every = (!no_schedule).then(|| Duration::from_secs(schedule_every));
             let store = config.open_to_serve().await.map_err(cannot_open)?;

@@ -32,7 +32,7 @@ pub use lifecycle::{
     Rotated, SecretClaim, Setting, change_grace_period, create_environment, create_key, revoke,
     rotate, set_allowed_ips, set_rotation_policy,
 };
-pub use mint::{Entropy, Mint};
+pub use mint::{Entropy, InvalidKeyPrefix, KeyPrefix, Mint};
 pub use names::{
     ActivityId, EnvName, InputError, KeyId, KeyName, Kind, Scope, Scopes, is_format_character,
 };
@@ -41,7 +41,7 @@ pub use schedule::{
     Due, GRACE_IDLE_AFTER, GRACE_WATCH_EVERY, GraceWatch, Seen, delivery_failed, expiry_notice,
     scheduled_rotation, secret_delivered, watch_grace,
 };
-pub use token::{KeyHash, MalformedKey, PresentedKey, Secret};
+pub use token::{KeyHash, MalformedKey, PresentedKey, Secret, scanner_regex};
 pub use usage::{
     HourlyUsage, LastUse, SEEN_LIMIT, SeenAddress, USAGE_RETENTION, UsageTally, hour_of, minute_of,
     seen_window, usage_window,

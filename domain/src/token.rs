@@ -1,11 +1,12 @@
-//! The key format: `kw_<kind>_<environment>_<32 random><6 checksum>`.
+//! The key format: `<prefix>_<kind>_<environment>_<32 random><6 checksum>`, where the prefix
+//! is the deployment's ([`KeyPrefix`], `kw` unless it sets its own).
 //!
 //! The environment's `-` becomes `_`, which environment names never contain, so a key stays
 //! within `[A-Za-z0-9_]` and one double-click selects it. The random part has 32 base62
 //! characters (190 bits) from the caller's entropy, which is the OS CSPRNG in every function.
 //! The checksum is the CRC32 of everything before it in 6 base62 characters, so a typo or a
-//! forged string is refused without a store read, and secret scanners can match
-//! `kw_(sk|pk)_[a-z0-9_]+_[A-Za-z0-9]{38}` with few false hits.
+//! forged string is refused without a store read, and a secret scanner matches a deployment's
+//! secret keys with [`scanner_regex`] and few false hits.
 
 use std::fmt;
 
@@ -13,15 +14,27 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::base62;
-use super::mint::Mint;
+use super::mint::{KeyPrefix, Mint};
 use super::names::{EnvName, Kind};
 
-const PREFIX: &str = "kw_";
 const RANDOM_LEN: usize = 32;
 const CHECKSUM_LEN: usize = 6;
 const TAIL_LEN: usize = RANDOM_LEN + CHECKSUM_LEN;
-/// The longest well-formed key: `kw_`, a kind tag, `_`, the longest environment, `_`, the tail.
-const MAX_LEN: usize = PREFIX.len() + 2 + 1 + EnvName::MAX_LEN + 1 + TAIL_LEN;
+/// The longest well-formed key after its prefix: `_`, a kind tag, `_`, the longest
+/// environment, `_`, the tail.
+const MAX_LEN_AFTER_PREFIX: usize = 1 + 2 + 1 + EnvName::MAX_LEN + 1 + TAIL_LEN;
+
+/// The regular expression that matches a deployment's secret keys, and nothing shaped
+/// otherwise, for a secret scanner such as a GitHub custom pattern. Publishable keys are left
+/// out: they are meant to be public, and a report of one would only be noise. Its word
+/// boundaries keep it from matching inside a longer word, such as another prefix that ends
+/// with this one, or a publishable key whose environment holds `<prefix>-sk-`.
+pub fn scanner_regex(prefix: &KeyPrefix) -> String {
+    format!(
+        r"\b{prefix}_sk_[a-z0-9_]{{1,{}}}_[A-Za-z0-9]{{{TAIL_LEN}}}\b",
+        EnvName::MAX_LEN
+    )
+}
 
 fn checksum(body: &str) -> [u8; CHECKSUM_LEN] {
     base62::fixed(u64::from(crc32fast::hash(body.as_bytes())))
@@ -35,8 +48,10 @@ pub struct Secret(String);
 impl Secret {
     /// Makes a new key of `kind` for `environment`, its random part drawn from `mint`.
     pub fn generate(mint: &Mint, kind: Kind, environment: &EnvName) -> Self {
-        let mut s = String::with_capacity(MAX_LEN);
-        s.push_str(PREFIX);
+        let prefix = mint.key_prefix().as_str();
+        let mut s = String::with_capacity(prefix.len() + MAX_LEN_AFTER_PREFIX);
+        s.push_str(prefix);
+        s.push('_');
         s.push_str(kind.tag());
         s.push('_');
         s.extend(
@@ -82,7 +97,7 @@ impl fmt::Debug for Secret {
 /// Why a presented string is not a keyward key at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum MalformedKey {
-    /// Wrong length, characters, prefix, kind or environment.
+    /// Wrong length, characters, prefix (another deployment's among them), kind or environment.
     #[error("the key is not in keyward's format")]
     Format,
     /// Well formed, but the checksum does not match: a typo or a forged key.
@@ -102,13 +117,21 @@ pub struct PresentedKey {
 }
 
 impl PresentedKey {
-    /// Checks format and checksum without touching any store.
-    pub fn parse(s: &str) -> Result<Self, MalformedKey> {
-        if s.len() > MAX_LEN || s.len() <= PREFIX.len() + TAIL_LEN || !s.is_ascii() {
+    /// Checks format and checksum without touching any store. A key that starts with any other
+    /// prefix than `prefix`, the deployment's, is not one of its keys.
+    pub fn parse(s: &str, prefix: &KeyPrefix) -> Result<Self, MalformedKey> {
+        let prefix = prefix.as_str();
+        if s.len() > prefix.len() + MAX_LEN_AFTER_PREFIX
+            || s.len() <= prefix.len() + 1 + TAIL_LEN
+            || !s.is_ascii()
+        {
             return Err(MalformedKey::Format);
         }
         let (body, sum) = s.split_at(s.len() - CHECKSUM_LEN);
-        let rest = body.strip_prefix(PREFIX).ok_or(MalformedKey::Format)?;
+        let rest = body
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.strip_prefix('_'))
+            .ok_or(MalformedKey::Format)?;
         let (tag, rest) = rest.split_once('_').ok_or(MalformedKey::Format)?;
         let kind = Kind::from_tag(tag).ok_or(MalformedKey::Format)?;
         let (env, random) = rest
@@ -196,12 +219,12 @@ mod tests {
     proptest! {
         #[test]
         fn parsing_any_text_never_panics(text in any::<String>()) {
-            let _ = PresentedKey::parse(&text);
+            let _ = PresentedKey::parse(&text, &KeyPrefix::default());
         }
 
         #[test]
         fn parsing_text_shaped_like_a_key_never_panics(text in "kw_(sk|pk|xx)_[a-z0-9_]{0,40}[A-Za-z0-9_]{0,60}") {
-            let _ = PresentedKey::parse(&text);
+            let _ = PresentedKey::parse(&text, &KeyPrefix::default());
         }
 
         #[test]
@@ -212,7 +235,7 @@ mod tests {
             let kind = if publishable { Kind::Publishable } else { Kind::Secret };
             let environment = EnvName::parse(&environment).unwrap();
             let secret = Secret::generate(test_mint(), kind, &environment);
-            let parsed = PresentedKey::parse(secret.expose()).unwrap();
+            let parsed = PresentedKey::parse(secret.expose(), &kw()).unwrap();
             prop_assert_eq!(parsed.kind, kind);
             prop_assert_eq!(parsed.environment, environment);
             prop_assert_eq!(parsed.hash, secret.hash());
@@ -223,6 +246,81 @@ mod tests {
         EnvName::parse(s).unwrap()
     }
 
+    fn kw() -> KeyPrefix {
+        KeyPrefix::default()
+    }
+
+    #[test]
+    fn a_deployment_with_its_own_prefix_makes_and_takes_only_its_own_keys() {
+        let acme = KeyPrefix::parse("acme2").unwrap();
+        let mint = crate::mint::test_mint_with_prefix(acme.clone());
+        let secret = Secret::generate(&mint, Kind::Secret, &env("eu-west"));
+        assert!(secret.expose().starts_with("acme2_sk_eu_west_"));
+        assert!(secret.hint().starts_with("acme2_sk_eu_west_..."));
+        let parsed = PresentedKey::parse(secret.expose(), &acme).unwrap();
+        assert_eq!(parsed.hash, secret.hash());
+        assert_eq!(parsed.environment, env("eu-west"));
+        // The default deployment's keys, and this one's in the default's, are not keys at all.
+        let other = Secret::generate(test_mint(), Kind::Secret, &env("eu-west"));
+        assert_eq!(
+            PresentedKey::parse(other.expose(), &acme),
+            Err(MalformedKey::Format)
+        );
+        assert_eq!(
+            PresentedKey::parse(secret.expose(), &kw()),
+            Err(MalformedKey::Format)
+        );
+        // A prefix that begins another: `ab` takes nothing of `absk`, not even a key whose
+        // environment would make `absk_pk_...` read as `ab`'s secret key of `pk-...`.
+        let absk = crate::mint::test_mint_with_prefix(KeyPrefix::parse("absk").unwrap());
+        let longer = Secret::generate(&absk, Kind::Publishable, &env("env"));
+        assert_eq!(
+            PresentedKey::parse(longer.expose(), &KeyPrefix::parse("ab").unwrap()),
+            Err(MalformedKey::Format)
+        );
+        // The longest prefix and environment together still parse.
+        let longest = KeyPrefix::parse("abcdefghij").unwrap();
+        let mint = crate::mint::test_mint_with_prefix(longest.clone());
+        let secret = Secret::generate(&mint, Kind::Publishable, &env(&"z".repeat(32)));
+        assert_eq!(
+            PresentedKey::parse(secret.expose(), &longest).unwrap().kind,
+            Kind::Publishable
+        );
+    }
+
+    #[test]
+    fn key_prefixes_are_a_letter_then_one_to_nine_letters_or_digits() {
+        for good in ["kw", "acme", "a1", "abcdefghij", "x0y9"] {
+            assert_eq!(KeyPrefix::parse(good).unwrap().as_str(), good);
+        }
+        for bad in [
+            "",
+            "k",
+            "1kw",
+            "Kw",
+            "kw_",
+            "k-w",
+            "abcdefghijk",
+            "kw ",
+            "_kw",
+            "kwé",
+        ] {
+            assert_eq!(
+                KeyPrefix::parse(bad),
+                Err(crate::mint::InvalidKeyPrefix),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_scanner_regex_names_the_prefix_and_the_secret_kind_only() {
+        assert_eq!(
+            scanner_regex(&KeyPrefix::parse("acme").unwrap()),
+            r"\bacme_sk_[a-z0-9_]{1,32}_[A-Za-z0-9]{38}\b"
+        );
+    }
+
     #[test]
     fn a_generated_key_parses_back_to_its_kind_environment_and_hash() {
         for (kind, name) in [
@@ -231,7 +329,7 @@ mod tests {
             (Kind::Secret, &"a".repeat(32)),
         ] {
             let secret = Secret::generate(test_mint(), kind, &env(name));
-            let parsed = PresentedKey::parse(secret.expose()).unwrap();
+            let parsed = PresentedKey::parse(secret.expose(), &kw()).unwrap();
             assert_eq!(parsed.kind, kind);
             assert_eq!(parsed.environment, env(name));
             assert_eq!(parsed.hash, secret.hash());
@@ -287,11 +385,14 @@ mod tests {
             let mut bytes = s.as_bytes().to_vec();
             bytes[i] = if bytes[i] == b'a' { b'b' } else { b'a' };
             let typo = String::from_utf8(bytes).unwrap();
-            assert!(PresentedKey::parse(&typo).is_err(), "position {i}");
+            assert!(PresentedKey::parse(&typo, &kw()).is_err(), "position {i}");
         }
         let mut forged = s[..s.len() - 6].to_owned();
         forged.push_str("000000");
-        assert_eq!(PresentedKey::parse(&forged), Err(MalformedKey::Checksum));
+        assert_eq!(
+            PresentedKey::parse(&forged, &kw()),
+            Err(MalformedKey::Checksum)
+        );
     }
 
     #[test]
@@ -307,7 +408,11 @@ mod tests {
             "kw_sk_prod_01234567890123456789012345678901234567é",
             &long,
         ] {
-            assert_eq!(PresentedKey::parse(bad), Err(MalformedKey::Format), "{bad}");
+            assert_eq!(
+                PresentedKey::parse(bad, &kw()),
+                Err(MalformedKey::Format),
+                "{bad}"
+            );
         }
     }
 

@@ -23,7 +23,7 @@ fn keys(c: &mut Criterion) {
         })
     });
     c.bench_function("parse, checksum and hash a presented key", |b| {
-        b.iter(|| PresentedKey::parse(black_box(&presented)).unwrap())
+        b.iter(|| PresentedKey::parse(black_box(&presented), &Default::default()).unwrap())
     });
     c.bench_function("sha-256 of a key alone", |b| {
         b.iter(|| Sha256::digest(black_box(presented.as_bytes())))

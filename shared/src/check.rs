@@ -1,13 +1,14 @@
 //! The one check of a presented key, behind both authorizers, `POST /v1/verify` and the
 //! API's own authentication: precedence and what counts as accepted are decided here once.
 //!
-//! In order: no key at all; a key that is not well formed; a key whose prefix names another
+//! In order: no key at all; a key that is not well formed (another deployment's prefix among
+//! them); a key whose prefix names another
 //! environment than the one asked for (refused before anything is read); a key no stored key
 //! has the hash of; then the stored key's own state, environment, allowed networks and scopes
 //! ([`check`](crate::domain::check)); and last a route that admits no key. Every check that
 //! found a key is counted, as accepted only when the key is let through.
 
-use crate::domain::{EnvName, Key, PresentedKey, Timestamp, Verdict, check};
+use crate::domain::{EnvName, Key, KeyPrefix, PresentedKey, Timestamp, Verdict, check};
 use crate::store::{KeyLookup, StoreError};
 use crate::usage::Counter;
 
@@ -72,11 +73,13 @@ pub struct Checked {
     pub key: Option<Key>,
 }
 
-/// Checks `token` for `needs` at `now` with at most one read of `store`, and counts the check
-/// of a key that was found in `usage`.
+/// Checks `token`, a key of the deployment whose keys start with `prefix`, for `needs` at
+/// `now` with at most one read of `store`, and counts the check of a key that was found in
+/// `usage`.
 pub async fn check_presented(
     store: &dyn KeyLookup,
     usage: &dyn Counter,
+    prefix: &KeyPrefix,
     token: Option<&str>,
     needs: Needs<'_>,
     now: Timestamp,
@@ -91,7 +94,7 @@ pub async fn check_presented(
             key: None,
         });
     };
-    let Ok(presented) = PresentedKey::parse(token) else {
+    let Ok(presented) = PresentedKey::parse(token, prefix) else {
         return Ok(refused(Verdict::Malformed));
     };
     if needs
@@ -217,12 +220,28 @@ mod tests {
         ];
         let counted = Counted::default();
         for (token, needs, expected, found) in cases {
-            let checked = check_presented(&s.store, &counted, token, needs, now)
-                .await
-                .unwrap();
+            let checked =
+                check_presented(&s.store, &counted, &KeyPrefix::default(), token, needs, now)
+                    .await
+                    .unwrap();
             assert_eq!(checked.outcome, expected, "{token:?}");
             assert_eq!(checked.key.is_some(), found, "{token:?}");
         }
+        // Another deployment, whose keys start with its own prefix, finds nothing in this
+        // key and counts nothing.
+        let acme = KeyPrefix::parse("acme").unwrap();
+        let checked = check_presented(
+            &s.store,
+            &counted,
+            &acme,
+            Some(secret),
+            Needs::default(),
+            now,
+        )
+        .await
+        .unwrap();
+        assert_eq!(checked.outcome, Outcome::Checked(Verdict::Malformed));
+        assert!(checked.key.is_none());
         let (id, worker) = (&s.key.id, &worker.key.id);
         assert_eq!(
             *counted.0.lock().unwrap(),

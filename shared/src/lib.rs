@@ -20,7 +20,7 @@ pub mod usage;
 
 pub use keyward_domain as domain;
 
-use domain::{Entropy, Mint};
+use domain::{Entropy, KeyPrefix, Mint};
 use rand::Rng;
 use rand::rand_core::UnwrapErr;
 use rand::rngs::SysRng;
@@ -33,6 +33,24 @@ impl Entropy for OsEntropy {
     fn fill(&self, bytes: &mut [u8]) {
         UnwrapErr(SysRng).fill_bytes(bytes);
     }
+}
+
+/// The variable that sets a deployment's key prefix (`kw` when unset): every part that makes
+/// or checks keys reads it, so that each takes the deployment's keys and only those.
+pub const KEY_PREFIX_VAR: &str = "KEYWARD_KEY_PREFIX";
+
+/// The key prefix that `value`, the value of [`KEY_PREFIX_VAR`], sets: the default when it is
+/// unset, and for a bad value an error that names the variable.
+pub fn key_prefix(value: Option<&str>) -> Result<KeyPrefix, String> {
+    value.map_or_else(
+        || Ok(KeyPrefix::default()),
+        |value| KeyPrefix::parse(value).map_err(|e| format!("{KEY_PREFIX_VAR}: {e}")),
+    )
+}
+
+/// The key prefix that this process's environment sets ([`key_prefix`]).
+pub fn key_prefix_from_env() -> Result<KeyPrefix, String> {
+    key_prefix(std::env::var(KEY_PREFIX_VAR).ok().as_deref())
 }
 
 /// A mint over the operating system's CSPRNG. A process makes one and shares it, so that

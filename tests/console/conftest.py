@@ -26,8 +26,12 @@ SCREENSHOTS = os.environ.get("KEYWARD_SCREENSHOTS", "target/console-screenshots"
 class Keyward:
     """A running `keyward serve`, its default key, and a small client of its API."""
 
-    def __init__(self, folder):
+    def __init__(self, folder, prefix=None):
         self.folder = folder
+        self.prefix = prefix or "kw"
+        # The default prefix unless the test gives one, whatever the caller's shell says.
+        base = {k: v for k, v in os.environ.items() if k != "KEYWARD_KEY_PREFIX"}
+        extra = {"KEYWARD_KEY_PREFIX": prefix} if prefix else {}
         log = open(os.path.join(folder, "serve.log"), "w")
         self.process = subprocess.Popen(
             [
@@ -45,11 +49,11 @@ class Keyward:
             stderr=log,
             text=True,
             # Usage is written at most once a second, so that it shows within a test.
-            env={**os.environ, "KEYWARD_USAGE_WRITE_EVERY": "1"},
+            env={**base, "KEYWARD_USAGE_WRITE_EVERY": "1", **extra},
         )
         self.admin = self.admin_id = self.url = None
         for line in self.process.stdout:
-            if line.startswith("kw_sk_development_"):
+            if line.startswith(f"{self.prefix}_sk_development_"):
                 self.admin = line.strip()
             elif "default key " in line:
                 self.admin_id = line.split("default key ")[1].split()[0]
@@ -100,9 +104,10 @@ class Keyward:
 
 
 @pytest.fixture
-def keyward():
+def keyward(request):
+    """`keyward serve`; a test that parametrizes this fixture indirectly gives its key prefix."""
     with tempfile.TemporaryDirectory(prefix="keyward-console-") as folder:
-        server = Keyward(folder)
+        server = Keyward(folder, getattr(request, "param", None))
         try:
             yield server
         finally:
@@ -192,4 +197,4 @@ def wait_until(condition, seconds=10):
         time.sleep(0.05)
 
 
-SECRET = re.compile(r"kw_(sk|pk)_[a-z0-9_]+_[A-Za-z0-9]{38}")
+SECRET = re.compile(r"[a-z][a-z0-9]{1,9}_(sk|pk)_[a-z0-9_]+_[A-Za-z0-9]{38}")

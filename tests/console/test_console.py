@@ -6,6 +6,7 @@ import re
 import sqlite3
 import time
 
+import pytest
 from playwright.sync_api import expect
 
 from conftest import SECRET, at, no_serious_violations, screenshot, sign_in, wait_until
@@ -43,6 +44,19 @@ def test_sign_in_is_refused_in_words_and_sign_out_forgets_the_key(page, keyward)
     page.reload()
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
     assert keyward.admin not in page.content(), "a reload, or a tab the browser restores, holds no key"
+
+
+@pytest.mark.parametrize("keyward", ["acme"], indirect=True)
+def test_a_deployment_with_its_own_prefix_takes_its_keys_and_no_others(page, keyward):
+    assert keyward.admin.startswith("acme_sk_development_")
+    other = "kw_sk_development_" + keyward.admin[len("acme_sk_development_"):]
+    sign_in(page, other)
+    expect(page.get_by_role("alert")).to_contain_text("not a keyward key of this deployment")
+    expect(page.get_by_role("alert")).to_contain_text("acme_sk_<environment>_")
+    sign_in(page, keyward.admin)
+    expect(page.get_by_role("heading", name="Keys")).to_be_visible()
+    expect(row(page, keyward.admin_id)).to_contain_text("Default")
+    screenshot(page, "key-prefix-signed-in.png")
 
 
 def test_a_new_secret_is_shown_once_and_then_nowhere(page, keyward):

@@ -37,7 +37,8 @@ fn keyward() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_keyward"));
     command
         .env_remove("KEYWARD_URL")
-        .env_remove("KEYWARD_API_KEY");
+        .env_remove("KEYWARD_API_KEY")
+        .env_remove("KEYWARD_KEY_PREFIX");
     command
 }
 

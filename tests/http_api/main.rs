@@ -5,6 +5,7 @@ mod bad_input;
 mod cli;
 mod client;
 mod contract;
+mod key_prefix;
 mod lifecycle;
 mod permissions;
 mod race;

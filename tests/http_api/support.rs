@@ -104,6 +104,7 @@ fn spawn(
         .args(["serve", "--listen", "127.0.0.1:0", "--store", store])
         .args(file_option)
         .args(options)
+        .env_remove("KEYWARD_KEY_PREFIX")
         .envs(env.iter().map(|(k, v)| (k, v)))
         .env("RUST_LOG", "debug")
         .env("USER", "test-operator")
@@ -116,7 +117,8 @@ fn spawn(
     let mut banner = Vec::new();
     for line in stdout.lines() {
         let line = line.expect("serve prints lines");
-        if line.starts_with("kw_sk_development_") {
+        // The default key is the line that is one word, of the deployment's prefix.
+        if line.contains("_sk_development_") && !line.contains(' ') {
             default_key = Some(line);
             continue;
         }

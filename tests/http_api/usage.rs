@@ -307,7 +307,14 @@ fn usage_never_makes_a_change_conflict(backend: Backend) {
     });
     let made = checks.load(Ordering::SeqCst) as u64;
     assert!(made > 0);
-    let (accepted, refused) = eventually(|| totals(&server, &id), |t| t.0 + t.1 == made);
-    assert_eq!(accepted + refused, made, "every check is counted once");
+    let (accepted, refused) = eventually(|| totals(&server, &id), |t| t.0 + t.1 >= made);
+    // A write whose answer is lost (a timeout on a slow machine) is put back and written
+    // again, so it counts twice: the safe direction, which the server logs. Without such a
+    // write, every check is counted exactly once.
+    if server.logs().contains("usage not written") {
+        assert!(accepted + refused >= made, "every check is counted");
+    } else {
+        assert_eq!(accepted + refused, made, "every check is counted once");
+    }
     assert!(refused > 0, "the checks after the revocation are refused");
 }

@@ -76,7 +76,9 @@ async fn create(args: CreateArgs) -> Result<(), Failure> {
     let path = format!("/v1/environments/{env}/keys");
     let answer = api.send(Method::POST, &path, Some(&body)).await;
     let answer = answer.inspect_err(|_| remove_unused(&output))?;
-    print_with_secret(&answer, &output, file, |now| show::key(&answer["key"], now))
+    print_with_secret(&answer, &api.key_prefix(), &output, file, |now| {
+        show::key(&answer["key"], now)
+    })
 }
 
 async fn get(args: GetArgs) -> Result<(), Failure> {
@@ -131,7 +133,7 @@ async fn rotate(args: RotateArgs) -> Result<(), Failure> {
     let body = json!({"grace_period": args.grace});
     let answer = on_key(&api, Method::POST, &args.key_id, "/rotate", Some(body)).await;
     let answer = answer.inspect_err(|_| remove_unused(&output))?;
-    print_with_secret(&answer, &output, file, |now| {
+    print_with_secret(&answer, &api.key_prefix(), &output, file, |now| {
         format!(
             "{}{}",
             show::key(&answer["key"], now),

@@ -12,7 +12,7 @@ pub(super) fn environment(named: Option<EnvName>, api: &Api) -> Result<EnvName, 
         return Ok(env);
     }
     let key = api.key().map(CallerKey::expose).unwrap_or("");
-    PresentedKey::parse(key)
+    PresentedKey::parse(key, &api.key_prefix())
         .map(|presented| presented.environment)
         .map_err(|e| {
             Failure::Usage(format!(
@@ -104,6 +104,16 @@ mod tests {
         assert_eq!(
             environment(None, &with_key).map(|e| e.to_string()),
             Ok("eu-west".to_owned())
+        );
+        let acme = keyward::domain::Secret::generate(
+            &keyward::mint().with_key_prefix(keyward::domain::KeyPrefix::parse("acme").unwrap()),
+            keyward::domain::Kind::Secret,
+            &EnvName::parse("eu-west").unwrap(),
+        );
+        assert_eq!(
+            environment(None, &api(acme.expose())).map(|e| e.to_string()),
+            Ok("eu-west".to_owned()),
+            "a deployment with its own prefix: the caller's key names it"
         );
         let failure = environment(None, &api("not-a-key")).unwrap_err();
         assert_eq!(failure.exit_status(), 2);

@@ -4,7 +4,7 @@
 use std::io::Write;
 
 use chrono::{DateTime, Utc};
-use keyward::domain::PresentedKey;
+use keyward::domain::{KeyPrefix, PresentedKey};
 use serde_json::{Value, json};
 
 use super::args::{Output, SecretOutput};
@@ -99,16 +99,18 @@ pub(super) fn remove_unused(output: &SecretOutput) {
 /// Prints an answer that holds a new secret: to `file` (made by [`secret_file`] before the
 /// request) with the answer on stdout without it, or the secret alone with `--secret-only`,
 /// or else the answer with a warning on stderr that names no secret. A secret that is not a
-/// key's is refused, so that no server can write terminal controls through it.
+/// key with `prefix`, the deployment's, is refused, so that no server can write terminal
+/// controls through it.
 pub(super) fn print_with_secret(
     answer: &Value,
+    prefix: &KeyPrefix,
     output: &SecretOutput,
     file: Option<std::fs::File>,
     describe: impl FnOnce(DateTime<Utc>) -> String,
 ) -> Result<(), Failure> {
     let Some(secret) = answer["secret"]
         .as_str()
-        .filter(|s| PresentedKey::parse(s).is_ok())
+        .filter(|s| PresentedKey::parse(s, prefix).is_ok())
     else {
         remove_unused(output);
         return Err(match answer["key"]["id"].as_str() {

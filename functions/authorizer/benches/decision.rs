@@ -100,6 +100,7 @@ fn decision(c: &mut Criterion) {
         environment: Some(env),
         routes: RouteScopes::parse(r#"{"GET /orders": "orders:read"}"#).unwrap(),
         allow_unlisted: false,
+        key_prefix: Default::default(),
     };
     let secret = issued.secret.expose().to_owned();
     let event = |token: &str| {

@@ -1,6 +1,6 @@
 //! The authorizer's configuration, from its variables.
 
-use keyward::domain::EnvName;
+use keyward::domain::{EnvName, KeyPrefix};
 
 use crate::RouteScopes;
 
@@ -19,6 +19,8 @@ pub struct Config {
     /// Whether a route that no pattern lists is open to any valid key; by default it is
     /// denied, so that a route added to an API without a scope is closed, not open.
     pub allow_unlisted: bool,
+    /// The deployment's key prefix (`KEYWARD_KEY_PREFIX`): a key with any other is malformed.
+    pub key_prefix: KeyPrefix,
 }
 
 impl Config {
@@ -63,6 +65,7 @@ impl Config {
             environment,
             routes,
             allow_unlisted,
+            key_prefix: keyward::key_prefix(var(keyward::KEY_PREFIX_VAR).as_deref())?,
         })
     }
 }
@@ -86,5 +89,20 @@ mod tests {
         for bad in ["Allow", "yes", "", "true"] {
             assert!(with(Some(bad)).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_key_prefix_is_the_deployments_and_a_bad_one_stops_the_start() {
+        let with = |prefix: Option<&str>| {
+            Config::from_vars(|name| match name {
+                Config::ENVIRONMENT_VAR => Some("production".to_owned()),
+                keyward::KEY_PREFIX_VAR => prefix.map(str::to_owned),
+                _ => None,
+            })
+        };
+        assert_eq!(with(None).unwrap().key_prefix.as_str(), "kw");
+        assert_eq!(with(Some("acme")).unwrap().key_prefix.as_str(), "acme");
+        let refused = with(Some("Acme_")).unwrap_err();
+        assert!(refused.starts_with("KEYWARD_KEY_PREFIX: "), "{refused}");
     }
 }

@@ -98,8 +98,15 @@ async fn decide(
         },
         closed: required == Requirement::Unlisted && !config.allow_unlisted,
     };
-    let Checked { outcome, key } =
-        check_presented(store, usage, ask.token.as_deref(), needs, now).await?;
+    let Checked { outcome, key } = check_presented(
+        store,
+        usage,
+        &config.key_prefix,
+        ask.token.as_deref(),
+        needs,
+        now,
+    )
+    .await?;
     let environment = key
         .as_ref()
         .map(|k| k.environment.clone())
@@ -225,7 +232,7 @@ mod tests {
     use keyward::domain::{
         Actor, AllowedIps, KeyHash, Kind, NewKey, Revocation, Secret, create_key, revoke,
     };
-    use keyward::domain::{PresentedKey, hour_of};
+    use keyward::domain::{KeyPrefix, PresentedKey, hour_of};
     use keyward::store::UsageStore;
     use keyward::store::{KeyStore, SqliteStore};
     use keyward::testing::orders_key;
@@ -277,6 +284,7 @@ mod tests {
             )
             .unwrap(),
             allow_unlisted: false,
+            key_prefix: Default::default(),
         }
     }
 
@@ -570,12 +578,20 @@ mod tests {
         );
         let now = keyward::now();
         let revoked = store
-            .key_by_hash(&PresentedKey::parse(k.revoked.secret.expose()).unwrap().hash)
+            .key_by_hash(
+                &PresentedKey::parse(k.revoked.secret.expose(), &Default::default())
+                    .unwrap()
+                    .hash,
+            )
             .await
             .unwrap()
             .unwrap();
         let staging = store
-            .key_by_hash(&PresentedKey::parse(k.staging.secret.expose()).unwrap().hash)
+            .key_by_hash(
+                &PresentedKey::parse(k.staging.secret.expose(), &Default::default())
+                    .unwrap()
+                    .hash,
+            )
             .await
             .unwrap()
             .unwrap();
@@ -679,6 +695,27 @@ mod tests {
             assert_eq!(
                 outcome(fixture, &revoked, "/GET/orders"),
                 Outcome::Unauthorized
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_deployment_with_its_own_key_prefix_takes_no_other_deployments_key() {
+        let store = SqliteStore::in_memory().unwrap();
+        let k = keys(&store).await;
+        let acme = Config {
+            key_prefix: KeyPrefix::parse("acme").unwrap(),
+            ..config()
+        };
+        for fixture in [TOKEN, REQUEST, HTTP] {
+            let ask = |token: &str| event(fixture, "GET", "/orders", Some(token));
+            let allowed = answered(&config(), &store, ask(k.reader.secret.expose())).await;
+            assert_eq!(outcome(fixture, &allowed, "/GET/orders"), Outcome::Allow);
+            let refused = answered(&acme, &store, ask(k.reader.secret.expose())).await;
+            assert_eq!(
+                outcome(fixture, &refused, "/GET/orders"),
+                Outcome::Unauthorized,
+                "a kw_ key is malformed where the prefix is acme"
             );
         }
     }

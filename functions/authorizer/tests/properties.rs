@@ -48,6 +48,7 @@ fn config(any_environment: bool, allow_unlisted: bool) -> Config {
         routes: RouteScopes::parse(r#"{"GET /orders": "orders:read", "ANY /admin/*": "admin"}"#)
             .unwrap(),
         allow_unlisted,
+        key_prefix: Default::default(),
     }
 }
 

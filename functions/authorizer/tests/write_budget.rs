@@ -52,6 +52,7 @@ async fn ten_thousand_checks_in_a_minute_cost_one_read_each_and_one_usage_write(
         environment: Some(production),
         routes: RouteScopes::parse(r#"{"GET /orders": "orders:read"}"#).unwrap(),
         allow_unlisted: false,
+        key_prefix: Default::default(),
     };
     let usage = Usage::for_function(Arc::new(store.clone()), DEFAULT_WRITE_EVERY, "Authorizer");
     let event = json!({

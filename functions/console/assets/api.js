@@ -30,9 +30,32 @@ export function whenKeyFails(handler) {
   keyFailed = handler;
 }
 
-/** The environment a key's prefix names, or `null` for what is no keyward key. */
+// The format of this deployment's keys (GET /v1/token-format), read once, before the first
+// sign-in: its keys start with its own prefix, `kw` unless it sets another.
+let format = null;
+
+/** Reads the deployment's key format, once; it needs no key. */
+export async function loadKeyFormat() {
+  if (format) return format;
+  let response;
+  try {
+    response = await fetch(new URL("v1/token-format", BASE));
+  } catch {
+    throw new ApiError(0, "unreachable", "keyward could not be reached. Check your connection and try again.");
+  }
+  const json = await response.json().catch(() => null);
+  if (!response.ok || !json || !/^[a-z][a-z0-9]{1,9}$/.test(json.prefix)) {
+    throw new ApiError(response.status, `http_${response.status}`, "keyward did not say what its keys look like.");
+  }
+  format = json;
+  return format;
+}
+
+/** The environment a key's prefix names, or `null` for what is no key of this deployment. */
 export function environmentOf(key) {
-  const match = /^kw_(?:sk|pk)_([a-z0-9_]{1,32})_[A-Za-z0-9]{38}$/.exec(key);
+  if (!format) return null;
+  const shape = new RegExp(`^${format.prefix}_(?:sk|pk)_([a-z0-9_]{1,32})_[A-Za-z0-9]{38}$`);
+  const match = shape.exec(key);
   return match ? match[1].replaceAll("_", "-") : null;
 }
 

@@ -4,7 +4,7 @@
 // session), and goes out only in `Authorization: Bearer`. A new secret is shown once, in its
 // dialog, and removed from the page when the dialog closes.
 
-import { api, describe, environmentOf, setSignedIn, signedInKey, whenKeyFails } from "./api.js";
+import { api, describe, environmentOf, loadKeyFormat, setSignedIn, signedInKey, whenKeyFails } from "./api.js";
 import { buttons, closeDialogs, dialog, graceChoices, graceSubmit, held, secretPanel, textField } from "./dialogs.js";
 import { h, uid } from "./dom.js";
 import { lastUse, lastUseText, relative, utc, when, whenText } from "./time.js";
@@ -54,9 +54,16 @@ function renderSignIn(message) {
 async function signIn(event, input, error) {
   event.preventDefault();
   const key = input.value.trim();
+  let format;
+  try {
+    format = await loadKeyFormat();
+  } catch (failure) {
+    error.textContent = `This key cannot sign in: ${describe(failure)}`;
+    return;
+  }
   const env = environmentOf(key);
   if (!env) {
-    error.textContent = "This is not a keyward key: it looks like kw_sk_<environment>_ followed by 38 letters and digits.";
+    error.textContent = `This is not a keyward key of this deployment: its keys look like ${format.prefix}_sk_<environment>_ followed by 38 letters and digits.`;
     return;
   }
   try {

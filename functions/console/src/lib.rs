@@ -3,6 +3,7 @@
 //! console's page signs in with a key in the browser, and calls the JSON API on the same
 //! origin like any other client.
 
+use keyward::domain::{KeyPrefix, scanner_regex};
 use lambda_http::http::{HeaderValue, StatusCode, header};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
@@ -59,8 +60,9 @@ pub const ASSETS: &[(&str, &str, &str)] = &[
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; font-src 'none'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// The Lambda handler, and `keyward serve`'s for the same routes: `GET /` is the page,
-/// `GET /console/{asset}` its files, and `GET /v1/openapi.json` the API's description.
-pub fn handler(req: &Request) -> Response<Body> {
+/// `GET /console/{asset}` its files, `GET /v1/openapi.json` the API's description, and
+/// `GET /v1/token-format` the format of the keys of the deployment, whose prefix is `prefix`.
+pub fn handler(req: &Request, prefix: &KeyPrefix) -> Response<Body> {
     if let Some(asset) = req
         .path_parameters_ref()
         .and_then(|params| params.first("asset"))
@@ -73,6 +75,13 @@ pub fn handler(req: &Request) -> Response<Body> {
     if req.uri().path().ends_with("/openapi.json") {
         return file("application/json", OPENAPI_JSON, "public, max-age=300");
     }
+    if req.uri().path().ends_with("/v1/token-format") {
+        return file(
+            "application/json",
+            &token_format(prefix),
+            "public, max-age=300",
+        );
+    }
     if let Some(RequestContext::ApiGatewayV1(context)) = req.request_context_ref()
         && let Some(path) = context.path.as_deref().filter(|p| {
             p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') && !p.ends_with('/')
@@ -81,6 +90,18 @@ pub fn handler(req: &Request) -> Response<Body> {
         return with_slash(path);
     }
     file("text/html; charset=utf-8", INDEX_HTML, "no-cache")
+}
+
+/// What a secret scanner needs to find the deployment's keys: their prefix, the regular
+/// expression of its secret keys, and the checksum that tells a key from a string shaped like
+/// one.
+fn token_format(prefix: &KeyPrefix) -> String {
+    serde_json::json!({
+        "prefix": prefix.as_str(),
+        "regex": scanner_regex(prefix),
+        "checksum": "crc32",
+    })
+    .to_string()
 }
 
 /// A static file with the console's security headers.
@@ -143,6 +164,28 @@ mod tests {
 
     use super::*;
 
+    fn serve(req: &Request) -> Response<Body> {
+        handler(req, &KeyPrefix::default())
+    }
+
+    #[test]
+    fn the_token_format_names_the_deployments_prefix_and_its_regex() {
+        let rest = include_str!("../fixtures/rest.json").replace("openapi.json", "token-format");
+        let acme = KeyPrefix::parse("acme").unwrap();
+        let response = handler(&event(&rest, &[]), &acme);
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+        let format: serde_json::Value = serde_json::from_str(text(&response)).unwrap();
+        assert_eq!(
+            format,
+            serde_json::json!({
+                "prefix": "acme",
+                "regex": r"\bacme_sk_[a-z0-9_]{1,32}_[A-Za-z0-9]{38}\b",
+                "checksum": "crc32",
+            })
+        );
+    }
+
     fn text(response: &Response<Body>) -> &str {
         match response.body() {
             Body::Text(text) => text,
@@ -152,7 +195,7 @@ mod tests {
 
     #[test]
     fn an_api_gateway_event_gets_the_document_as_json() {
-        let response = handler(&event(include_str!("../fixtures/rest.json"), &[]));
+        let response = serve(&event(include_str!("../fixtures/rest.json"), &[]));
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
         let document: serde_json::Value = serde_json::from_str(text(&response)).unwrap();
@@ -162,7 +205,7 @@ mod tests {
 
     #[test]
     fn the_page_and_its_files_carry_a_strict_policy() {
-        let page = handler(&event(include_str!("../fixtures/page.json"), &[]));
+        let page = serve(&event(include_str!("../fixtures/page.json"), &[]));
         assert_eq!(page.status(), 200);
         assert_eq!(
             page.headers()[header::CONTENT_TYPE],
@@ -170,7 +213,7 @@ mod tests {
         );
         assert!(text(&page).contains(r#"<script type="module" src="console/console.js">"#));
         for (name, content_type, bytes) in ASSETS {
-            let asset = handler(&event(
+            let asset = serve(&event(
                 &include_str!("../fixtures/asset.json").replace("{{ASSET}}", name),
                 &[],
             ));
@@ -178,7 +221,7 @@ mod tests {
             assert_eq!(asset.headers()[header::CONTENT_TYPE], *content_type);
             assert_eq!(text(&asset), *bytes);
         }
-        let missing = handler(&event(
+        let missing = serve(&event(
             &include_str!("../fixtures/asset.json").replace("{{ASSET}}", "secrets.json"),
             &[],
         ));
@@ -197,11 +240,11 @@ mod tests {
     #[test]
     fn a_stage_asked_for_without_its_slash_is_sent_to_it_with_one() {
         let page = include_str!("../fixtures/page.json");
-        let bare = handler(&event(&page.replace("\"/Prod/\"", "\"/Prod\""), &[]));
+        let bare = serve(&event(&page.replace("\"/Prod/\"", "\"/Prod\""), &[]));
         assert_eq!(bare.status(), 308);
         assert_eq!(bare.headers()[header::LOCATION], "/Prod/");
         for odd in ["//evil.example", "/\\\\evil.example", "evil.example"] {
-            let page = handler(&event(
+            let page = serve(&event(
                 &page.replace("\"/Prod/\"", &format!("\"{odd}\"")),
                 &[],
             ));

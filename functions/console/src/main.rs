@@ -1,10 +1,13 @@
-//! The `console` Lambda: the API's static content, with no store and no key.
+//! The `console` Lambda: the API's static content and the key format, with no store and no
+//! key.
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     keyward::logging::init();
-    lambda_http::run(lambda_http::service_fn(|req| async move {
-        Ok::<_, std::convert::Infallible>(console::handler(&req))
+    let prefix = keyward::key_prefix_from_env()?;
+    let prefix = &prefix;
+    lambda_http::run(lambda_http::service_fn(move |req| async move {
+        Ok::<_, std::convert::Infallible>(console::handler(&req, prefix))
     }))
     .await
 }

@@ -227,7 +227,11 @@ mod tests {
             let secret = body["secret"].as_str().unwrap();
             let new_key = s
                 .store
-                .key_by_hash(&PresentedKey::parse(secret).unwrap().hash)
+                .key_by_hash(
+                    &PresentedKey::parse(secret, &Default::default())
+                        .unwrap()
+                        .hash,
+                )
                 .await
                 .unwrap()
                 .unwrap();

@@ -11,9 +11,12 @@ async fn main() -> Result<(), Error> {
     let table = DynamoStore::table_from_env()?;
     let aws = keyward::aws::config().await?;
     let store = DynamoStore::from_config(&aws, &table);
-    let prefix = Settings::from_env()?.secret_prefix;
-    let sink = PrefixedSink::new(Box::new(SecretsManagerSink::from_config(&aws)), prefix);
-    let mint = keyward::mint();
+    let settings = Settings::from_env()?;
+    let sink = PrefixedSink::new(
+        Box::new(SecretsManagerSink::from_config(&aws)),
+        settings.secret_prefix,
+    );
+    let mint = keyward::mint().with_key_prefix(settings.key_prefix);
     let (store, sink, mint) = (&store, &sink, &mint);
     lambda_runtime::run(service_fn(move |event| {
         scheduled_rotation::handler(store, sink, mint, event)

@@ -8,8 +8,6 @@ use keyward::check::{Checked, Needs, check_presented};
 use keyward::domain::{EnvName, Scopes, Timestamp, Verdict};
 use keyward::http::{ApiError, Context, ErrorCode, HandlerFuture, json_body, respond};
 use keyward::metrics;
-use keyward::store::KeyStore;
-use keyward::usage::Counter;
 use lambda_http::Request;
 use lambda_http::http::StatusCode;
 use serde::Deserialize;
@@ -30,12 +28,7 @@ struct VerifyBody {
 
 /// The Lambda handler.
 pub fn handler(context: Context<'_>, req: Request, now: Timestamp) -> HandlerFuture<'_> {
-    Box::pin(async move {
-        respond(
-            StatusCode::OK,
-            verify(context.store, context.usage, &req, now).await,
-        )
-    })
+    Box::pin(async move { respond(StatusCode::OK, verify(context, &req, now).await) })
 }
 
 fn answer(verdict: Verdict) -> Map<String, Value> {
@@ -45,12 +38,7 @@ fn answer(verdict: Verdict) -> Map<String, Value> {
     body
 }
 
-async fn verify(
-    store: &dyn KeyStore,
-    usage: &dyn Counter,
-    req: &Request,
-    now: Timestamp,
-) -> Result<Value, ApiError> {
+async fn verify(context: Context<'_>, req: &Request, now: Timestamp) -> Result<Value, ApiError> {
     let started = std::time::Instant::now();
     let body: VerifyBody = json_body(req, SHAPE)?;
     let environment = body
@@ -78,8 +66,15 @@ async fn verify(
         scopes: &required,
         closed: false,
     };
-    let Checked { outcome, key } =
-        check_presented(store, usage, Some(&body.key), needs, now).await?;
+    let Checked { outcome, key } = check_presented(
+        context.store,
+        context.usage,
+        &context.settings.key_prefix,
+        Some(&body.key),
+        needs,
+        now,
+    )
+    .await?;
     let verdict = outcome.verdict();
     metrics::publish(
         &metrics::Check {

@@ -22,7 +22,7 @@ pub use request::{
 };
 pub use view::{KeyView, last_use_after_change, last_use_of};
 
-use crate::domain::{Mint, SecretPrefix, Timestamp};
+use crate::domain::{KeyPrefix, Mint, SecretPrefix, Timestamp};
 use crate::secrets::SecretSink;
 #[cfg(feature = "dynamodb")]
 use crate::secrets::{NoSecrets, PrefixedSink};
@@ -62,21 +62,27 @@ pub struct Context<'a> {
 pub struct Settings {
     /// The secrets that rotation policies may name: `<prefix><environment>/...`.
     pub secret_prefix: SecretPrefix,
+    /// The deployment's key prefix: its keys start with it, and a key with any other is
+    /// malformed.
+    pub key_prefix: KeyPrefix,
 }
 
 impl Settings {
     /// The variable that sets the secret prefix (default `keyward/`).
     pub const SECRET_PREFIX_VAR: &'static str = "KEYWARD_SECRET_PREFIX";
 
-    /// Reads `KEYWARD_SECRET_PREFIX`; a bad value stops the cold start with a message that
-    /// names the variable.
+    /// Reads `KEYWARD_SECRET_PREFIX` and `KEYWARD_KEY_PREFIX`; a bad value stops the cold
+    /// start with a message that names the variable.
     pub fn from_env() -> Result<Self, String> {
         let secret_prefix = match std::env::var(Self::SECRET_PREFIX_VAR) {
             Err(_) => SecretPrefix::default(),
             Ok(value) => SecretPrefix::parse(&value)
                 .map_err(|e| format!("{}: {e}", Self::SECRET_PREFIX_VAR))?,
         };
-        Ok(Self { secret_prefix })
+        Ok(Self {
+            secret_prefix,
+            key_prefix: crate::key_prefix_from_env()?,
+        })
     }
 }
 
@@ -164,7 +170,7 @@ async fn run_lambda(
     let settings = Settings::from_env()?;
     let (store, sink) = clients.await??;
     let secrets = PrefixedSink::new(sink, settings.secret_prefix.clone());
-    let mint = crate::mint();
+    let mint = crate::mint().with_key_prefix(settings.key_prefix.clone());
     let usage: Box<dyn Counter> = match shutdown {
         Some(shutdown) => {
             let usage = crate::usage::Usage::from_env(std::sync::Arc::new(store.clone()))?;

@@ -11,8 +11,7 @@ use crate::check::{Needs, Outcome, check_presented};
 use crate::domain::{
     Actor, AllowedIps, EnvName, Key, KeyId, RotationPolicy, Scope, Scopes, Timestamp, Verdict,
 };
-use crate::store::{KeyLookup, KeyStore, PageRequest, StoreError};
-use crate::usage::Counter;
+use crate::store::{KeyStore, PageRequest, StoreError};
 
 /// The key that headers present: `Authorization: Bearer <key>`, or else `x-api-key`. The
 /// API and the authorizer both read keys this way.
@@ -185,8 +184,7 @@ impl Caller {
 /// counts it in `usage`), from the request's address ([`source_ip`]); a key used from outside
 /// its allowed networks is a `403`, every other failure a `401`.
 pub async fn authenticate(
-    store: &dyn KeyLookup,
-    usage: &dyn Counter,
+    context: Context<'_>,
     req: &Request,
     now: Timestamp,
 ) -> Result<Caller, ApiError> {
@@ -195,7 +193,15 @@ pub async fn authenticate(
         source: source_ip(req),
         ..Needs::default()
     };
-    let checked = check_presented(store, usage, token, needs, now).await?;
+    let checked = check_presented(
+        context.store,
+        context.usage,
+        &context.settings.key_prefix,
+        token,
+        needs,
+        now,
+    )
+    .await?;
     let invalid = || ApiError::new(ErrorCode::InvalidApiKey, "the key is not valid");
     match (checked.outcome, checked.key) {
         (Outcome::Checked(Verdict::Valid), Some(key)) => {
@@ -290,7 +296,7 @@ pub async fn authorize_key(
     scope: &str,
 ) -> Result<(Caller, Key), ApiError> {
     let store = context.store;
-    let caller = authenticate(store, context.usage, req, now).await?;
+    let caller = authenticate(context, req, now).await?;
     let id = key_id_param(req)?;
     tracing::Span::current().record("key_id", id.as_str());
     caller.require_scope(scope)?;
@@ -324,7 +330,7 @@ pub async fn authorize_environment(
     now: Timestamp,
     scope: &str,
 ) -> Result<(Caller, EnvName), ApiError> {
-    let caller = authenticate(context.store, context.usage, req, now).await?;
+    let caller = authenticate(context, req, now).await?;
     let environment = environment_param(req)?;
     caller.require_environment(&environment)?;
     caller.require_scope(scope)?;
