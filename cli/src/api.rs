@@ -268,13 +268,16 @@ impl Api {
 /// whatever its prefix, so that a key of another deployment is never printed either.
 pub fn redact(text: &str) -> String {
     let in_word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    // The first `_sk_` or `_pk_` of `text`, found in one pass, so that a long message full of
+    // them costs time in proportion to its length.
+    let kind_at = |text: &str| {
+        text.match_indices('_')
+            .map(|(i, _)| i)
+            .find(|&i| text[i..].starts_with("_sk_") || text[i..].starts_with("_pk_"))
+    };
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
-    while let Some(at) = ["_sk_", "_pk_"]
-        .iter()
-        .filter_map(|kind| rest.find(kind))
-        .min()
-    {
+    while let Some(at) = kind_at(rest) {
         let start = rest[..at].trim_end_matches(in_word).len();
         out.push_str(&rest[..start]);
         out.push_str("[a key]");

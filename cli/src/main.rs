@@ -108,7 +108,8 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum EnvCommand {
-    /// Makes an environment and prints its default key, once
+    /// Makes an environment and prints its default key, once; the key's prefix is
+    /// KEYWARD_KEY_PREFIX's (default kw), which must be the deployment's
     Create {
         /// Its name: 1 to 32 characters of a-z, 0-9 and -
         #[arg(value_parser = |s: &str| EnvName::parse(s).map_err(|e| e.to_string()))]

@@ -69,6 +69,7 @@ impl fmt::Display for KeyPrefix {
 /// Makes random text and time-ordered ids from one source of entropy. Ids made by one mint
 /// are strictly increasing, so one process that shares one mint never makes two ids out of
 /// order, even within a millisecond.
+///
 /// Its keys start with its [`KeyPrefix`], the deployment's.
 pub struct Mint {
     entropy: Box<dyn Entropy>,

@@ -24,14 +24,15 @@ const TAIL_LEN: usize = RANDOM_LEN + CHECKSUM_LEN;
 /// environment, `_`, the tail.
 const MAX_LEN_AFTER_PREFIX: usize = 1 + 2 + 1 + EnvName::MAX_LEN + 1 + TAIL_LEN;
 
-/// The regular expression that matches a deployment's secret keys, and nothing shaped
-/// otherwise, for a secret scanner such as a GitHub custom pattern. Publishable keys are left
-/// out: they are meant to be public, and a report of one would only be noise. Its word
-/// boundaries keep it from matching inside a longer word, such as another prefix that ends
-/// with this one, or a publishable key whose environment holds `<prefix>-sk-`.
+/// The regular expression that matches a deployment's secret keys, for a secret scanner such
+/// as a GitHub custom pattern. Publishable keys are left out: they are meant to be public, and
+/// a report of one would only be noise. It ends at a word boundary, so that it never takes the
+/// start of a longer word for a key; it has none before, so that a key right after a word
+/// character (`key%3D`, or a JSON `\n`) is still found. What it finds inside a longer word
+/// (another prefix that ends with this one) fails the checksum, which covers the prefix.
 pub fn scanner_regex(prefix: &KeyPrefix) -> String {
     format!(
-        r"\b{prefix}_sk_[a-z0-9_]{{1,{}}}_[A-Za-z0-9]{{{TAIL_LEN}}}\b",
+        r"{prefix}_sk_[a-z0-9_]{{1,{}}}_[A-Za-z0-9]{{{TAIL_LEN}}}\b",
         EnvName::MAX_LEN
     )
 }
@@ -270,8 +271,8 @@ mod tests {
             PresentedKey::parse(secret.expose(), &kw()),
             Err(MalformedKey::Format)
         );
-        // A prefix that begins another: `ab` takes nothing of `absk`, not even a key whose
-        // environment would make `absk_pk_...` read as `ab`'s secret key of `pk-...`.
+        // A prefix that begins another: `ab` must be followed by `_`, so it takes nothing of
+        // `absk`, not even `absk_pk_...`, which would otherwise read as `ab`'s key of `pk-...`.
         let absk = crate::mint::test_mint_with_prefix(KeyPrefix::parse("absk").unwrap());
         let longer = Secret::generate(&absk, Kind::Publishable, &env("env"));
         assert_eq!(
@@ -317,7 +318,7 @@ mod tests {
     fn the_scanner_regex_names_the_prefix_and_the_secret_kind_only() {
         assert_eq!(
             scanner_regex(&KeyPrefix::parse("acme").unwrap()),
-            r"\bacme_sk_[a-z0-9_]{1,32}_[A-Za-z0-9]{38}\b"
+            r"acme_sk_[a-z0-9_]{1,32}_[A-Za-z0-9]{38}\b"
         );
     }
 

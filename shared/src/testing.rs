@@ -577,6 +577,7 @@ impl LambdaProcess {
         ));
         let log_file = std::fs::File::create(&logs).expect("a log file");
         let mut command = Command::new(binary);
+        command.env_remove("KEYWARD_KEY_PREFIX");
         environment(&mut command);
         command
             .env("AWS_LAMBDA_RUNTIME_API", address.to_string())

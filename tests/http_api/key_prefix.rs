@@ -43,7 +43,7 @@ fn a_deployment_with_its_own_prefix_issues_publishes_and_takes_only_its_own_keys
         format.json,
         json!({
             "prefix": "acme",
-            "regex": r"\bacme_sk_[a-z0-9_]{1,32}_[A-Za-z0-9]{38}\b",
+            "regex": r"acme_sk_[a-z0-9_]{1,32}_[A-Za-z0-9]{38}\b",
             "checksum": "crc32",
         })
     );
@@ -78,9 +78,16 @@ fn a_deployment_with_its_own_prefix_issues_publishes_and_takes_only_its_own_keys
         Some(secret.as_str()),
         "found whole where it is pasted"
     );
+    assert_eq!(
+        scanner
+            .find(&format!("key%3D{secret}&x=1"))
+            .map(|m| m.as_str()),
+        Some(secret.as_str()),
+        "found right after a word character"
+    );
     assert!(
-        !scanner.is_match(&format!("x{secret}")),
-        "not inside another word"
+        !scanner.is_match(&format!("{secret}x")),
+        "the start of a longer word is no key"
     );
 
     let verify = |key: &str| {

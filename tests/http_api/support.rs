@@ -353,6 +353,7 @@ impl Server {
     /// Runs another `keyward` command on the same store.
     pub fn keyward(&self, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_keyward"))
+            .env_remove("KEYWARD_KEY_PREFIX")
             .args(args)
             .args(["--store", &self.store])
             .output()

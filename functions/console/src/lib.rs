@@ -180,7 +180,7 @@ mod tests {
             format,
             serde_json::json!({
                 "prefix": "acme",
-                "regex": r"\bacme_sk_[a-z0-9_]{1,32}_[A-Za-z0-9]{38}\b",
+                "regex": r"acme_sk_[a-z0-9_]{1,32}_[A-Za-z0-9]{38}\b",
                 "checksum": "crc32",
             })
         );
