@@ -278,6 +278,24 @@ pub(super) fn update(key: Key) -> (Key, KeyWrite) {
     )
 }
 
+/// The change that writes one existing key (`write`, from [`update`]) and records `event` on
+/// it: what every operation on a single key applies.
+pub(super) fn key_change(
+    key: &Key,
+    write: KeyWrite,
+    actor: Actor,
+    event: Event,
+    mint: &Mint,
+    now: Timestamp,
+) -> Change {
+    Change {
+        keys: vec![write],
+        environment: None,
+        secret_claim: None,
+        activity: ActivityEntry::new(mint, &key.environment, &key.id, actor, event, now),
+    }
+}
+
 /// The expiry a grace gives at `now`, never past `limit`.
 fn grace_expiry(grace: GracePeriod, limit: Option<Timestamp>, now: Timestamp) -> Timestamp {
     let wanted = now + grace.duration();
@@ -457,12 +475,7 @@ pub fn change_grace_period(
         expires_at: Some(expires_at),
         ..key.clone()
     });
-    let change = Change {
-        keys: vec![write],
-        environment: None,
-        secret_claim: None,
-        activity: ActivityEntry::new(mint, &key.environment, &key.id, actor, event, now),
-    };
+    let change = key_change(key, write, actor, event, mint, now);
     Ok(GraceChanged {
         key: changed,
         change,
@@ -488,19 +501,8 @@ pub fn revoke(
         expires_at: Some(now),
         ..key.clone()
     });
-    let change = Change {
-        keys: vec![write],
-        environment: None,
-        secret_claim: None,
-        activity: ActivityEntry::new(
-            mint,
-            &key.environment,
-            &key.id,
-            actor,
-            Event::Revoked { revoked_at: now },
-            now,
-        ),
-    };
+    let event = Event::Revoked { revoked_at: now };
+    let change = key_change(key, write, actor, event, mint, now);
     Ok(Revocation::Revoked {
         key: revoked,
         change: Box::new(change),
@@ -549,10 +551,8 @@ pub fn set_rotation_policy(
         ..key.clone()
     });
     let change = Change {
-        keys: vec![write],
-        environment: None,
         secret_claim: SecretClaim::of(&changed),
-        activity: ActivityEntry::new(mint, &key.environment, &key.id, actor, event, now),
+        ..key_change(key, write, actor, event, mint, now)
     };
     Ok(Setting::Changed {
         key: changed,
@@ -586,12 +586,7 @@ pub fn set_allowed_ips(
         allowed_ips,
         ..key.clone()
     });
-    let change = Change {
-        keys: vec![write],
-        environment: None,
-        secret_claim: None,
-        activity: ActivityEntry::new(mint, &key.environment, &key.id, actor, event, now),
-    };
+    let change = key_change(key, write, actor, event, mint, now);
     Ok(Setting::Changed {
         key: changed,
         change: Box::new(change),

@@ -7,9 +7,9 @@
 use chrono::TimeDelta;
 
 use super::Timestamp;
-use super::activity::{ActivityEntry, Actor, Event};
+use super::activity::{Actor, Event};
 use super::key::{DeliveryFailures, ExpiryNotice, ExpiryStage, Key, RotationPolicy, Status};
-use super::lifecycle::{Change, LifecycleError, Rotated, rotate, update};
+use super::lifecycle::{Change, LifecycleError, Rotated, key_change, rotate, update};
 use super::mint::Mint;
 use super::usage::{HourlyUsage, LastUse, hour_of};
 
@@ -194,13 +194,7 @@ pub fn secret_delivered(
         secret_id: pending.secret_id,
         version_id: pending.version_id,
     };
-    let change = Change {
-        keys: vec![write],
-        environment: None,
-        secret_claim: None,
-        activity: ActivityEntry::new(mint, &key.environment, &key.id, actor, event, now),
-    };
-    Some((delivered, change))
+    Some((delivered, key_change(key, write, actor, event, mint, now)))
 }
 
 /// Records that delivering `key`'s secret to `secret_id` failed at `now` (the secret could
@@ -222,12 +216,7 @@ pub fn delivery_failed(
         failures: failures.count,
         retry_at: failures.retry_at,
     };
-    Change {
-        keys: vec![write],
-        environment: None,
-        secret_claim: None,
-        activity: ActivityEntry::new(mint, &key.environment, &key.id, actor, event, now),
-    }
+    key_change(key, write, actor, event, mint, now)
 }
 
 /// The change that records the expiry notice due at `now`: `key.expiring` within 24 hours and
@@ -243,17 +232,11 @@ pub fn expiry_notice(key: &Key, actor: Actor, mint: &Mint, now: Timestamp) -> Op
         ExpiryStage::Expired => Event::Expired { expires_at },
         within => Event::Expiring { expires_at, within },
     };
-    let activity = ActivityEntry::new(mint, &key.environment, &key.id, actor, event, now);
     let (_, write) = update(Key {
         expiry_notice: Some(ExpiryNotice { expires_at, stage }),
         ..key.clone()
     });
-    Some(Change {
-        keys: vec![write],
-        environment: None,
-        secret_claim: None,
-        activity,
-    })
+    Some(key_change(key, write, actor, event, mint, now))
 }
 
 /// What a run makes of a key whose grace is due to be looked at.
@@ -332,12 +315,7 @@ pub fn watch_grace(
                 successor_last_used_at: used,
                 expires_at: recorded.expires_at,
             };
-            GraceWatch::Idle(Box::new(Change {
-                keys: vec![write],
-                environment: None,
-                secret_claim: None,
-                activity: ActivityEntry::new(mint, &key.environment, &key.id, actor, event, now),
-            }))
+            GraceWatch::Idle(Box::new(key_change(key, write, actor, event, mint, now)))
         }
         _ => {
             let quiet_at = [
