@@ -4,9 +4,9 @@
 //! them, into lists within them; the caller's own key, its successor and the default key are
 //! never held away from the address of the request that changes them.
 
-use keyward::domain::{AllowedIps, Key, Setting, Timestamp, set_allowed_ips};
+use keyward::domain::{AllowedIps, Key, Timestamp, set_allowed_ips};
 use keyward::http::{
-    ApiError, Context, HandlerFuture, KeyView, apply_deciding, authorize_change, json_body,
+    ApiError, Context, HandlerFuture, KeyView, apply_setting, authorize_change, json_body,
     last_use_after_change, respond, source_ip,
 };
 use lambda_http::Request;
@@ -38,25 +38,16 @@ async fn set_networks(
     let (caller, key) = authorize_change(context, req, now).await?;
     let body: NetworksBody = json_body(req, SHAPE)?;
     let networks = AllowedIps::parse(&body.allowed_ips)?;
-    let decide = |key: &Key| {
-        Ok(
-            match set_allowed_ips(key, networks.clone(), caller.actor(), context.mint, now)? {
-                Setting::Changed {
-                    key: changed,
-                    change,
-                } => {
-                    // A caller held to networks reaches only keys within them, and keeps them
-                    // there: it can neither open a key nor move an open one into its range.
-                    caller.require_networks(&key.allowed_ips)?;
-                    caller.require_networks(&changed.allowed_ips)?;
-                    caller.require_reachable(&changed, source_ip(req))?;
-                    ((changed, true), Some(*change))
-                }
-                Setting::Unchanged(key) => ((key, false), None),
-            },
-        )
+    let decide =
+        |key: &Key| set_allowed_ips(key, networks.clone(), caller.actor(), context.mint, now);
+    let allow = |before: &Key, after: &Key| {
+        // A caller held to networks reaches only keys within them, and keeps them there: it
+        // can neither open a key nor move an open one into its range.
+        caller.require_networks(&before.allowed_ips)?;
+        caller.require_networks(&after.allowed_ips)?;
+        caller.require_reachable(after, source_ip(req))
     };
-    let (key, changed) = apply_deciding(store, key, decide).await?;
+    let (key, changed) = apply_setting(store, key, decide, allow).await?;
     if changed {
         let networks = key.allowed_ips.iter().count();
         tracing::info!(networks, "allowed networks changed");

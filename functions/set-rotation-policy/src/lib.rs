@@ -2,9 +2,9 @@
 //! key rotates itself (scope `keys:write`). Setting the policy the key already has changes
 //! nothing and records nothing.
 
-use keyward::domain::{Key, Setting, Timestamp, set_rotation_policy};
+use keyward::domain::{Key, Timestamp, set_rotation_policy};
 use keyward::http::{
-    ApiError, Context, HandlerFuture, KeyView, apply_deciding, authorize_change, json_body,
+    ApiError, Context, HandlerFuture, KeyView, apply_setting, authorize_change, json_body,
     last_use_after_change, respond, rotation_policy,
 };
 use lambda_http::Request;
@@ -38,22 +38,17 @@ async fn set_policy(
         Value::Null => None,
         value => Some(rotation_policy(&value, &key.environment, context.settings)?),
     };
-    let decide = |key: &Key| {
-        Ok(
-            match set_rotation_policy(key, policy.clone(), caller.actor(), context.mint, now)? {
-                Setting::Changed { key, change } => {
-                    // A policy makes successors, which keep the key's networks.
-                    if key.rotation_policy.is_some() {
-                        caller.require_lifetime(None)?;
-                        caller.require_networks(&key.allowed_ips)?;
-                    }
-                    ((key, true), Some(*change))
-                }
-                Setting::Unchanged(key) => ((key, false), None),
-            },
-        )
+    let decide =
+        |key: &Key| set_rotation_policy(key, policy.clone(), caller.actor(), context.mint, now);
+    let allow = |_: &Key, after: &Key| {
+        // A policy makes successors, which keep the key's networks.
+        if after.rotation_policy.is_some() {
+            caller.require_lifetime(None)?;
+            caller.require_networks(&after.allowed_ips)?;
+        }
+        Ok(())
     };
-    let (key, changed) = apply_deciding(store, key, decide).await?;
+    let (key, changed) = apply_setting(store, key, decide, allow).await?;
     if changed {
         let set = key.rotation_policy.is_some();
         tracing::info!(set, "rotation policy changed");

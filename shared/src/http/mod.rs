@@ -16,7 +16,7 @@ use serde::Serialize;
 pub use body::json_body;
 pub use error::{ApiError, ErrorCode};
 pub use request::{
-    Caller, Prepare, apply_deciding, apply_prepared, authenticate, authorize_change,
+    Caller, Prepare, apply_deciding, apply_prepared, apply_setting, authenticate, authorize_change,
     authorize_environment, authorize_key, key_from_headers, page_request, query_param,
     rotation_policy, source_ip,
 };

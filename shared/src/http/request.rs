@@ -9,7 +9,8 @@ use lambda_http::{Request, RequestExt};
 use super::{ApiError, Context, ErrorCode, Settings};
 use crate::check::{Needs, Outcome, check_presented};
 use crate::domain::{
-    Actor, AllowedIps, EnvName, Key, KeyId, RotationPolicy, Scope, Scopes, Timestamp, Verdict,
+    Actor, AllowedIps, EnvName, Key, KeyId, LifecycleError, RotationPolicy, Scope, Scopes, Setting,
+    Timestamp, Verdict,
 };
 use crate::store::{KeyStore, PageRequest, StoreError};
 
@@ -353,6 +354,30 @@ pub async fn apply_deciding<T: Sync>(
     decide: impl Fn(&Key) -> Result<(T, Option<crate::domain::Change>), ApiError>,
 ) -> Result<T, ApiError> {
     apply_prepared(store, key, decide, &NothingToPrepare).await
+}
+
+/// [`apply_deciding`] for one of a key's settings: `decide` is the domain's decision, and
+/// `allow` holds a change to what the caller may do, given the key before it and after it.
+/// Answers the key as it is now, and whether this request changed it.
+pub async fn apply_setting(
+    store: &dyn KeyStore,
+    key: Key,
+    decide: impl Fn(&Key) -> Result<Setting, LifecycleError>,
+    allow: impl Fn(&Key, &Key) -> Result<(), ApiError>,
+) -> Result<(Key, bool), ApiError> {
+    apply_deciding(store, key, |key| {
+        Ok(match decide(key)? {
+            Setting::Changed {
+                key: changed,
+                change,
+            } => {
+                allow(key, &changed)?;
+                ((changed, true), Some(*change))
+            }
+            Setting::Unchanged(key) => ((key, false), None),
+        })
+    })
+    .await
 }
 
 /// What must be done for a decision before its change is applied: a rotation stores the new
