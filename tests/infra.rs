@@ -115,7 +115,9 @@ fn every_function_links_only_the_adapters_it_uses() {
         let uses: &[&str] = match function.as_str() {
             "hello" | "console" => &[],
             "activity-publisher" => &["aws-sdk-dynamodb", "aws-sdk-eventbridge"],
-            "rotate-key" | "scheduled-rotation" => &["aws-sdk-dynamodb", "aws-sdk-secretsmanager"],
+            "rotate-key" | "scheduled-rotation" | "report-leak" => {
+                &["aws-sdk-dynamodb", "aws-sdk-secretsmanager"]
+            }
             _ => &["aws-sdk-dynamodb"],
         };
         let tree = dependencies(function);
@@ -454,13 +456,14 @@ fn the_api_authorizer_caches_nothing_and_the_routes_are_serves_routes() {
                 public,
                 [
                     "/v1/verify",
+                    "/v1/leaks/report",
                     "/v1/openapi.json",
                     "/v1/token-format",
                     "/",
                     "/console/{asset}"
                 ]
                 .contains(&route.1.as_str()),
-                "{resource}: only /v1/verify, the API's description, the key format and the console's files skip the authorizer"
+                "{resource}: only /v1/verify, the leak report, the API's description, the key format and the console's files skip the authorizer"
             );
         }
     }
@@ -752,8 +755,8 @@ fn only_the_functions_that_rotate_may_write_secrets_and_only_under_the_prefix() 
     ));
     assert_eq!(
         writers.keys().map(String::as_str).collect::<Vec<_>>(),
-        ["RotateKey", "ScheduledRotation"],
-        "the two functions that rotate keys with a policy deliver their secrets"
+        ["ReportLeak", "RotateKey", "ScheduledRotation"],
+        "the three functions that rotate keys with a policy (a leaked default key's too) deliver their secrets"
     );
     for (resource, (actions, granted_on)) in writers {
         assert_eq!(actions, DELIVERY_ACTIONS, "{resource}");

@@ -589,6 +589,38 @@ async fn every_packaged_function_starts_and_answers_as_the_template_wires_it() {
     );
     ran("KeyUsage");
 
+    let leaked = deployed.answer(
+        "CreateKey",
+        rest(
+            "POST",
+            keys,
+            &env_param,
+            &admin,
+            json!({"name": "leaked", "scopes": ["orders:read"]}),
+        ),
+        201,
+    );
+    let leaked_secret = leaked["secret"].as_str().unwrap().to_owned();
+    let leaked_id = [("key_id", leaked["key"]["id"].as_str().unwrap())];
+    deployed.answer(
+        "ReportLeak",
+        rest(
+            "POST",
+            "/v1/leaks/report",
+            &[],
+            "",
+            json!({"secrets": [leaked_secret], "source": "commit"}),
+        ),
+        202,
+    );
+    let ended = deployed.answer(
+        "GetKey",
+        rest("GET", "/v1/keys/{key_id}", &leaked_id, &admin, Value::Null),
+        200,
+    );
+    assert_eq!(ended["key"]["status"], "revoked", "{ended}");
+    ran("ReportLeak");
+
     for (resource, params) in [
         ("/", vec![]),
         ("/console/{asset}", vec![("asset", "console.js")]),

@@ -262,31 +262,62 @@ impl Api {
     }
 }
 
+/// Where the words of `text` that hold one of `kinds` (such as `_sk_`) are, in order: a word
+/// is a run of ASCII letters, digits and `_`, so that a key is found whatever its prefix.
+/// Found in one pass, so that a long text full of them costs time in proportion to its length.
+fn key_words<'t>(text: &'t str, kinds: &'t [&str]) -> impl Iterator<Item = (usize, usize)> + 't {
+    let in_word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut from = 0;
+    std::iter::from_fn(move || {
+        let rest = &text[from..];
+        let at = rest
+            .match_indices('_')
+            .map(|(i, _)| i)
+            .find(|&i| kinds.iter().any(|kind| rest[i..].starts_with(kind)))?;
+        let start = from + rest[..at].trim_end_matches(in_word).len();
+        let tail = &rest[at..];
+        let end = from + at + tail.find(|c: char| !in_word(c)).unwrap_or(tail.len());
+        from = end;
+        Some((start, end))
+    })
+}
+
 /// Text from a server with anything shaped like a keyward key hidden, and control characters
 /// replaced: API Gateway repeats a bad `Authorization` header in its message, and a message
 /// goes to stderr, which CI logs keep. Every word with `_sk_` or `_pk_` in it is hidden,
 /// whatever its prefix, so that a key of another deployment is never printed either.
 pub fn redact(text: &str) -> String {
-    let in_word = |c: char| c.is_ascii_alphanumeric() || c == '_';
-    // The first `_sk_` or `_pk_` of `text`, found in one pass, so that a long message full of
-    // them costs time in proportion to its length.
-    let kind_at = |text: &str| {
-        text.match_indices('_')
-            .map(|(i, _)| i)
-            .find(|&i| text[i..].starts_with("_sk_") || text[i..].starts_with("_pk_"))
-    };
     let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = kind_at(rest) {
-        let start = rest[..at].trim_end_matches(in_word).len();
-        out.push_str(&rest[..start]);
+    let mut kept = 0;
+    for (start, end) in key_words(text, &["_sk_", "_pk_"]) {
+        out.push_str(&text[kept..start]);
         out.push_str("[a key]");
-        let tail = &rest[at..];
-        let end = tail.find(|c: char| !in_word(c)).unwrap_or(tail.len());
-        rest = &tail[end..];
+        kept = end;
     }
-    out.push_str(rest);
+    out.push_str(&text[kept..]);
     crate::show::clean(&out)
+}
+
+/// Every string of `text` shaped like a secret key of the deployment whose keys start with
+/// `prefix`, each once, in the order first found: what `keyward leaks report` finds in a leaked
+/// file. As the scanner regex does, it takes a key right after a word character (`key%3D` in
+/// a URL) and runs to the end of the word.
+pub fn secret_keys_in<'t>(text: &'t str, prefix: &KeyPrefix) -> Vec<&'t str> {
+    let start = format!("{}_sk_", prefix.as_str());
+    let in_word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut seen = std::collections::HashSet::new();
+    let mut found = Vec::new();
+    let mut from = 0;
+    while let Some(at) = text[from..].find(&start) {
+        let begin = from + at;
+        let tail = &text[begin..];
+        let end = begin + tail.find(|c: char| !in_word(c)).unwrap_or(tail.len());
+        if seen.insert(&text[begin..end]) {
+            found.push(&text[begin..end]);
+        }
+        from = end;
+    }
+    found
 }
 
 /// [`redact`] for text of several lines, whose line ends are kept.
@@ -362,6 +393,21 @@ mod tests {
             code: code.to_owned(),
             message: message.to_owned(),
         }
+    }
+
+    #[test]
+    fn the_deployments_secret_keys_are_found_anywhere_in_a_text_and_each_once() {
+        let kw = KeyPrefix::default();
+        let text =
+            "a=kw_sk_prod_Ab9\n\"kw_sk_prod_Ab9\" key%3Dkw_sk_x_y&kw_pk_prod_P1 acme_sk_p_Q2";
+        assert_eq!(
+            secret_keys_in(text, &kw),
+            ["kw_sk_prod_Ab9", "kw_sk_x_y"],
+            "a publishable key and another prefix's are left out"
+        );
+        let acme = KeyPrefix::parse("acme").unwrap();
+        assert_eq!(secret_keys_in(text, &acme), ["acme_sk_p_Q2"]);
+        assert!(secret_keys_in("no keys", &kw).is_empty());
     }
 
     #[test]

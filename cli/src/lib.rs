@@ -109,6 +109,12 @@ pub const ROUTES: &[Route] = &[
         "KeyUsage",
     ),
     (Method::POST, "/v1/verify", verify_key::handler, VERIFY_KEY),
+    (
+        Method::POST,
+        LEAK_REPORT_ROUTE,
+        report_leak::handler,
+        "ReportLeak",
+    ),
     (Method::GET, "/v1/openapi.json", console_file, "Console"),
     (Method::GET, "/v1/token-format", console_file, "Console"),
 ];
@@ -187,6 +193,9 @@ fn to_hyper(response: lambda_http::Response<Body>) -> hyper::Response<Full<Bytes
     hyper::Response::from_parts(parts, Full::new(bytes))
 }
 
+/// The route that takes leak reports, whose body may be larger than any other route's.
+const LEAK_REPORT_ROUTE: &str = "/v1/leaks/report";
+
 /// The route whose checks are `VerifyKey`'s to count; every other route that checks a caller
 /// counts it as the API's authorizer.
 const VERIFY_ROUTE: &str = "/v1/verify";
@@ -242,8 +251,13 @@ async fn handle(
         }
         Routed::Found(handler, params, pattern, function) => {
             route_name = pattern;
-            match Limited::new(body, MAX_BODY_BYTES).collect().await {
-                Err(_) => ApiError::payload_too_large().into_response(),
+            let limit = if pattern == LEAK_REPORT_ROUTE {
+                keyward::leak::MAX_REPORT_BYTES
+            } else {
+                MAX_BODY_BYTES
+            };
+            match Limited::new(body, limit).collect().await {
+                Err(_) => ApiError::payload_too_large(limit).into_response(),
                 Ok(collected) => {
                     let bytes = collected.to_bytes();
                     let body = if bytes.is_empty() {

@@ -16,7 +16,7 @@ use keyward::http::Settings;
 use keyward::secrets::{FileSink, PrefixedSink, SecretSink, SecretsManagerSink};
 use keyward::store::{DynamoStore, StoreConfig, UsageStore};
 use keyward_cli::api::Failure;
-use keyward_cli::client::{self, ActivityArgs, KeysCommand, VerifyArgs};
+use keyward_cli::client::{self, ActivityArgs, KeysCommand, LeakReportArgs, VerifyArgs};
 use keyward_cli::{
     Counters, CreateEnvironmentError, StreamPoller, create_environment_in, operator, run_schedule,
     serve,
@@ -89,6 +89,11 @@ enum Command {
     Activity(ActivityArgs),
     /// Checks a key read from stdin, as the authorizer would
     Verify(VerifyArgs),
+    /// Answers leaked keys: ends every key of this keyward found in text on stdin
+    Leaks {
+        #[command(subcommand)]
+        command: LeaksCommand,
+    },
     /// Manages environments (on the store, not through the API)
     Env {
         #[command(subcommand)]
@@ -104,6 +109,12 @@ enum Command {
         /// The shell
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum LeaksCommand {
+    /// Reports the secret keys found in text on stdin as leaked, which ends each of them
+    Report(LeakReportArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -219,6 +230,9 @@ async fn run(command: Command) -> Result<(), Failure> {
         Command::Keys { command } => client::keys(command).await,
         Command::Activity(args) => client::activity(args).await,
         Command::Verify(args) => client::verify(args).await,
+        Command::Leaks {
+            command: LeaksCommand::Report(args),
+        } => client::report_leaks(args).await,
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

@@ -261,6 +261,7 @@ pub fn key(key: &Value, now: DateTime<Utc>) -> String {
         ("created", when(&key["created_at"], now)),
         ("expires", expiry(&key["expires_at"], now)),
         ("revoked", when(&key["revoked_at"], now)),
+        ("leaked", leaked(&key["leaked_at"], now)),
         ("rotated from", text(&key["rotated_from"])),
         ("rotated to", text(&key["rotated_to"])),
         ("rotation policy", policy(&key["rotation_policy"])),
@@ -498,7 +499,28 @@ fn details(entry: &Value, now: DateTime<Utc>) -> String {
             last(&entry["successor_last_used_at"], now),
             expiry(&entry["expires_at"], now)
         ),
+        "key.leaked" => {
+            let mut shown = "reported leaked".to_owned();
+            if !entry["url"].is_null() {
+                shown.push_str(&format!(", found at {}", field("url")));
+            }
+            if !entry["source"].is_null() {
+                shown.push_str(&format!(" ({})", field("source")));
+            }
+            shown
+        }
         _ => "-".to_owned(),
+    }
+}
+
+/// When a key was reported leaked, and what that did, or `no`.
+fn leaked(at: &Value, now: DateTime<Utc>) -> String {
+    match at {
+        Value::Null => "no".to_owned(),
+        at => format!(
+            "{}: reported leaked, so it was ended (revoked, or rotated with no grace as a default key)",
+            when(at, now)
+        ),
     }
 }
 
@@ -771,6 +793,14 @@ mod tests {
                 json!({"action": "key.grace_idle", "new_key_id": "key_2", "last_presented_at": "2026-11-28T10:40:00Z",
                        "successor_last_used_at": "2026-11-28T11:59:00Z", "expires_at": "2026-11-30T12:00:00Z"}),
                 "no presentation recorded since 2026-11-28 10:40 UTC (1h ago) while key_2 was used 2026-11-28 11:59 UTC (1m ago); grace ends 2026-11-30 12:00:00 UTC (in 2d)",
+            ),
+            (
+                json!({"action": "key.leaked", "url": "https://github.com/a/b/commit/1", "source": "commit"}),
+                "reported leaked, found at https://github.com/a/b/commit/1 (commit)",
+            ),
+            (
+                json!({"action": "key.leaked", "url": null, "source": null}),
+                "reported leaked",
             ),
             (json!({"action": "key.unheard_of"}), "-"),
         ] {

@@ -8,7 +8,7 @@ use super::Timestamp;
 use super::grace::GracePeriod;
 use super::key::{ExpiryStage, RotationPolicy};
 use super::mint::Mint;
-use super::names::{ActivityId, EnvName, KeyId, KeyName, Kind, Scopes};
+use super::names::{ActivityId, EnvName, KeyId, KeyName, Kind, LeakDetails, Scopes};
 use super::network::AllowedIps;
 
 /// Who made a change.
@@ -21,7 +21,8 @@ pub enum ActorType {
     Operator,
     /// A schedule rule, named by its ARN.
     Schedule,
-    /// keyward itself, for what happens by time alone: an expiry seen in DynamoDB's TTL removal.
+    /// keyward itself, for what happens by time alone (an expiry seen in DynamoDB's TTL
+    /// removal) or on a leak report (named by where the report came from).
     System,
 }
 
@@ -122,6 +123,14 @@ pub enum Event {
         /// When it expired.
         expires_at: Timestamp,
     },
+    /// A key's secret was reported leaked. What the report does next (a revocation, or a
+    /// rotation of a default key) is an entry of its own.
+    #[serde(rename = "key.leaked")]
+    Leaked {
+        /// Where it was seen, as the reporter said; never the secret.
+        #[serde(flatten)]
+        details: LeakDetails,
+    },
     /// A key will expire soon: within 24 hours, then again within an hour.
     #[serde(rename = "key.expiring")]
     Expiring {
@@ -195,6 +204,7 @@ impl Event {
             Event::SecretDelivered { .. } => Action::SecretDelivered,
             Event::SecretDeliveryFailed { .. } => Action::SecretDeliveryFailed,
             Event::GraceIdle { .. } => Action::GraceIdle,
+            Event::Leaked { .. } => Action::Leaked,
         }
     }
 }
@@ -224,11 +234,13 @@ pub enum Action {
     SecretDeliveryFailed,
     /// `key.grace_idle`
     GraceIdle,
+    /// `key.leaked`
+    Leaked,
 }
 
 impl Action {
     /// Every action, for whatever must list them (the parser, and the API's description).
-    pub const ALL: [Action; 11] = [
+    pub const ALL: [Action; 12] = [
         Action::Created,
         Action::Rotated,
         Action::GracePeriodChanged,
@@ -240,6 +252,7 @@ impl Action {
         Action::SecretDelivered,
         Action::SecretDeliveryFailed,
         Action::GraceIdle,
+        Action::Leaked,
     ];
 
     /// The action's name, such as `key.rotated`.
@@ -256,6 +269,7 @@ impl Action {
             Action::SecretDelivered => "key.secret_delivered",
             Action::SecretDeliveryFailed => "key.secret_delivery_failed",
             Action::GraceIdle => "key.grace_idle",
+            Action::Leaked => "key.leaked",
         }
     }
 

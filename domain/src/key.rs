@@ -257,6 +257,10 @@ pub struct Key {
     /// (`key.grace_idle`), so that it is recorded once.
     #[serde(default)]
     pub grace_idle_at: Option<Timestamp>,
+    /// When a report of a leak of its secret was first recorded (`key.leaked`), so that it is
+    /// recorded once and the key then follows it with a revocation or a rotation.
+    #[serde(default)]
+    pub leaked_at: Option<Timestamp>,
     /// Bumped by every change; a write applies only if the stored version is the one read.
     pub version: u64,
 }
@@ -264,7 +268,7 @@ pub struct Key {
 impl Key {
     /// Whether `other` is this key as far as any user's change is concerned: it may differ
     /// only by what background writes change (expiry notices, secret deliveries, a grace found
-    /// idle, and the version they bump), so a decision made on one holds for the other.
+    /// idle, a leak recorded, and the version they bump), so a decision made on one holds for the other.
     pub fn decides_like(&self, other: &Key) -> bool {
         let decided = |k: &Key| Key {
             version: 0,
@@ -272,6 +276,7 @@ impl Key {
             pending_delivery: None,
             delivery_failures: None,
             grace_idle_at: None,
+            leaked_at: None,
             ..k.clone()
         };
         decided(self) == decided(other)

@@ -28,13 +28,14 @@ pub use key::{
     MAX_RETRY_WAIT, PendingDelivery, RETRY_SLACK, RotationPolicy, SecretPrefix, Status,
 };
 pub use lifecycle::{
-    Change, EnvironmentWrite, GraceChanged, Issued, KeyWrite, LifecycleError, NewKey, Revocation,
-    Rotated, SecretClaim, Setting, change_grace_period, create_environment, create_key, revoke,
-    rotate, set_allowed_ips, set_rotation_policy,
+    Change, EnvironmentWrite, GraceChanged, Issued, KeyWrite, LeakSource, LeakStep, LifecycleError,
+    NewKey, Revocation, Rotated, SecretClaim, Setting, change_grace_period, create_environment,
+    create_key, leak_step, revoke, rotate, set_allowed_ips, set_rotation_policy,
 };
 pub use mint::{Entropy, InvalidKeyPrefix, KeyPrefix, Mint};
 pub use names::{
-    ActivityId, EnvName, InputError, KeyId, KeyName, Kind, Scope, Scopes, is_format_character,
+    ActivityId, EnvName, InputError, KeyId, KeyName, Kind, LeakDetails, Scope, Scopes,
+    is_format_character,
 };
 pub use network::{AllowedIps, IpRange};
 pub use schedule::{

@@ -6,7 +6,7 @@ use super::activity::{ActivityEntry, Actor, Event};
 use super::grace::GracePeriod;
 use super::key::{Environment, Key, PendingDelivery, RotationPolicy, Status};
 use super::mint::Mint;
-use super::names::{EnvName, InputError, KeyId, KeyName, Kind, Scopes};
+use super::names::{EnvName, InputError, KeyId, KeyName, Kind, LeakDetails, Scopes};
 use super::network::AllowedIps;
 use super::token::Secret;
 
@@ -245,6 +245,7 @@ impl Draft<'_> {
             delivery_failures: None,
             rotated_at: None,
             grace_idle_at: None,
+            leaked_at: None,
             version: 1,
         };
         (key, secret)
@@ -506,6 +507,91 @@ pub fn revoke(
     Ok(Revocation::Revoked {
         key: revoked,
         change: Box::new(change),
+    })
+}
+
+/// Who reported a leak: the `system` actor of the entries that the report makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeakSource {
+    /// Anyone holding the secret, through `POST /v1/leaks/report`.
+    Report,
+}
+
+impl LeakSource {
+    /// The id its entries' actor has.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Report => "report",
+        }
+    }
+}
+
+/// The next step of a key's answer to a report that its secret leaked. A report takes the
+/// steps one at a time, each applied before the next is decided, until none is left; a step
+/// decided on a key that changed meanwhile is decided again on the key as it is now.
+#[derive(Debug)]
+pub enum LeakStep {
+    /// The key is revoked or expired already: there is nothing to do and nothing is recorded,
+    /// which makes a report of the same secret again change nothing.
+    Ended,
+    /// The key is publishable, meant to be public: its report is a false positive.
+    Public,
+    /// The leak is recorded (`key.leaked`) and marks the key; its revocation follows.
+    Record {
+        /// The key, marked leaked.
+        key: Key,
+        /// What to apply.
+        change: Box<Change>,
+    },
+    /// The key, whose leak is recorded, is revoked.
+    Revoke {
+        /// The revoked key.
+        key: Key,
+        /// What to apply.
+        change: Box<Change>,
+    },
+    /// The key, whose leak is recorded, is its environment's default key, which cannot be
+    /// revoked: it is rotated with a grace of `now`, and its rotation policy, if it has one,
+    /// delivers the successor.
+    Rotate(Box<Rotated>),
+}
+
+/// The next step of a key's answer to a report, by `source`, that its secret leaked.
+pub fn leak_step(
+    key: &Key,
+    source: LeakSource,
+    details: &LeakDetails,
+    mint: &Mint,
+    now: Timestamp,
+) -> Result<LeakStep, LifecycleError> {
+    let actor = Actor::system(source.as_str());
+    if matches!(key.status(now), Status::Revoked | Status::Expired) {
+        return Ok(LeakStep::Ended);
+    }
+    if key.kind == Kind::Publishable {
+        return Ok(LeakStep::Public);
+    }
+    if key.leaked_at.is_none() {
+        let (marked, write) = update(Key {
+            leaked_at: Some(now),
+            ..key.clone()
+        });
+        let event = Event::Leaked {
+            details: details.clone(),
+        };
+        let change = key_change(key, write, actor, event, mint, now);
+        return Ok(LeakStep::Record {
+            key: marked,
+            change: Box::new(change),
+        });
+    }
+    if key.default {
+        let rotated = rotate(key, GracePeriod::NOW, actor, mint, now)?;
+        return Ok(LeakStep::Rotate(Box::new(rotated)));
+    }
+    Ok(match revoke(key, actor, mint, now)? {
+        Revocation::Revoked { key, change } => LeakStep::Revoke { key, change },
+        Revocation::Unchanged(_) => LeakStep::Ended,
     })
 }
 
@@ -970,6 +1056,119 @@ mod tests {
             revoke(&in_grace, operator(), test_mint(), t0()).unwrap(),
             Revocation::Revoked { .. }
         ));
+    }
+
+    /// Applies each step of a leak report to `key` as a store would, and says which steps
+    /// were taken and the key at the end.
+    fn report_leak(mut key: Key) -> (Vec<&'static str>, Key) {
+        let details = LeakDetails::parse(Some("https://example.com/commit/1"), Some("commit"));
+        let details = details.unwrap();
+        let mut steps = Vec::new();
+        loop {
+            match leak_step(&key, LeakSource::Report, &details, test_mint(), t0()).unwrap() {
+                LeakStep::Ended => return (steps, key),
+                LeakStep::Public => {
+                    steps.push("public");
+                    return (steps, key);
+                }
+                LeakStep::Record {
+                    key: marked,
+                    change,
+                } => {
+                    assert_eq!(change.activity.actor, Actor::system("report"));
+                    assert_eq!(
+                        change.activity.event,
+                        Event::Leaked {
+                            details: details.clone()
+                        }
+                    );
+                    assert_eq!(marked.leaked_at, Some(t0()));
+                    steps.push("record");
+                    key = marked;
+                }
+                LeakStep::Revoke {
+                    key: revoked,
+                    change,
+                } => {
+                    assert_eq!(change.activity.actor, Actor::system("report"));
+                    assert_eq!(change.activity.event.action(), Action::Revoked);
+                    steps.push("revoke");
+                    key = revoked;
+                }
+                LeakStep::Rotate(rotated) => {
+                    assert_eq!(rotated.change.activity.actor, Actor::system("report"));
+                    assert_eq!(rotated.previous.expires_at, Some(t0()));
+                    assert!(rotated.key.default && rotated.key.leaked_at.is_none());
+                    steps.push("rotate");
+                    key = rotated.previous;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_leaked_key_is_recorded_once_then_revoked_and_a_second_report_changes_nothing() {
+        let (steps, key) = report_leak(active_key());
+        assert_eq!(steps, ["record", "revoke"]);
+        assert_eq!(key.status(t0()), Status::Revoked);
+        assert_eq!(report_leak(key).0, Vec::<&str>::new());
+        let marked = Key {
+            leaked_at: Some(t0()),
+            ..active_key()
+        };
+        assert_eq!(
+            report_leak(marked).0,
+            ["revoke"],
+            "a report that stopped after recording finishes with the revocation alone"
+        );
+        let in_grace = rotate(&active_key(), grace("7d"), operator(), test_mint(), t0())
+            .unwrap()
+            .previous;
+        let (steps, key) = report_leak(in_grace);
+        assert_eq!(steps, ["record", "revoke"], "a grace is no shelter");
+        assert_eq!(key.status(t0()), Status::Revoked);
+    }
+
+    #[test]
+    fn a_leaked_default_key_is_rotated_with_no_grace_and_a_publishable_key_is_left_alone() {
+        let issued = create_environment(&env(), operator(), test_mint(), t0());
+        let (steps, key) = report_leak(issued.key);
+        assert_eq!(steps, ["record", "rotate"]);
+        assert_eq!(key.status(t0()), Status::Expired);
+        let publishable = create_key(
+            &env(),
+            new_key(Kind::Publishable, &["widgets:read"], None),
+            operator(),
+            test_mint(),
+            t0(),
+        )
+        .unwrap()
+        .key;
+        let (steps, key) = report_leak(publishable.clone());
+        assert_eq!(steps, ["public"]);
+        assert_eq!(key, publishable);
+    }
+
+    #[test]
+    fn a_report_cannot_write_a_secret_or_hidden_text_into_the_log() {
+        assert!(LeakDetails::parse(None, None).is_ok());
+        let long = "x".repeat(LeakDetails::MAX_URL + 1);
+        for (url, source) in [
+            (Some("https://example.com/kw_sk_production_abc"), None),
+            (None, Some("kw_sk_x")),
+            (Some(""), None),
+            (Some(long.as_str()), None),
+            (Some("https://example.com/\u{202e}"), None),
+            (None, Some("line\nbreak")),
+        ] {
+            assert!(
+                matches!(
+                    LeakDetails::parse(url, source),
+                    Err(InputError::InvalidLeakDetails(_))
+                ),
+                "{url:?} {source:?}"
+            );
+        }
     }
 
     #[test]

@@ -47,6 +47,10 @@ pub enum InputError {
     /// An expiry that is not in the future.
     #[error("expires_at must be in the future")]
     ExpiresAtNotInFuture,
+    /// A leak report's `url` or `source` that is too long, holds control or format
+    /// characters, or holds what may be a secret key.
+    #[error("{0}")]
+    InvalidLeakDetails(String),
 }
 
 /// An environment's name: 1 to 32 characters of `a-z`, `0-9` and `-`.
@@ -255,6 +259,51 @@ impl KeyName {
     /// The name as text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// Where a leak was seen, as its reporter says: recorded on the `key.leaked` entry for the
+/// key's owners to follow up, and trusted for nothing else. Neither part may hold a secret
+/// key (`_sk_`), so that a report cannot write one into the activity log.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeakDetails {
+    /// Where the secret was found, such as a commit's URL.
+    pub url: Option<String>,
+    /// What kind of place it was found in, such as `commit` or `npm`.
+    pub source: Option<String>,
+}
+
+impl LeakDetails {
+    /// The longest `url` a report may give.
+    pub const MAX_URL: usize = 2048;
+    /// The longest `source` a report may give.
+    pub const MAX_SOURCE: usize = 100;
+
+    /// Checks a report's `url` and `source`.
+    pub fn parse(url: Option<&str>, source: Option<&str>) -> Result<Self, InputError> {
+        let checked = |field: &str, value: Option<&str>, max: usize| {
+            let Some(value) = value else {
+                return Ok(None);
+            };
+            let printable = !value
+                .chars()
+                .any(|c| c.is_control() || is_format_character(c));
+            if value.is_empty() || value.chars().count() > max || !printable {
+                return Err(InputError::InvalidLeakDetails(format!(
+                    "{field} is 1 to {max} characters with no control or invisible format characters"
+                )));
+            }
+            if value.contains("_sk_") {
+                return Err(InputError::InvalidLeakDetails(format!(
+                    "{field} may not hold a secret key (_sk_): the activity log records it"
+                )));
+            }
+            Ok(Some(value.to_owned()))
+        };
+        Ok(Self {
+            url: checked("url", url, Self::MAX_URL)?,
+            source: checked("source", source, Self::MAX_SOURCE)?,
+        })
     }
 }
 

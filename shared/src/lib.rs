@@ -10,6 +10,7 @@ pub mod check;
 pub mod delivery;
 pub mod events;
 pub mod http;
+pub mod leak;
 pub mod logging;
 pub mod metrics;
 pub mod secrets;

@@ -461,3 +461,29 @@ def test_the_allowlist_dialog_holds_a_key_to_networks_then_lets_any_address_in(p
     expect(page.get_by_role("tabpanel")).to_contain_text(
         "Allowed IPs any address, was 198.51.100.0/24, 203.0.113.9"
     )
+
+
+def test_a_key_reported_leaked_shows_a_badge_and_the_report_in_its_activity(page, keyward):
+    made = keyward.create("pushed to github", ["orders:read"])
+    key = made["key"]
+    status, answer = keyward.call(
+        "POST",
+        "/v1/leaks/report",
+        {"secrets": [made["secret"]], "url": "https://github.com/acme/app/blob/0b1c/.env", "source": "commit"},
+    )
+    assert status == 202, answer
+    sign_in(page, keyward.admin)
+    badge = row(page, key["id"]).locator(".badge.leaked")
+    expect(badge).to_have_text("Leaked")
+    expect(row(page, key["id"])).to_contain_text("Revoked")
+    row(page, key["id"]).get_by_role("link", name="pushed to github").click()
+    expect(page.get_by_role("tabpanel")).to_contain_text("Reported leaked")
+    page.get_by_role("tab", name="Activity").click()
+    panel = page.get_by_role("tabpanel")
+    expect(panel.locator("tbody tr")).to_have_count(3)
+    actions = panel.locator("tbody tr").evaluate_all("rows => rows.map(r => r.dataset.action)")
+    assert actions == ["key.revoked", "key.leaked", "key.created"]
+    expect(panel).to_contain_text("System report")
+    expect(panel).to_contain_text("Reported leaked, found at https://github.com/acme/app/blob/0b1c/.env (commit)")
+    screenshot(page, "console-leaked.png")
+    no_serious_violations(page, "a leaked key's activity tab")

@@ -652,6 +652,50 @@ fn a_secret_that_is_no_key_is_refused_and_the_key_named() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `keyward leaks report` finds every key in a leaked file, whatever is around it, and ends
+/// those of this keyward without printing any; a file with none is a usage error.
+#[test]
+fn leaks_report_ends_every_key_found_in_a_leaked_file() {
+    let server = Server::start(Backend::Sqlite);
+    let admin = Client::new(&server, &server.default_key);
+    let made = admin.json(&["keys", "create", "--name", "ci", "--scope", "orders:read"]);
+    let (id, leaked) = (
+        made["key"]["id"].as_str().unwrap().to_owned(),
+        made["secret"].as_str().unwrap().to_owned(),
+    );
+    let file = format!(
+        "# .env\nORDERS_KEY={leaked}\nURL=https://x.example/?key%3D{leaked}&a=1\nOTHER=acme_sk_prod_Ab9\nTYPO=kw_sk_development_Ab9\n"
+    );
+    let run = admin.run_with(
+        &[
+            "leaks",
+            "report",
+            "--source",
+            "commit",
+            "--found-at",
+            "https://github.com/acme/app/commit/1",
+        ],
+        &file,
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("Reported 2 words"), "{run:?}");
+    assert!(!run.stdout.contains(&leaked) && !run.stderr.contains(&leaked));
+    let key = admin.json(&["keys", "get", &id]);
+    assert_eq!(key["key"]["status"], "revoked", "{key}");
+    let entries = admin.json(&["activity", "--key", &id]);
+    assert_eq!(
+        actions(&entries),
+        ["key.revoked", "key.leaked", "key.created"]
+    );
+    assert_eq!(
+        entries["entries"][1]["url"],
+        "https://github.com/acme/app/commit/1"
+    );
+    let none = admin.run_with(&["leaks", "report"], "nothing to see\n");
+    assert_eq!(none.code, 2, "{none:?}");
+    assert!(none.stderr.contains("shaped like a secret key"), "{none:?}");
+}
+
 /// Plain `http://` to a host that is not this machine's loopback would send the key in clear:
 /// refused with exit 2 before anything is sent, and the message says how to proceed. (The
 /// address is 0.0.0.0, which Linux routes to this machine, so that the test could send

@@ -145,6 +145,7 @@ fn every_request_example_in_the_document_is_accepted() {
             ),
             "setAllowedIps" => ("PUT", format!("/v1/keys/{}/allowed-ips", new_key(&name))),
             "verifyKey" => ("POST", "/v1/verify".to_owned()),
+            "reportLeak" => ("POST", "/v1/leaks/report".to_owned()),
             other => panic!("no way to send an example of {other}"),
         };
         let reply = server.call(method, &path, admin, Some(body));

@@ -6,6 +6,7 @@ mod cli;
 mod client;
 mod contract;
 mod key_prefix;
+mod leaks;
 mod lifecycle;
 mod permissions;
 mod race;

@@ -71,25 +71,7 @@ fn serve_rotates_an_overdue_key_and_delivers_its_secret(backend: Backend) {
     let new_id = rotated["rotated_to"].as_str().unwrap();
 
     let value: Value = loop {
-        let current = match backend {
-            Backend::Sqlite => std::fs::read(server.secrets_file())
-                .ok()
-                .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
-                .map(|file| file[&secret_id]["current"]["value"].clone())
-                .filter(|v| !v.is_null()),
-            Backend::DynamoDb => runtime.block_on(async {
-                let config = aws_config::load_from_env().await;
-                let client = aws_sdk_secretsmanager::Client::new(&config);
-                let out = client
-                    .get_secret_value()
-                    .secret_id(&secret_id)
-                    .version_stage("AWSCURRENT")
-                    .send()
-                    .await
-                    .ok()?;
-                serde_json::from_str(out.secret_string()?).ok()
-            }),
-        };
+        let current = server.current_secret(&secret_id);
         if let Some(value) = current.filter(|v: &Value| v["key_id"] == new_id) {
             break value;
         }

@@ -345,6 +345,34 @@ impl Server {
         &self.store
     }
 
+    /// The current value of the secret `secret_id` that rotations deliver to: in the secrets
+    /// file on SQLite, in Secrets Manager on the same endpoint on DynamoDB; `None` while there
+    /// is none.
+    pub fn current_secret(&self, secret_id: &str) -> Option<Value> {
+        match self.backend {
+            Backend::Sqlite => std::fs::read(self.secrets_file())
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+                .map(|file| file[secret_id]["current"]["value"].clone())
+                .filter(|v| !v.is_null()),
+            Backend::DynamoDb => {
+                let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+                runtime.block_on(async {
+                    let config = aws_config::load_from_env().await;
+                    let client = aws_sdk_secretsmanager::Client::new(&config);
+                    let out = client
+                        .get_secret_value()
+                        .secret_id(secret_id)
+                        .version_stage("AWSCURRENT")
+                        .send()
+                        .await
+                        .ok()?;
+                    serde_json::from_str(out.secret_string()?).ok()
+                })
+            }
+        }
+    }
+
     /// The file that scheduled rotation delivers secrets to on SQLite.
     pub fn secrets_file(&self) -> PathBuf {
         self.dir.join("secrets.json")

@@ -58,7 +58,8 @@ const EVENT_BUS = 'EventBus'
 
 // Least privilege: who may do what (check 3).
 const KEY_CHECKERS = ['Authorizer', 'ApiAuthorizer', 'VerifyKey']
-const SECRET_WRITERS = ['RotateKey', 'ScheduledRotation']
+// ReportLeak rotates a leaked default key, whose rotation policy delivers the successor.
+const SECRET_WRITERS = ['RotateKey', 'ScheduledRotation', 'ReportLeak']
 const NO_AWS_CALLS = ['Console', 'Hello']
 // Beside the key checkers, what may touch only usage partitions: the publisher moves a key's
 // last use forward, and scheduled rotation reads a key's hourly usage.

@@ -447,6 +447,33 @@ const ACTIVITY_HELP: &str =
     "Entries are newest first. With --follow they are oldest first, as tail -f prints lines,
 and --json prints one entry per line.";
 
+/// `keyward leaks report`'s options.
+#[derive(Debug, clap::Args)]
+#[command(after_help = EXIT_STATUS, after_long_help = LEAKS_REPORT_HELP)]
+pub struct LeakReportArgs {
+    /// Where the keys were found, such as a commit's URL; recorded on each key's key.leaked
+    #[arg(long, value_name = "URL")]
+    pub(super) found_at: Option<String>,
+    /// What kind of place they were found in, such as commit or npm; recorded with it
+    #[arg(long, value_name = "SOURCE")]
+    pub(super) source: Option<String>,
+    #[command(flatten)]
+    pub(super) target: Target,
+}
+
+const LEAKS_REPORT_HELP: &str =
+    "Reads any text from stdin (a leaked .env file, a log, a paste) and reports every word in
+it shaped like a secret key: `keyward leaks report --source commit < leaked.env`. Each that
+is a key of this keyward has its leak recorded (key.leaked) and is revoked at once; an
+environment's default key, which cannot be revoked, is rotated with no grace, and its
+rotation policy, if it has one, delivers the successor. It needs no key of its own: holding
+a key is the right to end it. keyward answers the same whatever the words were, so the
+command says how many it sent, never which were keys. No key is printed.
+
+Exit status: 0 when every word was reported; 1 when keyward refused the report; 2 for a usage
+error (nothing shaped like a secret key on stdin); 3 when keyward could not be reached or
+answered 5xx: worth retrying, since a report changes a key only once.";
+
 /// `keyward verify`'s options.
 #[derive(Debug, clap::Args)]
 #[command(after_help = VERIFY_STATUS, after_long_help = VERIFY_HELP)]

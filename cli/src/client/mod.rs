@@ -3,7 +3,7 @@
 //! with `--json`; errors go to stderr, and the exit status says which class of failure it was.
 
 use std::collections::{HashSet, VecDeque};
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal, Read, Write};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -218,6 +218,54 @@ pub async fn verify(args: VerifyArgs) -> Result<(), Failure> {
         code: code.to_owned(),
         message: refusal(code).to_owned(),
     })
+}
+
+/// The most `keyward leaks report` reads from stdin.
+const MAX_LEAKED_TEXT: u64 = 16 * 1024 * 1024;
+
+/// Runs `keyward leaks report`: every word of stdin shaped like a secret key, sent in reports
+/// of at most the 1,000 strings that one takes.
+pub async fn report_leaks(args: LeakReportArgs) -> Result<(), Failure> {
+    let api = Api::new(&args.target.url, None, args.target.insecure_http)?;
+    if std::io::stdin().is_terminal() {
+        eprintln!("Paste the text that holds the keys, then press Ctrl-D:");
+    }
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .lock()
+        .take(MAX_LEAKED_TEXT + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Failure::Usage(format!("cannot read stdin: {e}")))?;
+    if bytes.len() as u64 > MAX_LEAKED_TEXT {
+        return Err(Failure::Usage(
+            "stdin holds more than 16 MiB: report it in parts".to_owned(),
+        ));
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let format = api.send(Method::GET, "/v1/token-format", None).await?;
+    let prefix = format["prefix"]
+        .as_str()
+        .and_then(|p| keyward::key_prefix(Some(p)).ok())
+        .ok_or_else(|| not_keyward("prefix"))?;
+    let secrets = crate::api::secret_keys_in(&text, &prefix);
+    if secrets.is_empty() {
+        return Err(Failure::Usage(format!(
+            "nothing on stdin is shaped like a secret key of this keyward ({}_sk_...)",
+            prefix.as_str()
+        )));
+    }
+    for batch in secrets.chunks(keyward::leak::MAX_SECRETS) {
+        let body = json!({"secrets": batch, "url": args.found_at, "source": args.source});
+        api.send(Method::POST, "/v1/leaks/report", Some(&body))
+            .await?;
+    }
+    println!(
+        "Reported {} word{} shaped like a secret key. Each that is a key of this keyward is \
+         ended now, and its activity says key.leaked.",
+        secrets.len(),
+        if secrets.len() == 1 { "" } else { "s" }
+    );
+    Ok(())
 }
 
 #[cfg(test)]

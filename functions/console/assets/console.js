@@ -19,6 +19,7 @@ const PAGE = 20;
 const ACTIONS = [
   "key.created", "key.rotated", "key.grace_period_changed", "key.revoked", "key.expired",
   "key.expiring", "key.rotation_policy_changed", "key.allowed_ips_changed", "key.secret_delivered", "key.secret_delivery_failed", "key.grace_idle",
+  "key.leaked",
 ];
 
 // ---- Signing in and out.
@@ -125,8 +126,12 @@ function statusOf(key) {
   }
 }
 
+// A key reported leaked says so beside its status, wherever the status shows.
 function statusBadge(key) {
-  return h("span", { class: `badge status-${key.status}` }, statusOf(key));
+  const status = h("span", { class: `badge status-${key.status}` }, statusOf(key));
+  if (!key.leaked_at) return status;
+  return h("span", {}, status,
+    h("span", { class: "badge leaked", title: `Reported leaked ${whenText(key.leaked_at)}` }, "Leaked"));
 }
 
 function networksText(networks) {
@@ -493,7 +498,7 @@ function createDialog(returnTo) {
 // ---- Activity: one key's, or the environment's with filters.
 
 function actorText(actor) {
-  const kinds = { api_key: "API key", operator: "Operator", schedule: "Schedule" };
+  const kinds = { api_key: "API key", operator: "Operator", schedule: "Schedule", system: "System" };
   return `${kinds[actor.type] || actor.type} ${actor.id}`;
 }
 
@@ -510,6 +515,7 @@ function detailsOf(entry) {
     case "key.secret_delivered": return `Delivered to ${entry.secret_id}, version ${entry.version_id}`;
     case "key.secret_delivery_failed": return `Delivery to ${entry.secret_id} failed ${entry.failures} times in a row; retried ${whenText(entry.retry_at)}`;
     case "key.grace_idle": return `No presentation recorded ${entry.last_presented_at ? `since ${lastUseText(entry.last_presented_at)}` : "since it was made"} while its successor ${entry.new_key_id} was used ${lastUseText(entry.successor_last_used_at)}; its grace ends ${entry.expires_at ? whenText(entry.expires_at) : "never"}`;
+    case "key.leaked": return `Reported leaked${entry.url ? `, found at ${entry.url}` : ""}${entry.source ? ` (${entry.source})` : ""}`;
     default: return "";
   }
 }
@@ -605,6 +611,7 @@ async function renderKey(id, tab) {
       ["Created", when(key.created_at)],
       ["Expires", when(key.expires_at, "Never")],
       ["Revoked", when(key.revoked_at)],
+      ["Reported leaked", when(key.leaked_at)],
       ["Rotated from", link(key.rotated_from)],
       ["Rotated to", link(key.rotated_to)],
       ["Rotation policy", policyText(key.rotation_policy)],

@@ -15,9 +15,19 @@ use super::{ApiError, ErrorCode, MAX_BODY_BYTES};
 /// Parses a JSON object body into `T`, whose fields should be plain strings, lists and JSON
 /// values so that the domain can say precisely what is wrong. `shape` describes the body.
 pub fn json_body<T: DeserializeOwned>(req: &Request, shape: &str) -> Result<T, ApiError> {
+    json_body_within(req, shape, MAX_BODY_BYTES)
+}
+
+/// [`json_body`] for the one route that takes more than [`MAX_BODY_BYTES`]: a leak report's
+/// list of secrets, up to `limit` bytes.
+pub fn json_body_within<T: DeserializeOwned>(
+    req: &Request,
+    shape: &str,
+    limit: usize,
+) -> Result<T, ApiError> {
     let bytes = req.body().as_ref();
-    if bytes.len() > MAX_BODY_BYTES {
-        return Err(ApiError::payload_too_large());
+    if bytes.len() > limit {
+        return Err(ApiError::payload_too_large(limit));
     }
     let value: Value = serde_json::from_slice(bytes).map_err(|_| {
         ApiError::new(

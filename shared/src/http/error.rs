@@ -65,6 +65,8 @@ error_codes! {
     InvalidRotationPolicy = "invalid_rotation_policy", BAD_REQUEST;
     /// An `allowed_ips` list has a bad entry, or too many.
     InvalidAllowedIps = "invalid_allowed_ips", BAD_REQUEST;
+    /// A leak report holds too many secrets, or a `url` or `source` it cannot record.
+    InvalidLeakReport = "invalid_leak_report", BAD_REQUEST;
     /// A `source_ip` is not an IPv4 or IPv6 address.
     InvalidSourceIp = "invalid_source_ip", BAD_REQUEST;
     /// An expiry is not a future RFC 3339 time.
@@ -146,14 +148,11 @@ impl ApiError {
         }
     }
 
-    /// `413` for a body over the limit.
-    pub fn payload_too_large() -> Self {
+    /// `413` for a body over the route's limit of `limit` bytes.
+    pub fn payload_too_large(limit: usize) -> Self {
         Self::new(
             ErrorCode::PayloadTooLarge,
-            format!(
-                "the body is over the limit of {} bytes",
-                super::MAX_BODY_BYTES
-            ),
+            format!("the body is over the limit of {limit} bytes"),
         )
     }
 
@@ -194,6 +193,7 @@ impl From<InputError> for ApiError {
             InputError::InvalidRotationPolicy(_) => ErrorCode::InvalidRotationPolicy,
             InputError::InvalidAllowedIps(_) => ErrorCode::InvalidAllowedIps,
             InputError::ExpiresAtNotInFuture => ErrorCode::InvalidExpiresAt,
+            InputError::InvalidLeakDetails(_) => ErrorCode::InvalidLeakReport,
         };
         Self::new(code, e.to_string())
     }

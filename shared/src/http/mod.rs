@@ -13,7 +13,7 @@ use lambda_http::http::{StatusCode, header};
 use lambda_http::{Body, Request, Response};
 use serde::Serialize;
 
-pub use body::json_body;
+pub use body::{json_body, json_body_within};
 pub use error::{ApiError, ErrorCode};
 pub use request::{
     Caller, Prepare, apply_deciding, apply_prepared, apply_setting, authenticate, authorize_change,

@@ -32,6 +32,7 @@ pub struct KeyView<'a> {
     pending_delivery: Option<&'a PendingDelivery>,
     delivery_failures: Option<&'a DeliveryFailures>,
     allowed_ips: &'a AllowedIps,
+    leaked_at: Option<Timestamp>,
     #[serde(flatten)]
     last_use: LastUse,
 }
@@ -57,6 +58,7 @@ impl<'a> KeyView<'a> {
             pending_delivery: key.pending_delivery.as_ref(),
             delivery_failures: key.delivery_failures.as_ref(),
             allowed_ips: &key.allowed_ips,
+            leaked_at: key.leaked_at,
             last_use,
         }
     }

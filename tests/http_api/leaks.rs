@@ -1,0 +1,160 @@
+//! A leak report, on both stores: anyone holding a key reports it, and it fails its very next
+//! check; the same key reported again changes nothing; a leaked default key is rotated with no
+//! grace and its policy delivers the successor; and no reported secret is written anywhere.
+
+use serde_json::{Value, json};
+
+use crate::support::{Backend, Server};
+
+#[test]
+fn a_reported_key_fails_its_next_check_on_sqlite() {
+    a_reported_key_fails_its_next_check(Backend::Sqlite);
+}
+
+#[test]
+fn a_reported_key_fails_its_next_check_on_dynamodb() {
+    a_reported_key_fails_its_next_check(Backend::DynamoDb);
+}
+
+/// Sends a leak report, which needs no key, and checks its answer, the same for any strings.
+fn report(server: &Server, body: Value) {
+    let reply = server.send(
+        "POST",
+        "/v1/leaks/report",
+        &[("content-type", "application/json")],
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(reply.status, 202, "{:?}", reply.json);
+    assert_eq!(
+        reply.json,
+        json!({"received": body["secrets"].as_array().unwrap().len()})
+    );
+}
+
+/// What `/v1/verify` says of `secret`.
+fn verdict(server: &Server, secret: &str) -> Value {
+    let reply = server.send(
+        "POST",
+        "/v1/verify",
+        &[],
+        json!({"key": secret}).to_string().as_bytes(),
+    );
+    assert_eq!(reply.status, 200, "{:?}", reply.json);
+    reply.json["code"].clone()
+}
+
+/// The actions of a key's activity, newest first, read with `key`.
+fn actions(server: &Server, key: &str, id: &str) -> Vec<Value> {
+    let reply = server.call("GET", &format!("/v1/keys/{id}/activity"), key, None);
+    assert_eq!(reply.status, 200, "{:?}", reply.json);
+    reply.json["entries"].as_array().unwrap().clone()
+}
+
+/// The id of the default key in a list of keys.
+fn default_of(keys: &Value) -> &str {
+    let keys = keys["keys"].as_array().unwrap();
+    let default = keys.iter().find(|k| k["default"] == true).unwrap();
+    default["id"].as_str().unwrap()
+}
+
+fn a_reported_key_fails_its_next_check(backend: Backend) {
+    let server = Server::start(backend);
+    let admin = server.create_environment("staging");
+    let made = server.call(
+        "POST",
+        "/v1/environments/staging/keys",
+        &admin,
+        Some(json!({"name": "ci", "scopes": ["keys:read"]})),
+    );
+    assert_eq!(made.status, 201, "{:?}", made.json);
+    let id = made.json["key"]["id"].as_str().unwrap().to_owned();
+    let leaked = made.json["secret"].as_str().unwrap().to_owned();
+    let listing = "/v1/environments/staging/keys";
+    assert_eq!(server.call("GET", listing, &leaked, None).status, 200);
+
+    let url = "https://github.com/acme/app/blob/0b1c/.env";
+    report(
+        &server,
+        json!({"secrets": [leaked, "not a key", leaked, leaked], "url": url, "source": "commit"}),
+    );
+    let refused = server.call("GET", listing, &leaked, None);
+    assert_eq!(
+        refused.status, 401,
+        "the very next request: {:?}",
+        refused.json
+    );
+    assert_eq!(verdict(&server, &leaked), "revoked");
+    report(&server, json!({"secrets": [leaked], "source": "npm"}));
+    let entries = actions(&server, &admin, &id);
+    let names: Vec<&Value> = entries.iter().map(|e| &e["action"]).collect();
+    assert_eq!(
+        names,
+        ["key.revoked", "key.leaked", "key.created"],
+        "three strings and a second report: one leak and one revocation"
+    );
+    for entry in &entries[..2] {
+        assert_eq!(entry["actor"], json!({"type": "system", "id": "report"}));
+    }
+    assert_eq!(
+        (&entries[1]["url"], &entries[1]["source"]),
+        (&json!(url), &json!("commit"))
+    );
+    let key = server.call("GET", &format!("/v1/keys/{id}"), &admin, None);
+    assert_eq!(key.json["key"]["status"], "revoked");
+    assert!(key.json["key"]["leaked_at"].is_string(), "{:?}", key.json);
+    let environment = server.call(
+        "GET",
+        "/v1/environments/staging/activity?action=key.leaked",
+        &admin,
+        None,
+    );
+    assert_eq!(environment.json["entries"].as_array().unwrap().len(), 1);
+
+    // The default key cannot be revoked: it is rotated with no grace, and its policy delivers
+    // the successor, which works.
+    let keys = server.call("GET", listing, &admin, None);
+    let admin_id = default_of(&keys.json).to_owned();
+    let secret_id = format!(
+        "keyward/staging/admin-{}",
+        server.store().replace([':', '/', '.'], "-")
+    );
+    let policy = json!({"rotation_policy": {"every": "P30D", "grace_period": "24h", "secret_id": secret_id}});
+    let set = server.call(
+        "PUT",
+        &format!("/v1/keys/{admin_id}/rotation-policy"),
+        &admin,
+        Some(policy),
+    );
+    assert_eq!(set.status, 200, "{:?}", set.json);
+    report(&server, json!({"secrets": [admin]}));
+    assert_eq!(server.call("GET", listing, &admin, None).status, 401);
+    assert_eq!(verdict(&server, &admin), "expired");
+    let delivered = server
+        .current_secret(&secret_id)
+        .expect("the successor is delivered before the report is answered");
+    let successor = delivered["secret"].as_str().unwrap().to_owned();
+    assert_ne!(delivered["key_id"], json!(admin_id));
+    let keys = server.call("GET", listing, &successor, None);
+    assert_eq!(keys.status, 200, "the successor works: {:?}", keys.json);
+    assert_eq!(default_of(&keys.json), delivered["key_id"]);
+    let entries = actions(&server, &successor, &admin_id);
+    let names: Vec<&Value> = entries.iter().map(|e| &e["action"]).collect();
+    assert_eq!(
+        names[..3],
+        ["key.rotated", "key.leaked", "key.rotation_policy_changed"]
+    );
+    assert_eq!(entries[0]["grace_period"], "now");
+
+    let stored = server.stored_text();
+    let logs = server.logs();
+    for secret in [&leaked, &admin] {
+        assert!(
+            !stored.contains(secret.as_str()),
+            "a reported secret is in the store"
+        );
+        assert!(
+            !keyward::testing::log_holds(&logs, secret),
+            "a reported secret is in the log"
+        );
+    }
+}
