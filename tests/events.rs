@@ -565,3 +565,95 @@ async fn a_key_quiet_in_its_grace_is_one_grace_idle_event() {
         "usage publishes nothing: {events:?}"
     );
 }
+
+/// A key reported leaked on DynamoDB: its `key.leaked` and its revocation are one event each
+/// on the bus, whoever reported it how often, with the reporter's `url` and `source` and
+/// never the secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaked_key_is_one_leaked_event_and_one_revoked_event_without_its_secret() {
+    use keyward::domain::{LeakDetails, LeakSource, create_key};
+    use keyward::leak::Responder;
+
+    let aws = aws().await;
+    let mint = keyward::mint();
+    let store = keyward::testing::moto_table("leak").await.store;
+    let now = keyward::now();
+    let production = keyward::domain::EnvName::parse("production").unwrap();
+    let env = create_environment(&production, Actor::operator("ops"), &mint, now);
+    store.apply(&env.change).await.unwrap();
+    let issued = create_key(
+        &production,
+        orders_key("ci"),
+        Actor::operator("ops"),
+        &mint,
+        now,
+    )
+    .unwrap();
+    store.apply(&issued.change).await.unwrap();
+    let sink = keyward::secrets::SecretsManagerSink::from_config(&aws);
+    let responder = Responder {
+        store: &store,
+        secrets: &sink,
+        mint: &mint,
+        prefix: &keyward::domain::KeyPrefix::default(),
+    };
+    let details =
+        LeakDetails::parse(Some("https://github.com/acme/app/commit/1"), Some("commit")).unwrap();
+    let secret = issued.secret.expose().to_owned();
+    for _ in 0..3 {
+        let found = responder
+            .report(
+                &[secret.clone(), secret.clone()],
+                LeakSource::Report,
+                &details,
+                now,
+            )
+            .await
+            .unwrap();
+        assert_eq!(found.keys, 1);
+    }
+
+    let records = stream_records(&store, &aws).await;
+    let (bus, queue) = bus_to_queue(&aws).await;
+    let publisher = EventBridgeBus::new(
+        aws_sdk_eventbridge::Client::new(&aws),
+        EventsConfig {
+            bus,
+            source: "keyward".into(),
+        },
+    );
+    let response = publish(&publisher, &store, &records).await;
+    assert!(failed(&response).is_empty(), "{:?}", failed(&response));
+    let events = drain(&aws, &queue).await;
+    let types: Vec<&str> = events
+        .iter()
+        .map(|e| e["detail-type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types.iter().filter(|t| **t == "key.leaked").count(),
+        1,
+        "{types:?}"
+    );
+    assert_eq!(
+        types.iter().filter(|t| **t == "key.revoked").count(),
+        1,
+        "{types:?}"
+    );
+    let leaked = events
+        .iter()
+        .find(|e| e["detail-type"] == "key.leaked")
+        .unwrap();
+    assert_eq!(leaked["detail"]["key_id"], issued.key.id.as_str());
+    assert_eq!(
+        leaked["detail"]["actor"],
+        json!({"type": "system", "id": "report"})
+    );
+    assert_eq!(
+        leaked["detail"]["url"],
+        "https://github.com/acme/app/commit/1"
+    );
+    assert_eq!(leaked["detail"]["source"], "commit");
+    for event in &events {
+        assert!(!event.to_string().contains(&secret), "{event}");
+    }
+}

@@ -25,8 +25,8 @@ pub const MAX_SECRETS: usize = 1000;
 pub const MAX_REPORT_BYTES: usize = 256 * 1024;
 
 /// How many of a report's keys are answered at once: a batch of [`MAX_SECRETS`] must finish
-/// within a scanner's timeout (GitHub's is 30 s), which one read and two writes per key in
-/// turn would not on DynamoDB.
+/// within API Gateway's 29 s and a scanner's timeout, which one read and two writes per key
+/// in turn, 3,000 round trips, might not on DynamoDB (`BENCHMARKS.md`).
 const CONCURRENCY: usize = 16;
 
 /// How many steps one key may take, with the re-reads of steps that lost to another writer:

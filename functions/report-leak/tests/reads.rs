@@ -1,0 +1,112 @@
+//! What a leak report costs the table, counted from the requests the SDK sends to DynamoDB
+//! (moto's server): a string that is not a secret key of this deployment costs nothing, a
+//! well-formed one that no key has costs one read, and a key reported again costs one read
+//! and no write.
+
+use keyward::domain::{
+    Actor, EnvName, KeyPrefix, Kind, LeakDetails, LeakSource, Secret, create_environment,
+    create_key,
+};
+use keyward::leak::Responder;
+use keyward::secrets::NoSecrets;
+use keyward::store::KeyStore;
+use keyward::testing::{Operations, orders_key};
+
+#[tokio::test]
+async fn only_a_well_formed_secret_key_costs_a_read_and_only_a_live_one_a_write() {
+    let operations = Operations::default();
+    let aws = keyward::testing::moto_config().await;
+    let client = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&aws)
+            .interceptor(operations.clone())
+            .build(),
+    );
+    let store = keyward::testing::moto_table_with("leak-reads", client)
+        .await
+        .store;
+    let (mint, now) = (keyward::mint(), keyward::now());
+    let production = EnvName::parse("production").unwrap();
+    let env = create_environment(&production, Actor::operator("t"), &mint, now);
+    store.apply(&env.change).await.unwrap();
+    let issued = create_key(
+        &production,
+        orders_key("ci"),
+        Actor::operator("t"),
+        &mint,
+        now,
+    )
+    .unwrap();
+    store.apply(&issued.change).await.unwrap();
+    let responder = Responder {
+        store: &store,
+        secrets: &NoSecrets,
+        mint: &mint,
+        prefix: &KeyPrefix::default(),
+    };
+    let details = LeakDetails::default();
+    let report = |secrets: Vec<String>| {
+        let (responder, details, operations) = (&responder, &details, &operations);
+        async move {
+            operations.clear();
+            let found = responder
+                .report(&secrets, LeakSource::Report, details, now)
+                .await
+                .unwrap();
+            (found, operations.counts())
+        }
+    };
+
+    let secret = issued.secret.expose();
+    let other = keyward::mint().with_key_prefix(KeyPrefix::parse("acme").unwrap());
+    let mut noise = Vec::new();
+    for i in 0..1000 {
+        noise.push(match i % 4 {
+            0 => format!(
+                "{}{}",
+                &secret[..secret.len() - 1],
+                if secret.ends_with('a') { 'b' } else { 'a' }
+            ),
+            1 => Secret::generate(&other, Kind::Secret, &production)
+                .expose()
+                .to_owned(),
+            2 => Secret::generate(&mint, Kind::Publishable, &production)
+                .expose()
+                .to_owned(),
+            _ => format!("kw_sk_production_{i:038}"),
+        });
+    }
+    let (found, sent) = report(noise).await;
+    assert_eq!((found.not_keys, found.publishable), (750, 250));
+    assert!(
+        sent.is_empty(),
+        "1,000 strings that are no key of this deployment: {sent:?}"
+    );
+
+    let unknown = Secret::generate(&mint, Kind::Secret, &production);
+    let (found, sent) = report(vec![unknown.expose().to_owned(); 3]).await;
+    assert_eq!(found.unknown, 1);
+    assert_eq!(
+        sent.into_iter().collect::<Vec<_>>(),
+        [("GetItem".to_owned(), 1)]
+    );
+
+    let (found, sent) = report(vec![secret.to_owned()]).await;
+    assert_eq!(found.keys, 1);
+    assert_eq!(
+        sent.get("GetItem"),
+        Some(&1),
+        "one read by its hash: {sent:?}"
+    );
+    assert!(
+        sent.get("TransactWriteItems").is_some_and(|w| *w <= 2),
+        "{sent:?}"
+    );
+
+    let (found, sent) = report(vec![secret.to_owned()]).await;
+    assert_eq!(found.keys, 1);
+    assert_eq!(
+        sent.into_iter().collect::<Vec<_>>(),
+        [("GetItem".to_owned(), 1)],
+        "a key reported again is read and left as it is"
+    );
+}
