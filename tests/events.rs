@@ -260,6 +260,23 @@ async fn publish(
     response
 }
 
+/// Every event that the table's whole stream so far becomes on a fresh bus, which must take
+/// them all, as a queue behind the bus receives them.
+async fn published_events(aws: &aws_config::SdkConfig, store: &DynamoStore) -> Vec<Value> {
+    let records = stream_records(store, aws).await;
+    let (bus, queue) = bus_to_queue(aws).await;
+    let publisher = EventBridgeBus::new(
+        aws_sdk_eventbridge::Client::new(aws),
+        EventsConfig {
+            bus,
+            source: "keyward".into(),
+        },
+    );
+    let response = publish(&publisher, store, &records).await;
+    assert!(failed(&response).is_empty(), "{:?}", failed(&response));
+    drain(aws, &queue).await
+}
+
 fn failed(response: &aws_lambda_events::streams::DynamoDbEventResponse) -> Vec<String> {
     response
         .batch_item_failures
@@ -272,19 +289,8 @@ fn failed(response: &aws_lambda_events::streams::DynamoDbEventResponse) -> Vec<S
 async fn every_activity_entry_reaches_an_sqs_queue_through_eventbridge_in_order() {
     let aws = aws().await;
     let (store, secrets) = table_with_a_lifecycle().await;
+    let events = published_events(&aws, &store).await;
     let records = stream_records(&store, &aws).await;
-    let (bus, queue) = bus_to_queue(&aws).await;
-    let publisher = EventBridgeBus::new(
-        aws_sdk_eventbridge::Client::new(&aws),
-        EventsConfig {
-            bus: bus.clone(),
-            source: "keyward".into(),
-        },
-    );
-    let response = publish(&publisher, &store, &records).await;
-    assert!(failed(&response).is_empty(), "{:?}", failed(&response));
-
-    let events = drain(&aws, &queue).await;
     let types: Vec<&str> = events
         .iter()
         .map(|e| e["detail-type"].as_str().unwrap())
@@ -613,18 +619,7 @@ async fn a_leaked_key_is_one_leaked_event_and_one_revoked_event_without_its_secr
         assert_eq!(found.keys, 1);
     }
 
-    let records = stream_records(&store, &aws).await;
-    let (bus, queue) = bus_to_queue(&aws).await;
-    let publisher = EventBridgeBus::new(
-        aws_sdk_eventbridge::Client::new(&aws),
-        EventsConfig {
-            bus,
-            source: "keyward".into(),
-        },
-    );
-    let response = publish(&publisher, &store, &records).await;
-    assert!(failed(&response).is_empty(), "{:?}", failed(&response));
-    let events = drain(&aws, &queue).await;
+    let events = published_events(&aws, &store).await;
     let types: Vec<&str> = events
         .iter()
         .map(|e| e["detail-type"].as_str().unwrap())

@@ -367,6 +367,20 @@ pub async fn moto_table_with(prefix: &str, client: aws_sdk_dynamodb::Client) -> 
     }
 }
 
+/// A fresh table on moto, as [`moto_table`] makes it, whose client counts every operation it
+/// sends: for a test or a benchmark of what a run costs.
+#[cfg(feature = "dynamodb")]
+pub async fn counted_moto_table(prefix: &str) -> (MotoTable, Operations) {
+    let operations = Operations::default();
+    let aws = moto_config().await;
+    let client = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&aws)
+            .interceptor(operations.clone())
+            .build(),
+    );
+    (moto_table_with(prefix, client).await, operations)
+}
+
 /// The AWS configuration of the moto server that `./scripts/test` starts, from the
 /// environment; a test run without it stops here and says how to run it.
 #[cfg(feature = "aws")]

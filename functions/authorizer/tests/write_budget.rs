@@ -30,16 +30,8 @@ async fn settle(operations: &Operations, name: &str, expected: usize) -> usize {
 #[tokio::test(flavor = "multi_thread")]
 async fn ten_thousand_checks_in_a_minute_cost_one_read_each_and_one_usage_write() {
     const CHECKS: usize = 10_000;
-    let operations = Operations::default();
-    let aws = keyward::testing::moto_config().await;
-    let client = aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::config::Builder::from(&aws)
-            .interceptor(operations.clone())
-            .build(),
-    );
-    let store = keyward::testing::moto_table_with("budget", client)
-        .await
-        .store;
+    let (table, operations) = keyward::testing::counted_moto_table("budget").await;
+    let store = table.store;
     let mint = keyward::mint();
     let start = keyward::now();
     let production = EnvName::parse("production").unwrap();

@@ -18,7 +18,7 @@ use keyward::domain::{
 use keyward::leak::{Findings, Responder};
 use keyward::secrets::NoSecrets;
 use keyward::store::{DynamoStore, KeyStore, SqliteStore};
-use keyward::testing::{Operations, orders_key};
+use keyward::testing::orders_key;
 
 /// The variable that makes the bench one tiny run, as ./scripts/test runs it: only to show
 /// that it still runs; its figures measure nothing.
@@ -117,14 +117,7 @@ async fn on_sqlite() {
 
 async fn on_moto() {
     let (_, keys) = size();
-    let operations = Operations::default();
-    let aws = keyward::testing::moto_config().await;
-    let client = aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::config::Builder::from(&aws)
-            .interceptor(operations.clone())
-            .build(),
-    );
-    let table = keyward::testing::moto_table_with("leak-bench", client).await;
+    let (table, operations) = keyward::testing::counted_moto_table("leak-bench").await;
     let store: &DynamoStore = &table.store;
     let mint = keyward::mint();
     let secrets = fill(store, &mint, keys).await;

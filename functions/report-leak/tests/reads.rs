@@ -10,20 +10,12 @@ use keyward::domain::{
 use keyward::leak::Responder;
 use keyward::secrets::NoSecrets;
 use keyward::store::KeyStore;
-use keyward::testing::{Operations, orders_key};
+use keyward::testing::orders_key;
 
 #[tokio::test]
 async fn only_a_well_formed_secret_key_costs_a_read_and_only_a_live_one_a_write() {
-    let operations = Operations::default();
-    let aws = keyward::testing::moto_config().await;
-    let client = aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::config::Builder::from(&aws)
-            .interceptor(operations.clone())
-            .build(),
-    );
-    let store = keyward::testing::moto_table_with("leak-reads", client)
-        .await
-        .store;
+    let (table, operations) = keyward::testing::counted_moto_table("leak-reads").await;
+    let store = table.store;
     let (mint, now) = (keyward::mint(), keyward::now());
     let production = EnvName::parse("production").unwrap();
     let env = create_environment(&production, Actor::operator("t"), &mint, now);
