@@ -578,7 +578,7 @@ async fn a_key_quiet_in_its_grace_is_one_grace_idle_event() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leaked_key_is_one_leaked_event_and_one_revoked_event_without_its_secret() {
     use keyward::domain::{LeakDetails, LeakSource, create_key};
-    use keyward::leak::Responder;
+    use keyward::leak::{Finding, Reported, Responder};
 
     let aws = aws().await;
     let mint = keyward::mint();
@@ -607,16 +607,12 @@ async fn a_leaked_key_is_one_leaked_event_and_one_revoked_event_without_its_secr
         LeakDetails::parse(Some("https://github.com/acme/app/commit/1"), Some("commit")).unwrap();
     let secret = issued.secret.expose().to_owned();
     for _ in 0..3 {
+        let reported = Reported::all(&[secret.clone(), secret.clone()], &details);
         let found = responder
-            .report(
-                &[secret.clone(), secret.clone()],
-                LeakSource::Report,
-                &details,
-                now,
-            )
+            .report(&reported, LeakSource::Report, now)
             .await
             .unwrap();
-        assert_eq!(found.keys, 1);
+        assert_eq!(found, [Finding::Key, Finding::Key]);
     }
 
     let events = published_events(&aws, &store).await;

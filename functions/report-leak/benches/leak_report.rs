@@ -15,7 +15,7 @@ use keyward::domain::{
     Actor, Change, EnvName, KeyPrefix, LeakDetails, LeakSource, Mint, create_environment,
     create_key,
 };
-use keyward::leak::{Findings, Responder};
+use keyward::leak::{Findings, Reported, Responder};
 use keyward::secrets::NoSecrets;
 use keyward::store::{DynamoStore, KeyStore, SqliteStore};
 use keyward::testing::orders_key;
@@ -67,10 +67,14 @@ async fn timed(store: &dyn KeyStore, mint: &Mint, secrets: &[String]) -> (Findin
     let details = LeakDetails::parse(Some("https://github.com/acme/app/commit/1"), None).unwrap();
     let started = Instant::now();
     let found = responder
-        .report(secrets, LeakSource::Report, &details, keyward::now())
+        .report(
+            &Reported::all(secrets, &details),
+            LeakSource::Report,
+            keyward::now(),
+        )
         .await
         .unwrap();
-    (found, started.elapsed())
+    (Findings::of(&found), started.elapsed())
 }
 
 /// Strings shaped like keys of this deployment whose checksum fails.

@@ -7,7 +7,7 @@
 
 use keyward::domain::{LeakDetails, LeakSource, Timestamp};
 use keyward::http::{ApiError, Context, ErrorCode, HandlerFuture, json_body_within, respond};
-use keyward::leak::{MAX_REPORT_BYTES, MAX_SECRETS, Responder};
+use keyward::leak::{Findings, MAX_REPORT_BYTES, MAX_SECRETS, Reported, Responder};
 use lambda_http::Request;
 use lambda_http::http::StatusCode;
 use serde::Deserialize;
@@ -43,9 +43,9 @@ async fn report(context: Context<'_>, req: &Request, now: Timestamp) -> Result<V
         mint: context.mint,
         prefix: &context.settings.key_prefix,
     };
-    let findings = responder
-        .report(&body.secrets, LeakSource::Report, &details, now)
-        .await?;
+    let reported = Reported::all(&body.secrets, &details);
+    let found = responder.report(&reported, LeakSource::Report, now).await?;
+    let findings = Findings::of(&found);
     tracing::info!(
         strings = body.secrets.len(),
         keys = findings.keys,

@@ -4,7 +4,7 @@
 //! leak is recorded once, then it is revoked (or, as its environment's default key, rotated
 //! with no grace).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use futures_util::stream::{self, StreamExt};
 
@@ -33,17 +33,68 @@ const CONCURRENCY: usize = 16;
 /// a report needs at most two (record, then revoke or rotate).
 const MAX_STEPS: usize = 6;
 
-/// What the strings of a report came to, for the log: never which strings.
+/// What one string of a report came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finding {
+    /// Not a secret key of this deployment (format or checksum): not read.
+    NotAKey,
+    /// A publishable key, which is meant to be public: not read, and left alone.
+    Publishable,
+    /// A well-formed secret key that no stored key has.
+    Unknown,
+    /// A stored key, answered: its leak recorded and the key ended now, or ended before.
+    Key,
+}
+
+/// A string that a report says leaked, with where it was seen.
+#[derive(Debug, Clone)]
+pub struct Reported {
+    /// The string.
+    pub secret: String,
+    /// Where it was seen, as the reporter said.
+    pub details: LeakDetails,
+}
+
+impl Reported {
+    /// Each of `secrets`, all seen where `details` says.
+    pub fn all(secrets: &[String], details: &LeakDetails) -> Vec<Self> {
+        secrets
+            .iter()
+            .map(|secret| Self {
+                secret: secret.clone(),
+                details: details.clone(),
+            })
+            .collect()
+    }
+}
+
+/// How many strings of a report came to each [`Finding`], for the log: never which strings.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Findings {
-    /// Strings that are not a secret key of this deployment (format or checksum): not read.
+    /// [`Finding::NotAKey`].
     pub not_keys: usize,
-    /// Publishable keys, which are meant to be public: not read, and left alone.
+    /// [`Finding::Publishable`].
     pub publishable: usize,
-    /// Well-formed secret keys that no stored key has.
+    /// [`Finding::Unknown`].
     pub unknown: usize,
-    /// Stored keys, each answered: recorded and ended now, or ended before.
+    /// [`Finding::Key`].
     pub keys: usize,
+}
+
+impl Findings {
+    /// The count of each finding.
+    pub fn of(found: &[Finding]) -> Self {
+        let mut findings = Self::default();
+        for finding in found {
+            match finding {
+                Finding::NotAKey => findings.not_keys += 1,
+                Finding::Publishable => findings.publishable += 1,
+                Finding::Unknown => findings.unknown += 1,
+                Finding::Key => findings.keys += 1,
+            }
+        }
+        findings
+    }
 }
 
 /// Where a report's keys are answered: the store, where a rotated default key's policy
@@ -61,57 +112,77 @@ pub struct Responder<'a> {
 }
 
 impl Responder<'_> {
-    /// Answers every secret key of this deployment among `secrets` (at most [`MAX_SECRETS`];
-    /// the same key twice is answered once), as reported by `source` with `details`. A key
-    /// whose answer fails is left for a report again to finish, since every step is safe to
-    /// repeat; the first failure is the error, after every other key was answered.
+    /// Answers every secret key of this deployment among `reported` (the same key twice is
+    /// answered once, with the details it came with first), as reported by `source`, and says
+    /// what each string came to, in order. A key whose answer fails is left for a report again
+    /// to finish, since every step is safe to repeat; the first failure is the error, after
+    /// every other key was answered.
     pub async fn report(
         &self,
-        secrets: &[String],
+        reported: &[Reported],
         source: LeakSource,
-        details: &LeakDetails,
         now: Timestamp,
-    ) -> Result<Findings, StoreError> {
-        let mut findings = Findings::default();
+    ) -> Result<Vec<Finding>, StoreError> {
+        let mut found = vec![Finding::NotAKey; reported.len()];
         let mut seen = HashSet::new();
         let mut keys = Vec::new();
-        for secret in secrets {
-            match PresentedKey::parse(secret, self.prefix) {
-                Err(_) => findings.not_keys += 1,
-                Ok(presented) if presented.kind == Kind::Publishable => findings.publishable += 1,
+        for (at, item) in reported.iter().enumerate() {
+            match PresentedKey::parse(&item.secret, self.prefix) {
+                Err(_) => {}
+                Ok(presented) if presented.kind == Kind::Publishable => {
+                    found[at] = Finding::Publishable;
+                }
                 Ok(presented) => {
                     if seen.insert(presented.hash.clone()) {
-                        keys.push(presented.hash);
+                        keys.push((presented.hash, at));
                     }
                 }
             }
         }
         let answers: Vec<_> = stream::iter(keys)
-            .map(|hash| self.answer(hash, source, details, now))
+            .map(|(hash, at)| async move {
+                let answer = self.answer(&hash, source, &reported[at].details, now).await;
+                (hash, answer)
+            })
             .buffer_unordered(CONCURRENCY)
             .collect()
             .await;
         let mut failure = None;
-        for answer in answers {
+        let mut by_hash = HashMap::new();
+        for (hash, answer) in answers {
             match answer {
-                Ok(true) => findings.keys += 1,
-                Ok(false) => findings.unknown += 1,
+                Ok(true) => {
+                    by_hash.insert(hash, Finding::Key);
+                }
+                Ok(false) => {
+                    by_hash.insert(hash, Finding::Unknown);
+                }
                 Err(e) => failure = failure.or(Some(e)),
             }
         }
-        failure.map_or(Ok(findings), Err)
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        for (at, item) in reported.iter().enumerate() {
+            if let Ok(presented) = PresentedKey::parse(&item.secret, self.prefix)
+                && let Some(finding) = by_hash.get(&presented.hash)
+            {
+                found[at] = *finding;
+            }
+        }
+        Ok(found)
     }
 
     /// Takes the key with this hash, if one is stored, through every step of its answer;
     /// says whether there was such a key.
     async fn answer(
         &self,
-        hash: KeyHash,
+        hash: &KeyHash,
         source: LeakSource,
         details: &LeakDetails,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        let Some(mut key) = self.store.key_by_hash(&hash).await? else {
+        let Some(mut key) = self.store.key_by_hash(hash).await? else {
             return Ok(false);
         };
         for _ in 0..MAX_STEPS {
