@@ -197,7 +197,7 @@ fn every_function_crate_has_exactly_one_function_resource_and_every_resource_a_c
 
 /// The variables a function's `main` makes it read, from the calls that read them.
 fn variables_read(main: &str) -> BTreeSet<&'static str> {
-    let readers: [(&str, &[&'static str]); 9] = [
+    let readers: [(&str, &[&'static str]); 10] = [
         (
             "keyward::http::run",
             &[
@@ -216,6 +216,10 @@ fn variables_read(main: &str) -> BTreeSet<&'static str> {
             &[Settings::SECRET_PREFIX_VAR, keyward::KEY_PREFIX_VAR],
         ),
         ("key_prefix_from_env", &[keyward::KEY_PREFIX_VAR]),
+        (
+            "GithubKeys::from_env",
+            &[keyward::leak::github::KEYS_URL_VAR],
+        ),
         (
             "EventsConfig::from_env",
             &[EventsConfig::BUS_VAR, EventsConfig::SOURCE_VAR],
@@ -280,6 +284,7 @@ fn every_variable_a_function_reads_is_set_for_it_and_no_other() {
         keyward::KEY_PREFIX_VAR,
         TlsRoots::VAR,
         WRITE_EVERY_VAR,
+        keyward::leak::github::KEYS_URL_VAR,
         // Read by every function that builds an AWS client, set only by ./scripts/test: the
         // record of AWS calls for the IAM check. `set == needed` below keeps it out of the
         // template.
@@ -457,6 +462,7 @@ fn the_api_authorizer_caches_nothing_and_the_routes_are_serves_routes() {
                 [
                     "/v1/verify",
                     "/v1/leaks/report",
+                    "/v1/leaks/github",
                     "/v1/openapi.json",
                     "/v1/token-format",
                     "/",

@@ -79,6 +79,7 @@ fn each_operation_says_who_may_call_it() {
         let public = [
             "/v1/verify",
             "/v1/leaks/report",
+            "/v1/leaks/github",
             "/v1/openapi.json",
             "/v1/token-format",
         ]

@@ -619,6 +619,18 @@ async fn every_packaged_function_starts_and_answers_as_the_template_wires_it() {
         200,
     );
     assert_eq!(ended["key"]["status"], "revoked", "{ended}");
+    let unsigned = deployed.answer(
+        "ReportLeak",
+        rest(
+            "POST",
+            "/v1/leaks/github",
+            &[],
+            "",
+            json!([{"token": leaked_secret, "type": "t"}]),
+        ),
+        401,
+    );
+    assert_eq!(unsigned["error"]["code"], "invalid_signature", "{unsigned}");
     ran("ReportLeak");
 
     for (resource, params) in [

@@ -111,8 +111,14 @@ pub const ROUTES: &[Route] = &[
     (Method::POST, "/v1/verify", verify_key::handler, VERIFY_KEY),
     (
         Method::POST,
-        LEAK_REPORT_ROUTE,
-        report_leak::handler,
+        "/v1/leaks/report",
+        report_leak::report,
+        "ReportLeak",
+    ),
+    (
+        Method::POST,
+        "/v1/leaks/github",
+        report_leak::github,
         "ReportLeak",
     ),
     (Method::GET, "/v1/openapi.json", console_file, "Console"),
@@ -193,8 +199,9 @@ fn to_hyper(response: lambda_http::Response<Body>) -> hyper::Response<Full<Bytes
     hyper::Response::from_parts(parts, Full::new(bytes))
 }
 
-/// The route that takes leak reports, whose body may be larger than any other route's.
-const LEAK_REPORT_ROUTE: &str = "/v1/leaks/report";
+/// Where the routes that take leak reports are, whose bodies may be larger than any other
+/// route's.
+const LEAK_ROUTES: &str = "/v1/leaks/";
 
 /// The route whose checks are `VerifyKey`'s to count; every other route that checks a caller
 /// counts it as the API's authorizer.
@@ -251,7 +258,7 @@ async fn handle(
         }
         Routed::Found(handler, params, pattern, function) => {
             route_name = pattern;
-            let limit = if pattern == LEAK_REPORT_ROUTE {
+            let limit = if pattern.starts_with(LEAK_ROUTES) {
                 keyward::leak::MAX_REPORT_BYTES
             } else {
                 MAX_BODY_BYTES

@@ -515,6 +515,8 @@ pub fn revoke(
 pub enum LeakSource {
     /// Anyone holding the secret, through `POST /v1/leaks/report`.
     Report,
+    /// GitHub's secret scanning, through `POST /v1/leaks/github`.
+    Github,
 }
 
 impl LeakSource {
@@ -522,6 +524,7 @@ impl LeakSource {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Report => "report",
+            Self::Github => "github",
         }
     }
 }

@@ -166,7 +166,9 @@ impl PresentedKey {
 pub struct KeyHash([u8; 32]);
 
 impl KeyHash {
-    fn of(secret: &str) -> Self {
+    /// The SHA-256 of any string: of a key, what is stored; of anything else, what a scanner's
+    /// feedback names it by without repeating it.
+    pub fn of(secret: &str) -> Self {
         Self(Sha256::digest(secret.as_bytes()).into())
     }
 

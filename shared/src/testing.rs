@@ -735,6 +735,80 @@ fn serve_runtime_api(
     }
 }
 
+/// GitHub, as a test plays it: a P-256 key pair made in the test, whose public key a loopback
+/// server publishes in GitHub's shape under [`GithubSigner::IDENTIFIER`], and which signs
+/// reports as GitHub does. The server counts how often the keys were fetched.
+#[cfg(feature = "github")]
+pub struct GithubSigner {
+    key_pair: aws_lc_rs::signature::EcdsaKeyPair,
+    /// Where the keys are published, for `KEYWARD_GITHUB_KEYS_URL`.
+    pub url: String,
+    fetches: std::sync::Arc<AtomicUsize>,
+}
+
+#[cfg(feature = "github")]
+impl GithubSigner {
+    /// The identifier the key is published under.
+    pub const IDENTIFIER: &'static str = "keyward-test-key";
+
+    /// A new key pair, published on a loopback port until the process ends.
+    pub fn start() -> Self {
+        use aws_lc_rs::encoding::AsDer;
+        use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
+        use base64::Engine;
+        let key_pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_ASN1_SIGNING).expect("a key pair");
+        let der = key_pair.public_key().as_der().expect("a public key in DER");
+        let pem = format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            base64::engine::general_purpose::STANDARD.encode(der.as_ref())
+        );
+        let keys = serde_json::json!({"public_keys": [
+            {"key_identifier": Self::IDENTIFIER, "key": pem, "is_current": true}
+        ]})
+        .to_string();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+        let url = format!(
+            "http://{}/meta/public_keys/secret_scanning",
+            listener.local_addr().expect("an address")
+        );
+        let fetches = std::sync::Arc::new(AtomicUsize::new(0));
+        let counted = fetches.clone();
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request);
+                counted.fetch_add(1, Ordering::SeqCst);
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{keys}",
+                    keys.len()
+                );
+                let _ = stream.write_all(answer.as_bytes());
+            }
+        });
+        Self {
+            key_pair,
+            url,
+            fetches,
+        }
+    }
+
+    /// The `Github-Public-Key-Signature` of `body`: base64 of an ECDSA P-256 SHA-256
+    /// signature in DER.
+    pub fn sign(&self, body: &[u8]) -> String {
+        use base64::Engine;
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let signature = self.key_pair.sign(&rng, body).expect("a signature");
+        base64::engine::general_purpose::STANDARD.encode(signature.as_ref())
+    }
+
+    /// How often the keys were fetched.
+    pub fn fetches(&self) -> usize {
+        self.fetches.load(Ordering::SeqCst)
+    }
+}
+
 /// Whether `secret` is in `log`: as text, or as the list of byte values that the AWS SDK
 /// writes when it logs a request body (`Bytes([107, 119, ...])`).
 pub fn log_holds(log: &str, secret: &str) -> bool {

@@ -158,3 +158,74 @@ fn a_reported_key_fails_its_next_check(backend: Backend) {
         );
     }
 }
+
+#[test]
+fn githubs_signed_report_ends_a_key_on_sqlite() {
+    githubs_signed_report_ends_a_key(Backend::Sqlite);
+}
+
+#[test]
+fn githubs_signed_report_ends_a_key_on_dynamodb() {
+    githubs_signed_report_ends_a_key(Backend::DynamoDb);
+}
+
+/// GitHub's secret scanning, played by a key pair made here and published on loopback: a
+/// signed report ends the key at once and is answered with GitHub's feedback, and the same
+/// report with one byte changed is refused.
+fn githubs_signed_report_ends_a_key(backend: Backend) {
+    let github = keyward::testing::GithubSigner::start();
+    let server = Server::start_with_env(
+        backend,
+        &["--no-schedule"],
+        &[("KEYWARD_GITHUB_KEYS_URL", &github.url)],
+    );
+    let admin = server.create_environment("staging");
+    let made = server.call(
+        "POST",
+        "/v1/environments/staging/keys",
+        &admin,
+        Some(json!({"name": "pushed", "scopes": ["keys:read"]})),
+    );
+    let leaked = made.json["secret"].as_str().unwrap().to_owned();
+    let id = made.json["key"]["id"].as_str().unwrap().to_owned();
+    let body = json!([{"token": leaked, "type": "keyward_secret_key", "url": "https://github.com/acme/app/blob/0b1c/.env", "source": "commit"}])
+        .to_string();
+    let signature = github.sign(body.as_bytes());
+    let headers = [
+        ("content-type", "application/json"),
+        (
+            "Github-Public-Key-Identifier",
+            keyward::testing::GithubSigner::IDENTIFIER,
+        ),
+        ("Github-Public-Key-Signature", signature.as_str()),
+    ];
+    let tampered = body.replace("commit", "commix");
+    let refused = server.send("POST", "/v1/leaks/github", &headers, tampered.as_bytes());
+    assert_eq!(refused.status, 401, "{:?}", refused.json);
+    assert_eq!(
+        verdict(&server, &leaked),
+        "valid",
+        "a refused report ends nothing"
+    );
+
+    let answered = server.send("POST", "/v1/leaks/github", &headers, body.as_bytes());
+    assert_eq!(answered.status, 200, "{:?}", answered.json);
+    assert_eq!(answered.json[0]["label"], "true_positive");
+    assert_eq!(answered.json[0]["token_type"], "keyward_secret_key");
+    let listing = "/v1/environments/staging/keys";
+    assert_eq!(server.call("GET", listing, &leaked, None).status, 401);
+    assert_eq!(verdict(&server, &leaked), "revoked");
+    let entries = actions(&server, &admin, &id);
+    assert_eq!(entries[1]["action"], "key.leaked");
+    assert_eq!(
+        entries[1]["actor"],
+        json!({"type": "system", "id": "github"})
+    );
+    assert_eq!(
+        entries[1]["url"],
+        "https://github.com/acme/app/blob/0b1c/.env"
+    );
+    assert_eq!(github.fetches(), 1, "the keys were fetched once and kept");
+    assert!(!server.stored_text().contains(&leaked));
+    assert!(!keyward::testing::log_holds(&server.logs(), &leaked));
+}

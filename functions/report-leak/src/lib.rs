@@ -1,13 +1,19 @@
-//! `POST /v1/leaks/report`: anyone who holds a key may report it leaked, with no other
-//! credential: holding a secret is the right to end it, as GitHub's own tokens are revoked
-//! by value. Each secret key of this deployment in the report has its leak recorded
-//! (`key.leaked`) and is revoked, or, as its environment's default key, rotated with no grace.
-//! The answer is `202` whatever the strings were, so that the route never says which strings
-//! are keys; only a body that is not a report gets a `4xx`.
+//! The leak routes. Neither takes a key: holding a secret is the right to end it.
+//!
+//! - `POST /v1/leaks/report`: anyone who holds a key may report it leaked, as GitHub's own
+//!   tokens are revoked by value. The answer is `202` whatever the strings were, so that the
+//!   route never says which strings are keys; only a body that is not a report gets a `4xx`.
+//! - `POST /v1/leaks/github`: GitHub's secret scanning partner program. A report is taken only
+//!   with a signature that one of GitHub's published keys made over its raw body (`401`, with
+//!   nothing read, otherwise), and answered with GitHub's feedback: a label for each match.
+//!
+//! Each secret key of this deployment in a report has its leak recorded (`key.leaked`) and is
+//! revoked, or, as its environment's default key, rotated with no grace.
 
-use keyward::domain::{LeakDetails, LeakSource, Timestamp};
+use keyward::domain::{KeyHash, LeakDetails, LeakSource, Timestamp};
 use keyward::http::{ApiError, Context, ErrorCode, HandlerFuture, json_body_within, respond};
-use keyward::leak::{Findings, MAX_REPORT_BYTES, MAX_SECRETS, Reported, Responder};
+use keyward::leak::github::{self, Signature};
+use keyward::leak::{Finding, Findings, MAX_REPORT_BYTES, MAX_SECRETS, Reported, Responder};
 use lambda_http::Request;
 use lambda_http::http::StatusCode;
 use serde::Deserialize;
@@ -23,12 +29,47 @@ struct ReportBody {
     source: Option<String>,
 }
 
-/// The Lambda handler.
-pub fn handler(context: Context<'_>, req: Request, now: Timestamp) -> HandlerFuture<'_> {
-    Box::pin(async move { respond(StatusCode::ACCEPTED, report(context, &req, now).await) })
+/// One match of a GitHub report. Fields GitHub may add later are ignored.
+#[derive(Deserialize)]
+struct GithubMatch {
+    token: String,
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    source: Option<String>,
 }
 
-async fn report(context: Context<'_>, req: &Request, now: Timestamp) -> Result<Value, ApiError> {
+/// The Lambda handler of both routes, by the request's path.
+pub fn handler(context: Context<'_>, req: Request, now: Timestamp) -> HandlerFuture<'_> {
+    if req.uri().path().ends_with("/v1/leaks/github") {
+        github(context, req, now)
+    } else {
+        report(context, req, now)
+    }
+}
+
+/// `POST /v1/leaks/report`.
+pub fn report(context: Context<'_>, req: Request, now: Timestamp) -> HandlerFuture<'_> {
+    Box::pin(async move { respond(StatusCode::ACCEPTED, by_value(context, &req, now).await) })
+}
+
+/// `POST /v1/leaks/github`.
+pub fn github(context: Context<'_>, req: Request, now: Timestamp) -> HandlerFuture<'_> {
+    Box::pin(async move { respond(StatusCode::OK, from_github(context, &req, now).await) })
+}
+
+fn responder<'a>(context: &Context<'a>) -> Responder<'a> {
+    Responder {
+        store: context.store,
+        secrets: context.secrets,
+        mint: context.mint,
+        prefix: &context.settings.key_prefix,
+    }
+}
+
+async fn by_value(context: Context<'_>, req: &Request, now: Timestamp) -> Result<Value, ApiError> {
     let body: ReportBody = json_body_within(req, SHAPE, MAX_REPORT_BYTES)?;
     if !(1..=MAX_SECRETS).contains(&body.secrets.len()) {
         return Err(ApiError::new(
@@ -37,31 +78,124 @@ async fn report(context: Context<'_>, req: &Request, now: Timestamp) -> Result<V
         ));
     }
     let details = LeakDetails::parse(body.url.as_deref(), body.source.as_deref())?;
-    let responder = Responder {
-        store: context.store,
-        secrets: context.secrets,
-        mint: context.mint,
-        prefix: &context.settings.key_prefix,
-    };
     let reported = Reported::all(&body.secrets, &details);
-    let found = responder.report(&reported, LeakSource::Report, now).await?;
-    let findings = Findings::of(&found);
+    let found = responder(&context)
+        .report(&reported, LeakSource::Report, now)
+        .await?;
+    log(LeakSource::Report, &found);
+    Ok(json!({"received": body.secrets.len()}))
+}
+
+/// What a report came to, for the log: never which strings.
+fn log(source: LeakSource, found: &[Finding]) {
+    let findings = Findings::of(found);
     tracing::info!(
-        strings = body.secrets.len(),
+        source = source.as_str(),
+        strings = found.len(),
         keys = findings.keys,
         unknown = findings.unknown,
         publishable = findings.publishable,
         not_keys = findings.not_keys,
         "leak report answered"
     );
-    Ok(json!({"received": body.secrets.len()}))
+}
+
+/// `401`: the report is not GitHub's, as far as keyward can tell.
+fn not_signed() -> ApiError {
+    ApiError::new(
+        ErrorCode::InvalidSignature,
+        "a GitHub report needs Github-Public-Key-Identifier and Github-Public-Key-Signature, \
+         a signature that one of GitHub's published keys made over the raw body",
+    )
+}
+
+/// `503`: GitHub's keys could not be had, so the report cannot be judged; GitHub sends it
+/// again.
+fn keys_unavailable() -> ApiError {
+    ApiError::new(
+        ErrorCode::ScannerKeysUnavailable,
+        "GitHub's public keys could not be fetched to check the signature; try again",
+    )
+}
+
+/// Where GitHub says a match was seen, keeping what can be recorded: a `url` or `source` that
+/// [`LeakDetails::parse`] refuses is left out rather than losing the match.
+fn seen_at(found: &GithubMatch) -> LeakDetails {
+    let url = found.url.as_deref().filter(|v| !v.is_empty());
+    let source = found.source.as_deref().filter(|v| !v.is_empty());
+    LeakDetails {
+        url: LeakDetails::parse(url, None).ok().and_then(|d| d.url),
+        source: LeakDetails::parse(None, source).ok().and_then(|d| d.source),
+    }
+}
+
+async fn from_github(
+    context: Context<'_>,
+    req: &Request,
+    now: Timestamp,
+) -> Result<Value, ApiError> {
+    let body = req.body().as_ref();
+    if body.len() > MAX_REPORT_BYTES {
+        return Err(ApiError::payload_too_large(MAX_REPORT_BYTES));
+    }
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let (Some(identifier), Some(signature)) = (
+        header("github-public-key-identifier"),
+        header("github-public-key-signature"),
+    ) else {
+        return Err(not_signed());
+    };
+    let keys = github::installed().ok_or_else(keys_unavailable)?;
+    match keys.check(identifier, signature, body).await {
+        Ok(Signature::Valid) => {}
+        Ok(Signature::Invalid) => return Err(not_signed()),
+        Err(e) => {
+            tracing::error!(error = %e, "a GitHub report could not be judged");
+            return Err(keys_unavailable());
+        }
+    }
+    let matches: Vec<GithubMatch> = serde_json::from_slice(body).map_err(|_| {
+        ApiError::new(
+            ErrorCode::InvalidJson,
+            "the body is not GitHub's array of {token, type, url, source}",
+        )
+    })?;
+    let reported: Vec<Reported> = matches
+        .iter()
+        .map(|found| Reported {
+            secret: found.token.clone(),
+            details: seen_at(found),
+        })
+        .collect();
+    let found = responder(&context)
+        .report(&reported, LeakSource::Github, now)
+        .await?;
+    log(LeakSource::Github, &found);
+    let feedback: Vec<Value> = matches
+        .iter()
+        .zip(&found)
+        .map(|(reported, finding)| {
+            let label = match finding {
+                Finding::Key => "true_positive",
+                Finding::NotAKey | Finding::Publishable | Finding::Unknown => "false_positive",
+            };
+            json!({
+                "token_hash": KeyHash::of(&reported.token).to_hex(),
+                "token_type": reported.kind,
+                "label": label,
+            })
+        })
+        .collect();
+    Ok(Value::Array(feedback))
 }
 
 #[cfg(test)]
 mod tests {
     use keyward::domain::{KeyPrefix, Status};
     use keyward::store::{KeyLookup, KeyStore};
-    use keyward::testing::{Interfering, api_request, body_json, event, seeded};
+    use std::sync::OnceLock;
+
+    use keyward::testing::{GithubSigner, Interfering, api_request, body_json, event, seeded};
 
     use super::*;
 
@@ -171,6 +305,152 @@ mod tests {
                 .await
                 .unwrap()
                 .is_some()
+        );
+    }
+
+    /// GitHub as the tests play it, its keys installed for this process.
+    fn signer() -> &'static GithubSigner {
+        static SIGNER: OnceLock<GithubSigner> = OnceLock::new();
+        SIGNER.get_or_init(|| {
+            let signer = GithubSigner::start();
+            github::install(github::GithubKeys::new(&signer.url).unwrap());
+            signer
+        })
+    }
+
+    /// A report as GitHub sends it: `body` as is, with these headers.
+    fn from_github_with(body: &str, headers: &[(&str, &str)]) -> Request {
+        let mut request = lambda_http::http::Request::builder()
+            .method("POST")
+            .uri("/v1/leaks/github")
+            .header("content-type", "application/json");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.body(lambda_http::Body::from(body)).unwrap()
+    }
+
+    /// A report signed by GitHub's test key.
+    fn signed(body: &str) -> Request {
+        let signature = signer().sign(body.as_bytes());
+        from_github_with(
+            body,
+            &[
+                ("Github-Public-Key-Identifier", GithubSigner::IDENTIFIER),
+                ("Github-Public-Key-Signature", &signature),
+            ],
+        )
+    }
+
+    #[tokio::test]
+    async fn a_signed_github_report_ends_its_keys_and_labels_each_match() {
+        let now = keyward::now();
+        let s = seeded("production", now).await;
+        let issued = s.worker_key(now).await;
+        let publishable = keyward::domain::Secret::generate(
+            &s.mint,
+            keyward::domain::Kind::Publishable,
+            &s.environment,
+        );
+        let body = json!([
+            {"token": issued.secret.expose(), "type": "keyward_secret_key", "url": "https://github.com/acme/app/blob/0b1c/.env", "source": "commit"},
+            {"token": publishable.expose(), "type": "keyward_publishable_key", "url": "", "source": "npm"},
+            {"token": "kw_sk_production_not_a_key", "type": "keyward_secret_key", "url": "", "source": "content"},
+        ])
+        .to_string();
+        let response = handler(s.context(), signed(&body), now).await;
+        assert_eq!(response.status(), 200, "{:?}", body_json(&response));
+        let hash = |token: &str| keyward::domain::KeyHash::of(token).to_hex();
+        assert_eq!(
+            body_json(&response),
+            json!([
+                {"token_hash": hash(issued.secret.expose()), "token_type": "keyward_secret_key", "label": "true_positive"},
+                {"token_hash": hash(publishable.expose()), "token_type": "keyward_publishable_key", "label": "false_positive"},
+                {"token_hash": hash("kw_sk_production_not_a_key"), "token_type": "keyward_secret_key", "label": "false_positive"},
+            ])
+        );
+        assert_eq!(
+            s.actions(&issued.key.id).await,
+            ["key.revoked", "key.leaked", "key.created"]
+        );
+        let page = keyward::store::PageRequest {
+            limit: 10,
+            after: None,
+        };
+        let entries = s.store.key_activity(&issued.key.id, &page).await.unwrap();
+        let leaked = serde_json::to_value(&entries.items[1]).unwrap();
+        assert_eq!(leaked["actor"], json!({"type": "system", "id": "github"}));
+        assert_eq!(leaked["url"], "https://github.com/acme/app/blob/0b1c/.env");
+        assert_eq!(leaked["source"], "commit");
+        let again = handler(s.context(), signed(&body), now).await;
+        assert_eq!(
+            body_json(&again)[0]["label"],
+            "true_positive",
+            "an ended key is still a real one"
+        );
+        assert_eq!(
+            s.actions(&issued.key.id).await.len(),
+            3,
+            "and changes no more"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_github_report_without_githubs_signature_is_401_and_ends_nothing() {
+        let now = keyward::now();
+        let s = seeded("production", now).await;
+        let issued = s.worker_key(now).await;
+        let body =
+            json!([{"token": issued.secret.expose(), "type": "t", "url": "", "source": "commit"}])
+                .to_string();
+        let signature = signer().sign(body.as_bytes());
+        let mut tampered = body.clone().into_bytes();
+        let last = tampered.len() - 2;
+        tampered[last] = b' ';
+        let tampered = String::from_utf8(tampered).unwrap();
+        let stranger = GithubSigner::start().sign(body.as_bytes());
+        let id = ("Github-Public-Key-Identifier", GithubSigner::IDENTIFIER);
+        for request in [
+            from_github_with(&body, &[]),
+            from_github_with(&body, &[id]),
+            from_github_with(&body, &[("Github-Public-Key-Signature", &signature)]),
+            from_github_with(
+                &tampered,
+                &[id, ("Github-Public-Key-Signature", &signature)],
+            ),
+            from_github_with(&body, &[id, ("Github-Public-Key-Signature", &stranger)]),
+            from_github_with(&body, &[id, ("Github-Public-Key-Signature", "not base64!")]),
+        ] {
+            let response = handler(s.context(), request, now).await;
+            assert_eq!(response.status(), 401);
+            assert_eq!(body_json(&response)["error"]["code"], "invalid_signature");
+        }
+        assert_eq!(s.actions(&issued.key.id).await, ["key.created"]);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_key_identifier_fetches_githubs_keys_at_most_once_a_minute() {
+        let now = keyward::now();
+        let s = seeded("production", now).await;
+        let body = "[]";
+        let signature = signer().sign(body.as_bytes());
+        let known = handler(s.context(), signed(body), now).await;
+        assert_eq!(known.status(), 200, "{:?}", body_json(&known));
+        let before = signer().fetches();
+        for _ in 0..5 {
+            let request = from_github_with(
+                body,
+                &[
+                    ("Github-Public-Key-Identifier", "rotated-away"),
+                    ("Github-Public-Key-Signature", &signature),
+                ],
+            );
+            assert_eq!(handler(s.context(), request, now).await.status(), 401);
+        }
+        assert!(
+            signer().fetches() - before <= 1,
+            "five unknown identifiers in a minute: {} fetches",
+            signer().fetches() - before
         );
     }
 

@@ -103,3 +103,30 @@ async fn only_a_well_formed_secret_key_costs_a_read_and_only_a_live_one_a_write(
         "a key reported again is read and left as it is"
     );
 }
+
+/// A report that says it is GitHub's but lacks GitHub's signature is refused before anything
+/// is read: whoever sends it learns nothing and costs nothing.
+#[tokio::test]
+async fn a_github_report_without_githubs_signature_reads_nothing() {
+    let (table, operations) = keyward::testing::counted_moto_table("leak-unsigned").await;
+    let now = keyward::now();
+    let seeded = keyward::testing::seeded("production", now).await;
+    let signer = keyward::testing::GithubSigner::start();
+    keyward::leak::github::install(keyward::leak::github::GithubKeys::new(&signer.url).unwrap());
+    let body = serde_json::json!([{"token": seeded.secret.expose(), "type": "t"}]).to_string();
+    let stranger = keyward::testing::GithubSigner::start().sign(body.as_bytes());
+    let request = lambda_http::http::Request::builder()
+        .method("POST")
+        .uri("/v1/leaks/github")
+        .header(
+            "Github-Public-Key-Identifier",
+            keyward::testing::GithubSigner::IDENTIFIER,
+        )
+        .header("Github-Public-Key-Signature", stranger)
+        .body(lambda_http::Body::from(body))
+        .unwrap();
+    operations.clear();
+    let response = report_leak::handler(seeded.context_on(&table.store), request, now).await;
+    assert_eq!(response.status(), 401);
+    assert_eq!(operations.total(), 0, "{:?}", operations.counts());
+}

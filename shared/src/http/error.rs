@@ -65,6 +65,11 @@ error_codes! {
     InvalidRotationPolicy = "invalid_rotation_policy", BAD_REQUEST;
     /// An `allowed_ips` list has a bad entry, or too many.
     InvalidAllowedIps = "invalid_allowed_ips", BAD_REQUEST;
+    /// A report said to come from a scanner lacks a signature that one of its keys made over
+    /// the body.
+    InvalidSignature = "invalid_signature", UNAUTHORIZED;
+    /// The keys that a scanner's signature is checked with could not be had: try again.
+    ScannerKeysUnavailable = "scanner_keys_unavailable", SERVICE_UNAVAILABLE;
     /// A leak report holds too many secrets, or a `url` or `source` it cannot record.
     InvalidLeakReport = "invalid_leak_report", BAD_REQUEST;
     /// A `source_ip` is not an IPv4 or IPv6 address.

@@ -4,6 +4,9 @@
 //! leak is recorded once, then it is revoked (or, as its environment's default key, rotated
 //! with no grace).
 
+#[cfg(feature = "github")]
+pub mod github;
+
 use std::collections::{HashMap, HashSet};
 
 use futures_util::stream::{self, StreamExt};
