@@ -518,7 +518,7 @@ fn leaked(at: &Value, now: DateTime<Utc>) -> String {
     match at {
         Value::Null => "no".to_owned(),
         at => format!(
-            "{}: reported leaked, so it was ended (revoked, or rotated with no grace as a default key)",
+            "{}: reported leaked, so every check refuses it",
             when(at, now)
         ),
     }

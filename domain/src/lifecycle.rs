@@ -537,8 +537,6 @@ pub enum LeakStep {
     /// The key is revoked or expired already: there is nothing to do and nothing is recorded,
     /// which makes a report of the same secret again change nothing.
     Ended,
-    /// The key is publishable, meant to be public: its report is a false positive.
-    Public,
     /// The leak is recorded (`key.leaked`) and marks the key; its revocation follows.
     Record {
         /// The key, marked leaked.
@@ -559,20 +557,19 @@ pub enum LeakStep {
     Rotate(Box<Rotated>),
 }
 
-/// The next step of a key's answer to a report, by `source`, that its secret leaked.
+/// The next step of a secret key's answer to a report that its secret leaked, each recorded
+/// with `actor` (keyward itself, named by where the report came from). A publishable key is
+/// never reported: it is meant to be public, and the caller leaves it alone by its format.
 pub fn leak_step(
     key: &Key,
-    source: LeakSource,
+    actor: &Actor,
     details: &LeakDetails,
     mint: &Mint,
     now: Timestamp,
 ) -> Result<LeakStep, LifecycleError> {
-    let actor = Actor::system(source.as_str());
+    let actor = actor.clone();
     if matches!(key.status(now), Status::Revoked | Status::Expired) {
         return Ok(LeakStep::Ended);
-    }
-    if key.kind == Kind::Publishable {
-        return Ok(LeakStep::Public);
     }
     if key.leaked_at.is_none() {
         let (marked, write) = update(Key {
@@ -1068,12 +1065,9 @@ mod tests {
         let details = details.unwrap();
         let mut steps = Vec::new();
         loop {
-            match leak_step(&key, LeakSource::Report, &details, test_mint(), t0()).unwrap() {
+            let reporter = Actor::system("report");
+            match leak_step(&key, &reporter, &details, test_mint(), t0()).unwrap() {
                 LeakStep::Ended => return (steps, key),
-                LeakStep::Public => {
-                    steps.push("public");
-                    return (steps, key);
-                }
                 LeakStep::Record {
                     key: marked,
                     change,
@@ -1133,36 +1127,65 @@ mod tests {
     }
 
     #[test]
-    fn a_leaked_default_key_is_rotated_with_no_grace_and_a_publishable_key_is_left_alone() {
+    fn a_key_whose_leak_is_recorded_fails_every_check_before_it_is_revoked() {
+        let details = LeakDetails::default();
+        for key in [
+            active_key(),
+            create_environment(&env(), operator(), test_mint(), t0()).key,
+        ] {
+            let scope = ["orders:read"];
+            let needs: &[&str] = if key.default { &[] } else { &scope };
+            assert_eq!(check(&key, None, None, needs, t0()), Verdict::Valid);
+            let LeakStep::Record { key: marked, .. } =
+                leak_step(&key, &Actor::system("report"), &details, test_mint(), t0()).unwrap()
+            else {
+                panic!("a live key's leak is recorded first")
+            };
+            assert_eq!(
+                marked.status(t0()),
+                key.status(t0()),
+                "its revocation is still to come"
+            );
+            assert_eq!(check(&marked, None, None, needs, t0()), Verdict::Revoked);
+        }
+    }
+
+    #[test]
+    fn a_leaked_default_key_is_rotated_with_no_grace() {
         let issued = create_environment(&env(), operator(), test_mint(), t0());
         let (steps, key) = report_leak(issued.key);
         assert_eq!(steps, ["record", "rotate"]);
         assert_eq!(key.status(t0()), Status::Expired);
-        let publishable = create_key(
-            &env(),
-            new_key(Kind::Publishable, &["widgets:read"], None),
-            operator(),
-            test_mint(),
-            t0(),
-        )
-        .unwrap()
-        .key;
-        let (steps, key) = report_leak(publishable.clone());
-        assert_eq!(steps, ["public"]);
-        assert_eq!(key, publishable);
     }
 
     #[test]
     fn a_report_cannot_write_a_secret_or_hidden_text_into_the_log() {
         assert!(LeakDetails::parse(None, None).is_ok());
+        let kept = LeakDetails::parse(
+            Some("HTTPS://github.com/acme/app/blob/0b1c/.env"),
+            Some("issue comment"),
+        )
+        .unwrap();
+        assert_eq!(kept.source.as_deref(), Some("issue comment"));
         let long = "x".repeat(LeakDetails::MAX_URL + 1);
+        let long_source = "x".repeat(LeakDetails::MAX_SOURCE + 1);
         for (url, source) in [
             (Some("https://example.com/kw_sk_production_abc"), None),
+            (Some("https://example.com/?k=KW_SK_PRODUCTION_abc"), None),
+            (
+                Some("https://example.com/?k=kw%5Fsk%5Fproduction_abc"),
+                None,
+            ),
             (None, Some("kw_sk_x")),
             (Some(""), None),
+            (Some("javascript:alert(1)"), None),
+            (Some("see https://example.com"), None),
             (Some(long.as_str()), None),
             (Some("https://example.com/\u{202e}"), None),
             (None, Some("line\nbreak")),
+            (None, Some("")),
+            (None, Some("<b>")),
+            (None, Some(long_source.as_str())),
         ] {
             assert!(
                 matches!(

@@ -263,8 +263,10 @@ impl KeyName {
 }
 
 /// Where a leak was seen, as its reporter says: recorded on the `key.leaked` entry for the
-/// key's owners to follow up, and trusted for nothing else. Neither part may hold a secret
-/// key (`_sk_`), so that a report cannot write one into the activity log.
+/// key's owners to follow up, and trusted for nothing else. The `url` is an `http(s)://` URL
+/// and the `source` a word or two, and neither may hold what looks like a secret key (`_sk_`,
+/// in any case, or with its `_` percent-encoded), so that a report cannot write one into the
+/// activity log.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeakDetails {
     /// Where the secret was found, such as a commit's URL.
@@ -281,28 +283,47 @@ impl LeakDetails {
 
     /// Checks a report's `url` and `source`.
     pub fn parse(url: Option<&str>, source: Option<&str>) -> Result<Self, InputError> {
-        let checked = |field: &str, value: Option<&str>, max: usize| {
-            let Some(value) = value else {
-                return Ok(None);
-            };
-            let printable = !value
-                .chars()
-                .any(|c| c.is_control() || is_format_character(c));
-            if value.is_empty() || value.chars().count() > max || !printable {
-                return Err(InputError::InvalidLeakDetails(format!(
-                    "{field} is 1 to {max} characters with no control or invisible format characters"
-                )));
-            }
-            if value.contains("_sk_") {
-                return Err(InputError::InvalidLeakDetails(format!(
-                    "{field} may not hold a secret key (_sk_): the activity log records it"
-                )));
-            }
-            Ok(Some(value.to_owned()))
+        let refused = |why: String| Err(InputError::InvalidLeakDetails(why));
+        let holds_a_key = |value: &str| {
+            value
+                .to_ascii_lowercase()
+                .replace("%5f", "_")
+                .contains("_sk_")
         };
+        if let Some(url) = url {
+            let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
+            let web = lower.starts_with("https://") || lower.starts_with("http://");
+            let plain = url.chars().all(|c| c.is_ascii_graphic());
+            if !web || !plain || url.len() > Self::MAX_URL {
+                return refused(format!(
+                    "url is an http:// or https:// URL of at most {} characters, with no spaces or control characters",
+                    Self::MAX_URL
+                ));
+            }
+            if holds_a_key(url) {
+                return refused(
+                    "url may not hold a secret key (_sk_): the activity log records it".to_owned(),
+                );
+            }
+        }
+        if let Some(source) = source {
+            let word = |c: char| c.is_ascii_alphanumeric() || " _-.".contains(c);
+            if source.is_empty() || source.len() > Self::MAX_SOURCE || !source.chars().all(word) {
+                return refused(format!(
+                    "source is 1 to {} letters, digits, spaces, _, - and .",
+                    Self::MAX_SOURCE
+                ));
+            }
+            if holds_a_key(source) {
+                return refused(
+                    "source may not hold a secret key (_sk_): the activity log records it"
+                        .to_owned(),
+                );
+            }
+        }
         Ok(Self {
-            url: checked("url", url, Self::MAX_URL)?,
-            source: checked("source", source, Self::MAX_SOURCE)?,
+            url: url.map(str::to_owned),
+            source: source.map(str::to_owned),
         })
     }
 }

@@ -49,7 +49,9 @@ impl Verdict {
 }
 
 /// Checks a stored key against where and how it is being used: revoked and expired keys fail
-/// whatever else holds; then the environment, if one is named; then the request's address
+/// whatever else holds, and so does a key reported leaked, as revoked, from the write that
+/// records the leak on, before its revocation or rotation is written (which a crash or a
+/// failed write could leave undone); then the environment, if one is named; then the request's address
 /// (`source`, `None` when it is not known) against the key's allowed networks; then every
 /// required scope.
 pub fn check<S: AsRef<str>>(
@@ -62,6 +64,7 @@ pub fn check<S: AsRef<str>>(
     match key.status(now) {
         Status::Revoked => Verdict::Revoked,
         Status::Expired => Verdict::Expired,
+        Status::Active | Status::InGrace if key.leaked_at.is_some() => Verdict::Revoked,
         Status::Active | Status::InGrace => {
             if environment.is_some_and(|env| *env != key.environment) {
                 Verdict::WrongEnvironment

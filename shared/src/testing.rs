@@ -818,11 +818,16 @@ pub fn log_holds(log: &str, secret: &str) -> bool {
 
 /// A store where a background write lands first: just before the first change is applied,
 /// the expiry notice due on the key it updates is recorded, as a scheduled run would record
-/// it between the handler's read and its write.
+/// it between the handler's read and its write. Or, [`Interfering::failing_after`], a store
+/// that goes down midway.
 pub struct Interfering<'a> {
     inner: &'a dyn KeyStore,
     interfered: std::sync::atomic::AtomicBool,
     mint: &'a Mint,
+    /// If set, the changes after this many fail as a store that went down, and nothing
+    /// interferes.
+    fails_after: Option<usize>,
+    applied: AtomicUsize,
 }
 
 impl<'a> Interfering<'a> {
@@ -833,6 +838,17 @@ impl<'a> Interfering<'a> {
             inner: &seeded.store,
             interfered: std::sync::atomic::AtomicBool::new(false),
             mint: &seeded.mint,
+            fails_after: None,
+            applied: AtomicUsize::new(0),
+        }
+    }
+
+    /// The store of `seeded` going down after `changes` changes: the next ones fail, as a
+    /// store or a function that died between two writes.
+    pub fn failing_after(seeded: &'a Seeded, changes: usize) -> Self {
+        Self {
+            fails_after: Some(changes),
+            ..Self::new(seeded)
         }
     }
 }
@@ -942,6 +958,14 @@ impl KeyStore for Interfering<'_> {
         self.inner.postpone(key, until).await
     }
     async fn apply(&self, change: &crate::domain::Change) -> Result<(), crate::store::StoreError> {
+        if let Some(changes) = self.fails_after {
+            if self.applied.fetch_add(1, Ordering::SeqCst) >= changes {
+                return Err(crate::store::StoreError::Backend(
+                    "the store went down".into(),
+                ));
+            }
+            return self.inner.apply(change).await;
+        }
         let first = !self
             .interfered
             .swap(true, std::sync::atomic::Ordering::SeqCst);

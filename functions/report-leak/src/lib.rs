@@ -275,6 +275,97 @@ mod tests {
         );
     }
 
+    /// What the one key check says of `secret` in `s`'s store.
+    async fn checked(s: &keyward::testing::Seeded, secret: &str, now: Timestamp) -> &'static str {
+        let needs = keyward::check::Needs {
+            environment: None,
+            source: None,
+            scopes: &[],
+            closed: false,
+        };
+        let prefix = KeyPrefix::default();
+        keyward::check::check_presented(
+            &s.store,
+            &keyward::usage::NotCounted,
+            &prefix,
+            Some(secret),
+            needs,
+            now,
+        )
+        .await
+        .unwrap()
+        .outcome
+        .code()
+    }
+
+    #[tokio::test]
+    async fn a_store_that_fails_after_the_leak_is_recorded_leaves_the_key_refused_and_a_report_again_ends_it()
+     {
+        let now = keyward::now();
+        let s = seeded("production", now).await;
+        let issued = s.worker_key(now).await;
+        let report = || report_of(json!({"secrets": [issued.secret.expose()]}));
+        let down = Interfering::failing_after(&s, 1);
+        let response = handler(s.context_on(&down), report(), now).await;
+        assert_eq!(
+            response.status(),
+            500,
+            "the store failed: worth sending again"
+        );
+        assert_eq!(
+            s.actions(&issued.key.id).await,
+            ["key.leaked", "key.created"]
+        );
+        assert_eq!(
+            checked(&s, issued.secret.expose(), now).await,
+            "revoked",
+            "refused from the first write"
+        );
+        let response = handler(s.context(), report(), now).await;
+        assert_eq!(response.status(), 202);
+        assert_eq!(
+            s.actions(&issued.key.id).await,
+            ["key.revoked", "key.leaked", "key.created"],
+            "the report again finishes it, and records the leak once"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_default_key_whose_successor_cannot_be_delivered_is_refused_and_the_answer_is_the_same()
+     {
+        let now = keyward::now();
+        let s = seeded("production", now).await;
+        let outside = json!({"every": "P30D", "grace_period": "24h", "secret_id": "payments/production/admin"});
+        let policy = keyward::domain::RotationPolicy::from_json(&outside).unwrap();
+        let keyward::domain::Setting::Changed { change, .. } =
+            keyward::domain::set_rotation_policy(
+                &s.key,
+                Some(policy),
+                keyward::domain::Actor::operator("t"),
+                &s.mint,
+                now,
+            )
+            .unwrap()
+        else {
+            panic!("the policy is new")
+        };
+        s.store.apply(&change).await.unwrap();
+        let response = handler(
+            s.context(),
+            report_of(json!({"secrets": [s.secret.expose()]})),
+            now,
+        )
+        .await;
+        assert_eq!(response.status(), 202, "{:?}", body_json(&response));
+        assert_eq!(body_json(&response), json!({"received": 1}));
+        assert_eq!(
+            s.actions(&s.key.id).await,
+            ["key.leaked", "key.rotation_policy_changed", "key.created"],
+            "not rotated: its successor could not be staged outside the secret prefix"
+        );
+        assert_eq!(checked(&s, s.secret.expose(), now).await, "revoked");
+    }
+
     #[tokio::test]
     async fn strings_that_are_not_live_secret_keys_change_nothing_and_get_the_same_answer() {
         let now = keyward::now();

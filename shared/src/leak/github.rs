@@ -4,8 +4,9 @@
 //! GitHub signs the raw body of each report with ECDSA over P-256 and SHA-256, sends the
 //! signature (base64 of its DER) in `Github-Public-Key-Signature`, and names the key in
 //! `Github-Public-Key-Identifier`. The keys are published at [`DEFAULT_KEYS_URL`]; they are
-//! fetched once, kept, and fetched again when a report names a key that is not kept, at most
-//! once a minute, so that a flood of made-up identifiers cannot make keyward hammer GitHub.
+//! fetched once and kept for an hour, and fetched again sooner when a report names a key
+//! that is not kept, at most one try a minute, so that a flood of made-up identifiers (or
+//! GitHub being down) cannot make keyward hammer GitHub.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -28,8 +29,12 @@ pub const KEYS_URL_VAR: &str = "KEYWARD_GITHUB_KEYS_URL";
 /// Where github.com publishes the keys that sign secret scanning reports.
 pub const DEFAULT_KEYS_URL: &str = "https://api.github.com/meta/public_keys/secret_scanning";
 
-/// How long after a fetch an unknown key identifier may make another.
+/// How long after a fetch was tried another may be.
 const REFETCH_AFTER: Duration = Duration::from_secs(60);
+
+/// How long fetched keys are used before they are fetched again, so that a key GitHub
+/// withdraws stops being trusted.
+const KEEP_FOR: Duration = Duration::from_secs(3600);
 
 /// How long a fetch of the keys may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -52,10 +57,13 @@ struct Fetched {
     at: Option<Instant>,
 }
 
-/// GitHub's signing keys, fetched from one URL and kept for the life of the process.
+/// GitHub's signing keys, fetched from one URL and kept for the life of the process. A check
+/// with a key that is kept and fresh never waits: fetches take turns on a lock of their own.
 pub struct GithubKeys {
     url: Uri,
-    fetched: tokio::sync::Mutex<Fetched>,
+    fetched: std::sync::RwLock<Fetched>,
+    /// When a fetch was last tried, and why it failed if it did; held while one runs.
+    tried: tokio::sync::Mutex<Option<(Instant, Option<String>)>>,
 }
 
 /// Whether a report's signature holds.
@@ -87,7 +95,8 @@ impl GithubKeys {
         }
         Ok(Self {
             url: uri,
-            fetched: tokio::sync::Mutex::new(Fetched::default()),
+            fetched: std::sync::RwLock::new(Fetched::default()),
+            tried: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -117,23 +126,56 @@ impl GithubKeys {
         })
     }
 
-    /// The key named `identifier`, fetching the keys if none are kept or, at most once a
-    /// minute, if this one is not among them.
+    /// The key named `identifier`, as kept while it is fresh; else the keys are fetched again,
+    /// at most once a minute however that went (so that made-up identifiers, or GitHub being
+    /// down, cannot make keyward hammer it). A key that a failed fetch could not refresh is
+    /// still used; with no key at all, the failure is the error.
     async fn key(&self, identifier: &str) -> Result<Option<Vec<u8>>, FetchError> {
-        let mut fetched = self.fetched.lock().await;
-        if let Some(key) = fetched.keys.get(identifier) {
-            return Ok(Some(key.clone()));
-        }
-        if fetched.at.is_some_and(|at| at.elapsed() < REFETCH_AFTER) {
-            return Ok(None);
-        }
-        let keys = self.fetch().await?;
-        tracing::info!(keys = keys.len(), url = %self.url, "GitHub's public keys fetched");
-        *fetched = Fetched {
-            keys,
-            at: Some(Instant::now()),
+        let kept = || {
+            let fetched = self.fetched.read().unwrap_or_else(|e| e.into_inner());
+            let fresh = fetched.at.is_some_and(|at| at.elapsed() < KEEP_FOR);
+            (fetched.keys.get(identifier).cloned(), fresh)
         };
-        Ok(fetched.keys.get(identifier).cloned())
+        if let (Some(key), true) = kept() {
+            return Ok(Some(key));
+        }
+        let mut tried = self.tried.lock().await;
+        let (key, fresh) = kept();
+        if key.is_some() && fresh {
+            return Ok(key);
+        }
+        if let Some((at, failure)) = tried.as_ref()
+            && at.elapsed() < REFETCH_AFTER
+        {
+            return match (key, failure) {
+                (None, Some(why)) => Err(FetchError {
+                    url: self.url.to_string(),
+                    why: format!("{why}; not tried again within a minute"),
+                }),
+                (key, _) => Ok(key),
+            };
+        }
+        let outcome = self.fetch().await;
+        *tried = Some((
+            Instant::now(),
+            outcome.as_ref().err().map(|e| e.why.clone()),
+        ));
+        match outcome {
+            Ok(keys) => {
+                tracing::info!(keys = keys.len(), url = %self.url, "GitHub's public keys fetched");
+                let mut fetched = self.fetched.write().unwrap_or_else(|e| e.into_inner());
+                *fetched = Fetched {
+                    keys,
+                    at: Some(Instant::now()),
+                };
+                Ok(fetched.keys.get(identifier).cloned())
+            }
+            Err(e) if key.is_some() => {
+                tracing::warn!(error = %e, "GitHub's keys could not be refreshed; the kept key is used");
+                Ok(key)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn fetch(&self) -> Result<HashMap<String, Vec<u8>>, FetchError> {
@@ -276,6 +318,30 @@ HzZFI03Exwz8Lh/tCfL3YxwMdLjB+bMznsanlhK0RwcGP3IDb34kQDIo3Q==
             let refused = GithubKeys::new(bad).err().unwrap_or_default();
             assert!(refused.starts_with(KEYS_URL_VAR), "{bad}: {refused}");
         }
+    }
+
+    #[tokio::test]
+    async fn keys_that_cannot_be_fetched_are_unavailable_and_tried_again_only_after_a_minute() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/keys", closed.local_addr().unwrap());
+        drop(closed);
+        let keys = GithubKeys::new(&url).unwrap();
+        let started = Instant::now();
+        for _ in 0..3 {
+            let failed = keys.check("any", DOCS_SIGNATURE, DOCS_BODY).await;
+            assert!(failed.is_err(), "no keys: the report cannot be judged");
+        }
+        let tries = keys.tried.lock().await.clone();
+        let (at, failure) = tries.expect("one try");
+        assert!(at >= started && failure.is_some());
+        let again = keys.check("any", DOCS_SIGNATURE, DOCS_BODY).await;
+        assert!(
+            again
+                .unwrap_err()
+                .to_string()
+                .contains("not tried again within a minute"),
+            "the last try is remembered"
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use futures_util::stream::{self, StreamExt};
 
 use crate::delivery;
 use crate::domain::{
-    Actor, KeyHash, KeyPrefix, KeyWrite, Kind, LeakDetails, LeakSource, LeakStep, Mint,
+    Actor, Key, KeyHash, KeyPrefix, KeyWrite, Kind, LeakDetails, LeakSource, LeakStep, Mint,
     PresentedKey, Timestamp, leak_step,
 };
 use crate::error_chain;
@@ -126,6 +126,7 @@ impl Responder<'_> {
         source: LeakSource,
         now: Timestamp,
     ) -> Result<Vec<Finding>, StoreError> {
+        let actor = Actor::system(source.as_str());
         let mut found = vec![Finding::NotAKey; reported.len()];
         let mut seen = HashSet::new();
         let mut keys = Vec::new();
@@ -143,9 +144,12 @@ impl Responder<'_> {
             }
         }
         let answers: Vec<_> = stream::iter(keys)
-            .map(|(hash, at)| async move {
-                let answer = self.answer(&hash, source, &reported[at].details, now).await;
-                (hash, answer)
+            .map(|(hash, at)| {
+                let actor = &actor;
+                async move {
+                    let answer = self.answer(&hash, actor, &reported[at].details, now).await;
+                    (hash, answer)
+                }
             })
             .buffer_unordered(CONCURRENCY)
             .collect()
@@ -177,53 +181,67 @@ impl Responder<'_> {
     }
 
     /// Takes the key with this hash, if one is stored, through every step of its answer;
-    /// says whether there was such a key.
+    /// says whether there was such a key. Only the store failing is an error, since that is
+    /// not about the string; a step that cannot be taken (the successor of a default key
+    /// that cannot be staged, a secret claimed elsewhere, a key that keeps changing) is
+    /// logged and left for a report again, the key refused by every check meanwhile if its
+    /// leak was recorded.
     async fn answer(
         &self,
         hash: &KeyHash,
-        source: LeakSource,
+        actor: &Actor,
         details: &LeakDetails,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
         let Some(mut key) = self.store.key_by_hash(hash).await? else {
             return Ok(false);
         };
+        let unfinished = |key: &Key, why: &str| {
+            tracing::error!(key_id = %key.id, environment = %key.environment, why, "a leaked key's answer is unfinished; a report again finishes it");
+            Ok(true)
+        };
         for _ in 0..MAX_STEPS {
-            let step = leak_step(&key, source, details, self.mint, now)
-                .map_err(|e| StoreError::Backend(format!("a leak step was refused: {e}").into()))?;
+            let step = match leak_step(&key, actor, details, self.mint, now) {
+                Ok(step) => step,
+                Err(e) => return unfinished(&key, &e.to_string()),
+            };
             let (next, change) = match step {
-                LeakStep::Ended | LeakStep::Public => return Ok(true),
-                LeakStep::Record { key, change } => {
-                    tracing::warn!(key_id = %key.id, environment = %key.environment, "key reported leaked");
-                    (key, *change)
-                }
+                LeakStep::Ended => return Ok(true),
+                LeakStep::Record { key, change } => (key, *change),
                 LeakStep::Revoke { key, change } => (key, *change),
                 LeakStep::Rotate(rotated) => {
-                    delivery::stage(self.secrets, &rotated, now)
-                        .await
-                        .map_err(|e| StoreError::Backend(e.into()))?;
+                    if let Err(e) = delivery::stage(self.secrets, &rotated, now).await {
+                        let why = format!("its successor could not be staged: {}", error_chain(&e));
+                        return unfinished(&key, &why);
+                    }
                     (rotated.previous.clone(), rotated.change.clone())
                 }
             };
             match self.store.apply(&change).await {
                 Ok(()) => {
-                    self.finish_delivery(&change.keys, source, now).await;
+                    if next.leaked_at.is_some() && key.leaked_at.is_none() {
+                        tracing::warn!(key_id = %key.id, environment = %key.environment, "key reported leaked");
+                    }
+                    self.finish_delivery(&change.keys, actor, now).await;
                     key = next;
                 }
                 Err(StoreError::Conflict) => match self.store.key(&key.id).await? {
                     Some(fresh) => key = fresh,
-                    None => return Err(StoreError::Conflict),
+                    None => return unfinished(&key, "it is gone"),
                 },
+                Err(StoreError::SecretClaimed) => {
+                    return unfinished(&key, "another key holds its policy's secret");
+                }
                 Err(e) => return Err(e),
             }
         }
-        Err(StoreError::Conflict)
+        unfinished(&key, "it kept changing")
     }
 
     /// Makes a rotated default key's successor current in its policy's secret, if the rotation
     /// made one with a pending delivery. A failure is left to scheduled rotation, which
     /// finishes every pending delivery; the leaked key is gone either way.
-    async fn finish_delivery(&self, written: &[KeyWrite], source: LeakSource, now: Timestamp) {
+    async fn finish_delivery(&self, written: &[KeyWrite], actor: &Actor, now: Timestamp) {
         let pending = written.iter().find_map(|write| match write {
             KeyWrite::Insert(key) if key.pending_delivery.is_some() => Some(key),
             _ => None,
@@ -231,12 +249,11 @@ impl Responder<'_> {
         let Some(successor) = pending else {
             return;
         };
-        let actor = Actor::system(source.as_str());
         if let Err(e) = delivery::finish(
             self.store,
             self.secrets,
             &successor.id,
-            &actor,
+            actor,
             self.mint,
             now,
         )

@@ -1,16 +1,35 @@
-//! What a leak report costs the table, counted from the requests the SDK sends to DynamoDB
-//! (moto's server): a string that is not a secret key of this deployment costs nothing, a
-//! well-formed one that no key has costs one read, and a key reported again costs one read
-//! and no write.
+//! Leak reports on DynamoDB (moto's server). What a report costs the table, counted from the
+//! requests the SDK sends: a string that is not a secret key of this deployment costs
+//! nothing, a well-formed one that no key has costs one read, and a key reported again costs
+//! one read and no write. And reports of one key racing each other: whichever write lands
+//! first, the leak is recorded once and the key revoked once.
 
 use keyward::domain::{
-    Actor, EnvName, KeyPrefix, Kind, LeakDetails, LeakSource, Secret, create_environment,
-    create_key,
+    Actor, EnvName, Issued, KeyPrefix, Kind, LeakDetails, LeakSource, Mint, Secret,
+    create_environment, create_key,
 };
-use keyward::leak::{Findings, Reported, Responder};
+use keyward::leak::{Finding, Findings, Reported, Responder};
 use keyward::secrets::NoSecrets;
-use keyward::store::KeyStore;
+use keyward::store::{DynamoStore, KeyStore, PageRequest};
 use keyward::testing::orders_key;
+
+/// The environment `production` in `store`, and a live `orders:read` key in it.
+async fn a_key_in(store: &DynamoStore, mint: &Mint) -> Issued {
+    let now = keyward::now();
+    let production = EnvName::parse("production").unwrap();
+    let env = create_environment(&production, Actor::operator("t"), mint, now);
+    store.apply(&env.change).await.unwrap();
+    let issued = create_key(
+        &production,
+        orders_key("ci"),
+        Actor::operator("t"),
+        mint,
+        now,
+    )
+    .unwrap();
+    store.apply(&issued.change).await.unwrap();
+    issued
+}
 
 #[tokio::test]
 async fn only_a_well_formed_secret_key_costs_a_read_and_only_a_live_one_a_write() {
@@ -18,17 +37,7 @@ async fn only_a_well_formed_secret_key_costs_a_read_and_only_a_live_one_a_write(
     let store = table.store;
     let (mint, now) = (keyward::mint(), keyward::now());
     let production = EnvName::parse("production").unwrap();
-    let env = create_environment(&production, Actor::operator("t"), &mint, now);
-    store.apply(&env.change).await.unwrap();
-    let issued = create_key(
-        &production,
-        orders_key("ci"),
-        Actor::operator("t"),
-        &mint,
-        now,
-    )
-    .unwrap();
-    store.apply(&issued.change).await.unwrap();
+    let issued = a_key_in(&store, &mint).await;
     let responder = Responder {
         store: &store,
         secrets: &NoSecrets,
@@ -129,4 +138,38 @@ async fn a_github_report_without_githubs_signature_reads_nothing() {
     let response = report_leak::handler(seeded.context_on(&table.store), request, now).await;
     assert_eq!(response.status(), 401);
     assert_eq!(operations.total(), 0, "{:?}", operations.counts());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_reports_of_one_key_at_once_record_one_leak_and_one_revocation() {
+    let store = keyward::testing::moto_table("leak-race").await.store;
+    let (mint, now) = (keyward::mint(), keyward::now());
+    let issued = a_key_in(&store, &mint).await;
+    let prefix = KeyPrefix::default();
+    let responder = Responder {
+        store: &store,
+        secrets: &NoSecrets,
+        mint: &mint,
+        prefix: &prefix,
+    };
+    let reported = Reported::all(
+        &[issued.secret.expose().to_owned()],
+        &LeakDetails::default(),
+    );
+    let report = || responder.report(&reported, LeakSource::Report, now);
+    let (a, b, c, d) = tokio::join!(report(), report(), report(), report());
+    for found in [a, b, c, d] {
+        assert_eq!(found.unwrap(), [Finding::Key]);
+    }
+    let page = PageRequest {
+        limit: 10,
+        after: None,
+    };
+    let entries = store.key_activity(&issued.key.id, &page).await.unwrap();
+    let actions: Vec<&str> = entries
+        .items
+        .iter()
+        .map(|e| e.event.action().as_str())
+        .collect();
+    assert_eq!(actions, ["key.revoked", "key.leaked", "key.created"]);
 }
