@@ -197,7 +197,7 @@ fn every_function_crate_has_exactly_one_function_resource_and_every_resource_a_c
 
 /// The variables a function's `main` makes it read, from the calls that read them.
 fn variables_read(main: &str) -> BTreeSet<&'static str> {
-    let readers: [(&str, &[&'static str]); 10] = [
+    let readers: [(&str, &[&'static str]); 11] = [
         (
             "keyward::http::run",
             &[
@@ -220,6 +220,7 @@ fn variables_read(main: &str) -> BTreeSet<&'static str> {
             "GithubKeys::from_env",
             &[keyward::leak::github::KEYS_URL_VAR],
         ),
+        ("GitlabToken::from_env", &[keyward::leak::gitlab::TOKEN_VAR]),
         (
             "EventsConfig::from_env",
             &[EventsConfig::BUS_VAR, EventsConfig::SOURCE_VAR],
@@ -285,6 +286,7 @@ fn every_variable_a_function_reads_is_set_for_it_and_no_other() {
         TlsRoots::VAR,
         WRITE_EVERY_VAR,
         keyward::leak::github::KEYS_URL_VAR,
+        keyward::leak::gitlab::TOKEN_VAR,
         // Read by every function that builds an AWS client, set only by ./scripts/test: the
         // record of AWS calls for the IAM check. `set == needed` below keeps it out of the
         // template.
@@ -463,6 +465,8 @@ fn the_api_authorizer_caches_nothing_and_the_routes_are_serves_routes() {
                     "/v1/verify",
                     "/v1/leaks/report",
                     "/v1/leaks/github",
+                    "/v1/leaks/gitlab/revocable_token_types",
+                    "/v1/leaks/gitlab/revoke_tokens",
                     "/v1/openapi.json",
                     "/v1/token-format",
                     "/",
@@ -722,9 +726,11 @@ const DELIVERY_ACTIONS: [&str; 4] = [
 ];
 
 #[test]
-fn only_the_functions_that_rotate_may_write_secrets_and_only_under_the_prefix() {
+fn only_the_functions_that_rotate_may_write_secrets_and_only_under_the_prefix_and_one_reads_gitlabs_token()
+ {
     let template = template();
     let mut writers = BTreeMap::new();
+    let mut readers = Vec::new();
     for (resource, function) in functions(&template) {
         let Some(policies) = function["Properties"]["Policies"].as_sequence() else {
             continue;
@@ -745,7 +751,9 @@ fn only_the_functions_that_rotate_may_write_secrets_and_only_under_the_prefix() 
                 Value::Sequence(list) => list.iter().filter_map(Value::as_str).collect(),
                 other => other.as_str().into_iter().collect(),
             };
-            if actions.iter().any(|a| a.starts_with("secretsmanager:")) {
+            if actions == ["secretsmanager:GetSecretValue"] {
+                readers.push((resource.clone(), tagged(&statement["Resource"])));
+            } else if actions.iter().any(|a| a.starts_with("secretsmanager:")) {
                 let granted =
                     writers.insert(resource.clone(), (actions, tagged(&statement["Resource"])));
                 assert!(
@@ -768,6 +776,17 @@ fn only_the_functions_that_rotate_may_write_secrets_and_only_under_the_prefix() 
         assert_eq!(actions, DELIVERY_ACTIONS, "{resource}");
         assert_eq!(granted_on, expected_resource, "{resource}");
     }
+    assert_eq!(
+        readers,
+        [(
+            "ReportLeak".to_owned(),
+            Some((
+                "!Sub".to_owned(),
+                "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${AWS::StackName}-gitlab-revocation-token-??????".to_owned()
+            ))
+        )],
+        "only the leak routes read a secret: the one token shared with GitLab, which the stack makes"
+    );
 }
 
 #[test]

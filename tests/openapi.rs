@@ -80,6 +80,8 @@ fn each_operation_says_who_may_call_it() {
             "/v1/verify",
             "/v1/leaks/report",
             "/v1/leaks/github",
+            "/v1/leaks/gitlab/revocable_token_types",
+            "/v1/leaks/gitlab/revoke_tokens",
             "/v1/openapi.json",
             "/v1/token-format",
         ]

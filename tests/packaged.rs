@@ -55,9 +55,9 @@ struct Stack {
 
 impl Stack {
     /// Reads the template, resolving `!Ref` and `!Sub` against the parameters' defaults (and
-    /// [`PARAMETERS`]), this test's table and its bus. Anything else is refused, so that a
+    /// [`PARAMETERS`]), this test's stack name, table and bus. Anything else is refused, so that a
     /// variable is never guessed.
-    fn read(table: &str, bus: &str) -> Self {
+    fn read(stack_name: &str, table: &str, bus: &str) -> Self {
         let text = std::fs::read_to_string(root().join("infra/template.yaml")).unwrap();
         let template: Yaml = serde_norway::from_str(&text).unwrap();
         assert!(
@@ -73,6 +73,7 @@ impl Stack {
         for (name, value) in PARAMETERS {
             names.insert(name.to_owned(), value.to_owned());
         }
+        names.insert("AWS::StackName".to_owned(), stack_name.to_owned());
         names.insert("Table".to_owned(), table.to_owned());
         names.insert("EventBus".to_owned(), bus.to_owned());
         let functions = template["Resources"]
@@ -331,7 +332,17 @@ async fn every_packaged_function_starts_and_answers_as_the_template_wires_it() {
     let unclaimed = legacy_policy_key(&store, "unclaimed", "unclaimed", 1).await;
     legacy_policy_key(&store, "scheduled", "scheduled", 40).await;
 
-    let stack = Stack::read(&table, &bus);
+    // The stack makes the token it shares with GitLab; here it is made by hand, on moto.
+    let stack_name = format!("packaged-{}", std::process::id());
+    let gitlab_token = "shared-with-gitlab-packaged";
+    aws_sdk_secretsmanager::Client::new(&aws)
+        .create_secret()
+        .name(format!("{stack_name}-gitlab-revocation-token"))
+        .secret_string(gitlab_token)
+        .send()
+        .await
+        .unwrap();
+    let stack = Stack::read(&stack_name, &table, &bus);
     let dir = std::env::temp_dir().join(format!("keyward-packaged-{}", std::process::id()));
     let deployed = Deployed {
         stack: &stack,
@@ -631,6 +642,22 @@ async fn every_packaged_function_starts_and_answers_as_the_template_wires_it() {
         401,
     );
     assert_eq!(unsigned["error"]["code"], "invalid_signature", "{unsigned}");
+    let types = deployed.answer(
+        "ReportLeak",
+        rest(
+            "GET",
+            "/v1/leaks/gitlab/revocable_token_types",
+            &[],
+            gitlab_token,
+            Value::Null,
+        ),
+        200,
+    );
+    assert_eq!(
+        types["types"],
+        json!(["gitleaks_rule_id_keyward_secret_key"]),
+        "{types}"
+    );
     ran("ReportLeak");
 
     for (resource, params) in [

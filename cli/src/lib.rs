@@ -121,6 +121,18 @@ pub const ROUTES: &[Route] = &[
         report_leak::github,
         "ReportLeak",
     ),
+    (
+        Method::GET,
+        "/v1/leaks/gitlab/revocable_token_types",
+        report_leak::gitlab_types,
+        "ReportLeak",
+    ),
+    (
+        Method::POST,
+        "/v1/leaks/gitlab/revoke_tokens",
+        report_leak::gitlab_revoke,
+        "ReportLeak",
+    ),
     (Method::GET, "/v1/openapi.json", console_file, "Console"),
     (Method::GET, "/v1/token-format", console_file, "Console"),
 ];

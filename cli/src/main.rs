@@ -279,6 +279,7 @@ async fn run(command: Command) -> Result<(), Failure> {
             keyward::logging::init_with_writer(std::io::stderr);
             let settings = Settings::from_env()?;
             keyward::leak::github::install(keyward::leak::github::GithubKeys::from_env()?);
+            keyward::leak::gitlab::install(keyward::leak::gitlab::GitlabToken::from_env()?);
             let mint = Arc::new(keyward::mint().with_key_prefix(settings.key_prefix.clone()));
             let config = store.config();
             let schedule_every = (!no_schedule).then(|| Duration::from_secs(schedule_every));

@@ -517,6 +517,8 @@ pub enum LeakSource {
     Report,
     /// GitHub's secret scanning, through `POST /v1/leaks/github`.
     Github,
+    /// Self-managed GitLab's secret detection, through `POST /v1/leaks/gitlab/revoke_tokens`.
+    Gitlab,
 }
 
 impl LeakSource {
@@ -525,6 +527,7 @@ impl LeakSource {
         match self {
             Self::Report => "report",
             Self::Github => "github",
+            Self::Gitlab => "gitlab",
         }
     }
 }

@@ -50,6 +50,24 @@ fn actions(server: &Server, key: &str, id: &str) -> Vec<Value> {
     reply.json["entries"].as_array().unwrap().clone()
 }
 
+/// A `serve` on `backend` with these variables, the environment `staging` made, and a
+/// `keys:read` key in it: the server, the environment's default key, and the key's id and
+/// secret.
+fn serving_a_key(backend: Backend, env: &[(&str, &str)]) -> (Server, String, String, String) {
+    let server = Server::start_with_env(backend, &["--no-schedule"], env);
+    let admin = server.create_environment("staging");
+    let made = server.call(
+        "POST",
+        "/v1/environments/staging/keys",
+        &admin,
+        Some(json!({"name": "pushed", "scopes": ["keys:read"]})),
+    );
+    assert_eq!(made.status, 201, "{:?}", made.json);
+    let id = made.json["key"]["id"].as_str().unwrap().to_owned();
+    let secret = made.json["secret"].as_str().unwrap().to_owned();
+    (server, admin, id, secret)
+}
+
 /// The id of the default key in a list of keys.
 fn default_of(keys: &Value) -> &str {
     let keys = keys["keys"].as_array().unwrap();
@@ -58,17 +76,7 @@ fn default_of(keys: &Value) -> &str {
 }
 
 fn a_reported_key_fails_its_next_check(backend: Backend) {
-    let server = Server::start(backend);
-    let admin = server.create_environment("staging");
-    let made = server.call(
-        "POST",
-        "/v1/environments/staging/keys",
-        &admin,
-        Some(json!({"name": "ci", "scopes": ["keys:read"]})),
-    );
-    assert_eq!(made.status, 201, "{:?}", made.json);
-    let id = made.json["key"]["id"].as_str().unwrap().to_owned();
-    let leaked = made.json["secret"].as_str().unwrap().to_owned();
+    let (server, admin, id, leaked) = serving_a_key(backend, &[]);
     let listing = "/v1/environments/staging/keys";
     assert_eq!(server.call("GET", listing, &leaked, None).status, 200);
 
@@ -174,20 +182,8 @@ fn githubs_signed_report_ends_a_key_on_dynamodb() {
 /// report with one byte changed is refused.
 fn githubs_signed_report_ends_a_key(backend: Backend) {
     let github = keyward::testing::GithubSigner::start();
-    let server = Server::start_with_env(
-        backend,
-        &["--no-schedule"],
-        &[("KEYWARD_GITHUB_KEYS_URL", &github.url)],
-    );
-    let admin = server.create_environment("staging");
-    let made = server.call(
-        "POST",
-        "/v1/environments/staging/keys",
-        &admin,
-        Some(json!({"name": "pushed", "scopes": ["keys:read"]})),
-    );
-    let leaked = made.json["secret"].as_str().unwrap().to_owned();
-    let id = made.json["key"]["id"].as_str().unwrap().to_owned();
+    let (server, admin, id, leaked) =
+        serving_a_key(backend, &[("KEYWARD_GITHUB_KEYS_URL", &github.url)]);
     let body = json!([{"token": leaked, "type": "keyward_secret_key", "url": "https://github.com/acme/app/blob/0b1c/.env", "source": "commit"}])
         .to_string();
     let signature = github.sign(body.as_bytes());
@@ -227,5 +223,84 @@ fn githubs_signed_report_ends_a_key(backend: Backend) {
     );
     assert_eq!(github.fetches(), 1, "the keys were fetched once and kept");
     assert!(!server.stored_text().contains(&leaked));
+    assert!(!keyward::testing::log_holds(&server.logs(), &leaked));
+}
+
+#[test]
+fn gitlabs_findings_end_a_key_on_sqlite() {
+    gitlabs_findings_end_a_key(Backend::Sqlite);
+}
+
+#[test]
+fn gitlabs_findings_end_a_key_on_dynamodb() {
+    gitlabs_findings_end_a_key(Backend::DynamoDb);
+}
+
+/// Where `serve` reads the token it shares with GitLab: a file on SQLite, as a laptop keeps
+/// it, and a secret in Secrets Manager on DynamoDB, as the stack keeps it.
+fn gitlab_token_at(backend: Backend, token: &str) -> String {
+    let name = format!(
+        "keyward-test-gitlab-{}-{}",
+        std::process::id(),
+        backend as u8
+    );
+    match backend {
+        Backend::Sqlite => {
+            let file = std::env::temp_dir().join(name);
+            std::fs::write(&file, token).unwrap();
+            format!("file:{}", file.display())
+        }
+        Backend::DynamoDb => {
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            runtime.block_on(async {
+                let aws = aws_config::load_from_env().await;
+                aws_sdk_secretsmanager::Client::new(&aws)
+                    .create_secret()
+                    .name(&name)
+                    .secret_string(token)
+                    .send()
+                    .await
+                    .unwrap();
+            });
+            format!("secretsmanager:{name}")
+        }
+    }
+}
+
+/// Self-managed GitLab, as its secret detection calls a token revocation API: it asks for the
+/// types with the shared token, then sends its findings; a key among them fails its next
+/// check, and a request without the token is refused.
+fn gitlabs_findings_end_a_key(backend: Backend) {
+    let token = "shared-with-gitlab-0123456789abcdef";
+    let source = gitlab_token_at(backend, token);
+    let (server, admin, id, leaked) = serving_a_key(backend, &[("KEYWARD_GITLAB_TOKEN", &source)]);
+    let types = server.send(
+        "GET",
+        "/v1/leaks/gitlab/revocable_token_types",
+        &[("authorization", token)],
+        b"",
+    );
+    assert_eq!(types.status, 200, "{:?}", types.json);
+    let kind = types.json["types"][0].as_str().unwrap().to_owned();
+    let body = json!([{"type": kind, "token": leaked, "location": "https://gitlab.example.com/acme/app/-/blob/0b1c/.env"}])
+        .to_string();
+    let revoke = "/v1/leaks/gitlab/revoke_tokens";
+    let refused = server.send(
+        "POST",
+        revoke,
+        &[("authorization", "not-it")],
+        body.as_bytes(),
+    );
+    assert_eq!(refused.status, 401, "{:?}", refused.json);
+    assert_eq!(verdict(&server, &leaked), "valid");
+    let taken = server.send("POST", revoke, &[("authorization", token)], body.as_bytes());
+    assert_eq!(taken.status, 204, "{:?}", taken.json);
+    assert_eq!(verdict(&server, &leaked), "revoked");
+    let entries = actions(&server, &admin, &id);
+    assert_eq!(
+        entries[1]["actor"],
+        json!({"type": "system", "id": "gitlab"})
+    );
+    assert!(!keyward::testing::log_holds(&server.logs(), token));
     assert!(!keyward::testing::log_holds(&server.logs(), &leaked));
 }

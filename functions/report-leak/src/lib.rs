@@ -13,6 +13,7 @@
 use keyward::domain::{KeyHash, LeakDetails, LeakSource, Timestamp};
 use keyward::http::{ApiError, Context, ErrorCode, HandlerFuture, json_body_within, respond};
 use keyward::leak::github::{self, Signature};
+use keyward::leak::gitlab;
 use keyward::leak::{Finding, Findings, MAX_REPORT_BYTES, MAX_SECRETS, Reported, Responder};
 use lambda_http::Request;
 use lambda_http::http::StatusCode;
@@ -41,13 +42,117 @@ struct GithubMatch {
     source: Option<String>,
 }
 
-/// The Lambda handler of both routes, by the request's path.
+/// One finding of GitLab's secret detection, as its revocation request holds it.
+#[derive(Deserialize)]
+struct GitlabFinding {
+    #[serde(rename = "type")]
+    kind: String,
+    token: String,
+    #[serde(default)]
+    location: Option<String>,
+}
+
+/// The Lambda handler of every leak route, by the request's path.
 pub fn handler(context: Context<'_>, req: Request, now: Timestamp) -> HandlerFuture<'_> {
-    if req.uri().path().ends_with("/v1/leaks/github") {
+    let path = req.uri().path();
+    if path.ends_with("/v1/leaks/github") {
         github(context, req, now)
+    } else if path.ends_with("/v1/leaks/gitlab/revocable_token_types") {
+        gitlab_types(context, req, now)
+    } else if path.ends_with("/v1/leaks/gitlab/revoke_tokens") {
+        gitlab_revoke(context, req, now)
     } else {
         report(context, req, now)
     }
+}
+
+/// `GET /v1/leaks/gitlab/revocable_token_types`.
+pub fn gitlab_types(_: Context<'_>, req: Request, _: Timestamp) -> HandlerFuture<'_> {
+    Box::pin(async move {
+        let answer = match admit_gitlab(&req).await {
+            Ok(()) => Ok(json!({"types": [gitlab::TOKEN_TYPE]})),
+            Err(e) => Err(e),
+        };
+        respond(StatusCode::OK, answer)
+    })
+}
+
+/// `POST /v1/leaks/gitlab/revoke_tokens`.
+pub fn gitlab_revoke(context: Context<'_>, req: Request, now: Timestamp) -> HandlerFuture<'_> {
+    Box::pin(async move {
+        match revoke_for_gitlab(context, &req, now).await {
+            Ok(()) => {
+                let mut accepted = respond(StatusCode::NO_CONTENT, Ok::<_, ApiError>(()));
+                *accepted.body_mut() = lambda_http::Body::Empty;
+                accepted
+            }
+            Err(e) => e.into_response(),
+        }
+    })
+}
+
+/// Whether the request carries the token GitLab shares with keyward (`401` if not).
+async fn admit_gitlab(req: &Request) -> Result<(), ApiError> {
+    let refused = |why: &str| ApiError::new(ErrorCode::InvalidScannerToken, why.to_owned());
+    let Some(token) = gitlab::installed() else {
+        return Err(refused(
+            "this keyward takes no GitLab requests: it has no token shared with GitLab",
+        ));
+    };
+    let presented = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    match token.admits(presented).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(refused(
+            "a GitLab request needs the token shared with keyward in Authorization",
+        )),
+        Err(e) => {
+            tracing::error!(error = %e, "a GitLab request could not be judged");
+            Err(ApiError::internal())
+        }
+    }
+}
+
+async fn revoke_for_gitlab(
+    context: Context<'_>,
+    req: &Request,
+    now: Timestamp,
+) -> Result<(), ApiError> {
+    admit_gitlab(req).await?;
+    let body = req.body().as_ref();
+    if body.len() > MAX_REPORT_BYTES {
+        return Err(ApiError::payload_too_large(MAX_REPORT_BYTES));
+    }
+    let findings: Vec<GitlabFinding> = serde_json::from_slice(body).map_err(|_| {
+        ApiError::new(
+            ErrorCode::InvalidJson,
+            "the body is not GitLab's array of {type, token, location}; do not send it again",
+        )
+    })?;
+    if findings.iter().any(|f| f.kind != gitlab::TOKEN_TYPE) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidLeakReport,
+            format!(
+                "a finding is of a type keyward does not revoke; it revokes only {}",
+                gitlab::TOKEN_TYPE
+            ),
+        ));
+    }
+    let reported: Vec<Reported> = findings
+        .iter()
+        .map(|found| Reported {
+            secret: found.token.clone(),
+            details: seen_at(found.location.as_deref(), None),
+        })
+        .collect();
+    let found = responder(&context)
+        .report(&reported, LeakSource::Gitlab, now)
+        .await?;
+    log(LeakSource::Gitlab, &found);
+    Ok(())
 }
 
 /// `POST /v1/leaks/report`.
@@ -118,11 +223,11 @@ fn keys_unavailable() -> ApiError {
     )
 }
 
-/// Where GitHub says a match was seen, keeping what can be recorded: a `url` or `source` that
-/// [`LeakDetails::parse`] refuses is left out rather than losing the match.
-fn seen_at(found: &GithubMatch) -> LeakDetails {
-    let url = found.url.as_deref().filter(|v| !v.is_empty());
-    let source = found.source.as_deref().filter(|v| !v.is_empty());
+/// Where a scanner says a match was seen, keeping what can be recorded: a `url` or `source`
+/// that [`LeakDetails::parse`] refuses is left out rather than losing the match.
+fn seen_at(url: Option<&str>, source: Option<&str>) -> LeakDetails {
+    let url = url.filter(|v| !v.is_empty());
+    let source = source.filter(|v| !v.is_empty());
     LeakDetails {
         url: LeakDetails::parse(url, None).ok().and_then(|d| d.url),
         source: LeakDetails::parse(None, source).ok().and_then(|d| d.source),
@@ -164,7 +269,7 @@ async fn from_github(
         .iter()
         .map(|found| Reported {
             secret: found.token.clone(),
-            details: seen_at(found),
+            details: seen_at(found.url.as_deref(), found.source.as_deref()),
         })
         .collect();
     let found = responder(&context)
@@ -216,19 +321,10 @@ mod tests {
         assert_eq!(body_json(&response), json!({"received": 3}));
         let again = handler(s.context(), event(REST, &vars), now).await;
         assert_eq!(again.status(), 202);
-        assert_eq!(
-            s.actions(&issued.key.id).await,
-            ["key.revoked", "key.leaked", "key.created"]
-        );
         let stored = s.store.key(&issued.key.id).await.unwrap().unwrap();
         assert_eq!(stored.status(now), Status::Revoked);
         assert_eq!(stored.leaked_at, Some(now));
-        let page = keyward::store::PageRequest {
-            limit: 10,
-            after: None,
-        };
-        let entries = s.store.key_activity(&issued.key.id, &page).await.unwrap();
-        let leaked = serde_json::to_value(&entries.items[1]).unwrap();
+        let leaked = leaked_entry(&s, &issued.key.id).await;
         assert_eq!(leaked["actor"], json!({"type": "system", "id": "report"}));
         assert_eq!(
             leaked["url"],
@@ -399,6 +495,21 @@ mod tests {
         );
     }
 
+    /// The `key.leaked` entry of `id`, whose activity must be its creation, its leak and its
+    /// revocation, as JSON.
+    async fn leaked_entry(s: &keyward::testing::Seeded, id: &keyward::domain::KeyId) -> Value {
+        assert_eq!(
+            s.actions(id).await,
+            ["key.revoked", "key.leaked", "key.created"]
+        );
+        let page = keyward::store::PageRequest {
+            limit: 10,
+            after: None,
+        };
+        let entries = s.store.key_activity(id, &page).await.unwrap();
+        serde_json::to_value(&entries.items[1]).unwrap()
+    }
+
     /// GitHub as the tests play it, its keys installed for this process.
     fn signer() -> &'static GithubSigner {
         static SIGNER: OnceLock<GithubSigner> = OnceLock::new();
@@ -460,16 +571,7 @@ mod tests {
                 {"token_hash": hash("kw_sk_production_not_a_key"), "token_type": "keyward_secret_key", "label": "false_positive"},
             ])
         );
-        assert_eq!(
-            s.actions(&issued.key.id).await,
-            ["key.revoked", "key.leaked", "key.created"]
-        );
-        let page = keyward::store::PageRequest {
-            limit: 10,
-            after: None,
-        };
-        let entries = s.store.key_activity(&issued.key.id, &page).await.unwrap();
-        let leaked = serde_json::to_value(&entries.items[1]).unwrap();
+        let leaked = leaked_entry(&s, &issued.key.id).await;
         assert_eq!(leaked["actor"], json!({"type": "system", "id": "github"}));
         assert_eq!(leaked["url"], "https://github.com/acme/app/blob/0b1c/.env");
         assert_eq!(leaked["source"], "commit");
@@ -543,6 +645,124 @@ mod tests {
             "five unknown identifiers in a minute: {} fetches",
             signer().fetches() - before
         );
+    }
+
+    /// The token this test process shares with GitLab, kept in a file and installed.
+    fn gitlab_token() -> &'static str {
+        static TOKEN: OnceLock<String> = OnceLock::new();
+        TOKEN.get_or_init(|| {
+            let token = "shared-with-gitlab-0123456789".to_owned();
+            let file =
+                std::env::temp_dir().join(format!("keyward-gitlab-token-{}", std::process::id()));
+            std::fs::write(&file, &token).unwrap();
+            gitlab::install(Some(
+                gitlab::GitlabToken::parse(&format!("file:{}", file.display())).unwrap(),
+            ));
+            token
+        })
+    }
+
+    /// A request as GitLab sends one to `path`, with `authorization` as it is.
+    fn from_gitlab_with(method: &str, path: &str, authorization: &str, body: &str) -> Request {
+        lambda_http::http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", authorization)
+            .header("content-type", "application/json")
+            .body(lambda_http::Body::from(body))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn gitlab_with_the_shared_token_learns_the_type_and_its_findings_end_their_keys() {
+        let now = keyward::now();
+        let s = seeded("production", now).await;
+        let issued = s.worker_key(now).await;
+        let types = "/v1/leaks/gitlab/revocable_token_types";
+        let answer = handler(
+            s.context(),
+            from_gitlab_with("GET", types, gitlab_token(), ""),
+            now,
+        )
+        .await;
+        assert_eq!(answer.status(), 200);
+        assert_eq!(
+            body_json(&answer),
+            json!({"types": ["gitleaks_rule_id_keyward_secret_key"]})
+        );
+        let body = json!([
+            {"type": "gitleaks_rule_id_keyward_secret_key", "token": issued.secret.expose(), "location": "https://gitlab.example.com/acme/app/-/blob/0b1c/.env"},
+            {"type": "gitleaks_rule_id_keyward_secret_key", "token": "kw_sk_production_no", "location": "https://gitlab.example.com/acme/app/-/blob/0b1c/.env"},
+        ])
+        .to_string();
+        let revoke = "/v1/leaks/gitlab/revoke_tokens";
+        let bearer = format!("Bearer {}", gitlab_token());
+        let answer = handler(
+            s.context(),
+            from_gitlab_with("POST", revoke, &bearer, &body),
+            now,
+        )
+        .await;
+        assert_eq!(answer.status(), 204);
+        assert!(answer.body().is_empty());
+        let leaked = leaked_entry(&s, &issued.key.id).await;
+        assert_eq!(leaked["actor"], json!({"type": "system", "id": "gitlab"}));
+        assert_eq!(
+            leaked["url"],
+            "https://gitlab.example.com/acme/app/-/blob/0b1c/.env"
+        );
+    }
+
+    #[tokio::test]
+    async fn gitlab_without_the_shared_token_or_with_a_type_keyward_does_not_revoke_ends_nothing() {
+        let now = keyward::now();
+        let s = seeded("production", now).await;
+        let issued = s.worker_key(now).await;
+        let revoke = "/v1/leaks/gitlab/revoke_tokens";
+        let finding = |kind: &str| {
+            json!([{"type": kind, "token": issued.secret.expose(), "location": ""}]).to_string()
+        };
+        let ours = finding("gitleaks_rule_id_keyward_secret_key");
+        for (authorization, body, status, code) in [
+            ("", ours.clone(), 401, "invalid_scanner_token"),
+            (
+                "shared-with-gitlab",
+                ours.clone(),
+                401,
+                "invalid_scanner_token",
+            ),
+            ("Bearer nope", ours.clone(), 401, "invalid_scanner_token"),
+            (
+                gitlab_token(),
+                finding("gitleaks_rule_id_gitlab_personal_access_token"),
+                400,
+                "invalid_leak_report",
+            ),
+            (
+                gitlab_token(),
+                "{\"type\": 1}".to_owned(),
+                400,
+                "invalid_json",
+            ),
+        ] {
+            let answer = handler(
+                s.context(),
+                from_gitlab_with("POST", revoke, authorization, &body),
+                now,
+            )
+            .await;
+            assert_eq!(answer.status(), status, "{authorization:?} {body}");
+            assert_eq!(body_json(&answer)["error"]["code"], code);
+        }
+        let types = "/v1/leaks/gitlab/revocable_token_types";
+        let answer = handler(
+            s.context(),
+            from_gitlab_with("GET", types, "wrong", ""),
+            now,
+        )
+        .await;
+        assert_eq!(answer.status(), 401);
+        assert_eq!(s.actions(&issued.key.id).await, ["key.created"]);
     }
 
     #[tokio::test]

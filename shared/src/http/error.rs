@@ -68,6 +68,8 @@ error_codes! {
     /// A report said to come from a scanner lacks a signature that one of its keys made over
     /// the body.
     InvalidSignature = "invalid_signature", UNAUTHORIZED;
+    /// A request said to come from GitLab lacks the token it shares with keyward.
+    InvalidScannerToken = "invalid_scanner_token", UNAUTHORIZED;
     /// The keys that a scanner's signature is checked with could not be had: try again.
     ScannerKeysUnavailable = "scanner_keys_unavailable", SERVICE_UNAVAILABLE;
     /// A leak report holds too many secrets, or a `url` or `source` it cannot record.

@@ -6,6 +6,8 @@
 
 #[cfg(feature = "github")]
 pub mod github;
+#[cfg(feature = "secrets-manager")]
+pub mod gitlab;
 
 use std::collections::{HashMap, HashSet};
 
