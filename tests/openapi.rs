@@ -73,7 +73,7 @@ fn the_operations_are_exactly_the_routes_of_serve_and_of_the_template() {
 #[test]
 fn each_operation_says_who_may_call_it() {
     let document = document();
-    let scopes = ["keys:read", "keys:write", "activity:read"];
+    let scopes = ["keys:read", "keys:write", "activity:read", "*"];
     for (method, path) in operations(&document) {
         let operation = &document["paths"][&path][method.to_lowercase()];
         let public = [
@@ -324,7 +324,8 @@ fn the_documents_enums_are_the_domains() {
             | Action::SecretDelivered
             | Action::SecretDeliveryFailed
             | Action::GraceIdle
-            | Action::Leaked => {}
+            | Action::Leaked
+            | Action::LeakPolicyChanged => {}
         }
     }
     assert_eq!(actions, all.iter().map(|a| a.as_str().to_owned()).collect());

@@ -658,6 +658,25 @@ async fn every_packaged_function_starts_and_answers_as_the_template_wires_it() {
         json!(["gitleaks_rule_id_keyward_secret_key"]),
         "{types}"
     );
+    let leak_policy = "/v1/environments/{env}/leak-policy";
+    let set = deployed.answer(
+        "ReportLeak",
+        rest(
+            "PUT",
+            leak_policy,
+            &env_param,
+            &admin,
+            json!({"leak_policy": "notify"}),
+        ),
+        200,
+    );
+    assert_eq!(set["leak_policy"], "notify", "{set}");
+    let read = deployed.answer(
+        "ReportLeak",
+        rest("GET", leak_policy, &env_param, &admin, Value::Null),
+        200,
+    );
+    assert_eq!(read["leak_policy"], "notify", "{read}");
     ran("ReportLeak");
 
     for (resource, params) in [

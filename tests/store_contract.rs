@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use keyward::domain::{
-    Action, Actor, Change, EnvName, GracePeriod, Issued, Key, LastUse, Mint, NewKey, Revocation,
-    RotationPolicy, Scopes, Setting, UsageTally, change_grace_period, create_environment,
-    create_key, revoke, rotate, set_rotation_policy,
+    Action, Actor, Change, EnvName, GracePeriod, Issued, Key, LastUse, LeakPolicy, Mint, NewKey,
+    Revocation, RotationPolicy, Scopes, Setting, UsageTally, change_grace_period,
+    create_environment, create_key, revoke, rotate, set_leak_policy, set_rotation_policy,
 };
 use keyward::store::{
     ActivityFilter, DynamoStore, KeyLookup, KeyStore, PageRequest, SqliteStore, StoreError,
@@ -1343,6 +1343,45 @@ fn sqlite_file() -> Arc<SqliteStore> {
     Arc::new(SqliteStore::open(&dir.join(format!("{n}.db"))).unwrap())
 }
 
+/// An environment's leak policy is set only from the policy that was read, with its entry on
+/// the default key; a change decided on a stale read conflicts and writes nothing.
+async fn a_leak_policy_is_set_only_from_the_policy_read(store: Arc<dyn KeyStore>) {
+    let clock = Clock::new();
+    let issued = environment(&*store, "production", &clock).await;
+    let read = store
+        .environment(&env("production"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.leak_policy, LeakPolicy::Revoke);
+    let notify = set_leak_policy(&read, LeakPolicy::Notify, actor(), &clock.mint, clock.now());
+    let rotate = set_leak_policy(&read, LeakPolicy::Rotate, actor(), &clock.mint, clock.now());
+    store.apply(&notify.unwrap()).await.unwrap();
+    assert_conflict(store.apply(&rotate.unwrap()).await);
+    let stored = store
+        .environment(&env("production"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.leak_policy, LeakPolicy::Notify);
+    assert_eq!(
+        stored.default_key_id, issued.key.id,
+        "only the policy changed"
+    );
+    let entries = store
+        .environment_activity(
+            &env("production"),
+            &ActivityFilter::default(),
+            &page(10, None),
+        )
+        .await
+        .unwrap()
+        .items;
+    let actions: Vec<&str> = entries.iter().map(|e| e.event.action().as_str()).collect();
+    assert_eq!(actions, ["environment.leak_policy_changed", "key.created"]);
+    assert_eq!(entries[0].key_id, issued.key.id);
+}
+
 // Every contract case, on each adapter; each expression makes a fresh, empty store.
 keyward::on_both_stores!(
     sqlite => Arc::new(SqliteStore::in_memory().unwrap()),
@@ -1364,5 +1403,6 @@ keyward::on_both_stores!(
     usage_adds_up_by_hour_apart_from_the_key,
     seen_addresses_are_kept_by_hour_at_most_fifty_each,
     last_use_only_moves_forward,
-    postponing_moves_a_key_in_the_due_index_only_at_the_version_read
+    postponing_moves_a_key_in_the_due_index_only_at_the_version_read,
+    a_leak_policy_is_set_only_from_the_policy_read
 );

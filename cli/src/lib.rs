@@ -110,6 +110,18 @@ pub const ROUTES: &[Route] = &[
     ),
     (Method::POST, "/v1/verify", verify_key::handler, VERIFY_KEY),
     (
+        Method::GET,
+        "/v1/environments/{env}/leak-policy",
+        report_leak::leak_policy,
+        "ReportLeak",
+    ),
+    (
+        Method::PUT,
+        "/v1/environments/{env}/leak-policy",
+        report_leak::set_leak_policy,
+        "ReportLeak",
+    ),
+    (
         Method::POST,
         "/v1/leaks/report",
         report_leak::report,

@@ -16,7 +16,9 @@ use keyward::http::Settings;
 use keyward::secrets::{FileSink, PrefixedSink, SecretSink, SecretsManagerSink};
 use keyward::store::{DynamoStore, StoreConfig, UsageStore};
 use keyward_cli::api::Failure;
-use keyward_cli::client::{self, ActivityArgs, KeysCommand, LeakReportArgs, VerifyArgs};
+use keyward_cli::client::{
+    self, ActivityArgs, KeysCommand, LeakPolicyArgs, LeakReportArgs, VerifyArgs,
+};
 use keyward_cli::{
     Counters, CreateEnvironmentError, StreamPoller, create_environment_in, operator, run_schedule,
     serve,
@@ -94,7 +96,7 @@ enum Command {
         #[command(subcommand)]
         command: LeaksCommand,
     },
-    /// Manages environments (on the store, not through the API)
+    /// Manages environments: makes one on the store, or sets its leak policy through the API
     Env {
         #[command(subcommand)]
         command: EnvCommand,
@@ -131,6 +133,8 @@ enum EnvCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Shows or sets what a leak of the environment's keys does, through keyward's API
+    LeakPolicy(LeakPolicyArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -233,6 +237,9 @@ async fn run(command: Command) -> Result<(), Failure> {
         Command::Leaks {
             command: LeaksCommand::Report(args),
         } => client::report_leaks(args).await,
+        Command::Env {
+            command: EnvCommand::LeakPolicy(args),
+        } => client::leak_policy(args).await,
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

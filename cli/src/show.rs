@@ -261,7 +261,7 @@ pub fn key(key: &Value, now: DateTime<Utc>) -> String {
         ("created", when(&key["created_at"], now)),
         ("expires", expiry(&key["expires_at"], now)),
         ("revoked", when(&key["revoked_at"], now)),
-        ("leaked", leaked(&key["leaked_at"], now)),
+        ("leaked", leaked(key, now)),
         ("rotated from", text(&key["rotated_from"])),
         ("rotated to", text(&key["rotated_to"])),
         ("rotation policy", policy(&key["rotation_policy"])),
@@ -507,17 +507,27 @@ fn details(entry: &Value, now: DateTime<Utc>) -> String {
             if !entry["source"].is_null() {
                 shown.push_str(&format!(" ({})", field("source")));
             }
+            shown.push_str(&format!("; leak policy {}", field("leak_policy")));
             shown
         }
+        "environment.leak_policy_changed" => format!(
+            "leak policy {}, was {}",
+            field("leak_policy"),
+            field("previous")
+        ),
         _ => "-".to_owned(),
     }
 }
 
 /// When a key was reported leaked, and what that did, or `no`.
-fn leaked(at: &Value, now: DateTime<Utc>) -> String {
-    match at {
-        Value::Null => "no".to_owned(),
-        at => format!(
+fn leaked(key: &Value, now: DateTime<Utc>) -> String {
+    match (&key["leaked_at"], key["leak_policy"].as_str()) {
+        (Value::Null, _) => "no".to_owned(),
+        (at, Some("notify")) => format!(
+            "{}: reported leaked; its leak policy was notify, so it still works",
+            when(at, now)
+        ),
+        (at, _) => format!(
             "{}: reported leaked, so every check refuses it",
             when(at, now)
         ),
@@ -795,12 +805,16 @@ mod tests {
                 "no presentation recorded since 2026-11-28 10:40 UTC (1h ago) while key_2 was used 2026-11-28 11:59 UTC (1m ago); grace ends 2026-11-30 12:00:00 UTC (in 2d)",
             ),
             (
-                json!({"action": "key.leaked", "url": "https://github.com/a/b/commit/1", "source": "commit"}),
-                "reported leaked, found at https://github.com/a/b/commit/1 (commit)",
+                json!({"action": "key.leaked", "url": "https://github.com/a/b/commit/1", "source": "commit", "leak_policy": "revoke"}),
+                "reported leaked, found at https://github.com/a/b/commit/1 (commit); leak policy revoke",
             ),
             (
-                json!({"action": "key.leaked", "url": null, "source": null}),
-                "reported leaked",
+                json!({"action": "key.leaked", "url": null, "source": null, "leak_policy": "notify"}),
+                "reported leaked; leak policy notify",
+            ),
+            (
+                json!({"action": "environment.leak_policy_changed", "previous": "revoke", "leak_policy": "notify"}),
+                "leak policy notify, was revoke",
             ),
             (json!({"action": "key.unheard_of"}), "-"),
         ] {

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Timestamp;
 use super::grace::GracePeriod;
-use super::key::{ExpiryStage, RotationPolicy};
+use super::key::{ExpiryStage, LeakPolicy, RotationPolicy};
 use super::mint::Mint;
 use super::names::{ActivityId, EnvName, KeyId, KeyName, Kind, LeakDetails, Scopes};
 use super::network::AllowedIps;
@@ -130,6 +130,19 @@ pub enum Event {
         /// Where it was seen, as the reporter said; never the secret.
         #[serde(flatten)]
         details: LeakDetails,
+        /// What the leak does, as its environment's policy said: `notify` leaves the key
+        /// working.
+        #[serde(default)]
+        leak_policy: LeakPolicy,
+    },
+    /// What a leak of an environment's keys does was changed; recorded on the environment's
+    /// default key.
+    #[serde(rename = "environment.leak_policy_changed")]
+    LeakPolicyChanged {
+        /// The policy before.
+        previous: LeakPolicy,
+        /// The policy after.
+        leak_policy: LeakPolicy,
     },
     /// A key will expire soon: within 24 hours, then again within an hour.
     #[serde(rename = "key.expiring")]
@@ -205,6 +218,7 @@ impl Event {
             Event::SecretDeliveryFailed { .. } => Action::SecretDeliveryFailed,
             Event::GraceIdle { .. } => Action::GraceIdle,
             Event::Leaked { .. } => Action::Leaked,
+            Event::LeakPolicyChanged { .. } => Action::LeakPolicyChanged,
         }
     }
 }
@@ -236,11 +250,13 @@ pub enum Action {
     GraceIdle,
     /// `key.leaked`
     Leaked,
+    /// `environment.leak_policy_changed`
+    LeakPolicyChanged,
 }
 
 impl Action {
     /// Every action, for whatever must list them (the parser, and the API's description).
-    pub const ALL: [Action; 12] = [
+    pub const ALL: [Action; 13] = [
         Action::Created,
         Action::Rotated,
         Action::GracePeriodChanged,
@@ -253,6 +269,7 @@ impl Action {
         Action::SecretDeliveryFailed,
         Action::GraceIdle,
         Action::Leaked,
+        Action::LeakPolicyChanged,
     ];
 
     /// The action's name, such as `key.rotated`.
@@ -270,6 +287,7 @@ impl Action {
             Action::SecretDeliveryFailed => "key.secret_delivery_failed",
             Action::GraceIdle => "key.grace_idle",
             Action::Leaked => "key.leaked",
+            Action::LeakPolicyChanged => "environment.leak_policy_changed",
         }
     }
 

@@ -257,10 +257,14 @@ pub struct Key {
     /// (`key.grace_idle`), so that it is recorded once.
     #[serde(default)]
     pub grace_idle_at: Option<Timestamp>,
-    /// When a report of a leak of its secret was first recorded (`key.leaked`), so that it is
-    /// recorded once and the key then follows it with a revocation or a rotation.
+    /// When a report of a leak of its secret was recorded (`key.leaked`), so that it is
+    /// recorded once and the key then follows its leak policy.
     #[serde(default)]
     pub leaked_at: Option<Timestamp>,
+    /// The leak policy of its environment when its leak was recorded: every check refuses a
+    /// leaked key unless it was `notify`.
+    #[serde(default)]
+    pub leak_policy: Option<LeakPolicy>,
     /// Bumped by every change; a write applies only if the stored version is the one read.
     pub version: u64,
 }
@@ -277,6 +281,7 @@ impl Key {
             delivery_failures: None,
             grace_idle_at: None,
             leaked_at: None,
+            leak_policy: None,
             ..k.clone()
         };
         decided(self) == decided(other)
@@ -318,7 +323,7 @@ impl Key {
     }
 }
 
-/// An environment: a name, and which key is its default.
+/// An environment: a name, which key is its default, and what a leak of its keys does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Environment {
     /// The environment's name.
@@ -327,6 +332,44 @@ pub struct Environment {
     pub default_key_id: KeyId,
     /// When it was made.
     pub created_at: Timestamp,
+    /// What a confirmed leak of one of its keys does; `revoke` for an environment made
+    /// before there was a choice.
+    #[serde(default)]
+    pub leak_policy: LeakPolicy,
+}
+
+/// What a confirmed leak of a key does, chosen per environment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeakPolicy {
+    /// The key dies now (a default key, which cannot be revoked, is rotated with no grace).
+    #[default]
+    Revoke,
+    /// The key is rotated with a grace of `now`, and its rotation policy, if any, delivers
+    /// the successor (a key already in its grace is revoked: it has a successor).
+    Rotate,
+    /// Only the `key.leaked` entry and its event: the key keeps working, for owners who
+    /// would rather rotate it themselves.
+    Notify,
+}
+
+impl LeakPolicy {
+    /// Every policy, in the order the API lists them.
+    pub const ALL: [LeakPolicy; 3] = [LeakPolicy::Revoke, LeakPolicy::Rotate, LeakPolicy::Notify];
+
+    /// The policy as the API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeakPolicy::Revoke => "revoke",
+            LeakPolicy::Rotate => "rotate",
+            LeakPolicy::Notify => "notify",
+        }
+    }
+
+    /// The policy spelled `s`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == s)
+    }
 }
 
 /// How close a key is to its expiry, in the steps that get a notice.

@@ -24,13 +24,13 @@ mod verify;
 pub use activity::{Action, ActivityEntry, Actor, ActorType, Event};
 pub use grace::{GracePeriod, RotationInterval, parse_iso8601_seconds};
 pub use key::{
-    DeliveryFailures, Environment, ExpiryNotice, ExpiryStage, FIRST_RETRY_WAIT, Key,
+    DeliveryFailures, Environment, ExpiryNotice, ExpiryStage, FIRST_RETRY_WAIT, Key, LeakPolicy,
     MAX_RETRY_WAIT, PendingDelivery, RETRY_SLACK, RotationPolicy, SecretPrefix, Status,
 };
 pub use lifecycle::{
     Change, EnvironmentWrite, GraceChanged, Issued, KeyWrite, LeakSource, LeakStep, LifecycleError,
     NewKey, Revocation, Rotated, SecretClaim, Setting, change_grace_period, create_environment,
-    create_key, leak_step, revoke, rotate, set_allowed_ips, set_rotation_policy,
+    create_key, leak_step, revoke, rotate, set_allowed_ips, set_leak_policy, set_rotation_policy,
 };
 pub use mint::{Entropy, InvalidKeyPrefix, KeyPrefix, Mint};
 pub use names::{

@@ -4,7 +4,7 @@
 use super::Timestamp;
 use super::activity::{ActivityEntry, Actor, Event};
 use super::grace::GracePeriod;
-use super::key::{Environment, Key, PendingDelivery, RotationPolicy, Status};
+use super::key::{Environment, Key, LeakPolicy, PendingDelivery, RotationPolicy, Status};
 use super::mint::Mint;
 use super::names::{EnvName, InputError, KeyId, KeyName, Kind, LeakDetails, Scopes};
 use super::network::AllowedIps;
@@ -37,6 +37,18 @@ pub enum EnvironmentWrite {
         from: KeyId,
         /// Its successor.
         to: KeyId,
+    },
+    /// The environment's leak policy becomes `policy`; it must still be `previous`, and its
+    /// default key, on which the change is recorded, still `default_key_id`.
+    SetLeakPolicy {
+        /// The environment.
+        name: EnvName,
+        /// Its default key, as read.
+        default_key_id: KeyId,
+        /// The policy that was read.
+        previous: LeakPolicy,
+        /// The policy to set.
+        policy: LeakPolicy,
     },
 }
 
@@ -246,6 +258,7 @@ impl Draft<'_> {
             rotated_at: None,
             grace_idle_at: None,
             leaked_at: None,
+            leak_policy: None,
             version: 1,
         };
         (key, secret)
@@ -362,6 +375,7 @@ pub fn create_environment(name: &EnvName, actor: Actor, mint: &Mint, now: Timest
         name: name.clone(),
         default_key_id: key.id.clone(),
         created_at: now,
+        leak_policy: LeakPolicy::default(),
     };
     let change = Change {
         keys: vec![KeyWrite::Insert(key.clone())],
@@ -554,33 +568,42 @@ pub enum LeakStep {
         /// What to apply.
         change: Box<Change>,
     },
-    /// The key, whose leak is recorded, is its environment's default key, which cannot be
-    /// revoked: it is rotated with a grace of `now`, and its rotation policy, if it has one,
-    /// delivers the successor.
+    /// The key, whose leak is recorded, is rotated with a grace of `now` (by the policy
+    /// `rotate`, if its rotation policy delivers the successor, or as its environment's
+    /// default key, which cannot be revoked).
     Rotate(Box<Rotated>),
 }
 
-/// The next step of a secret key's answer to a report that its secret leaked, each recorded
-/// with `actor` (keyward itself, named by where the report came from). A publishable key is
-/// never reported: it is meant to be public, and the caller leaves it alone by its format.
+/// The next step of a secret key's answer to a report that its secret leaked, under its
+/// environment's `policy`, each recorded with `actor` (keyward itself, named by where the
+/// report came from). A publishable key is never reported: it is meant to be public, and the
+/// caller leaves it alone by its format.
 pub fn leak_step(
     key: &Key,
+    policy: LeakPolicy,
     actor: &Actor,
     details: &LeakDetails,
     mint: &Mint,
     now: Timestamp,
 ) -> Result<LeakStep, LifecycleError> {
     let actor = actor.clone();
-    if matches!(key.status(now), Status::Revoked | Status::Expired) {
+    let status = key.status(now);
+    if matches!(status, Status::Revoked | Status::Expired) {
         return Ok(LeakStep::Ended);
     }
-    if key.leaked_at.is_none() {
+    // A leak recorded under `notify` and reported again under a stricter policy is recorded
+    // again, under that policy, before anything else: from that write on every check refuses
+    // the key, whatever becomes of the step that ends it.
+    let escalates = key.leak_policy == Some(LeakPolicy::Notify) && policy != LeakPolicy::Notify;
+    if key.leaked_at.is_none() || escalates {
         let (marked, write) = update(Key {
             leaked_at: Some(now),
+            leak_policy: Some(policy),
             ..key.clone()
         });
         let event = Event::Leaked {
             details: details.clone(),
+            leak_policy: policy,
         };
         let change = key_change(key, write, actor, event, mint, now);
         return Ok(LeakStep::Record {
@@ -588,13 +611,68 @@ pub fn leak_step(
             change: Box::new(change),
         });
     }
-    if key.default {
-        let rotated = rotate(key, GracePeriod::NOW, actor, mint, now)?;
-        return Ok(LeakStep::Rotate(Box::new(rotated)));
+    // A leak recorded under a policy that ends the key is ended, even if the environment's
+    // policy became `notify` meanwhile: every check already refuses it.
+    let recorded = key.leak_policy.unwrap_or_default();
+    let effective = if policy == LeakPolicy::Notify {
+        recorded
+    } else {
+        policy
+    };
+    // A key rotates when its successor can be used: one that its rotation policy delivers,
+    // or the environment's default key, which cannot be revoked.
+    let rotates = key.default
+        || (effective == LeakPolicy::Rotate
+            && status == Status::Active
+            && key.rotation_policy.is_some());
+    match effective {
+        LeakPolicy::Notify => Ok(LeakStep::Ended),
+        LeakPolicy::Revoke | LeakPolicy::Rotate if rotates => {
+            let rotated = rotate(key, GracePeriod::NOW, actor, mint, now)?;
+            Ok(LeakStep::Rotate(Box::new(rotated)))
+        }
+        LeakPolicy::Revoke | LeakPolicy::Rotate => Ok(match revoke(key, actor, mint, now)? {
+            Revocation::Revoked { key, change } => LeakStep::Revoke { key, change },
+            Revocation::Unchanged(_) => LeakStep::Ended,
+        }),
     }
-    Ok(match revoke(key, actor, mint, now)? {
-        Revocation::Revoked { key, change } => LeakStep::Revoke { key, change },
-        Revocation::Unchanged(_) => LeakStep::Ended,
+}
+
+/// Sets what a leak of an environment's keys does. The change is recorded on the
+/// environment's default key, its root, as `environment.leak_policy_changed`, so that it
+/// shows in the environment's activity with who made it; setting the policy it has records
+/// nothing.
+pub fn set_leak_policy(
+    environment: &Environment,
+    policy: LeakPolicy,
+    actor: Actor,
+    mint: &Mint,
+    now: Timestamp,
+) -> Option<Change> {
+    if environment.leak_policy == policy {
+        return None;
+    }
+    let event = Event::LeakPolicyChanged {
+        previous: environment.leak_policy,
+        leak_policy: policy,
+    };
+    Some(Change {
+        keys: Vec::new(),
+        environment: Some(EnvironmentWrite::SetLeakPolicy {
+            name: environment.name.clone(),
+            default_key_id: environment.default_key_id.clone(),
+            previous: environment.leak_policy,
+            policy,
+        }),
+        secret_claim: None,
+        activity: ActivityEntry::new(
+            mint,
+            &environment.name,
+            &environment.default_key_id,
+            actor,
+            event,
+            now,
+        ),
     })
 }
 
@@ -1061,15 +1139,20 @@ mod tests {
         ));
     }
 
-    /// Applies each step of a leak report to `key` as a store would, and says which steps
-    /// were taken and the key at the end.
-    fn report_leak(mut key: Key) -> (Vec<&'static str>, Key) {
+    /// Applies each step of a leak report to `key` as a store would, under the policy
+    /// `revoke`, and says which steps were taken and the key at the end.
+    fn report_leak(key: Key) -> (Vec<&'static str>, Key) {
+        report_leak_under(LeakPolicy::Revoke, key)
+    }
+
+    /// [`report_leak`] under `policy`.
+    fn report_leak_under(policy: LeakPolicy, mut key: Key) -> (Vec<&'static str>, Key) {
         let details = LeakDetails::parse(Some("https://example.com/commit/1"), Some("commit"));
         let details = details.unwrap();
         let mut steps = Vec::new();
         loop {
             let reporter = Actor::system("report");
-            match leak_step(&key, &reporter, &details, test_mint(), t0()).unwrap() {
+            match leak_step(&key, policy, &reporter, &details, test_mint(), t0()).unwrap() {
                 LeakStep::Ended => return (steps, key),
                 LeakStep::Record {
                     key: marked,
@@ -1079,7 +1162,8 @@ mod tests {
                     assert_eq!(
                         change.activity.event,
                         Event::Leaked {
-                            details: details.clone()
+                            details: details.clone(),
+                            leak_policy: policy,
                         }
                     );
                     assert_eq!(marked.leaked_at, Some(t0()));
@@ -1098,7 +1182,8 @@ mod tests {
                 LeakStep::Rotate(rotated) => {
                     assert_eq!(rotated.change.activity.actor, Actor::system("report"));
                     assert_eq!(rotated.previous.expires_at, Some(t0()));
-                    assert!(rotated.key.default && rotated.key.leaked_at.is_none());
+                    assert_eq!(rotated.key.default, key.default);
+                    assert!(rotated.key.leaked_at.is_none());
                     steps.push("rotate");
                     key = rotated.previous;
                 }
@@ -1139,9 +1224,16 @@ mod tests {
             let scope = ["orders:read"];
             let needs: &[&str] = if key.default { &[] } else { &scope };
             assert_eq!(check(&key, None, None, needs, t0()), Verdict::Valid);
-            let LeakStep::Record { key: marked, .. } =
-                leak_step(&key, &Actor::system("report"), &details, test_mint(), t0()).unwrap()
-            else {
+            let reporter = Actor::system("report");
+            let LeakStep::Record { key: marked, .. } = leak_step(
+                &key,
+                LeakPolicy::Revoke,
+                &reporter,
+                &details,
+                test_mint(),
+                t0(),
+            )
+            .unwrap() else {
                 panic!("a live key's leak is recorded first")
             };
             assert_eq!(
@@ -1151,6 +1243,108 @@ mod tests {
             );
             assert_eq!(check(&marked, None, None, needs, t0()), Verdict::Revoked);
         }
+    }
+
+    #[test]
+    fn the_environments_leak_policy_decides_what_a_leak_does() {
+        let policy = RotationPolicy::from_json(&serde_json::json!({"every": "P30D", "grace_period": "24h", "secret_id": "keyward/production/billing"})).unwrap();
+        let delivered = Key {
+            rotation_policy: Some(policy),
+            ..active_key()
+        };
+        let (steps, key) = report_leak_under(LeakPolicy::Rotate, delivered);
+        assert_eq!(steps, ["record", "rotate"], "rotated with no grace");
+        assert_eq!(key.status(t0()), Status::Expired);
+        let (steps, _) = report_leak_under(LeakPolicy::Rotate, active_key());
+        assert_eq!(
+            steps,
+            ["record", "revoke"],
+            "a successor nobody would get is not made"
+        );
+        let in_grace = rotate(&active_key(), grace("7d"), operator(), test_mint(), t0())
+            .unwrap()
+            .previous;
+        let (steps, _) = report_leak_under(LeakPolicy::Rotate, in_grace);
+        assert_eq!(
+            steps,
+            ["record", "revoke"],
+            "a key in its grace has its successor already"
+        );
+        let (steps, key) = report_leak_under(LeakPolicy::Notify, active_key());
+        assert_eq!(steps, ["record"], "only the entry");
+        assert_eq!(key.status(t0()), Status::Active);
+        assert_eq!(key.leak_policy, Some(LeakPolicy::Notify));
+        assert_eq!(
+            check(&key, None, None, &["orders:read"], t0()),
+            Verdict::Valid,
+            "a key whose leak only notifies keeps working"
+        );
+        let (steps, key) = report_leak_under(LeakPolicy::Revoke, key);
+        assert_eq!(
+            steps,
+            ["record", "revoke"],
+            "reported again under a stricter policy, recorded again, under it, then ended"
+        );
+        assert_eq!(key.status(t0()), Status::Revoked);
+        assert_eq!(key.leak_policy, Some(LeakPolicy::Revoke));
+        let marked = Key {
+            leaked_at: Some(t0()),
+            leak_policy: Some(LeakPolicy::Revoke),
+            ..active_key()
+        };
+        let (steps, _) = report_leak_under(LeakPolicy::Notify, marked);
+        assert_eq!(
+            steps,
+            ["revoke"],
+            "a leak recorded to end the key ends it, though the policy became notify"
+        );
+    }
+
+    #[test]
+    fn a_leak_policy_change_is_recorded_on_the_default_key_and_a_same_one_records_nothing() {
+        let issued = create_environment(&env(), operator(), test_mint(), t0());
+        let Some(EnvironmentWrite::Create(environment)) = issued.change.environment else {
+            panic!("the environment is made")
+        };
+        assert_eq!(environment.leak_policy, LeakPolicy::Revoke);
+        assert!(
+            set_leak_policy(
+                &environment,
+                LeakPolicy::Revoke,
+                operator(),
+                test_mint(),
+                t0()
+            )
+            .is_none()
+        );
+        let change = set_leak_policy(
+            &environment,
+            LeakPolicy::Notify,
+            operator(),
+            test_mint(),
+            t0(),
+        )
+        .unwrap();
+        assert!(change.keys.is_empty());
+        assert_eq!(change.activity.key_id, issued.key.id);
+        assert_eq!(
+            change.activity.event,
+            Event::LeakPolicyChanged {
+                previous: LeakPolicy::Revoke,
+                leak_policy: LeakPolicy::Notify
+            }
+        );
+        assert_eq!(
+            change.environment,
+            Some(EnvironmentWrite::SetLeakPolicy {
+                name: env(),
+                default_key_id: issued.key.id.clone(),
+                previous: LeakPolicy::Revoke,
+                policy: LeakPolicy::Notify
+            })
+        );
+        assert_eq!(LeakPolicy::parse("notify"), Some(LeakPolicy::Notify));
+        assert_eq!(LeakPolicy::parse("Notify"), None);
     }
 
     #[test]

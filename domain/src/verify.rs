@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use super::Timestamp;
-use super::key::{Key, Status};
+use super::key::{Key, LeakPolicy, Status};
 use super::names::EnvName;
 
 /// The outcome of checking a presented key; `code()` is what `/v1/verify` answers.
@@ -49,9 +49,10 @@ impl Verdict {
 }
 
 /// Checks a stored key against where and how it is being used: revoked and expired keys fail
-/// whatever else holds, and so does a key reported leaked, as revoked, from the write that
-/// records the leak on, before its revocation or rotation is written (which a crash or a
-/// failed write could leave undone); then the environment, if one is named; then the request's address
+/// whatever else holds, and so does a key reported leaked (unless its environment's leak
+/// policy was `notify`), as revoked, from the write that records the leak on, before its
+/// revocation or rotation is written (which a crash or a failed write could leave undone);
+/// then the environment, if one is named; then the request's address
 /// (`source`, `None` when it is not known) against the key's allowed networks; then every
 /// required scope.
 pub fn check<S: AsRef<str>>(
@@ -64,7 +65,11 @@ pub fn check<S: AsRef<str>>(
     match key.status(now) {
         Status::Revoked => Verdict::Revoked,
         Status::Expired => Verdict::Expired,
-        Status::Active | Status::InGrace if key.leaked_at.is_some() => Verdict::Revoked,
+        Status::Active | Status::InGrace
+            if key.leaked_at.is_some() && key.leak_policy != Some(LeakPolicy::Notify) =>
+        {
+            Verdict::Revoked
+        }
         Status::Active | Status::InGrace => {
             if environment.is_some_and(|env| *env != key.environment) {
                 Verdict::WrongEnvironment

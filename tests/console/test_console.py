@@ -484,6 +484,6 @@ def test_a_key_reported_leaked_shows_a_badge_and_the_report_in_its_activity(page
     actions = panel.locator("tbody tr").evaluate_all("rows => rows.map(r => r.dataset.action)")
     assert actions == ["key.revoked", "key.leaked", "key.created"]
     expect(panel).to_contain_text("System report")
-    expect(panel).to_contain_text("Reported leaked, found at https://github.com/acme/app/blob/0b1c/.env (commit)")
+    expect(panel).to_contain_text("Reported leaked, found at https://github.com/acme/app/blob/0b1c/.env (commit); leak policy revoke")
     screenshot(page, "console-leaked.png")
     no_serious_violations(page, "a leaked key's activity tab")

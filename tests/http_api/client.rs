@@ -696,6 +696,38 @@ fn leaks_report_ends_every_key_found_in_a_leaked_file() {
     assert!(none.stderr.contains("shaped like a secret key"), "{none:?}");
 }
 
+/// `keyward env leak-policy` shows the environment's leak policy to a reader and sets it
+/// with a `*` key only.
+#[test]
+fn env_leak_policy_shows_and_sets_what_a_leak_does() {
+    let server = Server::start(Backend::Sqlite);
+    let admin = Client::new(&server, &server.default_key);
+    assert_eq!(
+        admin.ok(&["env", "leak-policy"]),
+        "development: revoke. A key reported leaked is revoked at once (a default key is rotated with no grace).\n"
+    );
+    let made = admin.json(&["keys", "create", "--name", "reader", "--scope", "keys:read"]);
+    let reader = Client::new(&server, made["secret"].as_str().unwrap());
+    let refused = reader.run(&["env", "leak-policy", "notify"]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(refused.stderr.contains("insufficient_scope"), "{refused:?}");
+    let set = admin.json(&["env", "leak-policy", "notify"]);
+    assert_eq!(
+        set,
+        json!({"environment": "development", "leak_policy": "notify"})
+    );
+    assert!(
+        reader
+            .ok(&["env", "leak-policy"])
+            .starts_with("development: notify.")
+    );
+    let bad = admin.run(&["env", "leak-policy", "ignore"]);
+    assert_eq!(
+        bad.code, 2,
+        "clap refuses a policy that does not exist: {bad:?}"
+    );
+}
+
 /// Plain `http://` to a host that is not this machine's loopback would send the key in clear:
 /// refused with exit 2 before anything is sent, and the message says how to proceed. (The
 /// address is 0.0.0.0, which Linux routes to this machine, so that the test could send

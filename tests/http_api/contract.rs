@@ -146,6 +146,7 @@ fn every_request_example_in_the_document_is_accepted() {
             "setAllowedIps" => ("PUT", format!("/v1/keys/{}/allowed-ips", new_key(&name))),
             "verifyKey" => ("POST", "/v1/verify".to_owned()),
             "reportLeak" => ("POST", "/v1/leaks/report".to_owned()),
+            "setLeakPolicy" => ("PUT", "/v1/environments/development/leak-policy".to_owned()),
             other => panic!("no way to send an example of {other}"),
         };
         let reply = server.call(method, &path, admin, Some(body));
@@ -219,6 +220,7 @@ fn each_operation_needs_exactly_the_scope_the_document_names() {
                 "rotateKey" | "changeGracePeriod" => Some(json!({"grace_period": "1h"})),
                 "setRotationPolicy" => Some(json!({"rotation_policy": null})),
                 "setAllowedIps" => Some(json!({"allowed_ips": []})),
+                "setLeakPolicy" => Some(json!({"leak_policy": "revoke"})),
                 _ => None,
             };
             let method = method.to_uppercase();
@@ -240,7 +242,7 @@ fn each_operation_needs_exactly_the_scope_the_document_names() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 11, "every operation that needs a key");
+    assert_eq!(checked, 13, "every operation that needs a key");
 }
 
 /// Every answer of every route of the API, an error's too, may not be kept by any cache, and

@@ -77,6 +77,17 @@ fn default_of(keys: &Value) -> &str {
 
 fn a_reported_key_fails_its_next_check(backend: Backend) {
     let (server, admin, id, leaked) = serving_a_key(backend, &[]);
+    let gitlab = server.send(
+        "GET",
+        "/v1/leaks/gitlab/revocable_token_types",
+        &[("authorization", "anything")],
+        b"",
+    );
+    assert_eq!(
+        (gitlab.status, gitlab.code()),
+        (401, "invalid_scanner_token"),
+        "with no token shared with GitLab, no GitLab request is taken"
+    );
     let listing = "/v1/environments/staging/keys";
     assert_eq!(server.call("GET", listing, &leaked, None).status, 200);
 
@@ -240,7 +251,7 @@ fn gitlabs_findings_end_a_key_on_dynamodb() {
 /// it, and a secret in Secrets Manager on DynamoDB, as the stack keeps it.
 fn gitlab_token_at(backend: Backend, token: &str) -> String {
     let name = format!(
-        "keyward-test-gitlab-{}-{}",
+        "e2e-{}-{}-gitlab-revocation-token",
         std::process::id(),
         backend as u8
     );
@@ -303,4 +314,133 @@ fn gitlabs_findings_end_a_key(backend: Backend) {
     );
     assert!(!keyward::testing::log_holds(&server.logs(), token));
     assert!(!keyward::testing::log_holds(&server.logs(), &leaked));
+}
+
+#[test]
+fn the_environments_leak_policy_decides_what_a_leak_does_on_sqlite() {
+    the_environments_leak_policy_decides_what_a_leak_does(Backend::Sqlite);
+}
+
+#[test]
+fn the_environments_leak_policy_decides_what_a_leak_does_on_dynamodb() {
+    the_environments_leak_policy_decides_what_a_leak_does(Backend::DynamoDb);
+}
+
+/// `notify` records a leak and leaves the key working; `rotate` replaces it with no grace;
+/// only a `*` key sets the policy, and a `keys:read` key reads it.
+fn the_environments_leak_policy_decides_what_a_leak_does(backend: Backend) {
+    let (server, admin, id, leaked) = serving_a_key(backend, &[]);
+    let policy = "/v1/environments/staging/leak-policy";
+    let read = server.call("GET", policy, &leaked, None);
+    assert_eq!(
+        read.json,
+        json!({"environment": "staging", "leak_policy": "revoke"})
+    );
+    let refused = server.call(
+        "PUT",
+        policy,
+        &leaked,
+        Some(json!({"leak_policy": "notify"})),
+    );
+    assert_eq!(
+        (refused.status, refused.code()),
+        (403, "insufficient_scope")
+    );
+    let bad = server.call(
+        "PUT",
+        policy,
+        &admin,
+        Some(json!({"leak_policy": "ignore"})),
+    );
+    assert_eq!((bad.status, bad.code()), (400, "invalid_leak_policy"));
+    let set = server.call(
+        "PUT",
+        policy,
+        &admin,
+        Some(json!({"leak_policy": "notify"})),
+    );
+    assert_eq!(
+        set.json,
+        json!({"environment": "staging", "leak_policy": "notify"})
+    );
+
+    report(&server, json!({"secrets": [leaked], "source": "commit"}));
+    assert_eq!(
+        verdict(&server, &leaked),
+        "valid",
+        "notify leaves the key working"
+    );
+    let entries = actions(&server, &admin, &id);
+    assert_eq!(entries[0]["action"], "key.leaked");
+    assert_eq!(entries[0]["leak_policy"], "notify");
+    let key = server.call("GET", &format!("/v1/keys/{id}"), &admin, None);
+    assert_eq!(key.json["key"]["leak_policy"], "notify");
+
+    server.call(
+        "PUT",
+        policy,
+        &admin,
+        Some(json!({"leak_policy": "rotate"})),
+    );
+    report(&server, json!({"secrets": [leaked]}));
+    assert_eq!(
+        verdict(&server, &leaked),
+        "revoked",
+        "no rotation policy: no successor to make"
+    );
+    let entries = actions(&server, &admin, &id);
+    let names: Vec<&Value> = entries.iter().map(|e| &e["action"]).collect();
+    assert_eq!(
+        names[..3],
+        ["key.revoked", "key.leaked", "key.leaked"],
+        "reported again under a stricter policy: recorded again, under it, then ended"
+    );
+    assert_eq!(entries[1]["leak_policy"], "rotate");
+
+    let secret_id = format!(
+        "keyward/staging/rotated-{}",
+        server.store().replace([':', '/', '.'], "-")
+    );
+    let made = server.call(
+        "POST",
+        "/v1/environments/staging/keys",
+        &admin,
+        Some(json!({"name": "rotated", "scopes": ["keys:read"],
+            "rotation_policy": {"every": "P30D", "grace_period": "24h", "secret_id": secret_id}})),
+    );
+    assert_eq!(made.status, 201, "{:?}", made.json);
+    let second = made.json["secret"].as_str().unwrap().to_owned();
+    let second_id = made.json["key"]["id"].as_str().unwrap().to_owned();
+    report(&server, json!({"secrets": [second]}));
+    assert_eq!(
+        verdict(&server, &second),
+        "expired",
+        "rotated with no grace"
+    );
+    let rotated = server.call("GET", &format!("/v1/keys/{second_id}"), &admin, None);
+    assert_eq!(
+        rotated.json["key"]["status"], "expired",
+        "{:?}",
+        rotated.json
+    );
+    assert!(rotated.json["key"]["rotated_to"].is_string());
+    let entries = actions(&server, &admin, &second_id);
+    assert_eq!(entries[0]["action"], "key.rotated");
+    assert_eq!(entries[0]["grace_period"], "now");
+    let delivered = server
+        .current_secret(&secret_id)
+        .expect("the successor is delivered");
+    assert_eq!(delivered["key_id"], rotated.json["key"]["rotated_to"]);
+    let changes = server.call(
+        "GET",
+        "/v1/environments/staging/activity?action=environment.leak_policy_changed",
+        &admin,
+        None,
+    );
+    let changes = changes.json["entries"].as_array().unwrap().clone();
+    assert_eq!(changes.len(), 2);
+    assert_eq!(
+        (&changes[0]["previous"], &changes[0]["leak_policy"]),
+        (&json!("notify"), &json!("rotate"))
+    );
 }

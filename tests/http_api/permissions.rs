@@ -66,6 +66,8 @@ fn rows() -> Vec<(&'static str, &'static str, Target)> {
     }
     rows.push(("list keys", "the environment", Target::None));
     rows.push(("environment activity", "the environment", Target::None));
+    rows.push(("leak policy", "the environment", Target::None));
+    rows.push(("set leak policy", "the environment", Target::None));
     rows
 }
 
@@ -128,6 +130,12 @@ impl World<'_> {
             }
             "list keys" => ("GET", keys, None),
             "environment activity" => ("GET", format!("/v1/environments/{ENV}/activity"), None),
+            "leak policy" => ("GET", format!("/v1/environments/{ENV}/leak-policy"), None),
+            "set leak policy" => (
+                "PUT",
+                format!("/v1/environments/{ENV}/leak-policy"),
+                Some(json!({"leak_policy": "revoke"})),
+            ),
             _ => {
                 let id = self.target(target, action);
                 match action {

@@ -306,6 +306,9 @@ function normaliseResource(arn, stack) {
   // Tests publish to buses of their own (keyward serve to `default`); deployed, the publisher
   // is given the stack's, which tests/infra.rs checks.
   if (service === 'events') resource = resource.replace(/^event-bus\/[^/]+$/, `event-bus/${stack.busName}`)
+  // Tests keep the token shared with GitLab in a secret of their own, named as the stack
+  // names its own (`<stack>-gitlab-revocation-token`).
+  if (service === 'secretsmanager') resource = resource.replace(/^secret:[^:]*-gitlab-revocation-token-/, `secret:${STACK}-gitlab-revocation-token-`)
   return [prefix, partition, service, REGION, ACCOUNT, resource].join(':')
 }
 

@@ -447,6 +447,28 @@ const ACTIVITY_HELP: &str =
     "Entries are newest first. With --follow they are oldest first, as tail -f prints lines,
 and --json prints one entry per line.";
 
+/// `keyward env leak-policy`'s options.
+#[derive(Debug, clap::Args)]
+#[command(after_help = EXIT_STATUS, after_long_help = long_help(LEAK_POLICY_HELP))]
+pub struct LeakPolicyArgs {
+    /// Sets it: revoke, rotate or notify (needs a * key); without it, shows it
+    #[arg(value_name = "POLICY", value_parser = ["revoke", "rotate", "notify"])]
+    pub(super) set: Option<String>,
+    /// The environment (by default the one of the key you act with)
+    #[arg(long, value_name = "ENV", value_parser = env_name)]
+    pub(super) env: Option<EnvName>,
+    #[command(flatten)]
+    pub(super) output: Output,
+    #[command(flatten)]
+    pub(super) connection: Connection,
+}
+
+const LEAK_POLICY_HELP: &str =
+    "What a confirmed leak of one of the environment's keys does, whoever reported it:
+revoke (the default: the key dies now; the default key is rotated with no grace), rotate (the
+key is rotated with no grace, and its rotation policy delivers the successor), or notify
+(only the key.leaked entry and its event; the key keeps working).";
+
 /// `keyward leaks report`'s options.
 #[derive(Debug, clap::Args)]
 #[command(after_help = EXIT_STATUS, after_long_help = LEAKS_REPORT_HELP)]

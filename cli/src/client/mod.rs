@@ -220,6 +220,35 @@ pub async fn verify(args: VerifyArgs) -> Result<(), Failure> {
     })
 }
 
+/// Runs `keyward env leak-policy`: shows the environment's leak policy, or sets it.
+pub async fn leak_policy(args: LeakPolicyArgs) -> Result<(), Failure> {
+    let api = args.connection.open()?;
+    let env = environment(args.env, &api)?;
+    let path = format!("/v1/environments/{env}/leak-policy");
+    let answer = match &args.set {
+        Some(policy) => {
+            let body = json!({ "leak_policy": policy });
+            api.send(Method::PUT, &path, Some(&body)).await?
+        }
+        None => api.send(Method::GET, &path, None).await?,
+    };
+    let Some(policy) = answer["leak_policy"].as_str() else {
+        return Err(not_keyward("leak_policy"));
+    };
+    if args.output.json {
+        print_json(&answer);
+        return Ok(());
+    }
+    let does = match policy {
+        "revoke" => "revoked at once (a default key is rotated with no grace)",
+        "rotate" => "rotated with no grace; its rotation policy delivers the successor",
+        "notify" => "recorded as key.leaked, and it keeps working",
+        _ => "handled as keyward says",
+    };
+    println!("{env}: {policy}. A key reported leaked is {does}.");
+    Ok(())
+}
+
 /// The most `keyward leaks report` reads from stdin.
 const MAX_LEAKED_TEXT: u64 = 16 * 1024 * 1024;
 

@@ -19,7 +19,7 @@ const PAGE = 20;
 const ACTIONS = [
   "key.created", "key.rotated", "key.grace_period_changed", "key.revoked", "key.expired",
   "key.expiring", "key.rotation_policy_changed", "key.allowed_ips_changed", "key.secret_delivered", "key.secret_delivery_failed", "key.grace_idle",
-  "key.leaked",
+  "key.leaked", "environment.leak_policy_changed",
 ];
 
 // ---- Signing in and out.
@@ -515,7 +515,8 @@ function detailsOf(entry) {
     case "key.secret_delivered": return `Delivered to ${entry.secret_id}, version ${entry.version_id}`;
     case "key.secret_delivery_failed": return `Delivery to ${entry.secret_id} failed ${entry.failures} times in a row; retried ${whenText(entry.retry_at)}`;
     case "key.grace_idle": return `No presentation recorded ${entry.last_presented_at ? `since ${lastUseText(entry.last_presented_at)}` : "since it was made"} while its successor ${entry.new_key_id} was used ${lastUseText(entry.successor_last_used_at)}; its grace ends ${entry.expires_at ? whenText(entry.expires_at) : "never"}`;
-    case "key.leaked": return `Reported leaked${entry.url ? `, found at ${entry.url}` : ""}${entry.source ? ` (${entry.source})` : ""}`;
+    case "key.leaked": return `Reported leaked${entry.url ? `, found at ${entry.url}` : ""}${entry.source ? ` (${entry.source})` : ""}; leak policy ${entry.leak_policy}`;
+    case "environment.leak_policy_changed": return `Leak policy ${entry.leak_policy}, was ${entry.previous}`;
     default: return "";
   }
 }

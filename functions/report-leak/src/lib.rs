@@ -7,14 +7,23 @@
 //!   with a signature that one of GitHub's published keys made over its raw body (`401`, with
 //!   nothing read, otherwise), and answered with GitHub's feedback: a label for each match.
 //!
-//! Each secret key of this deployment in a report has its leak recorded (`key.leaked`) and is
-//! revoked, or, as its environment's default key, rotated with no grace.
+//! Each secret key of this deployment in a report has its leak recorded (`key.leaked`), and
+//! then its environment's leak policy decides: revoked (as its environment's default key,
+//! rotated with no grace), rotated with no grace, or left working (`notify`). The policy is
+//! read and set here too, at `/v1/environments/{env}/leak-policy`.
 
-use keyward::domain::{KeyHash, LeakDetails, LeakSource, Timestamp};
-use keyward::http::{ApiError, Context, ErrorCode, HandlerFuture, json_body_within, respond};
+use keyward::domain::{
+    EnvName, Environment, KeyHash, LeakDetails, LeakPolicy, LeakSource, Scope, Timestamp,
+    set_leak_policy as domain_set_leak_policy,
+};
+use keyward::http::{
+    ApiError, Context, ErrorCode, HandlerFuture, authorize_environment, json_body,
+    json_body_within, respond,
+};
 use keyward::leak::github::{self, Signature};
 use keyward::leak::gitlab;
 use keyward::leak::{Finding, Findings, MAX_REPORT_BYTES, MAX_SECRETS, Reported, Responder};
+use keyward::store::{KeyStore, StoreError};
 use lambda_http::Request;
 use lambda_http::http::StatusCode;
 use serde::Deserialize;
@@ -55,7 +64,13 @@ struct GitlabFinding {
 /// The Lambda handler of every leak route, by the request's path.
 pub fn handler(context: Context<'_>, req: Request, now: Timestamp) -> HandlerFuture<'_> {
     let path = req.uri().path();
-    if path.ends_with("/v1/leaks/github") {
+    if path.ends_with("/leak-policy") {
+        if req.method() == lambda_http::http::Method::PUT {
+            set_leak_policy(context, req, now)
+        } else {
+            leak_policy(context, req, now)
+        }
+    } else if path.ends_with("/v1/leaks/github") {
         github(context, req, now)
     } else if path.ends_with("/v1/leaks/gitlab/revocable_token_types") {
         gitlab_types(context, req, now)
@@ -64,6 +79,77 @@ pub fn handler(context: Context<'_>, req: Request, now: Timestamp) -> HandlerFut
     } else {
         report(context, req, now)
     }
+}
+
+const POLICY_SHAPE: &str = r#"{"leak_policy": "revoke", "rotate" or "notify"}"#;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LeakPolicyBody {
+    leak_policy: String,
+}
+
+/// `GET /v1/environments/{env}/leak-policy` (scope `keys:read`): what a leak of the
+/// environment's keys does.
+pub fn leak_policy(context: Context<'_>, req: Request, now: Timestamp) -> HandlerFuture<'_> {
+    Box::pin(async move {
+        let answer = async {
+            let (_, name) = authorize_environment(context, &req, now, Scope::KEYS_READ).await?;
+            let environment = environment_of(context.store, &name).await?;
+            Ok(policy_view(&environment.name, environment.leak_policy))
+        };
+        respond(StatusCode::OK, answer.await)
+    })
+}
+
+/// `PUT /v1/environments/{env}/leak-policy` (scope `*`): sets what a leak of the
+/// environment's keys does, recorded as `environment.leak_policy_changed`.
+pub fn set_leak_policy(context: Context<'_>, req: Request, now: Timestamp) -> HandlerFuture<'_> {
+    Box::pin(async move { respond(StatusCode::OK, put_leak_policy(context, &req, now).await) })
+}
+
+fn policy_view(environment: &EnvName, policy: LeakPolicy) -> Value {
+    json!({"environment": environment, "leak_policy": policy.as_str()})
+}
+
+/// The environment `name`, which exists: the caller's key lives in it.
+async fn environment_of(store: &dyn KeyStore, name: &EnvName) -> Result<Environment, ApiError> {
+    store.environment(name).await?.ok_or_else(|| {
+        tracing::error!(environment = %name, "the caller's environment is not stored");
+        ApiError::internal()
+    })
+}
+
+async fn put_leak_policy(
+    context: Context<'_>,
+    req: &Request,
+    now: Timestamp,
+) -> Result<Value, ApiError> {
+    let (caller, name) = authorize_environment(context, req, now, Scope::ALL).await?;
+    let body: LeakPolicyBody = json_body(req, POLICY_SHAPE)?;
+    let policy = LeakPolicy::parse(&body.leak_policy).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::InvalidLeakPolicy,
+            "leak_policy is revoke, rotate or notify",
+        )
+    })?;
+    for _ in 0..3 {
+        let environment = environment_of(context.store, &name).await?;
+        let Some(change) =
+            domain_set_leak_policy(&environment, policy, caller.actor(), context.mint, now)
+        else {
+            return Ok(policy_view(&name, policy));
+        };
+        match context.store.apply(&change).await {
+            Ok(()) => {
+                tracing::info!(leak_policy = policy.as_str(), "leak policy set");
+                return Ok(policy_view(&name, policy));
+            }
+            Err(StoreError::Conflict) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(StoreError::Conflict.into())
 }
 
 /// `GET /v1/leaks/gitlab/revocable_token_types`.
@@ -111,7 +197,10 @@ async fn admit_gitlab(req: &Request) -> Result<(), ApiError> {
         )),
         Err(e) => {
             tracing::error!(error = %e, "a GitLab request could not be judged");
-            Err(ApiError::internal())
+            Err(ApiError::new(
+                ErrorCode::ScannerKeysUnavailable,
+                "the token shared with GitLab could not be read to check the request; try again",
+            ))
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Leak reports on DynamoDB (moto's server). What a report costs the table, counted from the
 //! requests the SDK sends: a string that is not a secret key of this deployment costs
-//! nothing, a well-formed one that no key has costs one read, and a key reported again costs
-//! one read and no write. And reports of one key racing each other: whichever write lands
+//! nothing, a well-formed one that no key has costs one read, a live key two (itself, and
+//! its environment's leak policy, once per report), and a key reported again costs one read
+//! and no write. And reports of one key racing each other: whichever write lands
 //! first, the leak is recorded once and the key revoked once.
 
 use keyward::domain::{
@@ -96,8 +97,8 @@ async fn only_a_well_formed_secret_key_costs_a_read_and_only_a_live_one_a_write(
     assert_eq!(found.keys, 1);
     assert_eq!(
         sent.get("GetItem"),
-        Some(&1),
-        "one read by its hash: {sent:?}"
+        Some(&2),
+        "one read by its hash, one of its environment's leak policy: {sent:?}"
     );
     assert!(
         sent.get("TransactWriteItems").is_some_and(|w| *w <= 2),

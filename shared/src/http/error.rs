@@ -72,6 +72,8 @@ error_codes! {
     InvalidScannerToken = "invalid_scanner_token", UNAUTHORIZED;
     /// The keys that a scanner's signature is checked with could not be had: try again.
     ScannerKeysUnavailable = "scanner_keys_unavailable", SERVICE_UNAVAILABLE;
+    /// A leak policy that is not `revoke`, `rotate` or `notify`.
+    InvalidLeakPolicy = "invalid_leak_policy", BAD_REQUEST;
     /// A leak report holds too many secrets, or a `url` or `source` it cannot record.
     InvalidLeakReport = "invalid_leak_report", BAD_REQUEST;
     /// A `source_ip` is not an IPv4 or IPv6 address.

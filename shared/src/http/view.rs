@@ -7,8 +7,8 @@ use serde::Serialize;
 
 use super::ApiError;
 use crate::domain::{
-    AllowedIps, DeliveryFailures, EnvName, Key, KeyId, KeyName, Kind, LastUse, PendingDelivery,
-    RotationPolicy, Scopes, Status, Timestamp,
+    AllowedIps, DeliveryFailures, EnvName, Key, KeyId, KeyName, Kind, LastUse, LeakPolicy,
+    PendingDelivery, RotationPolicy, Scopes, Status, Timestamp,
 };
 use crate::store::UsageStore;
 
@@ -33,6 +33,7 @@ pub struct KeyView<'a> {
     delivery_failures: Option<&'a DeliveryFailures>,
     allowed_ips: &'a AllowedIps,
     leaked_at: Option<Timestamp>,
+    leak_policy: Option<LeakPolicy>,
     #[serde(flatten)]
     last_use: LastUse,
 }
@@ -59,6 +60,7 @@ impl<'a> KeyView<'a> {
             delivery_failures: key.delivery_failures.as_ref(),
             allowed_ips: &key.allowed_ips,
             leaked_at: key.leaked_at,
+            leak_policy: key.leak_policy,
             last_use,
         }
     }

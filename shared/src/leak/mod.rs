@@ -1,8 +1,8 @@
 //! Answering reports that secrets leaked. Each string of a report is checked for the
 //! deployment's key format and checksum first, so that a string that is not one of its secret
-//! keys costs no read; a key that is found is taken through the domain's [`leak_step`]s: its
-//! leak is recorded once, then it is revoked (or, as its environment's default key, rotated
-//! with no grace).
+//! keys costs no read; a key that is found is taken through the domain's [`leak_step`]s under
+//! its environment's leak policy: its leak is recorded once, then it is revoked, rotated with
+//! no grace, or, under `notify`, left working.
 
 #[cfg(feature = "github")]
 pub mod github;
@@ -15,8 +15,8 @@ use futures_util::stream::{self, StreamExt};
 
 use crate::delivery;
 use crate::domain::{
-    Actor, Key, KeyHash, KeyPrefix, KeyWrite, Kind, LeakDetails, LeakSource, LeakStep, Mint,
-    PresentedKey, Timestamp, leak_step,
+    Actor, EnvName, Key, KeyHash, KeyPrefix, KeyWrite, Kind, LeakDetails, LeakPolicy, LeakSource,
+    LeakStep, Mint, PresentedKey, Status, Timestamp, leak_step,
 };
 use crate::error_chain;
 use crate::secrets::SecretSink;
@@ -102,6 +102,9 @@ impl Findings {
     }
 }
 
+/// The leak policies of the environments a report touched, each read once.
+type Policies = std::sync::Mutex<HashMap<EnvName, LeakPolicy>>;
+
 /// Where a report's keys are answered: the store, where a rotated default key's policy
 /// delivers its successor, and where ids and secrets come from.
 #[derive(Clone, Copy)]
@@ -129,6 +132,7 @@ impl Responder<'_> {
         now: Timestamp,
     ) -> Result<Vec<Finding>, StoreError> {
         let actor = Actor::system(source.as_str());
+        let policies = Policies::default();
         let mut found = vec![Finding::NotAKey; reported.len()];
         let mut seen = HashSet::new();
         let mut keys = Vec::new();
@@ -147,9 +151,10 @@ impl Responder<'_> {
         }
         let answers: Vec<_> = stream::iter(keys)
             .map(|(hash, at)| {
-                let actor = &actor;
+                let (actor, policies) = (&actor, &policies);
                 async move {
-                    let answer = self.answer(&hash, actor, &reported[at].details, now).await;
+                    let details = &reported[at].details;
+                    let answer = self.answer(&hash, actor, details, policies, now).await;
                     (hash, answer)
                 }
             })
@@ -193,17 +198,22 @@ impl Responder<'_> {
         hash: &KeyHash,
         actor: &Actor,
         details: &LeakDetails,
+        policies: &Policies,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
         let Some(mut key) = self.store.key_by_hash(hash).await? else {
             return Ok(false);
         };
+        if matches!(key.status(now), Status::Revoked | Status::Expired) {
+            return Ok(true);
+        }
+        let policy = self.policy_of(&key.environment, policies).await?;
         let unfinished = |key: &Key, why: &str| {
             tracing::error!(key_id = %key.id, environment = %key.environment, why, "a leaked key's answer is unfinished; a report again finishes it");
             Ok(true)
         };
         for _ in 0..MAX_STEPS {
-            let step = match leak_step(&key, actor, details, self.mint, now) {
+            let step = match leak_step(&key, policy, actor, details, self.mint, now) {
                 Ok(step) => step,
                 Err(e) => return unfinished(&key, &e.to_string()),
             };
@@ -238,6 +248,33 @@ impl Responder<'_> {
             }
         }
         unfinished(&key, "it kept changing")
+    }
+
+    /// The leak policy of `environment`, read once per report.
+    async fn policy_of(
+        &self,
+        environment: &EnvName,
+        policies: &Policies,
+    ) -> Result<LeakPolicy, StoreError> {
+        let kept = policies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(environment)
+            .copied();
+        if let Some(policy) = kept {
+            return Ok(policy);
+        }
+        let policy = self
+            .store
+            .environment(environment)
+            .await?
+            .map(|env| env.leak_policy)
+            .unwrap_or_default();
+        policies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(environment.clone(), policy);
+        Ok(policy)
     }
 
     /// Makes a rotated default key's successor current in its policy's secret, if the rotation

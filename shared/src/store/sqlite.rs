@@ -356,6 +356,20 @@ fn unclaimed_deliverer(tx: &Transaction<'_>, change: &Change) -> Result<Option<K
     Ok(None)
 }
 
+/// The environment `name` as stored in the transaction; one that is not is a conflict, since
+/// a change that writes it read it first.
+fn stored_environment(tx: &Transaction<'_>, name: &EnvName) -> Result<Environment, StoreError> {
+    let record: Option<String> = tx
+        .query_row(
+            "SELECT record FROM environments WHERE name = ?1",
+            params![name.as_str()],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(backend)?;
+    decode(&record.ok_or(StoreError::Conflict)?)
+}
+
 fn apply_environment(tx: &Transaction<'_>, write: &EnvironmentWrite) -> Result<(), StoreError> {
     match write {
         EnvironmentWrite::Create(env) => {
@@ -366,15 +380,10 @@ fn apply_environment(tx: &Transaction<'_>, write: &EnvironmentWrite) -> Result<(
             .map_err(write_error)?;
         }
         EnvironmentWrite::MoveDefault { name, from, to } => {
-            let record: Option<String> = tx
-                .query_row(
-                    "SELECT record FROM environments WHERE name = ?1 AND default_key_id = ?2",
-                    params![name.as_str(), from.as_str()],
-                    |row| row.get(0),
-                )
-                .optional()
-                .map_err(backend)?;
-            let env: Environment = decode(&record.ok_or(StoreError::Conflict)?)?;
+            let env = stored_environment(tx, name)?;
+            if env.default_key_id != *from {
+                return Err(StoreError::Conflict);
+            }
             let moved = Environment {
                 default_key_id: to.clone(),
                 ..env
@@ -382,6 +391,26 @@ fn apply_environment(tx: &Transaction<'_>, write: &EnvironmentWrite) -> Result<(
             tx.execute(
                 "UPDATE environments SET default_key_id = ?1, record = ?2 WHERE name = ?3",
                 params![to.as_str(), encode(&moved)?, name.as_str()],
+            )
+            .map_err(write_error)?;
+        }
+        EnvironmentWrite::SetLeakPolicy {
+            name,
+            default_key_id,
+            previous,
+            policy,
+        } => {
+            let env = stored_environment(tx, name)?;
+            if env.leak_policy != *previous || env.default_key_id != *default_key_id {
+                return Err(StoreError::Conflict);
+            }
+            let set = Environment {
+                leak_policy: *policy,
+                ..env
+            };
+            tx.execute(
+                "UPDATE environments SET record = ?1 WHERE name = ?2",
+                params![encode(&set)?, name.as_str()],
             )
             .map_err(write_error)?;
         }

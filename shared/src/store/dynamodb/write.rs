@@ -9,7 +9,9 @@ use super::items::{
     key_pk, to_item,
 };
 use super::{DynamoStore, Item, backend, condition_failed, s, table};
-use crate::domain::{Change, EnvironmentWrite, Key, KeyId, KeyWrite, SecretClaim, Timestamp};
+use crate::domain::{
+    Change, EnvironmentWrite, Key, KeyId, KeyWrite, LeakPolicy, SecretClaim, Timestamp,
+};
 use crate::store::{KeyStore, PageRequest, StoreError};
 
 /// A change's transaction, as [`DynamoStore::writes`] builds it.
@@ -159,6 +161,31 @@ impl DynamoStore {
                     .condition_expression("default_key_id = :from")
                     .expression_attribute_values(":to", s(to.as_str()))
                     .expression_attribute_values(":from", s(from.as_str()))
+                    .build()
+                    .map_err(backend)?;
+                items.push(TransactWriteItem::builder().update(update).build());
+            }
+            Some(EnvironmentWrite::SetLeakPolicy {
+                name,
+                default_key_id,
+                previous,
+                policy,
+            }) => {
+                // An environment made before there was a policy has none stored: `revoke`.
+                let was = if *previous == LeakPolicy::default() {
+                    "(attribute_not_exists(leak_policy) OR leak_policy = :previous) AND default_key_id = :default"
+                } else {
+                    "leak_policy = :previous AND default_key_id = :default"
+                };
+                let update = Update::builder()
+                    .table_name(&self.table)
+                    .key(table::PK, s(env_pk(name)))
+                    .key(table::SK, s(table::ENV_SK))
+                    .update_expression("SET leak_policy = :policy")
+                    .condition_expression(was)
+                    .expression_attribute_values(":policy", s(policy.as_str()))
+                    .expression_attribute_values(":previous", s(previous.as_str()))
+                    .expression_attribute_values(":default", s(default_key_id.as_str()))
                     .build()
                     .map_err(backend)?;
                 items.push(TransactWriteItem::builder().update(update).build());
@@ -441,6 +468,72 @@ mod tests {
     /// A takeover judged while the holder had stopped delivering, but applied after the
     /// holder took its secret back: the claim item still names the same holder, so only the
     /// check of the holder's version stops it; judged again, the claim is refused.
+    /// An environment stored before leak policies has no `leak_policy` attribute: it reads
+    /// as `revoke`, and a change from `revoke` applies to it; a change decided on a stale
+    /// policy, or on a default key that moved, is refused.
+    #[tokio::test]
+    async fn a_leak_policy_is_set_on_an_environment_stored_before_there_were_any() {
+        use crate::domain::{GracePeriod, LeakPolicy, rotate, set_leak_policy};
+        let table = crate::testing::moto_table("leak-policy").await;
+        let store = table.store;
+        let (mint, now) = (crate::mint(), crate::now());
+        let env = EnvName::parse("production").unwrap();
+        let made = create_environment(&env, Actor::operator("t"), &mint, now);
+        store.apply(&made.change).await.unwrap();
+        table
+            .client
+            .update_item()
+            .table_name(&table.name)
+            .key(table::PK, s(env_pk(&env)))
+            .key(table::SK, s(table::ENV_SK))
+            .update_expression("REMOVE leak_policy")
+            .send()
+            .await
+            .unwrap();
+        let old = store.environment(&env).await.unwrap().unwrap();
+        assert_eq!(old.leak_policy, LeakPolicy::Revoke);
+        let set_to = |from: &crate::domain::Environment, policy| {
+            set_leak_policy(from, policy, Actor::operator("t"), &mint, now).unwrap()
+        };
+        let stale = set_to(&old, LeakPolicy::Rotate);
+        store
+            .apply(&set_to(&old, LeakPolicy::Notify))
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.apply(&stale).await,
+            Err(StoreError::Conflict)
+        ));
+        let notify = store.environment(&env).await.unwrap().unwrap();
+        assert_eq!(notify.leak_policy, LeakPolicy::Notify);
+        let from_notify = set_to(&notify, LeakPolicy::Revoke);
+        let stale_from_notify = set_to(&notify, LeakPolicy::Rotate);
+        store.apply(&from_notify).await.unwrap();
+        assert!(matches!(
+            store.apply(&stale_from_notify).await,
+            Err(StoreError::Conflict)
+        ));
+        let revoke = store.environment(&env).await.unwrap().unwrap();
+        let before_the_default_moved = set_to(&revoke, LeakPolicy::Notify);
+        let moved = rotate(
+            &made.key,
+            GracePeriod::NOW,
+            Actor::operator("t"),
+            &mint,
+            now,
+        )
+        .unwrap();
+        store.apply(&moved.change).await.unwrap();
+        assert!(matches!(
+            store.apply(&before_the_default_moved).await,
+            Err(StoreError::Conflict)
+        ));
+        assert_eq!(
+            store.environment(&env).await.unwrap().unwrap().leak_policy,
+            LeakPolicy::Revoke
+        );
+    }
+
     #[tokio::test]
     async fn a_takeover_racing_the_holder_taking_its_secret_back_is_refused() {
         let store = crate::testing::moto_table("claims").await.store;
