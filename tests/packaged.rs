@@ -298,7 +298,7 @@ async fn legacy_policy_key(
     name: &str,
     secret: &str,
     days: i64,
-) -> keyward::domain::Key {
+) -> keyward::domain::Issued {
     let input = NewKey {
         rotation_policy: Some(RotationPolicy::from_json(&policy(secret)).unwrap()),
         ..orders_key(name)
@@ -308,7 +308,7 @@ async fn legacy_policy_key(
     let mut issued = create_key(&env, input, Actor::operator("t"), &mint(), then).unwrap();
     issued.change.secret_claim = None;
     store.apply(&issued.change).await.unwrap();
-    issued.key
+    issued
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -329,7 +329,9 @@ async fn every_packaged_function_starts_and_answers_as_the_template_wires_it() {
     let root_key = create_environment(&env, Actor::operator("t"), &mint(), keyward::now());
     store.apply(&root_key.change).await.unwrap();
     let admin = root_key.secret.expose().to_owned();
-    let unclaimed = legacy_policy_key(&store, "unclaimed", "unclaimed", 1).await;
+    let unclaimed = legacy_policy_key(&store, "unclaimed", "unclaimed", 1)
+        .await
+        .key;
     legacy_policy_key(&store, "scheduled", "scheduled", 40).await;
 
     // The stack makes the token it shares with GitLab; here it is made by hand, on moto.
@@ -551,9 +553,9 @@ async fn every_packaged_function_starts_and_answers_as_the_template_wires_it() {
         rest("POST", revoke, &spare_id, &admin, Value::Null),
         200,
     );
-    let legacy = legacy_policy_key(&store, "legacy", "billing", 0).await;
+    let legacy = legacy_policy_key(&store, "legacy", "billing", 0).await.key;
     let legacy_id = [("key_id", legacy.id.as_str())];
-    deployed.answer(
+    let legacy_rotated = deployed.answer(
         "RotateKey",
         rest(
             "POST",
@@ -658,7 +660,60 @@ async fn every_packaged_function_starts_and_answers_as_the_template_wires_it() {
         json!(["gitleaks_rule_id_keyward_secret_key"]),
         "{types}"
     );
+    // Under the leak policy rotate, a leaked key whose policy was stored before claims is
+    // rotated as a rotation by hand is: one on a secret nobody has claimed reads its
+    // environment's keys first; one on the secret whose claim a revoked key holds takes the
+    // claim over, on the condition that that key is unchanged.
     let leak_policy = "/v1/environments/{env}/leak-policy";
+    let rotating = deployed.answer(
+        "ReportLeak",
+        rest(
+            "PUT",
+            leak_policy,
+            &env_param,
+            &admin,
+            json!({"leak_policy": "rotate"}),
+        ),
+        200,
+    );
+    assert_eq!(rotating["leak_policy"], "rotate", "{rotating}");
+    let holder = [("key_id", legacy_rotated["key"]["id"].as_str().unwrap())];
+    deployed.answer(
+        "RevokeKey",
+        rest("POST", revoke, &holder, &admin, Value::Null),
+        200,
+    );
+    let fresh = legacy_policy_key(&store, "leaked fresh", "leaked-fresh", 0).await;
+    let taken_over = legacy_policy_key(&store, "leaked billing", "billing", 0).await;
+    deployed.answer(
+        "ReportLeak",
+        rest(
+            "POST",
+            "/v1/leaks/report",
+            &[],
+            "",
+            json!({"secrets": [fresh.secret.expose(), taken_over.secret.expose()]}),
+        ),
+        202,
+    );
+    for leaked in [&fresh.key, &taken_over.key] {
+        let got = deployed.answer(
+            "GetKey",
+            rest(
+                "GET",
+                "/v1/keys/{key_id}",
+                &[("key_id", leaked.id.as_str())],
+                &admin,
+                Value::Null,
+            ),
+            200,
+        );
+        assert_eq!(
+            got["key"]["status"], "expired",
+            "rotated with no grace: {got}"
+        );
+        assert!(got["key"]["rotated_to"].is_string(), "{got}");
+    }
     let set = deployed.answer(
         "ReportLeak",
         rest(
