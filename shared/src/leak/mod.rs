@@ -47,7 +47,7 @@ pub enum Finding {
     Publishable,
     /// A well-formed secret key that no stored key has.
     Unknown,
-    /// A stored key, answered: its leak recorded and the key ended now, or ended before.
+    /// A stored key, answered under its environment's leak policy, or ended before.
     Key,
 }
 
@@ -105,13 +105,13 @@ impl Findings {
 /// The leak policies of the environments a report touched, each read once.
 type Policies = std::sync::Mutex<HashMap<EnvName, LeakPolicy>>;
 
-/// Where a report's keys are answered: the store, where a rotated default key's policy
-/// delivers its successor, and where ids and secrets come from.
+/// Where a report's keys are answered: the store, where a rotated key's policy delivers its
+/// successor, and where ids and secrets come from.
 #[derive(Clone, Copy)]
 pub struct Responder<'a> {
     /// Where keys are read and changed.
     pub store: &'a dyn KeyStore,
-    /// Where a rotated default key's successor is delivered, if it has a rotation policy.
+    /// Where a rotated key's successor is delivered.
     pub secrets: &'a dyn SecretSink,
     /// Where new ids and secrets come from.
     pub mint: &'a Mint,
@@ -277,7 +277,7 @@ impl Responder<'_> {
         Ok(policy)
     }
 
-    /// Makes a rotated default key's successor current in its policy's secret, if the rotation
+    /// Makes a rotated key's successor current in its policy's secret, if the rotation
     /// made one with a pending delivery. A failure is left to scheduled rotation, which
     /// finishes every pending delivery; the leaked key is gone either way.
     async fn finish_delivery(&self, written: &[KeyWrite], actor: &Actor, now: Timestamp) {
