@@ -17,7 +17,7 @@ use keyward::domain::{
     set_leak_policy as domain_set_leak_policy,
 };
 use keyward::http::{
-    ApiError, Context, ErrorCode, HandlerFuture, authorize_environment, json_body,
+    ATTEMPTS, ApiError, Context, ErrorCode, HandlerFuture, authorize_environment, json_body,
     json_body_within, respond,
 };
 use keyward::leak::github::{self, Signature};
@@ -133,7 +133,7 @@ async fn put_leak_policy(
             "leak_policy is revoke, rotate or notify",
         )
     })?;
-    for _ in 0..3 {
+    for _ in 0..ATTEMPTS {
         let environment = environment_of(context.store, &name).await?;
         let Some(change) =
             domain_set_leak_policy(&environment, policy, caller.actor(), context.mint, now)
@@ -155,11 +155,11 @@ async fn put_leak_policy(
 /// `GET /v1/leaks/gitlab/revocable_token_types`.
 pub fn gitlab_types(_: Context<'_>, req: Request, _: Timestamp) -> HandlerFuture<'_> {
     Box::pin(async move {
-        let answer = match admit_gitlab(&req).await {
-            Ok(()) => Ok(json!({"types": [gitlab::TOKEN_TYPE]})),
-            Err(e) => Err(e),
-        };
-        respond(StatusCode::OK, answer)
+        let answer = admit_gitlab(&req).await;
+        respond(
+            StatusCode::OK,
+            answer.map(|()| json!({"types": [gitlab::TOKEN_TYPE]})),
+        )
     })
 }
 
@@ -237,10 +237,7 @@ async fn revoke_for_gitlab(
             details: seen_at(found.location.as_deref(), None),
         })
         .collect();
-    let found = responder(&context)
-        .report(&reported, LeakSource::Gitlab, now)
-        .await?;
-    log(LeakSource::Gitlab, &found);
+    answer(&context, &reported, LeakSource::Gitlab, now).await?;
     Ok(())
 }
 
@@ -254,13 +251,32 @@ pub fn github(context: Context<'_>, req: Request, now: Timestamp) -> HandlerFutu
     Box::pin(async move { respond(StatusCode::OK, from_github(context, &req, now).await) })
 }
 
-fn responder<'a>(context: &Context<'a>) -> Responder<'a> {
-    Responder {
+/// Answers every key of a report, as `source` reported it, and logs what the strings came to
+/// (never which strings): what each of the three ways in does once its request is taken.
+async fn answer(
+    context: &Context<'_>,
+    reported: &[Reported],
+    source: LeakSource,
+    now: Timestamp,
+) -> Result<Vec<Finding>, ApiError> {
+    let responder = Responder {
         store: context.store,
         secrets: context.secrets,
         mint: context.mint,
         prefix: &context.settings.key_prefix,
-    }
+    };
+    let found = responder.report(reported, source, now).await?;
+    let findings = Findings::of(&found);
+    tracing::info!(
+        source = source.as_str(),
+        strings = found.len(),
+        keys = findings.keys,
+        unknown = findings.unknown,
+        publishable = findings.publishable,
+        not_keys = findings.not_keys,
+        "leak report answered"
+    );
+    Ok(found)
 }
 
 async fn by_value(context: Context<'_>, req: &Request, now: Timestamp) -> Result<Value, ApiError> {
@@ -273,25 +289,8 @@ async fn by_value(context: Context<'_>, req: &Request, now: Timestamp) -> Result
     }
     let details = LeakDetails::parse(body.url.as_deref(), body.source.as_deref())?;
     let reported = Reported::all(&body.secrets, &details);
-    let found = responder(&context)
-        .report(&reported, LeakSource::Report, now)
-        .await?;
-    log(LeakSource::Report, &found);
+    answer(&context, &reported, LeakSource::Report, now).await?;
     Ok(json!({"received": body.secrets.len()}))
-}
-
-/// What a report came to, for the log: never which strings.
-fn log(source: LeakSource, found: &[Finding]) {
-    let findings = Findings::of(found);
-    tracing::info!(
-        source = source.as_str(),
-        strings = found.len(),
-        keys = findings.keys,
-        unknown = findings.unknown,
-        publishable = findings.publishable,
-        not_keys = findings.not_keys,
-        "leak report answered"
-    );
 }
 
 /// `401`: the report is not GitHub's, as far as keyward can tell.
@@ -361,10 +360,7 @@ async fn from_github(
             details: seen_at(found.url.as_deref(), found.source.as_deref()),
         })
         .collect();
-    let found = responder(&context)
-        .report(&reported, LeakSource::Github, now)
-        .await?;
-    log(LeakSource::Github, &found);
+    let found = answer(&context, &reported, LeakSource::Github, now).await?;
     let feedback: Vec<Value> = matches
         .iter()
         .zip(&found)

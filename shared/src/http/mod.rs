@@ -16,9 +16,9 @@ use serde::Serialize;
 pub use body::{json_body, json_body_within};
 pub use error::{ApiError, ErrorCode};
 pub use request::{
-    Caller, Prepare, apply_deciding, apply_prepared, apply_setting, authenticate, authorize_change,
-    authorize_environment, authorize_key, key_from_headers, page_request, query_param,
-    rotation_policy, source_ip,
+    ATTEMPTS, Caller, Prepare, apply_deciding, apply_prepared, apply_setting, authenticate,
+    authorize_change, authorize_environment, authorize_key, key_from_headers, page_request,
+    query_param, rotation_policy, source_ip,
 };
 pub use view::{KeyView, last_use_after_change, last_use_of};
 

@@ -338,8 +338,9 @@ pub async fn authorize_environment(
     Ok((caller, environment))
 }
 
-/// How many times a change is decided and applied before a conflict is answered.
-const ATTEMPTS: usize = 3;
+/// How many times a change is decided and applied before a conflict is answered: a key's
+/// here, and an environment's leak policy in the leak function.
+pub const ATTEMPTS: usize = 3;
 
 /// Decides a change of `key` and applies it. When the store refuses it because the key
 /// changed meanwhile, it reads the key again and decides again: a decision that now needs

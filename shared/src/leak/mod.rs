@@ -134,6 +134,8 @@ impl Responder<'_> {
         let actor = Actor::system(source.as_str());
         let policies = Policies::default();
         let mut found = vec![Finding::NotAKey; reported.len()];
+        // Each string's hash, if it is a secret key of this deployment: parsed once, read once.
+        let mut hashes = vec![None; reported.len()];
         let mut seen = HashSet::new();
         let mut keys = Vec::new();
         for (at, item) in reported.iter().enumerate() {
@@ -144,8 +146,9 @@ impl Responder<'_> {
                 }
                 Ok(presented) => {
                     if seen.insert(presented.hash.clone()) {
-                        keys.push((presented.hash, at));
+                        keys.push((presented.hash.clone(), at));
                     }
+                    hashes[at] = Some(presented.hash);
                 }
             }
         }
@@ -177,11 +180,9 @@ impl Responder<'_> {
         if let Some(e) = failure {
             return Err(e);
         }
-        for (at, item) in reported.iter().enumerate() {
-            if let Ok(presented) = PresentedKey::parse(&item.secret, self.prefix)
-                && let Some(finding) = by_hash.get(&presented.hash)
-            {
-                found[at] = *finding;
+        for (finding, hash) in found.iter_mut().zip(&hashes) {
+            if let Some(answered) = hash.as_ref().and_then(|hash| by_hash.get(hash)) {
+                *finding = *answered;
             }
         }
         Ok(found)
