@@ -50,6 +50,7 @@ async fn table_with_a_lifecycle() -> (DynamoStore, Vec<String>) {
         secrets: &secrets,
         mint: &mint,
         usage: &keyward::usage::NotCounted,
+        people: &keyward::http::NoPeople,
     };
     let created = acting_as(
         "CreateKey",

@@ -156,6 +156,7 @@ impl Backend {
             secrets: sink,
             mint: &self.mint,
             usage: &keyward::usage::NotCounted,
+            people: &keyward::http::NoPeople,
         };
         let vars = [("KEY_ID", key.id.as_str()), ("KEY", self.admin.expose())];
         let rotate = rotate_key::handler(context, event(ROTATE_BY_HAND, &vars), now);

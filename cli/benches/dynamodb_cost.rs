@@ -199,6 +199,7 @@ async fn measure(
         secrets: &secrets,
         mint: &mint,
         usage: &keyward::usage::NotCounted,
+        people: &keyward::http::NoPeople,
     };
     let response = handler(context, req, keyward::now()).await;
     assert!(response.status().is_success(), "{}", response.status());

@@ -26,7 +26,7 @@ use hyper_util::rt::TokioIo;
 use keyward::aws::calls::acting_as;
 use keyward::domain::{Actor, EnvName, Issued, Mint, Timestamp, create_environment};
 use keyward::http::{
-    ApiError, Context, ErrorCode, Handler, HandlerFuture, MAX_BODY_BYTES, Settings,
+    ApiError, Context, ErrorCode, Handler, HandlerFuture, MAX_BODY_BYTES, People, Settings,
 };
 use keyward::secrets::SecretSink;
 use keyward::store::{KeyStore, StoreError, UsageStore};
@@ -400,7 +400,7 @@ async fn sweep_usage(usage: &Usage) {
 
 /// Serves the HTTP API on `listener` until the process ends; rotations of keys with a policy
 /// deliver to `secrets`, everything new comes from the process's one `mint`, and checks
-/// of known keys are counted in `counters`.
+/// of known keys are counted in `counters`, and people's tokens are checked by `people`.
 pub async fn serve(
     listener: TcpListener,
     store: Arc<dyn KeyStore>,
@@ -408,6 +408,7 @@ pub async fn serve(
     secrets: Arc<dyn SecretSink>,
     mint: Arc<Mint>,
     counters: Counters,
+    people: Arc<dyn People>,
 ) -> std::io::Result<()> {
     let settings = Arc::new(settings);
     loop {
@@ -418,21 +419,23 @@ pub async fn serve(
                 continue;
             }
         };
-        let (store, settings, secrets, mint, counters) = (
+        let (store, settings, secrets, mint, counters, people) = (
             Arc::clone(&store),
             Arc::clone(&settings),
             Arc::clone(&secrets),
             Arc::clone(&mint),
             counters.clone(),
+            Arc::clone(&people),
         );
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                let (store, settings, secrets, mint, counters) = (
+                let (store, settings, secrets, mint, counters, people) = (
                     Arc::clone(&store),
                     Arc::clone(&settings),
                     Arc::clone(&secrets),
                     Arc::clone(&mint),
                     counters.clone(),
+                    Arc::clone(&people),
                 );
                 async move {
                     let context = Context {
@@ -441,6 +444,7 @@ pub async fn serve(
                         secrets: &*secrets,
                         mint: &mint,
                         usage: &counters.verify_key,
+                        people: &*people,
                     };
                     Ok::<_, Infallible>(handle(context, &counters, peer, req).await)
                 }

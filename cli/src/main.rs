@@ -12,7 +12,8 @@ use clap::{CommandFactory, Parser, Subcommand};
 use keyward::domain::{EnvName, Issued};
 use keyward::error_chain;
 use keyward::events::{EventBridgeBus, EventsConfig};
-use keyward::http::Settings;
+use keyward::http::{NoPeople, People, Settings};
+use keyward::oidc::{Oidc, OidcSettings};
 use keyward::secrets::{FileSink, PrefixedSink, SecretSink, SecretsManagerSink};
 use keyward::store::{DynamoStore, StoreConfig, UsageStore};
 use keyward_cli::api::Failure;
@@ -81,6 +82,8 @@ enum Command {
         /// Runs no scheduled rotation: for a DynamoDB store that another serve already rotates, or a store you only inspect
         #[arg(long, conflicts_with = "schedule_every")]
         no_schedule: bool,
+        #[command(flatten)]
+        oidc: OidcArgs,
     },
     /// Lists, makes, rotates and revokes keys through keyward's API
     Keys {
@@ -147,6 +150,44 @@ enum TableCommand {
     },
 }
 
+/// Sign-in for people through an OpenID Connect provider; each option may come from its
+/// variable instead, as on Lambda.
+#[derive(Debug, clap::Args)]
+struct OidcArgs {
+    /// The identity provider's issuer URL: people's tokens from it are accepted beside keys
+    #[arg(long, value_name = "URL", env = keyward::oidc::ISSUER_VAR)]
+    oidc_issuer: Option<String>,
+    /// keyward's client id at the issuer: the audience of the tokens it accepts
+    #[arg(long, value_name = "ID", env = keyward::oidc::CLIENT_ID_VAR, requires = "oidc_issuer")]
+    oidc_client_id: Option<String>,
+    /// The claim that lists a person's groups (default groups; Cognito's is cognito:groups)
+    #[arg(long, value_name = "CLAIM", env = keyward::oidc::GROUPS_CLAIM_VAR, requires = "oidc_issuer")]
+    oidc_groups_claim: Option<String>,
+    /// Each group's grants, as JSON: {"group": {"environment or *": ["scope", ...]}}
+    #[arg(long, value_name = "JSON", env = keyward::oidc::ROLES_VAR, requires = "oidc_issuer")]
+    oidc_roles: Option<String>,
+}
+
+impl OidcArgs {
+    /// The people `serve` accepts: the issuer's, or nobody when no issuer is given.
+    fn people(&self) -> Result<Arc<dyn People>, String> {
+        let Some(issuer) = &self.oidc_issuer else {
+            return Ok(Arc::new(NoPeople));
+        };
+        let client_id = self
+            .oidc_client_id
+            .as_deref()
+            .ok_or("--oidc-client-id is needed beside --oidc-issuer")?;
+        let settings = OidcSettings::new(
+            issuer,
+            client_id,
+            self.oidc_groups_claim.as_deref(),
+            self.oidc_roles.as_deref(),
+        )?;
+        Ok(Arc::new(Oidc::new(settings)?))
+    }
+}
+
 const SERVE_ABOUT: &str = "Runs the whole HTTP API on one port, and the scheduled rotation.
 
 On an empty store it makes the environment development and prints its default key, once.
@@ -154,7 +195,10 @@ On an empty store it makes the environment development and prints its default ke
 The scheduled rotation runs every 60 seconds (or --schedule-every). Every rotation of a key
 with a rotation policy, scheduled or by hand, delivers its new secret to Secrets Manager when
 AWS_ENDPOINT_URL is set or the store is DynamoDB, and otherwise to the file
-keyward-secrets.json (or --secrets-file), which it keeps at mode 0600.";
+keyward-secrets.json (or --secrets-file), which it keeps at mode 0600.
+
+With --oidc-issuer and --oidc-client-id, people's tokens from that identity provider are
+accepted beside keys, with the scopes that --oidc-roles grants their groups.";
 
 fn schedule_seconds(s: &str) -> Result<u64, String> {
     s.parse::<u64>()
@@ -282,9 +326,11 @@ async fn run(command: Command) -> Result<(), Failure> {
             secrets_file,
             schedule_every,
             no_schedule,
+            oidc,
         } => {
             keyward::logging::init_with_writer(std::io::stderr);
             let settings = Settings::from_env()?;
+            let people = oidc.people()?;
             keyward::leak::github::install(keyward::leak::github::GithubKeys::from_env()?);
             keyward::leak::gitlab::install(keyward::leak::gitlab::GitlabToken::from_env()?);
             let mint = Arc::new(keyward::mint().with_key_prefix(settings.key_prefix.clone()));
@@ -343,6 +389,7 @@ async fn run(command: Command) -> Result<(), Failure> {
                     Arc::clone(&secrets),
                     Arc::clone(&mint),
                     counters.clone(),
+                    people,
                 ) => served.map_err(|e| Failure::Failed(e.to_string())),
                 () = publishing => Ok(()),
                 () = scheduling => Ok(()),

@@ -407,9 +407,17 @@ pub fn activity_row(entry: &Value, now: DateTime<Utc>) -> Vec<String> {
         when(&entry["at"], now),
         text(&entry["action"]),
         text(&entry["key_id"]),
-        format!("{} {}", text(&actor["type"]), text(&actor["id"])),
+        actor_text(actor),
         details(entry, now),
     ]
+}
+
+/// Who acted: a person by their name (email) with their subject, anyone else by kind and id.
+fn actor_text(actor: &Value) -> String {
+    match actor["name"].as_str() {
+        Some(name) if actor["type"] == "user" => format!("{name} ({})", text(&actor["id"])),
+        _ => format!("{} {}", text(&actor["type"]), text(&actor["id"])),
+    }
 }
 
 /// The widths `--follow` pads each entry's first four cells to, since it cannot know the

@@ -24,6 +24,8 @@ pub enum ActorType {
     /// keyward itself, for what happens by time alone (an expiry seen in DynamoDB's TTL
     /// removal) or on a leak report (named by where the report came from).
     System,
+    /// A person signed in through the identity provider, named by its subject.
+    User,
 }
 
 /// Who made a change, as recorded in its activity entry.
@@ -32,8 +34,11 @@ pub struct Actor {
     /// What kind of actor.
     #[serde(rename = "type")]
     pub kind: ActorType,
-    /// The actor's id: a key id, an operator's name, or a rule's ARN.
+    /// The actor's id: a key id, an operator's name, a rule's ARN, or a person's subject.
     pub id: String,
+    /// A person's email or name, as their token gave it; only people have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 impl Actor {
@@ -42,6 +47,7 @@ impl Actor {
         Self {
             kind: ActorType::ApiKey,
             id: id.to_string(),
+            name: None,
         }
     }
 
@@ -50,6 +56,7 @@ impl Actor {
         Self {
             kind: ActorType::Operator,
             id: name.into(),
+            name: None,
         }
     }
 
@@ -58,6 +65,17 @@ impl Actor {
         Self {
             kind: ActorType::Schedule,
             id: id.into(),
+            name: None,
+        }
+    }
+
+    /// A person signed in through the identity provider: `sub` is the provider's subject, and
+    /// `name` their email or name, when the token gave one.
+    pub fn user(sub: impl Into<String>, name: Option<String>) -> Self {
+        Self {
+            kind: ActorType::User,
+            id: sub.into(),
+            name,
         }
     }
 
@@ -66,6 +84,7 @@ impl Actor {
         Self {
             kind: ActorType::System,
             id: id.into(),
+            name: None,
         }
     }
 }

@@ -303,10 +303,16 @@ impl Key {
     /// caller that changes `other`: every scope of it, and `*` if `other` is a `*` key or its
     /// environment's default.
     pub fn controls(&self, other: &Key) -> bool {
-        self.scopes.is_all()
-            || (!other.default
-                && !other.scopes.is_all()
-                && other.scopes.first_not_granted_by(&self.scopes).is_none())
+        other.changeable_with(&self.scopes)
+    }
+
+    /// Whether a caller holding `held` in this key's environment may change it, key or
+    /// person: every scope of it, and `*` if it is a `*` key or its environment's default.
+    pub fn changeable_with(&self, held: &Scopes) -> bool {
+        held.is_all()
+            || (!self.default
+                && !self.scopes.is_all()
+                && self.scopes.first_not_granted_by(held).is_none())
     }
 
     /// The key's status at `now`.

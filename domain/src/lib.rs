@@ -16,6 +16,7 @@ mod lifecycle;
 mod mint;
 mod names;
 mod network;
+mod people;
 mod schedule;
 mod token;
 mod usage;
@@ -38,6 +39,7 @@ pub use names::{
     is_format_character,
 };
 pub use network::{AllowedIps, IpRange};
+pub use people::{ANY_ENVIRONMENT, Grants, Person, Roles};
 pub use schedule::{
     Due, GRACE_IDLE_AFTER, GRACE_WATCH_EVERY, GraceWatch, Seen, delivery_failed, expiry_notice,
     scheduled_rotation, secret_delivered, watch_grace,
@@ -53,11 +55,12 @@ pub use verify::{Verdict, check};
 pub type Timestamp = chrono::DateTime<chrono::Utc>;
 
 /// The modules from the bottom up: each may use only the modules before it.
-pub const LAYERS: [&str; 12] = [
+pub const LAYERS: [&str; 13] = [
     "base62",
     "mint",
     "names",
     "network",
+    "people",
     "usage",
     "token",
     "grace",
@@ -73,11 +76,12 @@ mod tests {
     use super::LAYERS;
 
     /// Each module's source, by name, as the compiler sees it.
-    const SOURCES: [(&str, &str); 12] = [
+    const SOURCES: [(&str, &str); 13] = [
         ("base62", include_str!("base62.rs")),
         ("mint", include_str!("mint.rs")),
         ("names", include_str!("names.rs")),
         ("network", include_str!("network.rs")),
+        ("people", include_str!("people.rs")),
         ("usage", include_str!("usage.rs")),
         ("token", include_str!("token.rs")),
         ("grace", include_str!("grace.rs")),

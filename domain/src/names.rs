@@ -482,6 +482,19 @@ impl Scopes {
         self.0.iter().find(|s| s.is_management())
     }
 
+    /// These scopes and those of `other` that are not among them: what a person holds through
+    /// several groups. A union is not a key's list, so it is not held to [`Scopes::MAX`].
+    pub fn with(&self, other: &Scopes) -> Scopes {
+        let mut union = self.0.clone();
+        for scope in &other.0 {
+            if !union.contains(scope) {
+                union.push(scope.clone());
+            }
+        }
+        union.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        Scopes(union)
+    }
+
     /// The scopes, in order.
     pub fn iter(&self) -> impl Iterator<Item = &Scope> {
         self.0.iter()

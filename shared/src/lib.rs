@@ -13,6 +13,10 @@ pub mod http;
 pub mod leak;
 pub mod logging;
 pub mod metrics;
+#[cfg(feature = "oidc")]
+pub mod oidc;
+#[cfg(feature = "fetch")]
+pub mod published;
 pub mod secrets;
 pub mod store;
 #[cfg(feature = "testing")]

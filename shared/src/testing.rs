@@ -55,6 +55,7 @@ impl Seeded {
             secrets: &self.secrets,
             mint: &self.mint,
             usage: &self.usage,
+            people: &crate::http::NoPeople,
         }
     }
 
@@ -66,6 +67,7 @@ impl Seeded {
             secrets: &self.secrets,
             mint: &self.mint,
             usage: &self.usage,
+            people: &crate::http::NoPeople,
         }
     }
 

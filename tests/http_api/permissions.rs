@@ -1,10 +1,13 @@
 //! The authorization model, end to end: the README's permission table is the expectation,
-//! and every cell of it is one request to `keyward serve`, on SQLite and on DynamoDB. Then
+//! and every cell of it is one request to `keyward serve`, on SQLite and on DynamoDB, from a
+//! key or from a person signed in through a real OpenID provider on loopback. Then
 //! the oracle test: another environment's name or key id answers byte for byte like one
 //! that does not exist.
 
 use serde_json::{Value, json};
 
+use crate::people::{person, serve_for};
+use crate::provider::Provider;
 use crate::support::{Backend, Server};
 
 const BEGIN: &str = "<!-- permission-matrix: begin -->";
@@ -14,8 +17,9 @@ const ENV: &str = "development";
 /// secret, since two active keys cannot deliver to one (`409 secret_in_use`).
 const POLICY_SECRET: &str = "keyward/development/matrix";
 
-/// The callers, in the README table's column order.
-const CALLERS: [&str; 7] = [
+/// The callers, in the README table's column order: keys, then people (by their groups'
+/// roles, [`crate::people::ROLES`]).
+const CALLERS: [&str; 11] = [
     "`*`",
     "`keys:write`",
     "`keys:read`",
@@ -23,6 +27,10 @@ const CALLERS: [&str; 7] = [
     "publishable `orders:read`",
     "another environment's `*`",
     "another environment's `keys:read`",
+    "person, `*` everywhere",
+    "person, `keys:write orders:read` here",
+    "person, `keys:read` in another environment",
+    "person with no role",
 ];
 
 /// What a target key carries: its scopes, or the environment's default key.
@@ -212,7 +220,8 @@ fn render(rows: &[Vec<String>]) -> String {
 }
 
 fn every_cell_of_the_readme_table_holds(backend: Backend) {
-    let server = Server::start(backend);
+    let provider = Provider::start(&[]);
+    let server = serve_for(&provider, backend);
     let staging = server.create_environment("staging");
     let mut world = World {
         server: &server,
@@ -239,6 +248,10 @@ fn every_cell_of_the_readme_table_holds(backend: Backend) {
         publishable,
         staging.clone(),
         staging_reader.json["secret"].as_str().unwrap().to_owned(),
+        person(&provider, "ada", &["platform-admins"]),
+        person(&provider, "otto", &["order-writers"]),
+        person(&provider, "rita", &["staging-readers"]),
+        person(&provider, "nora", &["marketing"]),
     ];
 
     let expected = readme_table();
@@ -257,7 +270,30 @@ fn every_cell_of_the_readme_table_holds(backend: Backend) {
         render(&actual),
         "the README's permission table (left) and what {backend:?} answers (right)"
     );
+    for (person, key) in SAME_AS_KEY {
+        let column = |c: &str| 2 + CALLERS.iter().position(|&x| x == c).unwrap();
+        for row in &actual[2..] {
+            assert_eq!(
+                row[column(person)],
+                row[column(key)],
+                "{person} as {key}: {row:?}"
+            );
+        }
+    }
 }
+
+/// The people that hold what a key column's key holds: their columns match it cell for cell.
+const SAME_AS_KEY: [(&str, &str); 3] = [
+    ("person, `*` everywhere", "`*`"),
+    (
+        "person, `keys:write orders:read` here",
+        "`keys:write orders:read`",
+    ),
+    (
+        "person, `keys:read` in another environment",
+        "another environment's `keys:read`",
+    ),
+];
 
 #[test]
 fn every_cell_of_the_readme_permission_table_holds_on_sqlite() {

@@ -498,7 +498,8 @@ function createDialog(returnTo) {
 // ---- Activity: one key's, or the environment's with filters.
 
 function actorText(actor) {
-  const kinds = { api_key: "API key", operator: "Operator", schedule: "Schedule", system: "System" };
+  if (actor.type === "user" && actor.name) return `${actor.name} (${actor.id})`;
+  const kinds = { api_key: "API key", operator: "Operator", schedule: "Schedule", system: "System", user: "Person" };
   return `${kinds[actor.type] || actor.type} ${actor.id}`;
 }
 

@@ -76,7 +76,7 @@ async fn create(context: Context<'_>, req: &Request, now: Timestamp) -> Result<V
     let store = context.store;
     let (caller, environment) = authorize_environment(context, req, now, Scope::KEYS_WRITE).await?;
     let input = json_body::<CreateBody>(req, SHAPE)?.parse(&environment, context.settings)?;
-    caller.require_grant(&input.scopes)?;
+    caller.require_grant(&environment, &input.scopes)?;
     let issued = create_key(&environment, input, caller.actor(), context.mint, now)?;
     // A key with a rotation policy is followed by successors that never expire, as the
     // policy's own setting on an existing key is (set-rotation-policy).

@@ -94,8 +94,27 @@ error_codes! {
     RevokedApiKey = "revoked_api_key", UNAUTHORIZED;
     /// The key sent has expired.
     ExpiredApiKey = "expired_api_key", UNAUTHORIZED;
+    /// A person's token is not a JWT: three base64url parts, a header and claims of JSON.
+    MalformedToken = "malformed_token", UNAUTHORIZED;
+    /// A person's token is signed with an algorithm other than RS256 or ES256 (never `none`
+    /// nor HMAC).
+    UnsupportedTokenAlgorithm = "unsupported_token_algorithm", UNAUTHORIZED;
+    /// A person's token was issued by another issuer than the one configured.
+    InvalidTokenIssuer = "invalid_token_issuer", UNAUTHORIZED;
+    /// A person's token names a key that its issuer does not publish.
+    UnknownTokenKey = "unknown_token_key", UNAUTHORIZED;
+    /// A person's token's signature does not hold.
+    InvalidTokenSignature = "invalid_token_signature", UNAUTHORIZED;
+    /// A person's token is for another client than keyward's.
+    InvalidTokenAudience = "invalid_token_audience", UNAUTHORIZED;
+    /// A person's token expired (more than 60 s ago).
+    ExpiredToken = "expired_token", UNAUTHORIZED;
+    /// A person's token is not valid yet (by more than 60 s).
+    TokenNotYetValid = "token_not_yet_valid", UNAUTHORIZED;
     /// The example backend was called without keyward's authorizer in front of it.
     MissingAuthorizerContext = "missing_authorizer_context", UNAUTHORIZED;
+    /// A person's groups grant no role at all.
+    NoRole = "no_role", FORBIDDEN;
     /// The caller's key lacks the route's scope.
     InsufficientScope = "insufficient_scope", FORBIDDEN;
     /// The caller's key is accepted only from networks that do not hold the request's address.
@@ -110,6 +129,8 @@ error_codes! {
     NetworkEscalation = "network_escalation", FORBIDDEN;
     /// No key has this id in this environment.
     KeyNotFound = "key_not_found", NOT_FOUND;
+    /// A person named an environment that does not exist (a key's always does).
+    EnvironmentNotFound = "environment_not_found", NOT_FOUND;
     /// No route has this path.
     RouteNotFound = "route_not_found", NOT_FOUND;
     /// The route does not take this method.
@@ -136,6 +157,8 @@ error_codes! {
     PayloadTooLarge = "payload_too_large", PAYLOAD_TOO_LARGE;
     /// Something failed on keyward's side.
     InternalError = "internal_error", INTERNAL_SERVER_ERROR;
+    /// The identity provider's keys could not be fetched to check a person's token: try again.
+    IdentityProviderUnavailable = "identity_provider_unavailable", SERVICE_UNAVAILABLE;
     /// A rotation's new secret could not be stored in its policy's secret.
     SecretDeliveryFailed = "secret_delivery_failed", BAD_GATEWAY;
 }

@@ -3,6 +3,7 @@
 
 mod body;
 mod error;
+mod people;
 mod request;
 mod view;
 
@@ -15,6 +16,7 @@ use serde::Serialize;
 
 pub use body::{json_body, json_body_within};
 pub use error::{ApiError, ErrorCode};
+pub use people::{NoPeople, People, people_from_env};
 pub use request::{
     ATTEMPTS, Caller, Prepare, apply_deciding, apply_prepared, apply_setting, authenticate,
     authorize_change, authorize_environment, authorize_key, key_from_headers, page_request,
@@ -55,6 +57,8 @@ pub struct Context<'a> {
     /// authorizer counts every other route's caller; in `keyward serve`, which has no
     /// authorizer in front, also the caller of every other route, as that authorizer would.
     pub usage: &'a dyn Counter,
+    /// Who checks people's tokens beside keys: the identity provider, or nobody.
+    pub people: &'a dyn People,
 }
 
 /// The API's settings, read from the environment once per cold start.
@@ -179,12 +183,14 @@ async fn run_lambda(
         }
         None => Box::new(crate::usage::NotCounted),
     };
+    let people = people_from_env()?;
     let context = Context {
         store: &store,
         settings: &settings,
         secrets: &secrets,
         mint: &mint,
         usage: &*usage,
+        people: &*people,
     };
     lambda_http::run(lambda_http::service_fn(move |req| async move {
         Ok::<_, std::convert::Infallible>(handler(context, req, crate::now()).await)

@@ -1,5 +1,6 @@
 //! Reading requests: the caller's key, path and query parameters, and JSON bodies.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use lambda_http::http::HeaderMap;
@@ -9,8 +10,8 @@ use lambda_http::{Request, RequestExt};
 use super::{ApiError, Context, ErrorCode, Settings};
 use crate::check::{Needs, Outcome, check_presented};
 use crate::domain::{
-    Actor, AllowedIps, EnvName, Key, KeyId, LifecycleError, RotationPolicy, Scope, Scopes, Setting,
-    Timestamp, Verdict,
+    Actor, AllowedIps, EnvName, Key, KeyId, LifecycleError, Person, RotationPolicy, Scope, Scopes,
+    Setting, Timestamp, Verdict,
 };
 use crate::store::{KeyStore, PageRequest, StoreError};
 
@@ -44,52 +45,82 @@ pub fn source_ip(req: &Request) -> Option<IpAddr> {
     text.parse().ok()
 }
 
-/// A caller whose key is valid now.
+/// A caller whose key, or person's token, is valid now.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    key: Key,
+    who: Who,
+}
+
+/// Who a caller is.
+#[derive(Debug, Clone)]
+enum Who {
+    /// A holder of one of keyward's keys, which belongs to one environment.
+    Key(Key),
+    /// A person, with the scopes their groups grant in each environment.
+    Person(Person),
 }
 
 impl Caller {
-    /// The caller as the actor of the changes it makes.
+    /// The caller as the actor of the changes it makes: the key's id, or the person.
     pub fn actor(&self) -> Actor {
-        Actor::api_key(&self.key.id)
-    }
-
-    /// `403 insufficient_scope` unless the caller's key grants `scope`.
-    pub fn require_scope(&self, scope: &str) -> Result<(), ApiError> {
-        if self.key.scopes.grants(scope) {
-            Ok(())
-        } else {
-            Err(ApiError::new(
-                ErrorCode::InsufficientScope,
-                format!("this key lacks the scope {scope}"),
-            ))
+        match &self.who {
+            Who::Key(key) => Actor::api_key(&key.id),
+            Who::Person(person) => Actor::user(&person.sub, person.name.clone()),
         }
     }
 
-    /// `403 wrong_environment` unless the caller's key belongs to `environment`. It reads
-    /// nothing, so the answer is the same whether that environment exists or not.
+    /// The scopes the caller holds in `environment`: a key's own in its environment and none
+    /// elsewhere; a person's groups' grants there.
+    fn scopes_in(&self, environment: &EnvName) -> Cow<'_, Scopes> {
+        match &self.who {
+            Who::Key(key) if key.environment == *environment => Cow::Borrowed(&key.scopes),
+            Who::Key(_) => Cow::Owned(Scopes::default()),
+            Who::Person(person) => Cow::Owned(person.grants.scopes_in(environment)),
+        }
+    }
+
+    /// `403 insufficient_scope` unless the caller holds `scope` somewhere: a key in its
+    /// environment, a person in any. Which environment is held to it comes after.
+    pub fn require_scope(&self, scope: &str) -> Result<(), ApiError> {
+        let held = match &self.who {
+            Who::Key(key) => key.scopes.grants(scope),
+            Who::Person(person) => person.grants.grants_anywhere(scope),
+        };
+        held.then_some(()).ok_or_else(|| lacks(scope))
+    }
+
+    /// `403 wrong_environment` unless the caller may act in `environment` at all: a key of
+    /// it, or a person with a role there. It reads nothing, so the answer is the same whether
+    /// that environment exists or not.
     pub fn require_environment(&self, environment: &EnvName) -> Result<(), ApiError> {
-        if self.key.environment == *environment {
+        if self.scopes_in(environment).iter().next().is_some() {
             Ok(())
         } else {
             Err(ApiError::new(
                 ErrorCode::WrongEnvironment,
-                "this key belongs to another environment",
+                "this caller has no access to that environment",
             ))
         }
     }
 
-    /// `403 scope_escalation` unless the caller holds every one of `scopes`: a key hands out
-    /// only what it holds itself.
-    pub fn require_grant(&self, scopes: &Scopes) -> Result<(), ApiError> {
-        match scopes.first_not_granted_by(&self.key.scopes) {
+    /// `403 insufficient_scope` unless the caller holds `scope` in `environment`.
+    fn require_scope_in(&self, environment: &EnvName, scope: &str) -> Result<(), ApiError> {
+        if self.scopes_in(environment).grants(scope) {
+            Ok(())
+        } else {
+            Err(lacks(scope))
+        }
+    }
+
+    /// `403 scope_escalation` unless the caller holds every one of `scopes` in `environment`:
+    /// a caller hands out only what it holds itself.
+    pub fn require_grant(&self, environment: &EnvName, scopes: &Scopes) -> Result<(), ApiError> {
+        match scopes.first_not_granted_by(&self.scopes_in(environment)) {
             None => Ok(()),
             Some(missing) => Err(ApiError::new(
                 ErrorCode::ScopeEscalation,
                 format!(
-                    "a key can grant only scopes it holds, and this key does not hold {}",
+                    "a caller can grant only scopes it holds, and this caller does not hold {}",
                     missing.as_str()
                 ),
             )),
@@ -101,11 +132,15 @@ impl Caller {
     /// key that was rotated and is in its grace period, cannot outlive itself through a new
     /// key, a rotation, a longer grace or a rotation policy. A `*` key is not limited: it is
     /// full access, and the default key must keep working through its own grace period.
+    /// A person is not limited: their rights end when their groups change, not with a key.
     pub fn require_lifetime(&self, until: Option<Timestamp>) -> Result<(), ApiError> {
-        let Some(own) = self.key.expires_at else {
+        let Who::Key(key) = &self.who else {
             return Ok(());
         };
-        if self.key.scopes.is_all() || until.is_some_and(|t| t <= own) {
+        let Some(own) = key.expires_at else {
+            return Ok(());
+        };
+        if key.scopes.is_all() || until.is_some_and(|t| t <= own) {
             Ok(())
         } else {
             Err(ApiError::new(
@@ -117,9 +152,13 @@ impl Caller {
 
     /// `403 network_escalation` unless every address `networks` lets in, the caller's own key
     /// lets in too: a key held to a CI runner's range cannot make, or rotate into, a key that
-    /// works from anywhere else. A caller with no list is not limited.
+    /// works from anywhere else. A caller with no list, as a person, is not limited.
     pub fn require_networks(&self, networks: &AllowedIps) -> Result<(), ApiError> {
-        if self.key.allowed_ips.covers(networks) {
+        let held = match &self.who {
+            Who::Key(key) => key.allowed_ips.covers(networks),
+            Who::Person(_) => true,
+        };
+        if held {
             Ok(())
         } else {
             Err(ApiError::new(
@@ -135,9 +174,9 @@ impl Caller {
     /// request), or the environment's default key (when the caller expires, or is revoked,
     /// no key may be left that can change it back).
     pub fn require_reachable(&self, target: &Key, source: Option<IpAddr>) -> Result<(), ApiError> {
-        let guarded = target.id == self.key.id
-            || target.rotated_from.as_ref() == Some(&self.key.id)
-            || target.default;
+        let own = |id: &KeyId| matches!(&self.who, Who::Key(key) if key.id == *id);
+        let guarded =
+            own(&target.id) || target.rotated_from.as_ref().is_some_and(own) || target.default;
         let locked_out = guarded
             && !target.allowed_ips.is_empty()
             && !source.is_some_and(|ip| target.allowed_ips.allows(ip));
@@ -151,18 +190,20 @@ impl Caller {
         }
     }
 
-    /// `403 scope_escalation` unless the caller may change `target`: only a `*` key changes
-    /// the default key or a `*` key, and any other key changes only keys whose scopes it
-    /// holds, since a rotation hands the caller a secret with the target's scopes.
+    /// `403 scope_escalation` unless the caller may change `target`: only a caller with `*`
+    /// in its environment changes the default key or a `*` key, and any other changes only
+    /// keys whose scopes it holds there, since a rotation hands the caller a secret with the
+    /// target's scopes.
     pub fn require_control(&self, target: &Key) -> Result<(), ApiError> {
-        if self.key.controls(target) {
+        let held = self.scopes_in(&target.environment);
+        if target.changeable_with(&held) {
             return Ok(());
         }
         if target.default || target.scopes.is_all() {
             return Err(ApiError::new(
                 ErrorCode::ScopeEscalation,
                 format!(
-                    "only a key with {} can change the default key or a key with {}",
+                    "only a caller with {} can change the default key or a key with {}",
                     Scope::ALL,
                     Scope::ALL
                 ),
@@ -170,26 +211,52 @@ impl Caller {
         }
         let missing = target
             .scopes
-            .first_not_granted_by(&self.key.scopes)
+            .first_not_granted_by(&held)
             .map_or("", |scope| scope.as_str());
         Err(ApiError::new(
             ErrorCode::ScopeEscalation,
             format!(
-                "a key can change only keys whose scopes it holds, and this key does not hold {missing}"
+                "a caller can change only keys whose scopes it holds, and this caller does not hold {missing}"
             ),
         ))
     }
 }
 
-/// Checks the caller's key with at most one store read ([`check_presented`], which also
-/// counts it in `usage`), from the request's address ([`source_ip`]); a key used from outside
-/// its allowed networks is a `403`, every other failure a `401`.
+/// `403 insufficient_scope` for a caller without `scope`.
+fn lacks(scope: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::InsufficientScope,
+        format!("this caller lacks the scope {scope}"),
+    )
+}
+
+/// Checks the caller: a person's token, when the identity provider takes it (`401` with the
+/// reason, or `403 no_role` for a person whose groups grant nothing); else a key, with at
+/// most one store read ([`check_presented`], which also counts it in `usage`), from the
+/// request's address ([`source_ip`]); a key used from outside its allowed networks is a
+/// `403`, every other failure a `401`.
 pub async fn authenticate(
     context: Context<'_>,
     req: &Request,
     now: Timestamp,
 ) -> Result<Caller, ApiError> {
     let token = key_from_headers(req.headers());
+    if let Some(person) = match token {
+        Some(token) => context.people.person(token, now).await,
+        None => None,
+    } {
+        let person = person?;
+        tracing::Span::current().record("caller", person.sub.as_str());
+        if person.grants.is_empty() {
+            return Err(ApiError::new(
+                ErrorCode::NoRole,
+                "your groups grant no role in keyward; ask an administrator for one",
+            ));
+        }
+        return Ok(Caller {
+            who: Who::Person(person),
+        });
+    }
     let needs = Needs {
         source: source_ip(req),
         ..Needs::default()
@@ -208,7 +275,7 @@ pub async fn authenticate(
         (Outcome::Checked(Verdict::Valid), Some(key)) => {
             tracing::Span::current().record("caller", key.id.as_str());
             tracing::debug!(hint = %key.hint, "caller authenticated");
-            Ok(Caller { key })
+            Ok(Caller { who: Who::Key(key) })
         }
         (Outcome::Missing, _) => Err(ApiError::new(
             ErrorCode::MissingApiKey,
@@ -286,10 +353,10 @@ pub fn page_request(
     Ok(PageRequest { limit, after })
 }
 
-/// The checks of every `/v1/keys/{key_id}` route, in order: the caller's key (`401`), the
-/// id (`400`), the scope (`403`), then the key (`404`). A key of another environment answers
-/// exactly like a key that does not exist, so an id reveals nothing outside the caller's
-/// environment.
+/// The checks of every `/v1/keys/{key_id}` route, in order: the caller (`401`), the id
+/// (`400`), the scope held anywhere (`403`), then the key (`404`). A key of an environment
+/// where the caller lacks the scope answers exactly like a key that does not exist, so an id
+/// reveals nothing outside what the caller may read.
 pub async fn authorize_key(
     context: Context<'_>,
     req: &Request,
@@ -304,7 +371,7 @@ pub async fn authorize_key(
     store
         .key(&id)
         .await?
-        .filter(|key| key.environment == caller.key.environment)
+        .filter(|key| caller.require_scope_in(&key.environment, scope).is_ok())
         .map(|key| (caller, key))
         .ok_or_else(|| ApiError::new(ErrorCode::KeyNotFound, "no key has this id"))
 }
@@ -321,10 +388,12 @@ pub async fn authorize_change(
     Ok((caller, key))
 }
 
-/// The checks of every `/v1/environments/{env}` route, in order: the caller's key (`401`),
-/// the name (`400`), the caller's own environment (`403 wrong_environment`, before anything
-/// else is read, so it says nothing about whether another environment exists), then the
-/// scope (`403`). The caller's key lives in its environment, so that environment exists.
+/// The checks of every `/v1/environments/{env}` route, in order: the caller (`401`), the
+/// name (`400`), access to that environment (`403 wrong_environment`, before anything else
+/// is read, so it says nothing about whether another environment exists), then the scope
+/// there (`403`). A key lives in its environment, so that environment exists; a person's
+/// role may name one that does not, or every one, so for a person it is read (`404`), as
+/// only someone with rights there can tell.
 pub async fn authorize_environment(
     context: Context<'_>,
     req: &Request,
@@ -334,7 +403,15 @@ pub async fn authorize_environment(
     let caller = authenticate(context, req, now).await?;
     let environment = environment_param(req)?;
     caller.require_environment(&environment)?;
-    caller.require_scope(scope)?;
+    caller.require_scope_in(&environment, scope)?;
+    if matches!(caller.who, Who::Person(_))
+        && context.store.environment(&environment).await?.is_none()
+    {
+        return Err(ApiError::new(
+            ErrorCode::EnvironmentNotFound,
+            "no environment has this name",
+        ));
+    }
     Ok((caller, environment))
 }
 

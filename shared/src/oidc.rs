@@ -1,0 +1,340 @@
+//! People signed in through an OpenID Connect provider: their ID tokens (or Cognito's access
+//! tokens) checked against the keys the issuer publishes, and their groups mapped to roles.
+//!
+//! Everything but four settings comes from the issuer's discovery document. A token is
+//! checked in this order, each failure a `401` with its own code: its shape, its algorithm
+//! (`RS256` or `ES256` only: never `none`, never HMAC, whatever its header says), its `iss`
+//! (before any key is fetched, so another issuer's tokens cost nothing), the key its `kid`
+//! names (the issuer's JWKS, kept and refetched as [`crate::published`] keeps keys), its
+//! signature, its audience (`aud` holds the client id, or Cognito's `client_id` is it), then
+//! `exp` and `nbf`, against the request's `now`, with 60 s of skew.
+
+use std::collections::HashMap;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::Value;
+
+use crate::domain::{Person, Roles, Timestamp};
+use crate::http::{ApiError, ErrorCode, People};
+use crate::published::{FetchError, PublishedKeys, get, https_url};
+
+/// The variable naming the issuer; no issuer, no sign-in.
+pub const ISSUER_VAR: &str = "KEYWARD_OIDC_ISSUER";
+/// The variable naming keyward's client id at the issuer.
+pub const CLIENT_ID_VAR: &str = "KEYWARD_OIDC_CLIENT_ID";
+/// The variable naming the claim that lists a person's groups.
+pub const GROUPS_CLAIM_VAR: &str = "KEYWARD_OIDC_GROUPS_CLAIM";
+/// The variable holding the roles: JSON from a group to `{environment: [scopes]}`.
+pub const ROLES_VAR: &str = "KEYWARD_OIDC_ROLES";
+/// The groups claim when none is named; Cognito's is `cognito:groups`.
+pub const DEFAULT_GROUPS_CLAIM: &str = "groups";
+
+/// How far a token's `exp` and `nbf` may be off.
+const SKEW_SECONDS: i64 = 60;
+
+/// The settings of sign-in through one issuer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcSettings {
+    /// The issuer, exactly as its tokens' `iss` and its discovery document name it.
+    pub issuer: String,
+    /// keyward's client id at the issuer: the audience its tokens must be for.
+    pub client_id: String,
+    /// The claim that lists a person's groups.
+    pub groups_claim: String,
+    /// What each group may do.
+    pub roles: Roles,
+}
+
+impl OidcSettings {
+    /// The settings from the `KEYWARD_OIDC_*` variables: `None` without an issuer; an error
+    /// that names the variable when one is set wrong or an issuer has no client id.
+    pub fn from_env() -> Result<Option<Self>, String> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let Some(issuer) = var(ISSUER_VAR) else {
+            return Ok(None);
+        };
+        let client_id = var(CLIENT_ID_VAR)
+            .ok_or_else(|| format!("{CLIENT_ID_VAR} is needed beside {ISSUER_VAR}"))?;
+        Self::new(
+            &issuer,
+            &client_id,
+            var(GROUPS_CLAIM_VAR).as_deref(),
+            var(ROLES_VAR).as_deref(),
+        )
+        .map(Some)
+    }
+
+    /// Settings from their values; `groups_claim` defaults to `groups`, and `roles` to none.
+    pub fn new(
+        issuer: &str,
+        client_id: &str,
+        groups_claim: Option<&str>,
+        roles: Option<&str>,
+    ) -> Result<Self, String> {
+        https_url(ISSUER_VAR, issuer)?;
+        let roles = Roles::parse(roles.unwrap_or("{}")).map_err(|e| format!("{ROLES_VAR}: {e}"))?;
+        Ok(Self {
+            issuer: issuer.to_owned(),
+            client_id: client_id.to_owned(),
+            groups_claim: groups_claim.unwrap_or(DEFAULT_GROUPS_CLAIM).to_owned(),
+            roles,
+        })
+    }
+
+    /// Where the issuer's discovery document is.
+    fn discovery_url(&self) -> String {
+        format!(
+            "{}/.well-known/openid-configuration",
+            self.issuer.trim_end_matches('/')
+        )
+    }
+}
+
+/// The issuer's keys, checked against its tokens: the [`People`] adapter.
+pub struct Oidc {
+    settings: OidcSettings,
+    keys: PublishedKeys<Jwk>,
+}
+
+impl Oidc {
+    /// Sign-in through the issuer `settings` name; nothing is fetched until a token comes.
+    pub fn new(settings: OidcSettings) -> Result<Self, String> {
+        let discovery = https_url(ISSUER_VAR, &settings.discovery_url())?;
+        Ok(Self {
+            settings,
+            keys: PublishedKeys::new(discovery),
+        })
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &OidcSettings {
+        &self.settings
+    }
+
+    /// The issuer's keys by `kid`, from the `jwks_uri` its discovery document names; a key
+    /// without a `kid`, or the only key, is also kept under `""` for tokens that name none.
+    async fn fetch(&self) -> Result<HashMap<String, Jwk>, FetchError> {
+        let discovery_url = self.keys.url();
+        let discovery: Value = serde_json::from_slice(&get(discovery_url).await?)
+            .map_err(|_| FetchError::new(discovery_url, "the discovery document is not JSON"))?;
+        if discovery["issuer"].as_str() != Some(self.settings.issuer.as_str()) {
+            return Err(FetchError::new(
+                discovery_url,
+                "the discovery document names another issuer",
+            ));
+        }
+        let jwks_uri = discovery["jwks_uri"]
+            .as_str()
+            .ok_or_else(|| FetchError::new(discovery_url, "the discovery document has no jwks_uri"))
+            .and_then(|uri| {
+                https_url("jwks_uri", uri).map_err(|why| FetchError::new(discovery_url, why))
+            })?;
+        let set: Value = serde_json::from_slice(&get(&jwks_uri).await?)
+            .map_err(|_| FetchError::new(&jwks_uri, "the JWKS is not JSON"))?;
+        let usable: Vec<Jwk> = set["keys"]
+            .as_array()
+            .ok_or_else(|| FetchError::new(&jwks_uri, "the JWKS has no keys"))?
+            .iter()
+            .filter_map(|key| serde_json::from_value::<Jwk>(key.clone()).ok())
+            .filter(|key| {
+                !matches!(
+                    key.common.public_key_use,
+                    Some(PublicKeyUse::Encryption | PublicKeyUse::Other(_))
+                ) && !matches!(key.algorithm, AlgorithmParameters::OctetKey(_))
+            })
+            .collect();
+        let mut keys: HashMap<String, Jwk> = HashMap::new();
+        for key in &usable {
+            let kid = key.common.key_id.clone().unwrap_or_default();
+            keys.entry(kid).or_insert_with(|| key.clone());
+        }
+        if let [only] = usable.as_slice() {
+            keys.insert(String::new(), only.clone());
+        }
+        Ok(keys)
+    }
+
+    /// The person `token` names, or the failure that refuses it.
+    async fn check(&self, token: &str, now: Timestamp) -> Result<Person, ApiError> {
+        let refuse = |code, message: &str| ApiError::new(code, message);
+        let malformed = || {
+            refuse(
+                ErrorCode::MalformedToken,
+                "the token is not a JWT of this identity provider",
+            )
+        };
+        let part = |text: &str| -> Option<Value> {
+            let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
+            serde_json::from_slice::<Value>(&bytes)
+                .ok()
+                .filter(Value::is_object)
+        };
+        let parts: Vec<&str> = token.split('.').collect();
+        let [header, claims, _] = parts.as_slice() else {
+            return Err(malformed());
+        };
+        let (header, claims) = part(header).zip(part(claims)).ok_or_else(malformed)?;
+        let algorithm = match header["alg"].as_str() {
+            Some("RS256") => Algorithm::RS256,
+            Some("ES256") => Algorithm::ES256,
+            _ => {
+                return Err(refuse(
+                    ErrorCode::UnsupportedTokenAlgorithm,
+                    "the token is signed with neither RS256 nor ES256",
+                ));
+            }
+        };
+        if claims["iss"].as_str() != Some(self.settings.issuer.as_str()) {
+            return Err(refuse(
+                ErrorCode::InvalidTokenIssuer,
+                "the token was issued by another issuer",
+            ));
+        }
+        let kid = header["kid"].as_str().unwrap_or_default();
+        let key = self
+            .keys
+            .key(kid, || self.fetch())
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "the identity provider's keys are unavailable");
+                refuse(
+                    ErrorCode::IdentityProviderUnavailable,
+                    "the identity provider's keys could not be fetched; try again",
+                )
+            })?
+            .filter(|key| fits(key, algorithm))
+            .and_then(|key| DecodingKey::from_jwk(&key).ok())
+            .ok_or_else(|| {
+                refuse(
+                    ErrorCode::UnknownTokenKey,
+                    "the token names no key that its issuer publishes for its algorithm",
+                )
+            })?;
+        let mut validation = Validation::new(algorithm);
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        jsonwebtoken::decode::<Value>(token, &key, &validation).map_err(|_| {
+            refuse(
+                ErrorCode::InvalidTokenSignature,
+                "the token's signature does not hold",
+            )
+        })?;
+        let client_id = self.settings.client_id.as_str();
+        let for_keyward = match &claims["aud"] {
+            Value::String(aud) => aud == client_id,
+            Value::Array(auds) => auds.iter().any(|a| a.as_str() == Some(client_id)),
+            _ => claims["client_id"].as_str() == Some(client_id),
+        };
+        if !for_keyward {
+            return Err(refuse(
+                ErrorCode::InvalidTokenAudience,
+                "the token is for another client",
+            ));
+        }
+        let now = now.timestamp();
+        match claims["exp"].as_i64() {
+            Some(exp) if now <= exp + SKEW_SECONDS => {}
+            Some(_) => return Err(refuse(ErrorCode::ExpiredToken, "the token has expired")),
+            None => return Err(malformed()),
+        }
+        if claims["nbf"]
+            .as_i64()
+            .is_some_and(|nbf| now + SKEW_SECONDS < nbf)
+        {
+            return Err(refuse(
+                ErrorCode::TokenNotYetValid,
+                "the token is not valid yet",
+            ));
+        }
+        let sub = claims["sub"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(malformed)?;
+        let name = ["email", "name"]
+            .iter()
+            .find_map(|claim| claims[*claim].as_str().filter(|s| !s.is_empty()))
+            .map(str::to_owned);
+        let groups: Vec<&str> = match &claims[self.settings.groups_claim.as_str()] {
+            Value::Array(groups) => groups.iter().filter_map(Value::as_str).collect(),
+            Value::String(group) => vec![group.as_str()],
+            _ => Vec::new(),
+        };
+        Ok(Person {
+            sub: sub.to_owned(),
+            name,
+            grants: self.settings.roles.grants(&groups),
+        })
+    }
+}
+
+/// Whether `key` can have signed with `algorithm`: an RSA key for RS256, a P-256 key for
+/// ES256, and, if the key names its algorithm, that one.
+fn fits(key: &Jwk, algorithm: Algorithm) -> bool {
+    let named_fits = key
+        .common
+        .key_algorithm
+        .is_none_or(|named| match algorithm {
+            Algorithm::RS256 => named == KeyAlgorithm::RS256,
+            Algorithm::ES256 => named == KeyAlgorithm::ES256,
+            _ => false,
+        });
+    let kind_fits = match (&key.algorithm, algorithm) {
+        (AlgorithmParameters::RSA(_), Algorithm::RS256) => true,
+        (AlgorithmParameters::EllipticCurve(ec), Algorithm::ES256) => {
+            ec.curve == EllipticCurve::P256
+        }
+        _ => false,
+    };
+    named_fits && kind_fits
+}
+
+/// Whether `token` has a JWT's shape (three parts, the first a JSON header): only then is it
+/// checked as a person's, so that keys, which have no dots, stay keys.
+fn looks_like_jwt(token: &str) -> bool {
+    token.starts_with("eyJ") && token.matches('.').count() == 2
+}
+
+#[async_trait::async_trait]
+impl People for Oidc {
+    async fn person(&self, token: &str, now: Timestamp) -> Option<Result<Person, ApiError>> {
+        if !looks_like_jwt(token) {
+            return None;
+        }
+        let checked = self.check(token, now).await;
+        if let Err(e) = &checked {
+            tracing::info!(code = e.code(), "a person's token was refused");
+        }
+        Some(checked)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_need_an_https_issuer_a_client_id_and_good_roles() {
+        let good = OidcSettings::new("https://id.example.com", "keyward", None, None).unwrap();
+        assert_eq!(good.groups_claim, "groups");
+        assert_eq!(
+            good.discovery_url(),
+            "https://id.example.com/.well-known/openid-configuration"
+        );
+        assert!(OidcSettings::new("http://id.example.com", "keyward", None, None).is_err());
+        let bad_roles =
+            OidcSettings::new("https://id.example.com", "k", None, Some("[]")).unwrap_err();
+        assert!(bad_roles.starts_with(ROLES_VAR), "{bad_roles}");
+    }
+
+    #[test]
+    fn only_a_jwts_shape_is_checked_as_a_person() {
+        assert!(looks_like_jwt("eyJhbGciOiJSUzI1NiJ9.e30.c2ln"));
+        assert!(!looks_like_jwt("kw_sk_production_3xYz"));
+        assert!(!looks_like_jwt("eyJhbGciOiJSUzI1NiJ9.e30"));
+    }
+}
