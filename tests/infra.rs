@@ -197,7 +197,18 @@ fn every_function_crate_has_exactly_one_function_resource_and_every_resource_a_c
 
 /// The variables a function's `main` makes it read, from the calls that read them.
 fn variables_read(main: &str) -> BTreeSet<&'static str> {
-    let readers: [(&str, &[&'static str]); 11] = [
+    let people: &[&'static str] = &[
+        keyward::http::ISSUER_VAR,
+        keyward::http::CLIENT_ID_VAR,
+        keyward::http::GROUPS_CLAIM_VAR,
+        keyward::http::ROLES_VAR,
+    ];
+    let readers: [(&str, &[&'static str]); 14] = [
+        // The API's functions take people's tokens; verify-key (run_counting) checks only the
+        // key in its body.
+        ("keyward::http::run(", people),
+        ("keyward::http::run_delivering(", people),
+        ("people_from_env", people),
         (
             "keyward::http::run",
             &[
@@ -287,6 +298,10 @@ fn every_variable_a_function_reads_is_set_for_it_and_no_other() {
         WRITE_EVERY_VAR,
         keyward::leak::github::KEYS_URL_VAR,
         keyward::leak::gitlab::TOKEN_VAR,
+        keyward::http::ISSUER_VAR,
+        keyward::http::CLIENT_ID_VAR,
+        keyward::http::GROUPS_CLAIM_VAR,
+        keyward::http::ROLES_VAR,
         // Read by every function that builds an AWS client, set only by ./scripts/test: the
         // record of AWS calls for the IAM check. `set == needed` below keeps it out of the
         // template.
@@ -332,6 +347,28 @@ fn every_variable_a_function_reads_is_set_for_it_and_no_other() {
                 Some(("!Sub".to_owned(), "dynamodb:${Table}".to_owned())),
                 "{resource}"
             );
+        }
+        if needed.contains(keyward::http::ISSUER_VAR) {
+            let parameters = [
+                (keyward::http::ISSUER_VAR, "OidcIssuer"),
+                (keyward::http::CLIENT_ID_VAR, "OidcClientId"),
+                (keyward::http::GROUPS_CLAIM_VAR, "OidcGroupsClaim"),
+                (keyward::http::ROLES_VAR, "OidcRoles"),
+            ];
+            for (var, parameter) in parameters {
+                if resource == "Authorizer" {
+                    assert_eq!(
+                        variables[var], "",
+                        "the authorizer other teams attach takes no people's tokens"
+                    );
+                } else {
+                    assert_eq!(
+                        tagged(&variables[var]),
+                        Some(("!Ref".to_owned(), parameter.to_owned())),
+                        "{resource}: {var}"
+                    );
+                }
+            }
         }
         if needed.contains(Settings::SECRET_PREFIX_VAR) {
             assert_eq!(

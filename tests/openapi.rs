@@ -243,10 +243,15 @@ fn the_documents_enums_are_the_domains() {
         ActorType::Operator,
         ActorType::Schedule,
         ActorType::System,
+        ActorType::User,
     ];
     for actor in actors {
         match actor {
-            ActorType::ApiKey | ActorType::Operator | ActorType::Schedule | ActorType::System => {}
+            ActorType::ApiKey
+            | ActorType::Operator
+            | ActorType::Schedule
+            | ActorType::System
+            | ActorType::User => {}
         }
     }
     assert_eq!(

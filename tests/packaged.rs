@@ -19,8 +19,8 @@ use std::process::Command;
 use chrono::TimeDelta;
 use keyward::domain::{Actor, EnvName, NewKey, RotationPolicy, create_environment, create_key};
 use keyward::store::{DynamoStore, KeyStore};
-use keyward::testing::LambdaProcess;
 use keyward::testing::orders_key;
+use keyward::testing::{LambdaProcess, Provider};
 use keyward::testing::{MotoTable, moto_table};
 use serde_json::{Value, json};
 use serde_norway::Value as Yaml;
@@ -30,6 +30,9 @@ fn root() -> PathBuf {
 }
 
 const ENVIRONMENT: &str = "production";
+
+/// keyward's client id at the OpenID provider.
+const PEOPLE_CLIENT: &str = "keyward-console";
 
 /// What the stack is deployed with where a parameter has no default, or where the default
 /// leaves the exported authorizer nothing to allow (every route is closed unless listed).
@@ -57,7 +60,7 @@ impl Stack {
     /// Reads the template, resolving `!Ref` and `!Sub` against the parameters' defaults (and
     /// [`PARAMETERS`]), this test's stack name, table and bus. Anything else is refused, so that a
     /// variable is never guessed.
-    fn read(stack_name: &str, table: &str, bus: &str) -> Self {
+    fn read(stack_name: &str, table: &str, bus: &str, deployed_with: &[(&str, &str)]) -> Self {
         let text = std::fs::read_to_string(root().join("infra/template.yaml")).unwrap();
         let template: Yaml = serde_norway::from_str(&text).unwrap();
         assert!(
@@ -70,8 +73,8 @@ impl Stack {
             .iter()
             .filter_map(|(name, p)| Some((name.as_str()?.to_owned(), scalar(&p["Default"])?)))
             .collect();
-        for (name, value) in PARAMETERS {
-            names.insert(name.to_owned(), value.to_owned());
+        for (name, value) in PARAMETERS.iter().chain(deployed_with) {
+            names.insert((*name).to_owned(), (*value).to_owned());
         }
         names.insert("AWS::StackName".to_owned(), stack_name.to_owned());
         names.insert("Table".to_owned(), table.to_owned());
@@ -344,7 +347,24 @@ async fn every_packaged_function_starts_and_answers_as_the_template_wires_it() {
         .send()
         .await
         .unwrap();
-    let stack = Stack::read(&stack_name, &table, &bus);
+    // People sign in through a real OpenID provider on loopback, as the stack's parameters
+    // name it.
+    let provider = Provider::start(&[]);
+    let stack = Stack::read(
+        &stack_name,
+        &table,
+        &bus,
+        &[
+            ("OidcIssuer", &provider.issuer),
+            ("OidcClientId", PEOPLE_CLIENT),
+            ("OidcRoles", r#"{"platform-admins": {"*": ["*"]}}"#),
+        ],
+    );
+    let ada = provider.token(
+        PEOPLE_CLIENT,
+        "ada",
+        &json!({"email": "ada@example.com", "groups": ["platform-admins"]}),
+    );
     let dir = std::env::temp_dir().join(format!("keyward-packaged-{}", std::process::id()));
     let deployed = Deployed {
         stack: &stack,
@@ -382,6 +402,23 @@ async fn every_packaged_function_starts_and_answers_as_the_template_wires_it() {
         )],
     );
     assert_eq!(refused[0]["errorMessage"], "Unauthorized", "{}", refused[0]);
+    let person = deployed.invoke(
+        "ApiAuthorizer",
+        &[
+            authorizer_request("POST", "/v1/environments/production/keys", &ada),
+            authorizer_request("GET", "/v1/keys/key_x", &format!("{ada}x")),
+        ],
+    );
+    assert_eq!(
+        (
+            &person[0]["policyDocument"]["Statement"][0]["Effect"],
+            &person[0]["context"]["person"]
+        ),
+        (&json!("Allow"), &json!("ada")),
+        "{}",
+        person[0]
+    );
+    assert_eq!(person[1]["errorMessage"], "Unauthorized", "{}", person[1]);
     ran("ApiAuthorizer");
 
     let keys = "/v1/environments/{env}/keys";
@@ -581,6 +618,28 @@ async fn every_packaged_function_starts_and_answers_as_the_template_wires_it() {
     assert!(
         !activity["entries"].as_array().unwrap().is_empty(),
         "{activity}"
+    );
+    // A person makes a key through the deployed function, and is its actor.
+    let made = deployed.answer(
+        "CreateKey",
+        rest("POST", keys, &env_param, &ada, json!({"name": "ada's"})),
+        201,
+    );
+    let made = made["key"]["id"].as_str().unwrap();
+    let activity = deployed.answer(
+        "KeyActivity",
+        rest(
+            "GET",
+            "/v1/keys/{key_id}/activity",
+            &[("key_id", made)],
+            &ada,
+            Value::Null,
+        ),
+        200,
+    );
+    assert_eq!(
+        activity["entries"][0]["actor"],
+        json!({"type": "user", "id": "ada", "name": "ada@example.com"})
     );
     ran("KeyActivity");
     deployed.answer(

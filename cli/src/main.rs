@@ -155,16 +155,16 @@ enum TableCommand {
 #[derive(Debug, clap::Args)]
 struct OidcArgs {
     /// The identity provider's issuer URL: people's tokens from it are accepted beside keys
-    #[arg(long, value_name = "URL", env = keyward::oidc::ISSUER_VAR)]
+    #[arg(long, value_name = "URL", env = keyward::http::ISSUER_VAR)]
     oidc_issuer: Option<String>,
     /// keyward's client id at the issuer: the audience of the tokens it accepts
-    #[arg(long, value_name = "ID", env = keyward::oidc::CLIENT_ID_VAR, requires = "oidc_issuer")]
+    #[arg(long, value_name = "ID", env = keyward::http::CLIENT_ID_VAR, requires = "oidc_issuer")]
     oidc_client_id: Option<String>,
     /// The claim that lists a person's groups (default groups; Cognito's is cognito:groups)
-    #[arg(long, value_name = "CLAIM", env = keyward::oidc::GROUPS_CLAIM_VAR, requires = "oidc_issuer")]
+    #[arg(long, value_name = "CLAIM", env = keyward::http::GROUPS_CLAIM_VAR, requires = "oidc_issuer")]
     oidc_groups_claim: Option<String>,
     /// Each group's grants, as JSON: {"group": {"environment or *": ["scope", ...]}}
-    #[arg(long, value_name = "JSON", env = keyward::oidc::ROLES_VAR, requires = "oidc_issuer")]
+    #[arg(long, value_name = "JSON", env = keyward::http::ROLES_VAR, requires = "oidc_issuer")]
     oidc_roles: Option<String>,
 }
 

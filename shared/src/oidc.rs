@@ -18,17 +18,11 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 
 use crate::domain::{Person, Roles, Timestamp};
-use crate::http::{ApiError, ErrorCode, People};
+use crate::http::{
+    ApiError, CLIENT_ID_VAR, ErrorCode, GROUPS_CLAIM_VAR, ISSUER_VAR, People, ROLES_VAR,
+};
 use crate::published::{FetchError, PublishedKeys, get, https_url};
 
-/// The variable naming the issuer; no issuer, no sign-in.
-pub const ISSUER_VAR: &str = "KEYWARD_OIDC_ISSUER";
-/// The variable naming keyward's client id at the issuer.
-pub const CLIENT_ID_VAR: &str = "KEYWARD_OIDC_CLIENT_ID";
-/// The variable naming the claim that lists a person's groups.
-pub const GROUPS_CLAIM_VAR: &str = "KEYWARD_OIDC_GROUPS_CLAIM";
-/// The variable holding the roles: JSON from a group to `{environment: [scopes]}`.
-pub const ROLES_VAR: &str = "KEYWARD_OIDC_ROLES";
 /// The groups claim when none is named; Cognito's is `cognito:groups`.
 pub const DEFAULT_GROUPS_CLAIM: &str = "groups";
 
@@ -49,7 +43,8 @@ pub struct OidcSettings {
 }
 
 impl OidcSettings {
-    /// The settings from the `KEYWARD_OIDC_*` variables: `None` without an issuer; an error
+    /// The settings from their variables ([`crate::http::ISSUER_VAR`] and the rest): `None`
+    /// without an issuer; an error
     /// that names the variable when one is set wrong or an issuer has no client id.
     pub fn from_env() -> Result<Option<Self>, String> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());

@@ -1,7 +1,11 @@
 //! The one test harness (feature `testing`): a store seeded with an environment, the key most
 //! tests make and keys in every state, a fresh table on moto's server, an interceptor that
 //! counts AWS operations, `on_both_stores!` to run a suite on SQLite and DynamoDB alike, and
-//! real API Gateway event fixtures with placeholders filled in.
+//! real API Gateway event fixtures with placeholders filled in, and a real OpenID provider
+//! on loopback ([`Provider`]).
+
+mod provider;
+pub use provider::Provider;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -10,7 +10,6 @@ mod leaks;
 mod lifecycle;
 mod people;
 mod permissions;
-mod provider;
 mod race;
 mod schedule;
 mod support;

@@ -7,8 +7,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
-use crate::provider::Provider;
 use crate::support::{Backend, Server};
+use keyward::testing::Provider;
 
 /// keyward's client id at the provider.
 pub const CLIENT_ID: &str = "keyward-console";

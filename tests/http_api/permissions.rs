@@ -7,8 +7,8 @@
 use serde_json::{Value, json};
 
 use crate::people::{person, serve_for};
-use crate::provider::Provider;
 use crate::support::{Backend, Server};
+use keyward::testing::Provider;
 
 const BEGIN: &str = "<!-- permission-matrix: begin -->";
 const END: &str = "<!-- permission-matrix: end -->";

@@ -4,6 +4,7 @@
 //! minute, go to a store that drops them), beside SHA-256 of the key alone, the floor of any
 //! check.
 
+use keyward::http::NoPeople;
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::Arc;
@@ -136,7 +137,7 @@ fn decision(c: &mut Criterion) {
     );
     let run_with = |text: &str, usage: &dyn Counter| {
         let event: serde_json::Value = serde_json::from_str(text).unwrap();
-        match runtime.block_on(handler(&config, &store, usage, event, now)) {
+        match runtime.block_on(handler(&config, &store, usage, &NoPeople, event, now)) {
             Ok(answer) => answer.to_string(),
             Err(e) => e.to_string(),
         }

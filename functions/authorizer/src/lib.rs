@@ -14,6 +14,13 @@
 //! A key that fails the format or checksum check, or whose checksummed prefix names another
 //! environment, is refused without reading the store; any other check is one strongly
 //! consistent read. Nothing is cached, so a revoked key fails on the very next request.
+//!
+//! Where people are accepted (an issuer in `keyward::http::ISSUER_VAR`, which keyward's own
+//! API authorizer gets and the exported one does not), a person's token is checked instead, with
+//! no store read: a token that fails a check is unauthorized, and a person is allowed a route
+//! whose scope their groups grant in the authorizer's environment (in any, for `*`), with
+//! `person` (their subject) in the context. The API's own handlers check the token again and
+//! answer `403 no_role` for a person whose groups grant nothing.
 
 mod config;
 mod event;
@@ -23,7 +30,8 @@ pub use config::{ANY_ENVIRONMENT, Config};
 pub use routes::{Requirement, RouteScopes};
 
 use keyward::check::{Checked, Needs, Outcome, check_presented};
-use keyward::domain::{EnvName, Key, Scope, Timestamp, Verdict};
+use keyward::domain::{EnvName, Key, Person, Scope, Timestamp, Verdict};
+use keyward::http::People;
 use keyward::metrics;
 use keyward::store::{KeyLookup, StoreError};
 use keyward::usage::Counter;
@@ -134,27 +142,86 @@ fn context(key: &Key) -> Value {
     json!({"keyId": key.id, "environment": key.environment, "kind": key.kind, "scopes": scopes.join(" ")})
 }
 
-fn policy(key: &Key, effect: &str, method_arn: &str) -> Value {
+/// A REST authorizer's answer: `effect` on exactly `method_arn`, for `principal`.
+fn policy(principal: &str, effect: &str, method_arn: &str, context: Value) -> Value {
     json!({
-        "principalId": key.id,
+        "principalId": principal,
         "policyDocument": {
             "Version": "2012-10-17",
             "Statement": [{"Action": "execute-api:Invoke", "Effect": effect, "Resource": method_arn}],
         },
-        "context": context(key),
+        "context": context,
     })
 }
 
-/// Answers one authorizer event, counting the check of a known key in `usage`.
+/// Whether `person` may have a route that needs `required`, in the authorizer's environment.
+fn person_allowed(config: &Config, person: &Person, required: Requirement<'_>) -> bool {
+    match required {
+        Requirement::Scope(scope) => match &config.environment {
+            Some(environment) => person.grants.scopes_in(environment).grants(scope.as_str()),
+            None => person.grants.grants_anywhere(scope.as_str()),
+        },
+        Requirement::AnyValidKey => true,
+        Requirement::Unlisted => config.allow_unlisted,
+    }
+}
+
+/// The answer for a person's token: unauthorized when it fails a check, else an allow or a
+/// deny of the route, as API Gateway's `shape` wants it.
+fn answer_person(
+    config: &Config,
+    checked: Result<Person, keyward::http::ApiError>,
+    ask: &Ask,
+    required: Requirement<'_>,
+) -> Result<Value, AuthorizerError> {
+    let person = match checked {
+        Ok(person) => person,
+        Err(e) => {
+            tracing::info!(
+                method = ask.method.as_str(),
+                reason = e.code(),
+                "unauthorized"
+            );
+            return match ask.shape {
+                Shape::Rest { .. } => Err(AuthorizerError::Unauthorized),
+                Shape::Http => Ok(json!({"isAuthorized": false})),
+            };
+        }
+    };
+    let allowed = person_allowed(config, &person, required);
+    tracing::info!(
+        person = person.sub.as_str(),
+        method = ask.method.as_str(),
+        allowed,
+        "a person's token"
+    );
+    let context = json!({"person": person.sub});
+    Ok(match &ask.shape {
+        Shape::Rest { method_arn } => {
+            let effect = if allowed { "Allow" } else { "Deny" };
+            policy(&person.sub, effect, method_arn, context)
+        }
+        Shape::Http => json!({"isAuthorized": allowed, "context": context}),
+    })
+}
+
+/// Answers one authorizer event, counting the check of a known key in `usage`; a person's
+/// token goes to `people`.
 pub async fn handler(
     config: &Config,
     store: &dyn KeyLookup,
     usage: &dyn Counter,
+    people: &dyn People,
     event: Value,
     now: Timestamp,
 ) -> Result<Value, AuthorizerError> {
     let ask = ask(event).inspect_err(|_| tracing::warn!("not an authorizer event"))?;
     let required = config.routes.required(&ask.method, &ask.path);
+    if let Some(token) = ask.token.as_deref()
+        && let Some(checked) = people.person(token, now).await
+    {
+        return answer_person(config, checked, &ask, required);
+    }
     let started = std::time::Instant::now();
     let Decided {
         decision,
@@ -202,12 +269,12 @@ pub async fn handler(
     match (decision, ask.shape) {
         (Decision::Unauthorized, Shape::Rest { .. }) => Err(AuthorizerError::Unauthorized),
         (Decision::Deny(key), Shape::Rest { method_arn }) => {
-            let mut denied = policy(&key, "Deny", &method_arn);
+            let mut denied = policy(key.id.as_str(), "Deny", &method_arn, context(&key));
             denied["context"]["reason"] = json!(outcome.code());
             Ok(denied)
         }
         (Decision::Allow(key), Shape::Rest { method_arn }) => {
-            Ok(policy(&key, "Allow", &method_arn))
+            Ok(policy(key.id.as_str(), "Allow", &method_arn, context(&key)))
         }
         (Decision::Unauthorized, Shape::Http) => Ok(json!({"isAuthorized": false})),
         (Decision::Deny(key), Shape::Http) => {
@@ -233,6 +300,7 @@ mod tests {
         Actor, AllowedIps, KeyHash, Kind, NewKey, Revocation, Secret, create_key, revoke,
     };
     use keyward::domain::{KeyPrefix, PresentedKey, hour_of};
+    use keyward::http::NoPeople;
     use keyward::store::UsageStore;
     use keyward::store::{KeyStore, SqliteStore};
     use keyward::testing::orders_key;
@@ -294,7 +362,7 @@ mod tests {
         store: &dyn KeyLookup,
         event: Value,
     ) -> Result<Value, AuthorizerError> {
-        handler(config, store, &NotCounted, event, keyward::now()).await
+        handler(config, store, &NotCounted, &NoPeople, event, keyward::now()).await
     }
 
     /// Keys in every state the authorizer must tell apart, on `store`.
@@ -486,7 +554,14 @@ mod tests {
                     reads: AtomicUsize::new(0),
                 };
                 let asked = event(fixture, method, path, *token);
-                let checking = handler(&config, &counting, &NotCounted, asked, keyward::now());
+                let checking = handler(
+                    &config,
+                    &counting,
+                    &NotCounted,
+                    &NoPeople,
+                    asked,
+                    keyward::now(),
+                );
                 let answer = acting_as(AUTHORIZER, checking).await;
                 let shape = &fixture[..40];
                 assert_eq!(
@@ -637,7 +712,7 @@ mod tests {
                 for _ in 0..*times {
                     let asked = event(fixture, method, path, Some(token));
                     let config = config();
-                    let checking = handler(&config, &*store, &usage, asked, now);
+                    let checking = handler(&config, &*store, &usage, &NoPeople, asked, now);
                     let answer = acting_as(AUTHORIZER, checking).await;
                     assert_eq!(
                         &outcome(fixture, &answer, &format!("/{method}{path}")),

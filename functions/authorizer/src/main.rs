@@ -19,13 +19,14 @@ async fn main() -> Result<(), Error> {
     });
     keyward::logging::init();
     let config = Config::from_env()?;
+    let people = keyward::http::people_from_env()?;
     let store = store.await??;
     let usage = Usage::from_env(Arc::new(store.clone()))?;
     shutdown.of(&usage).await?;
-    let (config, store, usage) = (&config, &store, &usage);
+    let (config, store, usage, people) = (&config, &store, &usage, &*people);
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {
-            handler(config, store, usage, event.payload, keyward::now()).await
+            handler(config, store, usage, people, event.payload, keyward::now()).await
         },
     ))
     .await

@@ -3,6 +3,7 @@
 //! headers, tokens and ARNs. It never panics, and without the one valid key in the store it never allows. The
 //! store is an in-process map: these properties are about the event, not about a database.
 
+use keyward::http::NoPeople;
 use std::collections::HashMap;
 
 use async_trait::async_trait;
@@ -67,7 +68,14 @@ fn decide(config: &Config, store: &OneKey, event: Value) -> Option<Value> {
         .build()
         .unwrap();
     runtime
-        .block_on(handler(config, store, &NotCounted, event, keyward::now()))
+        .block_on(handler(
+            config,
+            store,
+            &NotCounted,
+            &NoPeople,
+            event,
+            keyward::now(),
+        ))
         .ok()
 }
 

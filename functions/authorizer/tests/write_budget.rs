@@ -3,6 +3,7 @@
 //! within a minute from one process cost one `GetItem` each and, together, one usage write;
 //! BENCHMARKS.md records the figures.
 
+use keyward::http::NoPeople;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -61,7 +62,7 @@ async fn ten_thousand_checks_in_a_minute_cost_one_read_each_and_one_usage_write(
         let now = first + TimeDelta::milliseconds(5 * i as i64);
         acting_as(
             "Authorizer",
-            handler(&config, &store, &usage, event.clone(), now),
+            handler(&config, &store, &usage, &NoPeople, event.clone(), now),
         )
     });
     let answers: Vec<_> = checks.buffer_unordered(16).collect().await;
@@ -88,7 +89,7 @@ async fn ten_thousand_checks_in_a_minute_cost_one_read_each_and_one_usage_write(
     let later = first + TimeDelta::seconds(50) + DEFAULT_WRITE_EVERY;
     acting_as(
         "Authorizer",
-        handler(&config, &store, &usage, event.clone(), later),
+        handler(&config, &store, &usage, &NoPeople, event.clone(), later),
     )
     .await
     .unwrap();

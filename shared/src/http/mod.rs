@@ -16,7 +16,9 @@ use serde::Serialize;
 
 pub use body::{json_body, json_body_within};
 pub use error::{ApiError, ErrorCode};
-pub use people::{NoPeople, People, people_from_env};
+pub use people::{
+    CLIENT_ID_VAR, GROUPS_CLAIM_VAR, ISSUER_VAR, NoPeople, People, ROLES_VAR, people_from_env,
+};
 pub use request::{
     ATTEMPTS, Caller, Prepare, apply_deciding, apply_prepared, apply_setting, authenticate,
     authorize_change, authorize_environment, authorize_key, key_from_headers, page_request,
@@ -131,14 +133,14 @@ pub fn respond<T: Serialize>(status: StatusCode, result: Result<T, ApiError>) ->
 /// stops the start with a clear message), logging, the settings, then the Lambda runtime.
 #[cfg(feature = "dynamodb")]
 pub async fn run(handler: Handler) -> Result<(), lambda_http::Error> {
-    run_lambda(handler, |_| Box::new(NoSecrets), false).await
+    run_lambda(handler, |_| Box::new(NoSecrets), false, true).await
 }
 
 /// The whole `main` of `verify-key`, the one handler that checks keys itself: as [`run`], with
 /// its checks counted in the table's usage items and written before the instance shuts down.
 #[cfg(feature = "dynamodb")]
 pub async fn run_counting(handler: Handler) -> Result<(), lambda_http::Error> {
-    run_lambda(handler, |_| Box::new(NoSecrets), true).await
+    run_lambda(handler, |_| Box::new(NoSecrets), true, false).await
 }
 
 /// The whole `main` of a function whose rotations deliver secrets: as [`run`], with Secrets
@@ -149,6 +151,7 @@ pub async fn run_delivering(handler: Handler) -> Result<(), lambda_http::Error> 
         handler,
         |aws| Box::new(crate::secrets::SecretsManagerSink::from_config(aws)),
         false,
+        true,
     )
     .await
 }
@@ -158,6 +161,7 @@ async fn run_lambda(
     handler: Handler,
     sink: impl FnOnce(&aws_config::SdkConfig) -> Box<dyn SecretSink> + Send + 'static,
     counting: bool,
+    people: bool,
 ) -> Result<(), lambda_http::Error> {
     let shutdown = counting.then(crate::usage::ShutdownFlush::begin);
     // The AWS clients are most of a cold start's own work; they are built on another worker
@@ -183,7 +187,10 @@ async fn run_lambda(
         }
         None => Box::new(crate::usage::NotCounted),
     };
-    let people = people_from_env()?;
+    let people = match people {
+        true => people_from_env()?,
+        false => Box::new(NoPeople),
+    };
     let context = Context {
         store: &store,
         settings: &settings,

@@ -23,12 +23,28 @@ impl People for NoPeople {
     }
 }
 
-/// The people this process accepts: those of the identity provider that the `KEYWARD_OIDC_*`
-/// variables name, or nobody when no issuer is set. A bad setting stops the start.
+/// The variable naming the identity provider's issuer; no issuer, no people.
+pub const ISSUER_VAR: &str = "KEYWARD_OIDC_ISSUER";
+/// The variable naming keyward's client id at the issuer.
+pub const CLIENT_ID_VAR: &str = "KEYWARD_OIDC_CLIENT_ID";
+/// The variable naming the claim that lists a person's groups.
+pub const GROUPS_CLAIM_VAR: &str = "KEYWARD_OIDC_GROUPS_CLAIM";
+/// The variable holding the roles: JSON from a group to `{environment: [scopes]}`.
+pub const ROLES_VAR: &str = "KEYWARD_OIDC_ROLES";
+
+/// The people this process accepts: those of the identity provider that the variables above
+/// name, or nobody when no issuer is set. A bad setting stops the start, as does an issuer
+/// given to a build without the `oidc` feature, which would otherwise ignore it.
 pub fn people_from_env() -> Result<Box<dyn People>, String> {
     #[cfg(feature = "oidc")]
     if let Some(settings) = crate::oidc::OidcSettings::from_env()? {
         return Ok(Box::new(crate::oidc::Oidc::new(settings)?));
+    }
+    #[cfg(not(feature = "oidc"))]
+    if std::env::var(ISSUER_VAR).is_ok_and(|v| !v.trim().is_empty()) {
+        return Err(format!(
+            "{ISSUER_VAR} is set, but this function takes no people's tokens"
+        ));
     }
     Ok(Box::new(NoPeople))
 }

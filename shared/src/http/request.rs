@@ -55,7 +55,7 @@ pub struct Caller {
 #[derive(Debug, Clone)]
 enum Who {
     /// A holder of one of keyward's keys, which belongs to one environment.
-    Key(Key),
+    Key(Box<Key>),
     /// A person, with the scopes their groups grant in each environment.
     Person(Person),
 }
@@ -275,7 +275,9 @@ pub async fn authenticate(
         (Outcome::Checked(Verdict::Valid), Some(key)) => {
             tracing::Span::current().record("caller", key.id.as_str());
             tracing::debug!(hint = %key.hint, "caller authenticated");
-            Ok(Caller { who: Who::Key(key) })
+            Ok(Caller {
+                who: Who::Key(Box::new(key)),
+            })
         }
         (Outcome::Missing, _) => Err(ApiError::new(
             ErrorCode::MissingApiKey,

@@ -15,7 +15,7 @@ use serde_json::Value;
 /// Where the provider sends the browser back; never followed here.
 const REDIRECT_URI: &str = "http://127.0.0.1/callback";
 
-/// A running provider.
+/// A running OpenID provider on loopback, stopped when dropped.
 pub struct Provider {
     child: Child,
     addr: SocketAddr,
@@ -79,7 +79,7 @@ impl Provider {
         assert_eq!(status, 302, "the person authorizes: {body}");
         let code = head
             .lines()
-            .find_map(|l| l.to_ascii_lowercase().starts_with("location:").then_some(l))
+            .find(|l| l.to_ascii_lowercase().starts_with("location:"))
             .and_then(|l| l.split("code=").nth(1))
             .and_then(|rest| rest.split('&').next())
             .expect("the redirect carries a code")
