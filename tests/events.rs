@@ -28,7 +28,8 @@ async fn aws() -> aws_config::SdkConfig {
 }
 
 /// A table with an environment, and one key taken through create, rotate, grace change and
-/// revoke by the functions' handlers. Returns the store, the secrets issued and the actions.
+/// revoke by the functions' handlers; the revoke is a person's, signed in through an issuer
+/// on loopback. Returns the store, the secrets issued and the actions.
 async fn table_with_a_lifecycle() -> (DynamoStore, Vec<String>) {
     let mint = keyward::mint();
     let store = keyward::testing::moto_table("events").await.store;
@@ -44,13 +45,25 @@ async fn table_with_a_lifecycle() -> (DynamoStore, Vec<String>) {
     let settings = keyward::http::Settings::default();
     let secrets =
         keyward::secrets::SecretsManagerSink::from_config(&keyward::aws::config().await.unwrap());
+    let issuer = keyward::testing::Es256Issuer::start();
+    let roles = r#"{"platform-admins": {"*": ["*"]}}"#;
+    let settings_of_people =
+        keyward::oidc::OidcSettings::new(&issuer.issuer, "keyward-console", None, Some(roles))
+            .unwrap();
+    let people = keyward::oidc::Oidc::new(settings_of_people).unwrap();
+    let person = issuer.sign(&issuer.claims(
+        "keyward-console",
+        "dana",
+        &["platform-admins"],
+        now.timestamp(),
+    ));
     let context = keyward::http::Context {
         store: &store,
         settings: &settings,
         secrets: &secrets,
         mint: &mint,
         usage: &keyward::usage::NotCounted,
-        people: &keyward::http::NoPeople,
+        people: &people,
     };
     let created = acting_as(
         "CreateKey",
@@ -108,7 +121,7 @@ async fn table_with_a_lifecycle() -> (DynamoStore, Vec<String>) {
         "RevokeKey",
         revoke_key::handler(
             context,
-            api_request("POST", &path, &[], admin.expose(), json!({})),
+            api_request("POST", &path, &[], &person, json!({})),
             keyward::now(),
         ),
     )
@@ -326,6 +339,11 @@ async fn every_activity_entry_reaches_an_sqs_queue_through_eventbridge_in_order(
     assert_eq!(
         events[0]["detail"]["actor"],
         json!({"type": "operator", "id": "ops"})
+    );
+    assert_eq!(
+        events[4]["detail"]["actor"],
+        json!({"type": "user", "id": "dana", "name": "dana@example.com"}),
+        "a person's change names the person"
     );
     assert_eq!(events[2]["detail"]["grace_period"], "24h");
     assert!(events[3]["detail"]["previous_expires_at"].is_string());

@@ -296,15 +296,16 @@ fn looks_like_jwt(token: &str) -> bool {
 
 #[async_trait::async_trait]
 impl People for Oidc {
-    async fn person(&self, token: &str, now: Timestamp) -> Option<Result<Person, ApiError>> {
-        if !looks_like_jwt(token) {
-            return None;
-        }
+    fn takes(&self, token: &str) -> bool {
+        looks_like_jwt(token)
+    }
+
+    async fn person(&self, token: &str, now: Timestamp) -> Result<Person, ApiError> {
         let checked = self.check(token, now).await;
         if let Err(e) = &checked {
             tracing::info!(code = e.code(), "a person's token was refused");
         }
-        Some(checked)
+        checked
     }
 }
 
@@ -331,5 +332,152 @@ mod tests {
         assert!(looks_like_jwt("eyJhbGciOiJSUzI1NiJ9.e30.c2ln"));
         assert!(!looks_like_jwt("kw_sk_production_3xYz"));
         assert!(!looks_like_jwt("eyJhbGciOiJSUzI1NiJ9.e30"));
+    }
+}
+
+#[cfg(all(test, feature = "testing"))]
+mod issued {
+    use chrono::TimeZone;
+    use serde_json::json;
+
+    use super::*;
+    use crate::testing::Es256Issuer;
+
+    const CLIENT: &str = "keyward-console";
+
+    fn oidc(issuer: &str) -> Oidc {
+        let roles = r#"{"devs": {"staging": ["keys:read"]}}"#;
+        Oidc::new(OidcSettings::new(issuer, CLIENT, None, Some(roles)).unwrap()).unwrap()
+    }
+
+    fn at(seconds: i64) -> Timestamp {
+        chrono::Utc.timestamp_opt(seconds, 0).unwrap()
+    }
+
+    fn code(checked: Result<Person, ApiError>) -> &'static str {
+        checked.map_or_else(|e| e.code(), |_| "accepted")
+    }
+
+    #[tokio::test]
+    async fn an_es256_token_is_accepted_and_names_the_person_and_their_grants() {
+        let issuer = Es256Issuer::start();
+        let oidc = oidc(&issuer.issuer);
+        let now = 1_800_000_000;
+        let token = issuer.sign(&issuer.claims(CLIENT, "dana", &["devs"], now));
+        let person = oidc.check(&token, at(now)).await.unwrap();
+        assert_eq!(
+            (person.sub.as_str(), person.name.as_deref()),
+            ("dana", Some("dana@example.com"))
+        );
+        let staging = crate::domain::EnvName::parse("staging").unwrap();
+        assert!(person.grants.scopes_in(&staging).grants("keys:read"));
+        let mut cognito = issuer.claims(CLIENT, "dana", &["devs"], now);
+        cognito["aud"] = Value::Null;
+        cognito["client_id"] = json!(CLIENT);
+        assert_eq!(
+            code(oidc.check(&issuer.sign(&cognito), at(now)).await),
+            "accepted"
+        );
+        let mut listed = issuer.claims(CLIENT, "dana", &["devs"], now);
+        listed["aud"] = json!(["another", CLIENT]);
+        assert_eq!(
+            code(oidc.check(&issuer.sign(&listed), at(now)).await),
+            "accepted"
+        );
+    }
+
+    #[tokio::test]
+    async fn exp_and_nbf_are_held_to_the_requests_now_with_60_seconds_of_skew() {
+        let issuer = Es256Issuer::start();
+        let oidc = oidc(&issuer.issuer);
+        let now = 1_800_000_000;
+        let mut claims = issuer.claims(CLIENT, "dana", &["devs"], now);
+        claims["exp"] = json!(now);
+        claims["nbf"] = json!(now);
+        let token = issuer.sign(&claims);
+        assert_eq!(code(oidc.check(&token, at(now + 60)).await), "accepted");
+        assert_eq!(
+            code(oidc.check(&token, at(now + 61)).await),
+            "expired_token"
+        );
+        assert_eq!(code(oidc.check(&token, at(now - 60)).await), "accepted");
+        assert_eq!(
+            code(oidc.check(&token, at(now - 61)).await),
+            "token_not_yet_valid"
+        );
+        claims["exp"] = Value::Null;
+        let endless = issuer.sign(&claims);
+        assert_eq!(code(oidc.check(&endless, at(now)).await), "malformed_token");
+    }
+
+    #[tokio::test]
+    async fn a_key_rotated_at_the_issuer_is_fetched_once_and_a_made_up_kid_fetches_nothing() {
+        let issuer = Es256Issuer::start();
+        // A wait of 300 ms stands for the minute between two fetches.
+        let wait = std::time::Duration::from_millis(300);
+        let base = oidc(&issuer.issuer);
+        let oidc = Oidc {
+            keys: base.keys.refetching_after(wait),
+            ..base
+        };
+        let now = 1_800_000_000;
+        let claims = issuer.claims(CLIENT, "dana", &["devs"], now);
+        let first = issuer.sign(&claims);
+        assert_eq!(code(oidc.check(&first, at(now)).await), "accepted");
+        assert_eq!(code(oidc.check(&first, at(now)).await), "accepted");
+        assert_eq!(issuer.fetches(), 1, "kept keys are not fetched again");
+        issuer.rotate("k2");
+        let rotated = issuer.sign(&claims);
+        assert_eq!(
+            code(oidc.check(&rotated, at(now)).await),
+            "unknown_token_key",
+            "within the wait of the last fetch, an unknown kid fetches nothing"
+        );
+        assert_eq!(issuer.fetches(), 1);
+        std::thread::sleep(wait);
+        assert_eq!(code(oidc.check(&rotated, at(now)).await), "accepted");
+        assert_eq!(
+            issuer.fetches(),
+            2,
+            "after the wait, an unknown kid fetches again"
+        );
+        issuer.rotate("k9");
+        let unknown = issuer.sign(&claims);
+        assert_eq!(
+            code(oidc.check(&unknown, at(now)).await),
+            "unknown_token_key"
+        );
+        assert_eq!(issuer.fetches(), 2, "at most one fetch per wait");
+    }
+
+    #[tokio::test]
+    async fn a_header_that_names_another_algorithm_than_its_key_finds_no_key() {
+        let issuer = Es256Issuer::start();
+        let oidc = oidc(&issuer.issuer);
+        let now = 1_800_000_000;
+        let token = issuer.sign(&issuer.claims(CLIENT, "dana", &["devs"], now));
+        let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","kid":"k1"}"#);
+        let rest = token.split_once('.').unwrap().1;
+        let relabelled = format!("{header}.{rest}");
+        assert_eq!(
+            code(oidc.check(&relabelled, at(now)).await),
+            "unknown_token_key"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_issuer_whose_keys_cannot_be_fetched_is_unavailable_not_a_bad_token() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let issuer = format!("http://{}", closed.local_addr().unwrap());
+        drop(closed);
+        let oidc = oidc(&issuer);
+        let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"ES256","kid":"k1"}"#);
+        let claims = URL_SAFE_NO_PAD.encode(json!({"iss": issuer}).to_string());
+        let token = format!("{header}.{claims}.c2ln");
+        let refused = oidc.check(&token, at(1_800_000_000)).await.unwrap_err();
+        assert_eq!(
+            (refused.code(), refused.status().as_u16()),
+            ("identity_provider_unavailable", 503)
+        );
     }
 }

@@ -117,6 +117,8 @@ struct Fetched<K> {
 /// on a lock of their own, so a check with a kept key never waits.
 pub struct PublishedKeys<K> {
     url: Uri,
+    /// How long after a fetch was tried another may be: a minute, but for tests.
+    refetch_after: Duration,
     fetched: std::sync::RwLock<Fetched<K>>,
     /// When a fetch was last tried, and why it failed if it did; held while one runs.
     tried: tokio::sync::Mutex<Option<(Instant, Option<String>)>>,
@@ -127,11 +129,22 @@ impl<K: Clone> PublishedKeys<K> {
     pub fn new(url: Uri) -> Self {
         Self {
             url,
+            refetch_after: REFETCH_AFTER,
             fetched: std::sync::RwLock::new(Fetched {
                 keys: HashMap::new(),
                 at: None,
             }),
             tried: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The same keys, fetched again at most once per `wait` instead of once a minute, so that a
+    /// test can see a fetch after the wait without waiting a minute.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn refetching_after(self, wait: Duration) -> Self {
+        Self {
+            refetch_after: wait,
+            ..self
         }
     }
 
@@ -162,7 +175,7 @@ impl<K: Clone> PublishedKeys<K> {
             return Ok(key);
         }
         if let Some((at, failure)) = tried.as_ref()
-            && at.elapsed() < REFETCH_AFTER
+            && at.elapsed() < self.refetch_after
         {
             return match (key, failure) {
                 (None, Some(why)) => Err(FetchError::new(

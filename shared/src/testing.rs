@@ -2,9 +2,13 @@
 //! tests make and keys in every state, a fresh table on moto's server, an interceptor that
 //! counts AWS operations, `on_both_stores!` to run a suite on SQLite and DynamoDB alike, and
 //! real API Gateway event fixtures with placeholders filled in, and a real OpenID provider
-//! on loopback ([`Provider`]).
+//! on loopback ([`Provider`]) beside an ES256 issuer played in-process.
 
+#[cfg(feature = "oidc")]
+mod issuer;
 mod provider;
+#[cfg(feature = "oidc")]
+pub use issuer::Es256Issuer;
 pub use provider::Provider;
 
 use std::path::PathBuf;

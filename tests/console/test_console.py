@@ -296,6 +296,20 @@ def test_a_key_in_its_grace_shows_its_usage_beside_its_successors(page, keyward)
     expect(current.locator("td")).to_have_text(["3", "0", "2", "0"])
     expect(panel.get_by_role("link", name=new)).to_be_visible()
     expect(panel.get_by_role("note")).to_have_count(0)
+    # The chart beside the table: one image named by its summary, a line for each key, the
+    # current hour (the last point, on the right) at the top of the scale for the old key.
+    chart = panel.get_by_role("img", name=re.compile("Accepted checks per hour"))
+    expect(chart).to_have_attribute(
+        "aria-label",
+        "Accepted checks per hour over the last 24 hours: billing 3, its successor 2, at most 3 in an hour.",
+    )
+    expect(chart.locator("polyline")).to_have_count(2)
+    own = chart.locator("polyline.own").get_attribute("points").split()
+    successor = chart.locator("polyline.successor").get_attribute("points").split()
+    assert len(own) == len(successor) == 24
+    top = min(float(p.split(",")[1]) for p in own)
+    assert float(own[-1].split(",")[1]) == top < float(own[0].split(",")[1])
+    assert top < float(successor[-1].split(",")[1]) < float(successor[0].split(",")[1])
     screenshot(page, "console-usage.png")
     no_serious_violations(page, "a key's usage tab")
     page.get_by_role("tab", name="Usage").press("ArrowRight")

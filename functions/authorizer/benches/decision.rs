@@ -4,7 +4,6 @@
 //! minute, go to a store that drops them), beside SHA-256 of the key alone, the floor of any
 //! check.
 
-use keyward::http::NoPeople;
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::Arc;
@@ -17,8 +16,10 @@ use keyward::domain::{
     Actor, AllowedIps, EnvName, HourlyUsage, Key, KeyHash, KeyId, LastUse, NewKey, Timestamp,
     UsageTally, create_key,
 };
+use keyward::http::{NoPeople, People};
+use keyward::oidc::{Oidc, OidcSettings};
 use keyward::store::{KeyLookup, StoreError, UsageOwner, UsageStore};
-use keyward::testing::orders_key;
+use keyward::testing::{Es256Issuer, orders_key};
 use keyward::usage::{Counter, DEFAULT_WRITE_EVERY, NotCounted, Usage};
 use sha2::{Digest, Sha256};
 
@@ -125,8 +126,10 @@ fn decision(c: &mut Criterion) {
     let open_request = from(&secret);
     let pinned_request = from(pinned.secret.expose());
     let bad_checksum = event(&format!("{}000000", &secret[..secret.len() - 6]));
+    // Time for the usage counter; IO for the people's issuer, fetched once by the first check.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
+        .enable_io()
         .build()
         .unwrap();
     let now = keyward::now();
@@ -135,19 +138,43 @@ fn decision(c: &mut Criterion) {
         Arc::clone(&dropped) as Arc<dyn UsageStore>,
         DEFAULT_WRITE_EVERY,
     );
-    let run_with = |text: &str, usage: &dyn Counter| {
+    let decide = |text: &str, usage: &dyn Counter, people: &dyn People| {
         let event: serde_json::Value = serde_json::from_str(text).unwrap();
-        match runtime.block_on(handler(&config, &store, usage, &NoPeople, event, now)) {
+        match runtime.block_on(handler(&config, &store, usage, people, event, now)) {
             Ok(answer) => answer.to_string(),
             Err(e) => e.to_string(),
         }
     };
+    let run_with = |text: &str, usage: &dyn Counter| decide(text, usage, &NoPeople);
     let run = |text: &str| run_with(text, &NotCounted);
     assert!(run(&valid).contains("\"Allow\""));
     assert_eq!(run(&bad_checksum), "Unauthorized");
     c.bench_function(
         "authorizer: valid key, with the store read (event JSON to policy JSON)",
         |b| b.iter(|| run(black_box(&valid))),
+    );
+    // keyward's own API authorizer takes people's tokens too: an issuer on loopback (ES256),
+    // its keys fetched by the first check and kept.
+    let issuer = Es256Issuer::start();
+    let settings = OidcSettings::new(
+        &issuer.issuer,
+        "keyward-console",
+        None,
+        Some(r#"{"devs": {"*": ["orders:read"]}}"#),
+    )
+    .unwrap();
+    let people = Oidc::new(settings).unwrap();
+    let now_seconds = now.timestamp();
+    let person =
+        event(&issuer.sign(&issuer.claims("keyward-console", "dana", &["devs"], now_seconds)));
+    assert!(decide(&person, &NotCounted, &people).contains("\"Allow\""));
+    c.bench_function(
+        "authorizer: valid key, people's tokens accepted too (the API's authorizer)",
+        |b| b.iter(|| decide(black_box(&valid), &NotCounted, &people)),
+    );
+    c.bench_function(
+        "authorizer: a person's ES256 token, the issuer's keys kept (no store read)",
+        |b| b.iter(|| decide(black_box(&person), &NotCounted, &people)),
     );
     c.bench_function(
         "authorizer: valid key, with the store read, usage counted",

@@ -217,9 +217,8 @@ pub async fn handler(
 ) -> Result<Value, AuthorizerError> {
     let ask = ask(event).inspect_err(|_| tracing::warn!("not an authorizer event"))?;
     let required = config.routes.required(&ask.method, &ask.path);
-    if let Some(token) = ask.token.as_deref()
-        && let Some(checked) = people.person(token, now).await
-    {
+    if let Some(token) = ask.token.as_deref().filter(|t| people.takes(t)) {
+        let checked = people.person(token, now).await;
         return answer_person(config, checked, &ask, required);
     }
     let started = std::time::Instant::now();

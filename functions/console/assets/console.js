@@ -6,7 +6,7 @@
 
 import { api, describe, environmentOf, loadKeyFormat, setSignedIn, signedInKey, whenKeyFails } from "./api.js";
 import { buttons, closeDialogs, dialog, graceChoices, graceSubmit, held, secretPanel, textField } from "./dialogs.js";
-import { h, uid } from "./dom.js";
+import { h, svg, uid } from "./dom.js";
 import { lastUse, lastUseText, relative, utc, when, whenText } from "./time.js";
 
 // A page the browser keeps for its back button keeps its memory too: leaving it forgets the
@@ -675,6 +675,39 @@ async function seenFrom(key) {
 
 const USAGE_HOURS = 24;
 
+/**
+ * The accepted checks per hour, oldest on the left, as a line for the key and one for its
+ * successor: inline SVG drawn here, no library and no other origin. It is one image to
+ * assistive technology, named by its summary; the table beside it holds every number.
+ */
+function usageChart(key, hours, theirs) {
+  const width = 720, height = 200, left = 44, bottom = 28, top = 12;
+  const ownCounts = hours.map((hour) => hour.accepted);
+  const theirCounts = theirs ? hours.map((hour) => theirs.find((x) => x.hour === hour.hour)?.accepted ?? 0) : [];
+  const highest = Math.max(1, ...ownCounts, ...theirCounts);
+  const x = (i) => left + (i * (width - left - 8)) / Math.max(1, hours.length - 1);
+  const y = (n) => top + (height - top - bottom) * (1 - n / highest);
+  const line = (counts, cls) => svg("polyline", { class: cls, points: counts.map((n, i) => `${x(i)},${y(n)}`).join(" ") });
+  const total = (counts) => counts.reduce((a, b) => a + b, 0);
+  const summary = theirs
+    ? `Accepted checks per hour over the last ${hours.length} hours: ${key.name} ${total(ownCounts)}, its successor ${total(theirCounts)}, at most ${highest} in an hour.`
+    : `Accepted checks per hour over the last ${hours.length} hours: ${total(ownCounts)} in all, at most ${highest} in an hour.`;
+  const label = (i) => utc(hours[i].hour).slice(11, 16);
+  const ticks = hours.length ? [0, Math.floor((hours.length - 1) / 2), hours.length - 1] : [];
+  const chart = svg("svg", { class: "chart", viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": summary },
+    svg("line", { class: "axis", x1: left, y1: y(0), x2: width - 8, y2: y(0) }),
+    svg("text", { class: "tick", x: left - 6, y: y(highest) + 4, "text-anchor": "end" }, String(highest)),
+    svg("text", { class: "tick", x: left - 6, y: y(0) + 4, "text-anchor": "end" }, "0"),
+    ...ticks.map((i) => svg("text", { class: "tick", x: x(i), y: height - 8, "text-anchor": "middle" }, label(i))),
+    line(ownCounts, "own"),
+    theirs ? line(theirCounts, "successor") : null);
+  const legend = h("p", { class: "legend" },
+    h("span", { class: "swatch own" }), ` ${key.name}`,
+    ...(theirs ? [h("span", { class: "swatch successor" }), " its successor"] : []),
+    " (accepted checks per hour, UTC)");
+  return h("figure", { class: "usage-chart" }, chart, h("figcaption", {}, legend));
+}
+
 async function usagePanel(key) {
   let own, successor = null, theirs = null;
   try {
@@ -712,6 +745,7 @@ async function usagePanel(key) {
         h("p", {}, "No presentation of this key is recorded for an hour while its successor's is: the services seen have switched, and its grace can be cut. A service that calls less often than hourly, or that sits behind an authorizer with a result cache, would not show here."), cut));
     }
   }
+  nodes.push(usageChart(key, own.slice(-USAGE_HOURS), successor ? theirs : null));
   nodes.push(table, h("p", { class: "sub" }, "Checks reach keyward up to a minute or so after they are made, so the current hour is still filling."));
   return nodes;
 }

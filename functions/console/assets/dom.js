@@ -16,6 +16,17 @@ export function h(tag, attrs = {}, ...children) {
   return el;
 }
 
+/** An SVG element `tag` with these attributes and children: drawn in the page, as text is. */
+export function svg(tag, attrs = {}, ...children) {
+  const el = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [name, value] of Object.entries(attrs)) el.setAttribute(name, String(value));
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return el;
+}
+
 let ids = 0;
 /** An id unique in this page, for labels and ARIA references. */
 export function uid(prefix) {

@@ -8,9 +8,12 @@ use super::ApiError;
 /// Checks the tokens an identity provider issues to people.
 #[async_trait::async_trait]
 pub trait People: Send + Sync {
-    /// The person `token` names, or the `401` (or `503`) that says why not; `None` when the
-    /// token is not one of this provider's kind (no JWT), so that it is checked as a key.
-    async fn person(&self, token: &str, now: Timestamp) -> Option<Result<Person, ApiError>>;
+    /// Whether `token` is one of this provider's kind (a JWT), to be checked as a person's;
+    /// any other is checked as a key. It allocates nothing, as every key passes through it.
+    fn takes(&self, token: &str) -> bool;
+
+    /// The person `token` names, or the `401` (or `503`) that says why not.
+    async fn person(&self, token: &str, now: Timestamp) -> Result<Person, ApiError>;
 }
 
 /// Where no identity provider is configured: every token is checked as a key.
@@ -18,8 +21,15 @@ pub struct NoPeople;
 
 #[async_trait::async_trait]
 impl People for NoPeople {
-    async fn person(&self, _: &str, _: Timestamp) -> Option<Result<Person, ApiError>> {
-        None
+    fn takes(&self, _: &str) -> bool {
+        false
+    }
+
+    async fn person(&self, _: &str, _: Timestamp) -> Result<Person, ApiError> {
+        Err(ApiError::new(
+            super::ErrorCode::InvalidApiKey,
+            "the key is not valid",
+        ))
     }
 }
 

@@ -241,11 +241,8 @@ pub async fn authenticate(
     now: Timestamp,
 ) -> Result<Caller, ApiError> {
     let token = key_from_headers(req.headers());
-    if let Some(person) = match token {
-        Some(token) => context.people.person(token, now).await,
-        None => None,
-    } {
-        let person = person?;
+    if let Some(token) = token.filter(|t| context.people.takes(t)) {
+        let person = context.people.person(token, now).await?;
         tracing::Span::current().record("caller", person.sub.as_str());
         if person.grants.is_empty() {
             return Err(ApiError::new(

@@ -1,0 +1,109 @@
+//! An ES256 issuer, as a test plays one: P-256 key pairs made in the test, whose public keys a
+//! loopback server publishes behind a discovery document, and which sign tokens. It covers
+//! what the OpenID provider the HTTP tests run cannot: ES256, and a key rotated at the issuer.
+
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Value, json};
+
+/// The issuer: its current key, and what its server publishes.
+pub struct Es256Issuer {
+    /// Its issuer URL, as its tokens name it.
+    pub issuer: String,
+    /// The current key: its `kid` and its PKCS#8 DER.
+    key: Mutex<(String, Vec<u8>)>,
+    published: Arc<Mutex<Value>>,
+    fetches: Arc<AtomicUsize>,
+}
+
+/// A new P-256 key pair: its PKCS#8 DER and its public key as a JWK named `kid`.
+fn key_pair(kid: &str) -> (Vec<u8>, Value) {
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let pkcs8 =
+        EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).expect("a key pair");
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref())
+        .expect("the key pair reads back");
+    // The uncompressed point: 0x04, then x and y, 32 bytes each.
+    let point = pair.public_key().as_ref();
+    let jwk = json!({
+        "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid,
+        "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
+        "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
+    });
+    (pkcs8.as_ref().to_vec(), jwk)
+}
+
+impl Es256Issuer {
+    /// An issuer with one key (`kid` `k1`), published on a loopback port until the process
+    /// ends.
+    pub fn start() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+        let issuer = format!("http://{}", listener.local_addr().expect("an address"));
+        let (der, jwk) = key_pair("k1");
+        let published = Arc::new(Mutex::new(json!({"keys": [jwk]})));
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let discovery = json!({"issuer": issuer, "jwks_uri": format!("{issuer}/jwks")}).to_string();
+        let (serving, counted) = (Arc::clone(&published), Arc::clone(&fetches));
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut request = [0u8; 4096];
+                let read = stream.read(&mut request).unwrap_or(0);
+                let request = String::from_utf8_lossy(&request[..read]);
+                let body = if request.starts_with("GET /jwks ") {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    serving.lock().expect("the keys").to_string()
+                } else {
+                    discovery.clone()
+                };
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes());
+            }
+        });
+        Self {
+            issuer,
+            key: Mutex::new(("k1".to_owned(), der)),
+            published,
+            fetches,
+        }
+    }
+
+    /// A token with these claims, signed ES256 by the current key and naming its `kid`.
+    pub fn sign(&self, claims: &Value) -> String {
+        let (kid, der) = self.key.lock().expect("the key").clone();
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some(kid);
+        let key = jsonwebtoken::EncodingKey::from_ec_der(&der);
+        jsonwebtoken::encode(&header, claims, &key).expect("a token")
+    }
+
+    /// Claims that pass every check for `client_id`: this issuer's, for `sub` in `groups`,
+    /// valid for an hour from `now` (seconds since the epoch).
+    pub fn claims(&self, client_id: &str, sub: &str, groups: &[&str], now: i64) -> Value {
+        json!({
+            "iss": self.issuer, "aud": client_id, "sub": sub, "groups": groups,
+            "email": format!("{sub}@example.com"), "iat": now, "exp": now + 3600,
+        })
+    }
+
+    /// Rotates the issuer's key: a new one, `kid`, signs from now on and is the only one
+    /// published.
+    pub fn rotate(&self, kid: &str) {
+        let (der, jwk) = key_pair(kid);
+        *self.key.lock().expect("the key") = (kid.to_owned(), der);
+        *self.published.lock().expect("the keys") = json!({"keys": [jwk]});
+    }
+
+    /// How often the keys were fetched.
+    pub fn fetches(&self) -> usize {
+        self.fetches.load(Ordering::SeqCst)
+    }
+}
