@@ -208,7 +208,7 @@ fn variables_read(main: &str) -> BTreeSet<&'static str> {
         // key in its body.
         ("keyward::http::run(", people),
         ("keyward::http::run_delivering(", people),
-        ("people_from_env", people),
+        ("config.people()", people),
         (
             "keyward::http::run",
             &[
@@ -302,6 +302,8 @@ fn every_variable_a_function_reads_is_set_for_it_and_no_other() {
         keyward::http::CLIENT_ID_VAR,
         keyward::http::GROUPS_CLAIM_VAR,
         keyward::http::ROLES_VAR,
+        // Read only by the tests' OpenID provider (keyward::testing), which no function runs.
+        keyward::testing::PROVIDER_VAR,
         // Read by every function that builds an AWS client, set only by ./scripts/test: the
         // record of AWS calls for the IAM check. `set == needed` below keeps it out of the
         // template.

@@ -170,19 +170,21 @@ struct OidcArgs {
 
 impl OidcArgs {
     /// The people `serve` accepts: the issuer's, or nobody when no issuer is given.
+    /// An empty value, as a variable set to nothing, counts as not given, as on Lambda.
     fn people(&self) -> Result<Arc<dyn People>, String> {
-        let Some(issuer) = &self.oidc_issuer else {
+        fn given(value: &Option<String>) -> Option<&str> {
+            value.as_deref().filter(|v| !v.trim().is_empty())
+        }
+        let Some(issuer) = given(&self.oidc_issuer) else {
             return Ok(Arc::new(NoPeople));
         };
-        let client_id = self
-            .oidc_client_id
-            .as_deref()
-            .ok_or("--oidc-client-id is needed beside --oidc-issuer")?;
+        let client_id =
+            given(&self.oidc_client_id).ok_or("--oidc-client-id is needed beside --oidc-issuer")?;
         let settings = OidcSettings::new(
             issuer,
             client_id,
-            self.oidc_groups_claim.as_deref(),
-            self.oidc_roles.as_deref(),
+            given(&self.oidc_groups_claim),
+            given(&self.oidc_roles),
         )?;
         Ok(Arc::new(Oidc::new(settings)?))
     }

@@ -414,9 +414,10 @@ pub fn activity_row(entry: &Value, now: DateTime<Utc>) -> Vec<String> {
 
 /// Who acted: a person by their name (email) with their subject, anyone else by kind and id.
 fn actor_text(actor: &Value) -> String {
-    match actor["name"].as_str() {
-        Some(name) if actor["type"] == "user" => format!("{name} ({})", text(&actor["id"])),
-        _ => format!("{} {}", text(&actor["type"]), text(&actor["id"])),
+    if actor["type"] == "user" && actor["name"].is_string() {
+        format!("{} ({})", text(&actor["name"]), text(&actor["id"]))
+    } else {
+        format!("{} {}", text(&actor["type"]), text(&actor["id"]))
     }
 }
 
@@ -654,6 +655,18 @@ mod tests {
         assert_eq!(text(&json!("a\u{1b}[31mred\u{7}")), "a?[31mred?");
         assert_eq!(text(&json!(["a", "b"])), "a,b");
         assert_eq!(text(&json!([])), "-");
+    }
+
+    #[test]
+    fn a_person_is_named_by_their_email_and_subject_which_cannot_drive_the_terminal() {
+        let person = json!({"type": "user", "id": "00u1", "name": "dana@example.com"});
+        assert_eq!(actor_text(&person), "dana@example.com (00u1)");
+        let hostile = json!({"type": "user", "id": "x\u{1b}]0", "name": "\u{1b}[2Jdana"});
+        assert_eq!(actor_text(&hostile), "?[2Jdana (x?]0)");
+        let key = json!({"type": "api_key", "id": "key_0123"});
+        assert_eq!(actor_text(&key), "api_key key_0123");
+        let nameless = json!({"type": "user", "id": "00u2"});
+        assert_eq!(actor_text(&nameless), "user 00u2");
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub use names::{
     is_format_character,
 };
 pub use network::{AllowedIps, IpRange};
-pub use people::{ANY_ENVIRONMENT, Grants, Person, Roles};
+pub use people::{Grants, Person, Roles};
 pub use schedule::{
     Due, GRACE_IDLE_AFTER, GRACE_WATCH_EVERY, GraceWatch, Seen, delivery_failed, expiry_notice,
     scheduled_rotation, secret_delivered, watch_grace,

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use super::names::{EnvName, Scopes};
 
 /// The environment name that stands for every environment in a role.
-pub const ANY_ENVIRONMENT: &str = "*";
+const ANY_ENVIRONMENT: &str = "*";
 
 /// What a person may do: the scopes granted in every environment, and in named ones.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -37,14 +37,6 @@ impl Grants {
                 .by_environment
                 .values()
                 .all(|s| s.iter().next().is_none())
-    }
-
-    /// The environments named by a grant, and whether every environment is granted too.
-    pub fn environments(&self) -> (bool, Vec<&EnvName>) {
-        (
-            self.everywhere.iter().next().is_some(),
-            self.by_environment.keys().collect(),
-        )
     }
 
     /// These grants and `other`'s: a person's rights are the union of their groups'.
@@ -163,10 +155,6 @@ mod tests {
         );
         assert_eq!(names(&grants.scopes_in(&env("dev"))), ["activity:read"]);
         assert!(grants.grants_anywhere("keys:write"));
-        assert_eq!(
-            grants.environments(),
-            (true, vec![&env("production"), &env("staging")])
-        );
         let admin = roles.grants(&["platform-admins"]);
         assert!(admin.scopes_in(&env("anything")).is_all());
     }

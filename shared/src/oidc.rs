@@ -104,11 +104,6 @@ impl Oidc {
         })
     }
 
-    /// The settings.
-    pub fn settings(&self) -> &OidcSettings {
-        &self.settings
-    }
-
     /// The issuer's keys by `kid`, from the `jwks_uri` its discovery document names; a key
     /// without a `kid`, or the only key, is also kept under `""` for tokens that name none.
     async fn fetch(&self) -> Result<HashMap<String, Jwk>, FetchError> {
@@ -222,8 +217,18 @@ impl Oidc {
         let client_id = self.settings.client_id.as_str();
         let for_keyward = match &claims["aud"] {
             Value::String(aud) => aud == client_id,
-            Value::Array(auds) => auds.iter().any(|a| a.as_str() == Some(client_id)),
-            _ => claims["client_id"].as_str() == Some(client_id),
+            // Several audiences: the party it was issued to (`azp`) must be keyward, or a
+            // token another client asked for could name keyward among others (OIDC Core
+            // 3.1.3.7).
+            Value::Array(auds) => {
+                auds.iter().any(|a| a.as_str() == Some(client_id))
+                    && (auds.len() == 1 || claims["azp"].as_str() == Some(client_id))
+            }
+            // Cognito's access tokens have no `aud`; they name the client in `client_id`.
+            Value::Null => {
+                claims["token_use"] == "access" && claims["client_id"].as_str() == Some(client_id)
+            }
+            _ => false,
         };
         if !for_keyward {
             return Err(refuse(
@@ -233,13 +238,13 @@ impl Oidc {
         }
         let now = now.timestamp();
         match claims["exp"].as_i64() {
-            Some(exp) if now <= exp + SKEW_SECONDS => {}
+            Some(exp) if now <= exp.saturating_add(SKEW_SECONDS) => {}
             Some(_) => return Err(refuse(ErrorCode::ExpiredToken, "the token has expired")),
             None => return Err(malformed()),
         }
         if claims["nbf"]
             .as_i64()
-            .is_some_and(|nbf| now + SKEW_SECONDS < nbf)
+            .is_some_and(|nbf| now.saturating_add(SKEW_SECONDS) < nbf)
         {
             return Err(refuse(
                 ErrorCode::TokenNotYetValid,
@@ -248,12 +253,17 @@ impl Oidc {
         }
         let sub = claims["sub"]
             .as_str()
-            .filter(|s| !s.is_empty())
+            .filter(|s| !s.is_empty() && s.len() <= MAX_SUB_BYTES && s.chars().all(shown_as_is))
             .ok_or_else(malformed)?;
-        let name = ["email", "name"]
-            .iter()
-            .find_map(|claim| claims[*claim].as_str().filter(|s| !s.is_empty()))
-            .map(str::to_owned);
+        // The email only if the provider has not said it is unverified: where people may set
+        // their own, an unverified one would let them sign the log with another's name.
+        let email = claims["email"]
+            .as_str()
+            .filter(|_| claims["email_verified"] != Value::Bool(false));
+        let name = email
+            .or_else(|| claims["name"].as_str())
+            .map(shown_name)
+            .filter(|s| !s.is_empty());
         let groups: Vec<&str> = match &claims[self.settings.groups_claim.as_str()] {
             Value::Array(groups) => groups.iter().filter_map(Value::as_str).collect(),
             Value::String(group) => vec![group.as_str()],
@@ -265,6 +275,28 @@ impl Oidc {
             grants: self.settings.roles.grants(&groups),
         })
     }
+}
+
+/// The longest subject taken; OpenID Connect caps it at 255 ASCII characters.
+const MAX_SUB_BYTES: usize = 255;
+
+/// The most characters of a person's name kept for the activity log.
+const MAX_NAME_CHARS: usize = 200;
+
+/// Whether `c` shows as itself: no control character, and no format character (such as a
+/// bidirectional override) that could make one name read as another.
+fn shown_as_is(c: char) -> bool {
+    !c.is_control() && !crate::domain::is_format_character(c)
+}
+
+/// A name as the log keeps it: at most [`MAX_NAME_CHARS`] characters, each shown as itself.
+fn shown_name(name: &str) -> String {
+    name.chars()
+        .filter(|c| shown_as_is(*c))
+        .take(MAX_NAME_CHARS)
+        .collect::<String>()
+        .trim()
+        .to_owned()
 }
 
 /// Whether `key` can have signed with `algorithm`: an RSA key for RS256, a P-256 key for
@@ -374,12 +406,14 @@ mod issued {
         let mut cognito = issuer.claims(CLIENT, "dana", &["devs"], now);
         cognito["aud"] = Value::Null;
         cognito["client_id"] = json!(CLIENT);
+        cognito["token_use"] = json!("access");
         assert_eq!(
             code(oidc.check(&issuer.sign(&cognito), at(now)).await),
             "accepted"
         );
         let mut listed = issuer.claims(CLIENT, "dana", &["devs"], now);
         listed["aud"] = json!(["another", CLIENT]);
+        listed["azp"] = json!(CLIENT);
         assert_eq!(
             code(oidc.check(&issuer.sign(&listed), at(now)).await),
             "accepted"
@@ -478,6 +512,138 @@ mod issued {
         assert_eq!(
             (refused.code(), refused.status().as_u16()),
             ("identity_provider_unavailable", 503)
+        );
+    }
+
+    #[tokio::test]
+    async fn an_audience_is_keywards_only_as_the_token_says_so_plainly() {
+        let issuer = Es256Issuer::start();
+        let oidc = oidc(&issuer.issuer);
+        let now = 1_800_000_000;
+        let refused = |edit: &dyn Fn(&mut Value)| {
+            let mut claims = issuer.claims(CLIENT, "dana", &["devs"], now);
+            edit(&mut claims);
+            issuer.sign(&claims)
+        };
+        type Edit<'a> = &'a dyn Fn(&mut Value);
+        let cases: [(&str, Edit); 4] = [
+            ("another audience, keyward's client_id beside it", &|c| {
+                c["aud"] = json!("another");
+                c["client_id"] = json!(CLIENT);
+            }),
+            ("several audiences, issued to another party", &|c| {
+                c["aud"] = json!(["another", CLIENT]);
+                c["azp"] = json!("another");
+            }),
+            ("several audiences, no azp", &|c| {
+                c["aud"] = json!(["another", CLIENT])
+            }),
+            ("no aud, a client_id on an ID token", &|c| {
+                c["aud"] = Value::Null;
+                c["client_id"] = json!(CLIENT);
+            }),
+        ];
+        for (case, edit) in cases {
+            let token = refused(edit);
+            assert_eq!(
+                code(oidc.check(&token, at(now)).await),
+                "invalid_token_audience",
+                "{case}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_subject_must_show_as_itself_and_a_name_is_cleaned_and_unverified_email_passed_over()
+    {
+        let issuer = Es256Issuer::start();
+        let oidc = oidc(&issuer.issuer);
+        let now = 1_800_000_000;
+        let with = |edit: &dyn Fn(&mut Value)| {
+            let mut claims = issuer.claims(CLIENT, "dana", &["devs"], now);
+            edit(&mut claims);
+            issuer.sign(&claims)
+        };
+        for bad_sub in [
+            Value::Null,
+            json!(""),
+            json!("da\u{202e}na"),
+            json!("x".repeat(256)),
+        ] {
+            let token = with(&|c| c["sub"] = bad_sub.clone());
+            assert_eq!(
+                code(oidc.check(&token, at(now)).await),
+                "malformed_token",
+                "{bad_sub}"
+            );
+        }
+        let hostile = with(&|c| c["email"] = json!("\u{1b}[2Jdana\u{202e}@example.com"));
+        let person = oidc.check(&hostile, at(now)).await.unwrap();
+        assert_eq!(person.name.as_deref(), Some("[2Jdana@example.com"));
+        let unverified = with(&|c| {
+            c["email"] = json!("ceo@example.com");
+            c["email_verified"] = json!(false);
+            c["name"] = json!("Dana");
+        });
+        let person = oidc.check(&unverified, at(now)).await.unwrap();
+        assert_eq!(person.name.as_deref(), Some("Dana"));
+        let long = with(&|c| c["email"] = json!("d".repeat(5000)));
+        let person = oidc.check(&long, at(now)).await.unwrap();
+        assert_eq!(person.name.map(|n| n.chars().count()), Some(MAX_NAME_CHARS));
+    }
+
+    #[tokio::test]
+    async fn a_discovery_document_or_a_jwks_that_breaks_a_rule_gives_no_key() {
+        let now = 1_800_000_000;
+        let issuer = Es256Issuer::start();
+        issuer.publish_discovery(json!({"issuer": "https://elsewhere.example.com", "jwks_uri": format!("{}/jwks", issuer.issuer)}));
+        let token = issuer.sign(&issuer.claims(CLIENT, "dana", &["devs"], now));
+        assert_eq!(
+            code(oidc(&issuer.issuer).check(&token, at(now)).await),
+            "identity_provider_unavailable",
+            "a discovery document that names another issuer"
+        );
+        issuer.publish_discovery(
+            json!({"issuer": issuer.issuer, "jwks_uri": "http://example.com/jwks"}),
+        );
+        assert_eq!(
+            code(oidc(&issuer.issuer).check(&token, at(now)).await),
+            "identity_provider_unavailable",
+            "keys in clear from elsewhere than loopback"
+        );
+        issuer.publish_discovery(
+            json!({"issuer": issuer.issuer, "jwks_uri": format!("{}/jwks", issuer.issuer)}),
+        );
+        let mut for_encryption = issuer.jwk();
+        for_encryption["use"] = json!("enc");
+        let secret = json!({"kty": "oct", "kid": "k1", "k": "c2VjcmV0"});
+        issuer.publish_keys(json!({"keys": [for_encryption, secret]}));
+        assert_eq!(
+            code(oidc(&issuer.issuer).check(&token, at(now)).await),
+            "unknown_token_key",
+            "an encryption key and a symmetric key are never used to check a signature"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_token_without_a_kid_takes_the_only_key_and_none_of_several() {
+        let now = 1_800_000_000;
+        let issuer = Es256Issuer::start();
+        issuer.rotate("");
+        let token = issuer.sign(&issuer.claims(CLIENT, "dana", &["devs"], now));
+        assert_eq!(
+            code(oidc(&issuer.issuer).check(&token, at(now)).await),
+            "accepted"
+        );
+        let mut other = issuer.jwk();
+        other["kid"] = json!("k2");
+        let mut only = issuer.jwk();
+        only["kid"] = json!("k1");
+        issuer.publish_keys(json!({"keys": [only, other]}));
+        assert_eq!(
+            code(oidc(&issuer.issuer).check(&token, at(now)).await),
+            "unknown_token_key",
+            "with several keys, a token must name its own"
         );
     }
 }

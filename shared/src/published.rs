@@ -23,6 +23,10 @@ const REFETCH_AFTER: Duration = Duration::from_secs(60);
 /// How long fetched keys are used before they are fetched again.
 const KEEP_FOR: Duration = Duration::from_secs(3600);
 
+/// How long fetched keys are still used while every fetch fails: past it, a key the publisher
+/// may have withdrawn is trusted no more, and checks fail until a fetch succeeds.
+const MAX_STALE: Duration = Duration::from_secs(24 * 3600);
+
 /// How long one fetch may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -119,6 +123,10 @@ pub struct PublishedKeys<K> {
     url: Uri,
     /// How long after a fetch was tried another may be: a minute, but for tests.
     refetch_after: Duration,
+    /// How long keys are kept fresh, and used at most while fetches fail: an hour and a day,
+    /// but for tests.
+    keep_for: Duration,
+    max_stale: Duration,
     fetched: std::sync::RwLock<Fetched<K>>,
     /// When a fetch was last tried, and why it failed if it did; held while one runs.
     tried: tokio::sync::Mutex<Option<(Instant, Option<String>)>>,
@@ -130,6 +138,8 @@ impl<K: Clone> PublishedKeys<K> {
         Self {
             url,
             refetch_after: REFETCH_AFTER,
+            keep_for: KEEP_FOR,
+            max_stale: MAX_STALE,
             fetched: std::sync::RwLock::new(Fetched {
                 keys: HashMap::new(),
                 at: None,
@@ -148,6 +158,16 @@ impl<K: Clone> PublishedKeys<K> {
         }
     }
 
+    /// The same keys, fresh for `keep_for` and used at most `max_stale` while fetches fail.
+    #[cfg(test)]
+    fn aging(self, keep_for: Duration, max_stale: Duration) -> Self {
+        Self {
+            keep_for,
+            max_stale,
+            ..self
+        }
+    }
+
     /// Where the keys are published.
     pub fn url(&self) -> &Uri {
         &self.url
@@ -155,7 +175,8 @@ impl<K: Clone> PublishedKeys<K> {
 
     /// The key named `identifier`, as kept while it is fresh; else `fetch` is called for
     /// every key, at most once a minute however that went. A key that a failed fetch could
-    /// not refresh is still used; with no key at all, the failure is the error.
+    /// not refresh is still used for up to a day after it was fetched; with no key at all, or
+    /// only one older than that, the failure is the error.
     pub async fn key<F, Fut>(&self, identifier: &str, fetch: F) -> Result<Option<K>, FetchError>
     where
         F: FnOnce() -> Fut,
@@ -163,8 +184,11 @@ impl<K: Clone> PublishedKeys<K> {
     {
         let kept = || {
             let fetched = self.fetched.read().unwrap_or_else(|e| e.into_inner());
-            let fresh = fetched.at.is_some_and(|at| at.elapsed() < KEEP_FOR);
-            (fetched.keys.get(identifier).cloned(), fresh)
+            let age = fetched.at.map(|at| at.elapsed());
+            let fresh = age.is_some_and(|age| age < self.keep_for);
+            let usable = age.is_some_and(|age| age < self.max_stale);
+            let key = fetched.keys.get(identifier).filter(|_| usable).cloned();
+            (key, fresh)
         };
         if let (Some(key), true) = kept() {
             return Ok(Some(key));
@@ -180,7 +204,7 @@ impl<K: Clone> PublishedKeys<K> {
             return match (key, failure) {
                 (None, Some(why)) => Err(FetchError::new(
                     &self.url,
-                    format!("{why}; not tried again within a minute"),
+                    format!("{why}; not tried again yet"),
                 )),
                 (key, _) => Ok(key),
             };
@@ -263,7 +287,7 @@ mod tests {
         let (at, failure) = keys.last_try().await.expect("one try");
         assert!(at >= started && failure.is_some());
         let again = keys.key("k", fetch).await.unwrap_err().to_string();
-        assert!(again.contains("not tried again within a minute"), "{again}");
+        assert!(again.contains("not tried again yet"), "{again}");
     }
 
     #[tokio::test]
@@ -282,6 +306,29 @@ mod tests {
             tries.load(std::sync::atomic::Ordering::SeqCst),
             1,
             "the unknown identifiers came within a minute of the first fetch"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_kept_key_outlives_failed_fetches_for_a_while_and_no_longer() {
+        let wait = Duration::from_millis(60);
+        let keys = PublishedKeys::new(https_url("VAR", "http://127.0.0.1:9/keys").unwrap())
+            .refetching_after(Duration::ZERO)
+            .aging(wait, 4 * wait);
+        let good = || async { Ok(HashMap::from([("k".to_owned(), 7)])) };
+        let url = keys.url().clone();
+        let down = || async move { Err(FetchError::new(&url, "down")) };
+        assert_eq!(keys.key("k", good).await.unwrap(), Some(7));
+        std::thread::sleep(2 * wait);
+        assert_eq!(
+            keys.key("k", down.clone()).await.unwrap(),
+            Some(7),
+            "stale, and the publisher down: the kept key still serves"
+        );
+        std::thread::sleep(3 * wait);
+        assert!(
+            keys.key("k", down).await.is_err(),
+            "too stale to trust: the failure is the answer"
         );
     }
 }

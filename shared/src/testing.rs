@@ -9,7 +9,7 @@ mod issuer;
 mod provider;
 #[cfg(feature = "oidc")]
 pub use issuer::Es256Issuer;
-pub use provider::Provider;
+pub use provider::{PROVIDER_VAR, Provider};
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};

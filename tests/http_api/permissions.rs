@@ -539,3 +539,40 @@ fn a_key_that_expires_makes_nothing_that_outlives_it() {
         "a * key is full access"
     );
 }
+
+/// A key of the environment with no scopes at all is refused for the scope a route needs, not
+/// as a stranger to its own environment.
+fn a_key_without_scopes_lacks_the_scope_and_is_no_stranger(backend: Backend) {
+    let server = Server::start(backend);
+    let made = server.call(
+        "POST",
+        &format!("/v1/environments/{ENV}/keys"),
+        &server.default_key,
+        Some(json!({"name": "no scopes", "scopes": []})),
+    );
+    assert_eq!(made.status, 201, "{:?}", made.json);
+    let secret = made.json["secret"].as_str().unwrap();
+    for path in ["keys", "activity", "leak-policy"] {
+        let reply = server.call(
+            "GET",
+            &format!("/v1/environments/{ENV}/{path}"),
+            secret,
+            None,
+        );
+        assert_eq!(
+            (reply.status, reply.code()),
+            (403, "insufficient_scope"),
+            "{path}"
+        );
+    }
+}
+
+#[test]
+fn a_key_without_scopes_lacks_the_scope_and_is_no_stranger_on_sqlite() {
+    a_key_without_scopes_lacks_the_scope_and_is_no_stranger(Backend::Sqlite);
+}
+
+#[test]
+fn a_key_without_scopes_lacks_the_scope_and_is_no_stranger_on_dynamodb() {
+    a_key_without_scopes_lacks_the_scope_and_is_no_stranger(Backend::DynamoDb);
+}

@@ -70,6 +70,29 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The people this authorizer takes: only the authorizer of every environment (keyward's
+    /// own API's) may; one of a single environment, which other teams attach and whose
+    /// context names a key, refuses to start when an issuer is set for it.
+    pub fn people(&self) -> Result<Box<dyn keyward::http::People>, String> {
+        let issuer = std::env::var(keyward::http::ISSUER_VAR).ok();
+        self.may_take_people(issuer.as_deref())?;
+        keyward::http::people_from_env()
+    }
+
+    /// An error when an `issuer` is set for an authorizer of one environment.
+    fn may_take_people(&self, issuer: Option<&str>) -> Result<(), String> {
+        match (&self.environment, issuer.map(str::trim)) {
+            (Some(environment), Some(issuer)) if !issuer.is_empty() => Err(format!(
+                "{} is set, but an authorizer of one environment ({environment}) takes keys only; people's tokens are for keyward's own API authorizer ({}=*)",
+                keyward::http::ISSUER_VAR,
+                Self::ENVIRONMENT_VAR
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,5 +127,29 @@ mod tests {
         assert_eq!(with(Some("acme")).unwrap().key_prefix.as_str(), "acme");
         let refused = with(Some("Acme_")).unwrap_err();
         assert!(refused.starts_with("KEYWARD_KEY_PREFIX: "), "{refused}");
+    }
+
+    #[test]
+    fn only_the_authorizer_of_every_environment_takes_people() {
+        let of = |environment: &str| {
+            Config::from_vars(|name| {
+                (name == Config::ENVIRONMENT_VAR).then(|| environment.to_owned())
+            })
+            .unwrap()
+        };
+        let refused = of("production")
+            .may_take_people(Some("https://id.example.com"))
+            .unwrap_err();
+        assert!(
+            refused.starts_with("KEYWARD_OIDC_ISSUER is set"),
+            "{refused}"
+        );
+        assert!(of("production").may_take_people(Some("")).is_ok());
+        assert!(of("production").may_take_people(None).is_ok());
+        assert!(
+            of(ANY_ENVIRONMENT)
+                .may_take_people(Some("https://id.example.com"))
+                .is_ok()
+        );
     }
 }

@@ -19,8 +19,10 @@
 //! API authorizer gets and the exported one does not), a person's token is checked instead, with
 //! no store read: a token that fails a check is unauthorized, and a person is allowed a route
 //! whose scope their groups grant in the authorizer's environment (in any, for `*`), with
-//! `person` (their subject) in the context. The API's own handlers check the token again and
-//! answer `403 no_role` for a person whose groups grant nothing.
+//! `person` (their subject) in the context. An issuer whose keys cannot be had is an error
+//! (`500`), not a refusal. The API's own handlers
+//! check the token again. An authorizer of one environment, the one other teams attach, never
+//! takes people ([`Config::people`]).
 
 mod config;
 mod event;
@@ -52,6 +54,10 @@ pub enum AuthorizerError {
     /// The store could not be read; API Gateway answers `500`, and the client may retry.
     #[error("the key store failed")]
     Store(#[source] StoreError),
+    /// The identity provider's keys could not be had to check a person's token: API Gateway
+    /// answers `500`, so that the client retries rather than drops a token that may be good.
+    #[error("the identity provider's keys are unavailable")]
+    IdentityProvider,
 }
 
 impl From<AuthorizerError> for Diagnostic {
@@ -62,6 +68,7 @@ impl From<AuthorizerError> for Diagnostic {
             AuthorizerError::Unauthorized => "Unauthorized",
             AuthorizerError::UnknownEvent => "UnknownEvent",
             AuthorizerError::Store(_) => "StoreError",
+            AuthorizerError::IdentityProvider => "IdentityProviderUnavailable",
         };
         Diagnostic {
             error_type: error_type.to_owned(),
@@ -155,6 +162,9 @@ fn policy(principal: &str, effect: &str, method_arn: &str, context: Value) -> Va
 }
 
 /// Whether `person` may have a route that needs `required`, in the authorizer's environment.
+/// A route that needs no scope lets in a person whose groups grant nothing, as it lets in any
+/// valid key: on keyward's own API, whose routes all need none here, the function behind
+/// answers `403 no_role`, where API Gateway's own `403` could only say `ip_not_allowed`.
 fn person_allowed(config: &Config, person: &Person, required: Requirement<'_>) -> bool {
     match required {
         Requirement::Scope(scope) => match &config.environment {
@@ -176,6 +186,10 @@ fn answer_person(
 ) -> Result<Value, AuthorizerError> {
     let person = match checked {
         Ok(person) => person,
+        Err(e) if e.status().is_server_error() => {
+            tracing::error!(reason = e.code(), "cannot check a person's token");
+            return Err(AuthorizerError::IdentityProvider);
+        }
         Err(e) => {
             tracing::info!(
                 method = ask.method.as_str(),
@@ -966,6 +980,96 @@ mod tests {
             let ask = event(fixture, "GET", "/orders", Some(issued.secret.expose()));
             let answer = answered(&config(), &store, ask).await.unwrap();
             assert_eq!(answer["context"]["kind"], "publishable");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_persons_token_is_held_to_the_routes_scope_in_the_authorizers_environment() {
+        use keyward::oidc::{Oidc, OidcSettings};
+        use keyward::testing::Es256Issuer;
+        let issuer = Es256Issuer::start();
+        let roles = r#"{"prod-readers": {"production": ["orders:read"]}, "staging-readers": {"staging": ["orders:read"]}, "any-readers": {"*": ["orders:read"]}}"#;
+        let settings = OidcSettings::new(&issuer.issuer, "keyward", None, Some(roles)).unwrap();
+        let people = Oidc::new(settings).unwrap();
+        let now = keyward::now();
+        let token = |groups: &[&str]| {
+            issuer.sign(&issuer.claims("keyward", "dana", groups, now.timestamp()))
+        };
+        let store = SqliteStore::in_memory().unwrap();
+        let every = Config {
+            environment: None,
+            ..config()
+        };
+        let cases: [(&Config, &[&str], &str, Outcome); 7] = [
+            (&config(), &["prod-readers"], "/orders", Outcome::Allow),
+            (&config(), &["any-readers"], "/orders", Outcome::Allow),
+            (&config(), &["staging-readers"], "/orders", Outcome::Deny),
+            (&config(), &["nobody"], "/health", Outcome::Allow),
+            (&config(), &["prod-readers"], "/unlisted", Outcome::Deny),
+            (&every, &["staging-readers"], "/orders", Outcome::Allow),
+            (&every, &["nobody"], "/orders", Outcome::Deny),
+        ];
+        for fixture in [TOKEN, REQUEST, HTTP] {
+            for (config, groups, path, expected) in &cases {
+                let asked = event(fixture, "GET", path, Some(&token(groups)));
+                let answer = handler(config, &store, &NotCounted, &people, asked, now).await;
+                assert_eq!(
+                    outcome(fixture, &answer, &format!("/GET{path}")),
+                    *expected,
+                    "{groups:?} on {path}"
+                );
+                if *expected == Outcome::Allow {
+                    assert_eq!(answer.unwrap()["context"]["person"], "dana");
+                }
+            }
+            let tampered = format!("{}x", token(&["prod-readers"]));
+            let asked = event(fixture, "GET", "/orders", Some(&tampered));
+            let answer = handler(&config(), &store, &NotCounted, &people, asked, now).await;
+            assert_eq!(
+                outcome(fixture, &answer, "/GET/orders"),
+                Outcome::Unauthorized
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_issuer_whose_keys_cannot_be_had_is_an_error_not_a_refusal() {
+        use keyward::oidc::{Oidc, OidcSettings};
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let issuer = format!("http://{}", closed.local_addr().unwrap());
+        drop(closed);
+        let people = Oidc::new(OidcSettings::new(&issuer, "keyward", None, None).unwrap()).unwrap();
+        let claims = serde_json::json!({"iss": issuer}).to_string();
+        let b64 = |text: &str| {
+            use base64::Engine;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
+        };
+        let token = format!(
+            "{}.{}.c2ln",
+            b64(r#"{"alg":"ES256","kid":"k1"}"#),
+            b64(&claims)
+        );
+        let store = SqliteStore::in_memory().unwrap();
+        for fixture in [TOKEN, REQUEST, HTTP] {
+            let asked = event(fixture, "GET", "/orders", Some(&token));
+            let answer = handler(
+                &config(),
+                &store,
+                &NotCounted,
+                &people,
+                asked,
+                keyward::now(),
+            )
+            .await;
+            assert!(
+                matches!(answer, Err(AuthorizerError::IdentityProvider)),
+                "{answer:?}"
+            );
+            let diagnostic = Diagnostic::from(answer.unwrap_err());
+            assert_ne!(
+                diagnostic.error_message, "Unauthorized",
+                "API Gateway answers 500"
+            );
         }
     }
 }

@@ -19,7 +19,7 @@ async fn main() -> Result<(), Error> {
     });
     keyward::logging::init();
     let config = Config::from_env()?;
-    let people = keyward::http::people_from_env()?;
+    let people = config.people()?;
     let store = store.await??;
     let usage = Usage::from_env(Arc::new(store.clone()))?;
     shutdown.of(&usage).await?;

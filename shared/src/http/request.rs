@@ -80,26 +80,34 @@ impl Caller {
     }
 
     /// `403 insufficient_scope` unless the caller holds `scope` somewhere: a key in its
-    /// environment, a person in any. Which environment is held to it comes after.
-    pub fn require_scope(&self, scope: &str) -> Result<(), ApiError> {
+    /// environment, a person in any. It authorizes nothing by itself: [`authorize_key`] asks
+    /// it before reading the key, and then holds the key's environment to the scope.
+    fn require_scope_somewhere(&self, scope: &str) -> Result<(), ApiError> {
         let held = match &self.who {
             Who::Key(key) => key.scopes.grants(scope),
             Who::Person(person) => person.grants.grants_anywhere(scope),
         };
-        held.then_some(()).ok_or_else(|| lacks(scope))
+        held.then_some(()).ok_or_else(|| self.lacks(scope))
     }
 
     /// `403 wrong_environment` unless the caller may act in `environment` at all: a key of
-    /// it, or a person with a role there. It reads nothing, so the answer is the same whether
-    /// that environment exists or not.
-    pub fn require_environment(&self, environment: &EnvName) -> Result<(), ApiError> {
-        if self.scopes_in(environment).iter().next().is_some() {
+    /// it (whatever its scopes), or a person with a role there. It reads nothing, so the
+    /// answer is the same whether that environment exists or not.
+    fn require_environment(&self, environment: &EnvName) -> Result<(), ApiError> {
+        let (allowed, message) = match &self.who {
+            Who::Key(key) => (
+                key.environment == *environment,
+                "this key belongs to another environment",
+            ),
+            Who::Person(person) => (
+                person.grants.scopes_in(environment).iter().next().is_some(),
+                "your groups grant you no role in this environment",
+            ),
+        };
+        if allowed {
             Ok(())
         } else {
-            Err(ApiError::new(
-                ErrorCode::WrongEnvironment,
-                "this caller has no access to that environment",
-            ))
+            Err(ApiError::new(ErrorCode::WrongEnvironment, message))
         }
     }
 
@@ -108,23 +116,35 @@ impl Caller {
         if self.scopes_in(environment).grants(scope) {
             Ok(())
         } else {
-            Err(lacks(scope))
+            Err(self.lacks(scope))
         }
+    }
+
+    /// `403 insufficient_scope` for a caller without `scope`, said to a key or to a person.
+    fn lacks(&self, scope: &str) -> ApiError {
+        let message = match &self.who {
+            Who::Key(_) => format!("this key lacks the scope {scope}"),
+            Who::Person(_) => format!("your groups do not grant you the scope {scope} here"),
+        };
+        ApiError::new(ErrorCode::InsufficientScope, message)
     }
 
     /// `403 scope_escalation` unless the caller holds every one of `scopes` in `environment`:
     /// a caller hands out only what it holds itself.
     pub fn require_grant(&self, environment: &EnvName, scopes: &Scopes) -> Result<(), ApiError> {
-        match scopes.first_not_granted_by(&self.scopes_in(environment)) {
-            None => Ok(()),
-            Some(missing) => Err(ApiError::new(
-                ErrorCode::ScopeEscalation,
-                format!(
-                    "a caller can grant only scopes it holds, and this caller does not hold {}",
-                    missing.as_str()
-                ),
-            )),
-        }
+        let Some(missing) = scopes.first_not_granted_by(&self.scopes_in(environment)) else {
+            return Ok(());
+        };
+        let message = match &self.who {
+            Who::Key(_) => "a key can grant only scopes it holds, and this key does not hold",
+            Who::Person(_) => {
+                "you can grant only scopes your groups give you here, and they do not give"
+            }
+        };
+        Err(ApiError::new(
+            ErrorCode::ScopeEscalation,
+            format!("{message} {}", missing.as_str()),
+        ))
     }
 
     /// `403 lifetime_escalation` unless what the caller makes stops working by the time the
@@ -200,10 +220,14 @@ impl Caller {
             return Ok(());
         }
         if target.default || target.scopes.is_all() {
+            let who = match &self.who {
+                Who::Key(_) => "a key with",
+                Who::Person(_) => "a person whose groups grant, here,",
+            };
             return Err(ApiError::new(
                 ErrorCode::ScopeEscalation,
                 format!(
-                    "only a caller with {} can change the default key or a key with {}",
+                    "only {who} {} can change the default key or a key with {}",
                     Scope::ALL,
                     Scope::ALL
                 ),
@@ -213,21 +237,19 @@ impl Caller {
             .scopes
             .first_not_granted_by(&held)
             .map_or("", |scope| scope.as_str());
+        let message = match &self.who {
+            Who::Key(_) => {
+                "a key can change only keys whose scopes it holds, and this key does not hold"
+            }
+            Who::Person(_) => {
+                "you can change only keys whose scopes your groups give you here, and they do not give"
+            }
+        };
         Err(ApiError::new(
             ErrorCode::ScopeEscalation,
-            format!(
-                "a caller can change only keys whose scopes it holds, and this caller does not hold {missing}"
-            ),
+            format!("{message} {missing}"),
         ))
     }
-}
-
-/// `403 insufficient_scope` for a caller without `scope`.
-fn lacks(scope: &str) -> ApiError {
-    ApiError::new(
-        ErrorCode::InsufficientScope,
-        format!("this caller lacks the scope {scope}"),
-    )
 }
 
 /// Checks the caller: a person's token, when the identity provider takes it (`401` with the
@@ -366,7 +388,7 @@ pub async fn authorize_key(
     let caller = authenticate(context, req, now).await?;
     let id = key_id_param(req)?;
     tracing::Span::current().record("key_id", id.as_str());
-    caller.require_scope(scope)?;
+    caller.require_scope_somewhere(scope)?;
     store
         .key(&id)
         .await?

@@ -15,9 +15,10 @@ use serde_json::{Value, json};
 pub struct Es256Issuer {
     /// Its issuer URL, as its tokens name it.
     pub issuer: String,
-    /// The current key: its `kid` and its PKCS#8 DER.
-    key: Mutex<(String, Vec<u8>)>,
+    /// The current key: its `kid`, its PKCS#8 DER and its public JWK.
+    key: Mutex<(String, Vec<u8>, Value)>,
     published: Arc<Mutex<Value>>,
+    discovery: Arc<Mutex<Value>>,
     fetches: Arc<AtomicUsize>,
 }
 
@@ -45,10 +46,16 @@ impl Es256Issuer {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
         let issuer = format!("http://{}", listener.local_addr().expect("an address"));
         let (der, jwk) = key_pair("k1");
-        let published = Arc::new(Mutex::new(json!({"keys": [jwk]})));
+        let published = Arc::new(Mutex::new(json!({"keys": [jwk.clone()]})));
         let fetches = Arc::new(AtomicUsize::new(0));
-        let discovery = json!({"issuer": issuer, "jwks_uri": format!("{issuer}/jwks")}).to_string();
-        let (serving, counted) = (Arc::clone(&published), Arc::clone(&fetches));
+        let discovery = Arc::new(Mutex::new(
+            json!({"issuer": issuer, "jwks_uri": format!("{issuer}/jwks")}),
+        ));
+        let (serving, counted, discovering) = (
+            Arc::clone(&published),
+            Arc::clone(&fetches),
+            Arc::clone(&discovery),
+        );
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
@@ -59,7 +66,10 @@ impl Es256Issuer {
                     counted.fetch_add(1, Ordering::SeqCst);
                     serving.lock().expect("the keys").to_string()
                 } else {
-                    discovery.clone()
+                    discovering
+                        .lock()
+                        .expect("the discovery document")
+                        .to_string()
                 };
                 let answer = format!(
                     "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -70,17 +80,18 @@ impl Es256Issuer {
         });
         Self {
             issuer,
-            key: Mutex::new(("k1".to_owned(), der)),
+            key: Mutex::new(("k1".to_owned(), der, jwk)),
             published,
+            discovery,
             fetches,
         }
     }
 
     /// A token with these claims, signed ES256 by the current key and naming its `kid`.
     pub fn sign(&self, claims: &Value) -> String {
-        let (kid, der) = self.key.lock().expect("the key").clone();
+        let (kid, der, _) = self.key.lock().expect("the key").clone();
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-        header.kid = Some(kid);
+        header.kid = Some(kid).filter(|kid| !kid.is_empty());
         let key = jsonwebtoken::EncodingKey::from_ec_der(&der);
         jsonwebtoken::encode(&header, claims, &key).expect("a token")
     }
@@ -94,12 +105,27 @@ impl Es256Issuer {
         })
     }
 
-    /// Rotates the issuer's key: a new one, `kid`, signs from now on and is the only one
-    /// published.
+    /// Rotates the issuer's key: a new one, `kid` (none when empty), signs from now on and is
+    /// the only one published.
     pub fn rotate(&self, kid: &str) {
         let (der, jwk) = key_pair(kid);
-        *self.key.lock().expect("the key") = (kid.to_owned(), der);
-        *self.published.lock().expect("the keys") = json!({"keys": [jwk]});
+        *self.published.lock().expect("the keys") = json!({"keys": [jwk.clone()]});
+        *self.key.lock().expect("the key") = (kid.to_owned(), der, jwk);
+    }
+
+    /// The current key's public JWK, as published.
+    pub fn jwk(&self) -> Value {
+        self.key.lock().expect("the key").2.clone()
+    }
+
+    /// Publishes `keys` as the JWKS from now on; the signing key stays.
+    pub fn publish_keys(&self, keys: Value) {
+        *self.published.lock().expect("the keys") = keys;
+    }
+
+    /// Publishes `document` as the discovery document from now on.
+    pub fn publish_discovery(&self, document: Value) {
+        *self.discovery.lock().expect("the discovery document") = document;
     }
 
     /// How often the keys were fetched.

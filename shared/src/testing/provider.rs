@@ -12,6 +12,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+/// The variable naming the provider's program, which the test command sets.
+pub const PROVIDER_VAR: &str = "KEYWARD_TEST_OIDC_PROVIDER";
+
 /// Where the provider sends the browser back; never followed here.
 const REDIRECT_URI: &str = "http://127.0.0.1/callback";
 
@@ -27,7 +30,7 @@ impl Provider {
     /// Starts a provider with these options (`--token-max-age -120` issues tokens that
     /// expired two minutes before they were made).
     pub fn start(options: &[&str]) -> Self {
-        let program = std::env::var("KEYWARD_TEST_OIDC_PROVIDER").expect(
+        let program = std::env::var(PROVIDER_VAR).expect(
             "KEYWARD_TEST_OIDC_PROVIDER is not set: run ./scripts/test, which installs the OpenID provider for these tests",
         );
         let mut child = Command::new(program)
