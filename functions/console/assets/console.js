@@ -698,7 +698,7 @@ function usageChart(key, hours, theirs) {
     svg("line", { class: "axis", x1: left, y1: y(0), x2: width - 8, y2: y(0) }),
     svg("text", { class: "tick", x: left - 6, y: y(highest) + 4, "text-anchor": "end" }, String(highest)),
     svg("text", { class: "tick", x: left - 6, y: y(0) + 4, "text-anchor": "end" }, "0"),
-    ...ticks.map((i) => svg("text", { class: "tick", x: x(i), y: height - 8, "text-anchor": "middle" }, label(i))),
+    ...ticks.map((i, n) => svg("text", { class: "tick", x: x(i), y: height - 8, "text-anchor": ["start", "middle", "end"][n] }, label(i))),
     line(ownCounts, "own"),
     theirs ? line(theirCounts, "successor") : null);
   const legend = h("p", { class: "legend" },
