@@ -258,7 +258,9 @@ mod tests {
             .into_iter()
             .chain(ASSETS.iter().map(|(_, _, bytes)| *bytes))
         {
-            let text = text.replace("xmlns=\"http://www.w3.org/2000/svg\"", "");
+            // SVG's namespace is a name, not an address anything is fetched from: in the
+            // favicon's `xmlns`, and in the chart's `createElementNS`.
+            let text = text.replace("\"http://www.w3.org/2000/svg\"", "");
             for other in ["http://", "https://", "@import", "url("] {
                 assert!(!text.contains(other), "{other} in a console file");
             }
