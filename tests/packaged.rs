@@ -363,7 +363,7 @@ async fn every_packaged_function_starts_and_answers_as_the_template_wires_it() {
     let ada = provider.token(
         PEOPLE_CLIENT,
         "ada",
-        &json!({"email": "ada@example.com", "groups": ["platform-admins"]}),
+        &json!({"email": "ada@example.com", "email_verified": true, "groups": ["platform-admins"]}),
     );
     let dir = std::env::temp_dir().join(format!("keyward-packaged-{}", std::process::id()));
     let deployed = Deployed {

@@ -242,24 +242,28 @@ impl Oidc {
             Some(_) => return Err(refuse(ErrorCode::ExpiredToken, "the token has expired")),
             None => return Err(malformed()),
         }
-        if claims["nbf"]
-            .as_i64()
-            .is_some_and(|nbf| now.saturating_add(SKEW_SECONDS) < nbf)
-        {
-            return Err(refuse(
-                ErrorCode::TokenNotYetValid,
-                "the token is not valid yet",
-            ));
+        match &claims["nbf"] {
+            Value::Null => {}
+            nbf => match nbf.as_i64() {
+                Some(nbf) if now.saturating_add(SKEW_SECONDS) < nbf => {
+                    return Err(refuse(
+                        ErrorCode::TokenNotYetValid,
+                        "the token is not valid yet",
+                    ));
+                }
+                Some(_) => {}
+                None => return Err(malformed()),
+            },
         }
         let sub = claims["sub"]
             .as_str()
             .filter(|s| !s.is_empty() && s.len() <= MAX_SUB_BYTES && s.chars().all(shown_as_is))
             .ok_or_else(malformed)?;
-        // The email only if the provider has not said it is unverified: where people may set
-        // their own, an unverified one would let them sign the log with another's name.
-        let email = claims["email"]
-            .as_str()
-            .filter(|_| claims["email_verified"] != Value::Bool(false));
+        // The email only if the provider says it is verified (some send it as text): where
+        // people may set their own, an unverified one would sign the log with another's name.
+        let verified = matches!(&claims["email_verified"], Value::Bool(true))
+            || claims["email_verified"] == "true";
+        let email = claims["email"].as_str().filter(|_| verified);
         let name = email
             .or_else(|| claims["name"].as_str())
             .map(shown_name)
@@ -289,9 +293,11 @@ fn shown_as_is(c: char) -> bool {
     !c.is_control() && !crate::domain::is_format_character(c)
 }
 
-/// A name as the log keeps it: at most [`MAX_NAME_CHARS`] characters, each shown as itself.
+/// A name as the log keeps it: at most [`MAX_NAME_CHARS`] characters, each shown as itself,
+/// any white space (a tab, a line break) as a space.
 fn shown_name(name: &str) -> String {
     name.chars()
+        .map(|c| if c.is_whitespace() { ' ' } else { c })
         .filter(|c| shown_as_is(*c))
         .take(MAX_NAME_CHARS)
         .collect::<String>()
@@ -439,6 +445,10 @@ mod issued {
             code(oidc.check(&token, at(now - 61)).await),
             "token_not_yet_valid"
         );
+        claims["nbf"] = json!("soon");
+        let odd = issuer.sign(&claims);
+        assert_eq!(code(oidc.check(&odd, at(now)).await), "malformed_token");
+        claims["nbf"] = Value::Null;
         claims["exp"] = Value::Null;
         let endless = issuer.sign(&claims);
         assert_eq!(code(oidc.check(&endless, at(now)).await), "malformed_token");
@@ -580,13 +590,18 @@ mod issued {
         let hostile = with(&|c| c["email"] = json!("\u{1b}[2Jdana\u{202e}@example.com"));
         let person = oidc.check(&hostile, at(now)).await.unwrap();
         assert_eq!(person.name.as_deref(), Some("[2Jdana@example.com"));
-        let unverified = with(&|c| {
-            c["email"] = json!("ceo@example.com");
-            c["email_verified"] = json!(false);
-            c["name"] = json!("Dana");
-        });
-        let person = oidc.check(&unverified, at(now)).await.unwrap();
-        assert_eq!(person.name.as_deref(), Some("Dana"));
+        for unverified in [json!(false), json!("false"), Value::Null] {
+            let token = with(&|c| {
+                c["email"] = json!("ceo@example.com");
+                c["email_verified"] = unverified.clone();
+                c["name"] = json!("Dana\tR.");
+            });
+            let person = oidc.check(&token, at(now)).await.unwrap();
+            assert_eq!(person.name.as_deref(), Some("Dana R."), "{unverified}");
+        }
+        let said_as_text = with(&|c| c["email_verified"] = json!("true"));
+        let person = oidc.check(&said_as_text, at(now)).await.unwrap();
+        assert_eq!(person.name.as_deref(), Some("dana@example.com"));
         let long = with(&|c| c["email"] = json!("d".repeat(5000)));
         let person = oidc.check(&long, at(now)).await.unwrap();
         assert_eq!(person.name.map(|n| n.chars().count()), Some(MAX_NAME_CHARS));
@@ -606,10 +621,10 @@ mod issued {
         issuer.publish_discovery(
             json!({"issuer": issuer.issuer, "jwks_uri": "http://example.com/jwks"}),
         );
-        assert_eq!(
-            code(oidc(&issuer.issuer).check(&token, at(now)).await),
-            "identity_provider_unavailable",
-            "keys in clear from elsewhere than loopback"
+        let refused = oidc(&issuer.issuer).fetch().await.unwrap_err().to_string();
+        assert!(
+            refused.contains("is not https://"),
+            "keys in clear from elsewhere than loopback are not fetched: {refused}"
         );
         issuer.publish_discovery(
             json!({"issuer": issuer.issuer, "jwks_uri": format!("{}/jwks", issuer.issuer)}),
@@ -629,17 +644,15 @@ mod issued {
     async fn a_token_without_a_kid_takes_the_only_key_and_none_of_several() {
         let now = 1_800_000_000;
         let issuer = Es256Issuer::start();
-        issuer.rotate("");
-        let token = issuer.sign(&issuer.claims(CLIENT, "dana", &["devs"], now));
+        let token = issuer.sign_without_kid(&issuer.claims(CLIENT, "dana", &["devs"], now));
         assert_eq!(
             code(oidc(&issuer.issuer).check(&token, at(now)).await),
-            "accepted"
+            "accepted",
+            "the issuer's only key, published under its kid k1"
         );
         let mut other = issuer.jwk();
         other["kid"] = json!("k2");
-        let mut only = issuer.jwk();
-        only["kid"] = json!("k1");
-        issuer.publish_keys(json!({"keys": [only, other]}));
+        issuer.publish_keys(json!({"keys": [issuer.jwk(), other]}));
         assert_eq!(
             code(oidc(&issuer.issuer).check(&token, at(now)).await),
             "unknown_token_key",

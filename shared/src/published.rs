@@ -311,10 +311,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_kept_key_outlives_failed_fetches_for_a_while_and_no_longer() {
-        let wait = Duration::from_millis(60);
+        let wait = Duration::from_millis(40);
         let keys = PublishedKeys::new(https_url("VAR", "http://127.0.0.1:9/keys").unwrap())
             .refetching_after(Duration::ZERO)
-            .aging(wait, 4 * wait);
+            .aging(wait, 25 * wait);
         let good = || async { Ok(HashMap::from([("k".to_owned(), 7)])) };
         let url = keys.url().clone();
         let down = || async move { Err(FetchError::new(&url, "down")) };
@@ -325,7 +325,7 @@ mod tests {
             Some(7),
             "stale, and the publisher down: the kept key still serves"
         );
-        std::thread::sleep(3 * wait);
+        std::thread::sleep(25 * wait);
         assert!(
             keys.key("k", down).await.is_err(),
             "too stale to trust: the failure is the answer"

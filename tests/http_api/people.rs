@@ -42,7 +42,7 @@ pub fn person(provider: &Provider, sub: &str, groups: &[&str]) -> String {
     provider.token(
         CLIENT_ID,
         sub,
-        &json!({"email": format!("{sub}@example.com"), "name": sub, "groups": groups}),
+        &json!({"email": format!("{sub}@example.com"), "email_verified": true, "name": sub, "groups": groups}),
     )
 }
 

@@ -90,9 +90,19 @@ impl Es256Issuer {
     /// A token with these claims, signed ES256 by the current key and naming its `kid`.
     pub fn sign(&self, claims: &Value) -> String {
         let (kid, der, _) = self.key.lock().expect("the key").clone();
+        self.signed(&der, Some(kid), claims)
+    }
+
+    /// A token with these claims, signed ES256 by the current key and naming no `kid`.
+    pub fn sign_without_kid(&self, claims: &Value) -> String {
+        let (_, der, _) = self.key.lock().expect("the key").clone();
+        self.signed(&der, None, claims)
+    }
+
+    fn signed(&self, der: &[u8], kid: Option<String>, claims: &Value) -> String {
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-        header.kid = Some(kid).filter(|kid| !kid.is_empty());
-        let key = jsonwebtoken::EncodingKey::from_ec_der(&der);
+        header.kid = kid;
+        let key = jsonwebtoken::EncodingKey::from_ec_der(der);
         jsonwebtoken::encode(&header, claims, &key).expect("a token")
     }
 
@@ -101,12 +111,13 @@ impl Es256Issuer {
     pub fn claims(&self, client_id: &str, sub: &str, groups: &[&str], now: i64) -> Value {
         json!({
             "iss": self.issuer, "aud": client_id, "sub": sub, "groups": groups,
-            "email": format!("{sub}@example.com"), "iat": now, "exp": now + 3600,
+            "email": format!("{sub}@example.com"), "email_verified": true,
+            "iat": now, "exp": now + 3600,
         })
     }
 
-    /// Rotates the issuer's key: a new one, `kid` (none when empty), signs from now on and is
-    /// the only one published.
+    /// Rotates the issuer's key: a new one, `kid`, signs from now on and is the only one
+    /// published.
     pub fn rotate(&self, kid: &str) {
         let (der, jwk) = key_pair(kid);
         *self.published.lock().expect("the keys") = json!({"keys": [jwk.clone()]});
