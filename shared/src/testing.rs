@@ -745,6 +745,33 @@ fn serve_runtime_api(
     }
 }
 
+/// A server on a loopback port, until the process ends, that answers every request with
+/// `200` and the JSON that `answer` gives for its request line (`GET /path HTTP/1.1`): how
+/// tests publish keys, as GitHub and an identity provider do. Answers its address.
+#[cfg(any(feature = "github", feature = "oidc"))]
+pub(crate) fn publish_on_loopback(
+    answer: impl Fn(&str) -> String + Send + 'static,
+) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+    let addr = listener.local_addr().expect("an address");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = [0u8; 4096];
+            let read = stream.read(&mut request).unwrap_or(0);
+            let request = String::from_utf8_lossy(&request[..read]);
+            let body = answer(request.lines().next().unwrap_or_default());
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(reply.as_bytes());
+        }
+    });
+    addr
+}
+
 /// GitHub, as a test plays it: a P-256 key pair made in the test, whose public key a loopback
 /// server publishes in GitHub's shape under [`GithubSigner::IDENTIFIER`], and which signs
 /// reports as GitHub does. The server counts how often the keys were fetched.
@@ -776,27 +803,13 @@ impl GithubSigner {
             {"key_identifier": Self::IDENTIFIER, "key": pem, "is_current": true}
         ]})
         .to_string();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
-        let url = format!(
-            "http://{}/meta/public_keys/secret_scanning",
-            listener.local_addr().expect("an address")
-        );
         let fetches = std::sync::Arc::new(AtomicUsize::new(0));
         let counted = fetches.clone();
-        std::thread::spawn(move || {
-            use std::io::{Read, Write};
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let mut request = [0u8; 4096];
-                let _ = stream.read(&mut request);
-                counted.fetch_add(1, Ordering::SeqCst);
-                let answer = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{keys}",
-                    keys.len()
-                );
-                let _ = stream.write_all(answer.as_bytes());
-            }
+        let addr = publish_on_loopback(move |_| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            keys.clone()
         });
+        let url = format!("http://{addr}/meta/public_keys/secret_scanning");
         Self {
             key_pair,
             url,

@@ -2,7 +2,6 @@
 //! loopback server publishes behind a discovery document, and which sign tokens. It covers
 //! what the OpenID provider the HTTP tests run cannot: ES256, and a key rotated at the issuer.
 
-use std::io::{Read, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -43,41 +42,29 @@ impl Es256Issuer {
     /// An issuer with one key (`kid` `k1`), published on a loopback port until the process
     /// ends.
     pub fn start() -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
-        let issuer = format!("http://{}", listener.local_addr().expect("an address"));
         let (der, jwk) = key_pair("k1");
         let published = Arc::new(Mutex::new(json!({"keys": [jwk.clone()]})));
         let fetches = Arc::new(AtomicUsize::new(0));
-        let discovery = Arc::new(Mutex::new(
-            json!({"issuer": issuer, "jwks_uri": format!("{issuer}/jwks")}),
-        ));
+        let discovery = Arc::new(Mutex::new(Value::Null));
         let (serving, counted, discovering) = (
             Arc::clone(&published),
             Arc::clone(&fetches),
             Arc::clone(&discovery),
         );
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let mut request = [0u8; 4096];
-                let read = stream.read(&mut request).unwrap_or(0);
-                let request = String::from_utf8_lossy(&request[..read]);
-                let body = if request.starts_with("GET /jwks ") {
-                    counted.fetch_add(1, Ordering::SeqCst);
-                    serving.lock().expect("the keys").to_string()
-                } else {
-                    discovering
-                        .lock()
-                        .expect("the discovery document")
-                        .to_string()
-                };
-                let answer = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(answer.as_bytes());
+        let addr = crate::testing::publish_on_loopback(move |request| {
+            if request.starts_with("GET /jwks ") {
+                counted.fetch_add(1, Ordering::SeqCst);
+                serving.lock().expect("the keys").to_string()
+            } else {
+                discovering
+                    .lock()
+                    .expect("the discovery document")
+                    .to_string()
             }
         });
+        let issuer = format!("http://{addr}");
+        *discovery.lock().expect("the discovery document") =
+            json!({"issuer": issuer, "jwks_uri": format!("{issuer}/jwks")});
         Self {
             issuer,
             key: Mutex::new(("k1".to_owned(), der, jwk)),
