@@ -724,17 +724,20 @@ async fn every_packaged_function_starts_and_answers_as_the_template_wires_it() {
     // environment's keys first; one on the secret whose claim a revoked key holds takes the
     // claim over, on the condition that that key is unchanged.
     let leak_policy = "/v1/environments/{env}/leak-policy";
-    let rotating = deployed.answer(
-        "ReportLeak",
-        rest(
-            "PUT",
-            leak_policy,
-            &env_param,
-            &admin,
-            json!({"leak_policy": "rotate"}),
-        ),
-        200,
-    );
+    let set_leak_policy = |policy: &str| {
+        deployed.answer(
+            "ReportLeak",
+            rest(
+                "PUT",
+                leak_policy,
+                &env_param,
+                &admin,
+                json!({"leak_policy": policy}),
+            ),
+            200,
+        )
+    };
+    let rotating = set_leak_policy("rotate");
     assert_eq!(rotating["leak_policy"], "rotate", "{rotating}");
     let holder = [("key_id", legacy_rotated["key"]["id"].as_str().unwrap())];
     deployed.answer(
@@ -773,17 +776,7 @@ async fn every_packaged_function_starts_and_answers_as_the_template_wires_it() {
         );
         assert!(got["key"]["rotated_to"].is_string(), "{got}");
     }
-    let set = deployed.answer(
-        "ReportLeak",
-        rest(
-            "PUT",
-            leak_policy,
-            &env_param,
-            &admin,
-            json!({"leak_policy": "notify"}),
-        ),
-        200,
-    );
+    let set = set_leak_policy("notify");
     assert_eq!(set["leak_policy"], "notify", "{set}");
     let read = deployed.answer(
         "ReportLeak",

@@ -392,6 +392,13 @@ mod issued {
         chrono::Utc.timestamp_opt(seconds, 0).unwrap()
     }
 
+    /// A token from `issuer` with its claims that pass every check, changed by `edit`.
+    fn signed_with(issuer: &Es256Issuer, now: i64, edit: &dyn Fn(&mut Value)) -> String {
+        let mut claims = issuer.claims(CLIENT, "dana", &["devs"], now);
+        edit(&mut claims);
+        issuer.sign(&claims)
+    }
+
     fn code(checked: Result<Person, ApiError>) -> &'static str {
         checked.map_or_else(|e| e.code(), |_| "accepted")
     }
@@ -530,11 +537,6 @@ mod issued {
         let issuer = Es256Issuer::start();
         let oidc = oidc(&issuer.issuer);
         let now = 1_800_000_000;
-        let refused = |edit: &dyn Fn(&mut Value)| {
-            let mut claims = issuer.claims(CLIENT, "dana", &["devs"], now);
-            edit(&mut claims);
-            issuer.sign(&claims)
-        };
         type Edit<'a> = &'a dyn Fn(&mut Value);
         let cases: [(&str, Edit); 4] = [
             ("another audience, keyward's client_id beside it", &|c| {
@@ -554,7 +556,7 @@ mod issued {
             }),
         ];
         for (case, edit) in cases {
-            let token = refused(edit);
+            let token = signed_with(&issuer, now, edit);
             assert_eq!(
                 code(oidc.check(&token, at(now)).await),
                 "invalid_token_audience",
@@ -569,11 +571,7 @@ mod issued {
         let issuer = Es256Issuer::start();
         let oidc = oidc(&issuer.issuer);
         let now = 1_800_000_000;
-        let with = |edit: &dyn Fn(&mut Value)| {
-            let mut claims = issuer.claims(CLIENT, "dana", &["devs"], now);
-            edit(&mut claims);
-            issuer.sign(&claims)
-        };
+        let with = |edit: &dyn Fn(&mut Value)| signed_with(&issuer, now, edit);
         for bad_sub in [
             Value::Null,
             json!(""),

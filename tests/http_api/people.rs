@@ -166,15 +166,18 @@ fn a_person_acts_within_their_roles_and_is_named_as_the_actor(backend: Backend) 
         let refused = create(held_elsewhere_or_not_at_all);
         assert_eq!((refused.status, refused.code()), (403, "scope_escalation"));
     }
+    let rotate = |token: &str, id: &str| {
+        server.call(
+            "POST",
+            &format!("/v1/keys/{id}/rotate"),
+            token,
+            Some(json!({"grace_period": "1h"})),
+        )
+    };
     let made = create(json!(["keys:read"]));
     assert_eq!(made.status, 201, "{:?}", made.json);
     let id = made.json["key"]["id"].as_str().unwrap().to_owned();
-    let rotated = server.call(
-        "POST",
-        &format!("/v1/keys/{id}/rotate"),
-        &dana,
-        Some(json!({"grace_period": "1h"})),
-    );
+    let rotated = rotate(&dana, &id);
     assert_eq!(rotated.status, 201, "{:?}", rotated.json);
 
     let listed = server.call("GET", staging, &dana, None);
@@ -185,12 +188,7 @@ fn a_person_acts_within_their_roles_and_is_named_as_the_actor(backend: Backend) 
         .find(|k| k["default"] == true)
         .map(|k| k["id"].as_str().unwrap().to_owned())
         .unwrap();
-    let default_rotation = server.call(
-        "POST",
-        &format!("/v1/keys/{default_id}/rotate"),
-        &dana,
-        Some(json!({"grace_period": "1h"})),
-    );
+    let default_rotation = rotate(&dana, &default_id);
     assert_eq!(
         (default_rotation.status, default_rotation.code()),
         (403, "scope_escalation"),
@@ -227,12 +225,7 @@ fn a_person_acts_within_their_roles_and_is_named_as_the_actor(backend: Backend) 
         (nowhere.status, nowhere.code()),
         (404, "environment_not_found")
     );
-    let default_rotation = server.call(
-        "POST",
-        &format!("/v1/keys/{}/rotate", server.default_key_id),
-        &ada,
-        Some(json!({"grace_period": "1h"})),
-    );
+    let default_rotation = rotate(&ada, &server.default_key_id);
     assert_eq!(default_rotation.status, 201, "{:?}", default_rotation.json);
 
     let table = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
