@@ -203,12 +203,14 @@ fn variables_read(main: &str) -> BTreeSet<&'static str> {
         keyward::http::GROUPS_CLAIM_VAR,
         keyward::http::ROLES_VAR,
     ];
-    let readers: [(&str, &[&'static str]); 14] = [
+    let readers: [(&str, &[&'static str]); 15] = [
         // The API's functions take people's tokens; verify-key (run_counting) checks only the
         // key in its body.
         ("keyward::http::run(", people),
         ("keyward::http::run_delivering(", people),
         ("config.people()", people),
+        // The console signs people in.
+        ("keyward::http::people_from_env(", people),
         (
             "keyward::http::run",
             &[
@@ -508,11 +510,12 @@ fn the_api_authorizer_caches_nothing_and_the_routes_are_serves_routes() {
                     "/v1/leaks/gitlab/revoke_tokens",
                     "/v1/openapi.json",
                     "/v1/token-format",
+                    "/v1/session",
                     "/",
                     "/console/{asset}"
                 ]
                 .contains(&route.1.as_str()),
-                "{resource}: only /v1/verify, the leak report, the API's description, the key format and the console's files skip the authorizer"
+                "{resource}: only /v1/verify, the leak report, the API's description, the key format, the console's session and the console's files skip the authorizer"
             );
         }
     }

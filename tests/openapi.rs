@@ -86,7 +86,14 @@ fn each_operation_says_who_may_call_it() {
             "/v1/token-format",
         ]
         .contains(&path.as_str());
-        if public {
+        if path == "/v1/session" {
+            assert_eq!(
+                operation["security"],
+                serde_json::json!([{"session": []}]),
+                "the console's session takes only its cookie"
+            );
+            assert!(operation["x-keyward-scope"].is_null());
+        } else if public {
             assert_eq!(
                 operation["security"],
                 serde_json::json!([]),

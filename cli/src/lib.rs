@@ -145,6 +145,7 @@ pub const ROUTES: &[Route] = &[
         report_leak::gitlab_revoke,
         "ReportLeak",
     ),
+    (Method::GET, "/v1/session", console_file, "Console"),
     (Method::GET, "/v1/openapi.json", console_file, "Console"),
     (Method::GET, "/v1/token-format", console_file, "Console"),
 ];
@@ -161,9 +162,11 @@ pub const CONSOLE_ROUTES: &[Route] = &[
 fn console_file(
     context: Context<'_>,
     req: lambda_http::Request,
-    _: Timestamp,
+    now: Timestamp,
 ) -> HandlerFuture<'_> {
-    Box::pin(async move { console::handler(&req, &context.settings.key_prefix) })
+    Box::pin(async move {
+        console::handler(&req, &context.settings.key_prefix, context.people, now).await
+    })
 }
 
 /// The path parameters of `path` if it fits `pattern`.

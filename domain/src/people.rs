@@ -39,6 +39,22 @@ impl Grants {
                 .all(|s| s.iter().next().is_none())
     }
 
+    /// The grants by environment, `*` for every environment's, each named one with every
+    /// environment's added: what the console's environment switcher offers.
+    pub fn listed(&self) -> BTreeMap<&str, Scopes> {
+        let everywhere = Some((ANY_ENVIRONMENT, self.everywhere.clone()));
+        everywhere
+            .filter(|(_, scopes)| scopes.iter().next().is_some())
+            .into_iter()
+            .chain(
+                self.by_environment
+                    .keys()
+                    .map(|env| (env.as_str(), self.scopes_in(env))),
+            )
+            .filter(|(_, scopes)| scopes.iter().next().is_some())
+            .collect()
+    }
+
     /// These grants and `other`'s: a person's rights are the union of their groups'.
     fn add(&mut self, other: &Grants) {
         self.everywhere = self.everywhere.with(&other.everywhere);
@@ -157,6 +173,28 @@ mod tests {
         assert!(grants.grants_anywhere("keys:write"));
         let admin = roles.grants(&["platform-admins"]);
         assert!(admin.scopes_in(&env("anything")).is_all());
+    }
+
+    #[test]
+    fn the_switcher_lists_every_environment_with_what_is_held_there() {
+        let roles = Roles::parse(ROLES).unwrap();
+        let devs = roles.grants(&["payments-devs", "auditors"]);
+        let listed = devs.listed();
+        let shown: Vec<(&str, Vec<&str>)> =
+            listed.iter().map(|(env, s)| (*env, names(s))).collect();
+        assert_eq!(
+            shown,
+            [
+                ("*", vec!["activity:read"]),
+                ("staging", vec!["activity:read", "keys:read", "keys:write"]),
+            ]
+        );
+        let readers = roles.grants(&["payments-readers"]);
+        assert_eq!(
+            readers.listed().keys().copied().collect::<Vec<_>>(),
+            ["production", "staging"]
+        );
+        assert!(roles.grants(&["marketing"]).listed().is_empty());
     }
 
     #[test]

@@ -19,9 +19,11 @@ use serde_json::Value;
 
 use crate::domain::{Person, Roles, Timestamp};
 use crate::http::{
-    ApiError, CLIENT_ID_VAR, ErrorCode, GROUPS_CLAIM_VAR, ISSUER_VAR, People, ROLES_VAR,
+    ApiError, CLIENT_ID_VAR, ErrorCode, GROUPS_CLAIM_VAR, ISSUER_VAR, People, ROLES_VAR, SignIn,
 };
 use crate::published::{FetchError, PublishedKeys, get, https_url};
+
+mod sign_in;
 
 /// The groups claim when none is named; Cognito's is `cognito:groups`.
 pub const DEFAULT_GROUPS_CLAIM: &str = "groups";
@@ -104,18 +106,25 @@ impl Oidc {
         })
     }
 
+    /// The issuer's discovery document, which must name this issuer.
+    async fn discovery(&self) -> Result<Value, FetchError> {
+        let url = self.keys.url();
+        let discovery: Value = serde_json::from_slice(&get(url).await?)
+            .map_err(|_| FetchError::new(url, "the discovery document is not JSON"))?;
+        if discovery["issuer"].as_str() != Some(self.settings.issuer.as_str()) {
+            return Err(FetchError::new(
+                url,
+                "the discovery document names another issuer",
+            ));
+        }
+        Ok(discovery)
+    }
+
     /// The issuer's keys by `kid`, from the `jwks_uri` its discovery document names; a key
     /// without a `kid`, or the only key, is also kept under `""` for tokens that name none.
     async fn fetch(&self) -> Result<HashMap<String, Jwk>, FetchError> {
         let discovery_url = self.keys.url();
-        let discovery: Value = serde_json::from_slice(&get(discovery_url).await?)
-            .map_err(|_| FetchError::new(discovery_url, "the discovery document is not JSON"))?;
-        if discovery["issuer"].as_str() != Some(self.settings.issuer.as_str()) {
-            return Err(FetchError::new(
-                discovery_url,
-                "the discovery document names another issuer",
-            ));
-        }
+        let discovery = self.discovery().await?;
         let jwks_uri = discovery["jwks_uri"]
             .as_str()
             .ok_or_else(|| FetchError::new(discovery_url, "the discovery document has no jwks_uri"))
@@ -155,12 +164,6 @@ impl Oidc {
                 ErrorCode::MalformedToken,
                 "the token is not a JWT of this identity provider",
             )
-        };
-        let part = |text: &str| -> Option<Value> {
-            let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
-            serde_json::from_slice::<Value>(&bytes)
-                .ok()
-                .filter(Value::is_object)
         };
         let parts: Vec<&str> = token.split('.').collect();
         let [header, claims, _] = parts.as_slice() else {
@@ -281,6 +284,19 @@ impl Oidc {
     }
 }
 
+/// One part of a JWT, decoded: a JSON object, or nothing.
+fn part(text: &str) -> Option<Value> {
+    let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
+    serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .filter(Value::is_object)
+}
+
+/// The claims of `token`, read without any check: only for a token already checked.
+fn claims_of(token: &str) -> Option<Value> {
+    part(token.split('.').nth(1)?)
+}
+
 /// The longest subject taken; OpenID Connect caps it at 255 ASCII characters.
 const MAX_SUB_BYTES: usize = 255;
 
@@ -344,6 +360,10 @@ impl People for Oidc {
             tracing::info!(code = e.code(), "a person's token was refused");
         }
         checked
+    }
+
+    fn sign_in(&self) -> Option<&dyn SignIn> {
+        Some(self)
     }
 }
 

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper::{Request, Uri, header};
 use hyper_util::client::legacy::Client;
@@ -72,6 +72,24 @@ impl FetchError {
 
 /// GETs `url` as JSON: at most 256 KiB, within five seconds, and a `2xx` answer.
 pub async fn get(url: &Uri) -> Result<Bytes, FetchError> {
+    send(url, Request::get(url.clone()), Bytes::new()).await
+}
+
+/// POSTs the form `form` to `url` and reads the JSON answer, within the same bounds as
+/// [`get`]: the exchange of a sign-in's code for its tokens.
+pub async fn post_form(url: &Uri, form: String) -> Result<Bytes, FetchError> {
+    let request = Request::post(url.clone())
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    send(url, request, Bytes::from(form)).await
+}
+
+/// Sends one request to `url` (https, or http to loopback as [`https_url`] allows), and
+/// reads a `2xx` JSON answer of at most 256 KiB within five seconds.
+async fn send(
+    url: &Uri,
+    request: hyper::http::request::Builder,
+    body: Bytes,
+) -> Result<Bytes, FetchError> {
     let failed = |why: String| FetchError::new(url, why);
     let provider = rustls::crypto::aws_lc_rs::default_provider();
     let https = hyper_rustls::HttpsConnectorBuilder::new()
@@ -85,10 +103,10 @@ pub async fn get(url: &Uri) -> Result<Bytes, FetchError> {
             http
         });
     let client = Client::builder(TokioExecutor::new()).build(https);
-    let request = Request::get(url.clone())
+    let request = request
         .header(header::ACCEPT, "application/json")
         .header(header::USER_AGENT, "keyward")
-        .body(Empty::<Bytes>::new())
+        .body(Full::new(body))
         .map_err(|e| failed(e.to_string()))?;
     let exchange = async {
         let answer = client

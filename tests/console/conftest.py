@@ -26,7 +26,7 @@ SCREENSHOTS = os.environ.get("KEYWARD_SCREENSHOTS", "target/console-screenshots"
 class Keyward:
     """A running `keyward serve`, its default key, and a small client of its API."""
 
-    def __init__(self, folder, prefix=None):
+    def __init__(self, folder, prefix=None, options=()):
         self.folder = folder
         self.prefix = prefix or "kw"
         # The default prefix unless the test gives one, whatever the caller's shell says.
@@ -44,6 +44,7 @@ class Keyward:
                 "--listen",
                 "127.0.0.1:0",
                 "--no-schedule",
+                *options,
             ],
             stdout=subprocess.PIPE,
             stderr=log,
@@ -98,6 +99,47 @@ class Keyward:
         assert status == 200, answer
         return answer["key"]
 
+    def create_environment(self, name):
+        """Makes another environment in the same store, as `keyward env create` does."""
+        subprocess.run(
+            [os.environ.get("KEYWARD_BIN", "target/debug/keyward"), "env", "create", name, "--store", f"sqlite:{os.path.join(self.folder, 'keyward.db')}"],
+            check=True,
+            capture_output=True,
+            env={k: v for k, v in os.environ.items() if k != "KEYWARD_KEY_PREFIX"},
+        )
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+class Provider:
+    """A real OpenID provider on loopback (oidc-provider-mock, with PKCE enforced; the test
+    command names it in KEYWARD_TEST_OIDC_PROVIDER), with these people set up: each a
+    button on its sign-in form."""
+
+    def __init__(self, people):
+        claims = [json.dumps({"sub": sub, **person}) for sub, person in people.items()]
+        self.process = subprocess.Popen(
+            [os.environ["KEYWARD_TEST_OIDC_PROVIDER"], "--host", "127.0.0.1", "--port", "0", "--require-nonce",
+             *[arg for c in claims for arg in ("--user-claims", c)]],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.issuer = None
+        for line in self.process.stderr:
+            found = re.search(r"running on (http://[0-9.:]+)", line)
+            if found:
+                self.issuer = found.group(1)
+                break
+        assert self.issuer, "the OpenID provider did not start"
+        # Its log is drained, so that a full pipe never stalls it.
+        import threading
+
+        threading.Thread(target=lambda: [None for _ in self.process.stderr], daemon=True).start()
+        self.origin = urlsplit(self.issuer).netloc
+
     def stop(self):
         self.process.terminate()
         self.process.wait(timeout=10)
@@ -126,23 +168,33 @@ class Watched:
     """A page, and what it did that a test must not see: console errors, uncaught
     exceptions, and requests to another origin."""
 
-    def __init__(self, page, origin):
+    def __init__(self, page, origin, provider=None):
         self.page = page
         self.origin = origin
+        self.provider = provider
         self.problems = []
         page.on("console", self.console)
         page.on("pageerror", lambda e: self.problems.append(f"uncaught: {e}"))
-        page.on(
-            "request",
-            lambda r: urlsplit(r.url).netloc != origin and self.problems.append(f"request to another origin: {r.url}"),
-        )
+        page.on("request", self.request)
+
+    def request(self, request):
+        """keyward's pages ask their own origin only; a person's sign-in goes to the identity
+        provider (a navigation), whose own pages are its business."""
+        if urlsplit(request.url).netloc == self.origin or self.at_provider(request.frame.url):
+            return
+        if urlsplit(request.url).netloc == self.provider and request.is_navigation_request():
+            return
+        self.problems.append(f"request to another origin: {request.url}")
+
+    def at_provider(self, url):
+        return self.provider is not None and urlsplit(url).netloc == self.provider
 
 
     def console(self, message):
         """Chromium logs every answer of 400 or more as a console error. A refusal of the
         JSON API is one the console shows in words, which the tests check; any other error,
         such as a missing file, is a problem."""
-        if message.type != "error":
+        if message.type != "error" or self.at_provider(self.page.url):
             return
         url = urlsplit(message.location.get("url", ""))
         refused = re.match(r"Failed to load resource: the server responded with a status of 4\d\d", message.text)

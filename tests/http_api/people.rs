@@ -255,3 +255,42 @@ fn a_person_acts_within_their_roles_and_is_named_as_the_actor_on_sqlite() {
 fn a_person_acts_within_their_roles_and_is_named_as_the_actor_on_dynamodb() {
     a_person_acts_within_their_roles_and_is_named_as_the_actor(Backend::DynamoDb);
 }
+
+#[test]
+fn the_consoles_session_cookie_is_taken_only_with_the_consoles_header() {
+    let provider = Provider::start(&[]);
+    let server = serve_for(&provider, Backend::Sqlite);
+    let keys = "/v1/environments/development/keys";
+    let admin = person(&provider, "ada", &["platform-admins"]);
+    let cookie = format!("__Host-keyward-session={admin}");
+    let console = [("cookie", cookie.as_str()), ("x-keyward-console", "1")];
+    assert_eq!(server.send("GET", keys, &console, b"").status, 200);
+    let session = server.send("GET", "/v1/session", &console, b"");
+    assert_eq!(session.status, 200);
+    assert_eq!(session.json["person"]["name"], "ada@example.com");
+    assert_eq!(session.json["grants"], json!({"*": ["*"]}));
+    // Another site's page can send the cookie's value only by a form or a link, never with
+    // the header: the cookie alone is no credential.
+    let alone = server.send("GET", keys, &[("cookie", cookie.as_str())], b"");
+    assert_eq!(alone.code(), "missing_api_key");
+    let session = server.send("GET", "/v1/session", &[("cookie", cookie.as_str())], b"");
+    assert_eq!(session.code(), "not_signed_in");
+    // A key is never taken from the cookie.
+    let key_cookie = format!("__Host-keyward-session={}", server.default_key);
+    let with_key = [("cookie", key_cookie.as_str()), ("x-keyward-console", "1")];
+    assert_eq!(
+        server.send("GET", keys, &with_key, b"").code(),
+        "missing_api_key"
+    );
+    // The cookie's token is checked as any person's token is.
+    let reader = person(&provider, "rosa", &["staging-readers"]);
+    let raised = with_claims(&reader, |claims| {
+        claims["groups"] = json!(["platform-admins"])
+    });
+    let raised = format!("__Host-keyward-session={raised}");
+    let raised = [("cookie", raised.as_str()), ("x-keyward-console", "1")];
+    assert_eq!(
+        server.send("GET", keys, &raised, b"").code(),
+        "invalid_token_signature"
+    );
+}

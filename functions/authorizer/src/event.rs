@@ -6,7 +6,7 @@ use aws_lambda_events::apigw::{
 };
 use std::net::IpAddr;
 
-use keyward::http::key_from_headers;
+use keyward::http::{key_from_headers, session_from_headers};
 use serde_json::Value;
 
 use crate::AuthorizerError;
@@ -56,6 +56,14 @@ fn bearer(value: &str) -> &str {
     }
 }
 
+/// What the headers present: a key (or a person's token) in `Authorization` or `x-api-key`,
+/// or else the console's session, a person's token in its cookie.
+fn presented(headers: &lambda_http::http::HeaderMap) -> Option<String> {
+    key_from_headers(headers)
+        .or_else(|| session_from_headers(headers))
+        .map(str::to_owned)
+}
+
 /// Reads an authorizer event of any of the three shapes; any other is `UnknownEvent`.
 pub(crate) fn ask(event: Value) -> Result<Ask, AuthorizerError> {
     let kind = event
@@ -79,7 +87,7 @@ pub(crate) fn ask(event: Value) -> Result<Ask, AuthorizerError> {
                 .and_then(method_and_path)
                 .ok_or(AuthorizerError::UnknownEvent)?;
             Ok(Ask {
-                token: key_from_headers(&e.headers).map(str::to_owned),
+                token: presented(&e.headers),
                 method,
                 path,
                 source: address(e.request_context.http.source_ip.as_deref()),
@@ -114,7 +122,7 @@ pub(crate) fn ask(event: Value) -> Result<Ask, AuthorizerError> {
                 method_and_path(&method_arn).ok_or(AuthorizerError::UnknownEvent)?;
             let source = e.request_context.identity.as_ref();
             Ok(Ask {
-                token: key_from_headers(&e.headers).map(str::to_owned),
+                token: presented(&e.headers),
                 method,
                 path,
                 source: address(source.and_then(|i| i.source_ip.as_deref())),

@@ -1035,6 +1035,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_consoles_session_cookie_is_a_persons_token_only_with_the_consoles_header() {
+        use keyward::oidc::{Oidc, OidcSettings};
+        use keyward::testing::Es256Issuer;
+        let issuer = Es256Issuer::start();
+        let roles = r#"{"prod-readers": {"production": ["orders:read"]}}"#;
+        let settings = OidcSettings::new(&issuer.issuer, "keyward", None, Some(roles)).unwrap();
+        let people = Oidc::new(settings).unwrap();
+        let now = keyward::now();
+        let token =
+            issuer.sign(&issuer.claims("keyward", "dana", &["prod-readers"], now.timestamp()));
+        let store = SqliteStore::in_memory().unwrap();
+        let cookie = format!("__Host-keyward-session={token}");
+        let mut console = event(REQUEST, "GET", "/orders", None);
+        console["headers"]["Cookie"] = json!(cookie);
+        console["headers"]["x-keyward-console"] = json!("1");
+        let mut alone = event(REQUEST, "GET", "/orders", None);
+        alone["headers"]["Cookie"] = json!(cookie);
+        for (asked, expected) in [(console, Outcome::Allow), (alone, Outcome::Unauthorized)] {
+            let answer = handler(&config(), &store, &NotCounted, &people, asked, now).await;
+            assert_eq!(outcome(REQUEST, &answer, "/GET/orders"), expected);
+        }
+    }
+
+    #[tokio::test]
     async fn an_issuer_whose_keys_cannot_be_had_is_an_error_not_a_refusal() {
         use keyward::oidc::{Oidc, OidcSettings};
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -1,6 +1,9 @@
-// The API: the signed-in key, requests made with it, and their failures.
+// The API: the signed-in key or person, requests made as them, and their failures.
 
 let signedIn = null;
+// A person signed in through the identity provider: who, and what their roles grant. Their
+// token is in a cookie that this page cannot read; the browser sends it with every call.
+let person = null;
 const BASE = new URL(".", location.href);
 
 /** A refusal or failure of the API, with its status and error code. */
@@ -20,6 +23,36 @@ export function signedInKey() {
 /** Signs in with `key`, or out with `null`; the key stays in this module's memory only. */
 export function setSignedIn(key) {
   signedIn = key;
+}
+
+/** The person signed in through the identity provider (GET /v1/session), or `null`. */
+export function signedInPerson() {
+  return person;
+}
+
+/** Takes the person of `session` as signed in, or no one with `null`. */
+export function setPerson(session) {
+  person = session;
+}
+
+/**
+ * Who may sign in to this console: `{session}` for a signed-in person, `{people: true}` where
+ * people sign in through the identity provider (and keys may not), `{people: false}` where
+ * they sign in with keys. A refusal (no role, an unreachable provider) is thrown as ApiError.
+ */
+export async function loadSession() {
+  let response;
+  try {
+    response = await fetch(new URL("v1/session", BASE), { headers: { "x-keyward-console": "1" }, cache: "no-store" });
+  } catch {
+    throw new ApiError(0, "unreachable", "keyward could not be reached. Check your connection and try again.");
+  }
+  const json = await response.json().catch(() => null);
+  if (response.ok && json) return { session: revealHidden(json) };
+  const error = json && json.error ? json.error : {};
+  if (response.status === 404 && error.code === "people_not_configured") return { people: false };
+  if (response.status === 401) return { people: true };
+  throw new ApiError(response.status, error.code || `http_${response.status}`, error.message || `keyward answered ${response.status}.`);
 }
 
 // What happens when the signed-in key stops working: the page registers its sign-out.
@@ -76,9 +109,14 @@ function revealHidden(value) {
   return value;
 }
 
-/** Calls the API with `key` (the signed-in one by default); a refusal is thrown as ApiError. */
+/**
+ * Calls the API with `key` (the signed-in one by default), or else as the signed-in person,
+ * whose session's cookie goes only with the header that says the console is calling; a
+ * refusal is thrown as ApiError.
+ */
 export async function api(method, path, body, key = signedInKey()) {
-  const init = { method, headers: { Authorization: `Bearer ${key}` } };
+  const headers = key ? { Authorization: `Bearer ${key}` } : { "x-keyward-console": "1" };
+  const init = { method, headers };
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
@@ -97,10 +135,13 @@ export async function api(method, path, body, key = signedInKey()) {
     error.code || `http_${response.status}`,
     error.message || (json && json.message) || `keyward answered ${response.status}.`,
   );
-  if (response.status === 401 && key === signedInKey()) {
+  if (response.status === 401 && key && key === signedInKey()) {
     // Forgotten here first, so that no registration elsewhere is needed to drop a dead key.
     signedIn = null;
     keyFailed(`Your key no longer works (${failure.code}: ${failure.message}). Sign in with another key.`);
+  } else if (response.status === 401 && !key && person) {
+    person = null;
+    keyFailed(`Your session has ended (${failure.code}: ${failure.message}). Sign in again.`);
   }
   throw failure;
 }

@@ -1,19 +1,26 @@
 // The keyward console: every key action of the HTTP API, in a browser. Plain JavaScript, no
-// build step and no request to any origin but its own. The signed-in key lives in this
-// page's memory only (never in sessionStorage, which a browser restores with a reopened tab or
-// session), and goes out only in `Authorization: Bearer`. A new secret is shown once, in its
-// dialog, and removed from the page when the dialog closes.
+// build step and no request to any origin but its own. Where an identity provider is
+// configured, people sign in through it: keyward's backend runs the sign-in and keeps the
+// person's token in a cookie that no script reads, so this page never holds one. Elsewhere
+// (local use) the console signs in with a key, which lives in this page's memory only (never
+// in sessionStorage, which a browser restores with a reopened tab or session), and goes out
+// only in `Authorization: Bearer`. A new secret is shown once, in its dialog, and removed
+// from the page when the dialog closes.
 
-import { api, describe, environmentOf, loadKeyFormat, setSignedIn, signedInKey, whenKeyFails } from "./api.js";
+import { api, describe, environmentOf, loadKeyFormat, loadSession, setPerson, setSignedIn, signedInKey, signedInPerson, whenKeyFails } from "./api.js";
 import { buttons, closeDialogs, dialog, graceChoices, graceSubmit, held, secretPanel, textField } from "./dialogs.js";
 import { h, svg, uid } from "./dom.js";
 import { lastUse, lastUseText, relative, utc, when, whenText } from "./time.js";
 
 // A page the browser keeps for its back button keeps its memory too: leaving it forgets the
-// key, and coming back to it asks to sign in again.
-addEventListener("pagehide", () => { setSignedIn(null); });
-addEventListener("pageshow", (event) => { if (event.persisted) signOut(); });
-// A key that stops working (a 401) signs out, and says why.
+// key, and coming back to it asks to sign in again (a person's session is asked for again).
+addEventListener("pagehide", () => { setSignedIn(null); setPerson(null); });
+addEventListener("pageshow", (event) => {
+  if (!event.persisted) return;
+  if (signInWith === "person") route();
+  else signOut();
+});
+// A key or a session that stops working (a 401) signs out, and says why.
 whenKeyFails(signOut);
 const PAGE = 20;
 const ACTIONS = [
@@ -24,11 +31,118 @@ const ACTIONS = [
 
 // ---- Signing in and out.
 
+// How this console signs in: `null` until GET /v1/session has said, then "person" where an
+// identity provider is configured (keys may not sign in), or "key" where none is.
+let signInWith = null;
+// The environment a signed-in person works in, chosen in the switcher; a key's is its own.
+// Its name (never a token) outlives a reload in sessionStorage.
+let chosen = null;
+const CHOSEN = "keyward.environment";
+
+function currentEnvironment() {
+  const key = signedInKey();
+  return key ? environmentOf(key) : chosen;
+}
+
 function signOut(message) {
   setSignedIn(null);
+  setPerson(null);
   closeDialogs(true);
   history.replaceState(null, "", location.pathname + location.search);
-  renderSignIn(message);
+  if (signInWith === "person") renderPersonSignIn(message);
+  else renderSignIn(message);
+}
+
+// Why a person's sign-in came back without them, by the code keyward put in the address.
+function signInFailure(code) {
+  if (!/^[a-z_]{1,40}$/.test(code || "")) return "";
+  if (code === "identity_provider_unavailable") return `The identity provider could not be reached. Try again (${code}).`;
+  if (code === "sign_in_failed") return `The sign-in did not complete: the identity provider refused it, or it came back unlike it left. Try again (${code}).`;
+  return `The identity provider's token was refused (${code}). Try again, or ask an administrator.`;
+}
+
+function renderPersonSignIn(message, noRole = false) {
+  document.getElementById("top").replaceChildren(h("h1", {}, "keyward"));
+  document.getElementById("announce").textContent = "";
+  const section = h("section", { class: "signin", "aria-labelledby": "signin-title" },
+    h("h2", { id: "signin-title" }, "Sign in"),
+    h("p", {}, "Sign in with your organization's account. Your session is kept in a cookie that this page cannot read, and ends when you sign out."),
+    h("div", { class: "alert", role: "alert" }, message || ""),
+    h("div", { class: "actions bar" }, noRole
+      ? h("a", { class: "button", href: "console/sign-out" }, "Sign out")
+      : h("a", { class: "button primary", href: "console/sign-in" }, "Sign in with your identity provider")),
+  );
+  document.getElementById("main").replaceChildren(section);
+  document.title = "Sign in · keyward";
+}
+
+// Asks keyward who is signed in: a person's session outlives a reload, a key does not. True
+// when a person is signed in; otherwise the page shows how to sign in.
+async function findPerson(parts, params) {
+  let found;
+  try {
+    found = await loadSession();
+  } catch (failure) {
+    signInWith = "person";
+    if (failure.code === "no_role") {
+      renderPersonSignIn(`You are signed in, but your groups grant no role in keyward (${failure.code}). Ask an administrator for one, or sign out and in as someone else.`, true);
+    } else {
+      renderPersonSignIn(`keyward could not say who is signed in: ${describe(failure)}`);
+    }
+    return false;
+  }
+  if (found.session) {
+    signInWith = "person";
+    setPerson(found.session);
+    const kept = sessionStorage.getItem(CHOSEN);
+    const named = namedEnvironments();
+    chosen = kept && (named.includes(kept) || everyEnvironment()) ? kept : named[0] || null;
+    return true;
+  }
+  signInWith = found.people ? "person" : "key";
+  if (!found.people) renderSignIn();
+  else if (parts[0] === "signed-out") renderPersonSignIn("You signed out.");
+  else renderPersonSignIn(parts[0] === "sign-in" ? signInFailure(params.get("failed")) : "");
+  return false;
+}
+
+// The environments a person's roles name, and whether a role grants every environment.
+function namedEnvironments() {
+  return Object.keys(signedInPerson().grants).filter((env) => env !== "*").sort();
+}
+
+function everyEnvironment() {
+  return Object.hasOwn(signedInPerson().grants, "*");
+}
+
+// The environment switcher: the environments the person's roles name, or, where a role
+// grants every environment, a field that takes any name and suggests those.
+function switcher() {
+  const named = namedEnvironments();
+  const any = everyEnvironment();
+  const field = any
+    ? h("input", { id: "env-switch", name: "environment", list: "env-options", value: chosen || "", autocomplete: "off", spellcheck: "false", required: true, size: 14 })
+    : h("select", { id: "env-switch", name: "environment" }, ...named.map((env) => h("option", { value: env, selected: env === chosen }, env)));
+  return h("form", { class: "switch", onsubmit: (event) => { event.preventDefault(); switchTo(field.value.trim()); } },
+    h("label", { for: "env-switch" }, "Environment"), field,
+    any ? h("datalist", { id: "env-options" }, ...named.map((env) => h("option", { value: env }))) : null,
+    h("button", { type: "submit" }, "Switch"));
+}
+
+function switchTo(env) {
+  if (!env) return;
+  chosen = env;
+  sessionStorage.setItem(CHOSEN, env);
+  notices.text = `Switched to the environment ${env}.`;
+  if (location.hash === "#/keys") route();
+  else location.hash = "#/keys";
+}
+
+function renderChoose() {
+  renderTop(null);
+  page("Choose an environment",
+    h("p", {}, "Your roles grant every environment. Type the one to work in beside Environment, above, and choose Switch."));
+  document.getElementById("env-switch").focus();
 }
 
 function renderSignIn(message) {
@@ -85,16 +199,22 @@ async function signIn(event, input, error) {
 
 function renderTop(current) {
   const link = (href, text, name) => h("a", { href, "aria-current": current === name ? "page" : false }, text);
-  const env = environmentOf(signedInKey());
+  // A person switches environment and signs out at the provider too; a key has its own
+  // environment, and signing out forgets it here.
+  const person = signedInPerson();
+  const who = person
+    ? [switcher(),
+      h("span", {}, "Signed in as ", h("strong", {}, person.person.name || person.person.id)),
+      h("a", { class: "button", href: "console/sign-out" }, "Sign out")]
+    : [h("span", {}, "Environment ", h("strong", {}, environmentOf(signedInKey()))),
+      h("button", { type: "button", onclick: () => signOut("You signed out.") }, "Sign out")];
   document.getElementById("top").replaceChildren(
     h("h1", {}, "keyward"),
     h("nav", { "aria-label": "Main" }, h("ul", {},
       h("li", {}, link("#/keys", "Keys", "keys")),
       h("li", {}, h("span", { class: "group", id: "logs-label" }, "Logs"), " › ", link("#/activity", "Activity", "activity")),
     )),
-    h("div", { class: "who" },
-      h("span", {}, "Environment ", h("strong", {}, env)),
-      h("button", { type: "button", onclick: () => signOut("You signed out.") }, "Sign out")),
+    h("div", { class: "who" }, ...who),
   );
 }
 
@@ -144,7 +264,7 @@ function policyText(policy) {
 
 async function renderKeys() {
   renderTop("keys");
-  const env = environmentOf(signedInKey());
+  const env = currentEnvironment();
   const body = h("tbody");
   const error = h("div", { class: "alert", role: "alert" });
   const more = h("button", { type: "button", hidden: true }, "Load more");
@@ -441,7 +561,7 @@ function allowlistDialog(key, returnTo) {
 }
 
 function createDialog(returnTo) {
-  const env = environmentOf(signedInKey());
+  const env = currentEnvironment();
   dialog("Create key", (close, box, heading) => {
     const error = h("div", { class: "alert", role: "alert" });
     const kindId = uid("kind");
@@ -559,7 +679,7 @@ function activityTable(caption, path, withKey) {
 
 async function renderActivity(params) {
   renderTop("activity");
-  const env = environmentOf(signedInKey());
+  const env = currentEnvironment();
   const actionId = uid("action");
   const keyId = uid("key");
   const action = h("select", { id: actionId, name: "action" }, h("option", { value: "" }, "All actions"),
@@ -756,13 +876,17 @@ const routed = { focusTab: false };
 
 async function route() {
   closeMenus(null);
-  if (!signedInKey()) {
-    renderSignIn();
-    return;
-  }
   const [path, query] = (location.hash.slice(1) || "/keys").split("?");
   const params = new URLSearchParams(query || "");
   const parts = path.split("/").filter(Boolean);
+  if (!signedInKey() && !signedInPerson()) {
+    if (signInWith === "key") {
+      renderSignIn();
+      return;
+    }
+    if (!(await findPerson(parts, params))) return;
+  }
+  if (!currentEnvironment()) return renderChoose();
   if (parts[0] === "activity") return renderActivity(params);
   if (parts[0] === "keys" && parts[1] && /^key_[A-Za-z0-9]{22}$/.test(parts[1])) {
     return renderKey(parts[1], ["activity", "usage"].includes(parts[2]) ? parts[2] : "details");

@@ -1,9 +1,13 @@
 //! The console and the API's description: static files, the same bytes on Lambda and in
-//! `keyward serve`, embedded in the binary. Nothing here reads a store or takes a key: the
-//! console's page signs in with a key in the browser, and calls the JSON API on the same
-//! origin like any other client.
+//! `keyward serve`, embedded in the binary, and people's sign-in to the console. Nothing here
+//! reads a store or takes a key: the console's page signs in with a key in the browser, or a
+//! person signs in through the identity provider ([`session`]), and the page calls the JSON
+//! API on the same origin like any other client.
 
-use keyward::domain::{KeyPrefix, scanner_regex};
+mod session;
+
+use keyward::domain::{KeyPrefix, Timestamp, scanner_regex};
+use keyward::http::People;
 use lambda_http::http::{HeaderValue, StatusCode, header};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
@@ -60,17 +64,32 @@ pub const ASSETS: &[(&str, &str, &str)] = &[
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; font-src 'none'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// The Lambda handler, and `keyward serve`'s for the same routes: `GET /` is the page,
-/// `GET /console/{asset}` its files, `GET /v1/openapi.json` the API's description, and
-/// `GET /v1/token-format` the format of the keys of the deployment, whose prefix is `prefix`.
-pub fn handler(req: &Request, prefix: &KeyPrefix) -> Response<Body> {
+/// `GET /console/{asset}` its files (and `sign-in`, `callback` and `sign-out`, a person's
+/// sign-in through `people`'s identity provider), `GET /v1/session` who is signed in,
+/// `GET /v1/openapi.json` the API's description, and `GET /v1/token-format` the format of
+/// the keys of the deployment, whose prefix is `prefix`.
+pub async fn handler(
+    req: &Request,
+    prefix: &KeyPrefix,
+    people: &dyn People,
+    now: Timestamp,
+) -> Response<Body> {
     if let Some(asset) = req
         .path_parameters_ref()
         .and_then(|params| params.first("asset"))
     {
-        return match ASSETS.iter().find(|(name, _, _)| *name == asset) {
-            Some((_, content_type, bytes)) => file(content_type, bytes, "no-cache"),
-            None => not_found(),
+        return match asset {
+            "sign-in" => session::begin(req, people).await,
+            "callback" => session::callback(req, people, now).await,
+            "sign-out" => session::sign_out(req, people).await,
+            _ => match ASSETS.iter().find(|(name, _, _)| *name == asset) {
+                Some((_, content_type, bytes)) => file(content_type, bytes, "no-cache"),
+                None => not_found(),
+            },
         };
+    }
+    if req.uri().path().ends_with("/v1/session") {
+        return session::session(req, people, now).await;
     }
     if req.uri().path().ends_with("/openapi.json") {
         return file("application/json", OPENAPI_JSON, "public, max-age=300");
@@ -160,19 +179,20 @@ fn with_slash(path: &str) -> Response<Body> {
 
 #[cfg(test)]
 mod tests {
+    use keyward::http::NoPeople;
     use keyward::testing::event;
 
     use super::*;
 
-    fn serve(req: &Request) -> Response<Body> {
-        handler(req, &KeyPrefix::default())
+    async fn serve(req: &Request) -> Response<Body> {
+        handler(req, &KeyPrefix::default(), &NoPeople, keyward::now()).await
     }
 
-    #[test]
-    fn the_token_format_names_the_deployments_prefix_and_its_regex() {
+    #[tokio::test]
+    async fn the_token_format_names_the_deployments_prefix_and_its_regex() {
         let rest = include_str!("../fixtures/rest.json").replace("openapi.json", "token-format");
         let acme = KeyPrefix::parse("acme").unwrap();
-        let response = handler(&event(&rest, &[]), &acme);
+        let response = handler(&event(&rest, &[]), &acme, &NoPeople, keyward::now()).await;
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
         let format: serde_json::Value = serde_json::from_str(text(&response)).unwrap();
@@ -193,9 +213,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn an_api_gateway_event_gets_the_document_as_json() {
-        let response = serve(&event(include_str!("../fixtures/rest.json"), &[]));
+    #[tokio::test]
+    async fn an_api_gateway_event_gets_the_document_as_json() {
+        let response = serve(&event(include_str!("../fixtures/rest.json"), &[])).await;
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
         let document: serde_json::Value = serde_json::from_str(text(&response)).unwrap();
@@ -203,9 +223,9 @@ mod tests {
         assert!(document["paths"]["/v1/openapi.json"]["get"].is_object());
     }
 
-    #[test]
-    fn the_page_and_its_files_carry_a_strict_policy() {
-        let page = serve(&event(include_str!("../fixtures/page.json"), &[]));
+    #[tokio::test]
+    async fn the_page_and_its_files_carry_a_strict_policy() {
+        let page = serve(&event(include_str!("../fixtures/page.json"), &[])).await;
         assert_eq!(page.status(), 200);
         assert_eq!(
             page.headers()[header::CONTENT_TYPE],
@@ -216,7 +236,8 @@ mod tests {
             let asset = serve(&event(
                 &include_str!("../fixtures/asset.json").replace("{{ASSET}}", name),
                 &[],
-            ));
+            ))
+            .await;
             assert_eq!(asset.status(), 200, "{name}");
             assert_eq!(asset.headers()[header::CONTENT_TYPE], *content_type);
             assert_eq!(text(&asset), *bytes);
@@ -224,7 +245,8 @@ mod tests {
         let missing = serve(&event(
             &include_str!("../fixtures/asset.json").replace("{{ASSET}}", "secrets.json"),
             &[],
-        ));
+        ))
+        .await;
         assert_eq!(missing.status(), 404);
         for response in [&page, &missing] {
             let headers = response.headers();
@@ -237,17 +259,18 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_stage_asked_for_without_its_slash_is_sent_to_it_with_one() {
+    #[tokio::test]
+    async fn a_stage_asked_for_without_its_slash_is_sent_to_it_with_one() {
         let page = include_str!("../fixtures/page.json");
-        let bare = serve(&event(&page.replace("\"/Prod/\"", "\"/Prod\""), &[]));
+        let bare = serve(&event(&page.replace("\"/Prod/\"", "\"/Prod\""), &[])).await;
         assert_eq!(bare.status(), 308);
         assert_eq!(bare.headers()[header::LOCATION], "/Prod/");
         for odd in ["//evil.example", "/\\\\evil.example", "evil.example"] {
             let page = serve(&event(
                 &page.replace("\"/Prod/\"", &format!("\"{odd}\"")),
                 &[],
-            ));
+            ))
+            .await;
             assert_eq!(page.status(), 200, "{odd} is no place to send anyone");
         }
     }

@@ -78,6 +78,9 @@ error_codes! {
     InvalidLeakReport = "invalid_leak_report", BAD_REQUEST;
     /// A `source_ip` is not an IPv4 or IPv6 address.
     InvalidSourceIp = "invalid_source_ip", BAD_REQUEST;
+    /// A person's sign-in came back unlike it left (its `state` or `nonce`), or the identity
+    /// provider refused it; the console shows it, no route answers it.
+    SignInFailed = "sign_in_failed", BAD_REQUEST;
     /// An expiry is not a future RFC 3339 time.
     InvalidExpiresAt = "invalid_expires_at", BAD_REQUEST;
     /// A page's limit is not from 1 to 100.
@@ -111,6 +114,8 @@ error_codes! {
     ExpiredToken = "expired_token", UNAUTHORIZED;
     /// A person's token is not valid yet (by more than 60 s).
     TokenNotYetValid = "token_not_yet_valid", UNAUTHORIZED;
+    /// The console's session was asked for without a signed-in person's cookie.
+    NotSignedIn = "not_signed_in", UNAUTHORIZED;
     /// The example backend was called without keyward's authorizer in front of it.
     MissingAuthorizerContext = "missing_authorizer_context", UNAUTHORIZED;
     /// A person's groups grant no role at all.
@@ -131,6 +136,9 @@ error_codes! {
     KeyNotFound = "key_not_found", NOT_FOUND;
     /// A person named an environment that does not exist (a key's always does).
     EnvironmentNotFound = "environment_not_found", NOT_FOUND;
+    /// People sign in to this deployment's console only with keys: no identity provider is
+    /// configured.
+    PeopleNotConfigured = "people_not_configured", NOT_FOUND;
     /// No route has this path.
     RouteNotFound = "route_not_found", NOT_FOUND;
     /// The route does not take this method.

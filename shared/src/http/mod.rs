@@ -17,12 +17,13 @@ use serde::Serialize;
 pub use body::{json_body, json_body_within};
 pub use error::{ApiError, ErrorCode};
 pub use people::{
-    CLIENT_ID_VAR, GROUPS_CLAIM_VAR, ISSUER_VAR, NoPeople, People, ROLES_VAR, people_from_env,
+    CLIENT_ID_VAR, Finish, GROUPS_CLAIM_VAR, ISSUER_VAR, NoPeople, People, ROLES_VAR, SignIn,
+    SignInStart, SignedIn, people_from_env,
 };
 pub use request::{
-    ATTEMPTS, Caller, Prepare, apply_deciding, apply_prepared, apply_setting, authenticate,
-    authorize_change, authorize_environment, authorize_key, key_from_headers, page_request,
-    query_param, rotation_policy, source_ip,
+    ATTEMPTS, CONSOLE_HEADER, Caller, Prepare, SESSION_COOKIE, apply_deciding, apply_prepared,
+    apply_setting, authenticate, authorize_change, authorize_environment, authorize_key, cookie,
+    key_from_headers, page_request, query_param, rotation_policy, session_from_headers, source_ip,
 };
 pub use view::{KeyView, last_use_after_change, last_use_of};
 

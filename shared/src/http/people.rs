@@ -14,6 +14,65 @@ pub trait People: Send + Sync {
 
     /// The person `token` names, or the `401` (or `503`) that says why not.
     async fn person(&self, token: &str, now: Timestamp) -> Result<Person, ApiError>;
+
+    /// How people sign in to the console, or `None` where only keys do.
+    fn sign_in(&self) -> Option<&dyn SignIn>;
+}
+
+/// The console's sign-in through the identity provider: OpenID Connect's authorization code
+/// flow with PKCE, run by keyward's backend so that no token ever reaches the page's script.
+#[async_trait::async_trait]
+pub trait SignIn: Send + Sync {
+    /// Where to send the browser to sign in, coming back to `redirect_uri`.
+    async fn begin(&self, redirect_uri: &str) -> Result<SignInStart, ApiError>;
+
+    /// The sign-in that `begin` started, finished with the `code` the browser brought back:
+    /// the code exchanged (with the PKCE `verifier`) for an ID token, the token checked, and
+    /// its `nonce` matched against the one sent.
+    async fn finish(&self, finish: Finish<'_>, now: Timestamp) -> Result<SignedIn, ApiError>;
+
+    /// Where to send the browser to end its session at the provider too, coming back to
+    /// `return_to`; `None` where the provider publishes no `end_session_endpoint`.
+    async fn end_session(&self, id_token: &str, return_to: &str) -> Option<String>;
+}
+
+/// A sign-in begun: where the browser goes, and the secrets its return must match, which
+/// stay in the browser's cookie, out of the page's reach.
+#[derive(Debug)]
+pub struct SignInStart {
+    /// The provider's authorization endpoint, with this sign-in's parameters.
+    pub url: String,
+    /// Sent, and expected back unchanged: the return belongs to this browser's sign-in.
+    pub state: String,
+    /// Sent, and expected in the ID token: the token was issued for this sign-in.
+    pub nonce: String,
+    /// PKCE's secret: only its SHA-256 is sent, and the code is worth nothing without it.
+    pub verifier: String,
+}
+
+/// What the browser brought back, and what its sign-in kept.
+#[derive(Debug, Clone, Copy)]
+pub struct Finish<'a> {
+    /// The authorization code.
+    pub code: &'a str,
+    /// The redirect URI the sign-in began with.
+    pub redirect_uri: &'a str,
+    /// The sign-in's PKCE verifier.
+    pub verifier: &'a str,
+    /// The sign-in's nonce.
+    pub nonce: &'a str,
+}
+
+/// A finished sign-in: the ID token that the session's cookie holds, whom it names, and
+/// when it expires (its `exp`).
+#[derive(Debug)]
+pub struct SignedIn {
+    /// The ID token, checked.
+    pub id_token: String,
+    /// The person it names.
+    pub person: Person,
+    /// Its `exp`, in seconds since the epoch.
+    pub expires_at: i64,
 }
 
 /// Where no identity provider is configured: every token is checked as a key.
@@ -30,6 +89,10 @@ impl People for NoPeople {
             super::ErrorCode::InvalidApiKey,
             "the key is not valid",
         ))
+    }
+
+    fn sign_in(&self) -> Option<&dyn SignIn> {
+        None
     }
 }
 

@@ -33,6 +33,38 @@ pub fn key_from_headers(headers: &HeaderMap) -> Option<&str> {
         .filter(|k| !k.is_empty())
 }
 
+/// The cookie that holds a signed-in person's ID token: `__Host-` so that only this host,
+/// over HTTPS, can set it, `HttpOnly` so that no script reads it, `SameSite=Strict` so that
+/// no other site's request carries it.
+pub const SESSION_COOKIE: &str = "__Host-keyward-session";
+
+/// The header the console sends with every call: the session's cookie is read only from a
+/// request that carries it, which no other site's page can send without a CORS preflight,
+/// and keyward answers none.
+pub const CONSOLE_HEADER: &str = "x-keyward-console";
+
+/// The value of the cookie `name` in `headers`, if it is there.
+pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all("cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (key, value) = pair.trim().split_once('=')?;
+            (key == name).then_some(value.trim())
+        })
+        .filter(|v| !v.is_empty())
+}
+
+/// The person's token that the console's session presents: its cookie, on a request that
+/// carries [`CONSOLE_HEADER`], and only if it is shaped as a JWT. It is never a key: keyward
+/// sets that cookie only to an ID token.
+pub fn session_from_headers(headers: &HeaderMap) -> Option<&str> {
+    headers.get(CONSOLE_HEADER)?;
+    cookie(headers, SESSION_COOKIE).filter(|t| t.matches('.').count() == 2)
+}
+
 /// The address a request came from, as API Gateway saw it: `requestContext.identity.sourceIp`
 /// on a REST API, `requestContext.http.sourceIp` on an HTTP API (and the peer's address on
 /// `keyward serve`, which puts it there). Never `X-Forwarded-For`, which the caller writes.
@@ -263,7 +295,10 @@ pub async fn authenticate(
     now: Timestamp,
 ) -> Result<Caller, ApiError> {
     let token = key_from_headers(req.headers());
-    if let Some(token) = token.filter(|t| context.people.takes(t)) {
+    let person = token
+        .or_else(|| session_from_headers(req.headers()))
+        .filter(|t| context.people.takes(t));
+    if let Some(token) = person {
         let person = context.people.person(token, now).await?;
         tracing::Span::current().record("caller", person.sub.as_str());
         if person.grants.is_empty() {

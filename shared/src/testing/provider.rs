@@ -1,6 +1,7 @@
 //! A real OpenID provider on loopback for the tests of people's sign-in: oidc-provider-mock
-//! (Authlib's authorization server behind a login form), which the test command installs and
-//! names in `KEYWARD_TEST_OIDC_PROVIDER`. Each test starts its own, on a free port, and it is
+//! (Authlib's authorization server behind a login form), with PKCE enforced
+//! (tests/oidc/pkce_provider.py), which the test command installs and names in
+//! `KEYWARD_TEST_OIDC_PROVIDER`. Each test starts its own, on a free port, and it is
 //! stopped when the test drops it. Tokens come from it the way a browser gets them: the
 //! person is set up, authorizes on the form, and the code is exchanged for tokens.
 
@@ -67,6 +68,30 @@ impl Provider {
     /// An ID token for keyward's `client_id`, for the person `sub` with these claims (email,
     /// name, groups), got through the authorization code flow.
     pub fn token(&self, client_id: &str, sub: &str, claims: &Value) -> String {
+        self.set_person(sub, claims);
+        let authorize = format!(
+            "{}/oauth2/authorize?client_id={client_id}&redirect_uri={REDIRECT_URI}&response_type=code&scope=openid%20profile%20email&state=s&nonce=n",
+            self.issuer
+        );
+        let back = self.authorize(&authorize, sub);
+        let code = back
+            .split("code=")
+            .nth(1)
+            .and_then(|rest| rest.split('&').next())
+            .expect("the redirect carries a code")
+            .to_owned();
+        let exchange = format!(
+            "grant_type=authorization_code&code={code}&redirect_uri={REDIRECT_URI}&client_id={client_id}&client_secret=unused"
+        );
+        let form = "application/x-www-form-urlencoded";
+        let (status, _, body) = self.send("POST", "/oauth2/token", form, &exchange);
+        assert_eq!(status, 200, "the code is exchanged: {body}");
+        let tokens: Value = serde_json::from_str(&body).expect("tokens as JSON");
+        tokens["id_token"].as_str().expect("an ID token").to_owned()
+    }
+
+    /// Sets up the person `sub` with these claims, as the provider will sign them in.
+    pub fn set_person(&self, sub: &str, claims: &Value) {
         let (status, _, body) = self.send(
             "PUT",
             &format!("/users/{sub}"),
@@ -74,26 +99,25 @@ impl Provider {
             &claims.to_string(),
         );
         assert_eq!(status, 204, "the person is set up: {body}");
-        let authorize = format!(
-            "/oauth2/authorize?client_id={client_id}&redirect_uri={REDIRECT_URI}&response_type=code&scope=openid%20profile%20email&state=s&nonce=n"
-        );
+    }
+
+    /// The person `sub` authorizes on the provider's form at `authorize_url` (its
+    /// authorization endpoint, with a client's query): where the provider sends the browser
+    /// back, with the code or the error.
+    pub fn authorize(&self, authorize_url: &str, sub: &str) -> String {
+        let target = authorize_url
+            .strip_prefix(self.issuer.as_str())
+            .expect("the provider's own authorization endpoint");
         let form = "application/x-www-form-urlencoded";
-        let (status, head, body) = self.send("POST", &authorize, form, &format!("sub={sub}"));
+        let (status, head, body) = self.send("POST", target, form, &format!("sub={sub}"));
         assert_eq!(status, 302, "the person authorizes: {body}");
-        let code = head
-            .lines()
-            .find(|l| l.to_ascii_lowercase().starts_with("location:"))
-            .and_then(|l| l.split("code=").nth(1))
-            .and_then(|rest| rest.split('&').next())
-            .expect("the redirect carries a code")
-            .to_owned();
-        let exchange = format!(
-            "grant_type=authorization_code&code={code}&redirect_uri={REDIRECT_URI}&client_id={client_id}&client_secret=unused"
-        );
-        let (status, _, body) = self.send("POST", "/oauth2/token", form, &exchange);
-        assert_eq!(status, 200, "the code is exchanged: {body}");
-        let tokens: Value = serde_json::from_str(&body).expect("tokens as JSON");
-        tokens["id_token"].as_str().expect("an ID token").to_owned()
+        head.lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("location")
+                    .then(|| value.trim().to_owned())
+            })
+            .expect("the provider sends the browser back")
     }
 
     /// The provider's published keys, as its JWKS serves them.
