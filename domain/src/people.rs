@@ -42,10 +42,7 @@ impl Grants {
     /// The grants by environment, `*` for every environment's, each named one with every
     /// environment's added: what the console's environment switcher offers.
     pub fn listed(&self) -> BTreeMap<&str, Scopes> {
-        let everywhere = Some((ANY_ENVIRONMENT, self.everywhere.clone()));
-        everywhere
-            .filter(|(_, scopes)| scopes.iter().next().is_some())
-            .into_iter()
+        std::iter::once((ANY_ENVIRONMENT, self.everywhere.clone()))
             .chain(
                 self.by_environment
                     .keys()

@@ -10,6 +10,7 @@
 //! `exp` and `nbf`, against the request's `now`, with 60 s of skew.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -27,6 +28,9 @@ mod sign_in;
 
 /// The groups claim when none is named; Cognito's is `cognito:groups`.
 pub const DEFAULT_GROUPS_CLAIM: &str = "groups";
+
+/// How long a fetched discovery document is used.
+const DISCOVERY_KEPT_FOR: Duration = Duration::from_secs(3600);
 
 /// How far a token's `exp` and `nbf` may be off.
 const SKEW_SECONDS: i64 = 60;
@@ -94,6 +98,9 @@ impl OidcSettings {
 pub struct Oidc {
     settings: OidcSettings,
     keys: PublishedKeys<Jwk>,
+    /// The discovery document as last fetched, and when: every sign-in and every fetch of the
+    /// keys reads it, and it changes about never.
+    discovered: std::sync::Mutex<Option<(Instant, Value)>>,
 }
 
 impl Oidc {
@@ -103,11 +110,17 @@ impl Oidc {
         Ok(Self {
             settings,
             keys: PublishedKeys::new(discovery),
+            discovered: std::sync::Mutex::new(None),
         })
     }
 
-    /// The issuer's discovery document, which must name this issuer.
+    /// The issuer's discovery document, which must name this issuer; fetched again an hour
+    /// after it was.
     async fn discovery(&self) -> Result<Value, FetchError> {
+        let kept = self.discovered.lock().ok().and_then(|kept| kept.clone());
+        if let Some((_, discovery)) = kept.filter(|(at, _)| at.elapsed() < DISCOVERY_KEPT_FOR) {
+            return Ok(discovery);
+        }
         let url = self.keys.url();
         let discovery: Value = serde_json::from_slice(&get(url).await?)
             .map_err(|_| FetchError::new(url, "the discovery document is not JSON"))?;
@@ -116,6 +129,9 @@ impl Oidc {
                 url,
                 "the discovery document names another issuer",
             ));
+        }
+        if let Ok(mut kept) = self.discovered.lock() {
+            *kept = Some((Instant::now(), discovery.clone()));
         }
         Ok(discovery)
     }
@@ -497,6 +513,9 @@ mod issued {
         assert_eq!(code(oidc.check(&first, at(now)).await), "accepted");
         assert_eq!(code(oidc.check(&first, at(now)).await), "accepted");
         assert_eq!(issuer.fetches(), 1, "kept keys are not fetched again");
+        // The discovery document is kept for an hour: were it fetched again for the next
+        // fetch of the keys, this one would refuse them.
+        issuer.publish_discovery(json!({"issuer": "https://elsewhere.example.com", "jwks_uri": format!("{}/jwks", issuer.issuer)}));
         issuer.rotate("k2");
         let rotated = issuer.sign(&claims);
         assert_eq!(

@@ -5,7 +5,7 @@ switches environment, rotates a key, and finds their own name in the activity lo
 import json
 import tempfile
 import urllib.request
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 from playwright.sync_api import expect
@@ -144,13 +144,33 @@ def test_a_person_without_a_role_is_told_so_and_can_sign_out(page):
     expect(page.get_by_role("link", name="Sign in with your identity provider")).to_be_visible()
 
 
-def test_a_callback_that_is_not_this_browsers_sign_in_signs_no_one_in(page, keyward):
+def test_a_callback_that_is_not_this_browsers_sign_in_signs_no_one_in(page, keyward, provider):
     page.goto(keyward.url + "console/callback?code=made-up&state=made-up")
     expect(page.get_by_role("alert")).to_contain_text("The sign-in did not complete")
     assert session_cookie(page) == []
-    # A sign-in started here, then a callback with another state: refused before any exchange.
-    page.get_by_role("link", name="Sign in with your identity provider").click()
-    expect(page.get_by_role("button", name="dana", exact=True)).to_be_visible()
-    page.goto(keyward.url + "console/callback?code=made-up&state=another")
+    # A sign-in started here, and the provider's real code sent back with another state: the
+    # provider's redirect to the callback is rewritten on its way to the browser.
+    def another_state(route):
+        if route.request.method != "POST":
+            return route.continue_()
+        answer = route.fetch(max_redirects=0)
+        back = urlsplit(answer.headers["location"])
+        query = parse_qs(back.query)
+        assert query["code"][0]
+        query["state"] = ["another"]
+        location = back._replace(query=urlencode(query, doseq=True)).geturl()
+        route.fulfill(response=answer, headers={**answer.headers, "location": location})
+
+    authorize = f"{provider.issuer}/oauth2/authorize?"
+
+    def at_authorize(url):
+        return url.startswith(authorize)
+
+    page.route(at_authorize, another_state)
+    sign_in_as(page, "dana")
     expect(page.get_by_role("alert")).to_contain_text("unlike it left. Try again (sign_in_failed).")
     assert session_cookie(page) == []
+    # The same, untouched, signs Dana in: the refusal was the state's.
+    page.unroute(at_authorize)
+    sign_in_as(page, "dana")
+    expect(page.locator(".who")).to_contain_text("Signed in as dana@example.com")

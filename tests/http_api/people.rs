@@ -275,6 +275,26 @@ fn the_consoles_session_cookie_is_taken_only_with_the_consoles_header() {
     assert_eq!(alone.code(), "missing_api_key");
     let session = server.send("GET", "/v1/session", &[("cookie", cookie.as_str())], b"");
     assert_eq!(session.code(), "not_signed_in");
+    // A request's own credential comes first: a key beside the cookie acts as the key, and
+    // any Authorization header, even one that is no bearer, keeps the cookie out.
+    let nobody = person(&provider, "nobody", &["marketing"]);
+    let nobodys = format!("__Host-keyward-session={nobody}");
+    let bearer = format!("Bearer {}", server.default_key);
+    let with_key = [
+        ("cookie", nobodys.as_str()),
+        ("x-keyward-console", "1"),
+        ("authorization", bearer.as_str()),
+    ];
+    assert_eq!(server.send("GET", keys, &with_key, b"").status, 200);
+    let basic = [
+        ("cookie", cookie.as_str()),
+        ("x-keyward-console", "1"),
+        ("authorization", "Basic YWRhOnNlY3JldA=="),
+    ];
+    assert_eq!(
+        server.send("GET", keys, &basic, b"").code(),
+        "missing_api_key"
+    );
     // A key is never taken from the cookie.
     let key_cookie = format!("__Host-keyward-session={}", server.default_key);
     let with_key = [("cookie", key_cookie.as_str()), ("x-keyward-console", "1")];

@@ -21,8 +21,11 @@ pub(crate) enum Shape {
 
 /// What an event asks: the presented key, the method and path, and how to answer.
 pub(crate) struct Ask {
-    /// The presented key, if any.
+    /// The presented key (or a person's token), if any.
     pub(crate) token: Option<String>,
+    /// The console's session, a person's token in its cookie (REST events only: keyward's
+    /// own API is a REST API, and no other API is sent its cookie); never checked as a key.
+    pub(crate) session: Option<String>,
     /// The method asked for, as the ARN or route names it.
     pub(crate) method: String,
     /// The path asked for.
@@ -56,14 +59,6 @@ fn bearer(value: &str) -> &str {
     }
 }
 
-/// What the headers present: a key (or a person's token) in `Authorization` or `x-api-key`,
-/// or else the console's session, a person's token in its cookie.
-fn presented(headers: &lambda_http::http::HeaderMap) -> Option<String> {
-    key_from_headers(headers)
-        .or_else(|| session_from_headers(headers))
-        .map(str::to_owned)
-}
-
 /// Reads an authorizer event of any of the three shapes; any other is `UnknownEvent`.
 pub(crate) fn ask(event: Value) -> Result<Ask, AuthorizerError> {
     let kind = event
@@ -87,7 +82,8 @@ pub(crate) fn ask(event: Value) -> Result<Ask, AuthorizerError> {
                 .and_then(method_and_path)
                 .ok_or(AuthorizerError::UnknownEvent)?;
             Ok(Ask {
-                token: presented(&e.headers),
+                token: key_from_headers(&e.headers).map(str::to_owned),
+                session: None,
                 method,
                 path,
                 source: address(e.request_context.http.source_ip.as_deref()),
@@ -108,6 +104,7 @@ pub(crate) fn ask(event: Value) -> Result<Ask, AuthorizerError> {
                 .map(str::to_owned);
             Ok(Ask {
                 token,
+                session: None,
                 method,
                 path,
                 source: None,
@@ -122,7 +119,8 @@ pub(crate) fn ask(event: Value) -> Result<Ask, AuthorizerError> {
                 method_and_path(&method_arn).ok_or(AuthorizerError::UnknownEvent)?;
             let source = e.request_context.identity.as_ref();
             Ok(Ask {
-                token: presented(&e.headers),
+                token: key_from_headers(&e.headers).map(str::to_owned),
+                session: session_from_headers(&e.headers).map(str::to_owned),
                 method,
                 path,
                 source: address(source.and_then(|i| i.source_ip.as_deref())),

@@ -231,7 +231,12 @@ pub async fn handler(
 ) -> Result<Value, AuthorizerError> {
     let ask = ask(event).inspect_err(|_| tracing::warn!("not an authorizer event"))?;
     let required = config.routes.required(&ask.method, &ask.path);
-    if let Some(token) = ask.token.as_deref().filter(|t| people.takes(t)) {
+    let person = ask
+        .token
+        .as_deref()
+        .filter(|t| people.takes(t))
+        .or_else(|| ask.session.as_deref().filter(|t| people.takes(t)));
+    if let Some(token) = person {
         let checked = people.person(token, now).await;
         return answer_person(config, checked, &ask, required);
     }

@@ -38,6 +38,8 @@ let signInWith = null;
 // Its name (never a token) outlives a reload in sessionStorage.
 let chosen = null;
 const CHOSEN = "keyward.environment";
+// An environment's name, as keyward takes it.
+const ENVIRONMENT = /^[a-z0-9-]{1,32}$/;
 
 function currentEnvironment() {
   const key = signedInKey();
@@ -53,12 +55,21 @@ function signOut(message) {
   else renderSignIn(message);
 }
 
-// Why a person's sign-in came back without them, by the code keyward put in the address.
+// Why a person's sign-in came back without them, by the code keyward put in the address;
+// only keyward's own codes are said, so that a link cannot put words in the page.
+const SIGN_IN_FAILURES = {
+  sign_in_failed: "The sign-in did not complete: the identity provider refused it, or it came back unlike it left. Try again",
+  identity_provider_unavailable: "The identity provider could not be reached. Try again",
+};
+const REFUSED_TOKEN = [
+  "malformed_token", "unsupported_token_algorithm", "invalid_token_issuer", "unknown_token_key",
+  "invalid_token_signature", "invalid_token_audience", "expired_token", "token_not_yet_valid",
+];
+
 function signInFailure(code) {
-  if (!/^[a-z_]{1,40}$/.test(code || "")) return "";
-  if (code === "identity_provider_unavailable") return `The identity provider could not be reached. Try again (${code}).`;
-  if (code === "sign_in_failed") return `The sign-in did not complete: the identity provider refused it, or it came back unlike it left. Try again (${code}).`;
-  return `The identity provider's token was refused (${code}). Try again, or ask an administrator.`;
+  if (Object.hasOwn(SIGN_IN_FAILURES, code)) return `${SIGN_IN_FAILURES[code]} (${code}).`;
+  if (REFUSED_TOKEN.includes(code)) return `The identity provider's token was refused (${code}). Try again, or ask an administrator.`;
+  return "";
 }
 
 function renderPersonSignIn(message, noRole = false) {
@@ -96,7 +107,7 @@ async function findPerson(parts, params) {
     setPerson(found.session);
     const kept = sessionStorage.getItem(CHOSEN);
     const named = namedEnvironments();
-    chosen = kept && (named.includes(kept) || everyEnvironment()) ? kept : named[0] || null;
+    chosen = kept && ENVIRONMENT.test(kept) && (named.includes(kept) || everyEnvironment()) ? kept : named[0] || null;
     return true;
   }
   signInWith = found.people ? "person" : "key";
@@ -121,7 +132,10 @@ function switcher() {
   const named = namedEnvironments();
   const any = everyEnvironment();
   const field = any
-    ? h("input", { id: "env-switch", name: "environment", list: "env-options", value: chosen || "", autocomplete: "off", spellcheck: "false", required: true, size: 14 })
+    ? h("input", {
+      id: "env-switch", name: "environment", list: "env-options", value: chosen || "", autocomplete: "off", spellcheck: "false", required: true, size: 14,
+      pattern: "[a-z0-9\\-]{1,32}", title: "1 to 32 characters of a-z, 0-9 and -",
+    })
     : h("select", { id: "env-switch", name: "environment" }, ...named.map((env) => h("option", { value: env, selected: env === chosen }, env)));
   return h("form", { class: "switch", onsubmit: (event) => { event.preventDefault(); switchTo(field.value.trim()); } },
     h("label", { for: "env-switch" }, "Environment"), field,
@@ -130,7 +144,7 @@ function switcher() {
 }
 
 function switchTo(env) {
-  if (!env) return;
+  if (!ENVIRONMENT.test(env)) return;
   chosen = env;
   sessionStorage.setItem(CHOSEN, env);
   notices.text = `Switched to the environment ${env}.`;
@@ -281,7 +295,7 @@ async function renderKeys() {
     more.disabled = true;
     try {
       const query = `limit=${PAGE}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`;
-      const answer = await api("GET", `/v1/environments/${env}/keys?${query}`);
+      const answer = await api("GET", `/v1/environments/${encodeURIComponent(env)}/keys?${query}`);
       for (const key of answer.keys) body.append(keyRow(key));
       cursor = answer.next_cursor;
       more.hidden = !cursor;
@@ -582,7 +596,7 @@ function createDialog(returnTo) {
         if (every) body.rotation_policy = { every, grace_period: data.get("grace").trim(), secret_id: data.get("secret").trim() };
         submit.disabled = true;
         try {
-          const answer = await held(box, api("POST", `/v1/environments/${env}/keys`, body));
+          const answer = await held(box, api("POST", `/v1/environments/${encodeURIComponent(env)}/keys`, body));
           heading.textContent = `Key “${answer.key.name}” created`;
           form.replaceWith(h("div", {},
             h("p", {}, `Key ${answer.key.id} works now.`),
@@ -700,7 +714,7 @@ async function renderActivity(params) {
   h("button", { type: "submit" }, "Apply filters"));
   const query = new URLSearchParams();
   for (const name of ["action", "key_id"]) if (params.get(name)) query.set(name, params.get(name));
-  const path = `/v1/environments/${env}/activity${query.toString() ? `?${query}` : ""}`;
+  const path = `/v1/environments/${encodeURIComponent(env)}/activity${query.toString() ? `?${query}` : ""}`;
   const list = activityTable(`Activity of ${env}, newest first`, path, true);
   page("Activity", filters, ...list.nodes);
   await list.load();

@@ -33,6 +33,10 @@ const SIGN_IN_COOKIE: &str = "__Host-keyward-sign-in";
 /// How long a sign-in may take, in seconds, from its start to its callback.
 const SIGN_IN_SECONDS: i64 = 600;
 
+/// The longest a session's cookie is kept, in seconds, whatever the ID token's own `exp`: a
+/// working day.
+const MAX_SESSION_SECONDS: i64 = 8 * 3600;
+
 /// The largest `Set-Cookie` value that browsers keep (4096 bytes, name and value), with room
 /// for the attributes.
 const MAX_COOKIE_BYTES: usize = 4000;
@@ -51,6 +55,11 @@ fn console_base(req: &Request, suffix: &str) -> Option<String> {
     if host.is_empty() || !host.chars().all(fits) {
         return None;
     }
+    // `keyward serve` signs people in on loopback only, where a browser takes a `Secure`
+    // cookie over plain HTTP; any other name (a DNS rebinding's among them) is refused.
+    if deployed.is_none() && !is_loopback(host) {
+        return None;
+    }
     let path = context
         .and_then(|c| c.path.as_deref())
         .unwrap_or_else(|| req.uri().path());
@@ -60,6 +69,19 @@ fn console_base(req: &Request, suffix: &str) -> Option<String> {
     }
     let scheme = if deployed.is_some() { "https" } else { "http" };
     Some(format!("{scheme}://{host}{prefix}"))
+}
+
+/// Whether `host` (a `Host` header: a name or an address, and a port) is this machine's
+/// loopback.
+fn is_loopback(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A redirect to `location` (`302` to the issuer, `303` back to the page), setting `cookies`.
@@ -166,7 +188,14 @@ fn back_to_page(base: &str, outcome: Result<SignedIn, ApiError>, now: i64) -> Re
         Ok(signed_in) => signed_in,
         Err(e) => return failed_to_page(base, &e),
     };
-    let lasts = (signed_in.expires_at - now).max(0);
+    let lasts = (signed_in.expires_at - now).min(MAX_SESSION_SECONDS);
+    if lasts <= 0 {
+        let e = ApiError::new(
+            ErrorCode::SignInFailed,
+            "the identity provider's ID token expires as it is issued",
+        );
+        return failed_to_page(base, &e);
+    }
     let session = set_cookie(SESSION_COOKIE, &signed_in.id_token, lasts, "Strict");
     if session.len() > MAX_COOKIE_BYTES {
         let e = ApiError::new(
@@ -197,22 +226,27 @@ fn failed_to_page(base: &str, e: &ApiError) -> Response<Body> {
 }
 
 /// `GET /console/sign-out`: the session's cookie dropped, and the browser sent to end its
-/// session at the issuer, or else back to the page. A navigation from another site carries
-/// no strict cookie, so it can only drop a cookie it does not see.
+/// session at the issuer, or else back to the page. Only the console's own page signs out: a
+/// browser says where a navigation came from (`Sec-Fetch-Site`), and one from another site
+/// is sent back to the page with its session as it was.
 pub(crate) async fn sign_out(req: &Request, people: &dyn People) -> Response<Body> {
     let Some(base) = console_base(req, "console/sign-out") else {
         return no_host();
     };
-    let back = format!("{base}#/signed-out");
-    let mut location = back.clone();
-    if let (Some(sign_in), Some(token)) = (people.sign_in(), cookie(req.headers(), SESSION_COOKIE))
-        && let Some(end) = sign_in.end_session(token, &base).await
-    {
-        location = end;
+    let from = req
+        .headers()
+        .get("sec-fetch-site")
+        .map(HeaderValue::as_bytes);
+    if from.is_some_and(|site| site != b"same-origin") {
+        return redirect(StatusCode::SEE_OTHER, &format!("{base}#/keys"), &[]);
     }
+    let location = match people.sign_in() {
+        Some(sign_in) => sign_in.end_session(&base).await,
+        None => None,
+    };
     redirect(
         StatusCode::SEE_OTHER,
-        &location,
+        &location.unwrap_or_else(|| format!("{base}#/signed-out")),
         &[drop_cookie(SESSION_COOKIE, "Strict")],
     )
 }
@@ -440,19 +474,32 @@ mod tests {
         let unasked = session_of(&oidc, &[("cookie", &cookie)]).await;
         assert_eq!(json_of(&unasked)["error"]["code"], "not_signed_in");
 
-        let out = sign_out(
-            &get("/console/sign-out", &[], &[("cookie", &cookie)]),
-            &oidc,
-        )
-        .await;
+        // A navigation from another site signs no one out.
+        let elsewhere = [
+            ("cookie", cookie.as_str()),
+            ("sec-fetch-site", "cross-site"),
+        ];
+        let kept = sign_out(&get("/console/sign-out", &[], &elsewhere), &oidc).await;
+        assert_eq!(location(&kept), format!("{BASE}#/keys"));
+        assert!(set_cookie_of(&kept, SESSION_COOKIE).is_none());
+
+        let own = [
+            ("cookie", cookie.as_str()),
+            ("sec-fetch-site", "same-origin"),
+        ];
+        let out = sign_out(&get("/console/sign-out", &[], &own), &oidc).await;
         assert_eq!(out.status(), 303);
         let end = location(&out);
         assert!(
             end.starts_with(&format!("{}/oauth2/end_session?", provider.issuer)),
             "{end}"
         );
+        assert!(
+            !end.contains(token),
+            "the token, good until its exp, is in no URL"
+        );
         let ending = query_of(end);
-        assert_eq!(ending["id_token_hint"], token);
+        assert_eq!(ending["client_id"], CLIENT);
         assert_eq!(ending["post_logout_redirect_uri"], BASE);
         assert!(
             set_cookie_of(&out, SESSION_COOKIE)
@@ -526,7 +573,8 @@ mod tests {
             "an ID token for another nonce",
         );
         let (kept, query) = authorized(&provider, &oidc).await;
-        assert_eq!(call_back(&oidc, &kept, &query).await.status(), 303);
+        let first = call_back(&oidc, &kept, &query).await;
+        assert!(set_cookie_of(&first, SESSION_COOKIE).is_some(), "signed in");
         assert!(
             set_cookie_of(&call_back(&oidc, &kept, &query).await, SESSION_COOKIE).is_none(),
             "a code is exchanged once"
@@ -575,7 +623,21 @@ mod tests {
     #[tokio::test]
     async fn a_host_that_is_no_host_name_is_never_sent_back_to() {
         let (_provider, oidc) = signing_in();
-        for host in ["evil.example/x", "a b", ""] {
+        // On `keyward serve`, only loopback names: a rebinding name points at this machine too.
+        for host in ["127.0.0.1:8080", "localhost:8080", "[::1]:8080"] {
+            let mut req = get("/console/sign-in", &[], &[]);
+            req.headers_mut()
+                .insert(header::HOST, HeaderValue::from_str(host).unwrap());
+            let begun = begin(&req, &oidc).await;
+            assert_eq!(begun.status(), 302, "{host:?}");
+        }
+        for host in [
+            "evil.example/x",
+            "a b",
+            "",
+            "rebound.example.com:8080",
+            "10.0.0.5:8080",
+        ] {
             let mut req = get("/console/sign-in", &[], &[]);
             *req.headers_mut() = HeaderMap::new();
             if !host.is_empty() {

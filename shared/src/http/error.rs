@@ -79,7 +79,8 @@ error_codes! {
     /// A `source_ip` is not an IPv4 or IPv6 address.
     InvalidSourceIp = "invalid_source_ip", BAD_REQUEST;
     /// A person's sign-in came back unlike it left (its `state` or `nonce`), or the identity
-    /// provider refused it; the console shows it, no route answers it.
+    /// provider refused it: the console's callback sends the page this code, and a sign-in
+    /// whose request names no host to come back to answers it.
     SignInFailed = "sign_in_failed", BAD_REQUEST;
     /// An expiry is not a future RFC 3339 time.
     InvalidExpiresAt = "invalid_expires_at", BAD_REQUEST;

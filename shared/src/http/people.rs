@@ -32,13 +32,14 @@ pub trait SignIn: Send + Sync {
     async fn finish(&self, finish: Finish<'_>, now: Timestamp) -> Result<SignedIn, ApiError>;
 
     /// Where to send the browser to end its session at the provider too, coming back to
-    /// `return_to`; `None` where the provider publishes no `end_session_endpoint`.
-    async fn end_session(&self, id_token: &str, return_to: &str) -> Option<String>;
+    /// `return_to`; `None` where the provider publishes no `end_session_endpoint`. It names
+    /// keyward's client, never the ID token (`id_token_hint`): the token is still good until
+    /// its `exp`, and a URL ends up in the browser's history and the provider's logs.
+    async fn end_session(&self, return_to: &str) -> Option<String>;
 }
 
 /// A sign-in begun: where the browser goes, and the secrets its return must match, which
-/// stay in the browser's cookie, out of the page's reach.
-#[derive(Debug)]
+/// stay in the browser's cookie, out of the page's reach. No `Debug`: it holds them.
 pub struct SignInStart {
     /// The provider's authorization endpoint, with this sign-in's parameters.
     pub url: String,
@@ -50,8 +51,9 @@ pub struct SignInStart {
     pub verifier: String,
 }
 
-/// What the browser brought back, and what its sign-in kept.
-#[derive(Debug, Clone, Copy)]
+/// What the browser brought back, and what its sign-in kept. No `Debug`: it holds the code
+/// and the verifier.
+#[derive(Clone, Copy)]
 pub struct Finish<'a> {
     /// The authorization code.
     pub code: &'a str,
@@ -64,8 +66,7 @@ pub struct Finish<'a> {
 }
 
 /// A finished sign-in: the ID token that the session's cookie holds, whom it names, and
-/// when it expires (its `exp`).
-#[derive(Debug)]
+/// when it expires (its `exp`). No `Debug`: it holds the token.
 pub struct SignedIn {
     /// The ID token, checked.
     pub id_token: String,

@@ -57,12 +57,16 @@ pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .filter(|v| !v.is_empty())
 }
 
-/// The person's token that the console's session presents: its cookie, on a request that
-/// carries [`CONSOLE_HEADER`], and only if it is shaped as a JWT. It is never a key: keyward
-/// sets that cookie only to an ID token.
+/// What the console's session presents: its cookie, on a request that carries
+/// [`CONSOLE_HEADER`] and no credential of its own (no `Authorization`, no `x-api-key`). It
+/// is only ever checked as a person's token, never as a key: keyward sets that cookie only to
+/// an ID token, and the caller passes it to the People port alone.
 pub fn session_from_headers(headers: &HeaderMap) -> Option<&str> {
-    headers.get(CONSOLE_HEADER)?;
-    cookie(headers, SESSION_COOKIE).filter(|t| t.matches('.').count() == 2)
+    let own = headers.contains_key("authorization") || headers.contains_key("x-api-key");
+    if own || !headers.contains_key(CONSOLE_HEADER) {
+        return None;
+    }
+    cookie(headers, SESSION_COOKIE)
 }
 
 /// The address a request came from, as API Gateway saw it: `requestContext.identity.sourceIp`
@@ -295,9 +299,11 @@ pub async fn authenticate(
     now: Timestamp,
 ) -> Result<Caller, ApiError> {
     let token = key_from_headers(req.headers());
+    // The session's cookie goes to the People port alone: a value it does not take is no
+    // credential, and never a key.
     let person = token
-        .or_else(|| session_from_headers(req.headers()))
-        .filter(|t| context.people.takes(t));
+        .filter(|t| context.people.takes(t))
+        .or_else(|| session_from_headers(req.headers()).filter(|t| context.people.takes(t)));
     if let Some(token) = person {
         let person = context.people.person(token, now).await?;
         tracing::Span::current().record("caller", person.sub.as_str());

@@ -128,7 +128,7 @@ impl SignIn for Oidc {
         })
     }
 
-    async fn end_session(&self, id_token: &str, return_to: &str) -> Option<String> {
+    async fn end_session(&self, return_to: &str) -> Option<String> {
         let discovery = self.discovery().await.ok()?;
         let endpoint = https_url(
             "end_session_endpoint",
@@ -138,7 +138,6 @@ impl SignIn for Oidc {
         Some(with_query(
             &endpoint,
             &[
-                ("id_token_hint", id_token),
                 ("post_logout_redirect_uri", return_to),
                 ("client_id", &self.settings.client_id),
             ],
