@@ -280,6 +280,25 @@ fn rest(method: &str, resource: &str, params: &[(&str, &str)], key: &str, body: 
     event.to_string()
 }
 
+/// `event` (a REST request or a REQUEST authorizer event) as the console sends it for a
+/// signed-in person: no key of its own, the session's cookie, and the console's header.
+fn from_console(event: &str, token: &str) -> String {
+    let mut event: Value = serde_json::from_str(event).unwrap();
+    let cookie = format!("{}={token}", keyward::http::SESSION_COOKIE);
+    for headers in ["headers", "multiValueHeaders"] {
+        if let Some(headers) = event[headers].as_object_mut() {
+            headers.retain(|name, _| !name.eq_ignore_ascii_case("authorization"));
+        }
+    }
+    event["headers"]["Cookie"] = json!(cookie);
+    event["headers"][keyward::http::CONSOLE_HEADER] = json!("1");
+    if event["multiValueHeaders"].is_object() {
+        event["multiValueHeaders"]["Cookie"] = json!([cookie]);
+        event["multiValueHeaders"][keyward::http::CONSOLE_HEADER] = json!(["1"]);
+    }
+    event.to_string()
+}
+
 /// A REQUEST authorizer event for `method path` carrying `key`.
 fn authorizer_request(method: &str, path: &str, key: &str) -> String {
     include_str!("../functions/authorizer/fixtures/request.json")
@@ -419,6 +438,15 @@ async fn every_packaged_function_starts_and_answers_as_the_template_wires_it() {
         person[0]
     );
     assert_eq!(person[1]["errorMessage"], "Unauthorized", "{}", person[1]);
+    // The console's session: the cookie alone, beside the console's header.
+    let session = deployed.invoke(
+        "ApiAuthorizer",
+        &[from_console(
+            &authorizer_request("POST", "/v1/environments/production/keys", "unused"),
+            &ada,
+        )],
+    );
+    assert_eq!(session[0]["context"]["person"], "ada", "{}", session[0]);
     ran("ApiAuthorizer");
 
     let keys = "/v1/environments/{env}/keys";
@@ -641,6 +669,21 @@ async fn every_packaged_function_starts_and_answers_as_the_template_wires_it() {
         activity["entries"][0]["actor"],
         json!({"type": "user", "id": "ada", "name": "ada@example.com"})
     );
+    // The same from the console: the function reads the session's cookie.
+    deployed.answer(
+        "CreateKey",
+        from_console(
+            &rest(
+                "POST",
+                keys,
+                &env_param,
+                "",
+                json!({"name": "ada's, from the console"}),
+            ),
+            &ada,
+        ),
+        201,
+    );
     ran("KeyActivity");
     deployed.answer(
         "EnvironmentActivity",
@@ -806,6 +849,34 @@ async fn every_packaged_function_starts_and_answers_as_the_template_wires_it() {
     assert_eq!(
         format["prefix"], KEY_PREFIX,
         "the template's KeyPrefix, as the function reads it: {format}"
+    );
+    // People sign in to the console through the stack's issuer, and back to its stage.
+    let session = deployed.answer(
+        "Console",
+        from_console(&rest("GET", "/v1/session", &[], "", Value::Null), &ada),
+        200,
+    );
+    assert_eq!(session["person"]["id"], "ada", "{session}");
+    let sign_in = deployed.invoke(
+        "Console",
+        &[rest(
+            "GET",
+            "/console/{asset}",
+            &[("asset", "sign-in")],
+            "",
+            Value::Null,
+        )],
+    );
+    assert_eq!(sign_in[0]["statusCode"], 302, "{}", sign_in[0]);
+    let location = sign_in[0]["multiValueHeaders"]["location"][0]
+        .as_str()
+        .or(sign_in[0]["headers"]["location"].as_str())
+        .unwrap_or_default();
+    assert!(
+        location.starts_with(&format!("{}/oauth2/authorize?", provider.issuer))
+            && location.contains("%2Fprod%2Fconsole%2Fcallback"),
+        "{}",
+        sign_in[0]
     );
     ran("Console");
     let hello = deployed.invoke(
