@@ -54,7 +54,7 @@ pub fn https_url(name: &str, url: &str) -> Result<Uri, String> {
 
 /// Why published keys could not be had; the cause is for the log.
 #[derive(Debug, thiserror::Error)]
-#[error("the keys published at {url} could not be fetched: {why}")]
+#[error("the request to {url} failed: {why}")]
 pub struct FetchError {
     url: String,
     why: String,
@@ -120,13 +120,30 @@ async fn send(
             .map_err(|e| failed(e.to_string()))?
             .to_bytes();
         if !status.is_success() {
-            return Err(failed(format!("it answered {status}")));
+            return Err(failed(format!(
+                "it answered {status}{}",
+                oauth_error(&body)
+            )));
         }
         Ok(body)
     };
     tokio::time::timeout(FETCH_TIMEOUT, exchange)
         .await
         .map_err(|_| failed(format!("no answer within {FETCH_TIMEOUT:?}")))?
+}
+
+/// The OAuth error code (RFC 6749 §5.2) of a refusal's JSON body, such as `invalid_grant`,
+/// as ` (code)` for the log: only a short word of its shape, never the body's other text.
+fn oauth_error(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_owned))
+        .filter(|code| {
+            (1..=40).contains(&code.len())
+                && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+        })
+        .map(|code| format!(" ({code})"))
+        .unwrap_or_default()
 }
 
 /// The keys fetched, by identifier, and when.

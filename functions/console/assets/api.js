@@ -141,7 +141,8 @@ export async function api(method, path, body, key = signedInKey()) {
     keyFailed(`Your key no longer works (${failure.code}: ${failure.message}). Sign in with another key.`);
   } else if (response.status === 401 && !key && person) {
     person = null;
-    keyFailed(`Your session has ended (${failure.code}: ${failure.message}). Sign in again.`);
+    // On AWS the gateway's own 401 speaks of keys: a person is told one thing.
+    keyFailed(`Your session has ended (${failure.code}). Sign in again.`);
   }
   throw failure;
 }

@@ -77,7 +77,7 @@ function renderPersonSignIn(message, noRole = false) {
   document.getElementById("announce").textContent = "";
   const section = h("section", { class: "signin", "aria-labelledby": "signin-title" },
     h("h2", { id: "signin-title" }, "Sign in"),
-    h("p", {}, "Sign in with your organization's account. Your session is kept in a cookie that this page cannot read, and ends when you sign out."),
+    h("p", {}, "Sign in with your organization's account. Your session is kept in a cookie that this page cannot read. Signing out removes it from this browser, and asks your identity provider to end its own."),
     h("div", { class: "alert", role: "alert" }, message || ""),
     h("div", { class: "actions bar" }, noRole
       ? h("a", { class: "button", href: "console/sign-out" }, "Sign out")

@@ -529,6 +529,43 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_sessions_cookie_lasts_as_the_token_does_at_most_eight_hours_and_never_not_at_all() {
+        let now = 1_800_000_000;
+        let signed_in = |lasts: i64, token: &str| SignedIn {
+            id_token: token.to_owned(),
+            person: keyward::domain::Person {
+                sub: "dana".into(),
+                name: None,
+                grants: Default::default(),
+            },
+            expires_at: now + lasts,
+        };
+        let max_age = |back: &Response<Body>| {
+            let set = set_cookie_of(back, SESSION_COOKIE).expect("a session");
+            set.split("Max-Age=")
+                .nth(1)
+                .unwrap()
+                .split(';')
+                .next()
+                .unwrap()
+                .to_owned()
+        };
+        let hour = back_to_page(BASE, Ok(signed_in(3600, "a.b.c")), now);
+        assert_eq!(max_age(&hour), "3600");
+        let day = back_to_page(BASE, Ok(signed_in(24 * 3600, "a.b.c")), now);
+        assert_eq!(max_age(&day), "28800", "eight hours at most");
+        refused(
+            &back_to_page(BASE, Ok(signed_in(0, "a.b.c")), now),
+            "a token that expires as it is issued",
+        );
+        let huge = format!("a.{}.c", "b".repeat(MAX_COOKIE_BYTES));
+        refused(
+            &back_to_page(BASE, Ok(signed_in(3600, &huge)), now),
+            "a token too large for a cookie",
+        );
+    }
+
     #[tokio::test]
     async fn a_callback_unlike_its_sign_in_signs_no_one_in() {
         let (provider, oidc) = signing_in();
