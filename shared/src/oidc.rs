@@ -139,14 +139,9 @@ impl Oidc {
     /// The issuer's keys by `kid`, from the `jwks_uri` its discovery document names; a key
     /// without a `kid`, or the only key, is also kept under `""` for tokens that name none.
     async fn fetch(&self) -> Result<HashMap<String, Jwk>, FetchError> {
-        let discovery_url = self.keys.url();
         let discovery = self.discovery().await?;
-        let jwks_uri = discovery["jwks_uri"]
-            .as_str()
-            .ok_or_else(|| FetchError::new(discovery_url, "the discovery document has no jwks_uri"))
-            .and_then(|uri| {
-                https_url("jwks_uri", uri).map_err(|why| FetchError::new(discovery_url, why))
-            })?;
+        let jwks_uri = named_endpoint(&discovery, "jwks_uri")
+            .map_err(|why| FetchError::new(self.keys.url(), why))?;
         let set: Value = serde_json::from_slice(&get(&jwks_uri).await?)
             .map_err(|_| FetchError::new(&jwks_uri, "the JWKS is not JSON"))?;
         let usable: Vec<Jwk> = set["keys"]
@@ -298,6 +293,15 @@ impl Oidc {
             grants: self.settings.roles.grants(&groups),
         })
     }
+}
+
+/// The endpoint `name` of a discovery document, held to [`https_url`]'s rule; the error says
+/// why not.
+fn named_endpoint(discovery: &Value, name: &str) -> Result<hyper::Uri, String> {
+    let url = discovery[name]
+        .as_str()
+        .ok_or_else(|| format!("the discovery document has no {name}"))?;
+    https_url(name, url)
 }
 
 /// One part of a JWT, decoded: a JSON object, or nothing.

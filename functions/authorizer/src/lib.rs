@@ -33,7 +33,7 @@ pub use routes::{Requirement, RouteScopes};
 
 use keyward::check::{Checked, Needs, Outcome, check_presented};
 use keyward::domain::{EnvName, Key, Person, Scope, Timestamp, Verdict};
-use keyward::http::People;
+use keyward::http::{People, person_token};
 use keyward::metrics;
 use keyward::store::{KeyLookup, StoreError};
 use keyward::usage::Counter;
@@ -231,12 +231,7 @@ pub async fn handler(
 ) -> Result<Value, AuthorizerError> {
     let ask = ask(event).inspect_err(|_| tracing::warn!("not an authorizer event"))?;
     let required = config.routes.required(&ask.method, &ask.path);
-    let person = ask
-        .token
-        .as_deref()
-        .filter(|t| people.takes(t))
-        .or_else(|| ask.session.as_deref().filter(|t| people.takes(t)));
-    if let Some(token) = person {
+    if let Some(token) = person_token(people, ask.token.as_deref(), ask.session.as_deref()) {
         let checked = people.person(token, now).await;
         return answer_person(config, checked, &ask, required);
     }

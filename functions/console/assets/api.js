@@ -41,18 +41,36 @@ export function setPerson(session) {
  * they sign in with keys. A refusal (no role, an unreachable provider) is thrown as ApiError.
  */
 export async function loadSession() {
+  const { response, json } = await exchange("v1/session", { headers: { "x-keyward-console": "1" }, cache: "no-store" });
+  if (response.ok && json) return { session: json };
+  const failure = refusal(response, json);
+  if (response.status === 404 && failure.code === "people_not_configured") return { people: false };
+  if (response.status === 401) return { people: true };
+  throw failure;
+}
+
+/**
+ * One request to keyward at `path`: its answer, and the answer's JSON (`null` when it is
+ * none) with every string's hidden characters shown. An unreachable keyward is thrown.
+ */
+async function exchange(path, init) {
   let response;
   try {
-    response = await fetch(new URL("v1/session", BASE), { headers: { "x-keyward-console": "1" }, cache: "no-store" });
+    response = await fetch(new URL(path.replace(/^\//, ""), BASE), init);
   } catch {
     throw new ApiError(0, "unreachable", "keyward could not be reached. Check your connection and try again.");
   }
-  const json = await response.json().catch(() => null);
-  if (response.ok && json) return { session: revealHidden(json) };
+  return { response, json: revealHidden(await response.json().catch(() => null)) };
+}
+
+/** The refusal that an answer's status and error body say, as ApiError. */
+function refusal(response, json) {
   const error = json && json.error ? json.error : {};
-  if (response.status === 404 && error.code === "people_not_configured") return { people: false };
-  if (response.status === 401) return { people: true };
-  throw new ApiError(response.status, error.code || `http_${response.status}`, error.message || `keyward answered ${response.status}.`);
+  return new ApiError(
+    response.status,
+    error.code || `http_${response.status}`,
+    error.message || (json && json.message) || `keyward answered ${response.status}.`,
+  );
 }
 
 // What happens when the signed-in key stops working: the page registers its sign-out.
@@ -70,13 +88,7 @@ let format = null;
 /** Reads the deployment's key format, once; it needs no key. */
 export async function loadKeyFormat() {
   if (format) return format;
-  let response;
-  try {
-    response = await fetch(new URL("v1/token-format", BASE));
-  } catch {
-    throw new ApiError(0, "unreachable", "keyward could not be reached. Check your connection and try again.");
-  }
-  const json = await response.json().catch(() => null);
+  const { response, json } = await exchange("v1/token-format");
   if (!response.ok || !json || !/^[a-z][a-z0-9]{1,9}$/.test(json.prefix)) {
     throw new ApiError(response.status, `http_${response.status}`, "keyward did not say what its keys look like.");
   }
@@ -121,20 +133,9 @@ export async function api(method, path, body, key = signedInKey()) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
   }
-  let response;
-  try {
-    response = await fetch(new URL(path.replace(/^\//, ""), BASE), init);
-  } catch {
-    throw new ApiError(0, "unreachable", "keyward could not be reached. Check your connection and try again.");
-  }
-  const json = revealHidden(await response.json().catch(() => null));
+  const { response, json } = await exchange(path, init);
   if (response.ok && json) return json;
-  const error = json && json.error ? json.error : {};
-  const failure = new ApiError(
-    response.status,
-    error.code || `http_${response.status}`,
-    error.message || (json && json.message) || `keyward answered ${response.status}.`,
-  );
+  const failure = refusal(response, json);
   if (response.status === 401 && key && key === signedInKey()) {
     // Forgotten here first, so that no registration elsewhere is needed to drop a dead key.
     signedIn = null;

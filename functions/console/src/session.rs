@@ -17,7 +17,7 @@
 use keyward::domain::Timestamp;
 use keyward::http::{
     ApiError, CONSOLE_HEADER, ErrorCode, Finish, People, SESSION_COOKIE, SignedIn, cookie,
-    json_response, session_from_headers,
+    json_response, require_role, session_from_headers,
 };
 use lambda_http::http::{HeaderValue, StatusCode, header};
 use lambda_http::request::RequestContext;
@@ -29,6 +29,10 @@ use super::secure;
 /// its callback. `SameSite=Lax`, not `Strict`: the callback is a navigation from the issuer's
 /// site, which a strict cookie would not come back with.
 const SIGN_IN_COOKIE: &str = "__Host-keyward-sign-in";
+
+/// The callback's path below the console's address: the redirect URI that a sign-in sends,
+/// and that its exchange must name again, exactly.
+const CALLBACK: &str = "console/callback";
 
 /// How long a sign-in may take, in seconds, from its start to its callback.
 const SIGN_IN_SECONDS: i64 = 600;
@@ -139,7 +143,7 @@ pub(crate) async fn begin(req: &Request, people: &dyn People) -> Response<Body> 
     let Some(base) = console_base(req, "console/sign-in") else {
         return no_host();
     };
-    match sign_in.begin(&format!("{base}console/callback")).await {
+    match sign_in.begin(&format!("{base}{CALLBACK}")).await {
         Ok(start) => {
             let kept = format!("{}.{}.{}", start.state, start.nonce, start.verifier);
             let cookie = set_cookie(SIGN_IN_COOKIE, &kept, SIGN_IN_SECONDS, "Lax");
@@ -155,7 +159,7 @@ pub(crate) async fn callback(req: &Request, people: &dyn People, now: Timestamp)
     let Some(sign_in) = people.sign_in() else {
         return not_configured();
     };
-    let Some(base) = console_base(req, "console/callback") else {
+    let Some(base) = console_base(req, CALLBACK) else {
         return no_host();
     };
     let failed = |why: &str| Err(ApiError::new(ErrorCode::SignInFailed, why));
@@ -170,7 +174,7 @@ pub(crate) async fn callback(req: &Request, people: &dyn People, now: Timestamp)
         (Some([state, nonce, verifier]), Some(came), Some(code)) if came == *state => {
             let finish = Finish {
                 code,
-                redirect_uri: &format!("{base}console/callback"),
+                redirect_uri: &format!("{base}{CALLBACK}"),
                 verifier,
                 nonce,
             };
@@ -269,12 +273,8 @@ pub(crate) async fn session(req: &Request, people: &dyn People, now: Timestamp) 
         Ok(person) => person,
         Err(e) => return e.into_response(),
     };
-    if person.grants.is_empty() {
-        return ApiError::new(
-            ErrorCode::NoRole,
-            "your groups grant no role in keyward; ask an administrator for one",
-        )
-        .into_response();
+    if let Err(e) = require_role(&person) {
+        return e.into_response();
     }
     let body = serde_json::json!({
         "person": {"id": person.sub, "name": person.name},

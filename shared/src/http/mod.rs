@@ -18,7 +18,7 @@ pub use body::{json_body, json_body_within};
 pub use error::{ApiError, ErrorCode};
 pub use people::{
     CLIENT_ID_VAR, Finish, GROUPS_CLAIM_VAR, ISSUER_VAR, NoPeople, People, ROLES_VAR, SignIn,
-    SignInStart, SignedIn, people_from_env,
+    SignInStart, SignedIn, people_from_env, person_token, require_role,
 };
 pub use request::{
     ATTEMPTS, CONSOLE_HEADER, Caller, Prepare, SESSION_COOKIE, apply_deciding, apply_prepared,

@@ -76,6 +76,30 @@ pub struct SignedIn {
     pub expires_at: i64,
 }
 
+/// `403 no_role` for a person whose groups grant nothing anywhere: such a person may do
+/// nothing, on the API or in the console.
+pub fn require_role(person: &Person) -> Result<(), ApiError> {
+    if person.grants.is_empty() {
+        return Err(ApiError::new(
+            super::ErrorCode::NoRole,
+            "your groups grant no role in keyward; ask an administrator for one",
+        ));
+    }
+    Ok(())
+}
+
+/// The person's token among what a request presents: its own credential (`presented`) if
+/// `people` takes it, or else the console's `session`, which a request has only when it has
+/// no credential of its own ([`super::session_from_headers`]). A value `people` does not take
+/// is no person's; the session's is never checked as a key.
+pub fn person_token<'t>(
+    people: &dyn People,
+    presented: Option<&'t str>,
+    session: Option<&'t str>,
+) -> Option<&'t str> {
+    presented.or(session).filter(|t| people.takes(t))
+}
+
 /// Where no identity provider is configured: every token is checked as a key.
 pub struct NoPeople;
 

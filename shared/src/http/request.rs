@@ -7,7 +7,7 @@ use lambda_http::http::HeaderMap;
 use lambda_http::request::RequestContext;
 use lambda_http::{Request, RequestExt};
 
-use super::{ApiError, Context, ErrorCode, Settings};
+use super::{ApiError, Context, ErrorCode, Settings, person_token, require_role};
 use crate::check::{Needs, Outcome, check_presented};
 use crate::domain::{
     Actor, AllowedIps, EnvName, Key, KeyId, LifecycleError, Person, RotationPolicy, Scope, Scopes,
@@ -299,20 +299,11 @@ pub async fn authenticate(
     now: Timestamp,
 ) -> Result<Caller, ApiError> {
     let token = key_from_headers(req.headers());
-    // The session's cookie goes to the People port alone: a value it does not take is no
-    // credential, and never a key.
-    let person = token
-        .filter(|t| context.people.takes(t))
-        .or_else(|| session_from_headers(req.headers()).filter(|t| context.people.takes(t)));
-    if let Some(token) = person {
+    let session = session_from_headers(req.headers());
+    if let Some(token) = person_token(context.people, token, session) {
         let person = context.people.person(token, now).await?;
         tracing::Span::current().record("caller", person.sub.as_str());
-        if person.grants.is_empty() {
-            return Err(ApiError::new(
-                ErrorCode::NoRole,
-                "your groups grant no role in keyward; ask an administrator for one",
-            ));
-        }
+        require_role(&person)?;
         return Ok(Caller {
             who: Who::Person(person),
         });

@@ -11,11 +11,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hyper::Uri;
 use serde_json::Value;
 
-use super::{Oidc, claims_of};
+use super::{Oidc, claims_of, named_endpoint};
 use crate::OsEntropy;
 use crate::domain::{Entropy, Timestamp};
 use crate::http::{ApiError, ErrorCode, Finish, People, SignIn, SignInStart, SignedIn};
-use crate::published::{https_url, post_form};
+use crate::published::post_form;
 
 /// The scopes asked for: an ID token, with the email and the name that name the person in
 /// the activity log.
@@ -65,10 +65,7 @@ impl Oidc {
             .discovery()
             .await
             .map_err(|e| unavailable(e.to_string()))?;
-        let url = discovery[name]
-            .as_str()
-            .ok_or_else(|| unavailable(format!("the discovery document has no {name}")))?;
-        https_url(name, url).map_err(unavailable)
+        named_endpoint(&discovery, name).map_err(unavailable)
     }
 }
 
@@ -130,11 +127,7 @@ impl SignIn for Oidc {
 
     async fn end_session(&self, return_to: &str) -> Option<String> {
         let discovery = self.discovery().await.ok()?;
-        let endpoint = https_url(
-            "end_session_endpoint",
-            discovery["end_session_endpoint"].as_str()?,
-        )
-        .ok()?;
+        let endpoint = named_endpoint(&discovery, "end_session_endpoint").ok()?;
         Some(with_query(
             &endpoint,
             &[
